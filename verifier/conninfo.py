@@ -1,0 +1,101 @@
+"""Connection strings: parse, redact, connect with our safety settings.
+
+Reads nothing but its arguments; ``connect`` opens a psycopg connection and
+raises ``DatabaseUnreachable`` (never psycopg's own error) when it cannot.
+Passwords never leave this module in text meant for people: ``redact`` is
+what logs, reports and messages show.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from verifier.errors import DatabaseUnreachable, UsageError
+
+APPLICATION_NAME = "financial-migration-verifier"
+CONNECT_TIMEOUT_S = 10
+
+# A password can hide in a URL's userinfo or in a key=value pair; both are
+# masked in any text that might reach a person (error messages included).
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def parse(dsn: str) -> dict[str, str]:
+    """Return the connection parameters of ``dsn`` (a URL or key=value string).
+
+    Raises ``UsageError`` naming the (redacted) string when it does not parse.
+    """
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(
+            f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}",
+            hint="Use a URL like postgresql://user@host:5432/dbname.",
+        ) from None
+    return {k: str(v) for k, v in params.items() if v is not None}
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``."""
+    text = _URL_PASSWORD.sub(r"\1:***@", dsn)
+    return _KV_PASSWORD.sub(r"\1***", text)
+
+
+def scrub(text: str, *dsns: str) -> str:
+    """``text`` with every password of ``dsns`` (and any URL password) masked."""
+    for dsn in dsns:
+        try:
+            password = pg_conninfo.conninfo_to_dict(dsn).get("password")
+        except psycopg.ProgrammingError:
+            password = None
+        if password:
+            text = text.replace(str(password), "***")
+    return redact(text)
+
+
+def describe(dsn: str) -> str:
+    """A short, password-free name for a server and database: ``user@host:port/db``."""
+    try:
+        p = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return redact(dsn)
+    host = str(p.get("host") or "localhost")
+    port = str(p.get("port") or "5432")
+    user = str(p.get("user") or "")
+    db = str(p.get("dbname") or "")
+    return f"{user + '@' if user else ''}{host}:{port}/{db}"
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """``dsn`` pointing at another database of the same server."""
+    return pg_conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> psycopg.Connection:
+    """Open a connection that names itself and cannot hang forever on connect.
+
+    Raises ``DatabaseUnreachable`` with the redacted target and the server's
+    reason when the connection fails.
+    """
+    try:
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            application_name=APPLICATION_NAME,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+    except psycopg.OperationalError as exc:
+        reason = scrub(str(exc).strip(), dsn).replace("\n", " ")
+        raise DatabaseUnreachable(
+            f"Could not connect to the {what} {describe(dsn)}: {reason}",
+            target=describe(dsn),
+            hint="Check the host, port, user, password and database name in the URL.",
+        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(
+            f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}"
+        ) from None

@@ -1,0 +1,74 @@
+"""Operating errors: the run could not verify (exit code 2).
+
+Findings are data, not exceptions; bugs in the verifier are assertions.
+Everything here is a ``VerifierError`` whose ``str()`` is one paragraph a
+user can act on, carrying the thing it names as attributes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VerifierError(Exception):
+    """The verifier could not do what it was asked. Exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        # Set by the run that raised it, once its (incomplete) report is written.
+        self.run_dir: Path | None = None
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} {self.hint}"
+
+
+class UsageError(VerifierError):
+    """The command line or configuration asks for something impossible."""
+
+
+class DatabaseUnreachable(VerifierError):
+    """A connection to a database failed. ``target`` is the redacted address."""
+
+    def __init__(self, message: str, *, target: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.target = target
+
+
+class ScratchError(VerifierError):
+    """A scratch server or database could not be provisioned or used."""
+
+    def __init__(self, message: str, *, spec: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.spec = spec
+
+
+class SnapshotError(VerifierError):
+    """A dump file cannot be read or restored. ``path`` names the file."""
+
+    def __init__(self, message: str, *, path: Path, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class ToolError(VerifierError):
+    """A PostgreSQL client tool (pg_dump, pg_restore, psql) is missing or failed."""
+
+    def __init__(self, message: str, *, tool: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.tool = tool
+
+
+class NotBuiltYet(VerifierError):
+    """A stage of the pipeline that this version does not have yet.
+
+    Raised instead of pretending: a run that cannot verify says so (exit 2)
+    rather than reporting a pass it has not earned.
+    """
+
+
+class Interrupted(VerifierError):
+    """The run was stopped by Ctrl-C or SIGTERM before it finished."""

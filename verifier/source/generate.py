@@ -1,0 +1,144 @@
+"""The demo data generator: a creator platform just before the cents migration.
+
+``generate(dsn, rows, seed)`` fills an empty database (ours: a scratch
+database) with the base schema and about ``rows`` money rows spread over the
+platform's tables; ``write_snapshot`` then dumps it with pg_dump -Fc. The
+data is a function of (rows, seed) only. All work is set-based SQL in the
+server (see demo_data.sql): the client sends ~25 statements whatever the size.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from verifier import conninfo, pgtools
+from verifier.errors import ToolError, UsageError
+from verifier.paths import base_schema_file
+
+ROWS_MIN = 1_000
+ROWS_MAX = 10_000_000
+DEFAULT_ROWS = 20_000
+DEFAULT_SEED = 42
+
+# Share of the money rows each table gets, in thousandths. Users (and their
+# token balances) are 4% of the rows; creators are every tenth user; tiers,
+# stream rates and the gift catalogue follow from those counts.
+TABLE_SHARE = {
+    "token_transactions": 200,
+    "tips": 280,
+    "payments": 100,
+    "creator_earnings": 80,
+    "gift_transactions": 80,
+    "ppv_messages": 50,
+    "subscriptions": 40,
+    "show_tickets": 30,
+    "vod_purchases": 30,
+    "live_shopping_orders": 20,
+    "shop_items": 8,
+    "creator_payouts": 5,
+    "withdrawals": 5,
+    "creator_offers": 2,
+    "ticketed_shows": 2,
+}
+USERS_SHARE = 40
+STATEMENTS_FILE = Path(__file__).with_name("demo_data.sql")
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Row counts per table for a requested size (validated, derived)."""
+
+    rows: int
+    seed: int
+    users: int
+    creators: int
+    counts: dict[str, int]
+
+    @property
+    def money_rows(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class Generated:
+    plan: Plan
+    duration_s: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.plan.money_rows / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def plan(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Plan:
+    """Split ``rows`` money rows over the tables. Raises ``UsageError`` out of range."""
+    if not ROWS_MIN <= rows <= ROWS_MAX:
+        raise UsageError(f"--rows must be between {ROWS_MIN:,} and {ROWS_MAX:,} (got {rows:,}).")
+    total_share = sum(TABLE_SHARE.values()) + 2 * USERS_SHARE
+    users = max(100, rows * USERS_SHARE // total_share)
+    creators = max(10, users // 10)
+    counts = {t: max(1, rows * s // total_share) for t, s in TABLE_SHARE.items()}
+    counts.update(
+        users=users,
+        token_balances=users,
+        subscription_tiers=3 * creators,
+        stream_rates=creators,
+        virtual_gifts=20,
+    )
+    result = Plan(rows, seed, users, creators, counts)
+    # The tables reference creators by id 10*k: there must be that many users.
+    assert result.creators * 10 <= result.users
+    return result
+
+
+def statements() -> list[tuple[str, str]]:
+    """The generator's named statements in order, from demo_data.sql."""
+    text = STATEMENTS_FILE.read_text()
+    parts = _NAME.split(text)[1:]
+    named = list(zip(parts[0::2], parts[1::2], strict=True))
+    assert named and named[0][0] == "helpers"
+    return [(name, body.strip()) for name, body in named]
+
+
+def generate(dsn: str, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Generated:
+    """Create the base schema in the (empty) database at ``dsn`` and fill it.
+
+    Writes only to that database. Raises ``UsageError`` for a size out of
+    range, ``DatabaseUnreachable`` when the database cannot be reached.
+    """
+    p = plan(rows, seed)
+    started = time.monotonic()
+    with conninfo.connect(dsn, autocommit=True, what="demo database") as conn:
+        conn.execute(base_schema_file().read_text())
+        for name, body in statements():
+            if name.startswith("helpers"):
+                conn.execute(body)
+                continue
+            params = {
+                "seed": seed,
+                "users": p.users,
+                "creators": p.creators,
+                "shows": p.counts["ticketed_shows"],
+                "n": p.counts.get(name, 0),
+            }
+            with conn.transaction():
+                cur = conn.execute(body, params)
+            assert cur.rowcount == p.counts[name], (name, cur.rowcount, p.counts[name])
+        conn.execute("ANALYZE")
+    return Generated(p, time.monotonic() - started)
+
+
+def write_snapshot(dsn: str, out: Path) -> None:
+    """Dump the database at ``dsn`` to ``out`` in pg_dump's custom format.
+
+    Raises ``ToolError`` when pg_dump fails.
+    """
+    tool = pgtools.find("pg_dump")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = pgtools.run(tool, ["--format=custom", "--no-owner", "--file", str(out)], dsn=dsn)
+    if done.returncode != 0:
+        raise ToolError(f"pg_dump could not write {out}: {pgtools.stderr_tail(done.stderr)}",
+                        tool="pg_dump")
