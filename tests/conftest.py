@@ -1,0 +1,159 @@
+"""Shared fixtures: a real PostgreSQL server and a fresh database per test.
+
+The server is ``VERIFIER_TEST_DSN`` when set (CI points it at the local
+PostgreSQL 15), otherwise an embedded server started once for the session.
+Every test that touches data gets its own database with a random name,
+dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from verifier import conninfo
+from verifier.scratch import SCRATCH_DB_PREFIX, provision
+from verifier.scratch.embedded import TEMP_PREFIX, temp_root
+
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A conninfo for a server where tests may create databases."""
+    dsn = os.environ.get("VERIFIER_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    with provision("embedded") as server:
+        yield server.admin_dsn
+
+
+def _create_db(server_dsn: str, prefix: str) -> str:
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def _drop_db(server_dsn: str, name: str) -> None:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def fresh_db(server_dsn: str) -> Iterator[str]:
+    """The conninfo of a new, empty database with a random name (dropped afterwards)."""
+    name = _create_db(server_dsn, "test")
+    try:
+        yield conninfo.with_dbname(server_dsn, name)
+    finally:
+        _drop_db(server_dsn, name)
+
+
+@pytest.fixture
+def make_db(server_dsn: str) -> Iterator[object]:
+    """A factory of fresh databases (for tests that need several)."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(_create_db(server_dsn, "test"))
+        return conninfo.with_dbname(server_dsn, names[-1])
+
+    yield make
+    for name in names:
+        _drop_db(server_dsn, name)
+
+
+def scratch_databases(server_dsn: str) -> set[str]:
+    """Names of the verifier's scratch databases now on the server."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (SCRATCH_DB_PREFIX + "%",)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def embedded_dirs() -> set[str]:
+    """Embedded scratch server directories now in the scratch temp root."""
+    return {p.name for p in temp_root().glob(TEMP_PREFIX + "*")}
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> CliResult:
+    """Run one of the installed console scripts in a subprocess, as a user would."""
+    done = subprocess.run(
+        [str(BIN_DIR / args[0]), *args[1:]],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def leftovers(server_dsn: str) -> Iterator[None]:
+    """Assert that the test leaves no scratch database or embedded directory behind."""
+    dbs_before, dirs_before = scratch_databases(server_dsn), embedded_dirs()
+    yield
+    assert scratch_databases(server_dsn) - dbs_before == set(), "scratch database left behind"
+    assert embedded_dirs() - dirs_before == set(), "embedded server directory left behind"
+
+
+def table_digests(dsn: str) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent digest of every table in public."""
+    with psycopg.connect(dsn) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()]
+        result = {}
+        for table in tables:
+            row = conn.execute(sql.SQL(
+                "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '')"
+                " FROM {} t").format(sql.Identifier(table))).fetchone()
+            assert row is not None
+            result[table] = (int(row[0]), str(row[1]))
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_source(server_dsn: str) -> Iterator[str]:
+    """A small generated demo database (2,000 money rows, seed 7), made once per session."""
+    from verifier.source import generate
+
+    name = _create_db(server_dsn, "test_source")
+    try:
+        dsn = conninfo.with_dbname(server_dsn, name)
+        generate.generate(dsn, rows=2_000, seed=7)
+        yield dsn
+    finally:
+        _drop_db(server_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def dumps(tmp_path_factory: pytest.TempPathFactory, demo_source: str) -> dict[str, Path]:
+    """The demo source dumped in every format pg_dump writes: custom, directory, tar, plain."""
+    from verifier import pgtools
+
+    out = tmp_path_factory.mktemp("dumps")
+    with psycopg.connect(demo_source) as conn:
+        pg_dump = pgtools.find("pg_dump", conn.info.server_version // 10000)
+    paths = {}
+    for fmt, name in (("custom", "demo.dump"), ("directory", "demo.dir"), ("tar", "demo.tar"),
+                      ("plain", "demo.sql")):
+        paths[fmt] = out / name
+        done = pgtools.run(pg_dump, [f"--format={fmt}", "--file", str(paths[fmt])], dsn=demo_source)
+        assert done.returncode == 0, done.stderr
+    return paths

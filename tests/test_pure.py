@@ -1,0 +1,129 @@
+"""Pure logic, no database: sizes, dump recognition, redaction, the plain-dump filter.
+
+These prove the parts whose mistakes would be silent: a password that leaks
+into a message, a role statement that slips through, a COPY row mistaken
+for SQL, a size plan that does not add up.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from verifier import conninfo
+from verifier.errors import SnapshotError, UsageError
+from verifier.source import dump, generate
+
+
+def test_plan_counts_add_up_and_scale() -> None:
+    for rows in (1_000, 20_000, 1_000_000, 10_000_000):
+        p = generate.plan(rows)
+        # Every table gets rows; the total is the request give or take the
+        # derived tables (tiers, rates, gift catalogue) and rounding.
+        assert all(n >= 1 for n in p.counts.values())
+        assert abs(p.money_rows - rows) <= 0.05 * rows + 100, (rows, p.money_rows)
+        assert p.creators * 10 <= p.users
+    with pytest.raises(UsageError):
+        generate.plan(999)
+    with pytest.raises(UsageError):
+        generate.plan(10_000_001)
+
+
+def test_generator_statements_cover_every_planned_table() -> None:
+    names = [n for n, _ in generate.statements() if not n.startswith("helpers")]
+    assert sorted(names) == sorted(generate.plan(1_000).counts)
+    # psycopg would read a lone percent sign as a placeholder.
+    for _, body in generate.statements():
+        assert "%" not in body.replace("%%", "").replace("%(", "")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"PGDMP\x01\x10\x00rest", "custom"),
+        (b"--\n-- PostgreSQL database dump\n--\nSET x = 1;\n", "plain"),
+        (b"CREATE TABLE t (id int);\n", "plain"),
+        (b"\0" * 257 + b"ustar" + b"\0" * 300, "tar"),
+    ],
+)
+def test_detect_format(tmp_path: Path, content: bytes, expected: str) -> None:
+    f = tmp_path / "x"
+    f.write_bytes(content)
+    assert dump.detect_format(f) == expected
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "empty"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "not a pg_dump"),
+        (b"hello, world\n", "not a pg_dump"),
+        (b"\x1f\x8b\x08\0\0\0", "gzip"),
+    ],
+)
+def test_detect_format_refuses(tmp_path: Path, content: bytes, words: str) -> None:
+    f = tmp_path / "x"
+    f.write_bytes(content)
+    with pytest.raises(SnapshotError) as err:
+        dump.detect_format(f)
+    assert words in str(err.value) and str(f) in str(err.value)
+
+
+def test_detect_format_directory_and_missing(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match="no toc.dat"):
+        dump.detect_format(tmp_path)
+    with pytest.raises(SnapshotError, match="does not exist"):
+        dump.detect_format(tmp_path / "nope.dump")
+    (tmp_path / "toc.dat").write_bytes(b"PGDMP")
+    assert dump.detect_format(tmp_path) == "directory"
+
+
+def test_plain_filter_drops_role_statements_but_not_copy_rows(tmp_path: Path) -> None:
+    text = (
+        b"CREATE TABLE t (x text);\n"
+        b"ALTER TABLE public.t OWNER TO prod_owner;\n"
+        b"GRANT SELECT ON TABLE public.t TO analyst;\n"
+        b"COPY public.t (x) FROM stdin;\n"
+        b"GRANT ALL TO everyone\n"
+        b"ALTER TABLE x OWNER TO y;\n"
+        b"\\.\n"
+        b"REVOKE ALL ON SCHEMA public FROM PUBLIC;\n"
+    )
+    out = b"".join(dump._filtered_lines(io.BytesIO(text), tmp_path / "d.sql"))
+    assert out == (
+        b"CREATE TABLE t (x text);\n"
+        b"COPY public.t (x) FROM stdin;\n"
+        b"GRANT ALL TO everyone\n"
+        b"ALTER TABLE x OWNER TO y;\n"
+        b"\\.\n"
+    )
+
+
+@pytest.mark.parametrize("line", [b"\\connect other\n", b"CREATE DATABASE prod;\n", b"CREATE ROLE x;\n"])
+def test_plain_filter_refuses_to_leave_the_database(tmp_path: Path, line: bytes) -> None:
+    with pytest.raises(SnapshotError, match="line 2 would leave the scratch database"):
+        list(dump._filtered_lines(io.BytesIO(b"SELECT 1;\n" + line), tmp_path / "d.sql"))
+
+
+password_chars = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126,
+                                                exclude_characters="@/:?#%'\\ "), min_size=4)
+
+
+@given(password=password_chars)
+def test_redact_hides_url_passwords(password: str) -> None:
+    url = f"postgresql://alice:{password}@db.internal:5432/pay"
+    assume(password not in url.replace(f":{password}@", ":@"))  # e.g. "post" in "postgresql"
+    assert password not in conninfo.redact(url)
+    assert password not in conninfo.describe(url)
+    assert password not in conninfo.scrub(f"failed for {url} with {password}", url)
+
+
+def test_redact_hides_keyword_passwords() -> None:
+    dsn = "host=db user=alice password=s3cr3t-pw dbname=pay"
+    assert "s3cr3t-pw" not in conninfo.redact(dsn)
+    assert conninfo.describe(dsn) == "alice@db:5432/pay"
+    assert "'q p'" not in conninfo.redact("host=db password='q p' dbname=x")

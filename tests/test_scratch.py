@@ -1,0 +1,163 @@
+"""Scratch servers: each kind gives a writable database and leaves nothing behind.
+
+Embedded: a real PostgreSQL 18 from the wheel, started and removed, also
+when the block raises. URL: a uniquely named database, dropped (or kept on
+request); a role without CREATEDB gets a clear refusal. Docker: a real
+container from the locally built image (CI builds it; see .ci/run).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from verifier import conninfo
+from verifier.errors import ScratchError, UsageError
+from verifier.scratch import SCRATCH_DB_PREFIX, provision
+from verifier.scratch.embedded import TEMP_PREFIX
+
+from .conftest import embedded_dirs, scratch_databases
+
+
+def _write_and_read(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (amount numeric(12,2))")
+        conn.execute("INSERT INTO t VALUES (1.23), (4.56)")
+        row = conn.execute("SELECT count(*) FROM t").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped by init) is not alive."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_embedded_server_runs_and_vanishes() -> None:
+    before = embedded_dirs()
+    with provision("embedded") as server:
+        assert server.kind == "embedded"
+        assert server.version_num >= 180000
+        new_dirs = embedded_dirs() - before
+        assert len(new_dirs) == 1
+        with server.database() as db:
+            assert db.name.startswith(SCRATCH_DB_PREFIX)
+            assert _write_and_read(db.dsn) == 2
+        host = conninfo.parse(server.admin_dsn)["host"]
+    assert embedded_dirs() == before
+    assert not Path(host).exists()
+
+
+def test_embedded_server_is_removed_when_the_block_raises() -> None:
+    before = embedded_dirs()
+    with pytest.raises(RuntimeError, match="boom"), provision("embedded") as server:
+        pid_file = Path(conninfo.parse(server.admin_dsn)["host"]) / "data" / "postmaster.pid"
+        pid = int(pid_file.read_text().split()[0])
+        raise RuntimeError("boom")
+    assert embedded_dirs() == before
+    assert not _alive(pid)
+
+
+def test_embedded_refuses_without_disk_space(tmp_path: Path) -> None:
+    """A scratch directory on a 16 MB tmpfs: a clear refusal, nothing left behind."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs: " + mounted.stderr.decode().strip())
+    try:
+        os.environ["VERIFIER_SCRATCH_DIR"] = str(mount_point)
+        with pytest.raises(ScratchError) as err, provision("embedded"):
+            pass
+        assert "Not enough disk space" in str(err.value) and str(mount_point) in str(err.value)
+        assert list(mount_point.iterdir()) == []
+    finally:
+        os.environ.pop("VERIFIER_SCRATCH_DIR", None)
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_url_scratch_creates_and_drops_a_unique_database(server_dsn: str) -> None:
+    before = scratch_databases(server_dsn)
+    with provision(server_dsn) as server:
+        assert server.kind == "url"
+        with server.database() as one, server.database() as two:
+            assert one.name != two.name
+            assert {one.name, two.name} <= scratch_databases(server_dsn)
+            assert _write_and_read(one.dsn) == 2
+    assert scratch_databases(server_dsn) == before
+
+
+def test_url_scratch_keep_leaves_the_database_and_says_how_to_connect(
+    server_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with provision(server_dsn, keep=True) as server, server.database() as db:
+        name = db.name
+    try:
+        assert name in scratch_databases(server_dsn)
+        err = capsys.readouterr().err
+        assert f"Kept scratch database {name}" in err and "psql" in err
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def test_url_scratch_without_createdb_is_refused_clearly(server_dsn: str) -> None:
+    role = f"test_nocreatedb_{secrets.token_hex(4)}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB").format(sql.Identifier(role)))
+    try:
+        before = scratch_databases(server_dsn)
+        limited = conninfo.with_dbname(server_dsn, "postgres")
+        limited = psycopg.conninfo.make_conninfo(limited, user=role)
+        with pytest.raises(ScratchError) as err, provision(limited) as server, server.database():
+            pass
+        assert "refused CREATE DATABASE" in str(err.value) and role in str(err.value)
+        assert "CREATEDB" in str(err.value)
+        assert scratch_databases(server_dsn) == before
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_unknown_scratch_spec_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="Unknown --scratch"), provision("kubernetes"):
+        pass
+
+
+DOCKER_IMAGE = os.environ.get("VERIFIER_TEST_DOCKER_IMAGE")
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(not DOCKER_IMAGE and os.environ.get("CI") != "true",
+                    reason="set VERIFIER_TEST_DOCKER_IMAGE (CI builds one: ci/postgres-image/build.sh)")
+def test_docker_scratch_runs_a_real_container() -> None:
+    # In CI the image must be there: a missing image fails instead of skipping.
+    assert DOCKER_IMAGE, "CI must set VERIFIER_TEST_DOCKER_IMAGE"
+    import docker
+
+    client = docker.from_env()
+    before = {c.id for c in client.containers.list(all=True)}
+    with provision(f"docker:{DOCKER_IMAGE}") as server:
+        assert server.kind == "docker"
+        assert server.version_num >= 150000
+        with server.database() as db:
+            assert _write_and_read(db.dsn) == 2
+    assert {c.id for c in client.containers.list(all=True)} == before
+
+
+def test_docker_scratch_with_a_missing_image_is_a_clear_error() -> None:
+    with pytest.raises(ScratchError) as err, provision("docker:verifier-no-such-image:0"):
+        pass
+    assert "verifier-no-such-image:0" in str(err.value)
