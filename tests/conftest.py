@@ -74,6 +74,20 @@ def make_db(server_dsn: str) -> Iterator[object]:
         _drop_db(server_dsn, name)
 
 
+@pytest.fixture(scope="module")
+def make_module_db(server_dsn: str) -> Iterator[object]:
+    """Like ``make_db``, for databases shared by the tests of one module."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(_create_db(server_dsn, "test"))
+        return conninfo.with_dbname(server_dsn, names[-1])
+
+    yield make
+    for name in names:
+        _drop_db(server_dsn, name)
+
+
 def scratch_databases(server_dsn: str) -> set[str]:
     """Names of the verifier's scratch databases now on the server."""
     with psycopg.connect(server_dsn, autocommit=True) as conn:
@@ -157,3 +171,9 @@ def dumps(tmp_path_factory: pytest.TempPathFactory, demo_source: str) -> dict[st
         done = pgtools.run(pg_dump, [f"--format={fmt}", "--file", str(paths[fmt])], dsn=demo_source)
         assert done.returncode == 0, done.stderr
     return paths
+
+
+@pytest.fixture(scope="session")
+def small_dump(dumps: dict[str, Path]) -> Path:
+    """The small demo database as a custom-format dump."""
+    return dumps["custom"]

@@ -20,7 +20,6 @@ from psycopg import sql
 from verifier import conninfo
 from verifier.errors import ScratchError, UsageError
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
-from verifier.scratch.embedded import TEMP_PREFIX
 
 from .conftest import embedded_dirs, scratch_databases
 
