@@ -24,6 +24,7 @@ from psycopg import sql
 
 from verifier import conninfo
 from verifier.errors import ScratchError, UsageError
+from verifier.signals import shielded
 
 DEFAULT_SPEC = "embedded"
 SCRATCH_DB_PREFIX = "verifier_scratch"
@@ -105,11 +106,12 @@ class ScratchServer:
         try:
             yield db
         finally:
-            if self.keep:
-                if self.on_keep is not None:
-                    self.on_keep(db)
-            else:
-                drop_database(self.admin_dsn, name)
+            with shielded():
+                if self.keep:
+                    if self.on_keep is not None:
+                        self.on_keep(db)
+                else:
+                    drop_database(self.admin_dsn, name)
 
 
 def unique_name(purpose: str) -> str:
