@@ -7,11 +7,6 @@
 BEGIN;
 
 -- Up Migration
-CREATE TABLE IF NOT EXISTS schema_migrations (
-  version TEXT PRIMARY KEY,
-  applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-
 CREATE TABLE IF NOT EXISTS users (
   id BIGINT PRIMARY KEY,
   username TEXT NOT NULL UNIQUE,
@@ -180,7 +175,6 @@ CREATE TABLE IF NOT EXISTS vod_purchases (
   created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
-INSERT INTO schema_migrations (version) VALUES ('001') ON CONFLICT DO NOTHING;
 
 COMMIT;
 
@@ -190,5 +184,4 @@ COMMIT;
 --   show_tickets, ticketed_shows, gift_transactions, virtual_gifts, shop_items,
 --   creator_offers, subscriptions, subscription_tiers, withdrawals, creator_payouts,
 --   creator_earnings, payments, tips, token_transactions, token_balances, users;
--- DELETE FROM schema_migrations WHERE version = '001';
 -- COMMIT;

@@ -113,8 +113,8 @@ def generate(dsn: str, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Ge
     """
     p = plan(rows, seed)
     started = time.monotonic()
+    _apply_base_schema(dsn)
     with conninfo.connect(dsn, autocommit=True, what="demo database") as conn:
-        conn.execute(base_schema_file().read_text())
         _skip_row_triggers(conn)
         for name, body in statements():
             if name.startswith("helpers"):
@@ -132,6 +132,19 @@ def generate(dsn: str, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Ge
             assert cur.rowcount == p.counts[name], (name, cur.rowcount, p.counts[name])
         conn.execute("ANALYZE")
     return Generated(p, time.monotonic() - started)
+
+
+def _apply_base_schema(dsn: str) -> None:
+    """Apply the base migration with the runner, so schema_migrations records it."""
+    from verifier.plan import discover
+    from verifier.runner import Runner
+
+    base = [f for f in discover(base_schema_file().parent).files if f.path == base_schema_file()]
+    assert len(base) == 1
+    with Runner(dsn) as runner:
+        runner.applied()
+        result = runner.apply(base[0])
+    assert result.failure is None, result.failure.describe()
 
 
 def _skip_row_triggers(conn: psycopg.Connection) -> None:
