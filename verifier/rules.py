@@ -35,7 +35,7 @@ FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%'
 UNION ALL
 SELECT 'constraint', format('%s %s %s', c.conrelid::regclass, c.conname,
        replace(pg_get_constraintdef(c.oid), ' NOT VALID', ''))
@@ -44,7 +44,7 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 UNION ALL
 SELECT 'index', pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%%'
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%'
 UNION ALL
 SELECT 'function', format('%s(%s) %s', p.proname, pg_get_function_identity_arguments(p.oid),
        md5(p.prosrc))
@@ -58,7 +58,7 @@ UNION ALL
 SELECT 'relation', format('%s.%s %s', n.nspname, c.relname, c.relkind)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%'
 ORDER BY 1, 2
 """
 
@@ -86,7 +86,10 @@ class Fingerprint:
 
 
 def schema_of(conn: psycopg.Connection) -> tuple[tuple[str, str], ...]:
-    return tuple((str(k), str(v)) for k, v in conn.execute(SCHEMA_SQL, {}).fetchall())
+    """The schema rows, without the runner's own bookkeeping table."""
+    # No parameters: the query's format() patterns must reach the server as written.
+    rows = conn.execute(SCHEMA_SQL).fetchall()
+    return tuple((str(k), str(v)) for k, v in rows if MIGRATIONS_TABLE not in str(v))
 
 
 def fingerprint(dsn: str, *, with_data: bool = True) -> Fingerprint:

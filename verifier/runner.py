@@ -180,12 +180,16 @@ class Runner:
 
     # -- schema_migrations -------------------------------------------------
 
-    def applied(self) -> set[str]:
-        """Versions recorded in schema_migrations (created when absent)."""
+    def ensure_table(self) -> None:
+        """Create schema_migrations when absent (an existing one is used as it is)."""
         self.conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (version TEXT PRIMARY KEY, "
                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())").format(
                 sql.Identifier(MIGRATIONS_TABLE)))
+
+    def applied(self) -> set[str]:
+        """Versions recorded in schema_migrations (created when absent)."""
+        self.ensure_table()
         rows = self.conn.execute(
             sql.SQL("SELECT version::text FROM {}").format(sql.Identifier(MIGRATIONS_TABLE))
         ).fetchall()
@@ -200,12 +204,14 @@ class Runner:
 
     def record(self, f: MigrationFile) -> None:
         """Mark ``f`` applied (its number where the version column is an integer)."""
+        self.ensure_table()
         value: str | int = f.number if self._version_is_integer() else f.version
         self.conn.execute(
             sql.SQL("INSERT INTO {} (version) VALUES (%s) ON CONFLICT DO NOTHING").format(
                 sql.Identifier(MIGRATIONS_TABLE)), (value,))
 
     def unrecord(self, f: MigrationFile) -> None:
+        self.ensure_table()
         self.conn.execute(
             sql.SQL("DELETE FROM {} WHERE version::text = ANY(%s)").format(
                 sql.Identifier(MIGRATIONS_TABLE)),

@@ -1,0 +1,129 @@
+"""Pure logic of migrations, no database: ordering, headers, splitting, lines.
+
+Ordering must not depend on the file system; duplicate numbers and suffixes
+(the seed's 004 twins and 127a) are allowed and reported; statement lines
+must point at the right line of the file, in the up SQL and in the down
+block; the classification decides what may run inside a transaction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from verifier import plan
+from verifier.paths import project_migrations_dir
+from verifier.sqltext import SqlSyntaxError, split_statements, up_and_down
+
+TEMPLATE = """-- Migration: {stem}
+-- Description: test file
+--   over two lines
+-- Dependencies: {deps}
+
+BEGIN;
+
+-- Up Migration
+CREATE TABLE IF NOT EXISTS {table} (id INT);
+
+COMMIT;
+
+-- Down Migration (for reference)
+-- BEGIN;
+-- DROP TABLE IF EXISTS {table};
+-- COMMIT;
+"""
+
+
+def _write(directory: Path, stem: str, deps: str = "none") -> Path:
+    path = directory / f"{stem}.sql"
+    path.write_text(TEMPLATE.format(stem=stem, deps=deps, table="t_" + stem.replace("-", "_")))
+    return path
+
+
+def test_order_suffixes_and_duplicates(tmp_path: Path) -> None:
+    for stem in ("128_update_rates", "127a_add_pricing", "004_supabase_auth", "127_session_invites",
+                 "004_call_requests", "010_payouts"):
+        _write(tmp_path, stem)
+    (tmp_path / "add_indexes.sql").write_text("SELECT 1;")
+    found = plan.discover(tmp_path)
+    assert [f.path.stem for f in found.files] == [
+        "004_call_requests", "004_supabase_auth", "010_payouts", "127_session_invites",
+        "127a_add_pricing", "128_update_rates"]
+    assert found.duplicates == {"004": ("004_call_requests.sql", "004_supabase_auth.sql")}
+    assert [p.name for p in found.unnumbered] == ["add_indexes.sql"]
+    versions = [f.version for f in found.files]
+    assert versions == ["004_call_requests", "004_supabase_auth", "010", "127", "127a", "128"]
+
+
+def test_pending_honours_text_integer_and_stem_versions(tmp_path: Path) -> None:
+    for stem in ("004_a", "004_b", "010_c", "127a_d", "200_e"):
+        _write(tmp_path, stem)
+    files = plan.discover(tmp_path).files
+    # integers as text ('10'), padded ('200'), suffixed ('127a'), a twin by its stem.
+    applied = {"10", "127a", "004_a", "200"}
+    assert [f.path.stem for f in plan.pending(files, applied)] == ["004_b"]
+    assert [f.path.stem for f in plan.pending(files, set())] == [f.path.stem for f in files]
+
+
+def test_header_and_dependencies(tmp_path: Path) -> None:
+    _write(tmp_path, "001_base")
+    _write(tmp_path, "300_cents", deps="001")
+    _write(tmp_path, "301_backfill", deps="300_cents, 299")
+    files = plan.discover(tmp_path).files
+    assert files[0].text.header["description"] == "test file over two lines"
+    assert files[2].dependencies == ["300", "299"]
+    missing = plan.missing_dependencies(files)
+    assert [(f.path.stem, dep) for f, dep in missing] == [("301_backfill", "299")]
+
+
+def test_project_migrations_are_ordered_and_complete() -> None:
+    found = plan.discover(project_migrations_dir())
+    assert [f.version for f in found.files] == ["001", "300", "301", "302", "303", "400"]
+    assert not found.duplicates and not found.unnumbered
+    assert plan.missing_dependencies(found.files) == []
+    for f in found.files:
+        assert f.text.header["migration"] == f.path.stem
+        assert f.text.down is not None, f.path.name
+        split_statements(f.text.up)
+        split_statements(f.text.down, first_line=f.text.down_first_line)
+
+
+def test_statement_lines_and_classes() -> None:
+    text = (
+        "-- header\n"                          # 1
+        "BEGIN;\n"                             # 2
+        "CREATE TABLE a (x int);\n"            # 3
+        "\n"                                   # 4
+        "/* note */ INSERT INTO a\n"           # 5
+        "  VALUES (1);\n"                      # 6
+        "COMMIT;\n"                            # 7
+        "CREATE INDEX CONCURRENTLY i ON a (x);\n"  # 8
+        "VACUUM a;\n"                          # 9
+        "CALL p();\n"                          # 10
+        "DO $$ BEGIN PERFORM 1; END $$;\n"     # 11
+        "SELECT ';' AS semicolon;\n"           # 12
+    )
+    stmts = split_statements(text)
+    assert [s.line for s in stmts] == [2, 3, 5, 7, 8, 9, 10, 11, 12]
+    assert [s.opens_transaction for s in stmts][:1] == [True]
+    assert stmts[3].closes_transaction
+    assert [s.no_transaction for s in stmts] == [False, False, False, False, True, True, True, False, False]
+    assert stmts[2].sql.startswith("INSERT INTO a")
+
+
+def test_syntax_error_names_the_file_line() -> None:
+    with pytest.raises(SqlSyntaxError) as err:
+        split_statements("SELECT 1;\n\nCREATE TABLE broken (;\n", first_line=10)
+    assert err.value.line == 12 and "syntax error" in err.value.message
+
+
+def test_down_block_lines_point_into_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "001_x")
+    text = up_and_down(path.read_text())
+    assert text.down is not None
+    down = split_statements(text.down, first_line=text.down_first_line)
+    lines = path.read_text().splitlines()
+    for stmt in down:
+        assert lines[stmt.line - 1].startswith("-- " + stmt.sql.split()[0])
+    assert "DROP TABLE" not in text.up
