@@ -20,7 +20,11 @@ def _commands() -> dict[str, click.Command]:
     commands: dict[str, click.Command] = {"verify-cents": cli.verify_cents,
                                           "verify-ledger": cli.verify_ledger}
     for name, sub in cli.verifier.commands.items():
-        commands[f"verifier {name}"] = sub
+        if isinstance(sub, click.Group):
+            for subname, subsub in sub.commands.items():
+                commands[f"verifier {name} {subname}"] = subsub
+        else:
+            commands[f"verifier {name}"] = sub
     return commands
 
 
@@ -43,3 +47,10 @@ def test_setup_is_two_commands_and_ci_runs_the_readme_test_command() -> None:
     assert "make demo" in README and "make test" in README
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert ci.rstrip().splitlines()[-2].strip() == "make test"
+
+
+def test_every_finding_rule_is_documented() -> None:
+    from verifier.findings import RULES
+
+    for rule in RULES:
+        assert f"| `{rule}` |" in README, f"finding rule {rule} is missing from README.md"

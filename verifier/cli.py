@@ -67,13 +67,21 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
               help="Where a rehearsal runs: embedded, a postgresql:// URL, docker or docker:IMAGE.")
 @click.option("--keep-scratch", is_flag=True,
               help="With a URL scratch: keep the scratch database and print how to connect.")
+@click.option("--migrations", "migrations_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="Rehearsal: the migrations to apply (default: the project's own).")
+@click.option("--migration-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="S", help="Rehearsal: cancel a migration still running after S seconds.")
+@click.option("--skip-rule-checks", is_flag=True,
+              help="Rehearsal: do not check each migration for idempotency and its down block.")
 @click.option("--rows", type=int, default=None, metavar="N",
               help="With --demo: about this many money rows (1,000 to 10,000,000).")
 @click.option("--seed", type=int, default=None, help="With --demo: the generator's seed.")
 @report_dir_option
 @traceback_option
 def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, scratch: str,
-                 keep_scratch: bool, rows: int | None, seed: int | None, report_dir: Path,
+                 keep_scratch: bool, migrations_dir: Path | None, migration_timeout: float | None,
+                 skip_rule_checks: bool, rows: int | None, seed: int | None, report_dir: Path,
                  traceback: bool) -> None:
     """Verify that every DECIMAL money value survived its conversion to BIGINT cents.
 
@@ -89,12 +97,14 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, scratch:
         from verifier import inplace, rehearsal
         from verifier.source import generate
 
+        options = rehearsal.Options(migrations_dir, migration_timeout, not skip_rule_checks)
         if demo:
             return rehearsal.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
-                                  seed=generate.DEFAULT_SEED if seed is None else seed)
+                                  seed=generate.DEFAULT_SEED if seed is None else seed,
+                                  options=options)
         if snapshot is not None:
             return rehearsal.rehearse_snapshot(snapshot, report_dir=report_dir, scratch=scratch,
-                                               keep_scratch=keep_scratch)
+                                               keep_scratch=keep_scratch, options=options)
         assert db_url is not None
         return inplace.verify_cents(db_url, report_dir=report_dir)
 
@@ -146,3 +156,138 @@ def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, t
                    f"tables (seed {made.plan.seed}, {made.rows_per_s:,.0f} rows/s).")
 
     _invoke("verifier make-snapshot", traceback, action)
+
+
+@verifier.group("migrations")
+def migrations() -> None:
+    """Status, up, down, create and validate for a migrations directory."""
+
+
+dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+    default=Path("migrations"), show_default=True, help="The migrations directory.",
+)
+db_option = click.option("--db", "db_url", required=True, metavar="URL", help="The database.")
+confirm_option = click.option(
+    "--confirm-write", metavar="DBNAME", default=None,
+    help="Needed to change a database that is not a verifier scratch database: its name.",
+)
+timeout_option = click.option(
+    "--migration-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+    help="Cancel a migration still running after S seconds.",
+)
+
+
+def _render_results(results: list[Any]) -> int:
+    for r in results:
+        mark = "ok" if r.ok else "FAILED"
+        click.echo(f"{r.direction:4s} {r.file.path.name}: {mark} in {r.duration_s:.3f} s")
+        for lock in sorted(r.locks, key=lambda lk: -lk.held_s)[:3]:
+            click.echo(f"       {lock.describe()}")
+        if r.failure is not None:
+            click.echo(f"       {r.failure.describe()}", err=True)
+    if not results:
+        click.echo("nothing to do")
+    return 1 if any(not r.ok for r in results) else 0
+
+
+@migrations.command("status")
+@dir_option
+@db_option
+@traceback_option
+def migrations_status(directory: Path, db_url: str, traceback: bool) -> None:
+    """List each migration file and whether the database has it (read only)."""
+
+    def action() -> None:
+        from verifier import housekeeping
+
+        discovery, rows = housekeeping.status(directory, db_url)
+        for row in rows:
+            click.echo(f"{'applied' if row.applied else 'pending':8s} {row.file.path.name}")
+        for number, names in discovery.duplicates.items():
+            click.echo(f"note: number {number} is shared by {', '.join(names)}")
+        for path in discovery.unnumbered:
+            click.echo(f"note: {path.name} is not numbered and is skipped")
+
+    _invoke("verifier migrations status", traceback, action)
+
+
+@migrations.command("up")
+@dir_option
+@db_option
+@click.option("--to", "to_version", default=None, metavar="VERSION",
+              help="Stop after this version (e.g. 301).")
+@timeout_option
+@confirm_option
+@traceback_option
+def migrations_up(directory: Path, db_url: str, to_version: str | None, migration_timeout: float | None,
+                  confirm_write: str | None, traceback: bool) -> None:
+    """Apply the pending migrations, traced; stop at the first failure (exit 1)."""
+
+    def action() -> None:
+        from verifier import housekeeping
+
+        results = housekeeping.up(directory, db_url, to=to_version, timeout_s=migration_timeout,
+                                  confirm=confirm_write)
+        sys.exit(_render_results(results))
+
+    _invoke("verifier migrations up", traceback, action)
+
+
+@migrations.command("down")
+@dir_option
+@db_option
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many applied migrations to undo, newest first.")
+@timeout_option
+@confirm_option
+@traceback_option
+def migrations_down(directory: Path, db_url: str, steps: int, migration_timeout: float | None,
+                    confirm_write: str | None, traceback: bool) -> None:
+    """Run the -- Down Migration blocks of the newest applied migrations."""
+
+    def action() -> None:
+        from verifier import housekeeping
+
+        results = housekeeping.down(directory, db_url, steps=steps, timeout_s=migration_timeout,
+                                    confirm=confirm_write)
+        sys.exit(_render_results(results))
+
+    _invoke("verifier migrations down", traceback, action)
+
+
+@migrations.command("create")
+@dir_option
+@click.argument("name")
+@traceback_option
+def migrations_create(directory: Path, name: str, traceback: bool) -> None:
+    """Write the next numbered migration file from the template."""
+
+    def action() -> None:
+        from verifier import housekeeping
+
+        click.echo(str(housekeeping.create(directory, name)))
+
+    _invoke("verifier migrations create", traceback, action)
+
+
+@migrations.command("validate")
+@dir_option
+@traceback_option
+def migrations_validate(directory: Path, traceback: bool) -> None:
+    """Check numbering, dependencies, SQL and idempotency without running anything.
+
+    Exit 1 when an error is found (warnings alone exit 0).
+    """
+
+    def action() -> None:
+        from verifier import housekeeping
+
+        problems = housekeeping.validate(directory)
+        for problem in problems:
+            click.echo(str(problem))
+        errors = sum(p.severity == "error" for p in problems)
+        click.echo(f"{errors} error(s), {len(problems) - errors} warning(s)")
+        sys.exit(1 if errors else 0)
+
+    _invoke("verifier migrations validate", traceback, action)

@@ -1,0 +1,130 @@
+"""The rehearsal with migrations, end to end through the command line.
+
+The project's own series applies to the generated platform and passes its
+idempotency and down checks, on the test server (PostgreSQL 15 in CI) as on
+the embedded one (18, via --demo). A failing migration stops the series,
+is a finding (exit 1) with file and line, and later files are not applied.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import run_cli
+
+
+def _summary(report_dir: Path) -> dict:  # type: ignore[type-arg]
+    [run] = list(report_dir.iterdir())
+    return json.loads((run / "summary.json").read_text())  # type: ignore[no-any-return]
+
+
+def _timeline(data: dict) -> list[dict]:  # type: ignore[type-arg]
+    stage = next(s for s in data["stages"] if s["name"] == "migrate")
+    return stage["timeline"]  # type: ignore[no-any-return]
+
+
+def test_project_migrations_apply_and_obey_the_rules(tmp_path: Path, small_dump: Path,
+                                                     server_dsn: str, leftovers: None) -> None:
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--report-dir", str(tmp_path))
+    data = _summary(tmp_path)
+    assert data["findings"] == [], data["findings"]
+    timeline = _timeline(data)
+    assert [t["file"] for t in timeline] == [
+        "300_add_cents_columns.sql", "301_backfill_cents.sql", "302_verification_queries.sql",
+        "303_enforce_cents_drop_decimals.sql", "400_create_double_entry_ledger.sql"]
+    assert all(t["ok"] for t in timeline)
+    # 300 takes ACCESS EXCLUSIVE on each money table, briefly (catalog-only changes).
+    locks_300 = timeline[0]["locks"]
+    assert {lk["relation"] for lk in locks_300 if lk["mode"] == "AccessExclusiveLock"} >= {
+        "public.payments", "public.tips", "public.users"}
+    assert len(data["provenance"]["migrations"]) == 6
+    # Migrations ran and obeyed the rules, but the cents are not checked yet: no pass.
+    assert result.code == 2 and data["status"] == "error" and "not built yet" in data["error"]
+
+
+def test_failing_migration_stops_the_series_and_is_a_finding(tmp_path: Path, small_dump: Path,
+                                                             server_dsn: str, leftovers: None) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "300_add.sql").write_text(
+        "BEGIN;\nALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT;\nCOMMIT;\n"
+        "-- Down Migration\n-- ALTER TABLE tips DROP COLUMN IF EXISTS amount_cents;\n")
+    (migrations / "301_bad_backfill.sql").write_text(
+        "BEGIN;\nUPDATE tips SET amount_cents = round(amount * 100);\n"
+        "ALTER TABLE tips ADD CONSTRAINT tiny CHECK (amount_cents < 100);\nCOMMIT;\n")
+    (migrations / "302_never.sql").write_text("CREATE TABLE IF NOT EXISTS never_applied (id int);\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"))
+    assert result.code == 1, result.stderr
+    data = _summary(tmp_path / "r")
+    assert data["status"] == "fail"
+    failed = [f for f in data["findings"] if f["rule"] == "migration_failed"]
+    assert len(failed) == 1
+    failure = failed[0]["detail"]["failure"]
+    assert (failure["file"], failure["line"], failure["sqlstate"]) == ("301_bad_backfill.sql", 3, "23514")
+    assert [t["file"] for t in _timeline(data)] == ["300_add.sql", "301_bad_backfill.sql"]
+    # 301 is not guarded, 300 is: only the failed file's absence of a down block matters here.
+    assert not [f for f in data["findings"] if f["rule"] == "not_idempotent"]
+
+
+def test_migration_timeout_via_the_command_line(tmp_path: Path, small_dump: Path, server_dsn: str,
+                                                leftovers: None) -> None:
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    (migrations / "300_forever.sql").write_text(
+        "DO $$ BEGIN LOOP PERFORM pg_sleep(0.05); END LOOP; END $$;\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--migration-timeout", "1",
+                     "--report-dir", str(tmp_path / "r"))
+    assert result.code == 1
+    [finding] = _summary(tmp_path / "r")["findings"]
+    assert finding["rule"] == "migration_failed" and "--migration-timeout" in finding["message"]
+
+
+def test_housekeeping_commands(tmp_path: Path, make_db) -> None:  # type: ignore[no-untyped-def]
+    directory = tmp_path / "mig"
+    created = run_cli("verifier", "migrations", "create", "add tips table", "--dir", str(directory))
+    assert created.code == 0 and created.stdout.strip().endswith("001_add_tips_table.sql")
+    second = run_cli("verifier", "migrations", "create", "Second one", "--dir", str(directory))
+    assert second.stdout.strip().endswith("002_second_one.sql")
+    assert "-- Dependencies: 001" in (directory / "002_second_one.sql").read_text()
+    assert run_cli("verifier", "migrations", "validate", "--dir", str(directory)).code == 0
+
+    url = make_db()
+    dbname = url.rsplit("dbname=", 1)[-1].split()[0] if "dbname=" in url else url.rsplit("/", 1)[-1]
+    refused = run_cli("verifier", "migrations", "up", "--dir", str(directory), "--db", url)
+    assert refused.code == 2 and "--confirm-write" in refused.stderr
+    applied = run_cli("verifier", "migrations", "up", "--dir", str(directory), "--db", url,
+                      "--confirm-write", dbname)
+    assert applied.code == 0, applied.stderr
+    assert applied.stdout.count(": ok in") == 2  # 002 creates the same table: a no-op, still ok
+    status = run_cli("verifier", "migrations", "status", "--dir", str(directory), "--db", url)
+    assert "applied  001_add_tips_table.sql" in status.stdout
+    assert "applied  002_second_one.sql" in status.stdout
+    undone = run_cli("verifier", "migrations", "down", "--dir", str(directory), "--db", url,
+                     "--confirm-write", dbname)
+    assert undone.code == 0, undone.stderr
+    status = run_cli("verifier", "migrations", "status", "--dir", str(directory), "--db", url)
+    assert "pending  002_second_one.sql" in status.stdout
+
+
+def test_validate_reports_each_kind_of_problem(tmp_path: Path) -> None:
+    directory = tmp_path / "v"
+    directory.mkdir()
+    (directory / "004_a.sql").write_text("-- Migration: 004_a\n-- Description: x\n-- Dependencies: none\n"
+                                         "CREATE TABLE a (id int);\n")
+    (directory / "004_b.sql").write_text("-- Migration: 004_b\n-- Description: x\n-- Dependencies: 003\n"
+                                         "ALTER TABLE a ADD CONSTRAINT c CHECK (id > 0);\n")
+    (directory / "005_c.sql").write_text("-- Migration: 005_c\n-- Description: x\n-- Dependencies: 004\n"
+                                         "BEGIN;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON a (id);\n"
+                                         "COMMIT;\nSELECT 1;\nSELEC 2;\n")
+    result = run_cli("verifier", "migrations", "validate", "--dir", str(directory))
+    assert result.code == 1
+    out = result.stdout
+    assert "number 004 is shared by 004_a.sql, 004_b.sql" in out
+    assert "004_b.sql: depends on 003" in out
+    assert "004_a.sql:4: not idempotent: CREATE TABLE without IF NOT EXISTS" in out
+    assert "004_b.sql:4: not idempotent: ADD CONSTRAINT is not guarded" in out
+    assert "error: 005_c.sql:8: invalid SQL" in out
