@@ -197,3 +197,26 @@ def test_down_that_does_not_restore_the_schema(tmp_path: Path, scratch) -> None:
     assert any("amount_cents" in change for change in down.detail["schema_changes"])
     _, missing = _apply_and_check(scratch, g)
     assert missing is not None and missing.rule == "down_missing" and missing.severity == "warning"
+
+
+def test_locks_inside_a_committing_call_are_bounded_by_its_transactions(
+    tmp_path: Path, fresh_db: str
+) -> None:
+    """A CALL that commits holds each lock for one of its transactions, not the whole call."""
+    [f] = _files(tmp_path, {"060_call.sql": (
+        "CREATE TABLE IF NOT EXISTS batches (id int);\n"
+        "CREATE OR REPLACE PROCEDURE step() LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n"
+        "  INSERT INTO batches VALUES (1); PERFORM pg_sleep(0.3); COMMIT;\n"
+        "  PERFORM pg_sleep(0.7);\n"
+        "END $$;\n"
+        "CALL step();\n")})
+    with Runner(fresh_db) as runner:
+        result = runner.apply(f)
+    assert result.failure is None
+    call = next(s for s in result.statements if s.line == 7)
+    assert call.duration_s >= 1.0
+    [held] = [lk for lk in result.locks if lk.relation == "public.batches" and lk.sampled
+              and lk.mode == "RowExclusiveLock"]
+    assert 0.2 <= held.held_s < 0.7, held
+    assert "longest transaction seen" in held.describe()

@@ -47,6 +47,13 @@ WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted
 ORDER BY 1, 2
 """
 
+# How long the backend's current transaction has run: a lock seen by a
+# sample has been held at most that long (a CALL commits per batch).
+XACT_AGE_SQL = """
+SELECT extract(epoch FROM clock_timestamp() - xact_start)::float8
+FROM pg_stat_activity WHERE pid = %s
+"""
+
 
 # pg_locks' mode names as the SQL LOCK command spells them.
 LOCK_MODE_NAMES = {
@@ -73,16 +80,22 @@ class StatementTrace:
 
 @dataclass(frozen=True)
 class LockHeld:
-    """A lock the migration held: from the statement that took it to its transaction's end."""
+    """A lock the migration held: from the statement that took it to its transaction's end.
+
+    ``sampled`` locks were seen while a statement that commits inside (a
+    CALL) ran; their ``held_s`` is the longest transaction seen holding them.
+    """
 
     relation: str
     mode: str
     held_s: float
     from_line: int
+    sampled: bool = False
 
     def describe(self) -> str:
         mode = LOCK_MODE_NAMES.get(self.mode, self.mode)
-        return f"{mode} on {self.relation} for {self.held_s:.3f} s (from line {self.from_line})"
+        text = f"{mode} on {self.relation} for {self.held_s:.3f} s (from line {self.from_line})"
+        return text + (", longest transaction seen holding it" if self.sampled else "")
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,8 @@ class MigrationResult:
             "failure": None if self.failure is None else self.failure.__dict__,
             "statements": [s.as_json() for s in self.statements],
             "locks": [{"relation": lk.relation, "mode": lk.mode, "held_s": round(lk.held_s, 6),
-                       "from_line": lk.from_line, "text": lk.describe()} for lk in self.locks],
+                       "from_line": lk.from_line, "sampled": lk.sampled, "text": lk.describe()}
+                      for lk in self.locks],
         }
 
 
@@ -293,8 +307,9 @@ class Runner:
                 return traces, held, _failure(f, stmt, exc)
             now = time.monotonic()
             if sampler:
-                locks = sampler.stop()
-                held += [LockHeld(r, m, now - t0, stmt.line) for r, m in locks]
+                seen = sampler.stop()
+                locks = list(seen)
+                held += [LockHeld(r, m, age, stmt.line, sampled=True) for (r, m), age in seen.items()]
             else:
                 locks = self._locks() if (in_block or wrap) else []
                 tx.observe(locks, t0, stmt.line)
@@ -333,7 +348,7 @@ class Runner:
         for lk in held:
             name, kind = names.get(lk.relation, (lk.relation, "r"))
             if kind in ("r", "p", "m"):  # new indexes and sequences follow from their tables
-                result.append(LockHeld(name, lk.mode, lk.held_s, lk.from_line))
+                result.append(LockHeld(name, lk.mode, lk.held_s, lk.from_line, lk.sampled))
         return result
 
     def _rollback(self) -> None:
@@ -353,11 +368,15 @@ class Runner:
 
 
 class _Sampler:
-    """Polls the migration backend's locks while a non-transactional statement runs."""
+    """Polls the migration backend's locks while a non-transactional statement runs.
+
+    ``stop()`` returns each (relation, mode) seen with the longest age of a
+    transaction seen holding it.
+    """
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self.seen: dict[tuple[str, str], None] = {}
+        self.seen: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -365,18 +384,24 @@ class _Sampler:
         self._thread.start()
 
     def _loop(self) -> None:
+        observer, pid = self.runner.observer, self.runner.pid
         while not self._stop.is_set():
             try:
-                for lock in self.runner._locks():
-                    self.seen.setdefault(lock, None)
+                # The transaction's age, read just after the locks, bounds how
+                # long each of them had been held at that moment.
+                locks = self.runner._locks()
+                row = observer.execute(XACT_AGE_SQL, (pid,)).fetchone()
             except psycopg.Error:
                 return
+            age = float(row[0]) if row is not None and row[0] is not None else 0.0
+            for lock in locks:
+                self.seen[lock] = max(self.seen.get(lock, 0.0), age)
             self._stop.wait(LOCK_SAMPLE_INTERVAL_S)
 
-    def stop(self) -> list[tuple[str, str]]:
+    def stop(self) -> dict[tuple[str, str], float]:
         self._stop.set()
         self._thread.join()
-        return list(self.seen)
+        return self.seen
 
 
 def _line_of(text: str, index0: int) -> str:
