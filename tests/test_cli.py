@@ -71,7 +71,10 @@ def test_demo_restores_and_says_it_verified_nothing(tmp_path: Path) -> None:
     _assert_clear_error(result, "restored", "not built yet", "incomplete report")
     data = _summary(tmp_path)
     assert data["status"] == "error" and data["exit_code"] == 2
+    # The project's migrations applied on the embedded server and obeyed the rules.
+    assert data["findings"] == []
     stages = {s["name"]: s for s in data["stages"]}  # type: ignore[attr-defined,index]
+    assert len(stages["migrate"]["timeline"]) == 5
     assert stages["generate"]["money_rows"] == stages["inventory"]["money_rows"] > 2000
     assert stages["restore"]["tool"].startswith("pg_restore")
     provenance = data["provenance"]
