@@ -63,6 +63,10 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @click.option("--snapshot", type=click.Path(path_type=Path), metavar="FILE",
               help="Rehearse: restore this pg_dump file (custom, directory, tar or plain) in scratch.")
 @click.option("--demo", is_flag=True, help="Generate a demo platform and rehearse it on the embedded server.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="verifier.toml or pyproject.toml ([tool.verifier]); default: "
+                                   "./verifier.toml, else ./pyproject.toml.")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
 @click.option("--scratch", default="embedded", show_default=True, metavar="SPEC",
               help="Where a rehearsal runs: embedded, a postgresql:// URL, docker or docker:IMAGE.")
 @click.option("--keep-scratch", is_flag=True,
@@ -79,7 +83,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @click.option("--seed", type=int, default=None, help="With --demo: the generator's seed.")
 @report_dir_option
 @traceback_option
-def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, scratch: str,
+def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_path: Path | None,
+                 strict: bool, scratch: str,
                  keep_scratch: bool, migrations_dir: Path | None, migration_timeout: float | None,
                  skip_rule_checks: bool, rows: int | None, seed: int | None, report_dir: Path,
                  traceback: bool) -> None:
@@ -106,7 +111,8 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, scratch:
             return rehearsal.rehearse_snapshot(snapshot, report_dir=report_dir, scratch=scratch,
                                                keep_scratch=keep_scratch, options=options)
         assert db_url is not None
-        return inplace.verify_cents(db_url, report_dir=report_dir)
+        return inplace.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
+                                    strict=strict)
 
     _invoke("verify-cents", traceback, action)
 

@@ -12,6 +12,22 @@ from typing import Any
 
 # Rules this version can report, with what each means (the README lists them).
 RULES = {
+    "missing_backfill": "the original is not zero but the cents are 0 (the default was never replaced)",
+    "null_coerced_to_zero": "the original is NULL but the cents are 0",
+    "null_introduced": "the original is set but the cents are NULL",
+    "rounding_mode": "the cents follow another rounding rule (ties, truncation, floor or ceiling)",
+    "sub_cent_loss": "the original had a fraction of a cent, lost by the (correct) rounding",
+    "float_artifact": "the cents come from float arithmetic, or the source column is a float type",
+    "scale_error": "the cents are the original times 1, 10, 1000 or 10000 instead of 100",
+    "sign_flip": "the cents have the opposite sign",
+    "overflow": "the original times 100 does not fit in a BIGINT",
+    "value_mismatch": "the cents differ from the original in any other way",
+    "row_missing": "a row of the original is gone",
+    "row_added": "a row appeared that the original did not have",
+    "sum_mismatch": "a column's cents do not add up to its originals times 100",
+    "identity_violation": "a configured identity (amount = fee + net) does not hold in cents",
+    "constraint_violation": "rows that a pending (NOT VALID) CHECK constraint will reject",
+    "unpaired_column": "a money column without cents, or cents without a money column",
     "migration_failed": "a migration failed or was cancelled; the series stopped there",
     "not_idempotent": "applying a migration a second time fails or changes schema or data",
     "down_mismatch": "up, then the down block, does not restore the schema",

@@ -1,43 +1,107 @@
 """Verification of a live database in place (read only).
 
-``verify_cents`` and ``audit_ledger`` open one read-only connection to the
-target, record its identity, and stop: the cents engine and the ledger
-audit are later issues. They raise ``NotBuiltYet`` (exit 2) so that no run
-reports a pass it has not earned. They never write to the target.
+``verify_cents`` opens one connection to the target, in a single
+``REPEATABLE READ, READ ONLY`` transaction with statement and lock
+timeouts, records which snapshot and WAL position it read, discovers the
+(decimal, cents) pairs and verifies every row of every pair. It never
+writes to the target: a read-only transaction cannot, and the role may be
+one that can only SELECT. ``audit_ledger`` is not built yet and says so.
 """
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
-from verifier import conninfo
-from verifier.errors import NotBuiltYet
+import psycopg
+
+from verifier import conninfo, pairs
+from verifier.checks import engine
+from verifier.config import Config
+from verifier.config import load as load_config
+from verifier.errors import NotBuiltYet, VerifierError
 from verifier.run import Run, new_run, recorded
 
-
-def _probe(run: Run, url: str) -> None:
-    with run.stage("connect") as detail:
-        detail["target"] = conninfo.describe(url)
-        with conninfo.connect(url, what="target database") as conn:
-            conn.read_only = True
-            row = conn.execute("SELECT current_setting('server_version')").fetchone()
-            assert row is not None
-            run.provenance.update(target=conninfo.describe(url), target_server_version=row[0])
+# What the report records about the snapshot it read: the transaction
+# snapshot, and the WAL position (the replay position on a standby).
+SNAPSHOT_SQL = """
+SELECT pg_current_snapshot()::text,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
+       current_setting('server_version'), current_user, current_database()
+"""
 
 
-def verify_cents(url: str, *, report_dir: Path) -> Run:
+def open_snapshot(url: str, config: Config) -> psycopg.Connection:
+    """A connection inside one REPEATABLE READ, READ ONLY transaction, with our timeouts."""
+    conn = conninfo.connect(url, what="target database")
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    for name, seconds in (("statement_timeout", config.statement_timeout_s),
+                          ("lock_timeout", config.lock_timeout_s)):
+        conn.execute("SELECT set_config(%s, %s, false)", (name, f"{int(seconds * 1000)}ms"))
+    return conn
+
+
+def _probe(run: Run, conn: psycopg.Connection, url: str) -> None:
+    row = conn.execute(SNAPSHOT_SQL).fetchone()
+    assert row is not None
+    snapshot, lsn, version, user, database = row
+    run.provenance.update(target=conninfo.describe(url), target_server_version=version,
+                          target_role=user, target_database=database, snapshot=snapshot, wal_lsn=lsn,
+                          isolation="REPEATABLE READ, READ ONLY")
+
+
+def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
+                 strict: bool = False) -> Run:
+    """Verify every (decimal, cents) pair of the database at ``url``, in place."""
     run = new_run("verify-cents --db", report_dir)
     with recorded(run):
-        _probe(run, url)
-        raise NotBuiltYet("The target is reachable, but the cents engine is not built yet; "
-                          "nothing was verified (exit 2).")
+        config = load_config(config_path)
+        run.provenance.update(rounding_mode=config.rounding, config=config.source)
+        offenders_tmp = run.run_dir / ".offenders.csv.partial"
+        with run.stage("connect") as detail:
+            detail["target"] = conninfo.describe(url)
+            conn = open_snapshot(url, config)
+        try:
+            _probe(run, conn, url)
+            with run.stage("pairs") as detail:
+                plans, unpaired = pairs.discover(conn, config)
+                detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
+                              unpaired=len(unpaired))
+            if not plans:
+                raise VerifierError(
+                    f"No decimal/cents pairs found in {conninfo.describe(url)}: nothing to verify.",
+                    hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
+                         "configure others in [tool.verifier] pairs.")
+            with run.stage("verify") as detail, offenders_tmp.open("w", newline="") as fh:
+                results, findings = engine.verify(conn, plans, config, csv.writer(fh))
+                detail["tables"] = [r.as_json() for r in results]
+                detail["rows_checked"] = sum(r.rows for r in results)
+        except psycopg.OperationalError as exc:
+            raise VerifierError(f"The connection to {conninfo.describe(url)} failed during the "
+                                f"run: {conninfo.scrub(str(exc).strip(), url)}") from None
+        except psycopg.errors.QueryCanceled as exc:
+            raise VerifierError(f"A statement was cancelled ({exc.diag.message_primary}): the "
+                                f"statement_timeout of {config.statement_timeout_s} s was reached.",
+                                hint="Raise statement_timeout_s in [tool.verifier].") from None
+        finally:
+            conn.close()
+        os.replace(offenders_tmp, run.run_dir / "offenders.csv")
+        run.findings += [f.as_json() for f in engine.unpaired_findings(unpaired) + findings]
+        failing = [f for f in run.findings if f["severity"] == "error"
+                   or (strict and f["severity"] == "warning")]
+        run.end("fail" if failing else "pass")
     return run
 
 
 def audit_ledger(url: str, *, report_dir: Path) -> Run:
     run = new_run("verify-ledger --db", report_dir)
     with recorded(run):
-        _probe(run, url)
+        with run.stage("connect") as detail:
+            detail["target"] = conninfo.describe(url)
+            with open_snapshot(url, Config()) as conn:
+                _probe(run, conn, url)
         raise NotBuiltYet("The target is reachable, but the ledger audit is not built yet; "
                           "nothing was verified (exit 2).")
     return run

@@ -1,0 +1,1 @@
+"""Checks that run inside PostgreSQL and return summaries, never whole tables."""

@@ -1,0 +1,223 @@
+"""Run the cents checks over a database and turn their results into findings.
+
+``verify(conn, plans, config, offenders)`` runs, per table, the one-pass
+summary statement; for tables with offending rows it streams them (COPY)
+into the ``offenders`` CSV writer and keeps the first ``sample_rows_max``
+of each (column, rule) as the finding's sample. Client memory stays
+bounded whatever the table size. Reads only, in whatever transaction
+``conn`` is in (the caller opens one REPEATABLE READ READ ONLY snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from verifier.checks.cents import (
+    WARNING_CLASSES,
+    Check,
+    PendingConstraint,
+    build_offenders_query,
+    build_summary_query,
+    checks_of,
+)
+from verifier.config import Config
+from verifier.errors import UsageError, VerifierError
+from verifier.findings import Finding
+from verifier.pairs import TablePlan, Unpaired
+
+OFFENDERS_HEADER = ("table", "column", "rule", "row_key", "original", "cents", "expected_cents",
+                    "cents_impact")
+
+# NOT VALID CHECK constraints of a table that involve a paired cents column:
+# the rows they will reject when a later migration validates them.
+PENDING_CONSTRAINTS_SQL = """
+SELECT c.conname, pg_get_expr(c.conbin, c.conrelid)
+FROM pg_constraint c
+WHERE c.conrelid = %s::regclass AND c.contype = 'c' AND NOT c.convalidated
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.conrelid
+              AND a.attnum = ANY(c.conkey) AND a.attname = ANY(%s))
+ORDER BY 1
+"""
+
+
+class RowWriter(Protocol):
+    def writerow(self, row: Any, /) -> Any: ...
+
+
+@dataclass
+class CheckStats:
+    rows: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+    impact: dict[str, Decimal] = field(default_factory=dict)
+    cents_sum: Decimal = Decimal(0)
+    expected_sum: Decimal = Decimal(0)
+    ties: int = 0
+    fractional: int = 0
+    fits: dict[str, int] = field(default_factory=lambda: {"half_away_from_zero": 0, "half_even": 0,
+                                                          "truncate": 0})
+
+    def as_json(self) -> dict[str, Any]:
+        fitting = [m for m, n in self.fits.items() if self.fractional and n == self.fractional]
+        return {"rows": self.rows, "classes": self.classes,
+                "impact_cents": {k: int(v) for k, v in self.impact.items()},
+                "cents_sum": str(self.cents_sum), "expected_sum": str(self.expected_sum),
+                "ties": self.ties, "fractional_rows": self.fractional, "fits": self.fits,
+                "rounding_modes_fitting_every_fractional_row": fitting}
+
+
+@dataclass
+class TableResult:
+    plan: TablePlan
+    checks: list[Check]
+    stats: dict[int, CheckStats]
+    offenders: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.stats[0].rows if self.stats else 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"table": self.plan.name, "key": list(self.plan.key), "rows": self.rows,
+                "offending_rows": self.offenders,
+                "checks": [{"check": c.label, "kind": c.kind, **self.stats[c.index].as_json()}
+                           for c in self.checks]}
+
+
+def _identities(plan: TablePlan, config: Config) -> list[tuple[str, tuple[str, ...]]]:
+    result = []
+    for ident in config.identities:
+        if (ident.schema, ident.table) != (plan.schema, plan.table):
+            continue
+        missing = [c for c in (ident.total, *ident.parts) if c not in plan.columns]
+        if missing:
+            raise UsageError(f"The configured identity on {plan.name} names column(s) "
+                             f"{', '.join(missing)}, which do not exist.")
+        result.append((ident.total, ident.parts))
+    return result
+
+
+def _pending_constraints(conn: psycopg.Connection, plan: TablePlan) -> list[PendingConstraint]:
+    table = sql.Identifier(plan.schema, plan.table).as_string(conn)
+    rows = conn.execute(PENDING_CONSTRAINTS_SQL, (table, [p.target for p in plan.pairs])).fetchall()
+    return [PendingConstraint(str(name), str(expr)) for name, expr in rows]
+
+
+def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
+                 offenders: RowWriter) -> tuple[TableResult, list[Finding]]:
+    identities = _identities(plan, config)
+    constraints = _pending_constraints(conn, plan)
+    checks = checks_of(plan, identities, constraints)
+    stats = {c.index: CheckStats() for c in checks}
+    query = build_summary_query(plan, config.rounding, identities, constraints)
+    for row in conn.execute(query).fetchall():
+        index, klass, n, impact, cents_sum, expected_sum, ties, frac, f_away, f_even, f_trunc = row
+        s = stats[int(index)]
+        s.rows += int(n)
+        s.cents_sum += Decimal(cents_sum or 0)
+        s.expected_sum += Decimal(expected_sum or 0)
+        s.ties += int(ties)
+        s.fractional += int(frac)
+        for mode, count in zip(s.fits, (f_away, f_even, f_trunc), strict=True):
+            s.fits[mode] += int(count)
+        if klass is not None:
+            s.classes[str(klass)] = s.classes.get(str(klass), 0) + int(n)
+            s.impact[str(klass)] = s.impact.get(str(klass), Decimal(0)) + Decimal(impact or 0)
+    rows_counted = {s.rows for s in stats.values()}
+    # Every check sees every row exactly once: the VALUES list has one row per check.
+    assert len(rows_counted) == 1, (plan.name, rows_counted)
+    result = TableResult(plan, checks, stats)
+    samples: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    if any(s.classes for s in stats.values()):
+        result.offenders = _stream_offenders(conn, plan, config, identities, constraints, checks,
+                                             offenders, samples)
+        expected = sum(n for s in stats.values() for n in s.classes.values())
+        assert result.offenders == expected, (plan.name, result.offenders, expected)
+    return result, _findings(result, samples)
+
+
+def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
+                      identities: list[tuple[str, tuple[str, ...]]],
+                      constraints: list[PendingConstraint], checks: list[Check], out: RowWriter,
+                      samples: dict[tuple[int, str], list[dict[str, Any]]]) -> int:
+    query = build_offenders_query(plan, config.rounding, identities, constraints)
+    count = 0
+    with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
+        for row_key, index, klass, source, target, expected, impact in copy.rows():
+            check = checks[int(index)]
+            out.writerow((plan.name, check.column or check.source, klass, row_key, source, target,
+                          expected, impact))
+            count += 1
+            bucket = samples.setdefault((int(index), str(klass)), [])
+            if len(bucket) < config.sample_rows_max:
+                bucket.append({"key": json.loads(row_key), "original": source, "cents": target,
+                               "expected_cents": expected})
+    return count
+
+
+def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str, Any]]]) -> list[Finding]:
+    found = []
+    plan = result.plan
+    for check in result.checks:
+        s = result.stats[check.index]
+        for klass, n in sorted(s.classes.items()):
+            impact = int(s.impact.get(klass, 0))
+            found.append(Finding(
+                rule=klass, severity="warning" if klass in WARNING_CLASSES else "error",
+                table=plan.name, column=check.column, count=n, cents_impact=impact,
+                sample=tuple(samples.get((check.index, klass), [])),
+                message=f"{n:,} row(s) of {plan.name} {check.label}: {klass}",
+                detail={"check": check.label, "source": check.source},
+            ))
+        if check.kind == "pair" and s.cents_sum != s.expected_sum:
+            found.append(Finding(
+                rule="sum_mismatch", severity="error", table=plan.name, column=check.column,
+                cents_impact=int(s.cents_sum - s.expected_sum),
+                message=f"{plan.name}.{check.column} sums to {s.cents_sum} cents; its originals "
+                        f"give {s.expected_sum}",
+                detail={"cents_sum": str(s.cents_sum), "expected_sum": str(s.expected_sum)},
+            ))
+    for pair in plan.pairs:
+        if pair.float_source:
+            found.append(Finding(
+                rule="float_artifact", severity="warning", table=plan.name, column=pair.source,
+                count=result.rows,
+                message=f"{plan.name}.{pair.source} is {pair.source_type}: its cents depend on "
+                        "binary floating point (read as 15 significant digits here)",
+                detail={"source_type": pair.source_type},
+            ))
+    return found
+
+
+def unpaired_findings(unpaired: list[Unpaired]) -> list[Finding]:
+    return [Finding(
+        rule="unpaired_column", severity="warning", table=f"{u.schema}.{u.table}", column=u.column,
+        message=(f"{u.schema}.{u.table}.{u.column} is money without a {u.column}_cents column"
+                 if u.kind == "money_without_cents" else
+                 f"{u.schema}.{u.table}.{u.column} has no money column to verify it against"),
+        detail={"kind": u.kind},
+    ) for u in unpaired]
+
+
+def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
+           offenders: RowWriter) -> tuple[list[TableResult], list[Finding]]:
+    """Verify every table of ``plans``; raise ``VerifierError`` naming a table we may not read."""
+    offenders.writerow(OFFENDERS_HEADER)
+    results, findings = [], []
+    for plan in plans:
+        try:
+            result, found = verify_table(conn, plan, config, offenders)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise VerifierError(
+                f"No permission to read {plan.name}: {exc.diag.message_primary}.",
+                hint=f"GRANT SELECT ON {plan.name} TO the verifying role, or exclude the table "
+                     "in [tool.verifier] exclude.",
+            ) from None
+        results.append(result)
+        findings += found
+    return results, findings
