@@ -60,9 +60,7 @@ def fresh_db(server_dsn: str) -> Iterator[str]:
         _drop_db(server_dsn, name)
 
 
-@pytest.fixture
-def make_db(server_dsn: str) -> Iterator[object]:
-    """A factory of fresh databases (for tests that need several)."""
+def _db_factory(server_dsn: str) -> Iterator[object]:
     names: list[str] = []
 
     def make() -> str:
@@ -72,20 +70,18 @@ def make_db(server_dsn: str) -> Iterator[object]:
     yield make
     for name in names:
         _drop_db(server_dsn, name)
+
+
+@pytest.fixture
+def make_db(server_dsn: str) -> Iterator[object]:
+    """A factory of fresh databases (for tests that need several)."""
+    yield from _db_factory(server_dsn)
 
 
 @pytest.fixture(scope="module")
 def make_module_db(server_dsn: str) -> Iterator[object]:
     """Like ``make_db``, for databases shared by the tests of one module."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(_create_db(server_dsn, "test"))
-        return conninfo.with_dbname(server_dsn, names[-1])
-
-    yield make
-    for name in names:
-        _drop_db(server_dsn, name)
+    yield from _db_factory(server_dsn)
 
 
 def scratch_databases(server_dsn: str) -> set[str]:
@@ -128,18 +124,13 @@ def leftovers(server_dsn: str) -> Iterator[None]:
 
 
 def table_digests(dsn: str) -> dict[str, tuple[int, str]]:
-    """Row count and an order-independent digest of every table in public."""
-    with psycopg.connect(dsn) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetchall()]
-        result = {}
-        for table in tables:
-            row = conn.execute(sql.SQL(
-                "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '')"
-                " FROM {} t").format(sql.Identifier(table))).fetchone()
-            assert row is not None
-            result[table] = (int(row[0]), str(row[1]))
-    return result
+    """Row count and an order-independent digest of every table (but schema_migrations).
+
+    The same digest the rehearsal's idempotency check uses (rules.fingerprint).
+    """
+    from verifier import rules
+
+    return {name.split(".", 1)[1]: value for name, value in rules.fingerprint(dsn).tables.items()}
 
 
 @pytest.fixture(scope="session")

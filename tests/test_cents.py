@@ -10,10 +10,13 @@ verifies and writes nothing; bad input gives exit 2 and a clear message.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import secrets
+from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -218,49 +221,45 @@ def test_planted_defects_are_found_at_exactly_their_rows(platform: str, make_db,
     assert rules == {p[4] for p in PLANTS} | {"sum_mismatch"}
 
 
-def test_select_only_read_only_role_verifies_and_writes_nothing(platform: str, tmp_path: Path) -> None:
-    role = "test_reader_" + str(abs(hash(tmp_path)) % 10**8)
+@contextlib.contextmanager
+def _reader(platform: str, *extra: sql.Composable) -> Iterator[str]:
+    """A login role that may SELECT every table (then ``extra`` statements); its conninfo."""
+    name = f"test_reader_{secrets.token_hex(4)}"
+    role = sql.Identifier(name)
     with psycopg.connect(platform, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
-            sql.Identifier(role)))
-        conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
-            sql.Identifier(role)))
-        conn.execute("SELECT pg_stat_force_next_flush()")  # PostgreSQL 15+: counters up to date
-        stats_sql = ("SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables")
-        writes_before = conn.execute(stats_sql).fetchone()
-    digests_before = table_digests(platform)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
+        for statement in extra:
+            conn.execute(statement.format(role))  # type: ignore[attr-defined]
     try:
-        reader = psycopg.conninfo.make_conninfo(platform, user=role)
-        result = run_cli("verify-cents", "--db", reader, "--report-dir", str(tmp_path))
-        assert result.code == 0, result.stderr
-        with psycopg.connect(platform, autocommit=True) as conn:
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            assert conn.execute(stats_sql).fetchone() == writes_before
-        assert table_digests(platform) == digests_before
+        yield psycopg.conninfo.make_conninfo(platform, user=name)
     finally:
         with psycopg.connect(platform, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_select_only_read_only_role_verifies_and_writes_nothing(platform: str, tmp_path: Path) -> None:
+    stats_sql = "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables"
+    with psycopg.connect(platform, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")  # PostgreSQL 15+: counters up to date
+        writes_before = conn.execute(stats_sql).fetchone()
+    digests_before = table_digests(platform)
+    with _reader(platform, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")) as reader:
+        result = run_cli("verify-cents", "--db", reader, "--report-dir", str(tmp_path))
+    assert result.code == 0, result.stderr
+    with psycopg.connect(platform, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        assert conn.execute(stats_sql).fetchone() == writes_before
+    assert table_digests(platform) == digests_before
 
 
 def test_role_without_select_on_one_table(platform: str, tmp_path: Path) -> None:
-    role = "test_partial_" + str(abs(hash(tmp_path)) % 10**8)
-    with psycopg.connect(platform, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
-            sql.Identifier(role)))
-        conn.execute(sql.SQL("REVOKE SELECT ON tips FROM {}").format(sql.Identifier(role)))
-    try:
-        reader = psycopg.conninfo.make_conninfo(platform, user=role)
+    with _reader(platform, sql.SQL("REVOKE SELECT ON tips FROM {}")) as reader:
         result = run_cli("verify-cents", "--db", reader, "--report-dir", str(tmp_path))
-        assert result.code == 2 and "Traceback" not in result.stderr
-        assert "No permission to read public.tips" in result.stderr and "GRANT SELECT" in result.stderr
-    finally:
-        with psycopg.connect(platform, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "No permission to read public.tips" in result.stderr and "GRANT SELECT" in result.stderr
 
 
 @pytest.mark.parametrize("toml, words", [
