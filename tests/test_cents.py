@@ -304,3 +304,15 @@ def test_configured_identity_and_pending_constraint(platform: str, make_db, tmp_
         with psycopg.connect(platform, autocommit=True) as conn:
             conn.execute("UPDATE payments SET fee_cents = fee_cents - 1, fee = fee - 0.01 "
                          "WHERE id = 11 AND fee IS NOT NULL")
+
+
+def test_statement_timeout_is_a_clear_error(platform: str, tmp_path: Path) -> None:
+    config = tmp_path / "verifier.toml"
+    config.write_text("statement_timeout_s = 0.001\n")
+    result = run_cli("verify-cents", "--db", platform, "--config", str(config),
+                     "--report-dir", str(tmp_path / "r"))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "statement_timeout" in result.stderr
+    [run] = list((tmp_path / "r").iterdir())
+    assert json.loads((run / "summary.json").read_text())["status"] == "error"
+    assert not (run / "offenders.csv").exists()

@@ -78,13 +78,13 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
                 results, findings = engine.verify(conn, plans, config, csv.writer(fh))
                 detail["tables"] = [r.as_json() for r in results]
                 detail["rows_checked"] = sum(r.rows for r in results)
-        except psycopg.OperationalError as exc:
-            raise VerifierError(f"The connection to {conninfo.describe(url)} failed during the "
-                                f"run: {conninfo.scrub(str(exc).strip(), url)}") from None
-        except psycopg.errors.QueryCanceled as exc:
+        except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
             raise VerifierError(f"A statement was cancelled ({exc.diag.message_primary}): the "
                                 f"statement_timeout of {config.statement_timeout_s} s was reached.",
                                 hint="Raise statement_timeout_s in [tool.verifier].") from None
+        except psycopg.OperationalError as exc:
+            raise VerifierError(f"The connection to {conninfo.describe(url)} failed during the "
+                                f"run: {conninfo.scrub(str(exc).strip(), url)}") from None
         finally:
             conn.close()
         os.replace(offenders_tmp, run.run_dir / "offenders.csv")

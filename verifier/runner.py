@@ -177,7 +177,11 @@ class Runner:
         self.dsn = dsn
         self.timeout_s = timeout_s
         self.conn = conninfo.connect(dsn, autocommit=True, what="migration database")
-        self.observer = conninfo.connect(dsn, autocommit=True, what="migration database")
+        try:
+            self.observer = conninfo.connect(dsn, autocommit=True, what="migration database")
+        except BaseException:
+            self.conn.close()
+            raise
         self.pid = self.conn.info.backend_pid
         self._timed_out = threading.Event()
 
