@@ -128,3 +128,12 @@ def test_validate_reports_each_kind_of_problem(tmp_path: Path) -> None:
     assert "004_a.sql:4: not idempotent: CREATE TABLE without IF NOT EXISTS" in out
     assert "004_b.sql:4: not idempotent: ADD CONSTRAINT is not guarded" in out
     assert "error: 005_c.sql:8: invalid SQL" in out
+
+
+def test_skipping_rule_checks_is_said_not_hidden(tmp_path: Path, small_dump: Path, server_dsn: str,
+                                                 leftovers: None) -> None:
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--skip-rule-checks", "--report-dir", str(tmp_path))
+    assert result.code == 2
+    assert "not checked against the team's rules (--skip-rule-checks)" in result.stderr
+    assert "obeyed" not in result.stderr

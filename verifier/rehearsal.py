@@ -141,10 +141,12 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
     if errors:
         run.end("fail", f"{len(errors)} error finding(s); the cents checks are not built yet.")
         return
+    rules_said = ("obeyed the team's rules" if options.check_rules
+                  else "were not checked against the team's rules (--skip-rule-checks)")
     raise NotBuiltYet(
         f"The snapshot was restored ({len(tables)} money tables, "
         f"{sum(t.rows for t in tables):,} rows) and its pending migrations applied and "
-        f"obeyed the team's rules. {NOT_BUILT}"
+        f"{rules_said}. {NOT_BUILT}"
     )
 
 
