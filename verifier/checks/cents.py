@@ -59,8 +59,12 @@ def _expected(h: sql.Composable, rounding: str) -> sql.Composable:
     return sql.SQL("trunc({h})").format(h=h)
 
 
-def _pair_row(index: int, pair: Pair, rounding: str) -> sql.Composable:
-    """The VALUES row classifying one pair for the current row of ``t``."""
+def _pair_row(index: int, pair: Pair, rounding: str, with_text: bool) -> sql.Composable:
+    """The VALUES row classifying one pair for the current row of ``t``.
+
+    ``with_text`` adds the values as text, for the offenders query only: the
+    summary, which reads every row, must not pay for three casts per row.
+    """
     x = sql.SQL("(t.{}::numeric)").format(sql.Identifier(pair.source))
     c = sql.SQL("t.{}").format(sql.Identifier(pair.target))
     h = sql.SQL("({x} * 100)").format(x=x)
@@ -87,13 +91,15 @@ def _pair_row(index: int, pair: Pair, rounding: str) -> sql.Composable:
       WHEN {c} IS NULL THEN -{e}
       ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX))
     frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
+    text = (sql.SQL("{x}::text, {c}::text, {e}::text").format(x=x, c=c, e=e) if with_text
+            else sql.SQL("NULL::text, NULL::text, NULL::text"))
     return sql.SQL(
         "({i}, {klass}, {impact}, {c}::numeric, {e}, "
         "{x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5, {frac}, "
         "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
-        "{x}::text, {c}::text, {e}::text)"
+        "{text})"
     ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
-             half_even=half_even)
+             half_even=half_even, text=text)
 
 
 def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
@@ -132,8 +138,8 @@ def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
 
 
 def _values(plan: TablePlan, rounding: str, identities: list[tuple[str, tuple[str, ...]]],
-            constraints: list[PendingConstraint]) -> sql.Composable:
-    rows = [_pair_row(i, p, rounding) for i, p in enumerate(plan.pairs)]
+            constraints: list[PendingConstraint], *, with_text: bool) -> sql.Composable:
+    rows = [_pair_row(i, p, rounding, with_text) for i, p in enumerate(plan.pairs)]
     for total, parts in identities:
         rows.append(_identity_row(len(rows), total, parts))
     for con in constraints:
@@ -160,7 +166,7 @@ def build_summary_query(plan: TablePlan, rounding: str,
        count(*) FILTER (WHERE v.fit_truncate) AS fit_truncate
 FROM {table} AS t {values}
 GROUP BY 1, 2""").format(table=sql.Identifier(plan.schema, plan.table),
-                           values=_values(plan, rounding, list(identities), list(constraints)))
+                           values=_values(plan, rounding, identities, constraints, with_text=False))
 
 
 def build_offenders_query(plan: TablePlan, rounding: str,
@@ -178,4 +184,4 @@ def build_offenders_query(plan: TablePlan, rounding: str,
 FROM {table} AS t {values}
 WHERE v.class IS NOT NULL""").format(
         key=key, table=sql.Identifier(plan.schema, plan.table),
-        values=_values(plan, rounding, identities, constraints))
+        values=_values(plan, rounding, identities, constraints, with_text=True))
