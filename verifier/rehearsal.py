@@ -162,8 +162,9 @@ def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: O
         todo = plan.pending(discovery.files, applied)
         detail.update(already_applied=sorted(applied), pending=[f.path.name for f in todo])
         timeline = detail.setdefault("timeline", [])
+        # The state after one migration is the state before the next: read once.
+        before = rules.fingerprint(db.dsn, with_data=False) if options.check_rules and todo else None
         for f in todo:
-            before = rules.fingerprint(db.dsn, with_data=False) if options.check_rules else None
             with Runner(db.dsn, timeout_s=options.migration_timeout_s) as runner:
                 result = runner.apply(f)
             timeline.append(result.as_json())
@@ -178,6 +179,7 @@ def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: O
                                 rules.check_down(db, f, before, options.migration_timeout_s)):
                     if finding is not None:
                         _add(run, finding)
+                before = after
 
 
 def _add(run: Run, finding: Finding) -> None:

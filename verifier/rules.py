@@ -11,7 +11,6 @@ made and dropped here; the database under rehearsal is never changed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -120,10 +119,6 @@ def clone(db: ScratchDatabase, purpose: str) -> Iterator[str]:
         yield conninfo.with_dbname(db.dsn, name)
     finally:
         drop_database(admin, name)
-
-
-def digest(schema: tuple[tuple[str, str], ...]) -> str:
-    return hashlib.sha256("\n".join(f"{k} {v}" for k, v in schema).encode()).hexdigest()
 
 
 def check_idempotent(db: ScratchDatabase, f: MigrationFile, after: Fingerprint,
