@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pglast import enums, parse_sql
-from pglast.parser import ParseError
+from pglast import enums
 
 from verifier import conninfo, plan
 from verifier.errors import UsageError
 from verifier.runner import MigrationResult, Runner
 from verifier.scratch import SCRATCH_DB_PREFIX
-from verifier.sqltext import SqlSyntaxError, split_statements
+from verifier.sqltext import SqlSyntaxError, parse_statements
 
 TEMPLATE = """-- Migration: {stem}
 -- Description: What this migration does and why
@@ -106,10 +105,10 @@ def down(directory: Path, url: str, *, steps: int = 1, timeout_s: float | None =
 
 
 def _version_key(version: str) -> tuple[int, str]:
-    match = re.match(r"^(\d+)([a-z]?)", version)
-    if not match:
+    key = plan.parse_version(version)
+    if key is None:
         raise UsageError(f"--to {version!r} is not a migration version such as 300 or 127a.")
-    return int(match.group(1)), match.group(2)
+    return key
 
 
 def create(directory: Path, name: str) -> Path:
@@ -166,14 +165,12 @@ def validate(directory: Path) -> list[Problem]:
 def _check_sql(name: str, text: str, first_line: int, *, down: bool = False) -> list[Problem]:
     part = "down block" if down else "SQL"
     try:
-        statements = split_statements(text, first_line=first_line)
-        nodes = [raw.stmt for raw in parse_sql(text)]
-    except (SqlSyntaxError, ParseError) as exc:
-        line = exc.line if isinstance(exc, SqlSyntaxError) else first_line
-        return [Problem("error", name, line, f"invalid {part}: {exc}")]
+        parsed = parse_statements(text, first_line=first_line)
+    except SqlSyntaxError as exc:
+        return [Problem("error", name, exc.line, f"invalid {part}: {exc}")]
     problems = []
     in_block = False
-    for stmt, node in zip(statements, nodes, strict=True):
+    for stmt, node in parsed:
         if stmt.no_transaction and in_block:
             problems.append(Problem("error", name, stmt.line,
                                     f"{stmt.node} cannot run inside a transaction block"))
@@ -183,7 +180,7 @@ def _check_sql(name: str, text: str, first_line: int, *, down: bool = False) -> 
             if reason:
                 problems.append(Problem("warning", name, stmt.line, f"not idempotent: {reason}"))
     if in_block:
-        problems.append(Problem("error", name, statements[-1].line,
+        problems.append(Problem("error", name, parsed[-1][0].line,
                                 f"the {part} ends inside a transaction block (BEGIN without COMMIT)"))
     return problems
 

@@ -23,6 +23,12 @@ from verifier.sqltext import MigrationText, up_and_down
 _NAME = re.compile(r"^(?P<number>\d+)(?P<suffix>[a-z]?)_(?P<name>[^/]+)\.sql$")
 
 
+def parse_version(text: str) -> tuple[int, str] | None:
+    """(number, suffix) of a version or file-name prefix (``300``, ``127a_x``), or None."""
+    match = re.match(r"^(\d+)([a-z]?)", text)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
 @dataclass(frozen=True)
 class MigrationFile:
     path: Path
@@ -50,11 +56,9 @@ class MigrationFile:
         items = [d.strip() for d in re.split(r"[,\s]+", raw) if d.strip()]
         result = []
         for item in items:
-            if item.lower() in ("none", "-", "n/a"):
-                continue
-            match = re.match(r"^(\d+)([a-z]?)", item)
-            if match:
-                result.append(f"{int(match.group(1)):03d}{match.group(2)}")
+            key = parse_version(item)
+            if key is not None:
+                result.append(f"{key[0]:03d}{key[1]}")
         return result
 
     def applied_in(self, applied: set[str]) -> bool:

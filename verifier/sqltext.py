@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pglast import enums, parse_sql
 from pglast.parser import ParseError
@@ -79,6 +80,11 @@ def split_statements(text: str, *, first_line: int = 1) -> list[Statement]:
     ``first_line`` is the file line on which ``text`` starts (for a down
     block cut out of a file).
     """
+    return [stmt for stmt, _ in parse_statements(text, first_line=first_line)]
+
+
+def parse_statements(text: str, *, first_line: int = 1) -> list[tuple[Statement, Any]]:
+    """Like ``split_statements``, each statement with its pglast parse node (for linting)."""
     try:
         parsed = parse_sql(text)
     except ParseError as exc:
@@ -97,7 +103,7 @@ def split_statements(text: str, *, first_line: int = 1) -> list[Statement]:
         node = raw.stmt
         kind = getattr(node, "kind", None)
         is_tx = type(node).__name__ == "TransactionStmt"
-        result.append(Statement(
+        result.append((Statement(
             number=number,
             line=_line_col(text, offset)[0] + first_line - 1,
             sql=stripped.strip(),
@@ -105,7 +111,7 @@ def split_statements(text: str, *, first_line: int = 1) -> list[Statement]:
             opens_transaction=is_tx and kind in _OPENS,
             closes_transaction=is_tx and kind in _CLOSES,
             no_transaction=_no_transaction(node),
-        ))
+        ), node))
     return result
 
 
