@@ -89,9 +89,7 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
             conn.close()
         os.replace(offenders_tmp, run.run_dir / "offenders.csv")
         run.findings += [f.as_json() for f in engine.unpaired_findings(unpaired) + findings]
-        failing = [f for f in run.findings if f["severity"] == "error"
-                   or (strict and f["severity"] == "warning")]
-        run.end("fail" if failing else "pass")
+        run.end("fail" if run.failing(strict=strict) else "pass")
     return run
 
 

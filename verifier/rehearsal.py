@@ -137,7 +137,7 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
                 tables={f"{t.schema}.{t.table}": t.rows for t in tables},
             )
         migrate(run, db, discovery, options)
-    errors = [f for f in run.findings if f["severity"] == "error"]
+    errors = run.failing()
     if errors:
         run.end("fail", f"{len(errors)} error finding(s); the cents checks are not built yet.")
         return

@@ -53,6 +53,11 @@ class Run:
         assert self.status in STATUSES
         return EXIT_CODES[self.status]
 
+    def failing(self, *, strict: bool = False) -> list[dict[str, Any]]:
+        """The findings that fail the run: errors, and warnings too under ``strict``."""
+        severities = ("error", "warning") if strict else ("error",)
+        return [f for f in self.findings if f["severity"] in severities]
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         """Time a stage; the yielded dict collects its details."""
