@@ -1,11 +1,21 @@
 """The cents checks: every row, every pair, one pass per table, in SQL.
 
-``build_summary_query`` composes, for one table, a statement that
-classifies every row of every (decimal, cents) pair and aggregates per
-(pair, class): count, cents impact, sums, ties and which rounding mode the
-cents fit. Expected cents are computed in ``numeric`` under the configured
-rounding mode. The same per-row expressions feed ``build_offenders_query``,
-whose rows stream to offenders.csv (COPY) and give the bounded samples.
+Two statements per table, both composed here:
+
+- ``build_summary_query`` reads every row once and proves, per pair, that
+  the cents equal the decimal times 100 exactly (an integral number of
+  cents: the row is right under any rounding mode), per identity that it
+  holds, per pending constraint that the row passes. It returns, per
+  check, the number of rows that are not right, and per pair the sum of
+  the cents. This is the cost every run pays: one multiplication and one
+  comparison per pair and row, in ``numeric``.
+- ``build_offenders_query`` runs only when the summary counted offending
+  rows. It classifies those rows (and no others: the same predicate,
+  negated, filters the scan) into DESIGN's classes, with the expected
+  cents under the configured rounding mode, the cents impact, whether the
+  original was a tie and which rounding modes the cents fit. Its rows
+  stream to offenders.csv (COPY); the engine counts them per class and
+  checks the counts against the summary.
 
 Identifiers reach SQL only through ``sql.Identifier``. The one exception is
 documented where it happens: a NOT VALID CHECK constraint's expression, as
@@ -59,15 +69,36 @@ def _expected(h: sql.Composable, rounding: str) -> sql.Composable:
     return sql.SQL("trunc({h})").format(h=h)
 
 
-def _pair_row(index: int, pair: Pair, rounding: str, with_text: bool) -> sql.Composable:
-    """The VALUES row classifying one pair for the current row of ``t``.
-
-    ``with_text`` adds the values as text, for the offenders query only: the
-    summary, which reads every row, must not pay for three casts per row.
-    """
+def _pair_terms(pair: Pair) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """x (the original, as numeric), c (the cents) and h = x * 100 for the current row of ``t``."""
     x = sql.SQL("(t.{}::numeric)").format(sql.Identifier(pair.source))
     c = sql.SQL("t.{}").format(sql.Identifier(pair.target))
-    h = sql.SQL("({x} * 100)").format(x=x)
+    return x, c, sql.SQL("({x} * 100)").format(x=x)
+
+
+def _pair_wrong(pair: Pair) -> sql.Composable:
+    """True unless the cents are exactly the original times 100 (or both are NULL). Never NULL."""
+    x, c, h = _pair_terms(pair)
+    return sql.SQL("NOT coalesce({c}::numeric = {h}, {x} IS NULL AND {c} IS NULL)").format(x=x, c=c, h=h)
+
+
+def _identity_wrong(total: str, parts: tuple[str, ...]) -> sql.Composable:
+    """True where every column is set and total <> sum(parts). Never NULL."""
+    summed = sql.SQL(" + ").join(sql.SQL("t.{}::numeric").format(sql.Identifier(p)) for p in parts)
+    return sql.SQL("coalesce(t.{}::numeric <> ({}), false)").format(sql.Identifier(total), summed)
+
+
+def _constraint_wrong(constraint: PendingConstraint) -> sql.Composable:
+    # The expression is PostgreSQL's own deparse of a CHECK constraint of this
+    # very table (pg_get_expr on pg_constraint.conbin), not text from a user:
+    # the server parsed and stored it. Like a CHECK, NULL passes.
+    expr = sql.SQL(constraint.expression)  # noqa: S608 - see the comment above
+    return sql.SQL("NOT coalesce(({}), true)").format(expr)
+
+
+def _pair_row(index: int, pair: Pair, rounding: str) -> sql.Composable:
+    """The VALUES row classifying one pair for the current (offending) row of ``t``."""
+    x, c, h = _pair_terms(pair)
     e = _expected(h, rounding)
     half_even = _expected(h, "half_even")
     f = sql.SQL("(t.{}::float8)").format(sql.Identifier(pair.source))
@@ -91,39 +122,31 @@ def _pair_row(index: int, pair: Pair, rounding: str, with_text: bool) -> sql.Com
       WHEN {c} IS NULL THEN -{e}
       ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX))
     frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
-    text = (sql.SQL("{x}::text, {c}::text, {e}::text").format(x=x, c=c, e=e) if with_text
-            else sql.SQL("NULL::text, NULL::text, NULL::text"))
     return sql.SQL(
         "({i}, {klass}, {impact}, {c}::numeric, {e}, "
         "{x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5, {frac}, "
         "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
-        "{text})"
+        "{x}::text, {c}::text, {e}::text)"
     ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
-             half_even=half_even, text=text)
+             half_even=half_even)
 
 
 def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
     t = sql.SQL("t.{}").format(sql.Identifier(total))
-    ps = [sql.SQL("t.{}").format(sql.Identifier(p)) for p in parts]
-    all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(p) for p in [t, *ps])
-    summed = sql.SQL(" + ").join(sql.SQL("{}::numeric").format(p) for p in ps)
+    summed = sql.SQL(" + ").join(sql.SQL("t.{}::numeric").format(sql.Identifier(p)) for p in parts)
     return sql.SQL(
-        "({i}, CASE WHEN {all_set} AND {t}::numeric <> {summed} THEN 'identity_violation' END, "
-        "CASE WHEN {all_set} THEN {t}::numeric - ({summed}) END, NULL::numeric, NULL::numeric, "
-        "false, false, false, false, false, {t}::text, ({summed})::text, NULL::text)"
-    ).format(i=sql.Literal(index), all_set=all_set, t=t, summed=summed)
+        "({i}, CASE WHEN {wrong} THEN 'identity_violation' END, {t}::numeric - ({summed}), "
+        "NULL::numeric, NULL::numeric, false, false, false, false, false, "
+        "{t}::text, ({summed})::text, NULL::text)"
+    ).format(i=sql.Literal(index), wrong=_identity_wrong(total, parts), t=t, summed=summed)
 
 
 def _constraint_row(index: int, constraint: PendingConstraint) -> sql.Composable:
-    # The expression is PostgreSQL's own deparse of a CHECK constraint of this
-    # very table (pg_get_expr on pg_constraint.conbin), not text from a user:
-    # the server parsed and stored it. Like a CHECK, NULL passes.
-    expr = sql.SQL(constraint.expression)  # noqa: S608 - see the comment above
     return sql.SQL(
-        "({i}, CASE WHEN NOT coalesce(({expr}), true) THEN 'constraint_violation' END, "
+        "({i}, CASE WHEN {wrong} THEN 'constraint_violation' END, "
         "NULL::numeric, NULL::numeric, NULL::numeric, false, false, false, false, false, "
         "NULL::text, NULL::text, NULL::text)"
-    ).format(i=sql.Literal(index), expr=expr)
+    ).format(i=sql.Literal(index), wrong=_constraint_wrong(constraint))
 
 
 def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
@@ -137,51 +160,62 @@ def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
     return result
 
 
-def _values(plan: TablePlan, rounding: str, identities: list[tuple[str, tuple[str, ...]]],
-            constraints: list[PendingConstraint], *, with_text: bool) -> sql.Composable:
-    rows = [_pair_row(i, p, rounding, with_text) for i, p in enumerate(plan.pairs)]
-    for total, parts in identities:
-        rows.append(_identity_row(len(rows), total, parts))
-    for con in constraints:
-        rows.append(_constraint_row(len(rows), con))
-    return sql.SQL(
-        "CROSS JOIN LATERAL (VALUES {}) AS v(check_index, class, impact, cents, expected, tie, frac, "
-        "fit_half_away, fit_half_even, fit_truncate, source_text, target_text, expected_text)"
-    ).format(sql.SQL(", ").join(rows))
+def _wrongs(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
+            constraints: list[PendingConstraint]) -> list[sql.Composable]:
+    """One never-NULL predicate per check, in check order: the row is not right."""
+    return ([_pair_wrong(p) for p in plan.pairs]
+            + [_identity_wrong(total, parts) for total, parts in identities]
+            + [_constraint_wrong(con) for con in constraints])
 
 
-def build_summary_query(plan: TablePlan, rounding: str,
-                        identities: list[tuple[str, tuple[str, ...]]],
+def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
                         constraints: list[PendingConstraint]) -> sql.Composed:
-    """One statement: per (check, class) counts, impact, sums, ties and rounding fits.
+    """One statement, one row: the row count, then per check (offending rows, sum of the cents).
 
-    Proves, for every row and every pair, that the cents equal the decimal
-    times 100 under the rounding mode; the NULL class is the right rows.
+    A pair's row is right when its cents are exactly its original times 100
+    (both NULL counts as right); anything else is an offender, to be
+    classified by ``build_offenders_query``. The sum is NULL for checks
+    that are not pairs.
     """
-    return sql.SQL("""SELECT v.check_index, v.class, count(*) AS rows, sum(v.impact) AS impact,
-       sum(v.cents) AS cents_sum, sum(v.expected) AS expected_sum,
-       count(*) FILTER (WHERE v.tie) AS ties, count(*) FILTER (WHERE v.frac) AS fractional,
-       count(*) FILTER (WHERE v.fit_half_away) AS fit_half_away,
-       count(*) FILTER (WHERE v.fit_half_even) AS fit_half_even,
-       count(*) FILTER (WHERE v.fit_truncate) AS fit_truncate
-FROM {table} AS t {values}
-GROUP BY 1, 2""").format(table=sql.Identifier(plan.schema, plan.table),
-                           values=_values(plan, rounding, identities, constraints, with_text=False))
+    columns: list[sql.Composable] = [sql.SQL("count(*)")]
+    for i, wrong in enumerate(_wrongs(plan, identities, constraints)):
+        columns.append(sql.SQL("count(*) FILTER (WHERE {})").format(wrong))
+        columns.append(sql.SQL("sum(t.{})").format(sql.Identifier(plan.pairs[i].target))
+                       if i < len(plan.pairs) else sql.SQL("NULL::numeric"))
+    return sql.SQL("SELECT {} FROM {} AS t").format(
+        sql.SQL(", ").join(columns), sql.Identifier(plan.schema, plan.table))
+
+
+OFFENDER_COLUMNS = ("row_key", "check_index", "class", "source_text", "target_text", "expected_text",
+                    "impact", "cents", "expected", "tie", "frac", "fit_half_away", "fit_half_even",
+                    "fit_truncate")
 
 
 def build_offenders_query(plan: TablePlan, rounding: str,
                           identities: list[tuple[str, tuple[str, ...]]],
                           constraints: list[PendingConstraint]) -> sql.Composed:
-    """Every offending (row, check): its key (or whole row), class and values, as text."""
+    """Every offending (row, check), classified: the columns of ``OFFENDER_COLUMNS``, as text.
+
+    The scan keeps only rows the summary's predicates call offending, so the
+    classification runs on offenders only.
+    """
     key: sql.Composable
     if plan.key:
         key = sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(
             sql.SQL("{}, t.{}").format(sql.Literal(k), sql.Identifier(k)) for k in plan.key))
     else:
         key = sql.SQL("to_json(t)::text")  # no primary key: the whole row identifies it
-    return sql.SQL("""SELECT {key} AS row_key, v.check_index, v.class, v.source_text, v.target_text,
-       v.expected_text, v.impact::text
-FROM {table} AS t {values}
-WHERE v.class IS NOT NULL""").format(
-        key=key, table=sql.Identifier(plan.schema, plan.table),
-        values=_values(plan, rounding, identities, constraints, with_text=True))
+    rows = [_pair_row(i, p, rounding) for i, p in enumerate(plan.pairs)]
+    for total, parts in identities:
+        rows.append(_identity_row(len(rows), total, parts))
+    for con in constraints:
+        rows.append(_constraint_row(len(rows), con))
+    return sql.SQL("""SELECT {key}, v.check_index, v.class, v.source_text, v.target_text, v.expected_text,
+       v.impact::text, v.cents::text, v.expected::text, v.tie, v.frac, v.fit_half_away, v.fit_half_even,
+       v.fit_truncate
+FROM {table} AS t
+CROSS JOIN LATERAL (VALUES {values}) AS v(check_index, class, impact, cents, expected, tie, frac,
+     fit_half_away, fit_half_even, fit_truncate, source_text, target_text, expected_text)
+WHERE ({any_wrong}) AND v.class IS NOT NULL""").format(
+        key=key, table=sql.Identifier(plan.schema, plan.table), values=sql.SQL(", ").join(rows),
+        any_wrong=sql.SQL(" OR ").join(_wrongs(plan, identities, constraints)))

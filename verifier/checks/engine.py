@@ -52,19 +52,41 @@ class RowWriter(Protocol):
 
 @dataclass
 class CheckStats:
+    """What one check found in one table. ``offending`` comes from the summary statement;
+    the per-class figures from the classified offenders, and must add up to it."""
+
     rows: int = 0
+    offending: int = 0
     classes: dict[str, int] = field(default_factory=dict)
     impact: dict[str, Decimal] = field(default_factory=dict)
-    cents_sum: Decimal = Decimal(0)
-    expected_sum: Decimal = Decimal(0)
+    cents_sum: Decimal = Decimal(0)  # every row's cents (pairs)
+    offenders_cents: Decimal = Decimal(0)  # the offending rows' cents
+    offenders_expected: Decimal = Decimal(0)  # the offending rows' expected cents
     ties: int = 0
     fractional: int = 0
     fits: dict[str, int] = field(default_factory=lambda: {"half_away_from_zero": 0, "half_even": 0,
                                                           "truncate": 0})
 
+    @property
+    def expected_sum(self) -> Decimal:
+        """Sum of every row's expected cents: right rows' cents are their expected cents."""
+        return self.cents_sum - self.offenders_cents + self.offenders_expected
+
+    def add_offender(self, klass: str, impact: str, cents: str, expected: str, tie: str,
+                     frac: str, fits: tuple[str, str, str]) -> None:
+        self.classes[klass] = self.classes.get(klass, 0) + 1
+        if impact:
+            self.impact[klass] = self.impact.get(klass, Decimal(0)) + Decimal(impact)
+        self.offenders_cents += Decimal(cents or 0)
+        self.offenders_expected += Decimal(expected or 0)
+        self.ties += tie == "t"
+        self.fractional += frac == "t"
+        for mode, fit in zip(self.fits, fits, strict=True):
+            self.fits[mode] += fit == "t"
+
     def as_json(self) -> dict[str, Any]:
         fitting = [m for m, n in self.fits.items() if self.fractional and n == self.fractional]
-        return {"rows": self.rows, "classes": self.classes,
+        return {"rows": self.rows, "offending_rows": self.offending, "classes": self.classes,
                 "impact_cents": {k: int(v) for k, v in self.impact.items()},
                 "cents_sum": str(self.cents_sum), "expected_sum": str(self.expected_sum),
                 "ties": self.ties, "fractional_rows": self.fractional, "fits": self.fits,
@@ -114,49 +136,47 @@ def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
     constraints = _pending_constraints(conn, plan)
     checks = checks_of(plan, identities, constraints)
     stats = {c.index: CheckStats() for c in checks}
-    query = build_summary_query(plan, config.rounding, identities, constraints)
-    for row in conn.execute(query).fetchall():
-        index, klass, n, impact, cents_sum, expected_sum, ties, frac, f_away, f_even, f_trunc = row
-        s = stats[int(index)]
-        s.rows += int(n)
-        s.cents_sum += Decimal(cents_sum or 0)
-        s.expected_sum += Decimal(expected_sum or 0)
-        s.ties += int(ties)
-        s.fractional += int(frac)
-        for mode, count in zip(s.fits, (f_away, f_even, f_trunc), strict=True):
-            s.fits[mode] += int(count)
-        if klass is not None:
-            s.classes[str(klass)] = s.classes.get(str(klass), 0) + int(n)
-            s.impact[str(klass)] = s.impact.get(str(klass), Decimal(0)) + Decimal(impact or 0)
-    rows_counted = {s.rows for s in stats.values()}
-    # Every check sees every row exactly once: the VALUES list has one row per check.
-    assert len(rows_counted) == 1, (plan.name, rows_counted)
+    row = conn.execute(build_summary_query(plan, identities, constraints)).fetchone()
+    assert row is not None
+    for check in checks:
+        s = stats[check.index]
+        s.rows = int(row[0])
+        s.offending = int(row[1 + 2 * check.index])
+        s.cents_sum = Decimal(row[2 + 2 * check.index] or 0)
     result = TableResult(plan, checks, stats)
     samples: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    if any(s.classes for s in stats.values()):
+    if any(s.offending for s in stats.values()):
         result.offenders = _stream_offenders(conn, plan, config, identities, constraints, checks,
-                                             offenders, samples)
-        expected = sum(n for s in stats.values() for n in s.classes.values())
-        assert result.offenders == expected, (plan.name, result.offenders, expected)
+                                             offenders, stats, samples)
+        for check in checks:  # two statements, one snapshot: they must agree row for row
+            s = stats[check.index]
+            if sum(s.classes.values()) != s.offending:
+                raise RuntimeError(f"{plan.name} {check.label}: the summary counted {s.offending} "
+                                   f"offending rows, the classification {sum(s.classes.values())}")
     return result, _findings(result, samples)
 
 
 def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
                       identities: list[tuple[str, tuple[str, ...]]],
                       constraints: list[PendingConstraint], checks: list[Check], out: RowWriter,
+                      stats: dict[int, CheckStats],
                       samples: dict[tuple[int, str], list[dict[str, Any]]]) -> int:
+    """Copy every classified offender to ``out``, add it to ``stats``, keep bounded samples."""
     query = build_offenders_query(plan, config.rounding, identities, constraints)
     count = 0
     with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
-        for row_key, index, klass, source, target, expected, impact in copy.rows():
+        for (row_key, index, klass, source, target, expected_text, impact, cents, expected, tie, frac,
+             *fits) in copy.rows():
             check = checks[int(index)]
             out.writerow((plan.name, check.column or check.source, klass, row_key, source, target,
-                          expected, impact))
+                          expected_text, impact))
             count += 1
+            stats[check.index].add_offender(klass, impact, cents, expected, tie, frac,
+                                            (fits[0], fits[1], fits[2]))
             bucket = samples.setdefault((int(index), str(klass)), [])
             if len(bucket) < config.sample_rows_max:
                 bucket.append({"key": json.loads(row_key), "original": source, "cents": target,
-                               "expected_cents": expected})
+                               "expected_cents": expected_text})
     return count
 
 

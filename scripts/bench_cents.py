@@ -1,0 +1,159 @@
+"""Benchmark: the cents engine against the floor and the naive alternative.
+
+Not a test (timings on a shared machine are noisy): run it and read the
+ratios, which compare runs interleaved on one server in one go.
+Usage: python scripts/bench_cents.py [--rows 5000000] [--rounds 3] [--server URL]
+(without --server: an embedded server in a temporary directory).
+
+One clean table of ROWS rows with four (decimal, cents) pairs, in a
+database of its own; an empty copy of its schema in another. Each round runs,
+interleaved:
+
+- floor: one SELECT reading every money column once (sums of all eight);
+- minimal exact check: one SELECT comparing every cents value with its
+  decimal times 100 (what any exact per-row check must at least compute);
+- verify: ``verify-cents --db`` as a subprocess, whole command, minus the
+  same command on the empty copy (its fixed cost: start-up, catalog, report);
+- naive: one query per check per column, as the team's verification file
+  and a one-expectation-per-check suite do.
+
+Also: peak resident memory of verify-cents on the full table and on the
+empty copy, and the wall time of ``verify-cents --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from verifier import conninfo
+from verifier.scratch import provision, unique_name
+
+# The console script of this environment, as a user runs it.
+VERIFY_CENTS = str(Path(sys.executable).with_name("verify-cents"))
+PAIRS = ("amount", "fee", "net", "tax")
+SCHEMA_SQL = """
+CREATE TABLE payments (id bigint PRIMARY KEY, amount numeric(12,2), fee numeric(12,2),
+  net numeric(12,2), tax numeric(14,4), amount_cents bigint, fee_cents bigint, net_cents bigint,
+  tax_cents bigint)
+"""
+# Clean data: every cents value is exactly its decimal times 100.
+FILL_SQL = """
+INSERT INTO payments
+SELECT g, a, f, a - f, x, (a * 100)::bigint, (f * 100)::bigint, ((a - f) * 100)::bigint, (x * 100)::bigint
+FROM (SELECT g, round((random() * 1000)::numeric, 2) AS a, round((random() * 10)::numeric, 2) AS f,
+             round((random() * 50)::numeric, 2) AS x
+      FROM generate_series(1, %s) AS g) AS s
+"""
+# (Built from the constant column names above, never from input.)
+FLOOR_SQL = "SELECT count(*), " + ", ".join(  # noqa: S608
+    f"sum({c}), sum({c}_cents)" for c in PAIRS) + " FROM payments"
+MINIMAL_SQL = "SELECT count(*), " + ", ".join(  # noqa: S608
+    f"count(*) FILTER (WHERE {c}_cents IS DISTINCT FROM {c} * 100)" for c in PAIRS) + " FROM payments"
+# The naive alternative: each check its own query (its own full scan).
+NAIVE_CHECKS = (
+    "SELECT count(*) FROM payments WHERE {x} IS NOT NULL AND {x} <> 0 AND {c} = 0",  # missing backfill
+    "SELECT count(*) FROM payments WHERE {x} IS NULL AND {c} = 0",  # null coerced to zero
+    "SELECT count(*) FROM payments WHERE {x} IS NOT NULL AND {c} IS NULL",  # null introduced
+    "SELECT count(*) FROM payments WHERE {c} <> round({x} * 100)",  # value mismatch
+    "SELECT count(*) FROM payments WHERE {x} * 100 <> trunc({x} * 100)",  # sub-cent values
+    "SELECT count(*) FROM payments WHERE {c} <> 0 AND {c} = -round({x} * 100)",  # sign flip
+    "SELECT count(*) FROM payments WHERE abs({c}) > abs({x}) * 1000",  # scale error
+    "SELECT sum({c}) = sum(round({x} * 100)) FROM payments",  # totals
+)
+
+
+def timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def run_verify(url: str, report_dir: Path) -> tuple[float, int, int]:
+    """Wall time, exit code and peak RSS (KiB) of one ``verify-cents --db`` subprocess."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([VERIFY_CENTS, "--db", url,
+                             "--report-dir", str(report_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"verify-cents exited {code} on {conninfo.describe(url)}:\n{err}")
+    return wall, code, usage.ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server", help="URL of a server where we may CREATE DATABASE")
+    args = parser.parse_args()
+    with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
+        full, empty = unique_name("bench_full"), unique_name("bench_empty")
+        with server.database(full) as full_db, server.database(empty) as empty_db:
+            for db in (full_db, empty_db):
+                with psycopg.connect(db.dsn, autocommit=True) as conn:
+                    conn.execute(SCHEMA_SQL)
+            with psycopg.connect(full_db.dsn, autocommit=True) as conn:
+                fill = timed(lambda: conn.execute(FILL_SQL, (args.rows,)))
+                conn.execute("VACUUM ANALYZE payments")
+                version = conn.execute("SHOW server_version").fetchone()
+                size = conn.execute("SELECT pg_size_pretty(pg_table_size('payments'))").fetchone()
+            print(f"server {version[0] if version else '?'} ({server.kind}); {args.rows:,} rows, "
+                  f"{len(PAIRS)} pairs, table {size[0] if size else '?'}; filled in {fill:.1f} s")
+            help_times = [timed(lambda: subprocess.run(
+                [VERIFY_CENTS, "--help"],
+                check=True, stdout=subprocess.DEVNULL)) for _ in range(5)]
+            figures: dict[str, list[float]] = {k: [] for k in
+                                               ("floor", "minimal", "verify", "empty", "naive")}
+            rss: dict[str, list[int]] = {"verify": [], "empty": []}
+            with psycopg.connect(full_db.dsn, autocommit=True) as conn:
+                conn.execute(FLOOR_SQL).fetchall()  # warm the cache once before measuring
+                for rnd in range(args.rounds):
+                    figures["floor"].append(timed(lambda: conn.execute(FLOOR_SQL).fetchall()))
+                    figures["minimal"].append(timed(lambda: conn.execute(MINIMAL_SQL).fetchall()))
+                    wall, _, peak = run_verify(full_db.dsn, Path(tmp))
+                    figures["verify"].append(wall)
+                    rss["verify"].append(peak)
+                    wall, _, peak = run_verify(empty_db.dsn, Path(tmp))
+                    figures["empty"].append(wall)
+                    rss["empty"].append(peak)
+
+                    def naive() -> None:
+                        for c in PAIRS:
+                            for check in NAIVE_CHECKS:
+                                conn.execute(sql.SQL(check).format(
+                                    x=sql.Identifier(c), c=sql.Identifier(f"{c}_cents"))).fetchall()
+                    figures["naive"].append(timed(naive))
+                    print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()))
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    work = med["verify"] - med["empty"]
+    print("\nmedians over rounds:")
+    for k, v in med.items():
+        print(f"  {k:8s} {v:7.3f} s")
+    print(f"  verify work (verify - empty) {work:.3f} s")
+    print(f"verify work / floor            {work / med['floor']:.2f}  (goal <= 1.5)")
+    print(f"verify work / minimal exact    {work / med['minimal']:.2f}")
+    print(f"minimal exact / floor          {med['minimal'] / med['floor']:.2f}")
+    print(f"naive / verify work            {med['naive'] / work:.1f}  (goal >= 5; "
+          f"{len(PAIRS) * len(NAIVE_CHECKS)} queries)")
+    print(f"peak RSS: full {max(rss['verify']) / 1024:.1f} MiB, empty {max(rss['empty']) / 1024:.1f} MiB, "
+          f"growth {(max(rss['verify']) - max(rss['empty'])) / 1024:.1f} MiB (goal < 100)")
+    print(f"verify-cents --help: median {statistics.median(help_times):.3f} s over 5 (goal < 0.5)")
+
+
+if __name__ == "__main__":
+    main()
