@@ -316,3 +316,20 @@ def test_statement_timeout_is_a_clear_error(platform: str, tmp_path: Path) -> No
     [run] = list((tmp_path / "r").iterdir())
     assert json.loads((run / "summary.json").read_text())["status"] == "error"
     assert not (run / "offenders.csv").exists()
+
+
+def test_unpaired_columns_are_warnings_and_cents_born_tables_are_not(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA \"Shop Floor\"")
+        conn.execute('CREATE TABLE "Shop Floor"."Orders" (id BIGINT PRIMARY KEY, "Total" NUMERIC(12,2), '
+                     '"Total_cents" BIGINT, tax NUMERIC(12,2), bonus_cents BIGINT)')
+        conn.execute("CREATE TABLE entries (id BIGINT PRIMARY KEY, amount_cents BIGINT NOT NULL)")
+        conn.execute("INSERT INTO \"Shop Floor\".\"Orders\" VALUES (1, 1.25, 125, 0.10, 7)")
+    with psycopg.connect(fresh_db) as conn:
+        plans, unpaired = pairs.discover(conn, DEFAULT)
+    assert [(p.name, [(x.source, x.target) for x in p.pairs]) for p in plans] == [
+        ("Shop Floor.Orders", [("Total", "Total_cents")])]
+    assert {(u.table, u.column, u.kind) for u in unpaired} == {
+        ("Orders", "tax", "money_without_cents"), ("Orders", "bonus_cents", "cents_without_money")}
+    findings = engine.unpaired_findings(unpaired)
+    assert {(f.rule, f.severity) for f in findings} == {("unpaired_column", "warning")}

@@ -65,38 +65,6 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert result.code == 2 and "Traceback" not in result.stderr
 
 
-def test_demo_restores_and_says_it_verified_nothing(tmp_path: Path) -> None:
-    before = embedded_dirs()
-    result = run_cli("verify-cents", "--demo", "--rows", "2000", "--report-dir", str(tmp_path))
-    _assert_clear_error(result, "restored", "not built yet", "incomplete report")
-    data = _summary(tmp_path)
-    assert data["status"] == "error" and data["exit_code"] == 2
-    # The project's migrations applied on the embedded server and obeyed the rules.
-    assert data["findings"] == []
-    stages = {s["name"]: s for s in data["stages"]}  # type: ignore[attr-defined,index]
-    assert len(stages["migrate"]["timeline"]) == 5
-    assert stages["generate"]["money_rows"] == stages["inventory"]["money_rows"] > 2000
-    assert stages["restore"]["tool"].startswith("pg_restore")
-    provenance = data["provenance"]
-    assert len(provenance["snapshot_sha256"]) == 64  # type: ignore[index]
-    assert provenance["scratch_server_version"].startswith("18")  # type: ignore[index]
-    assert "NOT VERIFIED" in next(tmp_path.iterdir()).joinpath("report.html").read_text()
-    assert embedded_dirs() == before
-
-
-def test_make_snapshot_then_rehearse_it_on_a_url_scratch(tmp_path: Path, server_dsn: str,
-                                                        leftovers: None) -> None:
-    out = tmp_path / "platform.dump"
-    made = run_cli("verifier", "make-snapshot", str(out), "--rows", "1500", "--seed", "3",
-                   "--scratch", server_dsn)
-    assert made.code == 0, made.stderr
-    assert out.stat().st_size > 0 and "money rows" in made.stdout
-    result = run_cli("verify-cents", "--snapshot", str(out), "--scratch", server_dsn,
-                     "--report-dir", str(tmp_path / "reports"))
-    _assert_clear_error(result, "restored")
-    assert _summary(tmp_path / "reports")["provenance"]["scratch_kind"] == "url"  # type: ignore[index]
-
-
 def test_keep_scratch_keeps_the_database_and_prints_how_to_connect(
     tmp_path: Path, small_dump: Path, server_dsn: str
 ) -> None:

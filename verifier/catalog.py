@@ -16,7 +16,8 @@ JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND a.atttypid IN ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype)
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+  AND n.nspname NOT LIKE 'pg_toast%%'
   AND n.nspname NOT LIKE 'pg_temp%%'
 ORDER BY 1, 2, a.attnum
 """

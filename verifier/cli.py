@@ -102,7 +102,8 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
         from verifier import inplace, rehearsal
         from verifier.source import generate
 
-        options = rehearsal.Options(migrations_dir, migration_timeout, not skip_rule_checks)
+        options = rehearsal.Options(migrations_dir, migration_timeout, not skip_rule_checks,
+                                    config_path=config_path, strict=strict)
         if demo:
             return rehearsal.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
                                   seed=generate.DEFAULT_SEED if seed is None else seed,
@@ -146,8 +147,12 @@ def verifier() -> None:
 @click.option("--seed", type=int, default=None, help="The generator's seed (same seed, same data).")
 @click.option("--scratch", default="embedded", show_default=True, metavar="SPEC",
               help="Where to generate: embedded, a postgresql:// URL, docker or docker:IMAGE.")
+@click.option("--clean", is_flag=True,
+              help="No planted defects: the platform just before 300 (default: after 300/301, "
+                   "with defects listed in OUT.planted.json).")
 @traceback_option
-def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, traceback: bool) -> None:
+def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, clean: bool,
+                  traceback: bool) -> None:
     """Write a demo platform snapshot (pg_dump custom format) to OUT, for --snapshot."""
 
     def action() -> None:
@@ -156,10 +161,11 @@ def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, t
 
         made = rehearsal.make_snapshot(
             out, rows=rows or generate.DEFAULT_ROWS,
-            seed=generate.DEFAULT_SEED if seed is None else seed, scratch=scratch,
+            seed=generate.DEFAULT_SEED if seed is None else seed, scratch=scratch, planted=not clean,
         )
         click.echo(f"Wrote {out}: {made.plan.money_rows:,} money rows in {len(made.plan.counts)} "
-                   f"tables (seed {made.plan.seed}, {made.rows_per_s:,.0f} rows/s).")
+                   f"tables (seed {made.plan.seed}, {made.rows_per_s:,.0f} rows/s)"
+                   + ("." if clean else f"; planted defects listed in {rehearsal.manifest_path(out)}."))
 
     _invoke("verifier make-snapshot", traceback, action)
 

@@ -10,17 +10,15 @@ one that can only SELECT. ``audit_ledger`` is not built yet and says so.
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
 import psycopg
 
-from verifier import conninfo, pairs
+from verifier import conninfo
 from verifier.checks import engine
 from verifier.config import Config
 from verifier.config import load as load_config
-from verifier.errors import NotBuiltYet, VerifierError
+from verifier.errors import NotBuiltYet
 from verifier.run import Run, new_run, recorded
 
 # What the report records about the snapshot it read: the transaction
@@ -59,36 +57,12 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
     with recorded(run):
         config = load_config(config_path)
         run.provenance.update(rounding_mode=config.rounding, config=config.source)
-        offenders_tmp = run.run_dir / ".offenders.csv.partial"
         with run.stage("connect") as detail:
             detail["target"] = conninfo.describe(url)
             conn = open_snapshot(url, config)
-        try:
+        with conn:
             _probe(run, conn, url)
-            with run.stage("pairs") as detail:
-                plans, unpaired = pairs.discover(conn, config)
-                detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
-                              unpaired=len(unpaired))
-            if not plans:
-                raise VerifierError(
-                    f"No decimal/cents pairs found in {conninfo.describe(url)}: nothing to verify.",
-                    hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
-                         "configure others in [tool.verifier] pairs.")
-            with run.stage("verify") as detail, offenders_tmp.open("w", newline="") as fh:
-                results, findings = engine.verify(conn, plans, config, csv.writer(fh))
-                detail["tables"] = [r.as_json() for r in results]
-                detail["rows_checked"] = sum(r.rows for r in results)
-        except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
-            raise VerifierError(f"A statement was cancelled ({exc.diag.message_primary}): the "
-                                f"statement_timeout of {config.statement_timeout_s} s was reached.",
-                                hint="Raise statement_timeout_s in [tool.verifier].") from None
-        except psycopg.OperationalError as exc:
-            raise VerifierError(f"The connection to {conninfo.describe(url)} failed during the "
-                                f"run: {conninfo.scrub(str(exc).strip(), url)}") from None
-        finally:
-            conn.close()
-        os.replace(offenders_tmp, run.run_dir / "offenders.csv")
-        run.findings += [f.as_json() for f in engine.unpaired_findings(unpaired) + findings]
+            engine.run_checks(run, conn, config, url=url)
         run.end("fail" if run.failing(strict=strict) else "pass")
     return run
 

@@ -18,6 +18,8 @@ from verifier.errors import UsageError
 
 MONEY_TYPES = ("numeric", "real", "double precision")
 CENTS_SUFFIX = "_cents"
+# Where a rehearsal records the originals, in its scratch database only.
+ORIGINALS_SCHEMA = "verifier_originals"
 
 # Every column of every user table, with its type, NOT NULL, and whether it
 # belongs to the primary key (and where), in one catalog read.
@@ -33,9 +35,18 @@ LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND n.nspname <> 'verifier_originals'
+  AND n.nspname <> 'verifier_originals'  -- ORIGINALS_SCHEMA
 ORDER BY 1, 2, a.attnum
 """
+
+
+@dataclass(frozen=True)
+class Originals:
+    """A table's key and money values as a rehearsal recorded them before migrating."""
+
+    relation: str  # its table in ORIGINALS_SCHEMA
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str, bool], ...]  # (money column, full type, NOT NULL)
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,9 @@ class Pair:
     target: str
     source_type: str  # full type, e.g. numeric(12,2), double precision
     source_not_null: bool
+    # The column of the relation read that holds the original, where it is not
+    # ``source`` itself: the recorded original (see TablePlan.originals).
+    source_ref: str | None = None
 
     @property
     def float_source(self) -> bool:
@@ -57,6 +71,9 @@ class TablePlan:
     key: tuple[str, ...]  # primary key columns; empty when the table has none
     columns: tuple[str, ...]  # every column, in order (the sample of a keyless table)
     pairs: tuple[Pair, ...]
+    # Set in a rehearsal: the rows are this table FULL JOINed with its recorded
+    # originals on the key, which adds row_missing and row_added.
+    originals: Originals | None = None
 
     def __post_init__(self) -> None:
         assert self.pairs, "a table plan without pairs"
@@ -91,29 +108,40 @@ def _key_position(col: _Column) -> int:
     return col.key_position
 
 
-def discover(conn: psycopg.Connection, config: Config) -> tuple[list[TablePlan], list[Unpaired]]:
+def discover(conn: psycopg.Connection, config: Config,
+             originals: dict[tuple[str, str], Originals] | None = None,
+             ) -> tuple[list[TablePlan], list[Unpaired]]:
     """Pairs per table, and the unpaired money and cents columns.
 
-    Raises ``UsageError`` when the configuration names a table or column
-    that does not exist, or a column whose type cannot hold money or cents.
+    With ``originals`` (a rehearsal), a table's recorded money columns are
+    the sources of its pairs, whether or not the migrations kept, changed or
+    dropped them; a column converted in place (now BIGINT under its own
+    name) is its own cents column. Raises ``UsageError`` when the
+    configuration names a table or column that does not exist, or a column
+    whose type cannot hold money or cents.
     """
     tables: dict[tuple[str, str], list[_Column]] = {}
     for nsp, rel, col, base, full, not_null, key_pos in conn.execute(COLUMNS_SQL).fetchall():
         tables.setdefault((nsp, rel), []).append(_Column(col, base, full, bool(not_null), key_pos))
+    originals = originals or {}
     configured: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for pc in config.pairs:
-        by_col = {c.name: c for c in tables.get((pc.schema, pc.table), [])}
-        if not by_col:
+        live = {c.name: c for c in tables.get((pc.schema, pc.table), [])}
+        if not live:
             raise UsageError(f"The configured pair {pc.schema}.{pc.table}.{pc.source} names a table "
                              "that does not exist (or that we may not see).")
+        recorded = {name: full for name, full, _ in getattr(originals.get((pc.schema, pc.table)),
+                                                              "columns", ())}
         for name, role, types in ((pc.source, "source", MONEY_TYPES),
                                   (pc.target, "target", ("bigint", "integer"))):
-            if name not in by_col:
+            if role == "source" and name in recorded:
+                continue
+            if name not in live:
                 raise UsageError(f"The configured pair names column {pc.schema}.{pc.table}.{name} "
                                  f"({role}), which does not exist.")
-            if by_col[name].base_type not in types:
+            if live[name].base_type not in types:
                 raise UsageError(f"The configured {role} {pc.schema}.{pc.table}.{name} is "
-                                 f"{by_col[name].full_type}, not {' or '.join(types)}.")
+                                 f"{live[name].full_type}, not {' or '.join(types)}.")
         configured.setdefault((pc.schema, pc.table), []).append((pc.source, pc.target))
     plans: list[TablePlan] = []
     unpaired: list[Unpaired] = []
@@ -121,30 +149,41 @@ def discover(conn: psycopg.Connection, config: Config) -> tuple[list[TablePlan],
         if config.excluded(nsp, rel):
             continue
         by_name = {c.name: c for c in columns}
+        orig = originals.get((nsp, rel))
+        # Every possible source: live money columns, then the recorded originals over them.
+        sources: dict[str, tuple[str, bool, str | None]] = {
+            c.name: (c.full_type, c.not_null, None) for c in columns if c.base_type in MONEY_TYPES}
+        for i, (name, full, not_null) in enumerate(orig.columns if orig else ()):
+            sources[name] = (full, not_null, f"verifier_original_{i}")
         chosen: dict[str, str] = {}  # target -> source
         for source, target in configured.get((nsp, rel), []):
             chosen[target] = source
-        for c in columns:
-            sibling = by_name.get(c.name + CENTS_SUFFIX)
-            if (c.base_type in MONEY_TYPES and sibling is not None and sibling.base_type == "bigint"
-                    and sibling.name not in chosen and c.name not in chosen.values()):
-                chosen[sibling.name] = c.name
+        for name, (_, _, ref) in sources.items():
+            sibling = by_name.get(name + CENTS_SUFFIX)
+            in_place = by_name.get(name) if ref is not None else None
+            for cand in (sibling, in_place):
+                if (cand is not None and cand.base_type == "bigint" and cand.name not in chosen
+                        and name not in chosen.values()):
+                    chosen[cand.name] = name
         pairs = tuple(
-            Pair(source, target, by_name[source].full_type, by_name[source].not_null)
+            Pair(source, target, *sources[source])
             for target, source in chosen.items()
             if not config.excluded(nsp, rel, source) and not config.excluded(nsp, rel, target)
         )
-        sources, targets = set(chosen.values()), set(chosen)
-        for col in columns:
-            if config.excluded(nsp, rel, col.name):
-                continue
-            if col.base_type in MONEY_TYPES and col.name not in sources:
-                unpaired.append(Unpaired(nsp, rel, col.name, "money_without_cents"))
-            elif col.name.endswith(CENTS_SUFFIX) and col.name not in targets:
+        paired_sources, targets = set(chosen.values()), set(chosen)
+        for name in sources:
+            if not config.excluded(nsp, rel, name) and name not in paired_sources:
+                unpaired.append(Unpaired(nsp, rel, name, "money_without_cents"))
+        # A cents column without its decimal is suspect in a table that holds (or
+        # held) decimals; a table born in cents (a ledger's) has nothing to pair.
+        for col in columns if sources else ():
+            if (col.name.endswith(CENTS_SUFFIX) and col.name not in targets
+                    and not config.excluded(nsp, rel, col.name)):
                 unpaired.append(Unpaired(nsp, rel, col.name, "cents_without_money"))
         if pairs:
             keyed = sorted((col for col in columns if col.key_position is not None), key=_key_position)
             plans.append(TablePlan(nsp, rel, tuple(col.name for col in keyed),
                                    tuple(col.name for col in columns),
-                                   tuple(sorted(pairs, key=lambda p: p.source))))
+                                   tuple(sorted(pairs, key=lambda p: p.source)),
+                                   orig if orig and any(p.source_ref for p in pairs) else None))
     return plans, unpaired

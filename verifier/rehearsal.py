@@ -1,7 +1,8 @@
 """The rehearsal: a snapshot restored into scratch, migrated, verified.
 
 Flow: source (dump file | generated demo) -> scratch server -> restore ->
-inventory -> (migration runner and checks: later issues) -> outputs.
+inventory -> originals recorded -> migration runner (traced, rule checks)
+-> cents checks on the state the migrations reached -> outputs.
 Each public function creates a run folder, records every stage, writes the
 outputs however the run ends, and returns the ended ``Run`` or raises a
 ``VerifierError`` (after writing the outputs). Writes only to scratch
@@ -10,32 +11,36 @@ databases it created and to the run folder.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier import catalog, conninfo, plan, rules
-from verifier.errors import NotBuiltYet
+from verifier import catalog, conninfo, originals, plan, rules
+from verifier.checks import engine
+from verifier.config import Config
+from verifier.config import load as load_config
 from verifier.findings import Finding
+from verifier.inplace import open_snapshot
 from verifier.paths import project_migrations_dir
 from verifier.run import Run, new_run, recorded
 from verifier.runner import Runner
 from verifier.scratch import DEFAULT_SPEC, ScratchDatabase, ScratchServer, provision
-from verifier.source import dump, generate
+from verifier.source import dump, generate, plant
 
 DEMO_SNAPSHOT_NAME = "demo-snapshot.dump"
-NOT_BUILT = (
-    "The cents checks are not built yet, so the money itself was not verified; "
-    "the run exits 2 (could not verify) rather than claim a pass."
-)
+PLANTED_NAME = "planted.json"
 
 
 @dataclass(frozen=True)
 class Options:
-    """How a rehearsal migrates: which files, how long each may run, rule checks on or off."""
+    """How a rehearsal migrates (which files, how long each may run, rule checks on or off)
+    and judges (configuration file, warnings fail under ``strict``)."""
 
     migrations_dir: Path | None = None  # None: the project's own migrations
     migration_timeout_s: float | None = None
     check_rules: bool = True
+    config_path: Path | None = None  # None: verifier.toml or pyproject.toml here, if any
+    strict: bool = False
 
     def __post_init__(self) -> None:
         assert self.migration_timeout_s is None or self.migration_timeout_s > 0
@@ -52,20 +57,23 @@ def rehearse_snapshot(
     """Restore the dump at ``path`` into a scratch database and rehearse there."""
     run = new_run("verify-cents --snapshot", report_dir)
     with recorded(run):
+        config = _config(run, options)
         info = _inspect(run, Path(path))
         discovery = _discover(run, options)
         with provision(scratch, keep=keep_scratch) as server:
             _record_server(run, server)
-            _rehearse(run, info, server, discovery, options)
+            _rehearse(run, info, server, discovery, options, config)
     return run
 
 
 def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
          seed: int = generate.DEFAULT_SEED, options: Options = Options()) -> Run:
-    """Generate the demo platform, dump it, and rehearse the dump on the embedded server."""
+    """Generate the demo platform with planted defects, dump it, rehearse the dump (embedded)."""
     generate.plan(rows, seed)  # validate the size before starting anything
     run = new_run("verify-cents --demo", report_dir)
     with recorded(run):
+        config = _config(run, options)
+        config = dataclasses.replace(config, identities=config.identities + plant.DEMO_IDENTITIES)
         discovery = _discover(run, options)
         with provision("embedded") as server:
             _record_server(run, server)
@@ -76,22 +84,45 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
                     detail.update(seed=seed, money_rows=made.plan.money_rows,
                                   generate_s=round(made.duration_s, 3),
                                   rows_per_s=round(made.rows_per_s), tables=made.plan.counts)
+                with run.stage("plant") as detail:
+                    planted = plant.backfill_and_plant(source.dsn)
+                    plant.write_manifest(planted, run.run_dir / PLANTED_NAME)
+                    detail.update(planted=len(planted), manifest=PLANTED_NAME,
+                                  rules=sorted({p.rule for p in planted}))
                 with run.stage("dump") as detail:
                     generate.write_snapshot(source.dsn, snapshot)
                     detail.update(path=str(snapshot), size_bytes=snapshot.stat().st_size)
             info = _inspect(run, snapshot)
-            _rehearse(run, info, server, discovery, options)
+            _rehearse(run, info, server, discovery, options, config)
     return run
 
 
 def make_snapshot(out: Path, *, rows: int = generate.DEFAULT_ROWS,
-                  seed: int = generate.DEFAULT_SEED, scratch: str = DEFAULT_SPEC) -> generate.Generated:
-    """Write a demo snapshot (pg_dump custom format) to ``out`` for ``--snapshot``."""
+                  seed: int = generate.DEFAULT_SEED, scratch: str = DEFAULT_SPEC,
+                  planted: bool = True) -> generate.Generated:
+    """Write a demo snapshot (pg_dump custom format) to ``out`` for ``--snapshot``.
+
+    ``planted``: backfilled by 300/301 with defects planted in known rows,
+    listed in ``<out>.planted.json``; otherwise clean, before 300.
+    """
     generate.plan(rows, seed)
     with provision(scratch) as server, server.database("demo") as source:
         made = generate.generate(source.dsn, rows, seed)
+        if planted:
+            plant.write_manifest(plant.backfill_and_plant(source.dsn), manifest_path(Path(out)))
         generate.write_snapshot(source.dsn, Path(out))
     return made
+
+
+def manifest_path(snapshot: Path) -> Path:
+    """Where make-snapshot writes what it planted in ``snapshot``."""
+    return snapshot.with_name(snapshot.name + ".planted.json")
+
+
+def _config(run: Run, options: Options) -> Config:
+    config = load_config(options.config_path)
+    run.provenance.update(rounding_mode=config.rounding, config=config.source)
+    return config
 
 
 def _inspect(run: Run, path: Path) -> dump.DumpInfo:
@@ -123,31 +154,28 @@ def _discover(run: Run, options: Options) -> plan.Discovery:
 
 
 def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: plan.Discovery,
-              options: Options) -> None:
+              options: Options, config: Config) -> None:
     with server.database("rehearsal") as db:
         with run.stage("restore") as detail:
             result = dump.restore(info, db)
             detail.update(restore_s=round(result.duration_s, 3), jobs=result.jobs, tool=result.tool,
                           database=db.name)
-        with run.stage("inventory") as detail, conninfo.connect(db.dsn, what="scratch database") as conn:
-            tables = catalog.money_tables(conn)
-            detail.update(
-                money_tables=len(tables),
-                money_rows=sum(t.rows for t in tables),
-                tables={f"{t.schema}.{t.table}": t.rows for t in tables},
-            )
+        with conninfo.connect(db.dsn, what="scratch database") as conn:
+            with run.stage("inventory") as detail:
+                tables = catalog.money_tables(conn)
+                detail.update(money_tables=len(tables), money_rows=sum(t.rows for t in tables),
+                              tables={f"{t.schema}.{t.table}": t.rows for t in tables})
+            with run.stage("originals") as detail:
+                kept = originals.record(conn, config)
+                detail.update(tables=len(kept.tables), rows=kept.rows, keyless=kept.keyless)
         migrate(run, db, discovery, options)
-    errors = run.failing()
-    if errors:
-        run.end("fail", f"{len(errors)} error finding(s); the cents checks are not built yet.")
-        return
-    rules_said = ("obeyed the team's rules" if options.check_rules
-                  else "were not checked against the team's rules (--skip-rule-checks)")
-    raise NotBuiltYet(
-        f"The snapshot was restored ({len(tables)} money tables, "
-        f"{sum(t.rows for t in tables):,} rows) and its pending migrations applied and "
-        f"{rules_said}. {NOT_BUILT}"
-    )
+        migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
+        with open_snapshot(db.dsn, config) as conn:
+            engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
+                              required=not migration_failed)
+    failing = run.failing(strict=options.strict)
+    run.end("fail" if failing else "pass",
+            f"{len(failing)} finding(s) fail the run." if failing else None)
 
 
 def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: Options) -> None:
@@ -160,7 +188,8 @@ def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: O
         with Runner(db.dsn) as runner:
             applied = runner.applied()
         todo = plan.pending(discovery.files, applied)
-        detail.update(already_applied=sorted(applied), pending=[f.path.name for f in todo])
+        detail.update(already_applied=sorted(applied), pending=[f.path.name for f in todo],
+                      rule_checks="checked" if options.check_rules else "skipped (--skip-rule-checks)")
         timeline = detail.setdefault("timeline", [])
         # The state after one migration is the state before the next: read once.
         before = rules.fingerprint(db.dsn, with_data=False) if options.check_rules and todo else None

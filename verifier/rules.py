@@ -34,36 +34,39 @@ FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+  AND n.nspname NOT LIKE 'pg_t%'
 UNION ALL
 SELECT 'constraint', format('%s %s %s', c.conrelid::regclass, c.conname,
        replace(pg_get_constraintdef(c.oid), ' NOT VALID', ''))
 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
 UNION ALL
 SELECT 'index', pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%'
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+  AND n.nspname NOT LIKE 'pg_t%'
 UNION ALL
 SELECT 'function', format('%s(%s) %s', p.proname, pg_get_function_identity_arguments(p.oid),
        md5(p.prosrc))
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
 UNION ALL
 SELECT 'trigger', pg_get_triggerdef(t.oid)
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT t.tgisinternal AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+WHERE NOT t.tgisinternal AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
 UNION ALL
 SELECT 'relation', format('%s.%s %s', n.nspname, c.relname, c.relkind)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_t%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+  AND n.nspname NOT LIKE 'pg_t%'
 ORDER BY 1, 2
 """
 
 TABLES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
   AND n.nspname NOT LIKE 'pg_t%%' AND c.relname <> %s
 ORDER BY 1, 2
 """

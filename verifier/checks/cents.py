@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from verifier.pairs import Pair, TablePlan
+from verifier.pairs import ORIGINALS_SCHEMA, Pair, TablePlan
 
 BIGINT_MAX = 9223372036854775807
 # Classes of one row of one pair, in the order the CASE tests them: the first
@@ -37,7 +37,8 @@ ROW_CLASSES = (
     "null_coerced_to_zero", "overflow", "null_introduced", "sub_cent_loss", "missing_backfill",
     "sign_flip", "rounding_mode", "float_artifact", "scale_error", "value_mismatch",
 )
-TABLE_CLASSES = ("identity_violation", "constraint_violation")
+TABLE_CLASSES = ("identity_violation", "constraint_violation", "row_missing", "row_added")
+ROW_FLAGS = ("row_missing", "row_added")  # checks of a table read with its originals
 WARNING_CLASSES = ("sub_cent_loss",)
 
 
@@ -46,7 +47,7 @@ class Check:
     """One classified quantity of a table: a pair, an identity or a pending constraint."""
 
     index: int
-    kind: str  # pair | identity | constraint
+    kind: str  # pair | identity | constraint | row
     column: str | None  # the cents column (pair), the identity's total, None for a constraint
     label: str  # how the report names it
     source: str | None = None  # the decimal column (pair) or the constraint name
@@ -69,17 +70,47 @@ def _expected(h: sql.Composable, rounding: str) -> sql.Composable:
     return sql.SQL("trunc({h})").format(h=h)
 
 
+def relation(plan: TablePlan) -> sql.Composable:
+    """What the checks read as ``t``: the table, or in a rehearsal the table with its originals.
+
+    With originals, ``t`` is the FULL JOIN of the live table and the
+    recorded originals on the key: every live column under its own name,
+    each recorded original as ``verifier_original_<i>``, and the flags
+    ``verifier_matched``, ``row_missing`` and ``row_added``.
+    """
+    table = sql.Identifier(plan.schema, plan.table)
+    if plan.originals is None:
+        return table
+    key = plan.originals.key
+    live = [sql.SQL("coalesce(l.{c}, o.{c}) AS {c}").format(c=sql.Identifier(c)) if c in key
+            else sql.SQL("l.{c}").format(c=sql.Identifier(c)) for c in plan.columns]
+    recorded = [sql.SQL("o.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"verifier_original_{i}"))
+                for i, (name, _, _) in enumerate(plan.originals.columns)]
+    first = sql.Identifier(key[0])
+    flags = sql.SQL("l.{k} IS NOT NULL AND o.{k} IS NOT NULL AS verifier_matched, "
+                    "l.{k} IS NULL AS row_missing, o.{k} IS NULL AS row_added").format(k=first)
+    on = sql.SQL(" AND ").join(sql.SQL("l.{c} = o.{c}").format(c=sql.Identifier(c)) for c in key)
+    return sql.SQL("(SELECT {columns}, {flags} FROM {table} AS l FULL JOIN {orig} AS o ON {on})").format(
+        columns=sql.SQL(", ").join(live + recorded), flags=flags, table=table,
+        orig=sql.Identifier(ORIGINALS_SCHEMA, plan.originals.relation), on=on)
+
+
 def _pair_terms(pair: Pair) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
     """x (the original, as numeric), c (the cents) and h = x * 100 for the current row of ``t``."""
-    x = sql.SQL("(t.{}::numeric)").format(sql.Identifier(pair.source))
+    x = sql.SQL("(t.{}::numeric)").format(sql.Identifier(pair.source_ref or pair.source))
     c = sql.SQL("t.{}").format(sql.Identifier(pair.target))
     return x, c, sql.SQL("({x} * 100)").format(x=x)
 
 
-def _pair_wrong(pair: Pair) -> sql.Composable:
-    """True unless the cents are exactly the original times 100 (or both are NULL). Never NULL."""
+def _pair_wrong(plan: TablePlan, pair: Pair) -> sql.Composable:
+    """True unless the cents are exactly the original times 100 (or both are NULL). Never NULL.
+
+    With originals, only rows on both sides are compared (the others are
+    row_missing or row_added).
+    """
     x, c, h = _pair_terms(pair)
-    return sql.SQL("NOT coalesce({c}::numeric = {h}, {x} IS NULL AND {c} IS NULL)").format(x=x, c=c, h=h)
+    wrong = sql.SQL("NOT coalesce({c}::numeric = {h}, {x} IS NULL AND {c} IS NULL)").format(x=x, c=c, h=h)
+    return sql.SQL("(t.verifier_matched AND {})").format(wrong) if plan.originals else wrong
 
 
 def _identity_wrong(total: str, parts: tuple[str, ...]) -> sql.Composable:
@@ -96,13 +127,14 @@ def _constraint_wrong(constraint: PendingConstraint) -> sql.Composable:
     return sql.SQL("NOT coalesce(({}), true)").format(expr)
 
 
-def _pair_row(index: int, pair: Pair, rounding: str) -> sql.Composable:
+def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Composable:
     """The VALUES row classifying one pair for the current (offending) row of ``t``."""
     x, c, h = _pair_terms(pair)
+    unmatched = sql.SQL("WHEN NOT t.verifier_matched THEN NULL" if plan.originals else "")
     e = _expected(h, rounding)
     half_even = _expected(h, "half_even")
-    f = sql.SQL("(t.{}::float8)").format(sql.Identifier(pair.source))
-    klass = sql.SQL("""CASE
+    f = sql.SQL("(t.{}::float8)").format(sql.Identifier(pair.source_ref or pair.source))
+    klass = sql.SQL("""CASE {unmatched}
       WHEN {x} IS NULL AND {c} IS NULL THEN NULL
       WHEN {x} IS NULL AND {c} = 0 THEN 'null_coerced_to_zero'
       WHEN {x} IS NULL THEN 'value_mismatch'
@@ -115,7 +147,7 @@ def _pair_row(index: int, pair: Pair, rounding: str) -> sql.Composable:
       WHEN abs({h}) < 1e15 AND {c} IN (round({f} * 100), trunc({f} * 100)) THEN 'float_artifact'
       WHEN {c} IN (round({x}), round({x} * 10), round({x} * 1000), round({x} * 10000)) THEN 'scale_error'
       ELSE 'value_mismatch' END""").format(
-        x=x, c=c, h=h, e=e, half_even=half_even, f=f, big=sql.Literal(BIGINT_MAX))
+        unmatched=unmatched, x=x, c=c, h=h, e=e, half_even=half_even, f=f, big=sql.Literal(BIGINT_MAX))
     impact = sql.SQL("""CASE
       WHEN {x} IS NULL THEN {c}::numeric
       WHEN abs({e}) > {big} THEN NULL
@@ -149,6 +181,22 @@ def _constraint_row(index: int, constraint: PendingConstraint) -> sql.Composable
     ).format(i=sql.Literal(index), wrong=_constraint_wrong(constraint))
 
 
+def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Composable:
+    """The VALUES row of row_missing (impact: minus the expected cents the row held) or
+    row_added (impact: the cents it brings)."""
+    if flag == "row_missing":
+        held = [_expected(_pair_terms(p)[2], rounding) for p in plan.pairs]
+        impact = sql.SQL("-({})").format(
+            sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held))
+    else:
+        impact = sql.SQL(" + ").join(sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target))
+                                     for p in plan.pairs)
+    return sql.SQL(
+        "({i}, CASE WHEN t.{flag} THEN {rule} END, {impact}, NULL::numeric, NULL::numeric, "
+        "false, false, false, false, false, NULL::text, NULL::text, NULL::text)"
+    ).format(i=sql.Literal(index), flag=sql.Identifier(flag), rule=sql.Literal(flag), impact=impact)
+
+
 def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
               constraints: list[PendingConstraint]) -> list[Check]:
     result = [Check(i, "pair", p.target, f"{p.source} -> {p.target}", p.source)
@@ -157,15 +205,18 @@ def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
         result.append(Check(len(result), "identity", total, f"{total} = {' + '.join(parts)}"))
     for con in constraints:
         result.append(Check(len(result), "constraint", None, f"CHECK {con.name}", con.name))
+    for flag in ROW_FLAGS if plan.originals else ():
+        result.append(Check(len(result), "row", None, flag))
     return result
 
 
 def _wrongs(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
             constraints: list[PendingConstraint]) -> list[sql.Composable]:
     """One never-NULL predicate per check, in check order: the row is not right."""
-    return ([_pair_wrong(p) for p in plan.pairs]
+    return ([_pair_wrong(plan, p) for p in plan.pairs]
             + [_identity_wrong(total, parts) for total, parts in identities]
-            + [_constraint_wrong(con) for con in constraints])
+            + [_constraint_wrong(con) for con in constraints]
+            + [sql.SQL("t.{}").format(sql.Identifier(f)) for f in (ROW_FLAGS if plan.originals else ())])
 
 
 def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
@@ -180,10 +231,10 @@ def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, 
     columns: list[sql.Composable] = [sql.SQL("count(*)")]
     for i, wrong in enumerate(_wrongs(plan, identities, constraints)):
         columns.append(sql.SQL("count(*) FILTER (WHERE {})").format(wrong))
-        columns.append(sql.SQL("sum(t.{})").format(sql.Identifier(plan.pairs[i].target))
+        matched = sql.SQL(" FILTER (WHERE t.verifier_matched)" if plan.originals else "")
+        columns.append(sql.SQL("sum(t.{}){}").format(sql.Identifier(plan.pairs[i].target), matched)
                        if i < len(plan.pairs) else sql.SQL("NULL::numeric"))
-    return sql.SQL("SELECT {} FROM {} AS t").format(
-        sql.SQL(", ").join(columns), sql.Identifier(plan.schema, plan.table))
+    return sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(columns), relation(plan))
 
 
 OFFENDER_COLUMNS = ("row_key", "check_index", "class", "source_text", "target_text", "expected_text",
@@ -205,11 +256,13 @@ def build_offenders_query(plan: TablePlan, rounding: str,
             sql.SQL("{}, t.{}").format(sql.Literal(k), sql.Identifier(k)) for k in plan.key))
     else:
         key = sql.SQL("to_json(t)::text")  # no primary key: the whole row identifies it
-    rows = [_pair_row(i, p, rounding) for i, p in enumerate(plan.pairs)]
+    rows = [_pair_row(i, plan, p, rounding) for i, p in enumerate(plan.pairs)]
     for total, parts in identities:
         rows.append(_identity_row(len(rows), total, parts))
     for con in constraints:
         rows.append(_constraint_row(len(rows), con))
+    for flag in ROW_FLAGS if plan.originals else ():
+        rows.append(_row_row(len(rows), plan, flag, rounding))
     return sql.SQL("""SELECT {key}, v.check_index, v.class, v.source_text, v.target_text, v.expected_text,
        v.impact::text, v.cents::text, v.expected::text, v.tie, v.frac, v.fit_half_away, v.fit_half_even,
        v.fit_truncate
@@ -217,5 +270,5 @@ FROM {table} AS t
 CROSS JOIN LATERAL (VALUES {values}) AS v(check_index, class, impact, cents, expected, tie, frac,
      fit_half_away, fit_half_even, fit_truncate, source_text, target_text, expected_text)
 WHERE ({any_wrong}) AND v.class IS NOT NULL""").format(
-        key=key, table=sql.Identifier(plan.schema, plan.table), values=sql.SQL(", ").join(rows),
+        key=key, table=relation(plan), values=sql.SQL(", ").join(rows),
         any_wrong=sql.SQL(" OR ").join(_wrongs(plan, identities, constraints)))

@@ -10,7 +10,10 @@ bounded whatever the table size. Reads only, in whatever transaction
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -18,6 +21,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
+from verifier import conninfo
+from verifier import pairs as pairs_
 from verifier.checks.cents import (
     WARNING_CLASSES,
     Check,
@@ -29,7 +34,8 @@ from verifier.checks.cents import (
 from verifier.config import Config
 from verifier.errors import UsageError, VerifierError
 from verifier.findings import Finding
-from verifier.pairs import TablePlan, Unpaired
+from verifier.pairs import Originals, TablePlan, Unpaired
+from verifier.run import Run
 
 OFFENDERS_HEADER = ("table", "column", "rule", "row_key", "original", "cents", "expected_cents",
                     "cents_impact")
@@ -241,3 +247,49 @@ def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
         results.append(result)
         findings += found
     return results, findings
+
+
+def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
+               originals: dict[tuple[str, str], Originals] | None = None, required: bool = True) -> None:
+    """The "pairs" and "verify" stages of a run, on ``conn`` (one snapshot, read only).
+
+    Writes offenders.csv into the run folder (complete, or not at all) and
+    adds the findings to ``run``. ``url`` (the database's, described and
+    scrubbed of secrets) names the database in messages. Raises
+    ``VerifierError`` when there is nothing to verify, a statement times out
+    or the connection fails. With ``required`` off (a rehearsal whose
+    migrations failed before any cents column existed), no pairs is a note
+    in the stage, not an error.
+    """
+    where = conninfo.describe(url)
+    offenders_tmp = run.run_dir / ".offenders.csv.partial"
+    try:
+        with run.stage("pairs") as detail:
+            plans, unpaired = pairs_.discover(conn, config, originals)
+            detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
+                          unpaired=len(unpaired),
+                          with_originals=sum(1 for p in plans if p.originals is not None))
+            if not plans and not required:
+                detail["skipped"] = "no decimal/cents pairs: the migrations stopped before any"
+                return
+        if not plans:
+            raise VerifierError(
+                f"No decimal/cents pairs found in {where}: nothing to verify.",
+                hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
+                     "configure others in [tool.verifier] pairs.")
+        with run.stage("verify") as detail, offenders_tmp.open("w", newline="") as fh:
+            results, findings = verify(conn, plans, config, csv.writer(fh))
+            detail["tables"] = [r.as_json() for r in results]
+            detail["rows_checked"] = sum(r.rows for r in results)
+    except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
+        raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
+                            f"the statement_timeout of {config.statement_timeout_s} s was reached.",
+                            hint="Raise statement_timeout_s in [tool.verifier].") from None
+    except psycopg.OperationalError as exc:
+        raise VerifierError(f"The connection to {where} failed during the run: "
+                            f"{conninfo.scrub(str(exc).strip(), url)}") from None
+    finally:
+        if not (run.run_dir / "offenders.csv").exists() and sys.exc_info()[0] is not None:
+            offenders_tmp.unlink(missing_ok=True)  # no half a CSV next to the report
+    os.replace(offenders_tmp, run.run_dir / "offenders.csv")
+    run.findings += [f.as_json() for f in unpaired_findings(unpaired) + findings]

@@ -46,18 +46,21 @@ def docker_server(image: str | None) -> Iterator[ScratchServer]:
             spec="docker",
             hint="pip install 'financial-migration-verifier[docker]'.",
         ) from None
-    container = PostgresContainer(
-        image,
-        username=CONTAINER_USER,
-        password=secrets.token_hex(16),
-        dbname=CONTAINER_DB,
-        driver=None,
-    )
+    container = None
     try:
+        # The constructor already talks to the engine: it fails when none runs.
+        container = PostgresContainer(
+            image,
+            username=CONTAINER_USER,
+            password=secrets.token_hex(16),
+            dbname=CONTAINER_DB,
+            driver=None,
+        )
         container.start()
     except Exception as exc:  # docker-py and testcontainers raise many kinds
-        with shielded(), contextlib.suppress(Exception):
-            container.stop()
+        if container is not None:
+            with shielded(), contextlib.suppress(Exception):
+                container.stop()
         raise ScratchError(
             f"Could not start a PostgreSQL container from image {image!r}: "
             f"{type(exc).__name__}: {str(exc).strip()[:400]}",
