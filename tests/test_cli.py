@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import psycopg
 import pytest
@@ -118,8 +119,12 @@ def test_unreachable_server_and_password_never_shown(tmp_path: Path, command: li
     result = run_cli(*args)
     _assert_clear_error(result, "Could not connect", "127.0.0.1:1")
     outputs = result.stdout + result.stderr + "".join(
-        p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".html"))
+        p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".html", ".xml"))
     assert SECRET not in outputs
+    # CI systems read junit.xml: a run that could not verify is an error there, never a pass.
+    [junit] = list(tmp_path.rglob("junit.xml"))
+    suite = ElementTree.parse(junit).getroot()
+    assert suite.get("errors") == "1" and suite.find("testcase/error") is not None
 
 
 def test_malformed_url_is_a_clear_error(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -81,6 +82,16 @@ def test_demo_finds_exactly_what_it_planted(tmp_path: Path) -> None:
     assert stages["verify"]["rows_checked"] >= stages["generate"]["money_rows"]
     assert data["provenance"]["scratch_server_version"].startswith("18")
     assert embedded_dirs() == before
+    # junit.xml: 302 and each check with an error finding fail; the others pass.
+    suite = ElementTree.parse(_run_dir(tmp_path) / "junit.xml").getroot()
+    failed = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")
+              if c.find("failure") is not None}
+    assert ("migrations", "302_verification_queries.sql") in failed
+    assert ("public.vod_purchases", "price -> price_cents") in failed
+    assert ("public.users", "CHECK users_balance_cents_nonnegative") in failed
+    assert ("public.tips", "amount -> amount_cents") not in failed
+    assert suite.get("failures") == str(len(failed)) and suite.get("errors") == "0"
+    assert int(suite.get("tests") or 0) > len(failed)
 
 
 def test_make_snapshot_then_rehearse_it_on_a_url_scratch(tmp_path: Path, server_dsn: str,

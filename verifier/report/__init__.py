@@ -1,8 +1,8 @@
-"""What a run writes into its folder: summary.json and report.html.
+"""What a run writes into its folder: summary.json, report.html and junit.xml.
 
 ``write_outputs(run)`` writes each file atomically (a temporary file, then
-rename), so a reader never sees half a report. JUnit and CSV outputs join
-when the checks that fill them exist.
+rename), so a reader never sees half a report. offenders.csv is streamed
+by the checks themselves (``checks.engine.run_checks``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.report.html import render_html
+from verifier.report.junit import render_junit
 from verifier.run import Run
 
 
@@ -52,3 +53,4 @@ def write_outputs(run: Run) -> None:
     data = summary(run)
     write_atomic(run.run_dir / "summary.json", json.dumps(data, indent=2, default=str) + "\n")
     write_atomic(run.run_dir / "report.html", render_html(data))
+    write_atomic(run.run_dir / "junit.xml", render_junit(data))

@@ -1,0 +1,84 @@
+"""junit.xml: the run's verdict in the format CI systems read.
+
+One test suite per run. Test cases, each named after what it proves:
+
+- one per migration the rehearsal applied (``migrations`` class), failed by
+  the migration findings (``migration_failed``, ``not_idempotent``,
+  ``down_mismatch``) of that file;
+- one per check of a verified table (a pair, an identity, a pending
+  constraint, rows kept), classed by the table, failed by the error
+  findings of that table and column; warnings go to the case's output;
+- findings that belong to neither (``unpaired_column`` and the float
+  source warning) go to the suite's output;
+- a run that ended in error (could not verify) is one case with an
+  ``<error>``, so a CI system never reads it as a pass.
+
+Built with ElementTree, which escapes every value.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+MIGRATION_RULES = ("migration_failed", "not_idempotent", "down_mismatch", "down_missing")
+
+
+def _case(suite: ET.Element, classname: str, name: str, seconds: float = 0.0) -> ET.Element:
+    return ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
+
+
+def _judge(case: ET.Element, findings: list[dict[str, Any]]) -> None:
+    errors = [f for f in findings if f["severity"] == "error"]
+    if errors:
+        failure = ET.SubElement(case, "failure", type=",".join(sorted({f["rule"] for f in errors})),
+                                message="; ".join(f["message"] for f in errors)[:2000])
+        failure.text = "\n".join(f"{f['rule']}: {f['count']} row(s), {f['cents_impact']} cents: "
+                                 f"{f['message']}" for f in errors)
+    warnings = [f for f in findings if f["severity"] == "warning"]
+    if warnings:
+        ET.SubElement(case, "system-out").text = "\n".join(
+            f"warning {f['rule']}: {f['message']}" for f in warnings)
+
+
+def _of_check(f: dict[str, Any], table: str, label: str, column: str | None) -> bool:
+    """Whether finding ``f`` judges the check ``label`` of ``table`` (a pair's sum too)."""
+    if f["table"] != table:
+        return False
+    if f.get("detail", {}).get("check") == label:
+        return True
+    return column is not None and f["rule"] == "sum_mismatch" and f["column"] == column
+
+
+def render_junit(data: dict[str, Any]) -> str:
+    """junit.xml for the summary ``data`` (as ``report.summary`` builds it)."""
+    suite = ET.Element("testsuite", name=data["command"], timestamp=data["started_at"],
+                       time=f"{data['duration_s']:.3f}")
+    findings: list[dict[str, Any]] = list(data["findings"])
+    placed: set[int] = set()
+    stages = {s["name"]: s for s in data["stages"]}
+    for step in stages.get("migrate", {}).get("timeline", []):
+        mine = [f for f in findings if f.get("migration") == step["file"]]
+        placed |= {id(f) for f in mine}
+        _judge(_case(suite, "migrations", step["file"], step.get("duration_s", 0.0)), mine)
+    for table in stages.get("verify", {}).get("tables", []):
+        for check in table["checks"]:
+            column = check["check"].split(" -> ")[-1] if check["kind"] == "pair" else None
+            mine = [f for f in findings
+                    if id(f) not in placed and _of_check(f, table["table"], check["check"], column)]
+            placed |= {id(f) for f in mine}
+            _judge(_case(suite, table["table"], check["check"]), mine)
+    rest = [f for f in findings if id(f) not in placed]
+    if rest:
+        case = _case(suite, "run", "other findings")
+        _judge(case, rest)
+    if data["status"] == "error":
+        case = _case(suite, "run", "verification completed")
+        ET.SubElement(case, "error", message=str(data["error"])[:2000]).text = str(data["error"])
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
+    suite.set("errors", str(sum(1 for c in cases if c.find("error") is not None)))
+    suite.set("skipped", "0")
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
