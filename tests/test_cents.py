@@ -178,11 +178,15 @@ def platform(make_module_db) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_clean_platform_passes(platform: str, tmp_path: Path) -> None:
-    result = run_cli("verify-cents", "--db", platform, "--report-dir", str(tmp_path))
+    result = run_cli("verify-cents", "--db", platform, "--gx", "--report-dir", str(tmp_path))
     assert result.code == 0, result.stderr
     [run] = list(tmp_path.iterdir())
     data = json.loads((run / "summary.json").read_text())
     assert data["status"] == "pass"
+    # The built-in GX suite judged the results and found nothing to fault.
+    judged = next(s for s in data["stages"] if s["name"] == "judge")
+    assert judged["suites"] == ["cents_results.json"] and judged["failed"] == 0
+    assert len(judged["expectations"]) == 3 and all(e["success"] for e in judged["expectations"])
     assert {f["rule"] for f in data["findings"]} <= {"sub_cent_loss", "float_artifact"}
     verify = next(s for s in data["stages"] if s["name"] == "verify")
     assert verify["rows_checked"] > 5_000
@@ -333,3 +337,20 @@ def test_unpaired_columns_are_warnings_and_cents_born_tables_are_not(fresh_db: s
         ("Orders", "tax", "money_without_cents"), ("Orders", "bonus_cents", "cents_without_money")}
     findings = engine.unpaired_findings(unpaired)
     assert {(f.rule, f.severity) for f in findings} == {("unpaired_column", "warning")}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("{not json", "Cannot read the expectation suite"),
+    ('{"name": "x"}', 'no "expectations" list'),
+    ('{"meta": {"target": "tables"}, "expectations": []}', "meta.target 'tables'"),
+    ('{"meta": {"target": "results"}, "expectations": [{"kwargs": {}}]}', 'needs a "type"'),
+])
+def test_bad_expectation_suite_is_a_clear_error(tmp_path: Path, text: str, words: str) -> None:
+    from verifier.errors import UsageError
+    from verifier.judge import load_suite
+
+    path = tmp_path / "suite.json"
+    path.write_text(text)
+    with pytest.raises(UsageError) as err:
+        load_suite(path)
+    assert words in str(err.value) and str(path) in str(err.value)

@@ -68,7 +68,7 @@ def _assert_exactly_planted(report_dir: Path, manifest: Path) -> None:
 
 def test_demo_finds_exactly_what_it_planted(tmp_path: Path) -> None:
     before = embedded_dirs()
-    result = run_cli("verify-cents", "--demo", "--rows", "2000", "--report-dir", str(tmp_path))
+    result = run_cli("verify-cents", "--demo", "--rows", "2000", "--gx", "--report-dir", str(tmp_path))
     assert result.code == 1, result.stderr
     data = _summary(tmp_path)
     assert data["status"] == "fail" and data["exit_code"] == 1
@@ -92,6 +92,11 @@ def test_demo_finds_exactly_what_it_planted(tmp_path: Path) -> None:
     assert ("public.tips", "amount -> amount_cents") not in failed
     assert suite.get("failures") == str(len(failed)) and suite.get("errors") == "0"
     assert int(suite.get("tests") or 0) > len(failed)
+    # --gx: the built-in suite faults the error rows and the sums that disagree.
+    judged = {e["type"]: e for e in next(s for s in data["stages"] if s["name"] == "judge")["expectations"]}
+    assert judged["expect_column_values_to_be_between"]["success"] is False
+    assert judged["expect_column_pair_values_to_be_equal"]["success"] is False
+    assert len([f for f in data["findings"] if f["rule"] == "expectation_failed"]) == 2
 
 
 def test_make_snapshot_then_rehearse_it_on_a_url_scratch(tmp_path: Path, server_dsn: str,

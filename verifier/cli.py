@@ -67,6 +67,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
               metavar="FILE", help="verifier.toml or pyproject.toml ([tool.verifier]); default: "
                                    "./verifier.toml, else ./pyproject.toml.")
 @click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
+@click.option("--gx", is_flag=True,
+              help="Also judge the results with the Great Expectations suites in expectations/.")
 @click.option("--scratch", default="embedded", show_default=True, metavar="SPEC",
               help="Where a rehearsal runs: embedded, a postgresql:// URL, docker or docker:IMAGE.")
 @click.option("--keep-scratch", is_flag=True,
@@ -84,7 +86,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @report_dir_option
 @traceback_option
 def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_path: Path | None,
-                 strict: bool, scratch: str,
+                 strict: bool, gx: bool, scratch: str,
                  keep_scratch: bool, migrations_dir: Path | None, migration_timeout: float | None,
                  skip_rule_checks: bool, rows: int | None, seed: int | None, report_dir: Path,
                  traceback: bool) -> None:
@@ -103,7 +105,7 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
         from verifier.source import generate
 
         options = rehearsal.Options(migrations_dir, migration_timeout, not skip_rule_checks,
-                                    config_path=config_path, strict=strict)
+                                    config_path=config_path, strict=strict, gx=gx)
         if demo:
             return rehearsal.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
                                   seed=generate.DEFAULT_SEED if seed is None else seed,
@@ -113,7 +115,7 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
                                                keep_scratch=keep_scratch, options=options)
         assert db_url is not None
         return inplace.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
-                                    strict=strict)
+                                    strict=strict, gx=gx)
 
     _invoke("verify-cents", traceback, action)
 

@@ -28,6 +28,7 @@ RULES = {
     "identity_violation": "a configured identity (amount = fee + net) does not hold in cents",
     "constraint_violation": "rows that a pending (NOT VALID) CHECK constraint will reject",
     "unpaired_column": "a money column without cents, or cents without a money column",
+    "expectation_failed": "an expectation of a Great Expectations suite (--gx) failed",
     "migration_failed": "a migration failed or was cancelled; the series stopped there",
     "not_idempotent": "applying a migration a second time fails or changes schema or data",
     "down_mismatch": "up, then the down block, does not restore the schema",

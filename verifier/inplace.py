@@ -19,6 +19,7 @@ from verifier.checks import engine
 from verifier.config import Config
 from verifier.config import load as load_config
 from verifier.errors import NotBuiltYet
+from verifier.judge import judge
 from verifier.run import Run, new_run, recorded
 
 # What the report records about the snapshot it read: the transaction
@@ -51,7 +52,7 @@ def _probe(run: Run, conn: psycopg.Connection, url: str) -> None:
 
 
 def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
-                 strict: bool = False) -> Run:
+                 strict: bool = False, gx: bool = False) -> Run:
     """Verify every (decimal, cents) pair of the database at ``url``, in place."""
     run = new_run("verify-cents --db", report_dir)
     with recorded(run):
@@ -63,6 +64,8 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
         with conn:
             _probe(run, conn, url)
             engine.run_checks(run, conn, config, url=url)
+        if gx:
+            judge(run)
         run.end("fail" if run.failing(strict=strict) else "pass")
     return run
 

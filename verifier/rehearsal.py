@@ -21,6 +21,7 @@ from verifier.config import Config
 from verifier.config import load as load_config
 from verifier.findings import Finding
 from verifier.inplace import open_snapshot
+from verifier.judge import judge
 from verifier.paths import project_migrations_dir
 from verifier.run import Run, new_run, recorded
 from verifier.runner import Runner
@@ -41,6 +42,7 @@ class Options:
     check_rules: bool = True
     config_path: Path | None = None  # None: verifier.toml or pyproject.toml here, if any
     strict: bool = False
+    gx: bool = False  # judge the results with the Great Expectations suites too
 
     def __post_init__(self) -> None:
         assert self.migration_timeout_s is None or self.migration_timeout_s > 0
@@ -173,6 +175,8 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
         with open_snapshot(db.dsn, config) as conn:
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
                               required=not migration_failed)
+    if options.gx:
+        judge(run)
     failing = run.failing(strict=options.strict)
     run.end("fail" if failing else "pass",
             f"{len(failing)} finding(s) fail the run." if failing else None)
