@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -264,32 +263,33 @@ def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
     where = conninfo.describe(url)
     offenders_tmp = run.run_dir / ".offenders.csv.partial"
     try:
-        with run.stage("pairs") as detail:
-            plans, unpaired = pairs_.discover(conn, config, originals)
-            detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
-                          unpaired=len(unpaired),
-                          with_originals=sum(1 for p in plans if p.originals is not None))
-            if not plans and not required:
-                detail["skipped"] = "no decimal/cents pairs: the migrations stopped before any"
-                return
-        if not plans:
-            raise VerifierError(
-                f"No decimal/cents pairs found in {where}: nothing to verify.",
-                hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
-                     "configure others in [tool.verifier] pairs.")
-        with run.stage("verify") as detail, offenders_tmp.open("w", newline="") as fh:
-            results, findings = verify(conn, plans, config, csv.writer(fh))
-            detail["tables"] = [r.as_json() for r in results]
-            detail["rows_checked"] = sum(r.rows for r in results)
-    except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
-        raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
-                            f"the statement_timeout of {config.statement_timeout_s} s was reached.",
-                            hint="Raise statement_timeout_s in [tool.verifier].") from None
-    except psycopg.OperationalError as exc:
-        raise VerifierError(f"The connection to {where} failed during the run: "
-                            f"{conninfo.scrub(str(exc).strip(), url)}") from None
-    finally:
-        if not (run.run_dir / "offenders.csv").exists() and sys.exc_info()[0] is not None:
-            offenders_tmp.unlink(missing_ok=True)  # no half a CSV next to the report
+        try:
+            with run.stage("pairs") as detail:
+                plans, unpaired = pairs_.discover(conn, config, originals)
+                detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
+                              unpaired=len(unpaired),
+                              with_originals=sum(1 for p in plans if p.originals is not None))
+                if not plans and not required:
+                    detail["skipped"] = "no decimal/cents pairs: the migrations stopped before any"
+                    return
+            if not plans:
+                raise VerifierError(
+                    f"No decimal/cents pairs found in {where}: nothing to verify.",
+                    hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
+                         "configure others in [tool.verifier] pairs.")
+            with run.stage("verify") as detail, offenders_tmp.open("w", newline="") as fh:
+                results, findings = verify(conn, plans, config, csv.writer(fh))
+                detail["tables"] = [r.as_json() for r in results]
+                detail["rows_checked"] = sum(r.rows for r in results)
+        except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
+            raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
+                                f"the statement_timeout of {config.statement_timeout_s} s was reached.",
+                                hint="Raise statement_timeout_s in [tool.verifier].") from None
+        except psycopg.OperationalError as exc:
+            raise VerifierError(f"The connection to {where} failed during the run: "
+                                f"{conninfo.scrub(str(exc).strip(), url)}") from None
+    except BaseException:
+        offenders_tmp.unlink(missing_ok=True)  # no half a CSV next to the report
+        raise
     os.replace(offenders_tmp, run.run_dir / "offenders.csv")
     run.findings += [f.as_json() for f in unpaired_findings(unpaired) + findings]
