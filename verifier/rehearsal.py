@@ -75,7 +75,8 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
     run = new_run("verify-cents --demo", report_dir)
     with recorded(run):
         config = _config(run, options)
-        config = dataclasses.replace(config, identities=config.identities + plant.DEMO_IDENTITIES)
+        config = dataclasses.replace(  # the platform's identity, once even if configured too
+            config, identities=tuple(dict.fromkeys(config.identities + plant.DEMO_IDENTITIES)))
         discovery = _discover(run, options)
         with provision("embedded") as server:
             _record_server(run, server)
