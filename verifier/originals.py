@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from verifier.config import Config
-from verifier.pairs import COLUMNS_SQL, MONEY_TYPES, ORIGINALS_SCHEMA, Originals
+from verifier.pairs import MONEY_TYPES, ORIGINALS_SCHEMA, Originals, key_of, read_columns
 
 
 @dataclass(frozen=True)
@@ -38,20 +38,17 @@ class Recorded:
 
 def record(conn: psycopg.Connection, config: Config) -> Recorded:
     """Record key and money values of every keyed money table (commits on ``conn``)."""
-    columns: dict[tuple[str, str], list[tuple[str, str, str, bool, int | None]]] = {}
-    for nsp, rel, col, base, full, not_null, key_pos in conn.execute(COLUMNS_SQL).fetchall():
-        columns.setdefault((nsp, rel), []).append((col, base, full, bool(not_null), key_pos))
     tables: dict[tuple[str, str], Originals] = {}
     keyless: list[str] = []
     rows = 0
     with conn.transaction():
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(ORIGINALS_SCHEMA)))
-        for (nsp, rel), cols in columns.items():
-            money = [(c, full, nn) for c, base, full, nn, _ in cols
-                     if base in MONEY_TYPES and not config.excluded(nsp, rel, c)]
+        for (nsp, rel), cols in read_columns(conn).items():
+            money = [(c.name, c.full_type, c.not_null) for c in cols
+                     if c.base_type in MONEY_TYPES and not config.excluded(nsp, rel, c.name)]
             if not money or config.excluded(nsp, rel):
                 continue
-            key = [c[0] for c in sorted((c for c in cols if c[4] is not None), key=lambda c: c[4] or 0)]
+            key = key_of(cols)
             if not key:
                 keyless.append(f"{nsp}.{rel}")
                 continue
@@ -63,7 +60,7 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
             rows += max(cur.rowcount, 0)
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 target, sql.SQL(", ").join(sql.Identifier(c) for c in key)))
-            tables[(nsp, rel)] = Originals(name, tuple(key), tuple(money))
+            tables[(nsp, rel)] = Originals(name, key, tuple(money))
     for orig in tables.values():
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORIGINALS_SCHEMA, orig.relation)))
     return Recorded(tables, rows, keyless)

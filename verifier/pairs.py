@@ -95,7 +95,7 @@ class Unpaired:
 
 
 @dataclass(frozen=True)
-class _Column:
+class Column:
     name: str
     base_type: str
     full_type: str
@@ -103,9 +103,18 @@ class _Column:
     key_position: int | None
 
 
-def _key_position(col: _Column) -> int:
-    assert col.key_position is not None
-    return col.key_position
+def read_columns(conn: psycopg.Connection) -> dict[tuple[str, str], list[Column]]:
+    """Every column of every user table (COLUMNS_SQL), per (schema, table), in column order."""
+    tables: dict[tuple[str, str], list[Column]] = {}
+    for nsp, rel, col, base, full, not_null, key_pos in conn.execute(COLUMNS_SQL).fetchall():
+        tables.setdefault((nsp, rel), []).append(Column(col, base, full, bool(not_null), key_pos))
+    return tables
+
+
+def key_of(columns: list[Column]) -> tuple[str, ...]:
+    """The primary key's columns, in key order; empty when the table has none."""
+    keyed = [c for c in columns if c.key_position is not None]
+    return tuple(c.name for c in sorted(keyed, key=lambda c: c.key_position or 0))
 
 
 def discover(conn: psycopg.Connection, config: Config,
@@ -120,9 +129,7 @@ def discover(conn: psycopg.Connection, config: Config,
     configuration names a table or column that does not exist, or a column
     whose type cannot hold money or cents.
     """
-    tables: dict[tuple[str, str], list[_Column]] = {}
-    for nsp, rel, col, base, full, not_null, key_pos in conn.execute(COLUMNS_SQL).fetchall():
-        tables.setdefault((nsp, rel), []).append(_Column(col, base, full, bool(not_null), key_pos))
+    tables = read_columns(conn)
     originals = originals or {}
     configured: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for pc in config.pairs:
@@ -181,8 +188,7 @@ def discover(conn: psycopg.Connection, config: Config,
                     and not config.excluded(nsp, rel, col.name)):
                 unpaired.append(Unpaired(nsp, rel, col.name, "cents_without_money"))
         if pairs:
-            keyed = sorted((col for col in columns if col.key_position is not None), key=_key_position)
-            plans.append(TablePlan(nsp, rel, tuple(col.name for col in keyed),
+            plans.append(TablePlan(nsp, rel, key_of(columns),
                                    tuple(col.name for col in columns),
                                    tuple(sorted(pairs, key=lambda p: p.source)),
                                    orig if orig and any(p.source_ref for p in pairs) else None))

@@ -7,12 +7,17 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def project_migrations_dir() -> Path:
-    """The project's own migrations: inside the wheel, or the checkout's migrations/."""
-    for candidate in (PACKAGE_DIR / "_migrations", PACKAGE_DIR.parent / "migrations"):
+def _shipped(name: str) -> Path:
+    """A top-level folder of the project: inside the wheel as ``_<name>``, or in the checkout."""
+    for candidate in (PACKAGE_DIR / f"_{name}", PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate
-    raise AssertionError("the project's migrations are missing from the installation")
+    raise AssertionError(f"the project's {name}/ is missing from the installation")
+
+
+def project_migrations_dir() -> Path:
+    """The project's own migrations: inside the wheel, or the checkout's migrations/."""
+    return _shipped("migrations")
 
 
 def base_schema_file() -> Path:
@@ -22,7 +27,4 @@ def base_schema_file() -> Path:
 
 def project_expectations_dir() -> Path:
     """The built-in Great Expectations suites: inside the wheel, or the checkout's expectations/."""
-    for candidate in (PACKAGE_DIR / "_expectations", PACKAGE_DIR.parent / "expectations"):
-        if candidate.is_dir():
-            return candidate
-    raise AssertionError("the project's expectation suites are missing from the installation")
+    return _shipped("expectations")
