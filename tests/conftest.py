@@ -8,6 +8,7 @@ dropped afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -96,6 +98,20 @@ def scratch_databases(server_dsn: str) -> set[str]:
 def embedded_dirs() -> set[str]:
     """Embedded scratch server directories now in the scratch temp root."""
     return {p.name for p in temp_root().glob(TEMP_PREFIX + "*")}
+
+
+def only_run(report_dir: Path) -> Path:
+    """The one run folder in a test's report directory."""
+    runs = sorted(p for p in report_dir.iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def run_summary(report_dir: Path) -> dict[str, Any]:
+    """summary.json of the one run in ``report_dir``."""
+    data = json.loads((only_run(report_dir) / "summary.json").read_text())
+    assert isinstance(data, dict)
+    return data
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ an incomplete report, and no embedded server or directory left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,18 +21,14 @@ import pytest
 from verifier import conninfo
 from verifier.scratch.embedded import temp_root
 
-from .conftest import BIN_DIR, embedded_dirs, run_cli, scratch_databases
+from .conftest import BIN_DIR, embedded_dirs, only_run, run_cli, run_summary, scratch_databases
 
 SECRET = "S3cr3t-Pw-4711"
 
 
 def _summary(report_dir: Path) -> dict[str, object]:
-    runs = sorted(report_dir.iterdir())
-    assert len(runs) == 1, runs
-    assert (runs[0] / "report.html").is_file()
-    data = json.loads((runs[0] / "summary.json").read_text())
-    assert isinstance(data, dict)
-    return data
+    assert (only_run(report_dir) / "report.html").is_file()
+    return run_summary(report_dir)
 
 
 def _assert_clear_error(result: object, *needles: str) -> None:

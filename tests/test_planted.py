@@ -21,20 +21,11 @@ import pytest
 from verifier.checks.cents import ROW_CLASSES
 from verifier.source import generate, plant
 
-from .conftest import embedded_dirs, run_cli
-
-
-def _run_dir(report_dir: Path) -> Path:
-    [run] = [p for p in report_dir.iterdir() if p.is_dir()]
-    return run
-
-
-def _summary(report_dir: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((_run_dir(report_dir) / "summary.json").read_text())  # type: ignore[no-any-return]
+from .conftest import embedded_dirs, only_run, run_cli, run_summary
 
 
 def _offenders(report_dir: Path) -> list[dict[str, str]]:
-    with (_run_dir(report_dir) / "offenders.csv").open(newline="") as fh:
+    with (only_run(report_dir) / "offenders.csv").open(newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -60,7 +51,7 @@ def _assert_exactly_planted(report_dir: Path, manifest: Path) -> None:
     errors = _found([r for r in rows if r["rule"] != "sub_cent_loss"])
     assert errors - planted == set(), "found but not planted"
     # The summary's counts agree with the CSV, rule by rule.
-    findings = _summary(report_dir)["findings"]
+    findings = run_summary(report_dir)["findings"]
     for rule in ROW_CLASSES:
         counted = sum(f["count"] for f in findings if f["rule"] == rule and "check" in f["detail"])
         assert counted == sum(1 for r in rows if r["rule"] == rule), rule
@@ -70,9 +61,9 @@ def test_demo_finds_exactly_what_it_planted(tmp_path: Path) -> None:
     before = embedded_dirs()
     result = run_cli("verify-cents", "--demo", "--rows", "2000", "--gx", "--report-dir", str(tmp_path))
     assert result.code == 1, result.stderr
-    data = _summary(tmp_path)
+    data = run_summary(tmp_path)
     assert data["status"] == "fail" and data["exit_code"] == 1
-    _assert_exactly_planted(tmp_path, _run_dir(tmp_path) / "planted.json")
+    _assert_exactly_planted(tmp_path, only_run(tmp_path) / "planted.json")
     # The snapshot is "after the backfill": 302's gate refuses it, and the
     # verifier still verifies the state reached and explains each row.
     [failed] = [f for f in data["findings"] if f["rule"] == "migration_failed"]
@@ -83,7 +74,7 @@ def test_demo_finds_exactly_what_it_planted(tmp_path: Path) -> None:
     assert data["provenance"]["scratch_server_version"].startswith("18")
     assert embedded_dirs() == before
     # junit.xml: 302 and each check with an error finding fail; the others pass.
-    suite = ElementTree.parse(_run_dir(tmp_path) / "junit.xml").getroot()
+    suite = ElementTree.parse(only_run(tmp_path) / "junit.xml").getroot()
     failed = {(c.get("classname"), c.get("name")) for c in suite.iter("testcase")
               if c.find("failure") is not None}
     assert ("migrations", "302_verification_queries.sql") in failed
@@ -114,7 +105,7 @@ def test_make_snapshot_then_rehearse_it_on_a_url_scratch(tmp_path: Path, server_
                      "--config", str(config), "--report-dir", str(tmp_path / "r1"))
     assert result.code == 1, result.stderr
     _assert_exactly_planted(tmp_path / "r1", tmp_path / "planted.dump.planted.json")
-    assert _summary(tmp_path / "r1")["provenance"]["scratch_kind"] == "url"
+    assert run_summary(tmp_path / "r1")["provenance"]["scratch_kind"] == "url"
 
     clean = tmp_path / "clean.dump"
     made = run_cli("verifier", "make-snapshot", str(clean), "--rows", "1500", "--clean",
@@ -123,7 +114,7 @@ def test_make_snapshot_then_rehearse_it_on_a_url_scratch(tmp_path: Path, server_
     result = run_cli("verify-cents", "--snapshot", str(clean), "--scratch", server_dsn,
                      "--skip-rule-checks", "--report-dir", str(tmp_path / "r2"))
     assert result.code == 0, result.stderr
-    data = _summary(tmp_path / "r2")
+    data = run_summary(tmp_path / "r2")
     assert data["status"] == "pass"
     assert not [f for f in data["findings"] if f["severity"] == "error"]
     # 303 dropped every decimal: the cents were checked against the originals.
@@ -135,7 +126,7 @@ def test_make_snapshot_then_rehearse_it_on_a_url_scratch(tmp_path: Path, server_
     # --strict: the warnings (sub-cent token values, the legacy float) fail the run.
     strict = run_cli("verify-cents", "--snapshot", str(clean), "--scratch", server_dsn,
                      "--skip-rule-checks", "--strict", "--report-dir", str(tmp_path / "r3"))
-    assert strict.code == 1 and _summary(tmp_path / "r3")["status"] == "fail"
+    assert strict.code == 1 and run_summary(tmp_path / "r3")["status"] == "fail"
 
 
 def _migrations(directory: Path, files: dict[str, str]) -> Path:
@@ -167,7 +158,7 @@ def test_rows_lost_or_added_by_a_migration(tmp_path: Path, small_dump: Path, ser
     found = _found(_offenders(tmp_path / "r"))
     assert found == {("public.tips", "", "row_missing", '{"id": 5}'),
                      ("public.tips", "", "row_added", '{"id": 9000001}')}
-    by_rule = {f["rule"]: f for f in _summary(tmp_path / "r")["findings"]}
+    by_rule = {f["rule"]: f for f in run_summary(tmp_path / "r")["findings"]}
     assert by_rule["row_added"]["cents_impact"] == 100
     assert by_rule["row_missing"]["cents_impact"] < 0
 
@@ -182,7 +173,7 @@ def test_conversion_in_place_is_checked_against_the_originals(
     result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
                      "--migrations", str(directory), "--skip-rule-checks",
                      "--report-dir", str(tmp_path / "r"))
-    data = _summary(tmp_path / "r")
+    data = run_summary(tmp_path / "r")
     tips = [f for f in data["findings"] if f["table"] == "public.tips" and f["severity"] == "error"]
     if rule is None:
         assert tips == [], tips
@@ -200,7 +191,7 @@ def test_clean_generated_platform_of_a_million_rows_has_no_error_finding(
     plant.backfill(fresh_db)
     result = run_cli("verify-cents", "--db", fresh_db, "--report-dir", str(tmp_path))
     assert result.code == 0, result.stderr
-    data = _summary(tmp_path)
+    data = run_summary(tmp_path)
     assert data["status"] == "pass"
     assert not [f for f in data["findings"] if f["severity"] == "error"]
     rows_checked = {s["name"]: s for s in data["stages"]}["verify"]["rows_checked"]

@@ -8,15 +8,9 @@ is a finding (exit 1) with file and line, and later files are not applied.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .conftest import run_cli
-
-
-def _summary(report_dir: Path) -> dict:  # type: ignore[type-arg]
-    [run] = list(report_dir.iterdir())
-    return json.loads((run / "summary.json").read_text())  # type: ignore[no-any-return]
+from .conftest import run_cli, run_summary
 
 
 def _stage(data: dict, name: str) -> dict:  # type: ignore[type-arg]
@@ -31,7 +25,7 @@ def test_project_migrations_apply_and_obey_the_rules(tmp_path: Path, small_dump:
                                                      server_dsn: str, leftovers: None) -> None:
     result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
                      "--report-dir", str(tmp_path))
-    data = _summary(tmp_path)
+    data = run_summary(tmp_path)
     # Only warnings: sub-cent token values and the legacy float column.
     assert {(f["rule"], f["severity"]) for f in data["findings"]} <= {
         ("sub_cent_loss", "warning"), ("float_artifact", "warning")}, data["findings"]
@@ -63,7 +57,7 @@ def test_failing_migration_stops_the_series_and_is_a_finding(tmp_path: Path, sma
     result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
                      "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"))
     assert result.code == 1, result.stderr
-    data = _summary(tmp_path / "r")
+    data = run_summary(tmp_path / "r")
     assert data["status"] == "fail"
     failed = [f for f in data["findings"] if f["rule"] == "migration_failed"]
     assert len(failed) == 1
@@ -84,7 +78,7 @@ def test_migration_timeout_via_the_command_line(tmp_path: Path, small_dump: Path
                      "--migrations", str(migrations), "--migration-timeout", "1",
                      "--report-dir", str(tmp_path / "r"))
     assert result.code == 1
-    [finding] = _summary(tmp_path / "r")["findings"]
+    [finding] = run_summary(tmp_path / "r")["findings"]
     assert finding["rule"] == "migration_failed" and "--migration-timeout" in finding["message"]
 
 
@@ -140,4 +134,4 @@ def test_skipping_rule_checks_is_said_not_hidden(tmp_path: Path, small_dump: Pat
     result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
                      "--skip-rule-checks", "--report-dir", str(tmp_path))
     assert result.code == 0, result.stderr
-    assert _stage(_summary(tmp_path), "migrate")["rule_checks"] == "skipped (--skip-rule-checks)"
+    assert _stage(run_summary(tmp_path), "migrate")["rule_checks"] == "skipped (--skip-rule-checks)"
