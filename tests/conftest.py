@@ -8,6 +8,7 @@ dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -84,6 +85,39 @@ def make_db(server_dsn: str) -> Iterator[object]:
 def make_module_db(server_dsn: str) -> Iterator[object]:
     """Like ``make_db``, for databases shared by the tests of one module."""
     yield from _db_factory(server_dsn)
+
+
+def copy_db(make_db: Any, source: str) -> str:
+    """A new database (from ``make_db``) that is a copy of ``source`` (which must be idle)."""
+    copy = str(make_db())
+    name = psycopg.conninfo.conninfo_to_dict(copy)["dbname"]
+    original = psycopg.conninfo.conninfo_to_dict(source)["dbname"]
+    with psycopg.connect(psycopg.conninfo.make_conninfo(source, dbname="postgres"), autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(str(name))))
+        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(str(name)), sql.Identifier(str(original))))
+    return copy
+
+
+@contextlib.contextmanager
+def reader_role(dsn: str, *extra: sql.Composable) -> Iterator[str]:
+    """A login role that may SELECT every table of ``dsn`` (then ``extra`` statements); its conninfo.
+
+    Each of ``extra`` is a statement with one placeholder, the role.
+    """
+    name = f"test_reader_{secrets.token_hex(4)}"
+    role = sql.Identifier(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
+        for statement in extra:
+            conn.execute(statement.format(role))  # type: ignore[attr-defined]
+    try:
+        yield psycopg.conninfo.make_conninfo(dsn, user=name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            conn.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 def scratch_databases(server_dsn: str) -> set[str]:

@@ -10,13 +10,10 @@ verifies and writes nothing; bad input gives exit 2 and a clear message.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import secrets
-from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -34,7 +31,7 @@ from verifier.housekeeping import up
 from verifier.paths import project_migrations_dir
 from verifier.source import generate
 
-from .conftest import run_cli, table_digests
+from .conftest import copy_db, reader_role, run_cli, table_digests
 
 
 def _round(value: Decimal, mode: str) -> Decimal:
@@ -196,13 +193,7 @@ def test_clean_platform_passes(platform: str, tmp_path: Path) -> None:
 
 def test_planted_defects_are_found_at_exactly_their_rows(platform: str, make_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # Plant in a copy, so the clean platform stays clean for the other tests.
-    copy = make_db()
-    name = psycopg.conninfo.conninfo_to_dict(copy)["dbname"]
-    source = psycopg.conninfo.conninfo_to_dict(platform)["dbname"]
-    with psycopg.connect(psycopg.conninfo.make_conninfo(platform, dbname="postgres"), autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
-        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(source)))
+    copy = copy_db(make_db, platform)
     with psycopg.connect(copy, autocommit=True) as conn:
         # The NOT VALID checks of 300 would refuse some plants: that is their job.
         for table in ("tips", "payments"):
@@ -225,31 +216,13 @@ def test_planted_defects_are_found_at_exactly_their_rows(platform: str, make_db,
     assert rules == {p[4] for p in PLANTS} | {"sum_mismatch"}
 
 
-@contextlib.contextmanager
-def _reader(platform: str, *extra: sql.Composable) -> Iterator[str]:
-    """A login role that may SELECT every table (then ``extra`` statements); its conninfo."""
-    name = f"test_reader_{secrets.token_hex(4)}"
-    role = sql.Identifier(name)
-    with psycopg.connect(platform, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role))
-        for statement in extra:
-            conn.execute(statement.format(role))  # type: ignore[attr-defined]
-    try:
-        yield psycopg.conninfo.make_conninfo(platform, user=name)
-    finally:
-        with psycopg.connect(platform, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
-            conn.execute(sql.SQL("DROP ROLE {}").format(role))
-
-
 def test_select_only_read_only_role_verifies_and_writes_nothing(platform: str, tmp_path: Path) -> None:
     stats_sql = "SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables"
     with psycopg.connect(platform, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_force_next_flush()")  # PostgreSQL 15+: counters up to date
         writes_before = conn.execute(stats_sql).fetchone()
     digests_before = table_digests(platform)
-    with _reader(platform, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")) as reader:
+    with reader_role(platform, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")) as reader:
         result = run_cli("verify-cents", "--db", reader, "--report-dir", str(tmp_path))
     assert result.code == 0, result.stderr
     with psycopg.connect(platform, autocommit=True) as conn:
@@ -260,7 +233,7 @@ def test_select_only_read_only_role_verifies_and_writes_nothing(platform: str, t
 
 
 def test_role_without_select_on_one_table(platform: str, tmp_path: Path) -> None:
-    with _reader(platform, sql.SQL("REVOKE SELECT ON tips FROM {}")) as reader:
+    with reader_role(platform, sql.SQL("REVOKE SELECT ON tips FROM {}")) as reader:
         result = run_cli("verify-cents", "--db", reader, "--report-dir", str(tmp_path))
     assert result.code == 2 and "Traceback" not in result.stderr
     assert "No permission to read public.tips" in result.stderr and "GRANT SELECT" in result.stderr

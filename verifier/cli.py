@@ -121,19 +121,40 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_url", required=True, metavar="URL", help="The database whose ledger to audit.")
+@click.option("--db", "db_url", metavar="URL", help="Audit the ledger of this live database (read only).")
+@click.option("--demo", is_flag=True,
+              help="Build a demo ledger with a defect of every rule planted, on the embedded server, "
+                   "and audit it.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="verifier.toml or pyproject.toml ([tool.verifier.ledger]); default: "
+                                   "./verifier.toml, else ./pyproject.toml.")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
+@click.option("--entries", type=int, default=None, metavar="N",
+              help="With --demo: about this many ledger entries (1,000 to 100,000,000).")
+@click.option("--seed", type=int, default=None, help="With --demo: the generator's seed.")
 @report_dir_option
 @traceback_option
-def verify_ledger(db_url: str, report_dir: Path, traceback: bool) -> None:
+def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, strict: bool,
+                  entries: int | None, seed: int | None, report_dir: Path, traceback: bool) -> None:
     """Audit the double-entry ledger's invariants in one consistent snapshot.
 
     Exit codes: 0 verified, 1 findings, 2 could not verify.
     """
+    if bool(db_url) == demo:
+        raise click.UsageError("Give exactly one of --db URL or --demo.")
+    if (entries is not None or seed is not None) and not demo:
+        raise click.UsageError("--entries and --seed go with --demo.")
 
     def action() -> Any:
         from verifier import inplace
+        from verifier.source import generate, ledger
 
-        return inplace.audit_ledger(db_url, report_dir=report_dir)
+        if demo:
+            return inplace.ledger_demo(report_dir=report_dir, entries=entries or ledger.DEFAULT_ENTRIES,
+                                       seed=generate.DEFAULT_SEED if seed is None else seed,
+                                       config_path=config_path, strict=strict)
+        assert db_url is not None
+        return inplace.audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict)
 
     _invoke("verify-ledger", traceback, action)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import UsageError
+from verifier.ledger.layout import Layout
+from verifier.ledger.layout import parse as parse_ledger
 
 ROUNDING_MODES = ("half_away_from_zero", "half_even", "truncate")
 
@@ -48,6 +50,7 @@ class Config:
     pairs: tuple[PairConfig, ...] = ()
     exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
     identities: tuple[Identity, ...] = ()
+    ledger: Layout = field(default_factory=Layout)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -98,7 +101,7 @@ def load(path: Path | None = None) -> Config:
 
 def _parse(section: dict[str, Any], where: str) -> Config:
     known = {"rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "pairs",
-             "exclude", "identities"}
+             "exclude", "identities", "ledger"}
     unknown = sorted(set(section) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
@@ -133,8 +136,9 @@ def _parse(section: dict[str, Any], where: str) -> Config:
             raise UsageError(f"{at} needs 'table', 'total' (column) and 'parts' (two or more columns).")
         schema, table = _split_name(str(item["table"]), 2, at)
         identities.append(Identity(schema, table, item["total"], tuple(parts)))
+    ledger = parse_ledger(section["ledger"], where) if "ledger" in section else Layout()
     return Config(rounding=rounding, pairs=tuple(pairs), exclude=tuple(exclude),
-                  identities=tuple(identities), source=where, **numbers)
+                  identities=tuple(identities), ledger=ledger, source=where, **numbers)
 
 
 def _list_of_tables(section: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:

@@ -8,12 +8,14 @@ what logs, reports and messages show.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from verifier.errors import DatabaseUnreachable, UsageError
+from verifier.errors import DatabaseUnreachable, UsageError, VerifierError
 
 APPLICATION_NAME = "financial-migration-verifier"
 CONNECT_TIMEOUT_S = 10
@@ -99,3 +101,18 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
         raise UsageError(
             f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}"
         ) from None
+
+
+@contextlib.contextmanager
+def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
+    """Turn a timed-out statement or a dropped connection on ``url`` into a ``VerifierError``."""
+    where = describe(url)
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
+        raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
+                            f"the statement_timeout of {statement_timeout_s} s was reached.",
+                            hint="Raise statement_timeout_s in [tool.verifier].") from None
+    except psycopg.OperationalError as exc:
+        raise VerifierError(f"The connection to {where} failed during the run: "
+                            f"{scrub(str(exc).strip(), url)}") from None

@@ -33,6 +33,23 @@ RULES = {
     "not_idempotent": "applying a migration a second time fails or changes schema or data",
     "down_mismatch": "up, then the down block, does not restore the schema",
     "down_missing": "a migration has no -- Down Migration block",
+    "journal_unbalanced": "a journal's entries do not sum to zero",
+    "journal_too_few_entries": "a journal has a single entry",
+    "journal_mixed_currency": "a journal's entries are not all in the journal's currency",
+    "entry_sign_mismatch": "an entry's sign does not match its type (debit or credit)",
+    "running_balance_break": "an entry's balance before is not its account's previous balance after, "
+                             "or its balance after does not follow from before and amount",
+    "account_balance_drift": "an account's balance is not what its entries add up to",
+    "negative_balance": "an account of a type that must not go negative did, at some entry",
+    "trial_balance_nonzero": "the entries of a currency do not sum to zero",
+    "reversal_mismatch": "a reversal does not exactly negate its journal, names none, or reverses it again",
+    "orphan_entry": "an entry names a journal or an account that does not exist",
+    "empty_journal": "a journal has no entries",
+    "snapshot_mismatch": "a ledger snapshot's balance is not its last entry's balance after",
+    "pending_stale": "a pending transaction is still pending after it expired",
+    "pending_unlinked": "a completed pending transaction names no journal, or one that does not exist",
+    "idempotency_conflict": "an idempotency key was used by a second journal (posted twice, or reused)",
+    "reconciliation_mismatch": "a legacy balance column differs from its owner's ledger account",
 }
 SEVERITIES = ("error", "warning")
 

@@ -5,50 +5,27 @@
 timeouts, records which snapshot and WAL position it read, discovers the
 (decimal, cents) pairs and verifies every row of every pair. It never
 writes to the target: a read-only transaction cannot, and the role may be
-one that can only SELECT. ``audit_ledger`` is not built yet and says so.
+one that can only SELECT. ``audit_ledger`` audits the double-entry
+ledger's invariants the same way (``verifier.ledger.audit``); ``ledger_demo``
+builds a demo ledger with planted defects on the embedded server and audits it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
-
 from verifier import conninfo
 from verifier.checks import engine
 from verifier.config import Config
 from verifier.config import load as load_config
-from verifier.errors import NotBuiltYet
 from verifier.judge import judge
+from verifier.ledger import audit
 from verifier.run import Run, new_run, recorded
+from verifier.scratch import provision
+from verifier.source import generate, ledger
+from verifier.target import open_snapshot, probe
 
-# What the report records about the snapshot it read: the transaction
-# snapshot, and the WAL position (the replay position on a standby).
-SNAPSHOT_SQL = """
-SELECT pg_current_snapshot()::text,
-       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
-       current_setting('server_version'), current_user, current_database()
-"""
-
-
-def open_snapshot(url: str, config: Config) -> psycopg.Connection:
-    """A connection inside one REPEATABLE READ, READ ONLY transaction, with our timeouts."""
-    conn = conninfo.connect(url, what="target database")
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    for name, seconds in (("statement_timeout", config.statement_timeout_s),
-                          ("lock_timeout", config.lock_timeout_s)):
-        conn.execute("SELECT set_config(%s, %s, false)", (name, f"{int(seconds * 1000)}ms"))
-    return conn
-
-
-def _probe(run: Run, conn: psycopg.Connection, url: str) -> None:
-    row = conn.execute(SNAPSHOT_SQL).fetchone()
-    assert row is not None
-    snapshot, lsn, version, user, database = row
-    run.provenance.update(target=conninfo.describe(url), target_server_version=version,
-                          target_role=user, target_database=database, snapshot=snapshot, wal_lsn=lsn,
-                          isolation="REPEATABLE READ, READ ONLY")
+LEDGER_PLANTED_NAME = "planted.json"
 
 
 def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
@@ -62,7 +39,7 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
             detail["target"] = conninfo.describe(url)
             conn = open_snapshot(url, config)
         with conn:
-            _probe(run, conn, url)
+            probe(run, conn, url)
             engine.run_checks(run, conn, config, url=url)
         if gx:
             judge(run)
@@ -70,13 +47,45 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
     return run
 
 
-def audit_ledger(url: str, *, report_dir: Path) -> Run:
+def audit_ledger(url: str, *, report_dir: Path, config_path: Path | None = None,
+                 strict: bool = False) -> Run:
+    """Audit the ledger of the database at ``url`` in one snapshot, read only."""
     run = new_run("verify-ledger --db", report_dir)
     with recorded(run):
-        with run.stage("connect") as detail:
-            detail["target"] = conninfo.describe(url)
-            with open_snapshot(url, Config()) as conn:
-                _probe(run, conn, url)
-        raise NotBuiltYet("The target is reachable, but the ledger audit is not built yet; "
-                          "nothing was verified (exit 2).")
+        config = load_config(config_path)
+        run.provenance.update(config=config.source)
+        _audit(run, url, config)
+        run.end("fail" if run.failing(strict=strict) else "pass")
+    return run
+
+
+def _audit(run: Run, url: str, config: Config) -> None:
+    with run.stage("connect") as detail:
+        detail["target"] = conninfo.describe(url)
+        conn = open_snapshot(url, config)
+    with conn:
+        probe(run, conn, url)
+        audit.audit(run, conn, url, config)
+
+
+def ledger_demo(*, report_dir: Path, entries: int = ledger.DEFAULT_ENTRIES, seed: int = generate.DEFAULT_SEED,
+                config_path: Path | None = None, strict: bool = False) -> Run:
+    """Build the demo ledger with a defect of every rule planted (embedded server), then audit it."""
+    ledger.sizes(entries, 0)  # validate the size before starting anything
+    run = new_run("verify-ledger --demo", report_dir)
+    with recorded(run):
+        config = load_config(config_path)
+        run.provenance.update(config=config.source)
+        with provision("embedded") as server, server.database("ledger_demo") as db:
+            with run.stage("generate") as detail:
+                built = ledger.build(db.dsn, entries, seed)
+                detail.update(seed=seed, entries=built.entries, journals=built.journals,
+                              accounts=built.accounts, build_s=built.duration_s)
+            with run.stage("plant") as detail:
+                planted = ledger.plant(db.dsn)
+                ledger.write_manifest(planted, run.run_dir / LEDGER_PLANTED_NAME)
+                detail.update(planted=len(planted), manifest=LEDGER_PLANTED_NAME,
+                              rules=sorted({p.rule for p in planted}))
+            _audit(run, db.dsn, config)
+        run.end("fail" if run.failing(strict=strict) else "pass")
     return run

@@ -20,13 +20,13 @@ from verifier.checks import engine
 from verifier.config import Config
 from verifier.config import load as load_config
 from verifier.findings import Finding
-from verifier.inplace import open_snapshot
 from verifier.judge import judge
 from verifier.paths import project_migrations_dir
 from verifier.run import Run, new_run, recorded
 from verifier.runner import Runner
 from verifier.scratch import DEFAULT_SPEC, ScratchDatabase, ScratchServer, provision
 from verifier.source import dump, generate, plant
+from verifier.target import open_snapshot
 
 DEMO_SNAPSHOT_NAME = "demo-snapshot.dump"
 PLANTED_NAME = "planted.json"

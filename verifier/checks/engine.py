@@ -263,7 +263,7 @@ def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
     where = conninfo.describe(url)
     offenders_tmp = run.run_dir / ".offenders.csv.partial"
     try:
-        try:
+        with conninfo.reading(url, config.statement_timeout_s):
             with run.stage("pairs") as detail:
                 plans, unpaired = pairs_.discover(conn, config, originals)
                 detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
@@ -281,13 +281,6 @@ def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
                 results, findings = verify(conn, plans, config, csv.writer(fh))
                 detail["tables"] = [r.as_json() for r in results]
                 detail["rows_checked"] = sum(r.rows for r in results)
-        except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
-            raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
-                                f"the statement_timeout of {config.statement_timeout_s} s was reached.",
-                                hint="Raise statement_timeout_s in [tool.verifier].") from None
-        except psycopg.OperationalError as exc:
-            raise VerifierError(f"The connection to {where} failed during the run: "
-                                f"{conninfo.scrub(str(exc).strip(), url)}") from None
     except BaseException:
         offenders_tmp.unlink(missing_ok=True)  # no half a CSV next to the report
         raise

@@ -8,7 +8,9 @@ One test suite per run. Test cases, each named after what it proves:
 - one per check of a verified table (a pair, an identity, a pending
   constraint, rows kept), classed by the table, failed by the error
   findings of that table and column; warnings go to the case's output;
-- findings that belong to neither (``unpaired_column`` and the float
+- one per pass of a ledger audit (``ledger`` class), named with the rules
+  it proves, failed by that pass's findings;
+- findings that belong to none of these (``unpaired_column`` and the float
   source warning) go to the suite's output;
 - a run that ended in error (could not verify) is one case with an
   ``<error>``, so a CI system never reads it as a pass.
@@ -68,6 +70,12 @@ def render_junit(data: dict[str, Any]) -> str:
                     if id(f) not in placed and _of_check(f, table["table"], check["check"], column)]
             placed |= {id(f) for f in mine}
             _judge(_case(suite, table["table"], check["check"]), mine)
+    for step in stages.get("audit", {}).get("passes", []):
+        mine = [f for f in findings
+                if id(f) not in placed and f.get("detail", {}).get("check") == step["pass"]]
+        placed |= {id(f) for f in mine}
+        name = f"{step['pass']}: {', '.join(step['rules'])}"
+        _judge(_case(suite, "ledger", name, step["duration_s"]), mine)
     rest = [f for f in findings if id(f) not in placed]
     if rest:
         case = _case(suite, "run", "other findings")

@@ -16,6 +16,7 @@ Written only to the demo database the caller created.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,21 @@ def backfill_and_plant(dsn: str) -> list[Planted]:
 
 def backfill(dsn: str) -> None:
     """Apply the project's 300 and 301 to the generated platform at ``dsn`` (the runner records them)."""
+    assert migrate(dsn, lambda version: version in ("300", "301")) == ["300", "301"]
+
+
+def migrate(dsn: str, wanted: Callable[[str], bool]) -> list[str]:
+    """Apply the project's migrations whose version is ``wanted``, in order; return their versions."""
     from verifier.plan import discover
     from verifier.runner import Runner
 
-    files = [f for f in discover(project_migrations_dir()).files if f.version in ("300", "301")]
-    assert [f.version for f in files] == ["300", "301"]
+    files = [f for f in discover(project_migrations_dir()).files if wanted(f.version)]
     with Runner(dsn) as runner:
         runner.applied()
         for f in files:
             result = runner.apply(f)
             assert result.failure is None, result.failure.describe()
+    return [f.version for f in files]
 
 
 def plant(dsn: str) -> list[Planted]:

@@ -1,0 +1,354 @@
+"""The ledger's invariants as SQL: a few passes, each proving several rules at once.
+
+A ``Pass`` is one relation ``x`` (a scan of the ledger, joined and windowed
+as its rules need) and the ``Rule``s that each row of ``x`` may break.
+From a pass, ``summary_query`` builds the one statement every audit runs:
+it reads ``x`` once and returns, per rule, how many rows break it (a
+weighted count: a missing journal's row stands for its entries) and their
+cents impact. ``offenders_query`` runs only for a pass whose summary found
+something: it lists the offending rows, one per (row, rule), to stream to
+offenders.csv and to keep samples from; its counts must equal the
+summary's.
+
+The SQL text here is constant. Table and column names are placeholders
+(``{entries}``, ``{entries_amount}``) that ``compose`` fills with
+``psycopg.sql.Identifier``s from the layout; the sign convention and the
+configured values are ``psycopg.sql.Literal``s.
+
+What the passes prove, and what they cost on a ledger of n entries:
+
+- ``journals``: one scan of the entries, aggregated per journal and per
+  currency in one hash aggregation (grouping sets), joined to the
+  journals. A journal balances (sum zero), has at least two entries and
+  one currency (its own); no journal is empty; no entry names a journal
+  that does not exist; per currency the entries sum to zero (the trial
+  balance).
+- ``chain``: one scan of the entries in (account, id) order with a window,
+  joined to the accounts. Every entry's sign matches its type; its before
+  equals its account's previous after (0 for the first), and its after
+  follows from before and amount; no account that must not go negative
+  ever did; every entry names an account; every account's balance equals
+  what its entries add up to (accounts without entries: zero).
+- ``reversals``, ``snapshots``, ``pending``, ``idempotency``: the smaller
+  tables, each joined to the entries through their indexes.
+- ``reconcile``: each legacy balance column against the balance of its
+  owner's ledger account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from verifier.ledger.layout import Layout, Reconcile
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule: str
+    table: str  # the logical table whose ids the rule reports
+    when: str  # SQL over x: the row breaks the rule
+    id: str  # SQL over x: the id reported (as text)
+    impact: str = "0"  # SQL over x: cents impact (numeric)
+    weight: str = "1"  # SQL over x: how many rows of ``table`` the row stands for
+    detail: str = "NULL"  # SQL over x: a short text saying what is wrong
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    source: str  # SQL: the relation x
+    rules: tuple[Rule, ...]
+    totals: tuple[tuple[str, str], ...] = ()  # (name, aggregate over x): what the pass read
+
+
+JOURNALS = Pass(
+    "journals",
+    """
+    SELECT g.journal_id, g.by_currency, g.currency, g.n, g.total, g.moved, g.cur_min, g.cur_max,
+           j.{journals_id} AS j_id, j.{journals_currency}::text AS j_currency
+    FROM (SELECT {entries_journal} AS journal_id, GROUPING({entries_journal}) AS by_currency,
+                 {entries_currency}::text AS currency, count(*) AS n, sum({entries_amount}) AS total,
+                 sum(abs({entries_amount}::numeric)) AS moved,
+                 min({entries_currency}::text) AS cur_min, max({entries_currency}::text) AS cur_max
+          FROM {entries}
+          GROUP BY GROUPING SETS (({entries_journal}), ({entries_currency}))) g
+    FULL JOIN {journals} j ON j.{journals_id} = g.journal_id
+    """,
+    (
+        Rule("journal_unbalanced", "journals",
+             "x.by_currency = 0 AND x.j_id IS NOT NULL AND x.n >= 2 AND x.total <> 0",
+             "x.journal_id", impact="x.total", detail="'entries sum to ' || x.total || ' cents'"),
+        Rule("journal_too_few_entries", "journals", "x.by_currency = 0 AND x.j_id IS NOT NULL AND x.n = 1",
+             "x.journal_id", impact="x.total", detail="'one entry of ' || x.total || ' cents'"),
+        Rule("journal_mixed_currency", "journals",
+             "x.by_currency = 0 AND x.j_id IS NOT NULL "
+             "AND (x.cur_min <> x.cur_max OR x.cur_min IS DISTINCT FROM x.j_currency)",
+             "x.journal_id",
+             detail="'journal in ' || coalesce(x.j_currency, 'NULL') || ', entries in ' || x.cur_min "
+                    "|| CASE WHEN x.cur_min <> x.cur_max THEN '..' || x.cur_max ELSE '' END"),
+        Rule("empty_journal", "journals", "x.by_currency IS NULL", "x.j_id"),
+        Rule("orphan_entry", "entries", "x.by_currency = 0 AND x.j_id IS NULL", "x.journal_id",
+             impact="x.moved", weight="x.n",
+             detail="x.n || ' entries name journal ' || coalesce(x.journal_id::text, 'NULL') "
+                    "|| ', which does not exist'"),
+        Rule("trial_balance_nonzero", "entries", "x.by_currency = 1 AND x.total <> 0",
+             "coalesce(x.currency, 'NULL')", impact="x.total",
+             detail="'entries in ' || coalesce(x.currency, 'NULL') || ' sum to ' || x.total || ' cents'"),
+    ),
+    totals=(("entries", "coalesce(sum(x.n) FILTER (WHERE x.by_currency = 0), 0)"),
+            ("journals", "count(x.j_id)"),
+            ("currencies", "count(*) FILTER (WHERE x.by_currency = 1)")),
+)
+
+# The balance an entry should have after it: before + direction * amount,
+# in numeric so that corrupt values cannot overflow the check itself.
+CHAIN = Pass(
+    "chain",
+    """
+    SELECT e.{entries_id} AS id, coalesce(e.{entries_account}, a.{accounts_id}) AS account_id,
+           e.{entries_type} AS entry_type, e.{entries_amount}::numeric AS amount,
+           e.{entries_before}::numeric AS before, e.{entries_after}::numeric AS after,
+           lag(e.{entries_after}) OVER w AS prev_after,
+           lead(e.{entries_id}) OVER w IS NULL AS is_last,
+           sum(e.{entries_amount}) OVER w AS running,
+           a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type, a.{accounts_balance} AS a_balance
+    FROM {entries} e FULL JOIN {accounts} a ON a.{accounts_id} = e.{entries_account}
+    WINDOW w AS (PARTITION BY coalesce(e.{entries_account}, a.{accounts_id}) ORDER BY e.{entries_id})
+    """,
+    (
+        Rule("entry_sign_mismatch", "entries",
+             "x.id IS NOT NULL AND NOT coalesce((x.entry_type = {debit} AND sign(x.amount) = {debit_sign}) "
+             "OR (x.entry_type = {credit} AND sign(x.amount) = -{debit_sign}), false)",
+             "x.id", detail="coalesce(x.entry_type, 'NULL') || ' of ' || x.amount || ' cents'"),
+        Rule("running_balance_break", "entries",
+             "x.id IS NOT NULL AND (x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
+             "OR x.after IS DISTINCT FROM x.before + {direction} * x.amount)",
+             "x.id",
+             impact="CASE WHEN x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
+                    "THEN x.before - coalesce(x.prev_after, 0) "
+                    "ELSE x.after - (x.before + {direction} * x.amount) END",
+             detail="CASE WHEN x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
+                    "THEN 'before ' || coalesce(x.before::text, 'NULL') || ', previous after ' "
+                    "|| coalesce(x.prev_after::text, 'none (0)') "
+                    "ELSE 'after ' || coalesce(x.after::text, 'NULL') || ' from before ' || x.before "
+                    "|| ' and amount ' || x.amount END"),
+        Rule("negative_balance", "entries",
+             "x.id IS NOT NULL AND x.a_type = ANY({non_negative}) AND x.after < 0",
+             "x.id", impact="x.after",
+             detail="x.a_type || ' account ' || x.account_id || ' at ' || x.after || ' cents'"),
+        Rule("orphan_entry", "entries", "x.id IS NOT NULL AND x.a_id IS NULL", "x.id", impact="abs(x.amount)",
+             detail="'account ' || coalesce(x.account_id::text, 'NULL') || ' does not exist'"),
+        Rule("account_balance_drift", "accounts",
+             "x.is_last AND x.a_id IS NOT NULL "
+             "AND x.a_balance IS DISTINCT FROM {direction} * coalesce(x.running, 0)",
+             "x.a_id", impact="x.a_balance - {direction} * coalesce(x.running, 0)",
+             detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', entries give ' "
+                    "|| {direction} * coalesce(x.running, 0)"),
+    ),
+    totals=(("accounts", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),),
+)
+
+REVERSALS = Pass(
+    "reversals",
+    """
+    SELECT r.id, r.original, o.{journals_id} AS o_id, s.residual, s.moved,
+           row_number() OVER (PARTITION BY r.original ORDER BY r.id) AS nth
+    FROM (SELECT {journals_id} AS id, {journals_reverses} AS original FROM {journals}
+          WHERE {journals_reverses} IS NOT NULL) r
+    LEFT JOIN {journals} o ON o.{journals_id} = r.original
+    LEFT JOIN LATERAL (
+      SELECT coalesce(sum(abs(per_account.total)), 0) AS residual,
+             coalesce(sum(per_account.moved), 0) AS moved
+      FROM (SELECT e.{entries_account}, sum(e.{entries_amount}) AS total,
+                   sum(e.{entries_amount}) FILTER (WHERE e.{entries_journal} = r.id
+                                                   AND e.{entries_amount} > 0) AS moved
+            FROM {entries} e WHERE e.{entries_journal} IN (r.id, r.original)
+            GROUP BY e.{entries_account}) per_account) s ON true
+    """,
+    (
+        Rule("reversal_mismatch", "journals",
+             "x.o_id IS NULL OR x.residual <> 0 OR x.nth > 1", "x.id",
+             impact="CASE WHEN x.o_id IS NULL OR x.nth > 1 THEN x.moved ELSE x.residual END",
+             detail="CASE WHEN x.o_id IS NULL THEN 'reverses journal ' || x.original "
+                    "|| ', which does not exist' "
+                    "WHEN x.nth > 1 THEN 'reverses journal ' || x.original || ' again (reversal #' "
+                    "|| x.nth || ')' "
+                    "ELSE 'does not negate journal ' || x.original || ': off by ' || x.residual "
+                    "|| ' cents over its accounts' END"),
+    ),
+    totals=(("reversals", "count(*)"),),
+)
+
+SNAPSHOTS = Pass(
+    "snapshots",
+    """
+    SELECT s.{snapshots_id} AS id, s.{snapshots_account} AS account_id,
+           s.{snapshots_last_entry} AS last_entry, s.{snapshots_balance} AS balance,
+           e.{entries_id} AS e_id, e.{entries_account} AS e_account, e.{entries_after} AS e_after
+    FROM {snapshots} s LEFT JOIN {entries} e ON e.{entries_id} = s.{snapshots_last_entry}
+    """,
+    (
+        Rule("snapshot_mismatch", "snapshots",
+             "x.e_id IS NULL OR x.e_account IS DISTINCT FROM x.account_id "
+             "OR x.balance IS DISTINCT FROM x.e_after",
+             "x.id", impact="coalesce(x.balance - x.e_after, 0)",
+             detail="CASE WHEN x.e_id IS NULL THEN 'entry ' || x.last_entry || ' does not exist' "
+                    "WHEN x.e_account IS DISTINCT FROM x.account_id THEN 'entry ' || x.last_entry "
+                    "|| ' is not of account ' || x.account_id "
+                    "ELSE 'balance ' || x.balance || ', entry ' || x.last_entry || ' says ' "
+                    "|| x.e_after END"),
+    ),
+    totals=(("snapshots", "count(*)"),),
+)
+
+# now() is the start of the audit's transaction: the snapshot's time.
+PENDING = Pass(
+    "pending",
+    """
+    SELECT p.{pending_id} AS id, p.{pending_status}::text AS status, p.{pending_journal} AS journal_id,
+           p.{pending_expires} AS expires, j.{journals_id} AS j_id
+    FROM {pending} p LEFT JOIN {journals} j ON j.{journals_id} = p.{pending_journal}
+    """,
+    (
+        Rule("pending_stale", "pending", "x.status = 'pending' AND x.expires < now()", "x.id",
+             detail="'pending, expired at ' || x.expires"),
+        Rule("pending_unlinked", "pending", "x.status = 'completed' AND x.j_id IS NULL", "x.id",
+             detail="CASE WHEN x.journal_id IS NULL THEN 'completed without a journal' "
+                    "ELSE 'completed with journal ' || x.journal_id || ', which does not exist' END"),
+    ),
+    totals=(("pending_transactions", "count(*)"),),
+)
+
+# Journals sharing an idempotency key: the first posted stands, every later
+# one is a second posting (same content: a double charge; other content: a
+# key reused for something else).
+IDEMPOTENCY = Pass(
+    "idempotency",
+    """
+    SELECT d.id, d.key, d.content, d.moved,
+           row_number() OVER k AS nth, first_value(d.content) OVER k AS first_content,
+           first_value(d.id) OVER k AS first_id
+    FROM (SELECT j.{journals_id} AS id, j.{journals_idempotency_key}::text AS key,
+                 j.{journals_type}::text || ':' || coalesce(c.lines, '') AS content, c.moved
+          FROM {journals} j
+          LEFT JOIN LATERAL (
+            SELECT string_agg(e.{entries_account} || '=' || e.{entries_amount}, ','
+                              ORDER BY e.{entries_account}, e.{entries_amount}) AS lines,
+                   sum(e.{entries_amount}) FILTER (WHERE e.{entries_amount} > 0) AS moved
+            FROM {entries} e WHERE e.{entries_journal} = j.{journals_id}) c ON true
+          WHERE j.{journals_idempotency_key} IN (
+            SELECT {journals_idempotency_key} FROM {journals}
+            WHERE {journals_idempotency_key} IS NOT NULL
+            GROUP BY 1 HAVING count(*) > 1)) d
+    WINDOW k AS (PARTITION BY d.key ORDER BY d.id)
+    """,
+    (
+        Rule("idempotency_conflict", "journals", "x.nth > 1", "x.id", impact="coalesce(x.moved, 0)",
+             detail="'key ' || x.key || ' already used by journal ' || x.first_id || CASE "
+                    "WHEN x.content = x.first_content THEN ' for the same lines (posted twice)' "
+                    "ELSE ' for other lines' END"),
+    ),
+)
+
+
+def reconcile_pass(r: Reconcile) -> Pass:
+    """A legacy balance column against its owner's ledger account of ``r.account_type``."""
+    return Pass(
+        f"reconcile {r.schema}.{r.table}.{r.column}",
+        """
+        SELECT t.{legacy_key}::text AS owner, t.{legacy_column}::numeric AS legacy,
+               a.{accounts_id} AS a_id, a.{accounts_balance}::numeric AS balance
+        FROM {legacy} t JOIN {accounts} a
+          ON a.{accounts_owner} = t.{legacy_key} AND a.{accounts_type} = {account_type}
+        """,
+        (
+            Rule("reconciliation_mismatch", "accounts", "x.legacy IS DISTINCT FROM x.balance", "x.a_id",
+                 impact="coalesce(x.legacy - x.balance, 0)",
+                 detail="'owner ' || x.owner || ': legacy ' || coalesce(x.legacy::text, 'NULL') "
+                        "|| ', ledger ' || x.balance"),
+        ),
+        totals=(("reconciled", "count(*)"),),
+    )
+
+
+PASSES = (JOURNALS, CHAIN, REVERSALS, SNAPSHOTS, PENDING, IDEMPOTENCY)
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How the ledger's numbers relate: after = before + direction * amount; a debit's sign."""
+
+    direction: int  # -1: after = before - amount (the platform's)
+    debit_sign: int  # +1: a positive amount is a debit (the platform's)
+
+    def __post_init__(self) -> None:
+        assert self.direction in (-1, 1) and self.debit_sign in (-1, 1)
+
+    def describe(self) -> str:
+        return (f"balance_after = balance_before {'-' if self.direction < 0 else '+'} amount; "
+                f"a {'positive' if self.debit_sign > 0 else 'negative'} amount is a debit")
+
+
+def names(layout: Layout, convention: Convention, reconcile: Reconcile | None = None
+          ) -> dict[str, sql.Composable]:
+    """The placeholders of every pass, filled from the layout (identifiers) and convention (literals)."""
+    filled: dict[str, sql.Composable] = {}
+    for logical, table in layout.tables.items():
+        filled[logical] = sql.Identifier(layout.schema, table)
+        for column, name in layout.columns[logical].items():
+            filled[f"{logical}_{column}"] = sql.Identifier(name)
+    # Parenthesized: "- {direction}" must never become the comment "--1".
+    filled.update(direction=sql.SQL("({})").format(sql.Literal(convention.direction)),
+                  debit_sign=sql.SQL("({})").format(sql.Literal(convention.debit_sign)),
+                  debit=sql.Literal(layout.debit_value), credit=sql.Literal(layout.credit_value),
+                  non_negative=sql.SQL("{}::text[]").format(
+                      sql.Literal(list(layout.non_negative_account_types))))
+    if reconcile is not None:
+        filled.update(legacy=sql.Identifier(reconcile.schema, reconcile.table),
+                      legacy_key=sql.Identifier(reconcile.key),
+                      legacy_column=sql.Identifier(reconcile.column),
+                      account_type=sql.Literal(reconcile.account_type))
+    return filled
+
+
+def compose(text: str, filled: dict[str, sql.Composable]) -> sql.Composed:
+    # Constant SQL text of this module; every name in it is a placeholder.
+    return sql.SQL(text).format(**filled)  # noqa: S608
+
+
+def summary_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
+    """One read of ``x``: the totals, then per rule its weighted count and cents impact.
+
+    A finding's impact is the sum of its rows' absolute impacts: a break of
+    +50 cents and one of -50 are 100 cents wrong, not 0.
+    """
+    columns = [t for _, t in p.totals]
+    for r in p.rules:
+        columns += [f"coalesce(sum({r.weight}) FILTER (WHERE {r.when}), 0)",
+                    f"coalesce(sum(abs({r.impact})) FILTER (WHERE {r.when}), 0)"]
+    return compose(f"SELECT {', '.join(columns)} FROM ({p.source}) x", filled)  # noqa: S608
+
+
+def offenders_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
+    """Every (row, rule) of ``x`` that breaks a rule: rule, id, impact, weight, detail."""
+    values = ", ".join(
+        f"({i}, coalesce({r.when}, false), ({r.id})::text, ({r.impact})::numeric, ({r.weight})::bigint, "
+        f"({r.detail})::text)" for i, r in enumerate(p.rules))
+    any_rule = " OR ".join(f"coalesce({r.when}, false)" for r in p.rules)
+    return compose(
+        f"SELECT v.rule, v.id, v.impact, v.weight, v.detail FROM ({p.source}) x "  # noqa: S608
+        f"CROSS JOIN LATERAL (VALUES {values}) v(rule, hit, id, impact, weight, detail) "
+        f"WHERE ({any_rule}) AND v.hit", filled)
+
+
+# The sign convention, read from (at most) the first entries by id.
+CONVENTION_SQL = """
+SELECT count(*) FILTER (WHERE after = before - amount), count(*) FILTER (WHERE after = before + amount),
+       count(*) FILTER (WHERE (etype = {debit}) = (amount > 0)),
+       count(*) FILTER (WHERE (etype = {debit}) = (amount < 0)), count(*)
+FROM (SELECT {entries_after}::numeric AS after, {entries_before}::numeric AS before,
+             {entries_amount}::numeric AS amount, {entries_type}::text AS etype
+      FROM {entries} LIMIT {limit}) s
+"""
