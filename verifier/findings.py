@@ -39,7 +39,7 @@ RULES = {
     "entry_sign_mismatch": "an entry's sign does not match its type (debit or credit)",
     "running_balance_break": "an entry's balance before is not its account's previous balance after, "
                              "or its balance after does not follow from before and amount",
-    "account_balance_drift": "an account's balance is not what its entries add up to",
+    "account_balance_drift": "an account's balance is not its last entry's balance after (0 without entries)",
     "negative_balance": "an account of a type that must not go negative did, at some entry",
     "trial_balance_nonzero": "the entries of a currency do not sum to zero",
     "reversal_mismatch": "a reversal does not exactly negate its journal, names none, or reverses it again",

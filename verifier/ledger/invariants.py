@@ -17,18 +17,18 @@ configured values are ``psycopg.sql.Literal``s.
 
 What the passes prove, and what they cost on a ledger of n entries:
 
-- ``journals``: one scan of the entries, aggregated per journal and per
-  currency in one hash aggregation (grouping sets), joined to the
-  journals. A journal balances (sum zero), has at least two entries and
+- ``journals``: one scan of the entries, aggregated per journal, joined
+  to the journals. A journal balances (sum zero), has at least two entries and
   one currency (its own); no journal is empty; no entry names a journal
-  that does not exist; per currency the entries sum to zero (the trial
-  balance).
+  that does not exist.
 - ``chain``: one scan of the entries in (account, id) order with a window,
   joined to the accounts. Every entry's sign matches its type; its before
   equals its account's previous after (0 for the first), and its after
   follows from before and amount; no account that must not go negative
   ever did; every entry names an account; every account's balance equals
-  what its entries add up to (accounts without entries: zero).
+  its last entry's balance after.
+- ``trial``: per currency, the entries sum to zero.
+- ``accounts``: an account without entries holds nothing.
 - ``reversals``, ``snapshots``, ``pending``, ``idempotency``: the smaller
   tables, each joined to the entries through their indexes.
 - ``reconcile``: each legacy balance column against the balance of its
@@ -66,88 +66,123 @@ class Pass:
 JOURNALS = Pass(
     "journals",
     """
-    SELECT g.journal_id, g.by_currency, g.currency, g.n, g.total, g.moved, g.cur_min, g.cur_max,
+    SELECT g.journal_id, g.n, g.total, g.moved, g.cur_min, g.cur_max,
            j.{journals_id} AS j_id, j.{journals_currency}::text AS j_currency
-    FROM (SELECT {entries_journal} AS journal_id, GROUPING({entries_journal}) AS by_currency,
-                 {entries_currency}::text AS currency, count(*) AS n, sum({entries_amount}) AS total,
-                 sum(abs({entries_amount}::numeric)) AS moved,
-                 min({entries_currency}::text) AS cur_min, max({entries_currency}::text) AS cur_max
-          FROM {entries}
-          GROUP BY GROUPING SETS (({entries_journal}), ({entries_currency}))) g
+    FROM (SELECT {entries_journal} AS journal_id, count(*) AS n, sum({entries_amount}) AS total,
+                 sum({entries_amount}) FILTER (WHERE {entries_amount} > 0) AS moved,
+                 min({entries_currency}::text COLLATE "C") AS cur_min,
+                 max({entries_currency}::text COLLATE "C") AS cur_max
+          FROM {entries} GROUP BY {entries_journal}) g
     FULL JOIN {journals} j ON j.{journals_id} = g.journal_id
     """,
     (
-        Rule("journal_unbalanced", "journals",
-             "x.by_currency = 0 AND x.j_id IS NOT NULL AND x.n >= 2 AND x.total <> 0",
+        Rule("journal_unbalanced", "journals", "x.j_id IS NOT NULL AND x.n >= 2 AND x.total <> 0",
              "x.journal_id", impact="x.total", detail="'entries sum to ' || x.total || ' cents'"),
-        Rule("journal_too_few_entries", "journals", "x.by_currency = 0 AND x.j_id IS NOT NULL AND x.n = 1",
+        Rule("journal_too_few_entries", "journals", "x.j_id IS NOT NULL AND x.n = 1",
              "x.journal_id", impact="x.total", detail="'one entry of ' || x.total || ' cents'"),
         Rule("journal_mixed_currency", "journals",
-             "x.by_currency = 0 AND x.j_id IS NOT NULL "
+             "x.j_id IS NOT NULL AND x.n IS NOT NULL "
              "AND (x.cur_min <> x.cur_max OR x.cur_min IS DISTINCT FROM x.j_currency)",
              "x.journal_id",
              detail="'journal in ' || coalesce(x.j_currency, 'NULL') || ', entries in ' || x.cur_min "
                     "|| CASE WHEN x.cur_min <> x.cur_max THEN '..' || x.cur_max ELSE '' END"),
-        Rule("empty_journal", "journals", "x.by_currency IS NULL", "x.j_id"),
-        Rule("orphan_entry", "entries", "x.by_currency = 0 AND x.j_id IS NULL", "x.journal_id",
-             impact="x.moved", weight="x.n",
+        Rule("empty_journal", "journals", "x.n IS NULL", "x.j_id"),
+        Rule("orphan_entry", "entries", "x.n IS NOT NULL AND x.j_id IS NULL", "x.journal_id",
+             impact="coalesce(x.moved, 0)", weight="x.n",
              detail="x.n || ' entries name journal ' || coalesce(x.journal_id::text, 'NULL') "
                     "|| ', which does not exist'"),
-        Rule("trial_balance_nonzero", "entries", "x.by_currency = 1 AND x.total <> 0",
-             "coalesce(x.currency, 'NULL')", impact="x.total",
-             detail="'entries in ' || coalesce(x.currency, 'NULL') || ' sum to ' || x.total || ' cents'"),
     ),
-    totals=(("entries", "coalesce(sum(x.n) FILTER (WHERE x.by_currency = 0), 0)"),
-            ("journals", "count(x.j_id)"),
-            ("currencies", "count(*) FILTER (WHERE x.by_currency = 1)")),
+    totals=(("entries", "coalesce(sum(x.n), 0)"), ("journals", "count(x.j_id)")),
 )
 
-# The balance an entry should have after it: before + direction * amount,
-# in numeric so that corrupt values cannot overflow the check itself.
+# Per currency, every entry of the ledger: few groups, so PostgreSQL's own
+# parallel workers can share the scan.
+TRIAL = Pass(
+    "trial",
+    """
+    SELECT {entries_currency}::text AS currency, sum({entries_amount}) AS total
+    FROM {entries} GROUP BY 1
+    """,
+    (
+        Rule("trial_balance_nonzero", "entries", "x.total <> 0", "coalesce(x.currency, 'NULL')",
+             impact="x.total",
+             detail="'entries in ' || coalesce(x.currency, 'NULL') || ' sum to ' || x.total || ' cents'"),
+    ),
+    totals=(("currencies", "count(*)"),),
+)
+
+# Below 2^62 in magnitude, before + direction * amount cannot overflow a
+# bigint; beyond (corrupt values), the same comparison runs in numeric.
+_SAFE = ("x.before BETWEEN -4611686018427387904 AND 4611686018427387903 "
+         "AND x.amount BETWEEN -4611686018427387904 AND 4611686018427387903")
+
+# The window reads the entries alone, in (account, id) order (the index of
+# our 400 gives it); the accounts join afterwards. An account's balance is
+# held against its last entry's balance after: the chain (every before is
+# the previous after, every after follows from before and amount, the first
+# before is 0) makes that the sum of its amounts, and a break in the chain
+# is reported where it happens.
 CHAIN = Pass(
     "chain",
     """
-    SELECT e.{entries_id} AS id, coalesce(e.{entries_account}, a.{accounts_id}) AS account_id,
-           e.{entries_type} AS entry_type, e.{entries_amount}::numeric AS amount,
-           e.{entries_before}::numeric AS before, e.{entries_after}::numeric AS after,
-           lag(e.{entries_after}) OVER w AS prev_after,
-           lead(e.{entries_id}) OVER w IS NULL AS is_last,
-           sum(e.{entries_amount}) OVER w AS running,
-           a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type, a.{accounts_balance} AS a_balance
-    FROM {entries} e FULL JOIN {accounts} a ON a.{accounts_id} = e.{entries_account}
-    WINDOW w AS (PARTITION BY coalesce(e.{entries_account}, a.{accounts_id}) ORDER BY e.{entries_id})
+    SELECT w.*, a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type,
+           a.{accounts_balance} AS a_balance
+    FROM (SELECT e.{entries_id} AS id, e.{entries_account} AS account_id,
+                 e.{entries_type}::text AS entry_type,
+                 e.{entries_amount} AS amount, e.{entries_before} AS before, e.{entries_after} AS after,
+                 lag(e.{entries_after}) OVER w AS prev_after,
+                 lead(e.{entries_id}) OVER w IS NULL AS is_last
+          FROM {entries} e
+          WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_id})) w
+    LEFT JOIN {accounts} a ON a.{accounts_id} = w.account_id
     """,
     (
         Rule("entry_sign_mismatch", "entries",
-             "x.id IS NOT NULL AND NOT coalesce((x.entry_type = {debit} AND sign(x.amount) = {debit_sign}) "
+             "NOT coalesce((x.entry_type = {debit} AND sign(x.amount) = {debit_sign}) "
              "OR (x.entry_type = {credit} AND sign(x.amount) = -{debit_sign}), false)",
              "x.id", detail="coalesce(x.entry_type, 'NULL') || ' of ' || x.amount || ' cents'"),
         Rule("running_balance_break", "entries",
-             "x.id IS NOT NULL AND (x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
-             "OR x.after IS DISTINCT FROM x.before + {direction} * x.amount)",
+             "x.before IS DISTINCT FROM coalesce(x.prev_after, 0) OR CASE WHEN " + _SAFE +
+             " THEN x.after IS DISTINCT FROM x.before + {direction} * x.amount"
+             " ELSE x.after::numeric IS DISTINCT FROM x.before::numeric + {direction} * x.amount::numeric"
+             " END",
              "x.id",
              impact="CASE WHEN x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
-                    "THEN x.before - coalesce(x.prev_after, 0) "
-                    "ELSE x.after - (x.before + {direction} * x.amount) END",
+                    "THEN x.before::numeric - coalesce(x.prev_after, 0) "
+                    "ELSE x.after::numeric - (x.before::numeric + {direction} * x.amount::numeric) END",
              detail="CASE WHEN x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
                     "THEN 'before ' || coalesce(x.before::text, 'NULL') || ', previous after ' "
                     "|| coalesce(x.prev_after::text, 'none (0)') "
                     "ELSE 'after ' || coalesce(x.after::text, 'NULL') || ' from before ' || x.before "
                     "|| ' and amount ' || x.amount END"),
-        Rule("negative_balance", "entries",
-             "x.id IS NOT NULL AND x.a_type = ANY({non_negative}) AND x.after < 0",
+        Rule("negative_balance", "entries", "x.after < 0 AND x.a_type = ANY({non_negative})",
              "x.id", impact="x.after",
              detail="x.a_type || ' account ' || x.account_id || ' at ' || x.after || ' cents'"),
-        Rule("orphan_entry", "entries", "x.id IS NOT NULL AND x.a_id IS NULL", "x.id", impact="abs(x.amount)",
+        Rule("orphan_entry", "entries", "x.a_id IS NULL", "x.id", impact="abs(x.amount::numeric)",
              detail="'account ' || coalesce(x.account_id::text, 'NULL') || ' does not exist'"),
         Rule("account_balance_drift", "accounts",
-             "x.is_last AND x.a_id IS NOT NULL "
-             "AND x.a_balance IS DISTINCT FROM {direction} * coalesce(x.running, 0)",
-             "x.a_id", impact="x.a_balance - {direction} * coalesce(x.running, 0)",
-             detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', entries give ' "
-                    "|| {direction} * coalesce(x.running, 0)"),
+             "x.is_last AND x.a_id IS NOT NULL AND x.a_balance IS DISTINCT FROM x.after",
+             "x.a_id", impact="x.a_balance::numeric - x.after",
+             detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', its last entry says ' "
+                    "|| x.after"),
     ),
-    totals=(("accounts", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),),
+    totals=(("accounts_with_entries", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),),
+)
+
+# Accounts without a single entry must hold nothing.
+ACCOUNTS = Pass(
+    "accounts",
+    """
+    SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance,
+           EXISTS (SELECT 1 FROM {entries} e WHERE e.{entries_account} = a.{accounts_id}) AS has_entries
+    FROM {accounts} a
+    """,
+    (
+        Rule("account_balance_drift", "accounts", "NOT x.has_entries AND x.balance IS DISTINCT FROM 0",
+             "x.id", impact="coalesce(x.balance, 0)",
+             detail="'balance ' || coalesce(x.balance::text, 'NULL') || ' without a single entry'"),
+    ),
+    totals=(("accounts", "count(*)"),),
 )
 
 REVERSALS = Pass(
@@ -273,7 +308,7 @@ def reconcile_pass(r: Reconcile) -> Pass:
     )
 
 
-PASSES = (JOURNALS, CHAIN, REVERSALS, SNAPSHOTS, PENDING, IDEMPOTENCY)
+PASSES = (CHAIN, JOURNALS, TRIAL, ACCOUNTS, REVERSALS, SNAPSHOTS, PENDING, IDEMPOTENCY)
 
 
 @dataclass(frozen=True)
@@ -325,10 +360,14 @@ def summary_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
     +50 cents and one of -50 are 100 cents wrong, not 0.
     """
     columns = [t for _, t in p.totals]
-    for r in p.rules:
-        columns += [f"coalesce(sum({r.weight}) FILTER (WHERE {r.when}), 0)",
-                    f"coalesce(sum(abs({r.impact})) FILTER (WHERE {r.when}), 0)"]
-    return compose(f"SELECT {', '.join(columns)} FROM ({p.source}) x", filled)  # noqa: S608
+    for i, r in enumerate(p.rules):
+        columns += [f"coalesce(sum({r.weight}) FILTER (WHERE x.verifier_hit_{i}), 0)",
+                    f"coalesce(sum(abs({r.impact})) FILTER (WHERE x.verifier_hit_{i}), 0)"]
+    # Each rule's test is computed once per row (OFFSET 0 keeps PostgreSQL from
+    # inlining it into both aggregates).
+    hits = ", ".join(f"coalesce({r.when}, false) AS verifier_hit_{i}" for i, r in enumerate(p.rules))
+    return compose(f"SELECT {', '.join(columns)} FROM (SELECT x.*, {hits} "  # noqa: S608
+                   f"FROM ({p.source}) x OFFSET 0) x", filled)
 
 
 def offenders_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:

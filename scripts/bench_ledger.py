@@ -1,0 +1,168 @@
+"""Benchmark: the ledger audit against the floor, and the writers' throughput under it.
+
+Not a test (timings on a shared machine are noisy): run it and read the
+ratios, which compare runs interleaved on one server in one go.
+Usage: python scripts/bench_ledger.py [--entries 10000000] [--rounds 3] [--server URL]
+(without --server: an embedded server in a temporary directory).
+
+A generated clean ledger of ENTRIES entries (``verifier.source.ledger``) in
+a database of its own, and the smallest generated ledger (1,000 entries) in
+another. Each round runs, interleaved:
+
+- floor: one SELECT reading every entry once (count and sums of its columns);
+- audit: ``verify-ledger --db`` as a subprocess, whole command, minus the
+  same command on the small ledger (its fixed cost: start-up, catalog, report).
+
+Also: peak resident memory of verify-ledger on both, and how many postings
+four writers (``ledger_post``) complete per second alone and while audits run
+back to back, on a copy of the small ledger's accounts in the big one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from verifier import conninfo
+from verifier.scratch import provision, unique_name
+from verifier.source import ledger
+
+VERIFY_LEDGER = str(Path(sys.executable).with_name("verify-ledger"))
+FLOOR_SQL = ("SELECT count(*), sum(amount_cents), sum(balance_before_cents), sum(balance_after_cents), "
+             "max(journal_id), max(account_id), max(id) FROM entries")
+WRITERS = 4
+WINDOW_S = 5.0
+
+
+def timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def run_audit(url: str, report_dir: Path, config: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one ``verify-ledger --db`` subprocess (which must pass)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([VERIFY_LEDGER, "--db", url, "--report-dir", str(report_dir),
+                             "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"verify-ledger exited {code} on {conninfo.describe(url)}:\n{err}")
+    return wall, usage.ru_maxrss
+
+
+def post_for(dsn: str, seconds: float, worker: int, out: list[int]) -> None:
+    """Post tips and deposits through ledger_post for ``seconds``; count them in ``out[worker]``."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        users = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'user' "
+                                            "ORDER BY id LIMIT 200").fetchall()]
+        creators = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'creator' "
+                                               "ORDER BY id LIMIT 50").fetchall()]
+        end, i = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            i += 1
+            user, creator = users[(i * 7 + worker) % len(users)], creators[(i + worker) % len(creators)]
+            lines = ([{"account_id": 1, "amount_cents": 500}, {"account_id": user, "amount_cents": -500}]
+                     if i % 3 == 0 else
+                     [{"account_id": user, "amount_cents": 100}, {"account_id": creator, "amount_cents": -80},
+                      {"account_id": 2, "amount_cents": -20}])
+            try:
+                conn.execute("SELECT ledger_post('bench', %s::jsonb)", (json.dumps(lines),))
+            except psycopg.errors.CheckViolation:
+                continue
+            out[worker] += 1
+
+
+def throughput(dsn: str, seconds: float) -> float:
+    counts = [0] * WRITERS
+    threads = [threading.Thread(target=post_for, args=(dsn, seconds, w, counts)) for w in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=10_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server", help="URL of a server where we may CREATE DATABASE")
+    args = parser.parse_args()
+    with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "verifier.toml"
+        config.write_text("statement_timeout_s = 3600\n[ledger]\nreconcile = []\n")  # writers move money
+        with server.database(unique_name("bench_ledger")) as big, \
+                server.database(unique_name("bench_small")) as small:
+            built = ledger.build(big.dsn, args.entries)
+            ledger.build(small.dsn, ledger.ENTRIES_MIN)
+            with psycopg.connect(big.dsn, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+                version = conn.execute("SHOW server_version").fetchone()
+                size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('entries'))").fetchone()
+            print(f"server {version[0] if version else '?'} ({server.kind}); {built.entries:,} entries, "
+                  f"{built.journals:,} journals, {built.accounts:,} accounts; entries with indexes "
+                  f"{size[0] if size else '?'}; built in {built.duration_s:.1f} s")
+            figures: dict[str, list[float]] = {"floor": [], "audit": [], "small": []}
+            rss: dict[str, list[int]] = {"audit": [], "small": []}
+            with psycopg.connect(big.dsn, autocommit=True) as conn:
+                conn.execute(FLOOR_SQL).fetchall()  # warm the cache once before measuring
+                for rnd in range(args.rounds):
+                    figures["floor"].append(timed(lambda: conn.execute(FLOOR_SQL).fetchall()))
+                    for name, dsn in (("audit", big.dsn), ("small", small.dsn)):
+                        wall, peak = run_audit(dsn, Path(tmp), config)
+                        figures[name].append(wall)
+                        rss[name].append(peak)
+                    print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()))
+            alone = throughput(big.dsn, WINDOW_S)
+            stop = threading.Event()
+            audits: list[float] = []
+            failed: list[str] = []
+
+            def audit_loop() -> None:
+                while not stop.is_set():
+                    try:
+                        audits.append(run_audit(big.dsn, Path(tmp), config)[0])
+                    except SystemExit as exc:  # a finding while writers post: a false alarm
+                        failed.append(str(exc))
+                        return
+
+            auditor = threading.Thread(target=audit_loop)
+            auditor.start()
+            try:
+                under = throughput(big.dsn, WINDOW_S)
+            finally:
+                stop.set()
+                auditor.join()
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    work = med["audit"] - med["small"]
+    print("\nmedians over rounds:")
+    for k, v in med.items():
+        print(f"  {k:6s} {v:8.3f} s")
+    print(f"  audit work (audit - small) {work:.3f} s")
+    print(f"audit work / floor           {work / med['floor']:.2f}  (goal <= 3)")
+    print("incremental audit            not built yet (--state)")
+    print(f"peak RSS: full {max(rss['audit']) / 1024:.1f} MiB, small {max(rss['small']) / 1024:.1f} MiB, "
+          f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB")
+    print(f"writers ({WRITERS}, ledger_post): {alone:.0f} postings/s alone, {under:.0f}/s while "
+          f"{len(audits)} audit(s) ran ({under / alone:.2f} of alone)")
+    print("audits under load: " + ("every one passed" if not failed else f"FAILED: {failed[0]}"))
+
+
+if __name__ == "__main__":
+    main()
