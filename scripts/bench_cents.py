@@ -24,18 +24,16 @@ empty copy, and the wall time of ``verify-cents --help``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
+from benchlib import run_measured, timed  # scripts/, beside this file
 from psycopg import sql
 
-from verifier import conninfo
 from verifier.scratch import provision, unique_name
 
 # The console script of this environment, as a user runs it.
@@ -72,27 +70,10 @@ NAIVE_CHECKS = (
 )
 
 
-def timed(fn: object) -> float:
-    start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - start
-
-
-def run_verify(url: str, report_dir: Path) -> tuple[float, int, int]:
-    """Wall time, exit code and peak RSS (KiB) of one ``verify-cents --db`` subprocess."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([VERIFY_CENTS, "--db", url,
-                             "--report-dir", str(report_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"verify-cents exited {code} on {conninfo.describe(url)}:\n{err}")
-    return wall, code, usage.ru_maxrss
+def run_verify(url: str, report_dir: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one ``verify-cents --db`` subprocess (which must pass)."""
+    wall, peak, _ = run_measured([VERIFY_CENTS, "--db", url, "--report-dir", str(report_dir)])
+    return wall, peak
 
 
 def main() -> None:
@@ -125,10 +106,10 @@ def main() -> None:
                 for rnd in range(args.rounds):
                     figures["floor"].append(timed(lambda: conn.execute(FLOOR_SQL).fetchall()))
                     figures["minimal"].append(timed(lambda: conn.execute(MINIMAL_SQL).fetchall()))
-                    wall, _, peak = run_verify(full_db.dsn, Path(tmp))
+                    wall, peak = run_verify(full_db.dsn, Path(tmp))
                     figures["verify"].append(wall)
                     rss["verify"].append(peak)
-                    wall, _, peak = run_verify(empty_db.dsn, Path(tmp))
+                    wall, peak = run_verify(empty_db.dsn, Path(tmp))
                     figures["empty"].append(wall)
                     rss["empty"].append(peak)
 

@@ -21,10 +21,7 @@ back to back, on a copy of the small ledger's accounts in the big one.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +29,8 @@ import time
 from pathlib import Path
 
 import psycopg
+from benchlib import run_measured, timed  # scripts/, beside this file
 
-from verifier import conninfo
 from verifier.scratch import provision, unique_name
 from verifier.source import ledger
 
@@ -44,53 +41,20 @@ WRITERS = 4
 WINDOW_S = 5.0
 
 
-def timed(fn: object) -> float:
-    start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - start
-
-
 def run_audit(url: str, report_dir: Path, config: Path) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one ``verify-ledger --db`` subprocess (which must pass)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([VERIFY_LEDGER, "--db", url, "--report-dir", str(report_dir),
-                             "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"verify-ledger exited {code} on {conninfo.describe(url)}:\n{err}")
-    return wall, usage.ru_maxrss
-
-
-def post_for(dsn: str, seconds: float, worker: int, out: list[int]) -> None:
-    """Post tips and deposits through ledger_post for ``seconds``; count them in ``out[worker]``."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        users = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'user' "
-                                            "ORDER BY id LIMIT 200").fetchall()]
-        creators = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'creator' "
-                                               "ORDER BY id LIMIT 50").fetchall()]
-        end, i = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            i += 1
-            user, creator = users[(i * 7 + worker) % len(users)], creators[(i + worker) % len(creators)]
-            lines = ([{"account_id": 1, "amount_cents": 500}, {"account_id": user, "amount_cents": -500}]
-                     if i % 3 == 0 else
-                     [{"account_id": user, "amount_cents": 100}, {"account_id": creator, "amount_cents": -80},
-                      {"account_id": 2, "amount_cents": -20}])
-            try:
-                conn.execute("SELECT ledger_post('bench', %s::jsonb)", (json.dumps(lines),))
-            except psycopg.errors.CheckViolation:
-                continue
-            out[worker] += 1
+    wall, peak, _ = run_measured([VERIFY_LEDGER, "--db", url, "--report-dir", str(report_dir),
+                                  "--config", str(config)])
+    return wall, peak
 
 
 def throughput(dsn: str, seconds: float) -> float:
     counts = [0] * WRITERS
-    threads = [threading.Thread(target=post_for, args=(dsn, seconds, w, counts)) for w in range(WRITERS)]
+    end = time.monotonic() + seconds
+    def done() -> bool:
+        return time.monotonic() > end
+
+    threads = [threading.Thread(target=ledger.post_load, args=(dsn, done, w, counts)) for w in range(WRITERS)]
     for t in threads:
         t.start()
     for t in threads:

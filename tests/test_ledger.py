@@ -12,7 +12,6 @@ not blocked by it.
 from __future__ import annotations
 
 import csv
-import json
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -232,28 +231,6 @@ def posting_ledger(clean_ledger: str, make_db: Any) -> Iterator[str]:
     yield copy_db(make_db, clean_ledger)
 
 
-def _post_until(dsn: str, stop: threading.Event, posted: list[int], worker: int) -> None:
-    """Post transfers through ledger_post until ``stop``: deposits, tips and fee moves."""
-    i = 0
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        users = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'user' "
-                                            "ORDER BY id LIMIT 50").fetchall()]
-        creators = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'creator' "
-                                               "ORDER BY id LIMIT 20").fetchall()]
-        while not stop.is_set():
-            i += 1
-            user, creator = users[(i * 7 + worker) % len(users)], creators[(i + worker) % len(creators)]
-            lines = ([{"account_id": 1, "amount_cents": 500}, {"account_id": user, "amount_cents": -500}]
-                     if i % 3 == 0 else
-                     [{"account_id": user, "amount_cents": 100}, {"account_id": creator, "amount_cents": -80},
-                      {"account_id": 2, "amount_cents": -20}])
-            try:
-                conn.execute("SELECT ledger_post('load', %s::jsonb)", (json.dumps(lines),))
-            except psycopg.errors.CheckViolation:
-                continue  # the user had no money left: ledger_post refused, as it should
-            posted[worker] += 1
-
-
 def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
         posting_ledger: str, tmp_path: Path) -> None:
     # Legacy balances are not updated by ledger_post: reconcile nothing here.
@@ -261,7 +238,8 @@ def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
     config.write_text("[ledger]\nreconcile = []\n")
     stop = threading.Event()
     posted = [0, 0, 0, 0]
-    writers = [threading.Thread(target=_post_until, args=(posting_ledger, stop, posted, w)) for w in range(4)]
+    writers = [threading.Thread(target=ledger.post_load, args=(posting_ledger, stop.is_set, w, posted))
+               for w in range(4)]
     for w in writers:
         w.start()
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -249,6 +250,35 @@ def _plant_all(b: _Book, conn: psycopg.Connection) -> int:
     assert account is not None
     b.mark("reconciliation_mismatch", "accounts", account[0])
     return drift
+
+
+def post_load(dsn: str, stop: Callable[[], bool], worker: int, posted: list[int]) -> None:
+    """Post transfers through the ledger's own ``ledger_post`` until ``stop()``, as production does.
+
+    Deposits (platform cash to a user) and tips (a user to a creator and the
+    platform), spread over the first users and creators by ``worker``; each
+    posting that commits adds one to ``posted[worker]``. A tip the user
+    cannot pay is refused by ledger_post (CheckViolation) and not counted.
+    For the concurrency test and the benchmark: it writes to ``dsn``.
+    """
+    i = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        users = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'user' "
+                                            "AND owner_user_id > 0 ORDER BY id LIMIT 200").fetchall()]
+        creators = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'creator' "
+                                               "AND owner_user_id > 0 ORDER BY id LIMIT 50").fetchall()]
+        while not stop():
+            i += 1
+            user, creator = users[(i * 7 + worker) % len(users)], creators[(i + worker) % len(creators)]
+            lines = ([{"account_id": 1, "amount_cents": 500}, {"account_id": user, "amount_cents": -500}]
+                     if i % 3 == 0 else
+                     [{"account_id": user, "amount_cents": 100}, {"account_id": creator, "amount_cents": -80},
+                      {"account_id": 2, "amount_cents": -20}])
+            try:
+                conn.execute("SELECT ledger_post('load', %s::jsonb)", (json.dumps(lines),))
+            except psycopg.errors.CheckViolation:
+                continue
+            posted[worker] += 1
 
 
 def write_manifest(planted: list[LedgerPlanted], path: Path) -> None:

@@ -1,0 +1,30 @@
+"""What the benchmark scripts share: timing a call, and timing a command with its peak memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_measured(argv: list[str]) -> tuple[float, int, str]:
+    """Run ``argv``; return its wall seconds, exit code and peak resident memory (KiB) with stderr."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{os.path.basename(argv[0])} exited {code}:\n{err}")
+    return wall, usage.ru_maxrss, err
