@@ -140,8 +140,9 @@ def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sq
             streamed[int(index)] += int(weight)
             out.writerow((rule.rule, layout.table(rule.table), ident, impact, detail))
             bucket = samples.setdefault(int(index), [])
-            if len(bucket) < sample_rows_max:
-                bucket.append({"id": ident, "cents_impact": int(Decimal(impact)), "detail": detail})
+            if len(bucket) < sample_rows_max:  # NULL (None) where a layout's column is NULL
+                bucket.append({"id": ident, "cents_impact": int(Decimal(impact)) if impact is not None else 0,
+                               "detail": detail})
     # Two statements, one snapshot: they must agree row for row.
     if streamed != result.counts:
         raise RuntimeError(f"ledger pass {p.name}: the summary counted {result.counts}, "
