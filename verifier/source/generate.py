@@ -96,9 +96,9 @@ def plan(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Plan:
     return result
 
 
-def statements() -> list[tuple[str, str]]:
-    """The generator's named statements in order, from demo_data.sql."""
-    text = STATEMENTS_FILE.read_text()
+def statements(path: Path = STATEMENTS_FILE) -> list[tuple[str, str]]:
+    """Named statements (``-- name: X``) in order, from demo_data.sql or another file like it."""
+    text = path.read_text()
     parts = _NAME.split(text)[1:]
     named = list(zip(parts[0::2], parts[1::2], strict=True))
     assert named and named[0][0] == "helpers"

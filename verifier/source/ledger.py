@@ -16,7 +16,6 @@ database): planting lifts constraints and skips triggers
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +34,6 @@ ENTRIES_MAX = 100_000_000
 DEFAULT_ENTRIES = 20_000
 PLATFORM_ROWS = 20_000  # the demo platform under the ledger: its users own the accounts
 STATEMENTS_FILE = Path(__file__).with_name("ledger_data.sql")
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -69,12 +67,10 @@ def build(dsn: str, entries: int = DEFAULT_ENTRIES, seed: int = generate.DEFAULT
     started = time.monotonic()
     generate.generate(dsn, PLATFORM_ROWS, seed)
     migrate(dsn, lambda version: version >= "300")
-    text = STATEMENTS_FILE.read_text()
-    parts = _NAME.split(text)[1:]
     params = {"seed": seed, "users": p.users, "creators": p.creators, **counts}
     with conninfo.connect(dsn, what="demo database") as conn:
         conn.execute("SET session_replication_role = replica")  # no per-row triggers: built consistent
-        for name, body in zip(parts[0::2], parts[1::2], strict=True):
+        for name, body in generate.statements(STATEMENTS_FILE):
             conn.execute(body, None if name == "helpers" else params)
         conn.commit()
         conn.execute("SET session_replication_role = origin")
