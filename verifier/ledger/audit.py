@@ -23,11 +23,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import threading
+import queue
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -56,7 +56,6 @@ class PassResult:
     counts: list[int]
     impacts: list[Decimal]
     duration_s: float = 0.0
-    streamed: list[int] = field(default_factory=list)
 
 
 def detect_convention(conn: psycopg.Connection, layout: Layout) -> tuple[inv.Convention, dict[str, Any]]:
@@ -90,17 +89,9 @@ def detect_convention(conn: psycopg.Connection, layout: Layout) -> tuple[inv.Con
     return convention, evidence
 
 
-def _run_pass(p: inv.Pass, filled: dict[str, sql.Composable], url: str, config: Config, snapshot_id: str,
-              opened: list[psycopg.Connection], lock: threading.Lock) -> PassResult:
+def _summary(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Composable]) -> PassResult:
     started = time.monotonic()
-    with open_snapshot(url, config, snapshot_id=snapshot_id) as conn:
-        with lock:
-            opened.append(conn)
-        try:
-            row = conn.execute(inv.summary_query(p, filled)).fetchone()
-        finally:
-            with lock:
-                opened.remove(conn)
+    row = conn.execute(inv.summary_query(p, filled)).fetchone()
     assert row is not None
     n = len(p.totals)
     return PassResult(p.name, {name: int(v) for (name, _), v in zip(p.totals, row[:n], strict=True)},
@@ -110,22 +101,40 @@ def _run_pass(p: inv.Pass, filled: dict[str, sql.Composable], url: str, config: 
 
 def summarize(passes: list[tuple[inv.Pass, dict[str, sql.Composable]]], url: str, config: Config,
               snapshot_id: str) -> list[PassResult]:
-    """Every pass's summary, on up to ``config.ledger.workers`` connections importing the snapshot."""
+    """Every pass's summary, on up to ``config.ledger.workers`` connections importing the snapshot.
+
+    Each connection is opened (and imports the snapshot) once; the passes
+    take turns on them.
+    """
+    workers = min(config.ledger.workers, len(passes))
     opened: list[psycopg.Connection] = []
-    lock = threading.Lock()
-    with ThreadPoolExecutor(max_workers=min(config.ledger.workers, len(passes))) as pool:
-        futures = [pool.submit(_run_pass, p, filled, url, config, snapshot_id, opened, lock)
-                   for p, filled in passes]
+    idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
+
+    def run_pass(p: inv.Pass, filled: dict[str, sql.Composable]) -> PassResult:
+        conn = idle.get()
         try:
-            return [f.result() for f in futures]
-        except BaseException:
-            # Ctrl-C or a failed pass: stop the others' statements instead of waiting for them.
-            for f in futures:
-                f.cancel()
-            with lock:
+            return _summary(conn, p, filled)
+        finally:
+            idle.put(conn)
+
+    try:
+        for _ in range(workers):
+            opened.append(open_snapshot(url, config, snapshot_id=snapshot_id))
+            idle.put(opened[-1])
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_pass, p, filled) for p, filled in passes]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                # Ctrl-C or a failed pass: stop the others' statements instead of waiting for them.
+                for f in futures:
+                    f.cancel()
                 for conn in opened:
                     conn.cancel_safe()
-            raise
+                raise
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Composable],
@@ -147,7 +156,6 @@ def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sq
     if streamed != result.counts:
         raise RuntimeError(f"ledger pass {p.name}: the summary counted {result.counts}, "
                            f"the offenders {streamed}")
-    result.streamed = streamed
     return samples
 
 
@@ -191,7 +199,8 @@ def audit(run: Run, conn: psycopg.Connection, url: str, config: Config) -> None:
                               reconcile=[f"{r.schema}.{r.table}.{r.column}" for r in reconciles],
                               non_negative_account_types=list(layout.non_negative_account_types))
                 run.provenance["ledger_convention"] = convention.describe()
-            passes = [(p, inv.names(layout, convention)) for p in inv.PASSES]
+            filled = inv.names(layout, convention)
+            passes = [(p, filled) for p in inv.PASSES]
             passes += [(inv.reconcile_pass(r), inv.names(layout, convention, r)) for r in reconciles]
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
@@ -207,8 +216,9 @@ def audit(run: Run, conn: psycopg.Connection, url: str, config: Config) -> None:
             with run.stage("offenders") as detail, offenders_tmp.open("w", newline="") as fh:
                 out = csv.writer(fh)
                 out.writerow(OFFENDERS_HEADER)
-                for (p, filled), result in zip(passes, results, strict=True):
-                    samples = (stream_offenders(conn, p, filled, result, layout, out, config.sample_rows_max)
+                for (p, placeholders), result in zip(passes, results, strict=True):
+                    samples = (stream_offenders(conn, p, placeholders, result, layout, out,
+                                                config.sample_rows_max)
                                if any(result.counts) else {})
                     findings += findings_of(p, result, samples, layout)
                 detail["rows"] = sum(sum(r.counts) for r in results)
