@@ -12,7 +12,11 @@ builds a demo ledger with planted defects on the embedded server and audits it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg
 
 from verifier import conninfo
 from verifier.checks import engine
@@ -28,6 +32,17 @@ from verifier.target import open_snapshot, probe
 LEDGER_PLANTED_NAME = "planted.json"
 
 
+@contextlib.contextmanager
+def _target(run: Run, url: str, config: Config) -> Iterator[psycopg.Connection]:
+    """The "connect" stage: one read-only snapshot of ``url``, recorded in ``run``'s provenance."""
+    with run.stage("connect") as detail:
+        detail["target"] = conninfo.describe(url)
+        conn = open_snapshot(url, config)
+    with conn:
+        probe(run, conn, url)
+        yield conn
+
+
 def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
                  strict: bool = False, gx: bool = False) -> Run:
     """Verify every (decimal, cents) pair of the database at ``url``, in place."""
@@ -35,11 +50,7 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
     with recorded(run):
         config = load_config(config_path)
         run.provenance.update(rounding_mode=config.rounding, config=config.source)
-        with run.stage("connect") as detail:
-            detail["target"] = conninfo.describe(url)
-            conn = open_snapshot(url, config)
-        with conn:
-            probe(run, conn, url)
+        with _target(run, url, config) as conn:
             engine.run_checks(run, conn, config, url=url)
         if gx:
             judge(run)
@@ -60,11 +71,7 @@ def audit_ledger(url: str, *, report_dir: Path, config_path: Path | None = None,
 
 
 def _audit(run: Run, url: str, config: Config) -> None:
-    with run.stage("connect") as detail:
-        detail["target"] = conninfo.describe(url)
-        conn = open_snapshot(url, config)
-    with conn:
-        probe(run, conn, url)
+    with _target(run, url, config) as conn:
         audit.audit(run, conn, url, config)
 
 
