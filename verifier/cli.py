@@ -132,10 +132,20 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
 @click.option("--entries", type=int, default=None, metavar="N",
               help="With --demo: about this many ledger entries (1,000 to 100,000,000).")
 @click.option("--seed", type=int, default=None, help="With --demo: the generator's seed.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="With --db: remember what this audit proved (SQLite, created if missing); "
+                                   "the next audit checks only what is new and re-hashes proven history.")
+@click.option("--full", is_flag=True, help="With --state: check every entry again and start a new proven "
+                                           "history (the state's audit history is kept).")
+@click.option("--verify-history-share", "history_share", default=1.0, metavar="SHARE",
+              type=click.FloatRange(0, 1, min_open=True),
+              help="With --state: re-hash this share of the proven history per audit, rotating (default 1: "
+                   "all of it).")
 @report_dir_option
 @traceback_option
 def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, strict: bool,
-                  entries: int | None, seed: int | None, report_dir: Path, traceback: bool) -> None:
+                  entries: int | None, seed: int | None, state_path: Path | None, full: bool,
+                  history_share: float, report_dir: Path, traceback: bool) -> None:
     """Audit the double-entry ledger's invariants in one consistent snapshot.
 
     Exit codes: 0 verified, 1 findings, 2 could not verify.
@@ -144,6 +154,10 @@ def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, stri
         raise click.UsageError("Give exactly one of --db URL or --demo.")
     if (entries is not None or seed is not None) and not demo:
         raise click.UsageError("--entries and --seed go with --demo.")
+    if state_path is None and (full or history_share != 1.0):
+        raise click.UsageError("--full and --verify-history-share go with --state.")
+    if state_path is not None and demo:
+        raise click.UsageError("--state goes with --db (the demo builds a new ledger every time).")
 
     def action() -> Any:
         from verifier import inplace
@@ -154,7 +168,10 @@ def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, stri
                                        seed=generate.DEFAULT_SEED if seed is None else seed,
                                        config_path=config_path, strict=strict)
         assert db_url is not None
-        return inplace.audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict)
+        from verifier.ledger.audit import Schedule
+
+        return inplace.audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
+                                    schedule=Schedule(state_path, full, history_share))
 
     _invoke("verify-ledger", traceback, action)
 

@@ -49,6 +49,8 @@ RULES = {
     "pending_stale": "a pending transaction is still pending after it expired",
     "pending_unlinked": "a completed pending transaction names no journal, or one that does not exist",
     "idempotency_conflict": "an idempotency key was used by a second journal (posted twice, or reused)",
+    "history_tampered": "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
+                        "or inserted among proven ids, or a proven journal gained entries",
     "reconciliation_mismatch": "a legacy balance column differs from its owner's ledger account",
 }
 SEVERITIES = ("error", "warning")

@@ -58,21 +58,21 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
     return run
 
 
-def audit_ledger(url: str, *, report_dir: Path, config_path: Path | None = None,
-                 strict: bool = False) -> Run:
-    """Audit the ledger of the database at ``url`` in one snapshot, read only."""
+def audit_ledger(url: str, *, report_dir: Path, config_path: Path | None = None, strict: bool = False,
+                 schedule: audit.Schedule | None = None) -> Run:
+    """Audit the ledger of the database at ``url`` in one snapshot, read only (incremental with a state)."""
     run = new_run("verify-ledger --db", report_dir)
     with recorded(run):
         config = load_config(config_path)
         run.provenance.update(config=config.source)
-        _audit(run, url, config)
+        _audit(run, url, config, schedule)
         run.end("fail" if run.failing(strict=strict) else "pass")
     return run
 
 
-def _audit(run: Run, url: str, config: Config) -> None:
+def _audit(run: Run, url: str, config: Config, schedule: audit.Schedule | None = None) -> None:
     with _target(run, url, config) as conn:
-        audit.audit(run, conn, url, config)
+        audit.audit(run, conn, url, config, schedule)
 
 
 def ledger_demo(*, report_dir: Path, entries: int = ledger.DEFAULT_ENTRIES, seed: int = generate.DEFAULT_SEED,

@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import json
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -38,11 +41,14 @@ from verifier import conninfo
 from verifier.config import Config
 from verifier.errors import UsageError, VerifierError
 from verifier.findings import RULES, Finding
+from verifier.ledger import history
 from verifier.ledger import invariants as inv
+from verifier.ledger import state as st
 from verifier.ledger.layout import BALANCE_RULES, POSITIVE_IS, Layout, check_exists
 from verifier.run import Run
 from verifier.target import open_snapshot
 
+T = TypeVar("T")
 OFFENDERS_HEADER = ("rule", "table", "id", "cents_impact", "detail")
 CONVENTION_SAMPLE_ROWS = 100_000  # entries read to detect the sign convention
 
@@ -89,7 +95,7 @@ def detect_convention(conn: psycopg.Connection, layout: Layout) -> tuple[inv.Con
     return convention, evidence
 
 
-def _summary(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Composable]) -> PassResult:
+def _summary(conn: psycopg.Connection, *, p: inv.Pass, filled: dict[str, sql.Composable]) -> PassResult:
     started = time.monotonic()
     row = conn.execute(inv.summary_query(p, filled)).fetchone()
     assert row is not None
@@ -99,21 +105,21 @@ def _summary(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Compos
                       round(time.monotonic() - started, 3))
 
 
-def summarize(passes: list[tuple[inv.Pass, dict[str, sql.Composable]]], url: str, config: Config,
-              snapshot_id: str) -> list[PassResult]:
-    """Every pass's summary, on up to ``config.ledger.workers`` connections importing the snapshot.
+def in_parallel(jobs: list[Callable[[psycopg.Connection], T]], url: str, config: Config,
+                snapshot_id: str) -> list[T]:
+    """Every job's result, on up to ``config.ledger.workers`` connections importing the snapshot.
 
-    Each connection is opened (and imports the snapshot) once; the passes
+    Each connection is opened (and imports the snapshot) once; the jobs
     take turns on them.
     """
-    workers = min(config.ledger.workers, len(passes))
+    workers = min(config.ledger.workers, len(jobs))
     opened: list[psycopg.Connection] = []
     idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
 
-    def run_pass(p: inv.Pass, filled: dict[str, sql.Composable]) -> PassResult:
+    def run_job(job: Callable[[psycopg.Connection], T]) -> T:
         conn = idle.get()
         try:
-            return _summary(conn, p, filled)
+            return job(conn)
         finally:
             idle.put(conn)
 
@@ -122,11 +128,11 @@ def summarize(passes: list[tuple[inv.Pass, dict[str, sql.Composable]]], url: str
             opened.append(open_snapshot(url, config, snapshot_id=snapshot_id))
             idle.put(opened[-1])
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_pass, p, filled) for p, filled in passes]
+            futures = [pool.submit(run_job, job) for job in jobs]
             try:
                 return [f.result() for f in futures]
             except BaseException:
-                # Ctrl-C or a failed pass: stop the others' statements instead of waiting for them.
+                # Ctrl-C or a failed job: stop the others' statements instead of waiting for them.
                 for f in futures:
                     f.cancel()
                 for conn in opened:
@@ -138,25 +144,49 @@ def summarize(passes: list[tuple[inv.Pass, dict[str, sql.Composable]]], url: str
 
 
 def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Composable],
-                     result: PassResult, layout: Layout, out: Any, sample_rows_max: int
-                     ) -> dict[int, list[dict[str, Any]]]:
-    """Copy every offending row of pass ``p`` to ``out``; return up to ``sample_rows_max`` per rule."""
+                     result: PassResult, layout: Layout, out: Any, sample_rows_max: int,
+                     proven: dict[str, int], run_id: str
+                     ) -> tuple[dict[int, list[dict[str, Any]]], list[st.Carried]]:
+    """Copy every offending row of pass ``p`` to ``out``.
+
+    Returns up to ``sample_rows_max`` samples per rule, and the rows that lie
+    in proven history (ids up to ``proven``), which the state file carries.
+    """
     samples: dict[int, list[dict[str, Any]]] = {}
+    carried: list[st.Carried] = []
     streamed = [0] * len(p.rules)
     with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(inv.offenders_query(p, filled))) as copy:
-        for index, ident, impact, weight, detail in copy.rows():
+        for index, ident, impact, weight, detail, scope in copy.rows():
             rule = p.rules[int(index)]
             streamed[int(index)] += int(weight)
             out.writerow((rule.rule, layout.table(rule.table), ident, impact, detail))
-            bucket = samples.setdefault(int(index), [])
-            if len(bucket) < sample_rows_max:  # NULL (None) where a layout's column is NULL
-                bucket.append({"id": ident, "cents_impact": int(Decimal(impact)) if impact is not None else 0,
-                               "detail": detail})
+            _sample(samples.setdefault(int(index), []), sample_rows_max, ident, impact, detail)
+            if rule.scope and scope is not None and int(scope) <= proven[rule.scope[0]]:
+                carried.append(st.Carried(p.name, int(index), ident, impact, int(weight), detail, run_id))
     # Two statements, one snapshot: they must agree row for row.
     if streamed != result.counts:
         raise RuntimeError(f"ledger pass {p.name}: the summary counted {result.counts}, "
                            f"the offenders {streamed}")
-    return samples
+    return samples, carried
+
+
+def _sample(bucket: list[dict[str, Any]], limit: int, ident: str | None, impact: str | None,
+            detail: str | None) -> None:
+    if len(bucket) < limit:  # NULL (None) where a layout's column is NULL
+        bucket.append({"id": ident, "cents_impact": int(Decimal(impact)) if impact is not None else 0,
+                       "detail": detail})
+
+
+def add_carried(p: inv.Pass, result: PassResult, carried: list[st.Carried], layout: Layout, out: Any,
+                samples: dict[int, list[dict[str, Any]]], sample_rows_max: int) -> None:
+    """Report pass ``p``'s offenders in proven history, found by earlier audits, with this audit's."""
+    for c in carried:
+        rule = p.rules[c.rule_index]
+        result.counts[c.rule_index] += c.weight
+        result.impacts[c.rule_index] += abs(Decimal(c.impact)) if c.impact is not None else 0
+        out.writerow((rule.rule, layout.table(rule.table), c.id, c.impact, c.detail))
+        _sample(samples.setdefault(c.rule_index, []), sample_rows_max, c.id, c.impact,
+                f"{c.detail} (found by audit {c.found_by})" if c.detail else f"found by audit {c.found_by}")
 
 
 def findings_of(p: inv.Pass, result: PassResult, samples: dict[int, list[dict[str, Any]]],
@@ -185,45 +215,224 @@ def _permission() -> Iterator[None]:
                                  "tables) to the auditing role.") from None
 
 
-def audit(run: Run, conn: psycopg.Connection, url: str, config: Config) -> None:
-    """The "layout", "audit" and "offenders" stages of a ledger audit (see the module docstring)."""
-    layout = config.ledger
+@dataclass(frozen=True)
+class Schedule:
+    """What ``--state``, ``--full`` and ``--verify-history-share`` ask of an audit."""
+
+    state: Path | None = None
+    full: bool = False
+    history_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        assert 0 < self.history_share <= 1
+
+
+IDENTITY_SQL = """
+SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database(),
+       (SELECT coalesce(json_object_agg(c.relname, (
+                SELECT json_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)), '{}')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = ANY(%s))::text
+"""
+SNAPSHOT_SQL = """
+SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, (SELECT count(*) FROM pg_snapshot_xip(s)),
+       (SELECT max({entries_id}) FROM {entries}), (SELECT max({journals_id}) FROM {journals})
+FROM pg_current_snapshot() s
+"""
+
+
+def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Convention) -> dict[str, Any]:
+    """What makes a state file this ledger's: the server, database, tables, their columns, the convention."""
+    tables = [layout.tables[t] for t in st.HISTORY_TABLES]
+    row = conn.execute(IDENTITY_SQL, (layout.schema, tables)).fetchone()
+    assert row is not None
+    columns = json.loads(row[2])
+    return {"system_identifier": row[0], "database": row[1], "schema": layout.schema,
+            "tables": {t: layout.tables[t] for t in st.HISTORY_TABLES},
+            "columns": {t: columns.get(layout.tables[t]) for t in st.HISTORY_TABLES},
+            "convention": convention.describe()}
+
+
+def _check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    differ = [k for k in current if stored.get(k) != current[k]]
+    if differ:
+        what = "; ".join(f"{k}: {stored.get(k)} in the state, {current[k]} here" for k in differ)
+        raise UsageError(f"The state file {path} was written for another ledger ({what}).",
+                         hint="Give each ledger its own --state file. After an intended change to the "
+                              "ledger's tables, move the file away to start a new proven history "
+                              "(it is left as it is).")
+
+
+def settle(state: st.State | None, xmin: int, in_progress: int, seen: dict[str, int]) -> dict[str, int]:
+    """How far history is settled (no transaction can still add a row below): the new watermarks.
+
+    With no transaction in progress in the snapshot, everything it sees.
+    Otherwise what the previous audit saw, once every transaction in progress
+    then has ended; else the previous watermarks. (Rows added later below a
+    watermark, by explicit ids or cached sequence values, are history_tampered.)
+    """
+    previous = state.proven if state else dict.fromkeys(st.HISTORY_TABLES, 0)
+    if in_progress == 0:
+        settled = seen
+    elif state and state.seen_xmax is not None and xmin >= state.seen_xmax:
+        settled = state.seen
+    else:
+        settled = previous
+    return {t: max(previous[t], settled[t]) for t in st.HISTORY_TABLES}
+
+
+def audit(run: Run, conn: psycopg.Connection, url: str, config: Config,
+          schedule: Schedule | None = None) -> None:
+    """The stages of a ledger audit (see the module docstring); with a state file, incremental."""
+    schedule = schedule or Schedule()
     offenders_tmp = run.run_dir / ".offenders.csv.partial"
     try:
         with conninfo.reading(url, config.statement_timeout_s), _permission():
-            with run.stage("layout") as detail:
-                reconciles = check_exists(conn, layout)
-                convention, evidence = detect_convention(conn, layout)
-                detail.update(schema=layout.schema, tables=layout.tables, convention=convention.describe(),
-                              evidence=evidence,
-                              reconcile=[f"{r.schema}.{r.table}.{r.column}" for r in reconciles],
-                              non_negative_account_types=list(layout.non_negative_account_types))
-                run.provenance["ledger_convention"] = convention.describe()
-            filled = inv.names(layout, convention)
-            passes = [(p, filled) for p in inv.PASSES]
-            passes += [(inv.reconcile_pass(r), inv.names(layout, convention, r)) for r in reconciles]
-            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-            assert row is not None
-            snapshot_id = str(row[0])
-            run.provenance["exported_snapshot"] = snapshot_id
-            with run.stage("audit") as detail:
-                results = summarize(passes, url, config, snapshot_id)
-                detail.update(workers=min(config.ledger.workers, len(passes)),
-                              passes=[{"pass": r.name, "rules": [rule.rule for rule in p.rules],
-                                       "duration_s": r.duration_s, **r.totals, "offending": sum(r.counts)}
-                                      for (p, _), r in zip(passes, results, strict=True)])
-            findings: list[Finding] = []
-            with run.stage("offenders") as detail, offenders_tmp.open("w", newline="") as fh:
-                out = csv.writer(fh)
-                out.writerow(OFFENDERS_HEADER)
-                for (p, placeholders), result in zip(passes, results, strict=True):
-                    samples = (stream_offenders(conn, p, placeholders, result, layout, out,
-                                                config.sample_rows_max)
-                               if any(result.counts) else {})
-                    findings += findings_of(p, result, samples, layout)
-                detail["rows"] = sum(sum(r.counts) for r in results)
+            if schedule.state is None:
+                _audit(run, conn, url, config, schedule, offenders_tmp)
+            else:
+                with st.locked(schedule.state):
+                    _audit(run, conn, url, config, schedule, offenders_tmp)
     except BaseException:
         offenders_tmp.unlink(missing_ok=True)  # no half a CSV next to the report
         raise
+
+
+def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedule: Schedule,
+           offenders_tmp: Path) -> None:
+    layout = config.ledger
+    with run.stage("layout") as detail:
+        reconciles = check_exists(conn, layout)
+        convention, evidence = detect_convention(conn, layout)
+        detail.update(schema=layout.schema, tables=layout.tables, convention=convention.describe(),
+                      evidence=evidence, reconcile=[f"{r.schema}.{r.table}.{r.column}" for r in reconciles],
+                      non_negative_account_types=list(layout.non_negative_account_types))
+        run.provenance["ledger_convention"] = convention.describe()
+    filled = inv.names(layout, convention)
+    state, before, mode = None, None, "full"
+    settled = dict.fromkeys(st.HISTORY_TABLES, 0)
+    if schedule.state is not None:
+        with run.stage("state") as detail:
+            before = st.load(schedule.state)
+            current = identity(conn, layout, convention)
+            if before is not None:
+                _check_identity(schedule.state, before.identity, current)
+            if before is None or schedule.full or before.empty:
+                state = st.new(current)
+                state.runs = before.runs if before else []
+            else:
+                state, mode = before, "incremental"
+            xmin, xmax, in_progress, max_entry, max_journal = conn.execute(
+                inv.compose(SNAPSHOT_SQL, filled)).fetchone() or ()
+            seen = {"entries": int(max_entry or 0), "journals": int(max_journal or 0)}
+            settled = settle(before if mode == "incremental" else None, int(xmin), int(in_progress), seen)
+            state.seen, state.seen_xmax = seen, int(xmax)  # saved only if the audit completes
+            detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
+                          seen=seen, settled=settled, transactions_in_progress=int(in_progress),
+                          history_share=schedule.history_share)
+    if mode == "incremental":
+        assert state is not None
+        placeholders = inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial)
+        passes = [(p, placeholders) for p in inv.INC_PASSES]
+    else:
+        passes = [(p, filled) for p in inv.PASSES]
+    passes += [(inv.reconcile_pass(r), inv.names(layout, convention, r)) for r in reconciles]
+    jobs: list[Callable[[psycopg.Connection], Any]] = [
+        functools.partial(_summary, p=p, filled=f) for p, f in passes]
+    rehash: dict[str, list[tuple[int, int]]] = {}
+    if state is not None:
+        for table in st.HISTORY_TABLES:
+            rehash[table] = (history.plan_rehash(state, table, schedule.history_share)
+                             if mode == "incremental" else [])
+            old = state.proven[table] if mode == "incremental" else FULL_FROM
+            jobs.append(functools.partial(history.digest, layout=layout, table=table, salt=state.salt,
+                                          chunks=rehash[table], old=old, new=settled[table]))
+    row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    assert row is not None
+    snapshot_id = str(row[0])
+    run.provenance["exported_snapshot"] = snapshot_id
+    with run.stage("audit") as detail:
+        done = in_parallel(jobs, url, config, snapshot_id)
+        results: list[PassResult] = done[:len(passes)]
+        digests: list[history.Digests] = done[len(passes):]
+        detail.update(workers=min(config.ledger.workers, len(jobs)), mode=mode,
+                      passes=[{"pass": r.name, "rules": [rule.rule for rule in p.rules],
+                               "duration_s": r.duration_s, **r.totals, "offending": sum(r.counts)}
+                              for (p, _), r in zip(passes, results, strict=True)])
+    findings: list[Finding] = []
+    carried: list[st.Carried] = list(state.carried) if state is not None and mode == "incremental" else []
+    new_carried: list[st.Carried] = []
+    tampered: list[history.Tampered] = []
+    with run.stage("offenders") as detail, offenders_tmp.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(OFFENDERS_HEADER)
+        for (p, placeholders), result in zip(passes, results, strict=True):
+            samples: dict[int, list[dict[str, Any]]] = {}
+            if any(result.counts):
+                samples, found = stream_offenders(conn, p, placeholders, result, layout, out,
+                                                  config.sample_rows_max, settled, run.run_id)
+                new_carried += found
+            add_carried(p, result, [c for c in carried if c.pass_name == p.name], layout, out, samples,
+                        config.sample_rows_max)
+            findings += findings_of(p, result, samples, layout)
+        if state is not None:
+            for table, found_digests in zip(st.HISTORY_TABLES, digests, strict=True):
+                tampered += history.compare(state, table, rehash[table], found_digests.rehashed)
+        for t in tampered:
+            out.writerow(("history_tampered", layout.table(t.table), t.id, t.cents_impact, t.detail))
+        findings += _tampered_findings(tampered, layout, config.sample_rows_max)
+        detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered)
     os.replace(offenders_tmp, run.run_dir / "offenders.csv")
     run.findings += [f.as_json() for f in findings]
+    if state is not None and schedule.state is not None:
+        with run.stage("state saved") as detail:
+            _advance(state, run, digests, settled, carried + new_carried, mode, rehash, results, findings)
+            st.save(schedule.state, state)
+            detail.update(path=str(schedule.state), proven=dict(state.proven), carried=len(state.carried),
+                          chunks={t: len(c) for t, c in state.chunks.items()},
+                          rehashed_chunks=sum(b - a + 1 for r in rehash.values() for a, b in r),
+                          tampered=len(tampered))
+        run.provenance["ledger_history"] = state.runs[-TREND_RUNS:]
+
+
+FULL_FROM = -(1 << 63) - 1  # below every bigint: a full audit digests every id
+TREND_RUNS = 60  # audits of the state's history a report carries (for its trend charts)
+KEPT_RUNS = 1000  # audits the state file remembers
+
+
+def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
+                       sample_rows_max: int) -> list[Finding]:
+    found = []
+    for table in st.HISTORY_TABLES:
+        mine = [t for t in tampered if t.table == table]
+        if mine:
+            found.append(Finding(
+                rule="history_tampered", severity="error", table=layout.table(table), count=len(mine),
+                cents_impact=sum(t.cents_impact for t in mine),
+                sample=tuple({"id": t.id, "cents_impact": t.cents_impact, "detail": t.detail}
+                             for t in mine[:sample_rows_max]),
+                message=f"{len(mine):,} change(s) to {layout.table(table)} rows an earlier audit had proven: "
+                        f"history_tampered ({RULES['history_tampered']})",
+                detail={"check": "history digests"}))
+    return found
+
+
+def _advance(state: st.State, run: Run, digests: list[history.Digests], settled: dict[str, int],
+             carried: list[st.Carried], mode: str, rehash: dict[str, list[tuple[int, int]]],
+             results: list[PassResult], findings: list[Finding]) -> None:
+    """The state after this audit: proven history extended to ``settled``, this audit in its history."""
+    for table, found in zip(st.HISTORY_TABLES, digests, strict=True):
+        history.extend(state, table, found, settled[table])
+    state.carried = carried
+    state.proven_at = run.run_id
+    entries = next((r.totals.get("entries", 0) for r in results if r.name == "journals"), 0)
+    state.runs.append({
+        "run_id": run.run_id, "started_at": run.started_at.isoformat(), "mode": mode,
+        "status": "fail" if findings else "pass", "duration_s": round(time.monotonic() - run._t0, 3),
+        "entries": settled["entries"], "proven_entries": state.proven["entries"], "checked_entries": entries,
+        "rehashed_chunks": sum(b - a + 1 for r in rehash.values() for a, b in r),
+        "findings": len(findings), "offending_rows": sum(f.count for f in findings),
+        "cents_impact": str(sum(f.cents_impact for f in findings)),
+        "rules": sorted({f.rule for f in findings})})
+    del state.runs[:-KEPT_RUNS]

@@ -37,7 +37,9 @@ What the passes prove, and what they cost on a ledger of n entries:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from psycopg import sql
 
@@ -53,6 +55,10 @@ class Rule:
     impact: str = "0"  # SQL over x: cents impact (numeric)
     weight: str = "1"  # SQL over x: how many rows of ``table`` the row stands for
     detail: str = "NULL"  # SQL over x: a short text saying what is wrong
+    # For a rule about rows of proven history: (history table, SQL over x: the id that decides whether
+    # the row lies in the proven part). An incremental audit re-checks only rows beyond the watermark,
+    # and reports the offenders found earlier in proven history from the state file.
+    scope: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,37 +69,68 @@ class Pass:
     totals: tuple[tuple[str, str], ...] = ()  # (name, aggregate over x): what the pass read
 
 
-JOURNALS = Pass(
-    "journals",
-    """
-    SELECT g.journal_id, g.n, g.total, g.moved, g.cur_min, g.cur_max,
-           j.{journals_id} AS j_id, j.{journals_currency}::text AS j_currency
+def _fill(template: str, **parts: str) -> str:
+    """``template`` with each ``<<part>>`` replaced: one text for a full and an incremental pass."""
+    filled = re.sub(r"<<(\w+)>>", lambda m: parts[m.group(1)], template)
+    assert "<<" not in filled
+    return filled
+
+
+# Per journal: its entries aggregated. A full audit reads every entry; an
+# incremental one the entries beyond the watermark and those of new journals
+# (an old, proven journal that gained entries is history_tampered).
+_JOURNALS_GROUPED = """
+    SELECT g.journal_id, g.n, g.total, g.moved, g.cur_min, g.cur_max, g.max_entry,
+           j.{journals_id} AS j_id, j.{journals_currency}::text AS j_currency, <<proven>> AS j_proven
     FROM (SELECT {entries_journal} AS journal_id, count(*) AS n, sum({entries_amount}) AS total,
                  sum({entries_amount}) FILTER (WHERE {entries_amount} > 0) AS moved,
                  min({entries_currency}::text COLLATE "C") AS cur_min,
-                 max({entries_currency}::text COLLATE "C") AS cur_max
-          FROM {entries} GROUP BY {entries_journal}) g
-    FULL JOIN {journals} j ON j.{journals_id} = g.journal_id
-    """,
+                 max({entries_currency}::text COLLATE "C") AS cur_max, max({entries_id}) AS max_entry
+          FROM {entries} WHERE <<entries>> GROUP BY {entries_journal}) g
+    <<join>> (SELECT * FROM {journals} WHERE <<journals>>) j ON j.{journals_id} = g.journal_id
+    """
+_NEW_EMPTY_JOURNALS = """
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, j.{journals_id}, j.{journals_currency}::text, false
+    FROM {journals} j WHERE j.{journals_id} > {jw}
+      AND NOT EXISTS (SELECT 1 FROM {entries} e WHERE e.{entries_journal} = j.{journals_id})
+    """
+_JOURNAL_OK = "NOT x.j_proven AND "  # a proven journal's new entries are history_tampered, nothing else
+JOURNALS = Pass(
+    "journals",
+    _fill(_JOURNALS_GROUPED, proven="false", entries="true", join="FULL JOIN", journals="true"),
     (
-        Rule("journal_unbalanced", "journals", "x.j_id IS NOT NULL AND x.n >= 2 AND x.total <> 0",
-             "x.journal_id", impact="x.total", detail="'entries sum to ' || x.total || ' cents'"),
-        Rule("journal_too_few_entries", "journals", "x.j_id IS NOT NULL AND x.n = 1",
-             "x.journal_id", impact="x.total", detail="'one entry of ' || x.total || ' cents'"),
+        Rule("journal_unbalanced", "journals",
+             _JOURNAL_OK + "x.j_id IS NOT NULL AND x.n >= 2 AND x.total <> 0",
+             "x.journal_id", impact="x.total", detail="'entries sum to ' || x.total || ' cents'",
+             scope=("journals", "x.j_id")),
+        Rule("journal_too_few_entries", "journals", _JOURNAL_OK + "x.j_id IS NOT NULL AND x.n = 1",
+             "x.journal_id", impact="x.total", detail="'one entry of ' || x.total || ' cents'",
+             scope=("journals", "x.j_id")),
         Rule("journal_mixed_currency", "journals",
-             "x.j_id IS NOT NULL AND x.n IS NOT NULL "
+             _JOURNAL_OK + "x.j_id IS NOT NULL AND x.n IS NOT NULL "
              "AND (x.cur_min <> x.cur_max OR x.cur_min IS DISTINCT FROM x.j_currency)",
              "x.journal_id",
              detail="'journal in ' || coalesce(x.j_currency, 'NULL') || ', entries in ' || x.cur_min "
-                    "|| CASE WHEN x.cur_min <> x.cur_max THEN '..' || x.cur_max ELSE '' END"),
-        Rule("empty_journal", "journals", "x.n IS NULL", "x.j_id"),
+                    "|| CASE WHEN x.cur_min <> x.cur_max THEN '..' || x.cur_max ELSE '' END",
+             scope=("journals", "x.j_id")),
+        Rule("empty_journal", "journals", "x.n IS NULL", "x.j_id", scope=("journals", "x.j_id")),
         Rule("orphan_entry", "entries", "x.n IS NOT NULL AND x.j_id IS NULL", "x.journal_id",
              impact="coalesce(x.moved, 0)", weight="x.n",
              detail="x.n || ' entries name journal ' || coalesce(x.journal_id::text, 'NULL') "
-                    "|| ', which does not exist'"),
+                    "|| ', which does not exist'", scope=("entries", "x.max_entry")),
+        Rule("history_tampered", "entries", "x.j_proven", "x.journal_id",
+             impact="coalesce(x.moved, 0)", weight="x.n",
+             detail="x.n || ' new entries (up to id ' || x.max_entry || ') added to journal ' "
+                    "|| x.journal_id || ', which an earlier audit proved complete'",
+             scope=("entries", "x.max_entry")),
     ),
     totals=(("entries", "coalesce(sum(x.n), 0)"), ("journals", "count(x.j_id)")),
 )
+INC_JOURNALS = replace(JOURNALS, source=_fill(
+    _JOURNALS_GROUPED, proven="j.{journals_id} <= {jw}",
+    entries="{entries_id} > {w} OR {entries_journal} > {jw}", join="LEFT JOIN", journals="true")
+    + _NEW_EMPTY_JOURNALS)
 
 # Per currency, every entry of the ledger: few groups, so PostgreSQL's own
 # parallel workers can share the scan.
@@ -110,6 +147,15 @@ TRIAL = Pass(
     ),
     totals=(("currencies", "count(*)"),),
 )
+# The entries beyond the watermark, plus the proven entries' sums per
+# currency ({carried}: from the state file).
+INC_TRIAL = replace(TRIAL, source="""
+    SELECT currency, sum(total) AS total
+    FROM (SELECT {entries_currency}::text AS currency, sum({entries_amount})::numeric AS total
+          FROM {entries} WHERE {entries_id} > {w} GROUP BY 1
+          UNION ALL SELECT * FROM {carried}) u
+    GROUP BY 1
+    """)
 
 # Below 2^62 in magnitude, before + direction * amount cannot overflow a
 # bigint; beyond (corrupt values), the same comparison runs in numeric.
@@ -122,25 +168,27 @@ _SAFE = ("x.before BETWEEN -4611686018427387904 AND 4611686018427387903 "
 # the previous after, every after follows from before and amount, the first
 # before is 0) makes that the sum of its amounts, and a break in the chain
 # is reported where it happens.
-CHAIN = Pass(
-    "chain",
-    """
+_CHAIN = """
     SELECT w.*, a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type,
            a.{accounts_balance} AS a_balance
     FROM (SELECT e.{entries_id} AS id, e.{entries_account} AS account_id,
                  e.{entries_type}::text AS entry_type,
                  e.{entries_amount} AS amount, e.{entries_before} AS before, e.{entries_after} AS after,
-                 lag(e.{entries_after}) OVER w AS prev_after,
+                 <<prev_after>> AS prev_after,
                  lead(e.{entries_id}) OVER w IS NULL AS is_last
-          FROM {entries} e
+          FROM {entries} e WHERE <<entries>>
           WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_id})) w
     LEFT JOIN {accounts} a ON a.{accounts_id} = w.account_id
-    """,
+    """
+CHAIN = Pass(
+    "chain",
+    _fill(_CHAIN, prev_after="lag(e.{entries_after}) OVER w", entries="true"),
     (
         Rule("entry_sign_mismatch", "entries",
              "NOT coalesce((x.entry_type = {debit} AND sign(x.amount) = {debit_sign}) "
              "OR (x.entry_type = {credit} AND sign(x.amount) = -{debit_sign}), false)",
-             "x.id", detail="coalesce(x.entry_type, 'NULL') || ' of ' || x.amount || ' cents'"),
+             "x.id", detail="coalesce(x.entry_type, 'NULL') || ' of ' || x.amount || ' cents'",
+             scope=("entries", "x.id")),
         Rule("running_balance_break", "entries",
              "x.before IS DISTINCT FROM coalesce(x.prev_after, 0) OR CASE WHEN " + _SAFE +
              " THEN x.after IS DISTINCT FROM x.before + {direction} * x.amount"
@@ -154,12 +202,14 @@ CHAIN = Pass(
                     "THEN 'before ' || coalesce(x.before::text, 'NULL') || ', previous after ' "
                     "|| coalesce(x.prev_after::text, 'none (0)') "
                     "ELSE 'after ' || coalesce(x.after::text, 'NULL') || ' from before ' || x.before "
-                    "|| ' and amount ' || x.amount END"),
+                    "|| ' and amount ' || x.amount END", scope=("entries", "x.id")),
         Rule("negative_balance", "entries", "x.after < 0 AND x.a_type = ANY({non_negative})",
              "x.id", impact="x.after",
-             detail="x.a_type || ' account ' || x.account_id || ' at ' || x.after || ' cents'"),
+             detail="x.a_type || ' account ' || x.account_id || ' at ' || x.after || ' cents'",
+             scope=("entries", "x.id")),
         Rule("orphan_entry", "entries", "x.a_id IS NULL", "x.id", impact="abs(x.amount::numeric)",
-             detail="'account ' || coalesce(x.account_id::text, 'NULL') || ' does not exist'"),
+             detail="'account ' || coalesce(x.account_id::text, 'NULL') || ' does not exist'",
+             scope=("entries", "x.id")),
         Rule("account_balance_drift", "accounts",
              "x.is_last AND x.a_id IS NOT NULL AND x.a_balance IS DISTINCT FROM x.after",
              "x.a_id", impact="x.a_balance::numeric - x.after",
@@ -168,6 +218,13 @@ CHAIN = Pass(
     ),
     totals=(("accounts_with_entries", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),),
 )
+# The entries beyond the watermark; an account's first of them follows its
+# last proven entry (found through the (account, id) index).
+INC_CHAIN = replace(CHAIN, source=_fill(
+    _CHAIN, entries="e.{entries_id} > {w}",
+    prev_after="CASE WHEN lag(e.{entries_id}) OVER w IS NULL THEN (SELECT p.{entries_after} FROM {entries} p "
+               "WHERE p.{entries_account} = e.{entries_account} AND p.{entries_id} <= {w} "
+               "ORDER BY p.{entries_id} DESC LIMIT 1) ELSE lag(e.{entries_after}) OVER w END"))
 
 # Accounts without a single entry must hold nothing.
 ACCOUNTS = Pass(
@@ -184,14 +241,37 @@ ACCOUNTS = Pass(
     ),
     totals=(("accounts", "count(*)"),),
 )
-
-REVERSALS = Pass(
-    "reversals",
+# Incremental: accounts with entries beyond the watermark are held against
+# their last entry by the chain pass; every other account here, against its
+# last entry (an index probe each) or, without entries, against 0.
+INC_ACCOUNTS = Pass(
+    "accounts",
     """
-    SELECT r.id, r.original, o.{journals_id} AS o_id, s.residual, s.moved,
-           row_number() OVER (PARTITION BY r.original ORDER BY r.id) AS nth
-    FROM (SELECT {journals_id} AS id, {journals_reverses} AS original FROM {journals}
-          WHERE {journals_reverses} IS NOT NULL) r
+    SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, l.id AS last_id, l.after
+    FROM {accounts} a
+    LEFT JOIN LATERAL (SELECT e.{entries_id} AS id, e.{entries_after} AS after FROM {entries} e
+                       WHERE e.{entries_account} = a.{accounts_id}
+                       ORDER BY e.{entries_id} DESC LIMIT 1) l ON true
+    WHERE l.id IS NULL OR l.id <= {w}
+    """,
+    (
+        Rule("account_balance_drift", "accounts",
+             "x.balance IS DISTINCT FROM CASE WHEN x.last_id IS NULL THEN 0 ELSE x.after END",
+             "x.id", impact="coalesce(x.balance::numeric, 0) - coalesce(x.after, 0)",
+             detail="CASE WHEN x.last_id IS NULL THEN 'balance ' || coalesce(x.balance::text, 'NULL') "
+                    "|| ' without a single entry' ELSE 'balance ' || coalesce(x.balance::text, 'NULL') "
+                    "|| ', its last entry says ' || coalesce(x.after::text, 'NULL') END"),
+    ),
+    totals=(("accounts", "count(*)"),),
+)
+
+_REVERSALS = """
+    SELECT r.id, r.original, o.{journals_id} AS o_id, s.residual, s.moved, r.nth
+    FROM (SELECT * FROM (SELECT {journals_id} AS id, {journals_reverses} AS original,
+                                row_number() OVER (PARTITION BY {journals_reverses}
+                                                   ORDER BY {journals_id}) AS nth
+                         FROM {journals} WHERE {journals_reverses} IS NOT NULL<<originals>>) every
+          WHERE <<reversals>>) r
     LEFT JOIN {journals} o ON o.{journals_id} = r.original
     LEFT JOIN LATERAL (
       SELECT coalesce(sum(abs(per_account.total)), 0) AS residual,
@@ -201,7 +281,10 @@ REVERSALS = Pass(
                                                    AND e.{entries_amount} > 0) AS moved
             FROM {entries} e WHERE e.{entries_journal} IN (r.id, r.original)
             GROUP BY e.{entries_account}) per_account) s ON true
-    """,
+    """
+REVERSALS = Pass(
+    "reversals",
+    _fill(_REVERSALS, originals="", reversals="true"),
     (
         Rule("reversal_mismatch", "journals",
              "x.o_id IS NULL OR x.residual <> 0 OR x.nth > 1", "x.id",
@@ -211,10 +294,14 @@ REVERSALS = Pass(
                     "WHEN x.nth > 1 THEN 'reverses journal ' || x.original || ' again (reversal #' "
                     "|| x.nth || ')' "
                     "ELSE 'does not negate journal ' || x.original || ': off by ' || x.residual "
-                    "|| ' cents over its accounts' END"),
+                    "|| ' cents over its accounts' END", scope=("journals", "x.id")),
     ),
     totals=(("reversals", "count(*)"),),
 )
+# New reversals, counted among every reversal of the same original.
+INC_REVERSALS = replace(REVERSALS, source=_fill(
+    _REVERSALS, originals=" AND {journals_reverses} IN (SELECT {journals_reverses} FROM {journals} "
+                          "WHERE {journals_id} > {jw})", reversals="id > {jw}"))
 
 SNAPSHOTS = Pass(
     "snapshots",
@@ -259,9 +346,7 @@ PENDING = Pass(
 # Journals sharing an idempotency key: the first posted stands, every later
 # one is a second posting (same content: a double charge; other content: a
 # key reused for something else).
-IDEMPOTENCY = Pass(
-    "idempotency",
-    """
+_IDEMPOTENCY = """SELECT * FROM (
     SELECT d.id, d.key, d.content, d.moved,
            row_number() OVER k AS nth, first_value(d.content) OVER k AS first_content,
            first_value(d.id) OVER k AS first_id
@@ -276,16 +361,23 @@ IDEMPOTENCY = Pass(
           WHERE j.{journals_idempotency_key} IN (
             SELECT {journals_idempotency_key} FROM {journals}
             WHERE {journals_idempotency_key} IS NOT NULL
-            GROUP BY 1 HAVING count(*) > 1)) d
-    WINDOW k AS (PARTITION BY d.key ORDER BY d.id)
-    """,
+            <<keys>> GROUP BY 1 HAVING count(*) > 1)) d
+    WINDOW k AS (PARTITION BY d.key ORDER BY d.id)) every WHERE <<journals>>
+    """
+IDEMPOTENCY = Pass(
+    "idempotency",
+    _fill(_IDEMPOTENCY, keys="", journals="true"),
     (
         Rule("idempotency_conflict", "journals", "x.nth > 1", "x.id", impact="coalesce(x.moved, 0)",
              detail="'key ' || x.key || ' already used by journal ' || x.first_id || CASE "
                     "WHEN x.content = x.first_content THEN ' for the same lines (posted twice)' "
-                    "ELSE ' for other lines' END"),
+                    "ELSE ' for other lines' END", scope=("journals", "x.id")),
     ),
 )
+# Keys of new journals, against every journal that used them.
+INC_IDEMPOTENCY = replace(IDEMPOTENCY, source=_fill(
+    _IDEMPOTENCY, keys="AND {journals_idempotency_key} IN (SELECT {journals_idempotency_key} FROM {journals} "
+                       "WHERE {journals_id} > {jw})", journals="id > {jw}"))
 
 
 def reconcile_pass(r: Reconcile) -> Pass:
@@ -309,6 +401,10 @@ def reconcile_pass(r: Reconcile) -> Pass:
 
 
 PASSES = (CHAIN, JOURNALS, TRIAL, ACCOUNTS, REVERSALS, SNAPSHOTS, PENDING, IDEMPOTENCY)
+# An incremental audit: the same passes (same names and rules, in the same
+# order), each reading what is new beyond the watermarks {w} (entries) and {jw} (journals).
+INC_PASSES = (INC_CHAIN, INC_JOURNALS, INC_TRIAL, INC_ACCOUNTS, INC_REVERSALS, SNAPSHOTS, PENDING,
+              INC_IDEMPOTENCY)
 
 
 @dataclass(frozen=True)
@@ -348,6 +444,17 @@ def names(layout: Layout, convention: Convention, reconcile: Reconcile | None = 
     return filled
 
 
+def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
+                trial: dict[str | None, Decimal]) -> dict[str, sql.Composable]:
+    """``filled`` plus the watermarks and the proven entries' trial balance, for ``INC_PASSES``."""
+    rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
+            for c, t in trial.items()]
+    carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
+               else sql.SQL("(SELECT NULL::text, NULL::numeric WHERE false) c(currency, total)"))
+    return {**filled, "w": sql.Literal(proven_entries), "jw": sql.Literal(proven_journals),
+            "carried": carried}
+
+
 def compose(text: str, filled: dict[str, sql.Composable]) -> sql.Composed:
     # Constant SQL text of this module; every name in it is a placeholder.
     return sql.SQL(text).format(**filled)  # noqa: S608
@@ -371,14 +478,14 @@ def summary_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
 
 
 def offenders_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
-    """Every (row, rule) of ``x`` that breaks a rule: rule, id, impact, weight, detail."""
+    """Every (row, rule) of ``x`` that breaks a rule: rule, id, impact, weight, detail, scope key."""
     values = ", ".join(
         f"({i}, coalesce({r.when}, false), ({r.id})::text, ({r.impact})::numeric, ({r.weight})::bigint, "
-        f"({r.detail})::text)" for i, r in enumerate(p.rules))
+        f"({r.detail})::text, ({r.scope[1] if r.scope else 'NULL'})::bigint)" for i, r in enumerate(p.rules))
     any_rule = " OR ".join(f"coalesce({r.when}, false)" for r in p.rules)
     return compose(
-        f"SELECT v.rule, v.id, v.impact, v.weight, v.detail FROM ({p.source}) x "  # noqa: S608
-        f"CROSS JOIN LATERAL (VALUES {values}) v(rule, hit, id, impact, weight, detail) "
+        f"SELECT v.rule, v.id, v.impact, v.weight, v.detail, v.scope FROM ({p.source}) x "  # noqa: S608
+        f"CROSS JOIN LATERAL (VALUES {values}) v(rule, hit, id, impact, weight, detail, scope) "
         f"WHERE ({any_rule}) AND v.hit", filled)
 
 

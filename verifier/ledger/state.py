@@ -1,0 +1,214 @@
+"""The state file of scheduled ledger audits (``verify-ledger --state FILE``): what earlier audits proved.
+
+A SQLite file, read whole at the start of an audit and written whole, as a
+new file renamed over the old one, only after the audit has finished: a
+killed or failed audit leaves the previous state as it was, never half of
+a new one. An exclusive lock on ``FILE.lock`` keeps two audits from using
+one state file at once (the second stops with exit 2).
+
+It holds no secrets and no connection details: the ledger's identity
+(server system identifier, database, schema, tables and the entries' and
+journals' columns), the random salt of the history digests, per table the
+watermark up to which rows are proven and the digests of that history in
+chunks of ids, the trial balance of the proven entries, the offending rows
+found in proven history (reported again by every audit), where the
+rotating re-hash stopped, and one line per audit for the trend charts.
+
+A file that is not such a state, or that was written for another ledger,
+is an error (exit 2) and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from verifier.errors import UsageError
+
+FORMAT = "verifier-ledger-state"
+VERSION = 1
+HISTORY_TABLES = ("entries", "journals")  # the logical tables whose rows, once proven, never change
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, upto INTEGER NOT NULL, n INTEGER NOT NULL,
+                     s0 INTEGER NOT NULL, s1 INTEGER NOT NULL, amount TEXT NOT NULL,
+                     PRIMARY KEY (tbl, chunk));
+CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
+CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT, impact TEXT,
+                        weight INTEGER NOT NULL, detail TEXT, found_by TEXT NOT NULL);
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT NOT NULL,
+                   status TEXT NOT NULL, duration_s REAL NOT NULL, entries INTEGER NOT NULL,
+                   proven_entries INTEGER NOT NULL, checked_entries INTEGER NOT NULL,
+                   rehashed_chunks INTEGER NOT NULL, findings INTEGER NOT NULL,
+                   offending_rows INTEGER NOT NULL, cents_impact TEXT NOT NULL, rules TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Chunk:
+    """The digest of one chunk of proven rows: ids ``[chunk << CHUNK_BITS, upto]``.
+
+    ``n`` rows; ``s0`` and ``s1`` the sums, modulo the prime ``history.P``, of
+    each row's hash and of its id times its hash; ``amount`` the sum of the
+    entries' amounts (0 for journals). All four add up over sub-ranges.
+    """
+
+    upto: int
+    n: int
+    s0: int
+    s1: int
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Carried:
+    """An offending row in proven history, found by an earlier audit and reported by every later one."""
+
+    pass_name: str
+    rule_index: int
+    id: str | None
+    impact: str | None
+    weight: int
+    detail: str | None
+    found_by: str  # the run id of the audit that found it
+
+
+@dataclass
+class State:
+    identity: dict[str, Any]
+    salt: str
+    proven: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
+    seen: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
+    seen_xmax: int | None = None  # the snapshot's xmax when ``seen`` was read
+    chunks: dict[str, dict[int, Chunk]] = field(default_factory=lambda: {t: {} for t in HISTORY_TABLES})
+    trial: dict[str | None, Decimal] = field(default_factory=dict)
+    carried: list[Carried] = field(default_factory=list)
+    rotation: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    proven_at: str | None = None  # the run id of the audit that last extended the proven history
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.proven.values()) and not self.chunks["entries"]
+
+
+def new(identity: dict[str, Any]) -> State:
+    return State(identity=identity, salt=secrets.token_hex(16))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the state file's lock (``path.lock``) for one audit; another holder: ``UsageError``."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise UsageError(f"Cannot use the state file {path}: {exc.strerror} ({lock_path}).") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"The state file {path} is in use by another ledger audit.",
+                             hint="Two audits must not share a state file; wait for the other one "
+                                  "or give this one its own --state.") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def load(path: Path) -> State | None:
+    """The state in ``path`` (None if there is no such file); ``UsageError`` if it is not one."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise UsageError(f"The state file {path} is not a file.")
+    try:
+        # Read only: a file that is not ours is never modified, not even by SQLite.
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _read(db)
+        finally:
+            db.close()
+    except (sqlite3.DatabaseError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"The state file {path} is not a ledger audit state, or is damaged ({exc}).",
+                         hint="Give --state a file of its own; to start a new proven history, move this "
+                              "file away (it is left as it is).") from None
+
+
+def _read(db: sqlite3.Connection) -> State:
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    if int(meta["version"]) != VERSION:
+        raise ValueError(f"version {meta['version']} (this verifier reads version {VERSION})")
+    state = State(identity=json.loads(meta["identity"]), salt=str(meta["salt"]),
+                  proven=json.loads(meta["proven"]), seen=json.loads(meta["seen"]),
+                  seen_xmax=json.loads(meta["seen_xmax"]), rotation=json.loads(meta["rotation"]),
+                  proven_at=json.loads(meta["proven_at"]))
+    if set(state.proven) != set(HISTORY_TABLES) or set(state.seen) != set(HISTORY_TABLES):
+        raise ValueError("watermarks of unknown tables")
+    for tbl, chunk, upto, n, s0, s1, amount in db.execute(
+            "SELECT tbl, chunk, upto, n, s0, s1, amount FROM chunks ORDER BY tbl, chunk"):
+        state.chunks[tbl][int(chunk)] = Chunk(int(upto), int(n), int(s0), int(s1), Decimal(amount))
+    state.trial = {currency: Decimal(total)
+                   for currency, total in db.execute("SELECT currency, total FROM trial")}
+    state.carried = [Carried(*row) for row in db.execute(
+        "SELECT pass, rule_index, id, impact, weight, detail, found_by FROM offenders ORDER BY rowid")]
+    columns = [d[0] for d in db.execute("SELECT * FROM runs LIMIT 0").description]
+    state.runs = [dict(zip(columns, row, strict=True)) for row in
+                  db.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
+    for run in state.runs:
+        run["rules"] = json.loads(run["rules"])
+    return state
+
+
+def save(path: Path, state: State) -> None:
+    """Write ``state`` to ``path`` atomically: a new file, synced, then renamed over the old one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        db = sqlite3.connect(tmp)
+        try:
+            db.executescript(SCHEMA)
+            meta = {"format": FORMAT, "version": str(VERSION), "identity": json.dumps(state.identity),
+                    "salt": state.salt, "proven": json.dumps(state.proven), "seen": json.dumps(state.seen),
+                    "seen_xmax": json.dumps(state.seen_xmax), "rotation": json.dumps(state.rotation),
+                    "proven_at": json.dumps(state.proven_at)}
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           ((tbl, k, c.upto, c.n, c.s0, c.s1, str(c.amount))
+                            for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
+            db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
+            db.executemany("INSERT INTO offenders VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           ((c.pass_name, c.rule_index, c.id, c.impact, c.weight, c.detail, c.found_by)
+                            for c in state.carried))
+            db.executemany(
+                "INSERT INTO runs VALUES (:run_id, :started_at, :mode, :status, :duration_s, :entries, "
+                ":proven_entries, :checked_entries, :rehashed_chunks, :findings, :offending_rows, "
+                ":cents_impact, :rules)", ({**r, "rules": json.dumps(r["rules"])} for r in state.runs))
+            db.commit()
+        finally:
+            db.close()
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the state file {path}: {exc.strerror or exc}.",
+                         hint="The previous state is unchanged.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
