@@ -13,6 +13,7 @@ builds a demo ledger with planted defects on the embedded server and audits it.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from verifier.source import generate, ledger
 from verifier.target import open_snapshot, probe
 
 LEDGER_PLANTED_NAME = "planted.json"
+LEDGER_STATE_NAME = "ledger.state"
 
 
 @contextlib.contextmanager
@@ -88,11 +90,19 @@ def ledger_demo(*, report_dir: Path, entries: int = ledger.DEFAULT_ENTRIES, seed
                 built = ledger.build(db.dsn, entries, seed)
                 detail.update(seed=seed, entries=built.entries, journals=built.journals,
                               accounts=built.accounts, build_s=built.duration_s)
+            # A first audit proves the clean ledger into a state file; the audit
+            # after planting (one change to proven history among the plants) reads it.
+            schedule = audit.Schedule(run.run_dir / LEDGER_STATE_NAME)
+            with run.stage("prove") as detail, tempfile.TemporaryDirectory() as scratch_reports:
+                first = new_run("verify-ledger --db", Path(scratch_reports))
+                _audit(first, db.dsn, config, schedule)
+                assert not first.findings, first.findings  # a freshly built ledger is clean
+                detail.update(state=LEDGER_STATE_NAME)
             with run.stage("plant") as detail:
-                planted = ledger.plant(db.dsn)
+                planted = [*ledger.plant(db.dsn), ledger.tamper(db.dsn)]
                 ledger.write_manifest(planted, run.run_dir / LEDGER_PLANTED_NAME)
                 detail.update(planted=len(planted), manifest=LEDGER_PLANTED_NAME,
                               rules=sorted({p.rule for p in planted}))
-            _audit(run, db.dsn, config)
+            _audit(run, db.dsn, config, schedule)
         run.end("fail" if run.failing(strict=strict) else "pass")
     return run

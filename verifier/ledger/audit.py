@@ -1,18 +1,25 @@
 """Run the ledger's invariants over one snapshot and turn their results into findings.
 
-``audit(run, conn, url, config)`` reads, on ``conn`` (a REPEATABLE READ,
-READ ONLY transaction the caller opened):
+``audit(run, conn, url, config, schedule)`` reads, on ``conn`` (a REPEATABLE
+READ, READ ONLY transaction the caller opened):
 
 1. the layout: every configured table and column exists (else
    ``UsageError`` naming it), and which legacy balance columns exist to
    reconcile;
 2. the sign convention, configured or detected from the entries;
-3. every pass's summary (``invariants.summary_query``), in parallel on up
+3. with a state file (``Schedule.state``, see ``verifier.ledger.state``):
+   what earlier audits proved, and how far history is settled now;
+4. every pass's summary (``invariants.summary_query``), in parallel on up
    to ``workers`` connections that import ``conn``'s exported snapshot, so
-   every pass sees exactly the same ledger;
-4. for passes that found something, their offending rows, streamed on
+   every pass sees exactly the same ledger; with a state, the incremental
+   passes (only what lies beyond the proven watermarks) and the digests of
+   proven history (``verifier.ledger.history``) share those connections;
+5. for passes that found something, their offending rows, streamed on
    ``conn`` (the same snapshot) to offenders.csv, with bounded samples;
-   the streamed counts must equal the summaries' (else a bug: assertion).
+   the streamed counts must equal the summaries' (else a bug); offenders
+   in proven history found by earlier audits are reported again from the
+   state, and changed proven rows are ``history_tampered``;
+6. the new state, written atomically only once all of the above is done.
 
 It writes offenders.csv (complete, or not at all) into the run folder and
 adds findings to ``run``; it never writes to the database.
@@ -45,6 +52,7 @@ from verifier.ledger import history
 from verifier.ledger import invariants as inv
 from verifier.ledger import state as st
 from verifier.ledger.layout import BALANCE_RULES, POSITIVE_IS, Layout, check_exists
+from verifier.report.junit import HISTORY_CHECK
 from verifier.run import Run
 from verifier.target import open_snapshot
 
@@ -414,7 +422,7 @@ def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
                              for t in mine[:sample_rows_max]),
                 message=f"{len(mine):,} change(s) to {layout.table(table)} rows an earlier audit had proven: "
                         f"history_tampered ({RULES['history_tampered']})",
-                detail={"check": "history digests"}))
+                detail={"check": HISTORY_CHECK}))
     return found
 
 

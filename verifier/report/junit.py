@@ -9,7 +9,8 @@ One test suite per run. Test cases, each named after what it proves:
   constraint, rows kept), classed by the table, failed by the error
   findings of that table and column; warnings go to the case's output;
 - one per pass of a ledger audit (``ledger`` class), named with the rules
-  it proves, failed by that pass's findings;
+  it proves, failed by that pass's findings, and with a state file one for
+  the re-hash of proven history, failed by ``history_tampered``;
 - findings that belong to none of these (``unpaired_column`` and the float
   source warning) go to the suite's output;
 - a run that ended in error (could not verify) is one case with an
@@ -24,6 +25,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 MIGRATION_RULES = ("migration_failed", "not_idempotent", "down_mismatch", "down_missing")
+
+
+HISTORY_CHECK = "history digests"  # the ledger audit's check of proven history (verifier.ledger.audit)
 
 
 def _case(suite: ET.Element, classname: str, name: str, seconds: float = 0.0) -> ET.Element:
@@ -76,6 +80,11 @@ def render_junit(data: dict[str, Any]) -> str:
         placed |= {id(f) for f in mine}
         name = f"{step['pass']}: {', '.join(step['rules'])}"
         _judge(_case(suite, "ledger", name, step["duration_s"]), mine)
+    if "state saved" in stages:  # a scheduled audit re-hashed its proven history
+        mine = [f for f in findings if id(f) not in placed
+                and f.get("detail", {}).get("check") == HISTORY_CHECK]
+        placed |= {id(f) for f in mine}
+        _judge(_case(suite, "ledger", f"{HISTORY_CHECK}: history_tampered"), mine)
     rest = [f for f in findings if id(f) not in placed]
     if rest:
         case = _case(suite, "run", "other findings")

@@ -169,6 +169,15 @@ def plant(dsn: str) -> list[LedgerPlanted]:
     return b.planted
 
 
+def tamper(dsn: str) -> LedgerPlanted:
+    """Backdate one entry an earlier audit proved, keeping every arithmetic invariant: history_tampered."""
+    with conninfo.connect(dsn, what="demo database") as conn, conn.transaction():
+        row = conn.execute("UPDATE entries SET created_at = created_at - interval '30 days' "
+                           "WHERE id = (SELECT min(id) + 1000 FROM entries) RETURNING id").fetchone()
+    assert row is not None
+    return LedgerPlanted("history_tampered", "public.entries", str(row[0]))
+
+
 def _plant_all(b: _Book, conn: psycopg.Connection) -> int:
     """Post every planted defect; return the account whose balance is to drift after settling."""
     a, c = b.account(), b.account()

@@ -1,0 +1,292 @@
+"""Scheduled ledger audits (verify-ledger --state): incremental, tamper-evident, never half-written.
+
+Against a real server, as a role that may only SELECT: an incremental audit
+reports exactly what a full audit of the same ledger reports (new defects
+and those found earlier in proven history); a change to a proven entry or
+journal that keeps every arithmetic invariant true is history_tampered,
+named by its id, until --full starts a new history; a rotating share of the
+history finds it within its rotation; audits under concurrent postings
+raise no false alarm; a corrupt, foreign or busy state file, a timeout and
+a killed connection end with exit 2 and leave the state file as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from verifier import conninfo
+from verifier.ledger import history
+from verifier.source import ledger
+
+from .conftest import BIN_DIR, copy_db, reader_role, run_cli, run_summary
+
+
+@pytest.fixture(scope="module")
+def clean_ledger(make_module_db) -> str:  # type: ignore[no-untyped-def]
+    dsn = str(make_module_db())
+    ledger.build(dsn, entries=20_000, seed=5)
+    return dsn
+
+
+@pytest.fixture
+def ledger_copy(clean_ledger: str, make_db: Any) -> str:
+    return copy_db(make_db, clean_ledger)
+
+
+class Auditor:
+    """Runs verify-ledger on one database with one state file, each run in its own report folder."""
+
+    def __init__(self, dsn: str, tmp_path: Path) -> None:
+        self.dsn, self.tmp_path, self.runs = dsn, tmp_path, 0
+        self.state = tmp_path / "ledger.state"
+
+    def __call__(self, *extra: str, state: bool = True, dsn: str | None = None
+                 ) -> tuple[int, dict[str, Any], str, dict[tuple[str, str], set[str]]]:
+        self.runs += 1
+        report_dir = self.tmp_path / f"run{self.runs}"
+        args = ["--state", str(self.state)] if state else []
+        result = run_cli("verify-ledger", "--db", dsn or self.dsn, "--report-dir", str(report_dir),
+                         *args, *extra)
+        assert "Traceback" not in result.stderr
+        data = run_summary(report_dir)
+        found: dict[tuple[str, str], set[str]] = {}
+        offenders = next(report_dir.iterdir()) / "offenders.csv"
+        if offenders.exists():
+            with offenders.open() as fh:
+                for row in csv.DictReader(fh):
+                    found.setdefault((row["rule"], row["table"]), set()).add(row["id"])
+        return result.code, data, result.stderr, found
+
+
+def _stage(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in data["stages"] if s["name"] == name)
+
+
+def _checked_entries(data: dict[str, Any]) -> int:
+    return int(next(p for p in _stage(data, "audit")["passes"] if p["pass"] == "journals")["entries"])
+
+
+def _counts(data: dict[str, Any]) -> dict[tuple[str, str], tuple[int, int]]:
+    totals: dict[tuple[str, str], tuple[int, int]] = {}
+    for f in data["findings"]:
+        count, impact = totals.get((f["rule"], f["table"]), (0, 0))
+        totals[f["rule"], f["table"]] = (count + f["count"], impact + f["cents_impact"])
+    return totals
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_incremental_audit_reports_what_a_full_audit_reports(ledger_copy: str, tmp_path: Path) -> None:
+    with reader_role(ledger_copy) as reader:
+        audit = Auditor(reader, tmp_path)
+        code, data, stderr, _ = audit()
+        assert code == 0, (stderr, data["findings"])
+        assert _stage(data, "state")["mode"] == "full" and _checked_entries(data) > 19_000
+        planted = ledger.plant(ledger_copy)  # new defects of every rule, beyond the watermark
+
+        full_code, full, _, full_found = audit(state=False)
+        assert full_code == 1
+        for round_ in ("new defects", "defects now in proven history"):
+            code, data, stderr, found = audit()
+            assert code == 1, (round_, stderr)
+            assert _stage(data, "state")["mode"] == "incremental"
+            assert found == full_found, round_
+            assert _counts(data) == _counts(full), round_
+        # The second incremental audit read no entry again: the defects came from the state.
+        assert _checked_entries(data) == 0
+        assert {p.rule for p in planted} <= {rule for rule, _ in found}
+
+
+def test_new_entries_are_checked_and_nothing_else(ledger_copy: str, tmp_path: Path) -> None:
+    audit = Auditor(ledger_copy, tmp_path)
+    code, data, _, _ = audit()
+    assert code == 0
+    proven = _stage(data, "state saved")["proven"]["entries"]
+    posted = [0]
+    stop = threading.Event()
+    thread = threading.Thread(target=ledger.post_load, args=(ledger_copy, stop.is_set, 0, posted))
+    thread.start()
+    time.sleep(0.5)
+    stop.set()
+    thread.join()
+    assert posted[0] > 0
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")  # ledger_post leaves the legacy balances alone
+    code, data, stderr, _ = audit("--config", str(config))
+    assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(ledger_copy) as conn:
+        new = conn.execute("SELECT count(*) FROM entries WHERE id > %s", (proven,)).fetchone()
+    assert new and new[0] > 0 and _checked_entries(data) == new[0], "only the new entries were read"
+
+
+def test_a_change_that_keeps_every_invariant_is_history_tampered(ledger_copy: str, tmp_path: Path) -> None:
+    audit = Auditor(ledger_copy, tmp_path)
+    assert audit()[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET created_at = created_at - interval '1 day' WHERE id = 4242")
+        conn.execute("UPDATE journals SET description = 'edited' WHERE id = 1500")
+        # Two changes in one chunk of ids: found, named by the chunk's range.
+        conn.execute("UPDATE entries SET created_at = now() WHERE id IN (10240, 10250)")
+    code, data, _, _ = audit(state=False)
+    assert code == 0, "the arithmetic invariants still hold: only the history can tell"
+    for _ in range(2):  # reported until someone starts a new history
+        code, data, stderr, found = audit()
+        assert code == 1, stderr
+        assert found == {("history_tampered", "public.entries"): {"4242", "10240..11263"},
+                         ("history_tampered", "public.journals"): {"1500"}}
+    code, data, stderr, found = audit("--full")
+    assert code == 0 and found == {}, (stderr, data["findings"])
+    assert audit()[0] == 0
+    # The state keeps every audit for the trend charts.
+    modes = [h["mode"] for h in data["provenance"]["ledger_history"]]
+    assert modes == ["full", "incremental", "incremental", "full"]
+
+
+def test_deleted_and_inserted_entries_are_named(ledger_copy: str, tmp_path: Path) -> None:
+    columns = sql.SQL("id, journal_id, account_id, entry_type, amount_cents, currency, "
+                      "balance_before_cents, balance_after_cents, created_at")
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the ledger's own triggers
+        saved = conn.execute(sql.SQL("DELETE FROM entries WHERE id = 9000 RETURNING {}").format(columns)
+                             ).fetchone()
+    audit = Auditor(ledger_copy, tmp_path)
+    assert audit()[0] == 1  # the gap breaks a chain: that finding is part of the proven history now
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        deleted = conn.execute("DELETE FROM entries WHERE id = 777 RETURNING amount_cents").fetchone()
+        conn.execute(sql.SQL("INSERT INTO entries ({}) VALUES ({})").format(
+            columns, sql.SQL(", ").join([sql.Placeholder()] * 9)), saved)
+    assert saved and deleted
+    code, data, stderr, found = audit()
+    assert code == 1, stderr
+    assert found[("history_tampered", "public.entries")] == {"777", "9000"}
+    samples = {s["id"]: s for f in data["findings"] if f["rule"] == "history_tampered" for s in f["sample"]}
+    assert samples["777"]["detail"].startswith("deleted")
+    assert samples["777"]["cents_impact"] == abs(deleted[0])
+    assert samples["9000"]["detail"].startswith("inserted")
+    assert samples["9000"]["cents_impact"] == abs(saved[4])
+
+
+def test_a_rotating_share_of_history_finds_a_change_within_its_rotation(ledger_copy: str,
+                                                                      tmp_path: Path) -> None:
+    audit = Auditor(ledger_copy, tmp_path)
+    assert audit()[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET created_at = created_at + interval '1 hour' WHERE id = 19000")
+    rehashed, found_at = [], None
+    for i in range(4):
+        code, data, _, found = audit("--verify-history-share", "0.25")
+        rehashed.append(_stage(data, "state saved")["rehashed_chunks"])
+        if code == 1:
+            assert found == {("history_tampered", "public.entries"): {"19000"}}
+            found_at = i
+            break
+        assert code == 0
+    assert found_at is not None, "a quarter per audit covers all history in four audits"
+    chunks = 20_000 // (1 << history.CHUNK_BITS) + 1 + 7  # entries' and journals' chunks
+    assert all(r <= chunks // 4 + 2 for r in rehashed), rehashed
+
+
+def test_audits_under_concurrent_postings_raise_no_false_alarm(ledger_copy: str, tmp_path: Path) -> None:
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    audit = Auditor(ledger_copy, tmp_path)
+    stop = threading.Event()
+    posted = [0, 0, 0, 0]
+    writers = [threading.Thread(target=ledger.post_load, args=(ledger_copy, stop.is_set, w, posted))
+               for w in range(4)]
+    for w in writers:
+        w.start()
+    proven = []
+    try:
+        time.sleep(0.3)
+        for _ in range(4):
+            code, data, stderr, found = audit("--config", str(config))
+            assert code == 0, (stderr, found)
+            proven.append(_stage(data, "state saved")["proven"]["entries"])
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    code, data, stderr, found = audit("--config", str(config))
+    assert code == 0, (stderr, found)
+    assert proven == sorted(proven) and proven[-1] > 20_000, proven
+
+
+def test_corrupt_foreign_and_busy_state_files_are_left_as_they_are(
+        clean_ledger: str, ledger_copy: str, tmp_path: Path) -> None:
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.state.write_bytes(b"not a state file\x00" * 64)
+    before = _sha(audit.state)
+    code, data, stderr, _ = audit()
+    assert code == 2 and data["status"] == "error"
+    assert f"The state file {audit.state} is not a ledger audit state" in stderr
+    assert _sha(audit.state) == before
+
+    audit.state.unlink()
+    assert audit(dsn=clean_ledger)[0] == 0  # the state of another database
+    before = _sha(audit.state)
+    code, _, stderr, _ = audit()
+    assert code == 2 and "was written for another ledger (database:" in stderr
+    code, _, stderr, _ = audit("--full")
+    assert code == 2 and "was written for another ledger" in stderr
+    assert _sha(audit.state) == before
+
+    with audit.state.with_name(audit.state.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code, _, stderr, _ = audit(dsn=clean_ledger)
+    assert code == 2 and "is in use by another ledger audit" in stderr
+    assert _sha(audit.state) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy: str,
+                                                                     tmp_path: Path) -> None:
+    audit = Auditor(ledger_copy, tmp_path)
+    assert audit()[0] == 0
+    before = _sha(audit.state)
+    config = tmp_path / "verifier.toml"
+    config.write_text("statement_timeout_s = 0.001\n")
+    code, data, stderr, _ = audit("--config", str(config))
+    assert code == 2 and "statement_timeout" in stderr
+    assert _sha(audit.state) == before
+
+    # An audit stuck behind a lock, whose connections are then terminated.
+    config.write_text("lock_timeout_s = 60\n")
+    with psycopg.connect(ledger_copy) as locker:
+        locker.execute("LOCK TABLE pending_transactions IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen([str(BIN_DIR / "verify-ledger"), "--db", ledger_copy,
+                                 "--state", str(audit.state), "--config", str(config),
+                                 "--report-dir", str(tmp_path / "killed")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with psycopg.connect(ledger_copy, autocommit=True) as admin:
+            for _ in range(600):
+                waiting = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    "AND wait_event_type = 'Lock'", (conninfo.APPLICATION_NAME,)).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the audit never waited on the lock")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = %s", (conninfo.APPLICATION_NAME,))
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert "Traceback" not in stderr and "connection" in stderr.lower()
+    assert run_summary(tmp_path / "killed")["status"] == "error"
+    assert _sha(audit.state) == before
+    assert audit()[0] == 0  # and the next audit carries on from it
