@@ -13,6 +13,12 @@ another. Each round runs, interleaved:
 - audit: ``verify-ledger --db`` as a subprocess, whole command, minus the
   same command on the small ledger (its fixed cost: start-up, catalog, report).
 
+Then the scheduled audit: ``--state --full`` (the full audit plus the
+digests of all history), 1% more entries posted through ``ledger_post``,
+and per round, from a copy of that state, the incremental audit re-hashing
+all proven history, and one re-hashing a tenth of it
+(``--verify-history-share 0.1``).
+
 Also: peak resident memory of verify-ledger on both, and how many postings
 four writers (``ledger_post``) complete per second alone and while audits run
 back to back, on a copy of the small ledger's accounts in the big one.
@@ -21,6 +27,7 @@ back to back, on a copy of the small ledger's accounts in the big one.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -41,11 +48,48 @@ WRITERS = 4
 WINDOW_S = 5.0
 
 
-def run_audit(url: str, report_dir: Path, config: Path) -> tuple[float, int]:
+def run_audit(url: str, report_dir: Path, config: Path, *extra: str) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one ``verify-ledger --db`` subprocess (which must pass)."""
     wall, peak, _ = run_measured([VERIFY_LEDGER, "--db", url, "--report-dir", str(report_dir),
-                                  "--config", str(config)])
+                                  "--config", str(config), *extra])
     return wall, peak
+
+
+def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[float]]:
+    """Full audit with a state, then incremental audits after 1% new entries (see the module docstring)."""
+    state = tmp / "ledger.state"
+    times: dict[str, list[float]] = {"full+state": [], "incremental": [], "incremental 0.1": []}
+    times["full+state"].append(run_audit(dsn, tmp, config, "--state", str(state), "--full")[0])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM entries").fetchone()
+        target = int(row[0]) // 100 if row else 0
+        start = row[0] if row else 0
+
+        def enough() -> bool:
+            now = conn.execute("SELECT count(*) FROM entries").fetchone()
+            return bool(now) and int(now[0]) - int(start) >= target
+
+        stop = threading.Event()
+        counts = [0] * WRITERS
+        threads = [threading.Thread(target=ledger.post_load, args=(dsn, stop.is_set, w, counts))
+                   for w in range(WRITERS)]
+        for t in threads:
+            t.start()
+        while not enough():
+            time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        conn.execute("VACUUM ANALYZE entries")
+        added = conn.execute("SELECT count(*) FROM entries").fetchone()
+    print(f"scheduled: {int(added[0]) - int(start) if added else '?':,} entries added after the full audit")
+    for rnd in range(rounds):
+        for name, extra in (("incremental", ()), ("incremental 0.1", ("--verify-history-share", "0.1"))):
+            copy = tmp / f"state-{rnd}-{len(extra)}"
+            shutil.copyfile(state, copy)
+            times[name].append(run_audit(dsn, tmp, config, "--state", str(copy), *extra)[0])
+        print(f"scheduled round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items() if v))
+    return times
 
 
 def throughput(dsn: str, seconds: float) -> float:
@@ -93,6 +137,7 @@ def main() -> None:
                         figures[name].append(wall)
                         rss[name].append(peak)
                     print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()))
+            incremental = scheduled(big.dsn, Path(tmp), config, args.rounds)
             alone = throughput(big.dsn, WINDOW_S)
             stop = threading.Event()
             audits: list[float] = []
@@ -120,7 +165,12 @@ def main() -> None:
         print(f"  {k:6s} {v:8.3f} s")
     print(f"  audit work (audit - small) {work:.3f} s")
     print(f"audit work / floor           {work / med['floor']:.2f}  (goal <= 3)")
-    print("incremental audit            not built yet (--state)")
+    full_work = med["audit"] - med["small"]
+    for name, values in incremental.items():
+        inc_work = statistics.median(values) - med["small"]
+        goal = "  (goal <= 0.10)" if name.startswith("incremental") else ""
+        print(f"{name:16s} {statistics.median(values):8.3f} s, work {inc_work:.3f} s = "
+              f"{inc_work / full_work:.3f} of the full audit's work{goal}")
     print(f"peak RSS: full {max(rss['audit']) / 1024:.1f} MiB, small {max(rss['small']) / 1024:.1f} MiB, "
           f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB")
     print(f"writers ({WRITERS}, ledger_post): {alone:.0f} postings/s alone, {under:.0f}/s while "

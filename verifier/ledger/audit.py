@@ -259,7 +259,8 @@ def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Conventio
     return {"system_identifier": row[0], "database": row[1], "schema": layout.schema,
             "tables": {t: layout.tables[t] for t in st.HISTORY_TABLES},
             "columns": {t: columns.get(layout.tables[t]) for t in st.HISTORY_TABLES},
-            "convention": convention.describe()}
+            "convention": convention.describe(),
+            "row_hash": {t: history.row_hash_kind(conn, layout, t) for t in st.HISTORY_TABLES}}
 
 
 def _check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
@@ -354,8 +355,9 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
             rehash[table] = (history.plan_rehash(state, table, schedule.history_share)
                              if mode == "incremental" else [])
             old = state.proven[table] if mode == "incremental" else FULL_FROM
-            jobs.append(functools.partial(history.digest, layout=layout, table=table, salt=state.salt,
-                                          chunks=rehash[table], old=old, new=settled[table]))
+            jobs.append(functools.partial(history.digest, layout=layout, table=table, seed=state.seed,
+                                          kind=state.identity["row_hash"][table], chunks=rehash[table],
+                                          old=old, new=settled[table]))
     row = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert row is not None
     snapshot_id = str(row[0])

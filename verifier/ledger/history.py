@@ -1,20 +1,26 @@
 """Digests of proven history: any change to a row an earlier audit proved, found and named by id.
 
 The rows of a history table (entries, journals) are digested in chunks of
-``2**CHUNK_BITS`` ids. Each row's hash ``h`` is 60 bits of
-``md5(salt || row)``, where ``row`` is the whole row as text (every
-column, not only the ledger's) and ``salt`` is the state file's own random
-value. Per chunk the state keeps the row count, ``s0 = sum(h)`` and
-``s1 = sum(id * h)`` modulo the prime ``P = 2**61 - 1``, and the sum of the
-entries' amounts. All of them add up over sub-ranges, so the proven
-history grows chunk by chunk without reading it again, and PostgreSQL
-computes them in one parallel aggregate.
+``2**CHUNK_BITS`` ids. Each row's hash ``h`` is a 64-bit hash of the whole
+row (every column, not only the ledger's), keyed with the state file's own
+random seed: PostgreSQL's ``hash_record_extended`` (the per-type hash
+functions that hash partitioning relies on, stable across versions), or
+``hashtextextended`` of the row's text where a column's type has no hash
+function. Per chunk the state keeps the row count, the exact sum of the
+hashes, ``s1 = sum((id mod P) * (h mod P))`` modulo the prime
+``P = 2**31 - 1``, and the sum of the entries' amounts. All of them add up
+over sub-ranges, so the proven history grows chunk by chunk without
+reading it again, and PostgreSQL computes them in one parallel aggregate
+of bigint sums.
 
-Re-hashing a chunk and comparing tells whether anything in it changed.
-When one row changed, was deleted or was inserted, the differences give
-its id: ``d1 / d0 = id (mod P)``. When several did, the chunk's id range is
-reported instead. The change in the amounts' sum is the finding's cents
-impact.
+Re-hashing a chunk and comparing tells whether anything in it changed (a
+change goes unseen only if a row's 64-bit keyed hash stays the same). When
+one row changed, was deleted or was inserted, the differences name it:
+``d1 / d0 = id (mod P)``, and a chunk holds fewer than ``P`` ids. When
+several did, the chunk's id range is reported instead. The change in the
+amounts' sum is the finding's cents impact. The hash is not a cryptographic
+signature: it finds accidental and unauthorized changes by anyone without
+the state file, not a forger who holds it.
 """
 
 from __future__ import annotations
@@ -29,16 +35,33 @@ from verifier.ledger.layout import Layout
 from verifier.ledger.state import Chunk, State
 
 CHUNK_BITS = 10
-P = (1 << 61) - 1
+P = (1 << 31) - 1
 
 DIGEST_SQL = """
-SELECT t.id >> {bits} AS chunk, t.id > {old} AS beyond, t.currency, count(*), coalesce(sum(t.h), 0),
-       coalesce(sum(t.id::numeric * t.h), 0), coalesce(sum(t.amount), 0)
-FROM (SELECT r.{id} AS id, ('x' || substr(md5({salt} || r::text), 1, 15))::bit(60)::bigint AS h,
-             {amount} AS amount, {currency} AS currency
-      FROM {table} r WHERE {ranges}) t
-GROUP BY 1, 2, 3
+SELECT t.id >> {bits} AS chunk, t.id > {old} AS beyond, count(*), coalesce(sum(t.h), 0),
+       coalesce(sum((t.id % {p}) * (t.h % {p})), 0), coalesce(sum(t.amount), 0)
+FROM (SELECT r.{id} AS id, {row_hash} AS h, {amount} AS amount FROM {table} r WHERE {ranges}) t
+GROUP BY 1, 2
 """
+TRIAL_SQL = """
+SELECT {currency}::text, sum({amount}) FROM {table} WHERE {id} > {old} AND {id} <= {new} GROUP BY 1
+"""
+# Column types of a table without a default hash operator class (their rows are hashed as text).
+UNHASHABLE_SQL = """
+SELECT count(*) FROM pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND NOT EXISTS (SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
+                  WHERE m.amname = 'hash' AND o.opcdefault AND o.opcintype = a.atttypid)
+"""
+
+
+def row_hash_kind(conn: psycopg.Connection, layout: Layout, table: str) -> str:
+    """``record`` (hash_record_extended, PostgreSQL 14+, every column type hashable) or ``text``."""
+    if conn.info.server_version < 140000:
+        return "text"
+    name = sql.Identifier(layout.schema, layout.tables[table]).as_string(conn)
+    row = conn.execute(UNHASHABLE_SQL, (name,)).fetchone()
+    return "record" if row and row[0] == 0 else "text"
 
 
 @dataclass(frozen=True)
@@ -93,10 +116,10 @@ def plan_rehash(state: State, table: str, share: float) -> list[tuple[int, int]]
     return [(start, last), (first, end - total)]
 
 
-def digest(conn: psycopg.Connection, layout: Layout, table: str, salt: str,
+def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
            chunks: list[tuple[int, int]], old: int, new: int) -> Digests:
     """Digests of ``table``'s rows per chunk: of the ``chunks`` ranges (ids up to ``old``), and of
-    the ids in ``(old, new]`` (with their amounts per currency, for the trial balance)."""
+    the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance)."""
     ident = sql.Identifier(layout.columns[table]["id"])
     col = sql.SQL("r.{}").format(ident)
     ranges = [sql.SQL("{} BETWEEN {} AND {}").format(col, sql.Literal(chunk_range(a)[0]),
@@ -107,24 +130,23 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, salt: str,
     found = Digests({}, {}, {})
     if not ranges:
         return found
-    amount: sql.Composable
-    currency: sql.Composable
-    if table == "entries":
-        amount = sql.SQL("r.{}").format(sql.Identifier(layout.columns["entries"]["amount"]))
-        currency = sql.SQL("r.{}::text").format(sql.Identifier(layout.columns["entries"]["currency"]))
-    else:
-        amount, currency = sql.SQL("0"), sql.SQL("NULL::text")
+    entries = layout.columns["entries"]
+    amount = sql.SQL("r.{}").format(sql.Identifier(entries["amount"])) if table == "entries" else sql.SQL("0")
+    row_hash = (sql.SQL("hash_record_extended(r, {})") if kind == "record"
+                else sql.SQL("hashtextextended(r::text, {})")).format(sql.Literal(seed))
+    name = sql.Identifier(layout.schema, layout.tables[table])
     query = sql.SQL(DIGEST_SQL).format(
-        bits=sql.Literal(CHUNK_BITS), old=sql.Literal(old), id=ident, salt=sql.Literal(salt), amount=amount,
-        currency=currency, table=sql.Identifier(layout.schema, layout.tables[table]),
+        bits=sql.Literal(CHUNK_BITS), old=sql.Literal(old), id=ident, row_hash=row_hash, amount=amount,
+        p=sql.Literal(P), table=name,
         ranges=sql.SQL(" OR ").join(sql.SQL("({})").format(r) for r in ranges))
-    for chunk, is_beyond, cur, n, s0, s1, amount_sum in conn.execute(query):
+    for chunk, is_beyond, n, s0, s1, amount_sum in conn.execute(query):
         into = found.beyond if is_beyond else found.rehashed
-        d = into.get(int(chunk), Digest(0, 0, 0, Decimal(0)))
-        into[int(chunk)] = Digest(d.n + int(n), (d.s0 + int(s0)) % P, (d.s1 + int(s1)) % P,
-                                  d.amount + Decimal(amount_sum))
-        if is_beyond and table == "entries":
-            found.trial[cur] = found.trial.get(cur, Decimal(0)) + Decimal(amount_sum)
+        into[int(chunk)] = Digest(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
+    if table == "entries" and new > old:
+        for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
+                currency=sql.Identifier(entries["currency"]), amount=sql.Identifier(entries["amount"]),
+                table=name, id=ident, old=sql.Literal(old), new=sql.Literal(new))):
+            found.trial[currency] = Decimal(total)
     return found
 
 
@@ -151,10 +173,9 @@ def _pinpoint(table: str, chunk: int, old: Digest, cur: Digest, upto: int) -> Ta
     d0, d1, dn = (cur.s0 - old.s0) % P, (cur.s1 - old.s1) % P, cur.n - old.n
     impact = int(abs(cur.amount - old.amount))
     if d0 and abs(dn) <= 1:
-        candidate = d1 * pow(d0, -1, P) % P
-        if candidate > P // 2:
-            candidate -= P
-        if lo <= candidate <= upto:
+        residue = d1 * pow(d0, -1, P) % P  # the changed row's id, modulo P
+        candidate = lo + (residue - lo) % P
+        if candidate <= upto:
             what = {0: "changed", -1: "deleted", 1: "inserted"}[dn]
             detail = {"changed": "changed since an earlier audit proved it",
                       "deleted": "deleted since an earlier audit proved it",
@@ -174,7 +195,7 @@ def extend(state: State, table: str, found: Digests, new: int) -> None:
         state.trial[currency] = state.trial.get(currency, Decimal(0)) + total
     for chunk, d in beyond.items():
         c = state.chunks[table].setdefault(chunk, Chunk(0, 0, 0, 0, Decimal(0)))
-        c.n, c.s0, c.s1, c.amount = c.n + d.n, (c.s0 + d.s0) % P, (c.s1 + d.s1) % P, c.amount + d.amount
+        c.n, c.s0, c.s1, c.amount = c.n + d.n, c.s0 + d.s0, (c.s1 + d.s1) % P, c.amount + d.amount
     for chunk, c in state.chunks[table].items():
         c.upto = min(chunk_range(chunk)[1], new)
     state.proven[table] = new

@@ -41,7 +41,7 @@ HISTORY_TABLES = ("entries", "journals")  # the logical tables whose rows, once 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, upto INTEGER NOT NULL, n INTEGER NOT NULL,
-                     s0 INTEGER NOT NULL, s1 INTEGER NOT NULL, amount TEXT NOT NULL,
+                     s0 TEXT NOT NULL, s1 INTEGER NOT NULL, amount TEXT NOT NULL,
                      PRIMARY KEY (tbl, chunk));
 CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
 CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT, impact TEXT,
@@ -58,9 +58,10 @@ CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT 
 class Chunk:
     """The digest of one chunk of proven rows: ids ``[chunk << CHUNK_BITS, upto]``.
 
-    ``n`` rows; ``s0`` and ``s1`` the sums, modulo the prime ``history.P``, of
-    each row's hash and of its id times its hash; ``amount`` the sum of the
-    entries' amounts (0 for journals). All four add up over sub-ranges.
+    ``n`` rows; ``s0`` the exact sum of their hashes, ``s1`` the sum of
+    each id times its hash modulo the prime ``history.P``; ``amount`` the
+    sum of the entries' amounts (0 for journals). All four add up over
+    sub-ranges (see ``verifier.ledger.history``).
     """
 
     upto: int
@@ -96,6 +97,11 @@ class State:
     rotation: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
     runs: list[dict[str, Any]] = field(default_factory=list)
     proven_at: str | None = None  # the run id of the audit that last extended the proven history
+
+    @property
+    def seed(self) -> int:
+        """The key of the row hashes (from the salt): 60 random bits."""
+        return int(self.salt[:15], 16)
 
     @property
     def empty(self) -> bool:
@@ -186,7 +192,7 @@ def save(path: Path, state: State) -> None:
                     "proven_at": json.dumps(state.proven_at)}
             db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           ((tbl, k, c.upto, c.n, c.s0, c.s1, str(c.amount))
+                           ((tbl, k, c.upto, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
             db.executemany("INSERT INTO offenders VALUES (?, ?, ?, ?, ?, ?, ?)",
