@@ -335,7 +335,8 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
             xmin, xmax, in_progress, max_entry, max_journal = conn.execute(
                 inv.compose(SNAPSHOT_SQL, filled)).fetchone() or ()
             seen = {"entries": int(max_entry or 0), "journals": int(max_journal or 0)}
-            settled = settle(before if mode == "incremental" else None, int(xmin), int(in_progress), seen)
+            # What the last audit saw settles now, even if it could prove nothing then (not after --full).
+            settled = settle(None if schedule.full else before, int(xmin), int(in_progress), seen)
             state.seen, state.seen_xmax = seen, int(xmax)  # saved only if the audit completes
             detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
                           seen=seen, settled=settled, transactions_in_progress=int(in_progress),
