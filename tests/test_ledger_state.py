@@ -290,3 +290,19 @@ def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy
     assert run_summary(tmp_path / "killed")["status"] == "error"
     assert _sha(audit.state) == before
     assert audit()[0] == 0  # and the next audit carries on from it
+
+
+def test_history_settles_only_when_no_transaction_can_still_add_below() -> None:
+    from verifier.ledger.audit import settle
+    from verifier.ledger.state import new
+
+    seen = {"entries": 500, "journals": 200}
+    assert settle(None, xmin=10, in_progress=0, seen=seen) == seen
+    assert settle(None, xmin=10, in_progress=2, seen=seen) == {"entries": 0, "journals": 0}
+    previous = new({})
+    previous.proven, previous.seen, previous.seen_xmax = ({"entries": 100, "journals": 40},
+                                                          {"entries": 300, "journals": 90}, 50)
+    # Every transaction in progress at the previous audit (xids below 50) has ended: what it saw settles.
+    assert settle(previous, xmin=50, in_progress=3, seen=seen) == {"entries": 300, "journals": 90}
+    # One of them may still be running: nothing new settles.
+    assert settle(previous, xmin=49, in_progress=3, seen=seen) == {"entries": 100, "journals": 40}
