@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import fcntl
 import hashlib
+import json
+import sqlite3
 import subprocess
 import threading
 import time
@@ -306,3 +308,20 @@ def test_history_settles_only_when_no_transaction_can_still_add_below() -> None:
     assert settle(previous, xmin=50, in_progress=3, seen=seen) == {"entries": 300, "journals": 90}
     # One of them may still be running: nothing new settles.
     assert settle(previous, xmin=49, in_progress=3, seen=seen) == {"entries": 100, "journals": 40}
+
+
+def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy: str,
+                                                                      tmp_path: Path) -> None:
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TABLE entries ADD COLUMN meta json")  # json has no hash operator class
+    audit = Auditor(ledger_copy, tmp_path)
+    code, data, _, _ = audit()
+    assert code == 0
+    state = sqlite3.connect(audit.state)
+    identity = json.loads(state.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0])
+    state.close()
+    assert identity["row_hash"] == {"entries": "text", "journals": "record"}
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("""UPDATE entries SET meta = '{"note": "edited"}' WHERE id = 321""")
+    code, data, _, found = audit()
+    assert code == 1 and found == {("history_tampered", "public.entries"): {"321"}}
