@@ -69,17 +69,9 @@ def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[
             now = conn.execute("SELECT count(*) FROM entries").fetchone()
             return bool(now) and int(now[0]) - int(start) >= target
 
-        stop = threading.Event()
-        counts = [0] * WRITERS
-        threads = [threading.Thread(target=ledger.post_load, args=(dsn, stop.is_set, w, counts))
-                   for w in range(WRITERS)]
-        for t in threads:
-            t.start()
-        while not enough():
-            time.sleep(0.5)
-        stop.set()
-        for t in threads:
-            t.join()
+        with ledger.posting(dsn, WRITERS):
+            while not enough():
+                time.sleep(0.5)
         conn.execute("VACUUM ANALYZE entries")
         added = conn.execute("SELECT count(*) FROM entries").fetchone()
     print(f"scheduled: {int(added[0]) - int(start) if added else '?':,} entries added after the full audit")
@@ -93,16 +85,8 @@ def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[
 
 
 def throughput(dsn: str, seconds: float) -> float:
-    counts = [0] * WRITERS
-    end = time.monotonic() + seconds
-    def done() -> bool:
-        return time.monotonic() > end
-
-    threads = [threading.Thread(target=ledger.post_load, args=(dsn, done, w, counts)) for w in range(WRITERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ledger.posting(dsn, WRITERS) as counts:
+        time.sleep(seconds)
     return sum(counts) / seconds
 
 

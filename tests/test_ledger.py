@@ -12,7 +12,6 @@ not blocked by it.
 from __future__ import annotations
 
 import csv
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -237,13 +236,7 @@ def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
     # Legacy balances are not updated by ledger_post: reconcile nothing here.
     config = tmp_path / "verifier.toml"
     config.write_text("[ledger]\nreconcile = []\n")
-    stop = threading.Event()
-    posted = [0, 0, 0, 0]
-    writers = [threading.Thread(target=ledger.post_load, args=(posting_ledger, stop.is_set, w, posted))
-               for w in range(4)]
-    for w in writers:
-        w.start()
-    try:
+    with ledger.posting(posting_ledger) as posted:
         time.sleep(0.5)
         for round_ in range(3):
             before = sum(posted)
@@ -251,10 +244,6 @@ def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
             during = sum(posted) - before
             assert code == 0, (stderr, data["findings"])
             assert during > 0, "no posting went through while the audit ran"
-    finally:
-        stop.set()
-        for w in writers:
-            w.join()
     # And the ledger the writers left is still whole.
     code, data, stderr = _audit(posting_ledger, tmp_path / "after", "--config", str(config))
     assert code == 0, (stderr, data["findings"])

@@ -18,7 +18,6 @@ import hashlib
 import json
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,13 +116,8 @@ def test_new_entries_are_checked_and_nothing_else(ledger_copy: str, tmp_path: Pa
     code, data, _, _ = audit()
     assert code == 0
     proven = _stage(data, "state saved")["proven"]["entries"]
-    posted = [0]
-    stop = threading.Event()
-    thread = threading.Thread(target=ledger.post_load, args=(ledger_copy, stop.is_set, 0, posted))
-    thread.start()
-    time.sleep(0.5)
-    stop.set()
-    thread.join()
+    with ledger.posting(ledger_copy, writers=1) as posted:
+        time.sleep(0.5)
     assert posted[0] > 0
     config = tmp_path / "verifier.toml"
     config.write_text("[ledger]\nreconcile = []\n")  # ledger_post leaves the legacy balances alone
@@ -206,23 +200,13 @@ def test_audits_under_concurrent_postings_raise_no_false_alarm(ledger_copy: str,
     config = tmp_path / "verifier.toml"
     config.write_text("[ledger]\nreconcile = []\n")
     audit = Auditor(ledger_copy, tmp_path)
-    stop = threading.Event()
-    posted = [0, 0, 0, 0]
-    writers = [threading.Thread(target=ledger.post_load, args=(ledger_copy, stop.is_set, w, posted))
-               for w in range(4)]
-    for w in writers:
-        w.start()
     proven = []
-    try:
+    with ledger.posting(ledger_copy):
         time.sleep(0.3)
         for _ in range(4):
             code, data, stderr, found = audit("--config", str(config))
             assert code == 0, (stderr, found)
             proven.append(_stage(data, "state saved")["proven"]["entries"])
-    finally:
-        stop.set()
-        for w in writers:
-            w.join()
     code, data, stderr, found = audit("--config", str(config))
     assert code == 0, (stderr, found)
     assert proven == sorted(proven) and proven[-1] > 20_000, proven

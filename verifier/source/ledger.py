@@ -15,9 +15,11 @@ database): planting lifts constraints and skips triggers
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -284,6 +286,22 @@ def post_load(dsn: str, stop: Callable[[], bool], worker: int, posted: list[int]
             except psycopg.errors.CheckViolation:
                 continue
             posted[worker] += 1
+
+
+@contextlib.contextmanager
+def posting(dsn: str, writers: int = 4) -> Iterator[list[int]]:
+    """``writers`` threads running ``post_load`` on ``dsn`` while the block runs; yields their counts."""
+    stop = threading.Event()
+    posted = [0] * writers
+    threads = [threading.Thread(target=post_load, args=(dsn, stop.is_set, w, posted)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    try:
+        yield posted
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def write_manifest(planted: list[LedgerPlanted], path: Path) -> None:
