@@ -110,6 +110,14 @@ def test_clean_ledger_passes(clean_ledger: str, tmp_path: Path) -> None:
     assert data["provenance"]["exported_snapshot"] and data["provenance"]["wal_lsn"]
 
 
+def test_a_ledger_whose_journal_ids_pass_the_smallint_range_builds(fresh_db: str, tmp_path: Path) -> None:
+    # 100,000 entries: ~32,300 tips after ~790 deposits, so journal ids cross 32,767.
+    built = ledger.build(fresh_db, entries=100_000, seed=42)
+    assert built.journals > 32_767
+    code, data, stderr = _audit(fresh_db, tmp_path)
+    assert code == 0, (stderr, data["findings"])
+
+
 def test_clean_ledger_of_a_million_entries_passes(fresh_db: str, tmp_path: Path) -> None:
     built = ledger.build(fresh_db, entries=1_000_000, seed=11)
     assert built.entries >= 990_000

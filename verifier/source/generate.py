@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.types.numeric import Int8
 
 from verifier import conninfo, pgtools
 from verifier.errors import ToolError, UsageError
@@ -120,13 +121,14 @@ def generate(dsn: str, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Ge
             if name.startswith("helpers"):
                 conn.execute(body)
                 continue
-            params = {
+            # bigint, always: psycopg sends a small int as smallint, where 3 * creators could overflow.
+            params = {k: Int8(v) for k, v in {
                 "seed": seed,
                 "users": p.users,
                 "creators": p.creators,
                 "shows": p.counts["ticketed_shows"],
                 "n": p.counts.get(name, 0),
-            }
+            }.items()}
             with conn.transaction():
                 cur = conn.execute(body, params)
             assert cur.rowcount == p.counts[name], (name, cur.rowcount, p.counts[name])

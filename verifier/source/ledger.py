@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.types.numeric import Int8
 
 from verifier import conninfo
 from verifier.errors import UsageError
@@ -69,7 +70,9 @@ def build(dsn: str, entries: int = DEFAULT_ENTRIES, seed: int = generate.DEFAULT
     started = time.monotonic()
     generate.generate(dsn, PLATFORM_ROWS, seed)
     migrate(dsn, lambda version: version >= "300")
-    params = {"seed": seed, "users": p.users, "creators": p.creators, **counts}
+    # bigint, always: psycopg sends a small int as smallint, and users + tips could overflow it.
+    values = {"seed": seed, "users": p.users, "creators": p.creators, **counts}
+    params = {k: Int8(v) for k, v in values.items()}
     with conninfo.connect(dsn, what="demo database") as conn:
         conn.execute("SET session_replication_role = replica")  # no per-row triggers: built consistent
         for name, body in generate.statements(STATEMENTS_FILE):
