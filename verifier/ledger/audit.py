@@ -398,11 +398,11 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     run.findings += [f.as_json() for f in findings]
     if state is not None and schedule.state is not None:
         with run.stage("state saved") as detail:
-            _advance(state, run, digests, settled, carried + new_carried, mode, rehash, results, findings)
+            rehashed = sum(b - a + 1 for r in rehash.values() for a, b in r)
+            _advance(state, run, digests, settled, carried + new_carried, mode, rehashed, results, findings)
             st.save(schedule.state, state)
             detail.update(path=str(schedule.state), proven=dict(state.proven), carried=len(state.carried),
-                          chunks={t: len(c) for t, c in state.chunks.items()},
-                          rehashed_chunks=sum(b - a + 1 for r in rehash.values() for a, b in r),
+                          chunks={t: len(c) for t, c in state.chunks.items()}, rehashed_chunks=rehashed,
                           tampered=len(tampered))
         run.provenance["ledger_history"] = state.runs[-TREND_RUNS:]
 
@@ -430,8 +430,8 @@ def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
 
 
 def _advance(state: st.State, run: Run, digests: list[history.Digests], settled: dict[str, int],
-             carried: list[st.Carried], mode: str, rehash: dict[str, list[tuple[int, int]]],
-             results: list[PassResult], findings: list[Finding]) -> None:
+             carried: list[st.Carried], mode: str, rehashed: int, results: list[PassResult],
+             findings: list[Finding]) -> None:
     """The state after this audit: proven history extended to ``settled``, this audit in its history."""
     for table, found in zip(st.HISTORY_TABLES, digests, strict=True):
         history.extend(state, table, found, settled[table])
@@ -442,7 +442,7 @@ def _advance(state: st.State, run: Run, digests: list[history.Digests], settled:
         "run_id": run.run_id, "started_at": run.started_at.isoformat(), "mode": mode,
         "status": "fail" if findings else "pass", "duration_s": round(time.monotonic() - run._t0, 3),
         "entries": settled["entries"], "proven_entries": state.proven["entries"], "checked_entries": entries,
-        "rehashed_chunks": sum(b - a + 1 for r in rehash.values() for a, b in r),
+        "rehashed_chunks": rehashed,
         "findings": len(findings), "offending_rows": sum(f.count for f in findings),
         "cents_impact": str(sum(f.cents_impact for f in findings)),
         "rules": sorted({f.rule for f in findings})})

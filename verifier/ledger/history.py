@@ -25,6 +25,7 @@ the state file, not a forger who holds it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -64,12 +65,7 @@ def row_hash_kind(conn: psycopg.Connection, layout: Layout, table: str) -> str:
     return "record" if row and row[0] == 0 else "text"
 
 
-@dataclass(frozen=True)
-class Digest:
-    n: int
-    s0: int
-    s1: int
-    amount: Decimal
+EMPTY = Chunk(0, 0, 0, Decimal(0))  # the digest of no rows
 
 
 @dataclass(frozen=True)
@@ -83,8 +79,8 @@ class Tampered:
 
 @dataclass(frozen=True)
 class Digests:
-    rehashed: dict[int, Digest]  # chunk -> digest of its proven ids now
-    beyond: dict[int, Digest]  # chunk -> digest of its ids newly proven
+    rehashed: dict[int, Chunk]  # chunk -> digest of its proven ids now
+    beyond: dict[int, Chunk]  # chunk -> digest of its ids newly proven
     trial: dict[str | None, Decimal]  # currency -> sum of the newly proven entries' amounts
 
 
@@ -107,7 +103,7 @@ def plan_rehash(state: State, table: str, share: float) -> list[tuple[int, int]]
     total = last - first + 1
     if share >= 1:
         return [(first, last)]
-    count = max(1, min(total, int(-(-total * share // 1))))
+    count = max(1, min(total, math.ceil(total * share)))
     start = first + state.rotation[table] % total
     end = start + count - 1
     state.rotation[table] = (start - first + count) % total
@@ -141,7 +137,7 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         ranges=sql.SQL(" OR ").join(sql.SQL("({})").format(r) for r in ranges))
     for chunk, is_beyond, n, s0, s1, amount_sum in conn.execute(query):
         into = found.beyond if is_beyond else found.rehashed
-        into[int(chunk)] = Digest(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
+        into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
     if table == "entries" and new > old:
         for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
                 currency=sql.Identifier(entries["currency"]), amount=sql.Identifier(entries["amount"]),
@@ -150,26 +146,21 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
     return found
 
 
-def compare(state: State, table: str, chunks: list[tuple[int, int]], rehashed: dict[int, Digest]
+def compare(state: State, table: str, chunks: list[tuple[int, int]], rehashed: dict[int, Chunk]
             ) -> list[Tampered]:
     """Every re-hashed chunk whose digest differs from the proven one, pinpointed where it can be."""
     found = []
     for a, b in chunks:
         for chunk in sorted(set(range(a, b + 1)) & (set(state.chunks[table]) | set(rehashed))):
-            was = state.chunks[table].get(chunk)
-            now = rehashed.get(chunk)
-            if was is None and now is None:
-                continue
-            old = Digest(was.n, was.s0, was.s1, was.amount) if was else Digest(0, 0, 0, Decimal(0))
-            cur = now or Digest(0, 0, 0, Decimal(0))
-            if old == cur:
-                continue
-            found.append(_pinpoint(table, chunk, old, cur, was.upto if was else chunk_range(chunk)[1]))
+            old, cur = state.chunks[table].get(chunk, EMPTY), rehashed.get(chunk, EMPTY)
+            if old != cur:
+                found.append(_pinpoint(table, chunk, old, cur, state.proven[table]))
     return found
 
 
-def _pinpoint(table: str, chunk: int, old: Digest, cur: Digest, upto: int) -> Tampered:
-    lo, _ = chunk_range(chunk)
+def _pinpoint(table: str, chunk: int, old: Chunk, cur: Chunk, proven: int) -> Tampered:
+    lo, hi = chunk_range(chunk)
+    upto = min(hi, proven)
     d0, d1, dn = (cur.s0 - old.s0) % P, (cur.s1 - old.s1) % P, cur.n - old.n
     impact = int(abs(cur.amount - old.amount))
     if d0 and abs(dn) <= 1:
@@ -190,12 +181,9 @@ def _pinpoint(table: str, chunk: int, old: Digest, cur: Digest, upto: int) -> Ta
 
 def extend(state: State, table: str, found: Digests, new: int) -> None:
     """Add the digests (and trial sums) of the rows in ``(proven, new]`` to the proven history."""
-    beyond = found.beyond
     for currency, total in found.trial.items():
         state.trial[currency] = state.trial.get(currency, Decimal(0)) + total
-    for chunk, d in beyond.items():
-        c = state.chunks[table].setdefault(chunk, Chunk(0, 0, 0, 0, Decimal(0)))
-        c.n, c.s0, c.s1, c.amount = c.n + d.n, c.s0 + d.s0, (c.s1 + d.s1) % P, c.amount + d.amount
-    for chunk, c in state.chunks[table].items():
-        c.upto = min(chunk_range(chunk)[1], new)
+    for chunk, d in found.beyond.items():
+        c = state.chunks[table].get(chunk, EMPTY)
+        state.chunks[table][chunk] = Chunk(c.n + d.n, c.s0 + d.s0, (c.s1 + d.s1) % P, c.amount + d.amount)
     state.proven[table] = new

@@ -40,7 +40,7 @@ HISTORY_TABLES = ("entries", "journals")  # the logical tables whose rows, once 
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, upto INTEGER NOT NULL, n INTEGER NOT NULL,
+CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NULL,
                      s0 TEXT NOT NULL, s1 INTEGER NOT NULL, amount TEXT NOT NULL,
                      PRIMARY KEY (tbl, chunk));
 CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
@@ -54,9 +54,9 @@ CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT 
 """
 
 
-@dataclass
+@dataclass(frozen=True)
 class Chunk:
-    """The digest of one chunk of proven rows: ids ``[chunk << CHUNK_BITS, upto]``.
+    """The digest of the rows of one chunk of ids (those up to the watermark, once proven).
 
     ``n`` rows; ``s0`` the exact sum of their hashes, ``s1`` the sum of
     each id times its hash modulo the prime ``history.P``; ``amount`` the
@@ -64,7 +64,6 @@ class Chunk:
     sub-ranges (see ``verifier.ledger.history``).
     """
 
-    upto: int
     n: int
     s0: int
     s1: int
@@ -163,9 +162,9 @@ def _read(db: sqlite3.Connection) -> State:
                   proven_at=json.loads(meta["proven_at"]))
     if set(state.proven) != set(HISTORY_TABLES) or set(state.seen) != set(HISTORY_TABLES):
         raise ValueError("watermarks of unknown tables")
-    for tbl, chunk, upto, n, s0, s1, amount in db.execute(
-            "SELECT tbl, chunk, upto, n, s0, s1, amount FROM chunks ORDER BY tbl, chunk"):
-        state.chunks[tbl][int(chunk)] = Chunk(int(upto), int(n), int(s0), int(s1), Decimal(amount))
+    for tbl, chunk, n, s0, s1, amount in db.execute(
+            "SELECT tbl, chunk, n, s0, s1, amount FROM chunks ORDER BY tbl, chunk"):
+        state.chunks[tbl][int(chunk)] = Chunk(int(n), int(s0), int(s1), Decimal(amount))
     state.trial = {currency: Decimal(total)
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
     state.carried = [Carried(*row) for row in db.execute(
@@ -191,8 +190,8 @@ def save(path: Path, state: State) -> None:
                     "seen_xmax": json.dumps(state.seen_xmax), "rotation": json.dumps(state.rotation),
                     "proven_at": json.dumps(state.proven_at)}
             db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           ((tbl, k, c.upto, c.n, str(c.s0), c.s1, str(c.amount))
+            db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                           ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
             db.executemany("INSERT INTO offenders VALUES (?, ?, ?, ?, ?, ?, ?)",
