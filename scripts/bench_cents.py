@@ -23,7 +23,6 @@ empty copy, and the wall time of ``verify-cents --help``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
-from benchlib import run_measured, timed  # scripts/, beside this file
+from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 from psycopg import sql
 
 from verifier.scratch import provision, unique_name
@@ -77,11 +76,7 @@ def run_verify(url: str, report_dir: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--server", help="URL of a server where we may CREATE DATABASE")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0], "--rows", 5_000_000)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
         full, empty = unique_name("bench_full"), unique_name("bench_empty")
         with server.database(full) as full_db, server.database(empty) as empty_db:

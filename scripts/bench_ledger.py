@@ -26,7 +26,6 @@ back to back, on a copy of the small ledger's accounts in the big one.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from benchlib import run_measured, timed  # scripts/, beside this file
+from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 
 from verifier.scratch import provision, unique_name
 from verifier.source import ledger
@@ -91,11 +90,7 @@ def throughput(dsn: str, seconds: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--server", help="URL of a server where we may CREATE DATABASE")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0], "--entries", 10_000_000)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "verifier.toml"
         config.write_text("statement_timeout_s = 3600\n[ledger]\nreconcile = []\n")  # writers move money

@@ -1,11 +1,21 @@
-"""What the benchmark scripts share: timing a call, and timing a command with its peak memory."""
+"""What the benchmark scripts share: their options, and timing a call or a command (with its peak memory)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import time
 from collections.abc import Callable
+
+
+def arguments(description: str, size: str, default: int) -> argparse.Namespace:
+    """The options every benchmark takes: its size (``size``, e.g. ``--rows``), --rounds and --server."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(size, type=int, default=default)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server", help="URL of a server where we may CREATE DATABASE")
+    return parser.parse_args()
 
 
 def timed(fn: Callable[[], object]) -> float:
