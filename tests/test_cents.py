@@ -31,7 +31,7 @@ from verifier.housekeeping import up
 from verifier.paths import project_migrations_dir
 from verifier.source import generate
 
-from .conftest import copy_db, reader_role, run_cli, table_digests
+from .conftest import copy_db, only_run, reader_role, run_cli, table_digests
 
 
 def _round(value: Decimal, mode: str) -> Decimal:
@@ -177,7 +177,7 @@ def platform(make_module_db) -> str:  # type: ignore[no-untyped-def]
 def test_clean_platform_passes(platform: str, tmp_path: Path) -> None:
     result = run_cli("verify-cents", "--db", platform, "--gx", "--report-dir", str(tmp_path))
     assert result.code == 0, result.stderr
-    [run] = list(tmp_path.iterdir())
+    run = only_run(tmp_path)
     data = json.loads((run / "summary.json").read_text())
     assert data["status"] == "pass"
     # The built-in GX suite judged the results and found nothing to fault.
@@ -205,7 +205,7 @@ def test_planted_defects_are_found_at_exactly_their_rows(platform: str, make_db,
             conn.execute(statement)
     result = run_cli("verify-cents", "--db", copy, "--report-dir", str(tmp_path))
     assert result.code == 1, result.stderr
-    [run] = list(tmp_path.iterdir())
+    run = only_run(tmp_path)
     with (run / "offenders.csv").open() as fh:
         offenders = {(r["table"], r["column"], r["rule"], json.loads(r["row_key"]).get("id"))
                      for r in csv.DictReader(fh) if r["rule"] not in ("sub_cent_loss",)}
@@ -273,7 +273,7 @@ def test_configured_identity_and_pending_constraint(platform: str, make_db, tmp_
         result = run_cli("verify-cents", "--db", platform, "--config", str(config), "--report-dir",
                          str(tmp_path / "broken"))
         assert result.code == 1
-        [run] = list((tmp_path / "broken").iterdir())
+        run = only_run(tmp_path / "broken")
         found = {(f["rule"], f["count"]) for f in json.loads((run / "summary.json").read_text())["findings"]
                  if f["severity"] == "error"}
         assert found == {("identity_violation", 1), ("constraint_violation", 1)}
@@ -290,7 +290,7 @@ def test_statement_timeout_is_a_clear_error(platform: str, tmp_path: Path) -> No
                      "--report-dir", str(tmp_path / "r"))
     assert result.code == 2 and "Traceback" not in result.stderr
     assert "statement_timeout" in result.stderr
-    [run] = list((tmp_path / "r").iterdir())
+    run = only_run(tmp_path / "r")
     assert json.loads((run / "summary.json").read_text())["status"] == "error"
     assert not (run / "offenders.csv").exists()
 

@@ -30,7 +30,7 @@ from verifier import conninfo
 from verifier.ledger import history
 from verifier.source import ledger
 
-from .conftest import BIN_DIR, copy_db, reader_role, run_cli, run_summary
+from .conftest import BIN_DIR, copy_db, only_run, reader_role, run_cli, run_summary
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ class Auditor:
         assert "Traceback" not in result.stderr
         data = run_summary(report_dir)
         found: dict[tuple[str, str], set[str]] = {}
-        offenders = next(report_dir.iterdir()) / "offenders.csv"
+        offenders = only_run(report_dir) / "offenders.csv"
         if offenders.exists():
             with offenders.open() as fh:
                 for row in csv.DictReader(fh):

@@ -39,6 +39,27 @@ from verifier.run import Run
 OFFENDERS_HEADER = ("table", "column", "rule", "row_key", "original", "cents", "expected_cents",
                     "cents_impact")
 
+# The report's histogram of differences (cents minus expected cents) of offending pair rows: by sign
+# and order of magnitude, so one bucket list fits a 1-cent rounding slip and a 100x scale error alike.
+DIFF_LIMITS = (1, 10, 100, 1_000, 100_000)
+_NEGATIVE = tuple(f"<= -{lo:,}" if i == len(DIFF_LIMITS) - 1 else f"-{lo:,} to -{DIFF_LIMITS[i + 1] - 1:,}"
+                  for i, lo in enumerate(DIFF_LIMITS))
+_POSITIVE = tuple(f">= +{lo:,}" if i == len(DIFF_LIMITS) - 1 else f"+{lo:,} to +{DIFF_LIMITS[i + 1] - 1:,}"
+                  for i, lo in enumerate(DIFF_LIMITS))
+DIFF_BUCKETS = (*reversed(_NEGATIVE), "0", *_POSITIVE, "beyond bigint")
+
+
+def diff_bucket(impact: str) -> str:
+    """The histogram bucket of one offending pair row's difference in cents (exact, from its text)."""
+    if not impact:  # the expected cents do not fit a bigint (overflow): no difference to measure
+        return DIFF_BUCKETS[-1]
+    d = Decimal(impact)
+    if d == 0:
+        return "0"
+    # Pairs' differences are whole cents; a fraction (none expected) joins the smallest bucket.
+    i = max((i for i, lo in enumerate(DIFF_LIMITS) if abs(d) >= lo), default=0)
+    return _POSITIVE[i] if d > 0 else _NEGATIVE[i]
+
 # NOT VALID CHECK constraints of a table that involve a paired cents column:
 # the rows they will reject when a later migration validates them.
 PENDING_CONSTRAINTS_SQL = """
@@ -71,15 +92,19 @@ class CheckStats:
     fractional: int = 0
     fits: dict[str, int] = field(default_factory=lambda: {"half_away_from_zero": 0, "half_even": 0,
                                                           "truncate": 0})
+    differences: dict[str, int] = field(default_factory=dict)  # pairs: offending rows per DIFF_BUCKETS
 
     @property
     def expected_sum(self) -> Decimal:
         """Sum of every row's expected cents: right rows' cents are their expected cents."""
         return self.cents_sum - self.offenders_cents + self.offenders_expected
 
-    def add_offender(self, klass: str, impact: str, cents: str, expected: str, tie: str,
+    def add_offender(self, kind: str, klass: str, impact: str, cents: str, expected: str, tie: str,
                      frac: str, fits: tuple[str, str, str]) -> None:
         self.classes[klass] = self.classes.get(klass, 0) + 1
+        if kind == "pair":
+            bucket = diff_bucket(impact)
+            self.differences[bucket] = self.differences.get(bucket, 0) + 1
         if impact:
             self.impact[klass] = self.impact.get(klass, Decimal(0)) + Decimal(impact)
         self.offenders_cents += Decimal(cents or 0)
@@ -95,7 +120,8 @@ class CheckStats:
                 "impact_cents": {k: int(v) for k, v in self.impact.items()},
                 "cents_sum": str(self.cents_sum), "expected_sum": str(self.expected_sum),
                 "ties": self.ties, "fractional_rows": self.fractional, "fits": self.fits,
-                "rounding_modes_fitting_every_fractional_row": fitting}
+                "rounding_modes_fitting_every_fractional_row": fitting,
+                "differences": {b: self.differences[b] for b in DIFF_BUCKETS if b in self.differences}}
 
 
 @dataclass
@@ -176,7 +202,7 @@ def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
             out.writerow((plan.name, check.column or check.source, klass, row_key, source, target,
                           expected_text, impact))
             count += 1
-            stats[check.index].add_offender(klass, impact, cents, expected, tie, frac,
+            stats[check.index].add_offender(check.kind, klass, impact, cents, expected, tie, frac,
                                             (fits[0], fits[1], fits[2]))
             bucket = samples.setdefault((int(index), str(klass)), [])
             if len(bucket) < config.sample_rows_max:

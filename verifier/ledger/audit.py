@@ -36,7 +36,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,10 +66,12 @@ class PassResult:
     """One pass's summary: what it read, and per rule its weighted count and cents impact."""
 
     name: str
-    totals: dict[str, int]
+    totals: dict[str, Any]  # counts (int), or a breakdown (by_currency: {currency: exact sum as text})
     counts: list[int]
     impacts: list[Decimal]
     duration_s: float = 0.0
+    # Per (rule, group) of rules with a group (account_balance_drift by account type): rows, |impact|.
+    groups: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 
 
 def detect_convention(conn: psycopg.Connection, layout: Layout) -> tuple[inv.Convention, dict[str, Any]]:
@@ -108,7 +110,8 @@ def _summary(conn: psycopg.Connection, *, p: inv.Pass, filled: dict[str, sql.Com
     row = conn.execute(inv.summary_query(p, filled)).fetchone()
     assert row is not None
     n = len(p.totals)
-    return PassResult(p.name, {name: int(v) for (name, _), v in zip(p.totals, row[:n], strict=True)},
+    return PassResult(p.name, {name: v if isinstance(v, dict) else int(v)
+                               for (name, _), v in zip(p.totals, row[:n], strict=True)},
                       [int(v) for v in row[n::2]], [Decimal(v) for v in row[n + 1::2]],
                       round(time.monotonic() - started, 3))
 
@@ -164,9 +167,13 @@ def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sq
     carried: list[st.Carried] = []
     streamed = [0] * len(p.rules)
     with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(inv.offenders_query(p, filled))) as copy:
-        for index, ident, impact, weight, detail, scope in copy.rows():
+        for index, ident, impact, weight, detail, scope, group in copy.rows():
             rule = p.rules[int(index)]
             streamed[int(index)] += int(weight)
+            if group is not None:
+                tally = result.groups.setdefault((rule.rule, group), [0, Decimal(0)])
+                tally[0] += int(weight)
+                tally[1] += abs(Decimal(impact)) if impact is not None else 0
             out.writerow((rule.rule, layout.table(rule.table), ident, impact, detail))
             _sample(samples.setdefault(int(index), []), sample_rows_max, ident, impact, detail)
             if rule.scope and scope is not None and int(scope) <= proven[rule.scope[0]]:
@@ -394,6 +401,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
             out.writerow(("history_tampered", layout.table(t.table), t.id, t.cents_impact, t.detail))
         findings += _tampered_findings(tampered, layout, config.sample_rows_max)
         detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered)
+        detail["drift_by_account_type"] = _drift_by_type(results)
     os.replace(offenders_tmp, run.run_dir / "offenders.csv")
     run.findings += [f.as_json() for f in findings]
     if state is not None and schedule.state is not None:
@@ -405,6 +413,18 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
                           chunks={t: len(c) for t, c in state.chunks.items()}, rehashed_chunks=rehashed,
                           tampered=len(tampered))
         run.provenance["ledger_history"] = state.runs[-TREND_RUNS:]
+
+
+def _drift_by_type(results: list[PassResult]) -> dict[str, dict[str, Any]]:
+    """account_balance_drift per account type, over every pass that checks it (for the report's chart)."""
+    by_type: dict[str, list[Any]] = {}
+    for r in results:
+        for (rule, group), (n, cents) in r.groups.items():
+            if rule == "account_balance_drift":
+                tally = by_type.setdefault(group, [0, Decimal(0)])
+                tally[0] += n
+                tally[1] += cents
+    return {t: {"accounts": n, "drift_cents": str(cents)} for t, (n, cents) in sorted(by_type.items())}
 
 
 FULL_FROM = -(1 << 63) - 1  # below every bigint: a full audit digests every id

@@ -59,6 +59,7 @@ class Rule:
     # the row lies in the proven part). An incremental audit re-checks only rows beyond the watermark,
     # and reports the offenders found earlier in proven history from the state file.
     scope: tuple[str, str] | None = None
+    group: str = "NULL"  # SQL over x: what the report totals the rule's offenders by (an account type)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,10 @@ TRIAL = Pass(
              impact="x.total",
              detail="'entries in ' || coalesce(x.currency, 'NULL') || ' sum to ' || x.total || ' cents'"),
     ),
-    totals=(("currencies", "count(*)"),),
+    totals=(("currencies", "count(*)"),
+            # The report's trial balance chart: per currency, what its entries sum to (exact, as text).
+            ("by_currency", "coalesce(jsonb_object_agg(coalesce(x.currency, 'NULL'), x.total::text), "
+                            "jsonb_build_object())")),
 )
 # The entries beyond the watermark, plus the proven entries' sums per
 # currency ({carried}: from the state file).
@@ -212,7 +216,7 @@ CHAIN = Pass(
              scope=("entries", "x.id")),
         Rule("account_balance_drift", "accounts",
              "x.is_last AND x.a_id IS NOT NULL AND x.a_balance IS DISTINCT FROM x.after",
-             "x.a_id", impact="x.a_balance::numeric - x.after",
+             "x.a_id", impact="x.a_balance::numeric - x.after", group="x.a_type",
              detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', its last entry says ' "
                     "|| x.after"),
     ),
@@ -230,13 +234,13 @@ INC_CHAIN = replace(CHAIN, source=_fill(
 ACCOUNTS = Pass(
     "accounts",
     """
-    SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance,
+    SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
            EXISTS (SELECT 1 FROM {entries} e WHERE e.{entries_account} = a.{accounts_id}) AS has_entries
     FROM {accounts} a
     """,
     (
         Rule("account_balance_drift", "accounts", "NOT x.has_entries AND x.balance IS DISTINCT FROM 0",
-             "x.id", impact="coalesce(x.balance, 0)",
+             "x.id", impact="coalesce(x.balance, 0)", group="x.a_type",
              detail="'balance ' || coalesce(x.balance::text, 'NULL') || ' without a single entry'"),
     ),
     totals=(("accounts", "count(*)"),),
@@ -247,7 +251,8 @@ ACCOUNTS = Pass(
 INC_ACCOUNTS = Pass(
     "accounts",
     """
-    SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, l.id AS last_id, l.after
+    SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
+           l.id AS last_id, l.after
     FROM {accounts} a
     LEFT JOIN LATERAL (SELECT e.{entries_id} AS id, e.{entries_after} AS after FROM {entries} e
                        WHERE e.{entries_account} = a.{accounts_id}
@@ -257,7 +262,7 @@ INC_ACCOUNTS = Pass(
     (
         Rule("account_balance_drift", "accounts",
              "x.balance IS DISTINCT FROM CASE WHEN x.last_id IS NULL THEN 0 ELSE x.after END",
-             "x.id", impact="coalesce(x.balance::numeric, 0) - coalesce(x.after, 0)",
+             "x.id", impact="coalesce(x.balance::numeric, 0) - coalesce(x.after, 0)", group="x.a_type",
              detail="CASE WHEN x.last_id IS NULL THEN 'balance ' || coalesce(x.balance::text, 'NULL') "
                     "|| ' without a single entry' ELSE 'balance ' || coalesce(x.balance::text, 'NULL') "
                     "|| ', its last entry says ' || coalesce(x.after::text, 'NULL') END"),
@@ -478,14 +483,15 @@ def summary_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
 
 
 def offenders_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
-    """Every (row, rule) of ``x`` that breaks a rule: rule, id, impact, weight, detail, scope key."""
+    """Every (row, rule) of ``x`` that breaks a rule: rule, id, impact, weight, detail, scope key, group."""
     values = ", ".join(
         f"({i}, coalesce({r.when}, false), ({r.id})::text, ({r.impact})::numeric, ({r.weight})::bigint, "
-        f"({r.detail})::text, ({r.scope[1] if r.scope else 'NULL'})::bigint)" for i, r in enumerate(p.rules))
+        f"({r.detail})::text, ({r.scope[1] if r.scope else 'NULL'})::bigint, ({r.group})::text)"
+        for i, r in enumerate(p.rules))
     any_rule = " OR ".join(f"coalesce({r.when}, false)" for r in p.rules)
     return compose(
-        f"SELECT v.rule, v.id, v.impact, v.weight, v.detail, v.scope FROM ({p.source}) x "  # noqa: S608
-        f"CROSS JOIN LATERAL (VALUES {values}) v(rule, hit, id, impact, weight, detail, scope) "
+        f"SELECT v.rule, v.id, v.impact, v.weight, v.detail, v.scope, v.grp FROM ({p.source}) x "  # noqa: S608
+        f"CROSS JOIN LATERAL (VALUES {values}) v(rule, hit, id, impact, weight, detail, scope, grp) "
         f"WHERE ({any_rule}) AND v.hit", filled)
 
 

@@ -1,8 +1,9 @@
-"""What a run writes into its folder: summary.json, report.html and junit.xml.
+"""What a run writes: summary.json, report.html and junit.xml in its folder, and the index.
 
 ``write_outputs(run)`` writes each file atomically (a temporary file, then
-rename), so a reader never sees half a report. offenders.csv is streamed
-by the checks themselves (``checks.engine.run_checks``).
+rename), so a reader never sees half a report, then rewrites index.html in
+the reports folder (the run folder's parent). offenders.csv is streamed by
+the checks themselves (``checks.engine.run_checks``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.report.html import render_html
+from verifier.report.index import render_index
 from verifier.report.junit import render_junit
 from verifier.run import Run
 
@@ -49,8 +51,13 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+LINKED_FILES = ("offenders.csv", "summary.json", "junit.xml", "planted.json")  # linked from report.html
+
+
 def write_outputs(run: Run) -> None:
     data = summary(run)
     write_atomic(run.run_dir / "summary.json", json.dumps(data, indent=2, default=str) + "\n")
-    write_atomic(run.run_dir / "report.html", render_html(data))
     write_atomic(run.run_dir / "junit.xml", render_junit(data))
+    linked = [name for name in LINKED_FILES if (run.run_dir / name).exists()]
+    write_atomic(run.run_dir / "report.html", render_html(data, linked))
+    write_atomic(run.run_dir.parent / "index.html", render_index(run.run_dir.parent))

@@ -1,69 +1,273 @@
-"""A plain, self-contained HTML page for a run.
+"""report.html: one self-contained page per run, rendered from the run's summary.
 
-Placeholder until the report issue's Jinja2 templates land: it shows the
-verdict, the error, the stages and the provenance, with every value escaped
-(data values are untrusted) and no external resource of any kind.
+The page is built from the same dictionary as summary.json (``report.summary``)
+by Jinja2 templates shipped in the package (``templates/``), with
+autoescaping on: every data value (descriptions, column and file names,
+error messages) is untrusted text. Nothing is loaded from anywhere: the
+style and the one small script are inline, the charts are inline SVG, and a
+Content-Security-Policy forbids any other resource, and any script but ours
+(by its hash), should something slip through. The page reads the same
+without scripts; the script only adds sorting and a findings filter.
+
+A run that failed early renders too: the verdict says it could not verify,
+which stage it stopped in, and what it had done until then.
 """
 
 from __future__ import annotations
 
-import html
+import base64
+import functools
+import hashlib
 import json
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-_STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
-.verdict{font-size:1.6rem;font-weight:700;padding:.6rem 1rem;border-radius:6px}
-.pass{background:#e3f6e8;color:#11622c}.fail{background:#fde8e8;color:#8a1c1c}
-.error{background:#fff4d6;color:#7a5300}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;
-text-align:left;vertical-align:top}th{background:#f4f4f4}code{font-size:.9em}
-"""
+import jinja2
+from markupsafe import Markup
 
-_VERDICT_TEXT = {
-    "pass": "PASS: verified, no findings",
-    "fail": "FAIL: findings",
-    "error": "NOT VERIFIED: the run could not verify",
+from verifier.report import charts
+
+VERDICTS = {
+    "pass": ("PASS", "PASS: verified, no findings",
+             "Every check ran to the end and found nothing that fails the run."),
+    "fail": ("FAIL", "FAIL: findings",
+             "The run completed and found what is listed below. Do not release until each is explained."),
+    "error": ("NOT VERIFIED", "NOT VERIFIED: the run could not finish",
+              "The run stopped before it could verify everything. Nothing here is a pass."),
 }
+STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations")  # shown in their own sections
+PROVENANCE_ELSEWHERE = ("migrations", "ledger_history")
+PROVEN, CHECKED = "#2f855a", "#4a6fa5"  # the trend chart's two series
+STAGE_DETAIL_MAX = 600  # characters of a stage's remaining detail shown in the stages table
+DIFF_CHART_NOTE = ("Offending rows of decimal/cents pairs by their difference, cents minus the expected "
+                   "cents, bucketed by sign and order of magnitude. Rows that are right are not drawn; "
+                   "0 holds rows whose cents are the expected cents but lost a fraction of a cent "
+                   "(sub_cent_loss); \"beyond bigint\" rows whose expected cents overflow (overflow).")
 
 
-def _e(value: Any) -> str:
-    if isinstance(value, dict | list):
-        value = json.dumps(value, default=str)
-    return html.escape("" if value is None else str(value), quote=True)
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("verifier.report", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.globals["cents"] = format_cents
+    return env
 
 
-def _table(rows: list[tuple[Any, Any]]) -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+def _asset(name: str) -> str:
+    """A file of ``templates/`` as it is (the style and the script are not templates)."""
+    env = _environment()
+    assert env.loader is not None
+    return env.loader.get_source(env, name)[0]
 
 
-def render_html(data: dict[str, Any]) -> str:
+@functools.cache
+def page_assets() -> dict[str, Markup | str]:
+    """The page's inline style and script, and the script's CSP hash (only this exact script may run)."""
+    script = _asset("report.js")
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    # Our own files, not data: safe to place as they are.
+    return {"style": Markup(_asset("report.css")), "script": Markup(script),
+            "script_hash": f"sha256-{digest}"}
+
+
+def format_cents(value: Any) -> str:
+    """An exact cents figure with thousands separators (``"1,234"``); text that is not a number as is."""
+    if value is None or value == "":
+        return ""
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    return f"{d:,}" if d == d.to_integral_value() else str(d)
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False) if isinstance(value, dict | list) else (
+        "" if value is None else str(value))
+
+
+def _pairs(mapping: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(k, _text(v)) for k, v in mapping.items() if v is not None]
+
+
+def _stage(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((s for s in data["stages"] if s["name"] == name), None)
+
+
+def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
+    order = {"error": 0, "warning": 1}
+    rows = []
+    for f in sorted(data["findings"], key=lambda f: (order.get(f["severity"], 2), f["rule"], f["table"] or "",
+                                                     f["column"] or "")):
+        sample = list(f.get("sample") or [])
+        columns = list(dict.fromkeys(k for row in sample for k in row))
+        failure = (f.get("detail") or {}).get("failure") if f["rule"] == "migration_failed" else None
+        rows.append({**f, "count": f.get("count") or 0, "sample": sample, "sample_columns": columns,
+                     "sample_rows": [[_text(row.get(c)) for c in columns] for row in sample],
+                     "failure": _pairs(failure) if failure else None})
+    return rows
+
+
+def _cents_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
+    from verifier.checks.engine import DIFF_BUCKETS
+
+    found = []
+    per_table: dict[str, int] = {}
+    for f in data["findings"]:
+        if f["table"] and f["severity"] == "error":
+            per_table[f["table"]] = per_table.get(f["table"], 0) + (f.get("count") or 0)
+    if per_table:
+        found.append({"title": "Offending rows per table (error findings)", "note": "",
+                      "svg": charts.bars("Offending rows per table", [
+                          charts.Bar(t, n, f"{n:,}", "bad")
+                          for t, n in sorted(per_table.items(), key=lambda kv: (-kv[1], kv[0]))])})
+    verify = _stage(data, "verify")
+    if verify and verify.get("tables"):
+        buckets = dict.fromkeys(DIFF_BUCKETS, 0)
+        for t in verify["tables"]:
+            for c in t["checks"]:
+                for b, n in (c.get("differences") or {}).items():
+                    buckets[b] = buckets.get(b, 0) + n
+        if any(buckets.values()):
+            found.append({"title": "Distribution of differences in cents", "note": DIFF_CHART_NOTE,
+                          "svg": charts.columns("Differences in cents", [
+                              charts.Bar(b, n, f"{n:,}", "neutral" if b == "0" else "bad",
+                                         f"{n:,} row(s) off by {b} cents")
+                              for b, n in buckets.items()])})
+    return found
+
+
+def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    audit = _stage(data, "audit")
+    if audit is None:
+        return None, []
+    layout = _stage(data, "layout") or {}
+    state = _stage(data, "state")
+    history = list(data["provenance"].get("ledger_history") or [])
+    passes = [{"name": p["pass"], "rules": p["rules"], "offending": p["offending"],
+               "duration_s": p["duration_s"],
+               "read": [(k, f"{v:,}" if isinstance(v, int) else _text(v)) for k, v in p.items()
+                        if k not in ("pass", "rules", "offending", "duration_s")]}
+              for p in audit.get("passes", [])]
+    ledger = {"mode": audit.get("mode"), "workers": audit.get("workers"),
+              "convention": layout.get("convention"), "state": state, "passes": passes,
+              "history": list(reversed(history))}
+    found = []
+    trial = next((p for p in audit.get("passes", []) if p["pass"] == "trial"), None)
+    if trial and trial.get("by_currency"):
+        sums = sorted((c, Decimal(v)) for c, v in trial["by_currency"].items())
+        found.append({"title": "Trial balance per currency",
+                      "note": "Per currency, what its entries sum to in cents (0 when double entry holds).",
+                      "svg": charts.bars("Trial balance per currency", [
+                          charts.Bar(c, v, f"{format_cents(v)} cents", "ok" if v == 0 else "bad")
+                          for c, v in sums])})
+    offenders = _stage(data, "offenders") or {}
+    drift = offenders.get("drift_by_account_type")
+    if drift is not None:
+        types = sorted(set(drift) | set(layout.get("non_negative_account_types") or []))
+        found.append({"title": "Balance drift per account type",
+                      "note": "Per account type, the sum of |stored balance - what its entries say| "
+                              "(account_balance_drift). Types without drift are drawn at 0.",
+                      "svg": charts.bars("Balance drift per account type", [
+                          charts.Bar(t, Decimal(drift.get(t, {}).get("drift_cents", 0)),
+                                     f"{format_cents(drift.get(t, {}).get('drift_cents', 0))} cents in "
+                                     f"{drift.get(t, {}).get('accounts', 0):,} account(s)",
+                                     "bad" if t in drift else "ok")
+                          for t in types]) if types else Markup("<p>No account drifts.</p>")})
+    if len(history) >= 2:
+        found += _trend(history)
+    return ledger, found
+
+
+def _trend(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The charts of a state file's audits (``provenance.ledger_history``), oldest first."""
+    def n(h: dict[str, Any], key: str) -> int:
+        return int(h.get(key) or 0)
+
+    by_run = [f"{h['run_id']} ({h['mode']})" for h in history]
+    return [{"title": "Scheduled audits: findings across runs",
+                  "note": f"The last {len(history)} audits recorded in the state file, oldest left.",
+                  "svg": charts.columns("Findings across runs", [
+                      charts.Bar(h["started_at"][:16].replace("T", " "), n(h, "findings"),
+                                 f"{n(h, 'findings'):,}", "ok" if h["status"] == "pass" else "bad",
+                                 f"{h['run_id']} ({h['mode']}): {h['status']}, {n(h, 'findings')} "
+                                 f"finding(s), {n(h, 'offending_rows'):,} offending row(s), "
+                                 f"{format_cents(h.get('cents_impact'))} cents")
+                      for h in history])},
+            {"title": "Scheduled audits: entries proven and entries checked",
+                  "note": "An incremental audit checks only the entries beyond what earlier audits proved.",
+                  "svg": charts.lines("Entries across runs", by_run, [
+                      charts.Series("entries proven", [n(h, "proven_entries") for h in history], PROVEN),
+                      charts.Series("entries checked", [n(h, "checked_entries") for h in history], CHECKED),
+                  ])}]
+
+
+def _timeline(data: dict[str, Any]) -> tuple[list[dict[str, Any]], Markup]:
+    migrate = _stage(data, "migrate")
+    timeline = list((migrate or {}).get("timeline") or [])
+    if not timeline:
+        return [], Markup("")
+    chart = charts.bars("Migration durations", [
+        charts.Bar(f"{m['file']} ({m['direction']})", Decimal(str(m["duration_s"])), f"{m['duration_s']} s",
+                   "ok" if m["ok"] else "bad") for m in timeline])
+    return timeline, chart
+
+
+def _expectations(data: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str]:
+    judge = _stage(data, "judge")
+    if judge is None:
+        return None, ""
+    rows = [{**e, "kwargs_text": _text(e.get("kwargs"))} for e in judge.get("expectations", [])]
+    return rows, judge.get("skipped") or "No expectations ran."
+
+
+def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    """Everything the template shows, from a run's summary (``report.summary``)."""
     status = data["status"]
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(data['command'])} {_e(data['run_id'])}: {_e(status)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<div class='verdict {_e(status)}'>{_e(_VERDICT_TEXT[status])}</div>",
-        f"<p>Run <code>{_e(data['run_id'])}</code> of <code>{_e(data['command'])}</code>, "
-        f"started {_e(data['started_at'])}, took {_e(data['duration_s'])} s.</p>",
-    ]
-    if data.get("error"):
-        parts.append(f"<h2>What happened</h2><p>{_e(data['error'])}</p>")
-    parts.append(f"<h2>Findings</h2><p>{len(data['findings'])} finding(s).</p>")
-    if data["findings"]:
-        keys = sorted({k for f in data["findings"] for k in f})
-        head = "".join(f"<th>{_e(k)}</th>" for k in keys)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{_e(f.get(k))}</td>" for k in keys) + "</tr>"
-            for f in data["findings"]
-        )
-        parts.append(f"<table><tr>{head}</tr>{rows}</table>")
-    parts.append("<h2>Stages</h2>")
-    for stage in data["stages"]:
-        parts.append(f"<h3>{_e(stage['name'])}</h3>")
-        parts.append(_table(list(stage.items())))
-    parts.append("<h2>Provenance</h2>")
-    parts.append(_table(list(data["provenance"].items())))
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    word, headline, explain = VERDICTS[status]
+    findings = _findings(data)
+    ledger, ledger_charts = _ledger(data)
+    timeline, timeline_chart = _timeline(data)
+    expectations, expectations_note = _expectations(data)
+    verify = _stage(data, "verify")
+    provenance = data["provenance"]
+    return {
+        "command": data["command"], "run_id": data["run_id"], "status": status,
+        "exit_code": data["exit_code"], "started_at": data["started_at"], "duration_s": data["duration_s"],
+        "error": data.get("error"),
+        "verdict": {"word": word, "headline": headline, "explain": explain},
+        "failed_stage": data["stages"][-1]["name"] if status == "error" and data["stages"] else None,
+        "errors": sum(1 for f in data["findings"] if f["severity"] == "error"),
+        "warnings": sum(1 for f in data["findings"] if f["severity"] == "warning"),
+        "offending_rows": sum(f.get("count") or 0 for f in data["findings"]),
+        "cents_impact": sum(abs(int(f.get("cents_impact") or 0)) for f in data["findings"]),
+        "rows_checked": verify.get("rows_checked") if verify else None,
+        "findings": findings, "rules_found": sorted({f["rule"] for f in data["findings"]}),
+        "charts": _cents_charts(data) + ledger_charts,
+        "cents_tables": verify.get("tables", []) if verify else [],
+        "rounding_mode": provenance.get("rounding_mode", ""),
+        "ledger": ledger, "timeline": timeline, "timeline_chart": timeline_chart,
+        "expectations": expectations, "expectations_note": expectations_note,
+        "stages": [{"name": s["name"], "duration_s": s["duration_s"], "detail": _stage_detail(s)}
+                   for s in data["stages"]],
+        "provenance": [(k, _text(v)) for k, v in provenance.items() if k not in PROVENANCE_ELSEWHERE],
+        "migrations": provenance.get("migrations") or [],
+        "files": files, "tool_version": provenance.get("tool_version", ""),
+        **page_assets(),
+    }
+
+
+def _stage_detail(stage: dict[str, Any]) -> str:
+    """What the stages table shows of a stage: its detail but what has its own section, clipped."""
+    text = _text({k: v for k, v in stage.items() if k not in ("name", "duration_s", *STAGE_DETAIL_ELSEWHERE)})
+    if len(text) <= STAGE_DETAIL_MAX:
+        return text
+    return f"{text[:STAGE_DETAIL_MAX]} \u2026 (all in summary.json)"
+
+
+def render_html(data: dict[str, Any], files: list[str] | None = None) -> str:
+    """The report page of a run; ``files`` are the run folder's other outputs, linked from the page."""
+    return _environment().get_template("report.html.j2").render(view(data, files or []))

@@ -1,0 +1,138 @@
+"""Charts as inline SVG: no script, no font, no network; every label escaped.
+
+Each function returns ``Markup`` (safe to place in a template as is) built
+from escaped text and numbers. Money reaches these functions as exact
+values (``int`` or ``Decimal``); only the pixel geometry is rounded, never
+a value a reader sees: the labels print the exact figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from markupsafe import Markup, escape
+
+WIDTH = 760
+LABEL_W = 200  # left column for bar labels
+VALUE_W = 230  # right column for the printed value
+ROW_H = 22
+MAX_TICKS = 16  # category labels a column chart prints; beyond, every few (tooltips name them all)
+COLORS = {"bad": "#c0392b", "warn": "#b7791f", "ok": "#2f855a", "neutral": "#4a6fa5", "grid": "#ccd"}
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: Decimal | int
+    text: str  # the exact figure as the reader sees it
+    tone: str = "neutral"  # a key of COLORS
+    title: str = ""  # tooltip
+
+
+def _px(value: Decimal | int, scale: Decimal) -> int:
+    return int((Decimal(value) * scale).to_integral_value(ROUND_HALF_UP))
+
+
+def _svg(height: int, title: str, body: str, width: int = WIDTH) -> Markup:
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title>{body}</svg>")
+
+
+def _clip(text: str, limit: int = 34) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def bars(title: str, rows: Sequence[Bar]) -> Markup:
+    """Horizontal bars, one per row, from a zero axis (negative values extend left of it)."""
+    if not rows:
+        return Markup("")
+    top = max((abs(Decimal(r.value)) for r in rows), default=Decimal(0))
+    has_negative = any(Decimal(r.value) < 0 for r in rows)
+    plot_w = WIDTH - LABEL_W - VALUE_W
+    zero = LABEL_W + (plot_w // 2 if has_negative else 0)
+    span = plot_w // 2 if has_negative else plot_w
+    scale = Decimal(span) / top if top else Decimal(0)
+    parts = []
+    for i, r in enumerate(rows):
+        y = 6 + i * ROW_H
+        w = _px(abs(Decimal(r.value)), scale)
+        if r.value and w < 2:
+            w = 2  # a nonzero value stays visible
+        x = zero - w if Decimal(r.value) < 0 else zero
+        tip = escape(r.title or f"{r.label}: {r.text}")
+        parts.append(
+            f'<g><title>{tip}</title>'
+            f'<text x="{LABEL_W - 8}" y="{y + 14}" text-anchor="end">{escape(_clip(r.label))}</text>'
+            f'<rect x="{x}" y="{y + 3}" width="{w}" height="{ROW_H - 8}" fill="{COLORS[r.tone]}"/>'
+            f'<text x="{LABEL_W + plot_w + 8}" y="{y + 14}">{escape(r.text)}</text></g>')
+    height = 12 + len(rows) * ROW_H
+    parts.append(f'<line x1="{zero}" y1="4" x2="{zero}" y2="{height - 4}" stroke="#555"/>')
+    return _svg(height, title, "".join(parts))
+
+
+def columns(title: str, rows: Sequence[Bar], height: int = 240) -> Markup:
+    """Vertical bars over categories in their given order (a histogram), counts printed above."""
+    if not rows:
+        return Markup("")
+    top = max((Decimal(r.value) for r in rows), default=Decimal(0))
+    plot_h = height - 100  # room below for the slanted category labels
+    left = 60  # the first slanted label needs room on the left
+    slot = (WIDTH - left - 10) // len(rows)
+    scale = Decimal(plot_h) / top if top else Decimal(0)
+    every = math.ceil(len(rows) / MAX_TICKS)  # with many columns, label every few and print no counts
+    parts = []
+    for i, r in enumerate(rows):
+        h = _px(r.value, scale)
+        if r.value and h < 2:
+            h = 2
+        x = left + i * slot
+        bar_x, bar_w = x + 1 + slot // 8, max(slot - 2 - slot // 4, 1)
+        base = 20 + plot_h
+        tip = escape(r.title or f"{r.label}: {r.text}")
+        parts.append(
+            f'<g><title>{tip}</title>'
+            f'<rect x="{bar_x}" y="{base - h}" width="{bar_w}" height="{h}" fill="{COLORS[r.tone]}"/>'
+            + (f'<text x="{x + slot // 2}" y="{base - h - 4}" text-anchor="middle">{escape(r.text)}</text>'
+               if every == 1 else "")
+            + (f'<text x="{x + slot // 2 + 4}" y="{base + 14}" text-anchor="end" class="tick" '
+               f'transform="rotate(-30 {x + slot // 2 + 4} {base + 14})">{escape(_clip(r.label, 20))}</text>'
+               if i % every == 0 else "")
+            + "</g>")
+    parts.append(f'<line x1="{left}" y1="{20 + plot_h}" x2="{WIDTH - 10}" y2="{20 + plot_h}" stroke="#555"/>')
+    return _svg(height, title, "".join(parts))
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: Sequence[int]
+    color: str
+
+
+def lines(title: str, labels: Sequence[str], series: Sequence[Series], height: int = 180) -> Markup:
+    """One polyline per series over runs (oldest left), on one scale; each point's value in its tooltip."""
+    if not labels or not series:
+        return Markup("")
+    plot_h = height - 60
+    left, right = 10, WIDTH - 10
+    step = Decimal(right - left) / max(len(labels) - 1, 1)
+    parts = [f'<line x1="{left}" y1="{20 + plot_h}" x2="{right}" y2="{20 + plot_h}" stroke="#555"/>']
+    legend = []
+    top = max((v for s in series for v in s.values), default=0)
+    scale = Decimal(plot_h) / top if top else Decimal(0)
+    for k, s in enumerate(series):
+        points = [(left + _px(i, step), 20 + plot_h - _px(v, scale)) for i, v in enumerate(s.values)]
+        parts.append(f'<polyline fill="none" stroke="{s.color}" stroke-width="2" points="'
+                     + " ".join(f"{x},{y}" for x, y in points) + '"/>')
+        for (x, y), v, label in zip(points, s.values, labels, strict=True):
+            parts.append(f'<circle cx="{x}" cy="{y}" r="3.5" fill="{s.color}">'
+                         f'<title>{escape(label)}: {escape(s.name)} {v:,}</title></circle>')
+        legend.append(f'<text x="{left + k * 240}" y="{height - 12}" fill="{s.color}">'
+                      f'{escape(s.name)} (last: {s.values[-1]:,})</text>')
+    legend.append(f'<text x="{right}" y="12" text-anchor="end" class="tick">top of the scale: {top:,}</text>')
+    return _svg(height, title, "".join(parts + legend))
