@@ -41,7 +41,8 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that it is either all there or not at all."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # Text that is not UTF-8 (a path's stray bytes, as surrogate escapes) is written escaped, not fatal.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

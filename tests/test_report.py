@@ -1,0 +1,251 @@
+"""report.html and the reports index, opened in a real browser (headless Chromium).
+
+The demo's reports (cents and ledger) are opened from files with every
+network request refused: they must render without a console error, show
+the verdict and every planted rule, and work without JavaScript. Data
+values carrying HTML or script, from a real database, must render as text
+and run nothing. A run that could not even connect still leaves a report
+that says so. A screenshot of each report's first screen is written to
+test-artifacts/.
+
+Chromium is Debian's (``chromium``), driven by Playwright through its
+``executable_path``; CI installs it (.ci/run). Elsewhere, without it, the
+browser tests are skipped with that reason; under CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from verifier.report import html as report_html
+from verifier.report import write_atomic
+from verifier.report.charts import Bar, bars
+from verifier.report.index import render_index
+
+from .conftest import only_run, run_cli, run_summary
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = os.environ.get("VERIFIER_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which(
+    "chromium-browser")
+HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)>\"'&amp;"
+NAME = "<img src=x onerror=alert(2)>"  # identifiers hold 63 bytes
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must test the report in Chromium: apt-get install chromium (see .ci/run)")
+        pytest.skip("no Chromium here (apt-get install chromium, or set VERIFIER_TEST_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Opened:
+    """A page opened from a file with the network refused, and everything it tried or said."""
+
+    def __init__(self, browser: Any, path: Path, *, javascript: bool = True) -> None:
+        self.requests: list[str] = []  # anything but the file itself
+        self.console: list[str] = []
+        self.dialogs: list[str] = []
+        self.context = browser.new_context(java_script_enabled=javascript, offline=True,
+                                           viewport={"width": 1280, "height": 900})
+        self.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                           else route.abort())
+        self.page = self.context.new_page()
+        self.page.on("request", lambda r: None if r.url.startswith("file:") else self.requests.append(r.url))
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.goto(path.as_uri())
+        self.page.wait_for_load_state("load")
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        target = ARTIFACTS / name
+        self.page.screenshot(path=str(target))  # the first screen, what a reviewer sees first
+        return target
+
+    def clean(self) -> None:
+        """Nothing fetched, nothing logged, no script of anyone else ran."""
+        assert self.requests == []
+        assert self.console == []
+        assert self.dialogs == []
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _planted_rules(run_dir: Path) -> set[str]:
+    planted = json.loads((run_dir / "planted.json").read_text())
+    rules = {p["rule"] for p in planted["planted"]}
+    assert rules
+    return rules
+
+
+@pytest.mark.parametrize("command", ["verify-cents", "verify-ledger"])
+def test_demo_report_in_a_browser_offline(browser: Any, tmp_path: Path, command: str) -> None:
+    result = run_cli(command, "--demo", "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    run_dir = only_run(tmp_path)
+    opened = Opened(browser, run_dir / "report.html")
+    try:
+        shot = opened.screenshot(f"{command}-demo-first-screen.png")
+        assert shot.stat().st_size > 10_000
+        assert opened.page.inner_text("#verdict").startswith("FAIL")
+        findings = opened.page.inner_text("#findings-table")
+        missing = {rule for rule in _planted_rules(run_dir) if rule not in findings}
+        assert missing == set(), f"planted rules the report does not show: {missing}"
+        # The only script is ours; the filter it adds narrows the findings to one rule.
+        assert opened.page.locator("script").count() == 1
+        rule = sorted(_planted_rules(run_dir))[0]
+        opened.page.fill("#filter", rule)
+        visible = opened.page.locator("#findings-table tbody tr:visible")
+        assert visible.count() >= 1
+        assert all(rule in text for text in visible.all_inner_texts())
+        assert opened.page.locator("svg.chart").count() >= 2
+        opened.clean()
+    finally:
+        opened.close()
+    # Without JavaScript the page says the same.
+    bare = Opened(browser, run_dir / "report.html", javascript=False)
+    try:
+        assert bare.page.inner_text("#verdict").startswith("FAIL")
+        assert all(rule in bare.page.inner_text("#findings-table") for rule in _planted_rules(run_dir))
+        bare.clean()
+    finally:
+        bare.close()
+    index = Opened(browser, tmp_path / "index.html")
+    try:
+        assert run_dir.name in index.page.inner_text("body")
+        index.page.click(f"text={run_dir.name}")
+        assert index.page.inner_text("#verdict").startswith("FAIL")
+        index.clean()
+    finally:
+        index.close()
+
+
+def test_ledger_demo_report_charts_the_trial_balance_drift_and_trend(tmp_path: Path) -> None:
+    assert run_cli("verify-ledger", "--demo", "--report-dir", str(tmp_path)).code == 1
+    page = (only_run(tmp_path) / "report.html").read_text()
+    for title in ("Trial balance per currency", "Balance drift per account type",
+                  "Scheduled audits: findings across runs",
+                  "Scheduled audits: entries proven and entries checked"):
+        assert f"<h3>{title}</h3>" in page
+    data = run_summary(tmp_path)
+    [audit] = [s for s in data["stages"] if s["name"] == "audit"]
+    [trial] = [p for p in audit["passes"] if p["pass"] == "trial"]
+    # The demo plants a one-sided EUR entry: its trial balance is what the chart shows, exactly.
+    assert any(Decimal(v) != 0 for v in trial["by_currency"].values())
+    for currency, total in trial["by_currency"].items():
+        assert f"{report_html.format_cents(total)} cents" in page, currency
+
+
+@pytest.fixture
+def hostile_db(fresh_db: str) -> str:
+    """A table, column and key whose names and values are HTML and script, with wrong cents."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        table, column = sql.Identifier(f"tips {NAME}"), sql.Identifier(f"a{NAME}")
+        cents = sql.Identifier(f"a{NAME}_cents")
+        conn.execute(sql.SQL("CREATE TABLE {} (k text PRIMARY KEY, {} numeric(12,2), {} bigint)").format(
+            table, column, cents))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, 1.23, 124), (%s, 2.00, 200)").format(table),
+                     (HOSTILE + "x" * 5000, "fine"))
+    return fresh_db
+
+
+def test_html_and_script_in_names_and_values_render_as_text(browser: Any, hostile_db: str,
+                                                            tmp_path: Path) -> None:
+    result = run_cli("verify-cents", "--db", hostile_db, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    run_dir = only_run(tmp_path)
+    opened = Opened(browser, run_dir / "report.html")
+    try:
+        text = opened.page.text_content("body")  # samples sit in closed <details>: not in inner_text
+        assert f"public.tips {NAME}" in text and f"a{NAME}_cents" in text  # the names, as text
+        # The row's key, as text (in the sample's JSON), long as it is.
+        assert json.dumps(HOSTILE)[1:-1] + "x" * 100 in text
+        assert opened.page.locator("script").count() == 1
+        assert opened.page.locator("img").count() == 0
+        opened.clean()
+    finally:
+        opened.close()
+
+
+def test_a_run_that_could_not_connect_still_has_a_report(browser: Any, tmp_path: Path) -> None:
+    url = "postgresql://verifier:s3cret-pw@127.0.0.1:1/nowhere"
+    result = run_cli("verify-cents", "--db", url, "--report-dir", str(tmp_path))
+    assert result.code == 2
+    run_dir = only_run(tmp_path)
+    opened = Opened(browser, run_dir / "report.html")
+    try:
+        verdict = opened.page.inner_text("#verdict")
+        assert verdict.startswith("NOT VERIFIED")
+        body = opened.page.inner_text("body")
+        assert "127.0.0.1:1" in body and "incomplete" in body and "connect" in body
+        opened.screenshot("verify-cents-unreachable-first-screen.png")
+        opened.clean()
+    finally:
+        opened.close()
+    for name in ("report.html", "summary.json", "junit.xml"):
+        assert "s3cret-pw" not in (run_dir / name).read_text()
+    assert "s3cret-pw" not in (tmp_path / "index.html").read_text()
+    assert "NOT VERIFIED" in (tmp_path / "index.html").read_text()
+
+
+def _summary(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "status": "fail", "exit_code": 1, "command": "verify-cents --db x",
+        "run_id": "20261124T000000Z-abcdef",
+        "started_at": "2026-11-24T00:00:00+00:00", "duration_s": 1.0, "error": None, "findings": [],
+        "stages": [], "provenance": {"tool_version": "0"}}
+    data.update(changes)
+    return data
+
+
+def test_bytes_that_are_not_utf8_are_written_not_fatal(tmp_path: Path) -> None:
+    # A snapshot path from the command line may hold bytes that are not UTF-8 (surrogate escapes).
+    odd = os.fsdecode(b"/tmp/snap-\xff\xfe.dump")
+    page = report_html.render_html(_summary(error=f"Cannot read {odd}", status="error", exit_code=2))
+    write_atomic(tmp_path / "report.html", page)
+    assert "snap-" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_index_lists_runs_newest_first_and_says_which_it_cannot_read(tmp_path: Path) -> None:
+    for run_id, status in (("20261101T000000Z-aaaaaa", "pass"), ("20261102T000000Z-bbbbbb", "fail")):
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "summary.json").write_text(json.dumps(_summary(run_id=run_id, status=status)))
+    (tmp_path / "20261103T000000Z-cccccc").mkdir()
+    (tmp_path / "20261103T000000Z-cccccc" / "summary.json").write_text("{not json")
+    (tmp_path / "20261104T000000Z-dddddd").mkdir()  # killed before it wrote anything
+    page = render_index(tmp_path)
+    order = [page.index(r) for r in ("dddddd", "cccccc", "bbbbbb", "aaaaaa")]
+    assert order == sorted(order)
+    assert "UNREADABLE" in page and "UNFINISHED" in page and "PASS" in page and "FAIL" in page
+
+
+def test_chart_labels_are_escaped_and_values_exact() -> None:
+    huge = "-12,345,678,901,234,567,890"
+    svg = str(bars("t<script>", [Bar("<b>USD</b>", Decimal(huge.replace(",", "")), huge)]))
+    assert "<b>" not in svg and "&lt;b&gt;USD&lt;/b&gt;" in svg and "t&lt;script&gt;" in svg
+    assert "-12,345,678,901,234,567,890" in svg
+    assert report_html.format_cents("-12345678901234567890") == "-12,345,678,901,234,567,890"
+    assert report_html.format_cents(Decimal("0.5")) == "0.5"
