@@ -43,7 +43,7 @@ def _svg(height: int, title: str, body: str, width: int = WIDTH) -> Markup:
         f"<title>{escape(title)}</title>{body}</svg>")
 
 
-def _clip(text: str, limit: int = 34) -> str:
+def _clip(text: str, limit: int = 30) -> str:  # 30 characters fit LABEL_W
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 

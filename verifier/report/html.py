@@ -152,6 +152,9 @@ def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str,
                "read": [(k, f"{v:,}" if isinstance(v, int) else _text(v)) for k, v in p.items()
                         if k not in ("pass", "rules", "offending", "duration_s")]}
               for p in audit.get("passes", [])]
+    if state is not None:  # its watermarks ({table: id}) as "entries 19,997; journals 6,979"
+        state = {**state, **{k: "; ".join(f"{t} {n:,}" for t, n in state[k].items())
+                             for k in ("proven_before", "seen", "settled") if isinstance(state.get(k), dict)}}
     ledger = {"mode": audit.get("mode"), "workers": audit.get("workers"),
               "convention": layout.get("convention"), "state": state, "passes": passes,
               "history": list(reversed(history))}
@@ -211,7 +214,7 @@ def _timeline(data: dict[str, Any]) -> tuple[list[dict[str, Any]], Markup]:
     if not timeline:
         return [], Markup("")
     chart = charts.bars("Migration durations", [
-        charts.Bar(f"{m['file']} ({m['direction']})", Decimal(str(m["duration_s"])), f"{m['duration_s']} s",
+        charts.Bar(m["file"], Decimal(str(m["duration_s"])), f"{m['duration_s']} s ({m['direction']})",
                    "ok" if m["ok"] else "bad") for m in timeline])
     return timeline, chart
 
