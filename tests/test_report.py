@@ -200,7 +200,7 @@ def test_a_run_that_could_not_connect_still_has_a_report(browser: Any, tmp_path:
         verdict = opened.page.inner_text("#verdict")
         assert verdict.startswith("NOT VERIFIED")
         body = opened.page.inner_text("body")
-        assert "127.0.0.1:1" in body and "incomplete" in body and "connect" in body
+        assert "127.0.0.1:1" in body and "stopped during the connect stage" in body and "incomplete" in body
         opened.screenshot("verify-cents-unreachable-first-screen.png")
         opened.clean()
     finally:
@@ -249,3 +249,13 @@ def test_chart_labels_are_escaped_and_values_exact() -> None:
     assert "-12,345,678,901,234,567,890" in svg
     assert report_html.format_cents("-12345678901234567890") == "-12,345,678,901,234,567,890"
     assert report_html.format_cents(Decimal("0.5")) == "0.5"
+
+
+def test_an_index_that_cannot_be_written_does_not_change_the_run(tmp_path: Path) -> None:
+    (tmp_path / "index.html").mkdir()  # in the way of the index
+    url = "postgresql://127.0.0.1:1/nowhere"
+    result = run_cli("verify-cents", "--db", url, "--report-dir", str(tmp_path))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "could not update" in result.stderr and "index.html" in result.stderr
+    [run_dir] = [p for p in tmp_path.iterdir() if p.name != "index.html"]
+    assert (run_dir / "report.html").exists() and (tmp_path / "index.html").is_dir()

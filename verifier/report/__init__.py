@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,4 +62,7 @@ def write_outputs(run: Run) -> None:
     write_atomic(run.run_dir / "junit.xml", render_junit(data))
     linked = [name for name in LINKED_FILES if (run.run_dir / name).exists()]
     write_atomic(run.run_dir / "report.html", render_html(data, linked))
-    write_atomic(run.run_dir.parent / "index.html", render_index(run.run_dir.parent))
+    try:
+        write_atomic(run.run_dir.parent / "index.html", render_index(run.run_dir.parent))
+    except OSError as exc:  # the run's own outputs are written; a stale index must not fail the run
+        print(f"verifier: could not update {run.run_dir.parent / 'index.html'}: {exc}", file=sys.stderr)

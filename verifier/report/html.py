@@ -46,7 +46,7 @@ DIFF_CHART_NOTE = ("Offending rows of decimal/cents pairs by their difference, c
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("verifier.report", "templates"),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
@@ -58,7 +58,7 @@ def _environment() -> jinja2.Environment:
 
 def _asset(name: str) -> str:
     """A file of ``templates/`` as it is (the style and the script are not templates)."""
-    env = _environment()
+    env = environment()
     assert env.loader is not None
     return env.loader.get_source(env, name)[0]
 
@@ -273,4 +273,4 @@ def _stage_detail(stage: dict[str, Any]) -> str:
 
 def render_html(data: dict[str, Any], files: list[str] | None = None) -> str:
     """The report page of a run; ``files`` are the run folder's other outputs, linked from the page."""
-    return _environment().get_template("report.html.j2").render(view(data, files or []))
+    return environment().get_template("report.html.j2").render(view(data, files or []))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier import __version__
-from verifier.report.html import VERDICTS, _environment, page_assets
+from verifier.report.html import VERDICTS, environment, page_assets
 
 INDEX_RUNS_MAX = 500  # the newest runs listed; older folders are counted
 
@@ -43,6 +43,6 @@ def _entry(run_dir: Path) -> dict[str, Any]:
 def render_index(report_dir: Path) -> str:
     folders = sorted((p for p in report_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
                      key=lambda p: p.name, reverse=True)  # run ids start with their UTC start time
-    return _environment().get_template("index.html.j2").render(
+    return environment().get_template("index.html.j2").render(
         folder=str(report_dir), total=len(folders), runs=[_entry(p) for p in folders[:INDEX_RUNS_MAX]],
         tool_version=__version__, **page_assets())
