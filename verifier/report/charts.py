@@ -36,6 +36,12 @@ def _px(value: Decimal | int, scale: Decimal) -> int:
     return int((Decimal(value) * scale).to_integral_value(ROUND_HALF_UP))
 
 
+def _bar_px(value: Decimal | int, scale: Decimal) -> int:
+    """A bar's length for ``value`` (its magnitude): at least 2 pixels, so that no nonzero value vanishes."""
+    length = _px(abs(Decimal(value)), scale)
+    return max(length, 2) if value else length
+
+
 def _svg(height: int, title: str, body: str, width: int = WIDTH) -> Markup:
     return Markup(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
@@ -60,9 +66,7 @@ def bars(title: str, rows: Sequence[Bar]) -> Markup:
     parts = []
     for i, r in enumerate(rows):
         y = 6 + i * ROW_H
-        w = _px(abs(Decimal(r.value)), scale)
-        if r.value and w < 2:
-            w = 2  # a nonzero value stays visible
+        w = _bar_px(r.value, scale)
         x = zero - w if Decimal(r.value) < 0 else zero
         tip = escape(r.title or f"{r.label}: {r.text}")
         parts.append(
@@ -87,9 +91,7 @@ def columns(title: str, rows: Sequence[Bar], height: int = 240) -> Markup:
     every = math.ceil(len(rows) / MAX_TICKS)  # with many columns, label every few and print no counts
     parts = []
     for i, r in enumerate(rows):
-        h = _px(r.value, scale)
-        if r.value and h < 2:
-            h = 2
+        h = _bar_px(r.value, scale)
         x = left + i * slot
         bar_x, bar_w = x + 1 + slot // 8, max(slot - 2 - slot // 4, 1)
         base = 20 + plot_h

@@ -25,6 +25,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from verifier.checks.engine import DIFF_BUCKETS
 from verifier.report import charts
 
 VERDICTS = {
@@ -89,6 +90,12 @@ def _text(value: Any) -> str:
         "" if value is None else str(value))
 
 
+def severity_counts(findings: list[dict[str, Any]]) -> dict[str, int]:
+    """``errors`` and ``warnings``: how many findings of each severity (the report's and the index's)."""
+    return {"errors": sum(1 for f in findings if f["severity"] == "error"),
+            "warnings": sum(1 for f in findings if f["severity"] == "warning")}
+
+
 def _pairs(mapping: dict[str, Any]) -> list[tuple[str, str]]:
     return [(k, _text(v)) for k, v in mapping.items() if v is not None]
 
@@ -112,8 +119,6 @@ def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _cents_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
-    from verifier.checks.engine import DIFF_BUCKETS
-
     found = []
     per_table: dict[str, int] = {}
     for f in data["findings"]:
@@ -243,8 +248,7 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
         "error": data.get("error"),
         "verdict": {"word": word, "headline": headline, "explain": explain},
         "failed_stage": data["stages"][-1]["name"] if status == "error" and data["stages"] else None,
-        "errors": sum(1 for f in data["findings"] if f["severity"] == "error"),
-        "warnings": sum(1 for f in data["findings"] if f["severity"] == "warning"),
+        **severity_counts(data["findings"]),
         "offending_rows": sum(f.get("count") or 0 for f in data["findings"]),
         "cents_impact": sum(abs(int(f.get("cents_impact") or 0)) for f in data["findings"]),
         "rows_checked": verify.get("rows_checked") if verify else None,

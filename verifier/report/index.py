@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier import __version__
-from verifier.report.html import VERDICTS, environment, page_assets
+from verifier.report.html import VERDICTS, environment, page_assets, severity_counts
 
 INDEX_RUNS_MAX = 500  # the newest runs listed; older folders are counted
 
@@ -29,8 +29,7 @@ def _entry(run_dir: Path) -> dict[str, Any]:
         return {**base, "status": status, "verdict": VERDICTS[status][0],
                 "started_at": str(data["started_at"])[:19].replace("T", " ") + " UTC",
                 "command": data["command"], "duration_s": data["duration_s"],
-                "errors": sum(1 for f in findings if f["severity"] == "error"),
-                "warnings": sum(1 for f in findings if f["severity"] == "warning"),
+                **severity_counts(findings),
                 "what": (data.get("error") if status == "error"
                          else ", ".join(sorted({f["rule"] for f in findings})) or "no findings")}
     except FileNotFoundError:
