@@ -21,6 +21,7 @@ RULES = {
     "scale_error": "the cents are the original times 1, 10, 1000 or 10000 instead of 100",
     "sign_flip": "the cents have the opposite sign",
     "overflow": "the original times 100 does not fit in a BIGINT",
+    "non_finite_original": "the original is NaN, Infinity or -Infinity: no cents can stand for it",
     "value_mismatch": "the cents differ from the original in any other way",
     "row_missing": "a row of the original is gone",
     "row_added": "a row appeared that the original did not have",

@@ -34,8 +34,8 @@ BIGINT_MAX = 9223372036854775807
 # Classes of one row of one pair, in the order the CASE tests them: the first
 # that matches explains the row. NULL means the row is right.
 ROW_CLASSES = (
-    "null_coerced_to_zero", "overflow", "null_introduced", "sub_cent_loss", "missing_backfill",
-    "sign_flip", "rounding_mode", "float_artifact", "scale_error", "value_mismatch",
+    "null_coerced_to_zero", "non_finite_original", "overflow", "null_introduced", "sub_cent_loss",
+    "missing_backfill", "sign_flip", "rounding_mode", "float_artifact", "scale_error", "value_mismatch",
 )
 TABLE_CLASSES = ("identity_violation", "constraint_violation", "row_missing", "row_added")
 ROW_FLAGS = ("row_missing", "row_added")  # checks of a table read with its originals
@@ -127,6 +127,26 @@ def _constraint_wrong(constraint: PendingConstraint) -> sql.Composable:
     return sql.SQL("NOT coalesce(({}), true)").format(expr)
 
 
+def _non_finite(x: sql.Composable) -> sql.Composable:
+    """True where the original is NaN, Infinity or -Infinity: no cents can stand for it.
+
+    Compared as text: PostgreSQL before 14 has no numeric infinity, so the
+    literal 'Infinity'::numeric would not even parse there. Only offending
+    rows are classified, so the cast costs nothing on right rows.
+    """
+    return sql.SQL("({x}::text IN ('NaN', 'Infinity', '-Infinity'))").format(x=x)
+
+
+def _storable(x: sql.Composable, e: sql.Composable) -> sql.Composable:
+    """The expected cents ``e`` where a BIGINT can hold them, else NULL (overflow, NaN, infinity).
+
+    What the sums add up: cents a column cannot hold are no part of the
+    sum it should have, and a number of 10^5000 cents would not even print.
+    """
+    return sql.SQL("CASE WHEN {nonfinite} OR abs({e}) > {big} THEN NULL ELSE {e} END").format(
+        nonfinite=_non_finite(x), e=e, big=sql.Literal(BIGINT_MAX))
+
+
 def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Composable:
     """The VALUES row classifying one pair for the current (offending) row of ``t``."""
     x, c, h = _pair_terms(pair)
@@ -138,6 +158,7 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
       WHEN {x} IS NULL AND {c} IS NULL THEN NULL
       WHEN {x} IS NULL AND {c} = 0 THEN 'null_coerced_to_zero'
       WHEN {x} IS NULL THEN 'value_mismatch'
+      WHEN {nonfinite} THEN 'non_finite_original'
       WHEN abs({e}) > {big} THEN 'overflow'
       WHEN {c} IS NULL THEN 'null_introduced'
       WHEN {c} = {e} THEN CASE WHEN {h} <> trunc({h}) THEN 'sub_cent_loss' END
@@ -147,20 +168,21 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
       WHEN abs({h}) < 1e15 AND {c} IN (round({f} * 100), trunc({f} * 100)) THEN 'float_artifact'
       WHEN {c} IN (round({x}), round({x} * 10), round({x} * 1000), round({x} * 10000)) THEN 'scale_error'
       ELSE 'value_mismatch' END""").format(
-        unmatched=unmatched, x=x, c=c, h=h, e=e, half_even=half_even, f=f, big=sql.Literal(BIGINT_MAX))
+        unmatched=unmatched, x=x, c=c, h=h, e=e, half_even=half_even, f=f, big=sql.Literal(BIGINT_MAX),
+        nonfinite=_non_finite(x))
     impact = sql.SQL("""CASE
       WHEN {x} IS NULL THEN {c}::numeric
-      WHEN abs({e}) > {big} THEN NULL
+      WHEN {nonfinite} OR abs({e}) > {big} THEN NULL
       WHEN {c} IS NULL THEN -{e}
-      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX))
+      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX), nonfinite=_non_finite(x))
     frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
     return sql.SQL(
-        "({i}, {klass}, {impact}, {c}::numeric, {e}, "
+        "({i}, {klass}, {impact}, {c}::numeric, {e_sum}, "
         "{x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5, {frac}, "
         "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
-        "{x}::text, {c}::text, {e}::text)"
+        "{x}::text, {c}::text, CASE WHEN {nonfinite} THEN NULL ELSE {e}::text END)"
     ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
-             half_even=half_even)
+             half_even=half_even, e_sum=_storable(x, e), nonfinite=_non_finite(x))
 
 
 def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
@@ -185,7 +207,7 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
     """The VALUES row of row_missing (impact: minus the expected cents the row held) or
     row_added (impact: the cents it brings)."""
     if flag == "row_missing":
-        held = [_expected(_pair_terms(p)[2], rounding) for p in plan.pairs]
+        held = [_storable(_pair_terms(p)[0], _expected(_pair_terms(p)[2], rounding)) for p in plan.pairs]
         impact = sql.SQL("-({})").format(
             sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held))
     else:

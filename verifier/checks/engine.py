@@ -46,12 +46,12 @@ _NEGATIVE = tuple(f"<= -{lo:,}" if i == len(DIFF_LIMITS) - 1 else f"-{lo:,} to -
                   for i, lo in enumerate(DIFF_LIMITS))
 _POSITIVE = tuple(f">= +{lo:,}" if i == len(DIFF_LIMITS) - 1 else f"+{lo:,} to +{DIFF_LIMITS[i + 1] - 1:,}"
                   for i, lo in enumerate(DIFF_LIMITS))
-DIFF_BUCKETS = (*reversed(_NEGATIVE), "0", *_POSITIVE, "beyond bigint")
+DIFF_BUCKETS = (*reversed(_NEGATIVE), "0", *_POSITIVE, "not a number")
 
 
 def diff_bucket(impact: str) -> str:
     """The histogram bucket of one offending pair row's difference in cents (exact, from its text)."""
-    if not impact:  # the expected cents do not fit a bigint (overflow): no difference to measure
+    if not impact:  # no expected cents (overflow, or a NaN or infinite original): nothing to measure
         return DIFF_BUCKETS[-1]
     d = Decimal(impact)
     if d == 0:
@@ -105,9 +105,10 @@ class CheckStats:
         if kind == "pair":
             bucket = diff_bucket(impact)
             self.differences[bucket] = self.differences.get(bucket, 0) + 1
-        if impact:
+        if impact and Decimal(impact).is_finite():  # row_missing of a NaN original: no impact to add
             self.impact[klass] = self.impact.get(klass, Decimal(0)) + Decimal(impact)
         self.offenders_cents += Decimal(cents or 0)
+        # A NULL, NaN or infinite original has no expected cents (NULL): it expects no cents.
         self.offenders_expected += Decimal(expected or 0)
         self.ties += tie == "t"
         self.fractional += frac == "t"

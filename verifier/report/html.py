@@ -43,7 +43,8 @@ STAGE_DETAIL_MAX = 600  # characters of a stage's remaining detail shown in the 
 DIFF_CHART_NOTE = ("Offending rows of decimal/cents pairs by their difference, cents minus the expected "
                    "cents, bucketed by sign and order of magnitude. Rows that are right are not drawn; "
                    "0 holds rows whose cents are the expected cents but lost a fraction of a cent "
-                   "(sub_cent_loss); \"beyond bigint\" rows whose expected cents overflow (overflow).")
+                   "(sub_cent_loss); \"not a number\" rows without expected cents (overflow, "
+                   "non_finite_original).")
 
 
 @functools.cache

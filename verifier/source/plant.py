@@ -74,6 +74,9 @@ PLANTS = (
     _Plant("stream_rates", "creator_id", "true", 1,
            "legacy_rate_per_minute = 1e17, legacy_rate_per_minute_cents = NULL",
            (("legacy_rate_per_minute_cents", "overflow"),)),
+    _Plant("stream_rates", "creator_id", "true", 2,
+           "legacy_rate_per_minute = 'NaN', legacy_rate_per_minute_cents = 0",
+           (("legacy_rate_per_minute_cents", "non_finite_original"),)),
     _Plant("creator_offers", "id", "price >= 1", 0, "price_cents = price_cents + 7",
            (("price_cents", "value_mismatch"),)),
     # The identity amount = fee + net breaks while fee and its cents agree; 300's
