@@ -47,6 +47,9 @@ class Config:
     sample_rows_max: int = 5
     statement_timeout_s: float = 600.0
     lock_timeout_s: float = 5.0
+    # A rehearsal's migrations run on a scratch database nobody else uses: a
+    # lock wait this long means another session is in the way (exit 2).
+    migration_lock_timeout_s: float = 60.0
     pairs: tuple[PairConfig, ...] = ()
     exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
     identities: tuple[Identity, ...] = ()
@@ -57,7 +60,7 @@ class Config:
     def __post_init__(self) -> None:
         assert self.rounding in ROUNDING_MODES
         assert 0 <= self.sample_rows_max <= 1000
-        assert self.statement_timeout_s > 0 and self.lock_timeout_s > 0
+        assert min(self.statement_timeout_s, self.lock_timeout_s, self.migration_lock_timeout_s) > 0
 
     def excluded(self, schema: str, table: str, column: str | None = None) -> bool:
         names = {table, f"{schema}.{table}"}
@@ -100,8 +103,8 @@ def load(path: Path | None = None) -> Config:
 
 
 def _parse(section: dict[str, Any], where: str) -> Config:
-    known = {"rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "pairs",
-             "exclude", "identities", "ledger"}
+    known = {"rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s",
+             "migration_lock_timeout_s", "pairs", "exclude", "identities", "ledger"}
     unknown = sorted(set(section) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
@@ -110,7 +113,8 @@ def _parse(section: dict[str, Any], where: str) -> Config:
         raise UsageError(f"{where}: rounding {rounding!r} is not one of {', '.join(ROUNDING_MODES)}.")
     numbers: dict[str, Any] = {}
     for key, low, high in (("sample_rows_max", 0, 1000), ("statement_timeout_s", 0.001, 86400.0),
-                           ("lock_timeout_s", 0.001, 3600.0)):
+                           ("lock_timeout_s", 0.001, 3600.0),
+                           ("migration_lock_timeout_s", 0.001, 86400.0)):
         if key in section:
             value = section[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:

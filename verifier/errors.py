@@ -72,3 +72,11 @@ class NotBuiltYet(VerifierError):
 
 class Interrupted(VerifierError):
     """The run was stopped by Ctrl-C or SIGTERM before it finished."""
+
+
+class ReportNotWritten(VerifierError):
+    """The run's outputs could not be written to ``path`` (disk full, permissions)."""
+
+    def __init__(self, message: str, *, path: Path, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path

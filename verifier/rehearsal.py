@@ -171,7 +171,7 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
             with run.stage("originals") as detail:
                 kept = originals.record(conn, config)
                 detail.update(tables=len(kept.tables), rows=kept.rows, keyless=kept.keyless)
-        migrate(run, db, discovery, options)
+        migrate(run, db, discovery, options, lock_timeout_s=config.migration_lock_timeout_s)
         migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
         with open_snapshot(db.dsn, config) as conn:
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
@@ -183,11 +183,13 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
             f"{len(failing)} finding(s) fail the run." if failing else None)
 
 
-def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: Options) -> None:
+def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: Options, *,
+            lock_timeout_s: float | None = None) -> None:
     """Apply the pending migrations to ``db`` in order, tracing them; check the team's rules.
 
     Adds ``migration_failed``, ``not_idempotent``, ``down_mismatch`` and
-    ``down_missing`` findings to ``run``; stops at the first failure.
+    ``down_missing`` findings to ``run``; stops at the first failure. A lost
+    connection, or a lock wait beyond ``lock_timeout_s``, raises ``VerifierError``.
     """
     with run.stage("migrate") as detail:
         with Runner(db.dsn) as runner:
@@ -199,7 +201,8 @@ def migrate(run: Run, db: ScratchDatabase, discovery: plan.Discovery, options: O
         # The state after one migration is the state before the next: read once.
         before = rules.fingerprint(db.dsn, with_data=False) if options.check_rules and todo else None
         for f in todo:
-            with Runner(db.dsn, timeout_s=options.migration_timeout_s) as runner:
+            with Runner(db.dsn, timeout_s=options.migration_timeout_s,
+                        lock_timeout_s=lock_timeout_s) as runner:
                 result = runner.apply(f)
             timeline.append(result.as_json())
             if result.failure is not None:

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from verifier import conninfo
+from verifier.errors import ScratchError
 from verifier.findings import Finding
 from verifier.plan import MigrationFile
 from verifier.runner import MIGRATIONS_TABLE, Runner
@@ -116,8 +117,18 @@ def clone(db: ScratchDatabase, purpose: str) -> Iterator[str]:
     admin = db.server.admin_dsn
     with conninfo.connect(admin, autocommit=True, what="scratch server") as conn:
         strategy = sql.SQL(" STRATEGY FILE_COPY") if conn.info.server_version >= 150000 else sql.SQL("")
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
-            sql.Identifier(name), sql.Identifier(db.name), strategy))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
+                sql.Identifier(name), sql.Identifier(db.name), strategy))
+        except psycopg.errors.ObjectInUse as exc:
+            raise ScratchError(
+                f"Could not copy the scratch database {db.name} to check {purpose}: another session "
+                f"is connected to it ({exc.diag.message_detail or exc.diag.message_primary}).",
+                spec=db.server.kind,
+                hint="Nothing else should use a scratch database during a rehearsal.") from None
+        except psycopg.Error as exc:
+            raise ScratchError(f"Could not copy the scratch database {db.name} to check {purpose}: "
+                               f"{conninfo.scrub(str(exc).strip(), admin)}", spec=db.server.kind) from None
     try:
         yield conninfo.with_dbname(db.dsn, name)
     finally:

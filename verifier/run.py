@@ -94,7 +94,9 @@ def recorded(run: Run) -> Iterator[Run]:
     """End ``run`` as ``error`` if the block raises, and write its outputs either way.
 
     The block's own exception propagates (Ctrl-C and SIGTERM as
-    ``Interrupted``) after the outputs are written.
+    ``Interrupted``, a failed file operation as ``VerifierError``) after the
+    outputs are written; when they cannot be written, ``ReportNotWritten``
+    (which names the run's own error) propagates instead.
     """
     from verifier.report import write_outputs
 
@@ -111,6 +113,13 @@ def recorded(run: Run) -> Iterator[Run]:
         interrupted = Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")
         interrupted.run_dir = run.run_dir
         raise interrupted from None
+    except OSError as exc:  # a file the run writes (offenders.csv) or reads: the disk, not a bug
+        where = f": {exc.filename}" if exc.filename else f" (the run writes to {run.run_dir})"
+        failed = VerifierError(f"A file operation failed: {exc.strerror or exc}{where}.")
+        run.end("error", str(failed))
+        write_outputs(run)
+        failed.run_dir = run.run_dir
+        raise failed from None
     except BaseException as exc:
         run.end("error", f"Internal error: {type(exc).__name__}: {exc}")
         write_outputs(run)

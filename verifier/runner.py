@@ -13,6 +13,11 @@ A failure stops the file: the open transaction is rolled back and the
 result carries file, statement number, line, excerpt, SQLSTATE, message,
 detail, hint and context. ``timeout_s`` cancels a file still running after
 that many seconds. Writes only to the database it was given.
+
+Two failures are not the migration's: a lost connection (the server went
+away, or someone ended our backend) and, with ``lock_timeout_s``, a wait
+for a lock that another session holds. Both raise ``VerifierError`` (the
+run could not verify, exit 2) instead of returning a failure.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from verifier import conninfo
+from verifier.errors import DatabaseUnreachable, VerifierError
 from verifier.plan import MigrationFile
 from verifier.sqltext import SqlSyntaxError, Statement, split_statements
 
@@ -172,13 +178,19 @@ class Runner:
     ``DatabaseUnreachable`` when the database cannot be reached.
     """
 
-    def __init__(self, dsn: str, *, timeout_s: float | None = None) -> None:
+    def __init__(self, dsn: str, *, timeout_s: float | None = None,
+                 lock_timeout_s: float | None = None) -> None:
         assert timeout_s is None or timeout_s > 0
+        assert lock_timeout_s is None or lock_timeout_s > 0
         self.dsn = dsn
         self.timeout_s = timeout_s
+        self.lock_timeout_s = lock_timeout_s
         self.conn = conninfo.connect(dsn, autocommit=True, what="migration database")
         try:
             self.observer = conninfo.connect(dsn, autocommit=True, what="migration database")
+            if lock_timeout_s is not None:  # a file's own SET lock_timeout still wins
+                self.conn.execute("SELECT set_config('lock_timeout', %s, false)",
+                                  (f"{max(1, round(lock_timeout_s * 1000))}ms",))
         except BaseException:
             self.conn.close()
             raise
@@ -303,6 +315,7 @@ class Runner:
             except psycopg.Error as exc:
                 if sampler:
                     sampler.stop()
+                self._not_the_migrations(f, stmt, exc)
                 now = time.monotonic()
                 held += tx.close(now)
                 self._rollback()
@@ -354,6 +367,36 @@ class Runner:
             if kind in ("r", "p", "m"):  # new indexes and sequences follow from their tables
                 result.append(LockHeld(name, lk.mode, lk.held_s, lk.from_line, lk.sampled))
         return result
+
+    def _not_the_migrations(self, f: MigrationFile, stmt: Statement, exc: psycopg.Error) -> None:
+        """Raise ``VerifierError`` when ``exc`` is a lost connection or our lock timeout."""
+        state = exc.sqlstate or ""
+        at = f"{f.path.name} (statement at line {stmt.line})"
+        reason = conninfo.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else state, self.dsn)
+        if self.conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            raise DatabaseUnreachable(
+                f"The connection to the migration database {conninfo.describe(self.dsn)} was lost "
+                f"while {at} ran: {reason}", target=conninfo.describe(self.dsn),
+                hint="Nothing was verified; run again when the server is up.") from None
+        if state == "55P03" and self.lock_timeout_s is not None and "lock timeout" in str(exc):
+            others = self._other_sessions()
+            raise VerifierError(
+                f"{at} waited more than {self.lock_timeout_s:g} s for a lock: another session holds "
+                f"one on the migration database {conninfo.describe(self.dsn)}"
+                + (f" ({others})" if others else "") + ".",
+                hint="Nothing else should use a scratch database during a rehearsal; if a migration "
+                     "is meant to wait, raise migration_lock_timeout_s in [tool.verifier].") from None
+
+    def _other_sessions(self) -> str:
+        """The other sessions on the database, as a short text (best effort)."""
+        try:
+            rows = self.observer.execute(
+                "SELECT pid, usename, application_name FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s) "
+                "AND backend_type = 'client backend' ORDER BY pid LIMIT 5", (self.pid,)).fetchall()
+        except psycopg.Error:
+            return ""
+        return "; ".join(f"pid {pid}, user {user}, application {app or '-'}" for pid, user, app in rows)
 
     def _rollback(self) -> None:
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

@@ -28,6 +28,7 @@ from verifier.signals import shielded
 
 DEFAULT_SPEC = "embedded"
 SCRATCH_DB_PREFIX = "verifier_scratch"
+DROP_RETRY_S = 15.0  # how long cleanup waits for a server that went away (a restart) to come back
 
 
 @dataclass(frozen=True)
@@ -123,25 +124,37 @@ def unique_name(purpose: str) -> str:
 def drop_database(admin_dsn: str, name: str) -> None:
     """Drop database ``name`` (ours), disconnecting anyone still in it.
 
-    A failure to drop is not raised (we are usually already unwinding from
-    another error) but printed as a warning naming the leftover.
+    A server that cannot be reached (restarting, say: often why we are
+    unwinding) is retried for up to ``DROP_RETRY_S``. A failure to drop is
+    not raised (we are usually already unwinding from another error) but
+    printed as a warning naming the leftover and how to remove it.
     """
     assert name.startswith(SCRATCH_DB_PREFIX), f"refusing to drop a database we did not create: {name}"
-    try:
-        with psycopg.connect(
-            admin_dsn, autocommit=True, connect_timeout=conninfo.CONNECT_TIMEOUT_S
-        ) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    except psycopg.Error as exc:
+    deadline = time.monotonic() + DROP_RETRY_S
+    while True:
+        try:
+            with psycopg.connect(
+                admin_dsn, autocommit=True, connect_timeout=conninfo.CONNECT_TIMEOUT_S
+            ) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() < deadline:  # unreachable, or starting up: try again
+                time.sleep(0.5)
+                continue
+            failure: psycopg.Error = exc
+        except psycopg.Error as exc:
+            failure = exc
         import sys
 
         print(
             f"warning: could not drop scratch database {name} on {conninfo.describe(admin_dsn)}: "
-            f"{conninfo.scrub(str(exc).strip(), admin_dsn)}",
+            f"{conninfo.scrub(str(failure).strip(), admin_dsn)} (remove it with DROP DATABASE {name})",
             file=sys.stderr,
         )
+        return
 
 
 @contextlib.contextmanager

@@ -1,0 +1,36 @@
+"""Fault injection for the tests' subprocesses; on ``PYTHONPATH`` only when a test puts it there.
+
+With ``VERIFIER_FAULT_STAGE=<stage>`` and ``VERIFIER_FAULT_SIGNAL=SIGINT|SIGTERM``
+the verifier sends itself that signal as the named stage of its run begins,
+so that Ctrl-C and SIGTERM can be tested at every stage without racing the
+clock. The signal goes through the verifier's own handlers; nothing else
+changes. Python imports this module at start-up (``site``).
+"""
+
+from __future__ import annotations
+
+import os
+
+_STAGE = os.environ.get("VERIFIER_FAULT_STAGE")
+
+if _STAGE:
+    import contextlib
+    import signal
+    import time
+    from collections.abc import Iterator
+    from typing import Any
+
+    from verifier import run as _run
+
+    _original = _run.Run.stage
+
+    @contextlib.contextmanager
+    def _stage_with_fault(self: _run.Run, name: str) -> Iterator[dict[str, Any]]:
+        with _original(self, name) as detail:
+            if name == _STAGE:
+                os.kill(os.getpid(), signal.Signals[os.environ["VERIFIER_FAULT_SIGNAL"]])
+                time.sleep(60)  # the handler raises KeyboardInterrupt at once; this never ends
+                raise AssertionError("the signal was not delivered")
+            yield detail
+
+    _run.Run.stage = _stage_with_fault  # type: ignore[method-assign]

@@ -1,0 +1,346 @@
+"""Faults during a run: each ends with exit 2, one clear message, a report that says it is incomplete.
+
+Connections killed while the verifier reads or a migration runs, a server
+restarted mid-run, lock waits beyond the configured timeouts, a report
+folder on a full disk, and Ctrl-C or SIGTERM as each stage of a rehearsal
+begins. Every case runs the installed command in a subprocess against a
+real server, and checks that no scratch database, embedded server or
+temporary file is left behind. (Statement timeouts: test_cents.py,
+test_ledger.py and test_ledger_state.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from verifier import conninfo
+from verifier.conninfo import APPLICATION_NAME
+from verifier.housekeeping import up
+from verifier.paths import project_migrations_dir
+from verifier.pgtools import embedded_bin_dir
+from verifier.scratch import SCRATCH_DB_PREFIX, provision
+from verifier.scratch.embedded import SYSTEM_USER
+from verifier.source import generate, ledger
+
+from .conftest import BIN_DIR, only_run, run_cli, run_summary
+
+T = TypeVar("T")
+FAULTS = Path(__file__).resolve().parent / "faults"  # the sitecustomize that sends the signals
+SLEEP = "starts_with(query, 'SELECT pg_sleep(600)')"  # the slow migration's backend
+REHEARSAL_STAGES = ("snapshot", "plan", "restore", "inventory", "originals", "migrate", "pairs", "verify",
+                    "judge")
+
+
+@pytest.fixture(scope="module")
+def targets(make_module_db: Any) -> dict[str, str]:
+    """What each command reads: a platform backfilled by 301 (cents), one migrated through 400 (ledger)."""
+    cents = str(make_module_db())
+    generate.generate(cents, rows=2_000, seed=3)
+    assert [r.ok for r in up(project_migrations_dir(), cents, to="301",
+                             confirm=str(psycopg.conninfo.conninfo_to_dict(cents)["dbname"]))] == [True, True]
+    books = str(make_module_db())
+    ledger.build(books, entries=3_000, seed=3)
+    return {"verify-cents": cents, "verify-ledger": books}
+
+
+@pytest.fixture(scope="module")
+def target(targets: dict[str, str]) -> str:
+    return targets["verify-cents"]
+
+
+@contextlib.contextmanager
+def _started(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """One of the commands, running; killed if the test fails before it ends."""
+    proc = subprocess.Popen([str(BIN_DIR / args[0]), *args[1:]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _wait_for(what: str, probe: Callable[[], T | None], proc: subprocess.Popen[str] | None = None,
+              timeout: float = 90) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the command ended before {what}: {proc.communicate()}")
+        time.sleep(0.05)
+    if proc is not None:
+        proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _our_backend(admin_dsn: str, condition: str) -> int | None:
+    """The pid of one of the verifier's backends (on any database) matching ``condition``."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        # The condition is constant text of these tests.
+        query = f"SELECT pid FROM pg_stat_activity WHERE application_name = %s AND ({condition}) LIMIT 1"  # noqa: S608
+        row = conn.execute(query, (APPLICATION_NAME,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def _scratch_dbs(admin_dsn: str) -> set[str]:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                           (SCRATCH_DB_PREFIX + "%",)).fetchall()}
+
+
+def _not_verified(proc: subprocess.Popen[str] | Any, out: str, err: str, report_dir: Path,
+                  stage: str | None, *words: str) -> dict[str, Any]:
+    """Exit 2, the words in one message without a traceback, a report that says it is incomplete."""
+    code = proc.returncode if isinstance(proc, subprocess.Popen) else proc
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in out + err and "internal error" not in err, err
+    for word in words:
+        assert word in err, (word, err)
+    data = run_summary(report_dir)
+    assert data["status"] == "error" and data["exit_code"] == 2
+    if stage is not None:
+        assert data["stages"][-1]["name"] == stage, [s["name"] for s in data["stages"]]
+    html = (only_run(report_dir) / "report.html").read_text()
+    assert "NOT VERIFIED" in html and "incomplete" in html and ">PASS<" not in html
+    assert not [p.name for p in only_run(report_dir).iterdir() if p.name.startswith(".")], "temp file left"
+    return data
+
+
+# -- connections killed, servers restarted -------------------------------------------------------------
+
+@pytest.mark.parametrize("command, table", [("verify-cents", "tips"), ("verify-ledger", "entries")])
+def test_connection_killed_while_reading(targets: dict[str, str], server_dsn: str, tmp_path: Path,
+                                         command: str, table: str) -> None:
+    target = targets[command]
+    config = tmp_path / "verifier.toml"
+    config.write_text("lock_timeout_s = 600\n")
+    with psycopg.connect(target) as blocker:  # holds the lock until the block ends
+        blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # constant text
+        with _started(command, "--db", target, "--config", str(config),
+                      "--report-dir", str(tmp_path / "r")) as proc:
+            pid = _wait_for("the verifier to wait on the lock",
+                            lambda: _our_backend(server_dsn, "wait_event_type = 'Lock'"), proc)
+            with psycopg.connect(server_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            out, err = proc.communicate(timeout=120)
+    _not_verified(proc, out, err, tmp_path / "r", None, "failed during the run", "terminat")
+
+
+@pytest.mark.parametrize("command, table", [("verify-cents", "tips"), ("verify-ledger", "entries")])
+def test_lock_timeout_while_reading(targets: dict[str, str], tmp_path: Path, command: str,
+                                    table: str) -> None:
+    target = targets[command]
+    config = tmp_path / "verifier.toml"
+    config.write_text("lock_timeout_s = 0.3\n")
+    with psycopg.connect(target) as blocker:
+        blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # constant text
+        result = run_cli(command, "--db", target, "--config", str(config),
+                         "--report-dir", str(tmp_path / "r"))
+    _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", None,
+                  "waited longer than lock_timeout_s", "lock_timeout_s in [tool.verifier]")
+
+
+def _sleeping_migrations(directory: Path, seconds: int = 600) -> Path:
+    directory.mkdir()
+    (directory / "300_slow.sql").write_text(f"SELECT pg_sleep({seconds});\n")
+    (directory / "301_after.sql").write_text("ALTER TABLE tips ADD COLUMN IF NOT EXISTS after_slow int;\n")
+    return directory
+
+
+def test_connection_killed_while_a_migration_runs(small_dump: Path, server_dsn: str, tmp_path: Path,
+                                                  leftovers: None) -> None:
+    migrations = _sleeping_migrations(tmp_path / "migrations")
+    with _started("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                  "--migrations", str(migrations), "--report-dir", str(tmp_path / "r")) as proc:
+        pid = _wait_for("the migration to run", lambda: _our_backend(server_dsn, SLEEP), proc)
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        out, err = proc.communicate(timeout=120)
+    _not_verified(proc, out, err, tmp_path / "r", "migrate",
+                  "connection to the migration database", "was lost while 300_slow.sql")
+
+
+@pytest.mark.parametrize("rule_checks, words", [
+    ([], ("Could not copy the scratch database", "to check idempotency: another session is connected")),
+    (["--skip-rule-checks"], ("301_after.sql (statement at line 1) waited more than 0.5 s for a lock",
+                              "application someone-else")),
+])
+def test_another_session_on_the_scratch_database(small_dump: Path, server_dsn: str, tmp_path: Path,
+                                                 leftovers: None, rule_checks: list[str],
+                                                 words: tuple[str, ...]) -> None:
+    """Someone else connects to the scratch database mid-rehearsal and locks a table.
+
+    With rule checks, copying the database to re-apply 300 fails first; without,
+    301 waits for the lock and migration_lock_timeout_s ends the run.
+    """
+    migrations = _sleeping_migrations(tmp_path / "migrations", seconds=3)
+    config = tmp_path / "verifier.toml"
+    config.write_text("migration_lock_timeout_s = 0.5\n")
+    before = _scratch_dbs(server_dsn)
+    with _started("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn, "--config",
+                  str(config), "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"),
+                  *rule_checks) as proc:
+        _wait_for("the first migration",
+                  lambda: _our_backend(server_dsn, "starts_with(query, 'SELECT pg_sleep(3)')"), proc)
+        [scratch] = _scratch_dbs(server_dsn) - before
+        other = psycopg.connect(conninfo.with_dbname(server_dsn, scratch), application_name="someone-else")
+        try:  # the rehearsal drops its database WITH (FORCE): this session ends with it
+            other.execute("LOCK TABLE tips IN ACCESS SHARE MODE")
+            out, err = proc.communicate(timeout=120)
+        finally:
+            other.close()
+    _not_verified(proc, out, err, tmp_path / "r", "migrate", *words)
+
+
+@contextlib.contextmanager
+def _private_server() -> Iterator[tuple[str, Callable[[], None]]]:
+    """An embedded server of our own (its admin conninfo), and a function that restarts it."""
+    with provision("embedded") as server:
+        base = Path(psycopg.conninfo.conninfo_to_dict(server.admin_dsn)["host"])  # type: ignore[arg-type]
+        bin_dir = embedded_bin_dir()
+        assert bin_dir is not None
+
+        def restart() -> None:
+            done = subprocess.run(
+                [str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"),
+                 "-m", "fast", "-w", "restart"],
+                capture_output=True, text=True, cwd=base, timeout=120,
+                user=SYSTEM_USER if os.geteuid() == 0 else None)
+            assert done.returncode == 0, done.stderr
+
+        yield server.admin_dsn, restart
+
+
+def test_server_restarted_while_reading(tmp_path: Path) -> None:
+    with _private_server() as (admin, restart):
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE platform")
+        dsn = conninfo.with_dbname(admin, "platform")
+        generate.generate(dsn, rows=1_000, seed=4)
+        up(project_migrations_dir(), dsn, to="301", confirm="platform")
+        config = tmp_path / "verifier.toml"
+        config.write_text("lock_timeout_s = 600\n")
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("LOCK TABLE tips IN ACCESS EXCLUSIVE MODE")
+            with _started("verify-cents", "--db", dsn, "--config", str(config),
+                          "--report-dir", str(tmp_path / "r")) as proc:
+                _wait_for("the verifier to wait on the lock",
+                          lambda: _our_backend(admin, "wait_event_type = 'Lock'"), proc)
+                restart()  # ends the blocker's session too
+                out, err = proc.communicate(timeout=120)
+            with contextlib.suppress(psycopg.Error):
+                blocker.rollback()
+    _not_verified(proc, out, err, tmp_path / "r", None, "failed during the run")
+
+
+def test_server_restarted_while_a_migration_runs(small_dump: Path, tmp_path: Path) -> None:
+    migrations = _sleeping_migrations(tmp_path / "migrations")
+    with _private_server() as (admin, restart):
+        with _started("verify-cents", "--snapshot", str(small_dump), "--scratch", admin,
+                      "--migrations", str(migrations), "--report-dir", str(tmp_path / "r")) as proc:
+            _wait_for("the migration to run", lambda: _our_backend(admin, SLEEP), proc)
+            restart()
+            out, err = proc.communicate(timeout=120)
+        # The server is back: the rehearsal dropped its scratch database on the way out.
+        assert _scratch_dbs(admin) == set()
+    _not_verified(proc, out, err, tmp_path / "r", "migrate", "was lost while 300_slow.sql")
+
+
+# -- a full disk in the report folder ----------------------------------------------------------------
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs as root and must test a full disk on tmpfs: {done.stderr}")
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("size", ["4k", "16k", "48k"])
+def test_full_disk_in_the_report_folder(target: str, tmp_path: Path, size: str) -> None:
+    """Whatever fits: a whole report that says NOT VERIFIED, or none and a message that says so.
+
+    The run's own outcome (here, a pass with warnings) is never what a
+    folder claims when the disk filled up while it was written.
+    """
+    with _small_disk(tmp_path / "disk", size) as disk:
+        result = run_cli("verify-cents", "--db", target, "--report-dir", str(disk / "r"))
+        written = sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if p.is_file())
+        runs = [p for p in (disk / "r").iterdir() if p.is_dir()] if (disk / "r").is_dir() else []
+        summaries = [json.loads((r / "summary.json").read_text())
+                     for r in runs if (r / "summary.json").exists()]
+        html = [(r / "report.html").read_text() for r in runs if (r / "report.html").exists()]
+    assert result.code == 2, (result.stdout, result.stderr)
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert not [w for w in written if Path(w).name.startswith(".")], written  # no temp file left
+    if summaries:  # the error report fitted: it is whole and says the run could not verify
+        assert [s["status"] for s in summaries] == ["error"] and "No space left" in summaries[0]["error"]
+        assert len(html) == 1 and "NOT VERIFIED" in html[0]
+        assert "incomplete report:" in result.stderr
+    else:  # nothing fitted: no part of a report, and the message says so
+        assert ("holds no complete report" in result.stderr
+                or "Cannot create the report folder" in result.stderr), result.stderr
+        assert not [w for w in written if w.endswith(("report.html", "junit.xml"))], written
+
+
+# -- Ctrl-C and SIGTERM at each stage of a rehearsal ---------------------------------------------------
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stage", REHEARSAL_STAGES)
+def test_signal_at_each_stage_of_a_rehearsal(small_dump: Path, server_dsn: str, tmp_path: Path,
+                                             leftovers: None, stage: str, signame: str) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn, "--gx",
+                     "--report-dir", str(tmp_path / "r"),
+                     env={"PYTHONPATH": str(FAULTS), "VERIFIER_FAULT_STAGE": stage,
+                          "VERIFIER_FAULT_SIGNAL": signame, "TMPDIR": str(temp)})
+    data = _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", stage, "Interrupted")
+    assert "Interrupted" in data["error"]
+    assert list(temp.iterdir()) == []  # no temporary file or directory of ours left
+
+
+@pytest.mark.parametrize("signame, stage", [("SIGTERM", "restore"), ("SIGINT", "migrate")])
+def test_signal_on_the_embedded_server(small_dump: Path, tmp_path: Path, leftovers: None, signame: str,
+                                       stage: str) -> None:
+    """The default scratch server: stopped and its directory gone (``leftovers``), no process left."""
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--report-dir", str(tmp_path / "r"),
+                     env={"PYTHONPATH": str(FAULTS), "VERIFIER_FAULT_STAGE": stage,
+                          "VERIFIER_FAULT_SIGNAL": signame})
+    _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", stage, "Interrupted")
+    ps = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if "verifier-embedded-" in line and not line.startswith("Z")]
+
+
+def test_sigterm_while_a_migration_statement_runs(small_dump: Path, server_dsn: str, tmp_path: Path,
+                                                  leftovers: None) -> None:
+    """Mid-statement, not at a stage's start: the statement is cancelled, the scratch database dropped."""
+    migrations = _sleeping_migrations(tmp_path / "migrations")
+    with _started("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                  "--migrations", str(migrations), "--report-dir", str(tmp_path / "r")) as proc:
+        _wait_for("the migration to run", lambda: _our_backend(server_dsn, SLEEP), proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    _not_verified(proc, out, err, tmp_path / "r", "migrate", "Interrupted")
+    assert _our_backend(server_dsn, SLEEP) is None
