@@ -9,6 +9,12 @@ Formats: custom (``pg_dump -Fc``), directory (``-Fd``), tar (``-Ft``) and
 plain SQL (``-Fp``). Ownership and privileges are not restored: the roles
 of production do not exist in a scratch server, and creating roles would
 write outside our own database.
+
+A plain dump is a psql script, and psql's backslash commands run programs
+(``\!``), write files (``\o``, ``\copy ... TO``) and read others (``\i``),
+anywhere on a line. psql replays it in restricted mode (``\restrict`` with
+a key of ours, first): every backslash command in the file fails, so a
+snapshot can only ever run SQL in the scratch database.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,6 +45,8 @@ _FROM = re.compile(r"Dumped from database version:?\s*(\S+)")
 _BY = re.compile(r"Dumped by pg_dump version:?\s*(\S+)")
 # A plain dump's statements that would name roles of the source cluster.
 _ROLE_STATEMENT = re.compile(rb"^(ALTER .+ OWNER TO |GRANT |REVOKE |ALTER DEFAULT PRIVILEGES )")
+# pg_dump's own restricted-mode lines (17.6, 16.10, 15.14 and later); ours replaces them.
+_RESTRICT = re.compile(rb"^\\(un)?restrict ")
 # Statements that would leave our scratch database (pg_dump --create, pg_dumpall).
 _LEAVES_DATABASE = re.compile(rb"^(\\connect |\\c |CREATE DATABASE |DROP DATABASE |CREATE ROLE |ALTER ROLE )")
 _COPY_START = re.compile(rb"^COPY .* FROM stdin;\s*$")
@@ -247,7 +256,7 @@ def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
                 path=path,
                 hint="Dump a single database without --create (pg_dump, not pg_dumpall).",
             )
-        elif _ROLE_STATEMENT.match(line):
+        elif _ROLE_STATEMENT.match(line) or _RESTRICT.match(line):
             continue
         yield line
 
@@ -262,6 +271,8 @@ def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> pg
     assert proc.stdin is not None and proc.stderr is not None
     refused: SnapshotError | None = None
     try:
+        # From here on psql runs SQL only: any backslash command in the file fails (see above).
+        proc.stdin.write(b"\\restrict " + secrets.token_hex(16).encode() + b"\n")
         with info.path.open("rb") as fh:
             for line in _filtered_lines(fh, info.path):
                 proc.stdin.write(line)
@@ -284,5 +295,16 @@ def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> pg
     if refused is not None:
         raise refused
     if proc.returncode != 0:
+        if "invalid command \\restrict" in stderr:
+            raise SnapshotError(
+                f"Cannot replay the plain snapshot {info.path} safely: {psql.path} has no restricted mode.",
+                path=info.path, hint="Plain dumps need psql 13.22, 14.19, 15.14, 16.10, 17.6 or newer "
+                                     "(or use pg_dump --format=custom).")
+        if "backslash commands are restricted" in stderr:
+            raise SnapshotError(
+                f"The plain snapshot {info.path} contains a psql backslash command, which could run "
+                f"programs or write files on this machine; psql refused it, and the run stopped there: "
+                f"{pgtools.stderr_tail(scrub(stderr, db.dsn))}", path=info.path,
+                hint="A pg_dump plain dump holds none (but \\restrict); dump with --format=custom.")
         raise _restore_error(info.path, scrub(stderr, db.dsn), reading=False)
     return psql
