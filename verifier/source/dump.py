@@ -1,4 +1,4 @@
-"""pg_dump snapshots: recognise, fingerprint and restore them.
+r"""pg_dump snapshots: recognise, fingerprint and restore them.
 
 ``inspect(path)`` reads a dump file or directory (never writes it) and
 returns a ``DumpInfo`` with its format, SHA-256 and versions, raising
