@@ -86,7 +86,9 @@ def discover(directory: Path) -> Discovery:
     """Read every migration file of ``directory`` (not its subdirectories).
 
     Raises ``UsageError`` when the directory does not exist or a file is not
-    UTF-8 text.
+    UTF-8 text or holds a NUL character: PostgreSQL (and its parser) stop
+    reading a statement there, so ``UPDATE t SET a = 0<NUL> WHERE id = 5``
+    would run as an UPDATE of every row.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -109,6 +111,10 @@ def discover(directory: Path) -> Discovery:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UsageError(f"The migration {path} is not UTF-8 text (byte {exc.start}).") from None
+        if "\x00" in text:
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise UsageError(f"The migration {path} holds a NUL character (line {line}); PostgreSQL would "
+                             "stop reading the statement there and run only its first part.")
         key = f"{int(match['number']):03d}{match['suffix']}"
         files.append(MigrationFile(
             path=path, number=int(match["number"]), suffix=match["suffix"], name=match["name"],
