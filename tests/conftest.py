@@ -218,3 +218,23 @@ def dumps(tmp_path_factory: pytest.TempPathFactory, demo_source: str) -> dict[st
 def small_dump(dumps: dict[str, Path]) -> Path:
     """The small demo database as a custom-format dump."""
     return dumps["custom"]
+
+
+@pytest.fixture(scope="session")
+def targets(server_dsn: str) -> Iterator[dict[str, str]]:
+    """What each --db command reads (never writes): a platform backfilled by 301 for verify-cents,
+    one migrated through 400 with a clean ledger for verify-ledger."""
+    from verifier.housekeeping import up
+    from verifier.paths import project_migrations_dir
+    from verifier.source import generate, ledger
+
+    names = [_create_db(server_dsn, "test_target"), _create_db(server_dsn, "test_target")]
+    try:
+        cents, books = (conninfo.with_dbname(server_dsn, n) for n in names)
+        generate.generate(cents, rows=2_000, seed=3)
+        assert [r.ok for r in up(project_migrations_dir(), cents, to="301", confirm=names[0])] == [True, True]
+        ledger.build(books, entries=3_000, seed=3)
+        yield {"verify-cents": cents, "verify-ledger": books}
+    finally:
+        for name in names:
+            _drop_db(server_dsn, name)

@@ -31,7 +31,7 @@ from verifier.paths import project_migrations_dir
 from verifier.pgtools import embedded_bin_dir
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
 from verifier.scratch.embedded import SYSTEM_USER
-from verifier.source import generate, ledger
+from verifier.source import generate
 
 from .conftest import BIN_DIR, only_run, run_cli, run_summary
 
@@ -40,23 +40,6 @@ FAULTS = Path(__file__).resolve().parent / "faults"  # the sitecustomize that se
 SLEEP = "starts_with(query, 'SELECT pg_sleep(600)')"  # the slow migration's backend
 REHEARSAL_STAGES = ("snapshot", "plan", "restore", "inventory", "originals", "migrate", "pairs", "verify",
                     "judge")
-
-
-@pytest.fixture(scope="module")
-def targets(make_module_db: Any) -> dict[str, str]:
-    """What each command reads: a platform backfilled by 301 (cents), one migrated through 400 (ledger)."""
-    cents = str(make_module_db())
-    generate.generate(cents, rows=2_000, seed=3)
-    assert [r.ok for r in up(project_migrations_dir(), cents, to="301",
-                             confirm=str(psycopg.conninfo.conninfo_to_dict(cents)["dbname"]))] == [True, True]
-    books = str(make_module_db())
-    ledger.build(books, entries=3_000, seed=3)
-    return {"verify-cents": cents, "verify-ledger": books}
-
-
-@pytest.fixture(scope="module")
-def target(targets: dict[str, str]) -> str:
-    return targets["verify-cents"]
 
 
 @contextlib.contextmanager
@@ -278,14 +261,14 @@ def _small_disk(path: Path, size: str) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("size", ["4k", "16k", "48k"])
-def test_full_disk_in_the_report_folder(target: str, tmp_path: Path, size: str) -> None:
+def test_full_disk_in_the_report_folder(targets: dict[str, str], tmp_path: Path, size: str) -> None:
     """Whatever fits: a whole report that says NOT VERIFIED, or none and a message that says so.
 
     The run's own outcome (here, a pass with warnings) is never what a
     folder claims when the disk filled up while it was written.
     """
     with _small_disk(tmp_path / "disk", size) as disk:
-        result = run_cli("verify-cents", "--db", target, "--report-dir", str(disk / "r"))
+        result = run_cli("verify-cents", "--db", targets["verify-cents"], "--report-dir", str(disk / "r"))
         written = sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if p.is_file())
         runs = [p for p in (disk / "r").iterdir() if p.is_dir()] if (disk / "r").is_dir() else []
         summaries = [json.loads((r / "summary.json").read_text())

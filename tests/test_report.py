@@ -190,6 +190,30 @@ def test_html_and_script_in_names_and_values_render_as_text(browser: Any, hostil
         opened.close()
 
 
+def test_html_in_migration_file_names_and_errors_renders_as_text(browser: Any, tmp_path: Path,
+                                                                  small_dump: Path, server_dsn: str) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    name = f"300_{NAME}.sql"
+    # The server's error message quotes the value: HTML and script in the finding and the timeline.
+    (migrations / name).write_text(f"SELECT $h${HOSTILE}$h$::int;\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"))
+    assert result.code == 1, result.stderr
+    run_dir = only_run(tmp_path / "r")
+    [failed] = [f for f in run_summary(tmp_path / "r")["findings"] if f["rule"] == "migration_failed"]
+    assert failed["migration"] == name and "<script>" in failed["message"]
+    opened = Opened(browser, run_dir / "report.html")
+    try:
+        text = opened.page.text_content("body")
+        assert name in text and "<script>alert('x')</script>" in text
+        assert opened.page.locator("script").count() == 1
+        assert opened.page.locator("img").count() == 0
+        opened.clean()
+    finally:
+        opened.close()
+
+
 def test_a_run_that_could_not_connect_still_has_a_report(browser: Any, tmp_path: Path) -> None:
     url = "postgresql://verifier:s3cret-pw@127.0.0.1:1/nowhere"
     result = run_cli("verify-cents", "--db", url, "--report-dir", str(tmp_path))

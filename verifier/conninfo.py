@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -33,7 +34,7 @@ def parse(dsn: str) -> dict[str, str]:
     """
     try:
         params = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
+    except (psycopg.ProgrammingError, ValueError) as exc:
         raise UsageError(
             f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}",
             hint="Use a URL like postgresql://user@host:5432/dbname.",
@@ -41,21 +42,57 @@ def parse(dsn: str) -> dict[str, str]:
     return {k: str(v) for k, v in params.items() if v is not None}
 
 
+_URL_AUTHORITY = re.compile(r"\s*postgres(?:ql)?://([^/?#]*)")
+SECRET_CHARS_MIN = 3  # shorter candidates would mask ordinary words and digits of a message
+
+
+def _secrets(dsn: str) -> set[str]:
+    """Every text of ``dsn`` that may be its password, as libpq reads it and as a person meant it.
+
+    A URL whose user or password holds an unescaped ``@`` or ``:`` parses
+    differently in libpq (the password may become the port, and libpq's
+    error message quotes it): everything after the first ``:`` of the
+    userinfo, up to the last ``@``, counts as the password too.
+    """
+    found: set[str] = set()
+    try:
+        password = pg_conninfo.conninfo_to_dict(dsn).get("password")
+    except (psycopg.Error, ValueError):
+        password = None
+    if password:
+        found.add(str(password))
+    url = _URL_AUTHORITY.match(dsn)
+    if url:
+        # The userinfo up to the authority's last @, and (an unescaped / or ? in the user or
+        # password ends the authority early) up to the last @ before the query, or at all.
+        rest = dsn[url.start(1):]
+        for userinfo in (url.group(1).rsplit("@", 1)[0] if "@" in url.group(1) else "",
+                         rest.split("?", 1)[0].rsplit("@", 1)[0] if "@" in rest.split("?", 1)[0] else "",
+                         rest.rsplit("@", 1)[0] if "@" in rest else ""):
+            if ":" in userinfo:
+                candidate = userinfo.split(":", 1)[1]
+                found.add(candidate)
+                found.update(re.split(r"[/@:?#]", candidate))  # libpq may quote a piece of it
+    found |= {unquote(s) for s in found}
+    return {s for s in found if len(s) >= SECRET_CHARS_MIN}
+
+
+def _mask(text: str, dsn: str) -> str:
+    for secret in sorted(_secrets(dsn), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def redact(dsn: str) -> str:
     """``dsn`` with any password replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\1:***@", dsn)
+    text = _URL_PASSWORD.sub(r"\1:***@", _mask(dsn, dsn))
     return _KV_PASSWORD.sub(r"\1***", text)
 
 
 def scrub(text: str, *dsns: str) -> str:
     """``text`` with every password of ``dsns`` (and any URL password) masked."""
     for dsn in dsns:
-        try:
-            password = pg_conninfo.conninfo_to_dict(dsn).get("password")
-        except psycopg.ProgrammingError:
-            password = None
-        if password:
-            text = text.replace(str(password), "***")
+        text = _mask(text, dsn)
     return redact(text)
 
 
@@ -63,13 +100,13 @@ def describe(dsn: str) -> str:
     """A short, password-free name for a server and database: ``user@host:port/db``."""
     try:
         p = pg_conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+    except (psycopg.Error, ValueError):
         return redact(dsn)
     host = str(p.get("host") or "localhost")
     port = str(p.get("port") or "5432")
     user = str(p.get("user") or "")
     db = str(p.get("dbname") or "")
-    return f"{user + '@' if user else ''}{host}:{port}/{db}"
+    return scrub(f"{user + '@' if user else ''}{host}:{port}/{db}", dsn)
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
@@ -97,7 +134,7 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
             target=describe(dsn),
             hint="Check the host, port, user, password and database name in the URL.",
         ) from None
-    except psycopg.ProgrammingError as exc:
+    except (psycopg.ProgrammingError, ValueError) as exc:  # ValueError: a host name IDNA cannot encode
         raise UsageError(
             f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}"
         ) from None

@@ -144,6 +144,7 @@ def inspect(path: Path) -> DumpInfo:
     restore_tool = pgtools.find("pg_restore" if fmt != "plain" else "psql")
     if fmt == "plain":
         dumped_from, dumped_by = _plain_versions(path)
+        _check_plain_complete(path)
     else:
         listing = pgtools.run(restore_tool, ["--list", str(path)], timeout_s=600)
         if listing.returncode != 0:
@@ -166,6 +167,30 @@ def inspect(path: Path) -> DumpInfo:
 def _first(pattern: re.Pattern[str], text: str) -> str | None:
     match = pattern.search(text)
     return match.group(1) if match else None
+
+
+_PLAIN_HEADER = b"-- PostgreSQL database dump\n"
+_PLAIN_TRAILER = b"-- PostgreSQL database dump complete\n"
+
+
+def _check_plain_complete(path: Path) -> None:
+    """A plain dump that pg_dump began must end as pg_dump ends it.
+
+    psql replays a file cut at a statement's end without a complaint, so a
+    truncated plain dump would restore some tables and not others.
+    Hand-written SQL (without pg_dump's first line) is taken as it is.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(HEAD_BYTES)
+        if _PLAIN_HEADER not in head.replace(b"\r\n", b"\n"):
+            return
+        fh.seek(max(0, path.stat().st_size - HEAD_BYTES))
+        tail = fh.read().replace(b"\r\n", b"\n")
+    if _PLAIN_TRAILER not in tail:
+        raise SnapshotError(
+            f"The snapshot {path} is truncated: pg_dump's last line (\"-- PostgreSQL database dump "
+            "complete\") is missing from its end.",
+            path=path, hint="Re-create it with pg_dump and check the copy (its SHA-256).")
 
 
 def _plain_versions(path: Path) -> tuple[str | None, str | None]:
@@ -264,15 +289,15 @@ def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
 def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> pgtools.Tool:
     psql = pgtools.find("psql", server_major)
     conninfo, env = pgtools.connection_env(db.dsn)
-    argv = [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", f"--dbname={conninfo}"]
+    # Restricted mode first (-c runs before -f): from then on psql runs SQL only; see above.
+    argv = [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", f"\\restrict {secrets.token_hex(16)}",
+            "-f", "-", f"--dbname={conninfo}"]
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     assert proc.stdin is not None and proc.stderr is not None
     refused: SnapshotError | None = None
     try:
-        # From here on psql runs SQL only: any backslash command in the file fails (see above).
-        proc.stdin.write(b"\\restrict " + secrets.token_hex(16).encode() + b"\n")
         with info.path.open("rb") as fh:
             for line in _filtered_lines(fh, info.path):
                 proc.stdin.write(line)
