@@ -1,4 +1,5 @@
-"""Faults during a run: each ends with exit 2, one clear message, a report that says it is incomplete.
+"""Faults during a run, and runs at once: each fault ends with exit 2, one clear message, a report
+that says it is incomplete.
 
 Connections killed while the verifier reads or a migration runs, a server
 restarted mid-run, lock waits beyond the configured timeouts, a report
@@ -6,7 +7,8 @@ folder on a full disk, and Ctrl-C or SIGTERM as each stage of a rehearsal
 begins. Every case runs the installed command in a subprocess against a
 real server, and checks that no scratch database, embedded server or
 temporary file is left behind. (Statement timeouts: test_cents.py,
-test_ledger.py and test_ledger_state.py.)
+test_ledger.py and test_ledger_state.py.) Two rehearsals at once on one
+scratch server, and on two embedded ones, do not collide.
 """
 
 from __future__ import annotations
@@ -327,3 +329,24 @@ def test_sigterm_while_a_migration_statement_runs(small_dump: Path, server_dsn: 
         out, err = proc.communicate(timeout=120)
     _not_verified(proc, out, err, tmp_path / "r", "migrate", "Interrupted")
     assert _our_backend(server_dsn, SLEEP) is None
+
+
+# -- two rehearsals at once ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scratch", ["url", "embedded"])
+def test_two_rehearsals_at_once_do_not_collide(small_dump: Path, server_dsn: str, tmp_path: Path,
+                                               leftovers: None, scratch: str) -> None:
+    args = ["verify-cents", "--snapshot", str(small_dump), "--report-dir", str(tmp_path)]
+    args += ["--scratch", server_dsn] if scratch == "url" else []
+    with _started(*args) as one, _started(*args) as two:
+        results = [p.communicate(timeout=600) + (p.returncode,) for p in (one, two)]
+    assert [code for *_, code in results] == [0, 0], results
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(runs) == 2 and all((r / "report.html").is_file() for r in runs)
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    found = [sorted((f["rule"], f["table"], f["column"], f["count"], f["cents_impact"])
+                    for f in s["findings"]) for s in summaries]
+    assert found[0] == found[1] and all(s["status"] == "pass" for s in summaries)
+    databases = [next(st for st in s["stages"] if st["name"] == "restore")["database"] for s in summaries]
+    assert databases[0] != databases[1]
+    assert (tmp_path / "index.html").is_file()

@@ -16,6 +16,7 @@ import csv
 import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -210,6 +211,33 @@ def test_audits_under_concurrent_postings_raise_no_false_alarm(ledger_copy: str,
     code, data, stderr, found = audit("--config", str(config))
     assert code == 0, (stderr, found)
     assert proven == sorted(proven) and proven[-1] > 20_000, proven
+
+
+def test_soak_audits_back_to_back_under_writers_find_nothing(ledger_copy: str, tmp_path: Path) -> None:
+    """A longer soak, bounded in time: VERIFIER_SOAK_S seconds (20 by default) of audits, one after
+    another, while four writers post; incremental (with a history share) and stateless full audits
+    alternate. Not one finding, and the watermark keeps up."""
+    seconds = float(os.environ.get("VERIFIER_SOAK_S", "20"))
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    audit = Auditor(ledger_copy, tmp_path)
+    kinds: dict[str, int] = {"incremental": 0, "full": 0}
+    proven = []
+    with ledger.posting(ledger_copy) as posted:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            full = kinds["full"] < kinds["incremental"] // 2
+            share = () if full else ("--verify-history-share", "0.5")
+            code, data, stderr, found = audit("--config", str(config), *share, state=not full)
+            assert code == 0, (stderr, found, data["findings"])
+            kinds["full" if full else "incremental"] += 1
+            if not full:
+                proven.append(_stage(data, "state saved")["proven"]["entries"])
+    assert kinds["incremental"] >= 2 and kinds["full"] >= 1, kinds
+    assert sum(posted) > 0 and proven == sorted(proven)
+    code, data, stderr, found = audit("--config", str(config), "--full")  # after the writers: all of it
+    assert code == 0, (stderr, found)
+    print(f"soak: {seconds:.0f} s, audits {kinds}, postings {sum(posted)}")
 
 
 def test_corrupt_foreign_and_busy_state_files_are_left_as_they_are(
