@@ -70,6 +70,14 @@ class Auditor:
                     found.setdefault((row["rule"], row["table"]), set()).add(row["id"])
         return result.code, data, result.stderr, found
 
+    def prove(self, *extra: str, code: int = 0
+              ) -> tuple[int, dict[str, Any], str, dict[tuple[str, str], set[str]]]:
+        """Two audits with the state: the first records what it sees, the second proves it (audit.settle)."""
+        for _ in range(2):
+            result = self(*extra)
+            assert result[0] == code, (result[2], result[1]["findings"])
+        return result
+
 
 def _stage(data: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in data["stages"] if s["name"] == name)
@@ -94,29 +102,30 @@ def _sha(path: Path) -> str:
 def test_incremental_audit_reports_what_a_full_audit_reports(ledger_copy: str, tmp_path: Path) -> None:
     with reader_role(ledger_copy) as reader:
         audit = Auditor(reader, tmp_path)
-        code, data, stderr, _ = audit()
-        assert code == 0, (stderr, data["findings"])
+        code, data, stderr, _ = audit.prove()
         assert _stage(data, "state")["mode"] == "full" and _checked_entries(data) > 19_000
         planted = ledger.plant(ledger_copy)  # new defects of every rule, beyond the watermark
 
         full_code, full, _, full_found = audit(state=False)
         assert full_code == 1
-        for round_ in ("new defects", "defects now in proven history"):
+        # The second audit after planting proves what the first saw: the defects are then in
+        # proven history, reported from the state from the third audit on.
+        for round_ in ("new defects", "defects being proven", "defects in proven history"):
             code, data, stderr, found = audit()
             assert code == 1, (round_, stderr)
             assert _stage(data, "state")["mode"] == "incremental"
             assert found == full_found, round_
             assert _counts(data) == _counts(full), round_
-        # The second incremental audit read no entry again: the defects came from the state.
+        # The third incremental audit read no entry again: the defects came from the state.
         assert _checked_entries(data) == 0
         assert {p.rule for p in planted} <= {rule for rule, _ in found}
 
 
 def test_new_entries_are_checked_and_nothing_else(ledger_copy: str, tmp_path: Path) -> None:
     audit = Auditor(ledger_copy, tmp_path)
-    code, data, _, _ = audit()
-    assert code == 0
+    code, data, _, _ = audit.prove()
     proven = _stage(data, "state saved")["proven"]["entries"]
+    assert proven > 19_000
     with ledger.posting(ledger_copy, writers=1) as posted:
         time.sleep(0.5)
     assert posted[0] > 0
@@ -131,7 +140,7 @@ def test_new_entries_are_checked_and_nothing_else(ledger_copy: str, tmp_path: Pa
 
 def test_a_change_that_keeps_every_invariant_is_history_tampered(ledger_copy: str, tmp_path: Path) -> None:
     audit = Auditor(ledger_copy, tmp_path)
-    assert audit()[0] == 0
+    audit.prove()
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("UPDATE entries SET created_at = created_at - interval '1 day' WHERE id = 4242")
         conn.execute("UPDATE journals SET description = 'edited' WHERE id = 1500")
@@ -149,7 +158,7 @@ def test_a_change_that_keeps_every_invariant_is_history_tampered(ledger_copy: st
     assert audit()[0] == 0
     # The state keeps every audit for the trend charts.
     modes = [h["mode"] for h in data["provenance"]["ledger_history"]]
-    assert modes == ["full", "incremental", "incremental", "full"]
+    assert modes == ["full", "full", "incremental", "incremental", "full"]
 
 
 def test_deleted_and_inserted_entries_are_named(ledger_copy: str, tmp_path: Path) -> None:
@@ -160,7 +169,7 @@ def test_deleted_and_inserted_entries_are_named(ledger_copy: str, tmp_path: Path
         saved = conn.execute(sql.SQL("DELETE FROM entries WHERE id = 9000 RETURNING {}").format(columns)
                              ).fetchone()
     audit = Auditor(ledger_copy, tmp_path)
-    assert audit()[0] == 1  # the gap breaks a chain: that finding is part of the proven history now
+    audit.prove(code=1)  # the gap breaks a chain: that finding is part of the proven history now
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         deleted = conn.execute("DELETE FROM entries WHERE id = 777 RETURNING amount_cents").fetchone()
@@ -180,7 +189,7 @@ def test_deleted_and_inserted_entries_are_named(ledger_copy: str, tmp_path: Path
 def test_a_rotating_share_of_history_finds_a_change_within_its_rotation(ledger_copy: str,
                                                                       tmp_path: Path) -> None:
     audit = Auditor(ledger_copy, tmp_path)
-    assert audit()[0] == 0
+    audit.prove()
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("UPDATE entries SET created_at = created_at + interval '1 hour' WHERE id = 19000")
     rehashed, found_at = [], None
@@ -308,18 +317,51 @@ def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy
 
 def test_history_settles_only_when_no_transaction_can_still_add_below() -> None:
     from verifier.ledger.audit import settle
-    from verifier.ledger.state import new
 
-    seen = {"entries": 500, "journals": 200}
-    assert settle(None, xmin=10, in_progress=0, seen=seen) == seen
-    assert settle(None, xmin=10, in_progress=2, seen=seen) == {"entries": 0, "journals": 0}
-    previous = new({})
-    previous.proven, previous.seen, previous.seen_xmax = ({"entries": 100, "journals": 40},
-                                                          {"entries": 300, "journals": 90}, 50)
-    # Every transaction in progress at the previous audit (xids below 50) has ended: what it saw settles.
-    assert settle(previous, xmin=50, in_progress=3, seen=seen) == {"entries": 300, "journals": 90}
+    proven = {"entries": 100, "journals": 40}
+    last_seen = {"entries": 300, "journals": 90}
+    assert settle(proven, None, None, xmin=10) == proven  # a first audit proves nothing
+    # Every transaction running at the previous audit (xids below 50) has ended: what it saw settles.
+    assert settle(proven, last_seen, 50, xmin=50) == last_seen
     # One of them may still be running: nothing new settles.
-    assert settle(previous, xmin=49, in_progress=3, seen=seen) == {"entries": 100, "journals": 40}
+    assert settle(proven, last_seen, 50, xmin=49) == proven
+
+
+def test_a_transfer_that_commits_late_below_what_an_audit_saw_is_not_tampering(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """The hole this closes: transaction A takes its xid after B's, holds journal id j, B posts
+    j + 1 and commits. A snapshot then sees j + 1 but not j, and A is not in its list of running
+    transactions (its xid is above the newest completed one). Proving up to j + 1 at that audit
+    would call A's late commit history_tampered."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    audit = Auditor(ledger_copy, tmp_path)
+    assert audit("--config", str(config))[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        rich = [r[0] for r in conn.execute(
+            "SELECT id FROM accounts WHERE account_type = 'user' AND balance_cents >= 1000 "
+            "ORDER BY id LIMIT 4").fetchall()]
+    assert len(rich) == 4
+
+    def transfer(conn: psycopg.Connection, payer: int, payee: int) -> None:
+        conn.execute("SELECT ledger_post('transfer', %s::jsonb)", (json.dumps(
+            [{"account_id": payer, "amount_cents": 100}, {"account_id": payee, "amount_cents": -100}]),))
+
+    with psycopg.connect(ledger_copy) as b, psycopg.connect(ledger_copy) as a:
+        b.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (rich[0],))  # B's xid first
+        a.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (rich[2],))  # then A's
+        transfer(a, rich[2], rich[3])  # journal j
+        transfer(b, rich[0], rich[1])  # journal j + 1
+        b.commit()
+        code, data, stderr, found = audit("--config", str(config))  # sees j + 1, not j
+        assert code == 0, (stderr, found)
+        a.commit()
+    for _ in range(3):
+        code, data, stderr, found = audit("--config", str(config))
+        assert code == 0, (stderr, found, data["findings"])
+    with psycopg.connect(ledger_copy) as conn:
+        newest = conn.execute("SELECT max(id) FROM journals").fetchone()
+    assert newest is not None and _stage(data, "state saved")["proven"]["journals"] == newest[0]
 
 
 def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy: str,
@@ -327,8 +369,7 @@ def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("ALTER TABLE entries ADD COLUMN meta json")  # json has no hash operator class
     audit = Auditor(ledger_copy, tmp_path)
-    code, data, _, _ = audit()
-    assert code == 0
+    audit.prove()
     state = sqlite3.connect(audit.state)
     identity = json.loads(state.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0])
     state.close()

@@ -280,22 +280,53 @@ def _check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any])
                               "(it is left as it is).")
 
 
-def settle(state: st.State | None, xmin: int, in_progress: int, seen: dict[str, int]) -> dict[str, int]:
+RUNNING_XIDS_SQL = """
+SELECT transactionid::text FROM pg_locks
+WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
+"""
+
+
+# The first journal beyond the proven ones that has an entry beyond the entries' watermark.
+OPEN_JOURNAL_SQL = """
+SELECT min({entries_journal}) FROM {entries} WHERE {entries_id} > {w} AND {entries_journal} > {jw}
+"""
+
+
+def running_bound(conn: psycopg.Connection, xmax: int) -> int:
+    """An xid above every transaction running now (``xmax``: the snapshot's, as an xid8).
+
+    A snapshot's xmax is one past the newest *completed* transaction, not
+    the next xid: a transaction that took its xid after the newest one to
+    commit is running, yet neither in the snapshot's list of running xids
+    nor below its xmax. Each running transaction holds the lock on its own
+    xid, which pg_locks shows to every role (as a 32-bit xid, placed here in
+    xmax's epoch: running xids lie within 2^31 of it).
+    """
+    bound = xmax
+    for (xid32,) in conn.execute(RUNNING_XIDS_SQL).fetchall():
+        delta = (int(xid32) - xmax) % 2**32
+        delta -= 2**32 if delta >= 2**31 else 0
+        bound = max(bound, xmax + delta + 1)
+    return bound
+
+
+def settle(proven: dict[str, int], last_seen: dict[str, int] | None, last_bound: int | None,
+           xmin: int) -> dict[str, int]:
     """How far history is settled (no transaction can still add a row below): the new watermarks.
 
-    With no transaction in progress in the snapshot, everything it sees.
-    Otherwise what the previous audit saw, once every transaction in progress
-    then has ended; else the previous watermarks. (Rows added later below a
-    watermark, by explicit ids or cached sequence values, are history_tampered.)
+    What the previous audit saw (``last_seen``) settles once every
+    transaction that was running then has ended: ``xmin`` (this snapshot's
+    oldest running xid) has reached ``last_bound`` (``running_bound`` of the
+    previous audit). What this audit sees settles at a later audit, never
+    at once: a transaction running now may hold ids below what it sees. So
+    the first audit of a state proves nothing, the second what the first
+    saw. (Rows added later below a watermark, by explicit ids, cached
+    sequence values, or a transaction that took sequence values and wrote
+    nothing for a whole audit, are history_tampered.)
     """
-    previous = state.proven if state else dict.fromkeys(st.HISTORY_TABLES, 0)
-    if in_progress == 0:
-        settled = seen
-    elif state and state.seen_xmax is not None and xmin >= state.seen_xmax:
-        settled = state.seen
-    else:
-        settled = previous
-    return {t: max(previous[t], settled[t]) for t in st.HISTORY_TABLES}
+    if last_seen is None or last_bound is None or xmin < last_bound:
+        return dict(proven)
+    return {t: max(proven[t], last_seen[t]) for t in st.HISTORY_TABLES}
 
 
 def audit(run: Run, conn: psycopg.Connection, url: str, config: Config,
@@ -342,9 +373,19 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
             xmin, xmax, in_progress, max_entry, max_journal = conn.execute(
                 inv.compose(SNAPSHOT_SQL, filled)).fetchone() or ()
             seen = {"entries": int(max_entry or 0), "journals": int(max_journal or 0)}
-            # What the last audit saw settles now, even if it could prove nothing then (not after --full).
-            settled = settle(None if schedule.full else before, int(xmin), int(in_progress), seen)
-            state.seen, state.seen_xmax = seen, int(xmax)  # saved only if the audit completes
+            # What the last audit saw settles now (also after --full: it is a fact about the ledger).
+            settled = settle(state.proven, before.seen if before else None,
+                             before.seen_xmax if before else None, int(xmin))
+            # Ids interleave across transactions: a journal below the journals' watermark may own
+            # entries above the entries' one. It is proven complete only with all of its entries.
+            open_journal = conn.execute(inv.compose(OPEN_JOURNAL_SQL, {
+                **filled, "w": sql.Literal(settled["entries"]), "jw": sql.Literal(state.proven["journals"])
+            })).fetchone()
+            if open_journal and open_journal[0] is not None:
+                settled["journals"] = max(state.proven["journals"],
+                                          min(settled["journals"], int(open_journal[0]) - 1))
+            # Saved only if the audit completes: what the next audit may settle, and when.
+            state.seen, state.seen_xmax = seen, running_bound(conn, int(xmax))
             detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
                           seen=seen, settled=settled, transactions_in_progress=int(in_progress),
                           history_share=schedule.history_share)

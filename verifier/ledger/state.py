@@ -89,7 +89,7 @@ class State:
     salt: str
     proven: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
     seen: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
-    seen_xmax: int | None = None  # the snapshot's xmax when ``seen`` was read
+    seen_xmax: int | None = None  # an xid above every transaction running when ``seen`` was read
     chunks: dict[str, dict[int, Chunk]] = field(default_factory=lambda: {t: {} for t in HISTORY_TABLES})
     trial: dict[str | None, Decimal] = field(default_factory=dict)
     carried: list[Carried] = field(default_factory=list)
