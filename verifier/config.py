@@ -50,6 +50,7 @@ class Config:
     # A rehearsal's migrations run on a scratch database nobody else uses: a
     # lock wait this long means another session is in the way (exit 2).
     migration_lock_timeout_s: float = 60.0
+    restore_timeout_s: float = 6 * 3600.0  # a rehearsal's pg_restore (damaged tars can make it loop)
     pairs: tuple[PairConfig, ...] = ()
     exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
     identities: tuple[Identity, ...] = ()
@@ -60,7 +61,8 @@ class Config:
     def __post_init__(self) -> None:
         assert self.rounding in ROUNDING_MODES
         assert 0 <= self.sample_rows_max <= 1000
-        assert min(self.statement_timeout_s, self.lock_timeout_s, self.migration_lock_timeout_s) > 0
+        assert min(self.statement_timeout_s, self.lock_timeout_s, self.migration_lock_timeout_s,
+                   self.restore_timeout_s) > 0
 
     def excluded(self, schema: str, table: str, column: str | None = None) -> bool:
         names = {table, f"{schema}.{table}"}
@@ -104,7 +106,7 @@ def load(path: Path | None = None) -> Config:
 
 def _parse(section: dict[str, Any], where: str) -> Config:
     known = {"rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s",
-             "migration_lock_timeout_s", "pairs", "exclude", "identities", "ledger"}
+             "migration_lock_timeout_s", "restore_timeout_s", "pairs", "exclude", "identities", "ledger"}
     unknown = sorted(set(section) - known)
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
@@ -114,7 +116,8 @@ def _parse(section: dict[str, Any], where: str) -> Config:
     numbers: dict[str, Any] = {}
     for key, low, high in (("sample_rows_max", 0, 1000), ("statement_timeout_s", 0.001, 86400.0),
                            ("lock_timeout_s", 0.001, 3600.0),
-                           ("migration_lock_timeout_s", 0.001, 86400.0)):
+                           ("migration_lock_timeout_s", 0.001, 86400.0),
+                           ("restore_timeout_s", 1.0, 7 * 86400.0)):
         if key in section:
             value = section[key]
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +120,19 @@ def connection_env(dsn: str) -> tuple[str, dict[str, str]]:
     return pg_conninfo.make_conninfo("", **params), env
 
 
+def die_with_parent() -> None:
+    """In a child before it runs a tool (Linux): be killed when the verifier dies, even by SIGKILL.
+
+    A pg_restore or psql left behind would go on writing to a scratch database and spinning.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def run(
     tool: Tool,
     args: Sequence[str],
@@ -145,9 +160,12 @@ def run(
             env=env,
             timeout=timeout_s,
             check=False,
+            preexec_fn=die_with_parent,
         )
-    except subprocess.TimeoutExpired:
-        raise ToolError(f"{tool.name} did not finish within {timeout_s} s.", tool=tool.name) from None
+    except subprocess.TimeoutExpired:  # subprocess.run has killed it
+        raise ToolError(f"{tool.name} did not finish within {timeout_s:g} s and was stopped.",
+                        tool=tool.name, hint="For a restore, raise restore_timeout_s in [tool.verifier]; "
+                        "a damaged archive can also make pg_restore loop.") from None
     except OSError as exc:
         raise ToolError(f"{tool.name} could not be started: {exc}", tool=tool.name) from None
     secrets = (dsn,) if dsn else ()

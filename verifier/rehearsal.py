@@ -160,7 +160,7 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
               options: Options, config: Config) -> None:
     with server.database("rehearsal") as db:
         with run.stage("restore") as detail:
-            result = dump.restore(info, db)
+            result = dump.restore(info, db, timeout_s=config.restore_timeout_s)
             detail.update(restore_s=round(result.duration_s, 3), jobs=result.jobs, tool=result.tool,
                           database=db.name)
         with conninfo.connect(db.dsn, what="scratch database") as conn:

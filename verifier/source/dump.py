@@ -32,7 +32,7 @@ from typing import IO
 
 from verifier import pgtools
 from verifier.conninfo import scrub
-from verifier.errors import SnapshotError
+from verifier.errors import SnapshotError, ToolError
 from verifier.scratch import ScratchDatabase
 
 HASH_CHUNK_BYTES = 1 << 20
@@ -238,11 +238,13 @@ def check_restorable(info: DumpInfo, server_major: int) -> None:
         )
 
 
-def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None) -> RestoreResult:
+def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
+            timeout_s: float = RESTORE_TIMEOUT_S) -> RestoreResult:
     """Restore ``info`` into scratch database ``db`` (which must be empty).
 
     Writes only to ``db``. Raises ``SnapshotError`` naming the file and the
-    tool's reason when the restore fails.
+    tool's reason when the restore fails, ``ToolError`` when pg_restore runs
+    longer than ``timeout_s`` (some damaged tar archives make it loop).
     """
     server_major = db.server.version_num // 10000
     check_restorable(info, server_major)
@@ -254,7 +256,11 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None) -> 
     # Tar archives cannot be restored in parallel (pg_restore needs seeks).
     jobs = 1 if info.format == "tar" else (jobs or min(RESTORE_JOBS_MAX, os.cpu_count() or 1))
     args = ["--no-owner", "--no-privileges", "--exit-on-error", f"--jobs={jobs}", str(info.path)]
-    done = pgtools.run(tool, args, dsn=db.dsn, timeout_s=RESTORE_TIMEOUT_S)
+    try:
+        done = pgtools.run(tool, args, dsn=db.dsn, timeout_s=timeout_s)
+    except ToolError as exc:
+        raise SnapshotError(f"Restoring the snapshot {info.path} stopped: {exc.message}", path=info.path,
+                            hint=exc.hint) from None
     if done.returncode != 0:
         raise _restore_error(info.path, done.stderr, reading=False)
     return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}")
@@ -293,7 +299,8 @@ def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> pg
     argv = [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", f"\\restrict {secrets.token_hex(16)}",
             "-f", "-", f"--dbname={conninfo}"]
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        preexec_fn=pgtools.die_with_parent,
     )
     assert proc.stdin is not None and proc.stderr is not None
     refused: SnapshotError | None = None
