@@ -49,10 +49,12 @@ SECRET_CHARS_MIN = 3  # shorter candidates would mask ordinary words and digits 
 def _secrets(dsn: str) -> set[str]:
     """Every text of ``dsn`` that may be its password, as libpq reads it and as a person meant it.
 
-    A URL whose user or password holds an unescaped ``@`` or ``:`` parses
-    differently in libpq (the password may become the port, and libpq's
-    error message quotes it): everything after the first ``:`` of the
-    userinfo, up to the last ``@``, counts as the password too.
+    A URL whose user or password holds an unescaped ``@``, ``:``, ``/`` or
+    ``?`` parses differently in libpq (the password may become the port, and
+    libpq's error message quotes it): everything after the first ``:`` of
+    the userinfo, up to the last ``@``, counts as the password too, and so
+    does each piece of it. (A query holding ``@`` may mask the host or port
+    in a message: a price paid for never showing a password.)
     """
     found: set[str] = set()
     try:
