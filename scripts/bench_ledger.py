@@ -144,12 +144,11 @@ def main() -> None:
         print(f"  {k:6s} {v:8.3f} s")
     print(f"  audit work (audit - small) {work:.3f} s")
     print(f"audit work / floor           {work / med['floor']:.2f}  (goal <= 3)")
-    full_work = med["audit"] - med["small"]
     for name, values in incremental.items():
         inc_work = statistics.median(values) - med["small"]
         goal = "  (goal <= 0.10)" if name.startswith("incremental") else ""
         print(f"{name:16s} {statistics.median(values):8.3f} s, work {inc_work:.3f} s = "
-              f"{inc_work / full_work:.3f} of the full audit's work{goal}")
+              f"{inc_work / work:.3f} of the full audit's work{goal}")
     print(f"peak RSS: full {max(rss['audit']) / 1024:.1f} MiB, small {max(rss['small']) / 1024:.1f} MiB, "
           f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB")
     print(f"writers ({WRITERS}, ledger_post): {alone:.0f} postings/s alone, {under:.0f}/s while "

@@ -31,11 +31,11 @@ from verifier.conninfo import APPLICATION_NAME
 from verifier.housekeeping import up
 from verifier.paths import project_migrations_dir
 from verifier.pgtools import embedded_bin_dir
-from verifier.scratch import SCRATCH_DB_PREFIX, provision
+from verifier.scratch import provision
 from verifier.scratch.embedded import SYSTEM_USER
 from verifier.source import generate
 
-from .conftest import BIN_DIR, only_run, run_cli, run_summary
+from .conftest import BIN_DIR, only_run, run_cli, run_summary, scratch_databases
 
 T = TypeVar("T")
 FAULTS = Path(__file__).resolve().parent / "faults"  # the sitecustomize that sends the signals
@@ -79,12 +79,6 @@ def _our_backend(admin_dsn: str, condition: str) -> int | None:
         query = f"SELECT pid FROM pg_stat_activity WHERE application_name = %s AND ({condition}) LIMIT 1"  # noqa: S608
         row = conn.execute(query, (APPLICATION_NAME,)).fetchone()
     return int(row[0]) if row else None
-
-
-def _scratch_dbs(admin_dsn: str) -> set[str]:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                           (SCRATCH_DB_PREFIX + "%",)).fetchall()}
 
 
 def _not_verified(proc: subprocess.Popen[str] | Any, out: str, err: str, report_dir: Path,
@@ -175,13 +169,13 @@ def test_another_session_on_the_scratch_database(small_dump: Path, server_dsn: s
     migrations = _sleeping_migrations(tmp_path / "migrations", seconds=3)
     config = tmp_path / "verifier.toml"
     config.write_text("migration_lock_timeout_s = 0.5\n")
-    before = _scratch_dbs(server_dsn)
+    before = scratch_databases(server_dsn)
     with _started("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn, "--config",
                   str(config), "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"),
                   *rule_checks) as proc:
         _wait_for("the first migration",
                   lambda: _our_backend(server_dsn, "starts_with(query, 'SELECT pg_sleep(3)')"), proc)
-        [scratch] = _scratch_dbs(server_dsn) - before
+        [scratch] = scratch_databases(server_dsn) - before
         other = psycopg.connect(conninfo.with_dbname(server_dsn, scratch), application_name="someone-else")
         try:  # the rehearsal drops its database WITH (FORCE): this session ends with it
             other.execute("LOCK TABLE tips IN ACCESS SHARE MODE")
@@ -241,7 +235,7 @@ def test_server_restarted_while_a_migration_runs(small_dump: Path, tmp_path: Pat
             restart()
             out, err = proc.communicate(timeout=120)
         # The server is back: the rehearsal dropped its scratch database on the way out.
-        assert _scratch_dbs(admin) == set()
+        assert scratch_databases(admin) == set()
     _not_verified(proc, out, err, tmp_path / "r", "migrate", "was lost while 300_slow.sql")
 
 

@@ -68,9 +68,8 @@ def _secrets(dsn: str) -> set[str]:
         # The userinfo up to the authority's last @, and (an unescaped / or ? in the user or
         # password ends the authority early) up to the last @ before the query, or at all.
         rest = dsn[url.start(1):]
-        for userinfo in (url.group(1).rsplit("@", 1)[0] if "@" in url.group(1) else "",
-                         rest.split("?", 1)[0].rsplit("@", 1)[0] if "@" in rest.split("?", 1)[0] else "",
-                         rest.rsplit("@", 1)[0] if "@" in rest else ""):
+        for span in (url.group(1), rest.split("?", 1)[0], rest):
+            userinfo = span.rsplit("@", 1)[0] if "@" in span else ""
             if ":" in userinfo:
                 candidate = userinfo.split(":", 1)[1]
                 found.add(candidate)

@@ -96,9 +96,9 @@ def ledger_demo(*, report_dir: Path, entries: int = ledger.DEFAULT_ENTRIES, seed
             schedule = audit.Schedule(run.run_dir / LEDGER_STATE_NAME)
             with run.stage("prove") as detail, tempfile.TemporaryDirectory() as scratch_reports:
                 for _ in range(2):
-                    first = new_run("verify-ledger --db", Path(scratch_reports))
-                    _audit(first, db.dsn, config, schedule)
-                    assert not first.findings, first.findings  # a freshly built ledger is clean
+                    proving = new_run("verify-ledger --db", Path(scratch_reports))
+                    _audit(proving, db.dsn, config, schedule)
+                    assert not proving.findings, proving.findings  # a freshly built ledger is clean
                 detail.update(state=LEDGER_STATE_NAME)
             with run.stage("plant") as detail:
                 planted = [*ledger.plant(db.dsn), ledger.tamper(db.dsn)]

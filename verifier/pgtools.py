@@ -164,8 +164,7 @@ def run(
         )
     except subprocess.TimeoutExpired:  # subprocess.run has killed it
         raise ToolError(f"{tool.name} did not finish within {timeout_s:g} s and was stopped.",
-                        tool=tool.name, hint="For a restore, raise restore_timeout_s in [tool.verifier]; "
-                        "a damaged archive can also make pg_restore loop.") from None
+                        tool=tool.name) from None
     except OSError as exc:
         raise ToolError(f"{tool.name} could not be started: {exc}", tool=tool.name) from None
     secrets = (dsn,) if dsn else ()

@@ -100,26 +100,23 @@ def recorded(run: Run) -> Iterator[Run]:
     """
     from verifier.report import write_outputs
 
+    def ended(error: VerifierError) -> VerifierError:
+        """``run`` ended by ``error``, its outputs written; ``error``, pointing at them."""
+        run.end("error", str(error))
+        write_outputs(run)
+        error.run_dir = run.run_dir
+        return error
+
     try:
         yield run
     except VerifierError as exc:
-        run.end("error", str(exc))
-        write_outputs(run)
-        exc.run_dir = run.run_dir
+        ended(exc)
         raise
     except KeyboardInterrupt:
-        run.end("error", "Interrupted (Ctrl-C or SIGTERM) before the run finished.")
-        write_outputs(run)
-        interrupted = Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")
-        interrupted.run_dir = run.run_dir
-        raise interrupted from None
+        raise ended(Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")) from None
     except OSError as exc:  # a file the run writes (offenders.csv) or reads: the disk, not a bug
         where = f": {exc.filename}" if exc.filename else f" (the run writes to {run.run_dir})"
-        failed = VerifierError(f"A file operation failed: {exc.strerror or exc}{where}.")
-        run.end("error", str(failed))
-        write_outputs(run)
-        failed.run_dir = run.run_dir
-        raise failed from None
+        raise ended(VerifierError(f"A file operation failed: {exc.strerror or exc}{where}.")) from None
     except BaseException as exc:
         run.end("error", f"Internal error: {type(exc).__name__}: {exc}")
         write_outputs(run)

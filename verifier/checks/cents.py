@@ -153,6 +153,7 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
     unmatched = sql.SQL("WHEN NOT t.verifier_matched THEN NULL" if plan.originals else "")
     e = _expected(h, rounding)
     half_even = _expected(h, "half_even")
+    nonfinite = _non_finite(x)
     f = sql.SQL("(t.{}::float8)").format(sql.Identifier(pair.source_ref or pair.source))
     klass = sql.SQL("""CASE {unmatched}
       WHEN {x} IS NULL AND {c} IS NULL THEN NULL
@@ -169,12 +170,12 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
       WHEN {c} IN (round({x}), round({x} * 10), round({x} * 1000), round({x} * 10000)) THEN 'scale_error'
       ELSE 'value_mismatch' END""").format(
         unmatched=unmatched, x=x, c=c, h=h, e=e, half_even=half_even, f=f, big=sql.Literal(BIGINT_MAX),
-        nonfinite=_non_finite(x))
+        nonfinite=nonfinite)
     impact = sql.SQL("""CASE
       WHEN {x} IS NULL THEN {c}::numeric
       WHEN {nonfinite} OR abs({e}) > {big} THEN NULL
       WHEN {c} IS NULL THEN -{e}
-      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX), nonfinite=_non_finite(x))
+      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX), nonfinite=nonfinite)
     frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
     return sql.SQL(
         "({i}, {klass}, {impact}, {c}::numeric, {e_sum}, "
@@ -182,7 +183,7 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
         "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
         "{x}::text, {c}::text, CASE WHEN {nonfinite} THEN NULL ELSE {e}::text END)"
     ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
-             half_even=half_even, e_sum=_storable(x, e), nonfinite=_non_finite(x))
+             half_even=half_even, e_sum=_storable(x, e), nonfinite=nonfinite)
 
 
 def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
@@ -207,7 +208,8 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
     """The VALUES row of row_missing (impact: minus the expected cents the row held) or
     row_added (impact: the cents it brings)."""
     if flag == "row_missing":
-        held = [_storable(_pair_terms(p)[0], _expected(_pair_terms(p)[2], rounding)) for p in plan.pairs]
+        terms = [_pair_terms(p) for p in plan.pairs]
+        held = [_storable(x, _expected(h, rounding)) for x, _, h in terms]
         impact = sql.SQL("-({})").format(
             sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held))
     else:

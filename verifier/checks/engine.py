@@ -105,7 +105,7 @@ class CheckStats:
         if kind == "pair":
             bucket = diff_bucket(impact)
             self.differences[bucket] = self.differences.get(bucket, 0) + 1
-        if impact and Decimal(impact).is_finite():  # row_missing of a NaN original: no impact to add
+        if impact:
             self.impact[klass] = self.impact.get(klass, Decimal(0)) + Decimal(impact)
         self.offenders_cents += Decimal(cents or 0)
         # A NULL, NaN or infinite original has no expected cents (NULL): it expects no cents.

@@ -143,8 +143,7 @@ def inspect(path: Path) -> DumpInfo:
     fmt = detect_format(path)
     restore_tool = pgtools.find("pg_restore" if fmt != "plain" else "psql")
     if fmt == "plain":
-        dumped_from, dumped_by = _plain_versions(path)
-        _check_plain_complete(path)
+        dumped_from, dumped_by = _inspect_plain(path)
     else:
         listing = pgtools.run(restore_tool, ["--list", str(path)], timeout_s=600)
         if listing.returncode != 0:
@@ -173,30 +172,27 @@ _PLAIN_HEADER = b"-- PostgreSQL database dump\n"
 _PLAIN_TRAILER = b"-- PostgreSQL database dump complete\n"
 
 
-def _check_plain_complete(path: Path) -> None:
-    """A plain dump that pg_dump began must end as pg_dump ends it.
+def _inspect_plain(path: Path) -> tuple[str | None, str | None]:
+    """A plain dump's source and pg_dump versions, from its head; refuses one that is cut short.
 
-    psql replays a file cut at a statement's end without a complaint, so a
+    A plain dump that pg_dump began must end as pg_dump ends it: psql
+    replays a file cut at a statement's end without a complaint, so a
     truncated plain dump would restore some tables and not others.
     Hand-written SQL (without pg_dump's first line) is taken as it is.
     """
     with path.open("rb") as fh:
         head = fh.read(HEAD_BYTES)
-        if _PLAIN_HEADER not in head.replace(b"\r\n", b"\n"):
-            return
-        fh.seek(max(0, path.stat().st_size - HEAD_BYTES))
-        tail = fh.read().replace(b"\r\n", b"\n")
-    if _PLAIN_TRAILER not in tail:
+        started_by_pg_dump = _PLAIN_HEADER in head.replace(b"\r\n", b"\n")
+        if started_by_pg_dump:
+            fh.seek(max(0, path.stat().st_size - HEAD_BYTES))
+            tail = fh.read().replace(b"\r\n", b"\n")
+    if started_by_pg_dump and _PLAIN_TRAILER not in tail:
         raise SnapshotError(
             f"The snapshot {path} is truncated: pg_dump's last line (\"-- PostgreSQL database dump "
             "complete\") is missing from its end.",
             path=path, hint="Re-create it with pg_dump and check the copy (its SHA-256).")
-
-
-def _plain_versions(path: Path) -> tuple[str | None, str | None]:
-    with path.open("rb") as fh:
-        head = fh.read(HEAD_BYTES).decode("utf-8", errors="replace")
-    return _first(_FROM, head), _first(_BY, head)
+    text = head.decode("utf-8", errors="replace")
+    return _first(_FROM, text), _first(_BY, text)
 
 
 def _restore_error(path: Path, stderr: str, *, reading: bool) -> SnapshotError:
@@ -260,7 +256,8 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
         done = pgtools.run(tool, args, dsn=db.dsn, timeout_s=timeout_s)
     except ToolError as exc:
         raise SnapshotError(f"Restoring the snapshot {info.path} stopped: {exc.message}", path=info.path,
-                            hint=exc.hint) from None
+                            hint="Raise restore_timeout_s in [tool.verifier] for a larger snapshot; a "
+                                 "damaged archive can also make pg_restore loop.") from None
     if done.returncode != 0:
         raise _restore_error(info.path, done.stderr, reading=False)
     return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}")
