@@ -68,6 +68,20 @@ def test_truncated_custom_dump(dumps: dict[str, Path], tmp_path: Path, server_ds
     assert "truncated or corrupt" in str(err.value) and str(cut) in str(err.value)
 
 
+def test_tar_cut_inside_its_last_member_is_refused(dumps: dict[str, Path], tmp_path: Path) -> None:
+    """pg_restore never reads the tar's last member (restore.sql): cut there, it would restore."""
+    import tarfile
+
+    with tarfile.open(dumps["tar"]) as tar:
+        last = tar.getmembers()[-1]
+    assert last.name == "restore.sql"
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(dumps["tar"].read_bytes()[: last.offset_data + last.size // 2])
+    with pytest.raises(SnapshotError) as err:
+        dump.inspect(cut)
+    assert "truncated" in str(err.value) and str(cut) in str(err.value)
+
+
 def test_truncated_header(dumps: dict[str, Path], tmp_path: Path, server_dsn: str) -> None:
     cut = tmp_path / "head.dump"
     cut.write_bytes(dumps["custom"].read_bytes()[:40])

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def inspect(path: Path) -> DumpInfo:
     if fmt == "plain":
         dumped_from, dumped_by = _inspect_plain(path)
     else:
+        if fmt == "tar":
+            _check_tar_complete(path)
         listing = pgtools.run(restore_tool, ["--list", str(path)], timeout_s=600)
         if listing.returncode != 0:
             raise _restore_error(path, listing.stderr, reading=True)
@@ -170,6 +173,28 @@ def _first(pattern: re.Pattern[str], text: str) -> str | None:
 
 _PLAIN_HEADER = b"-- PostgreSQL database dump\n"
 _PLAIN_TRAILER = b"-- PostgreSQL database dump complete\n"
+
+
+def _check_tar_complete(path: Path) -> None:
+    """Every member of a tar archive is whole: pg_restore does not read the last one.
+
+    pg_dump's tar ends with restore.sql, which pg_restore never needs, so an
+    archive cut inside it restores without a complaint. A cut copy is not
+    the snapshot that was dumped, whatever survived of it.
+    """
+    size = path.stat().st_size
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SnapshotError(f"The snapshot {path} is truncated or corrupt: {exc}", path=path,
+                            hint="Re-create it with pg_dump and check the copy (its SHA-256).") from None
+    cut = [m.name for m in members if m.offset_data + m.size > size]
+    if cut or not members:
+        raise SnapshotError(
+            f"The snapshot {path} is truncated: {', '.join(cut) or 'its members'} "
+            f"{'ends' if len(cut) == 1 else 'end'} beyond the end of the file.",
+            path=path, hint="Re-create it with pg_dump and check the copy (its SHA-256).")
 
 
 def _inspect_plain(path: Path) -> tuple[str | None, str | None]:
