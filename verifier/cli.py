@@ -69,6 +69,9 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
 @click.option("--gx", is_flag=True,
               help="Also judge the results with the Great Expectations suites in expectations/.")
+@click.option("--expectations", "expectations_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="Your own GX suites (*.json) to run as well, on the live tables (implies --gx).")
 @click.option("--scratch", default="embedded", show_default=True, metavar="SPEC",
               help="Where a rehearsal runs: embedded, a postgresql:// URL, docker or docker:IMAGE.")
 @click.option("--keep-scratch", is_flag=True,
@@ -86,7 +89,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @report_dir_option
 @traceback_option
 def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_path: Path | None,
-                 strict: bool, gx: bool, scratch: str,
+                 strict: bool, gx: bool, expectations_dir: Path | None, scratch: str,
                  keep_scratch: bool, migrations_dir: Path | None, migration_timeout: float | None,
                  skip_rule_checks: bool, rows: int | None, seed: int | None, report_dir: Path,
                  traceback: bool) -> None:
@@ -105,7 +108,8 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
         from verifier.source import generate
 
         options = rehearsal.Options(migrations_dir, migration_timeout, not skip_rule_checks,
-                                    config_path=config_path, strict=strict, gx=gx)
+                                    config_path=config_path, strict=strict, gx=gx,
+                                    expectations=expectations_dir)
         if demo:
             return rehearsal.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
                                   seed=generate.DEFAULT_SEED if seed is None else seed,
@@ -115,7 +119,7 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
                                                keep_scratch=keep_scratch, options=options)
         assert db_url is not None
         return inplace.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
-                                    strict=strict, gx=gx)
+                                    strict=strict, gx=gx, expectations=expectations_dir)
 
     _invoke("verify-cents", traceback, action)
 

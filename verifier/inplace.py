@@ -19,11 +19,10 @@ from pathlib import Path
 
 import psycopg
 
-from verifier import conninfo
+from verifier import conninfo, judge
 from verifier.checks import engine
 from verifier.config import Config
 from verifier.config import load as load_config
-from verifier.judge import judge
 from verifier.ledger import audit
 from verifier.run import Run, new_run, recorded
 from verifier.scratch import provision
@@ -46,16 +45,21 @@ def _target(run: Run, url: str, config: Config) -> Iterator[psycopg.Connection]:
 
 
 def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
-                 strict: bool = False, gx: bool = False) -> Run:
-    """Verify every (decimal, cents) pair of the database at ``url``, in place."""
+                 strict: bool = False, gx: bool = False, expectations: Path | None = None) -> Run:
+    """Verify every (decimal, cents) pair of the database at ``url``, in place.
+
+    With ``gx`` (or a directory of the user's own ``expectations``), GX suites judge the
+    results and the live tables, in the same snapshot.
+    """
     run = new_run("verify-cents --db", report_dir)
     with recorded(run):
         config = load_config(config_path)
         run.provenance.update(rounding_mode=config.rounding, config=config.source)
+        judging = judge.load(expectations) if gx or expectations else None
         with _target(run, url, config) as conn:
             engine.run_checks(run, conn, config, url=url)
-        if gx:
-            judge(run)
+            if judging is not None:
+                judge.judge(run, judging, live=judge.Live(url, conn, config))
         run.end("fail" if run.failing(strict=strict) else "pass")
     return run
 

@@ -15,13 +15,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier import catalog, conninfo, originals, plan, rules
+from verifier import catalog, conninfo, judge, originals, plan, rules
 from verifier.checks import engine
 from verifier.config import Config
 from verifier.config import load as load_config
 from verifier.findings import Finding
-from verifier.judge import judge
-from verifier.paths import project_migrations_dir
+from verifier.paths import project_expectations_dir, project_migrations_dir
 from verifier.run import Run, new_run, recorded
 from verifier.runner import Runner
 from verifier.scratch import DEFAULT_SPEC, ScratchDatabase, ScratchServer, provision
@@ -43,6 +42,7 @@ class Options:
     config_path: Path | None = None  # None: verifier.toml or pyproject.toml here, if any
     strict: bool = False
     gx: bool = False  # judge the results with the Great Expectations suites too
+    expectations: Path | None = None  # the user's own suites (implies gx)
 
     def __post_init__(self) -> None:
         assert self.migration_timeout_s is None or self.migration_timeout_s > 0
@@ -50,6 +50,16 @@ class Options:
     @property
     def directory(self) -> Path:
         return self.migrations_dir or project_migrations_dir()
+
+
+def suites(options: Options, *, demo: bool = False) -> list[judge.Suite] | None:
+    """The suites a rehearsal judges by (``None``: no judgement); the demo adds its own table suites."""
+    if not (options.gx or options.expectations):
+        return None
+    mine = options.expectations
+    if mine is None and demo:
+        mine = project_expectations_dir() / "demo"
+    return judge.load(mine)
 
 
 def rehearse_snapshot(
@@ -60,11 +70,12 @@ def rehearse_snapshot(
     run = new_run("verify-cents --snapshot", report_dir)
     with recorded(run):
         config = _config(run, options)
+        judging = suites(options)
         info = _inspect(run, Path(path))
         discovery = _discover(run, options)
         with provision(scratch, keep=keep_scratch) as server:
             _record_server(run, server)
-            _rehearse(run, info, server, discovery, options, config)
+            _rehearse(run, info, server, discovery, options, config, judging)
     return run
 
 
@@ -77,6 +88,7 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
         config = _config(run, options)
         config = dataclasses.replace(  # the platform's identity, once even if configured too
             config, identities=tuple(dict.fromkeys(config.identities + plant.DEMO_IDENTITIES)))
+        judging = suites(options, demo=True)
         discovery = _discover(run, options)
         with provision("embedded") as server:
             _record_server(run, server)
@@ -96,7 +108,7 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
                     generate.write_snapshot(source.dsn, snapshot)
                     detail.update(path=str(snapshot), size_bytes=snapshot.stat().st_size)
             info = _inspect(run, snapshot)
-            _rehearse(run, info, server, discovery, options, config)
+            _rehearse(run, info, server, discovery, options, config, judging)
     return run
 
 
@@ -157,7 +169,7 @@ def _discover(run: Run, options: Options) -> plan.Discovery:
 
 
 def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: plan.Discovery,
-              options: Options, config: Config) -> None:
+              options: Options, config: Config, judging: list[judge.Suite] | None) -> None:
     with server.database("rehearsal") as db:
         with run.stage("restore") as detail:
             result = dump.restore(info, db, timeout_s=config.restore_timeout_s)
@@ -176,8 +188,8 @@ def _rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: p
         with open_snapshot(db.dsn, config) as conn:
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
                               required=not migration_failed)
-    if options.gx:
-        judge(run)
+            if judging is not None:  # table suites read the state verified, in the same snapshot
+                judge.judge(run, judging, live=judge.Live(db.dsn, conn, config))
     failing = run.failing(strict=options.strict)
     run.end("fail" if failing else "pass",
             f"{len(failing)} finding(s) fail the run." if failing else None)

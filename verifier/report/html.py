@@ -36,7 +36,8 @@ VERDICTS = {
     "error": ("NOT VERIFIED", "NOT VERIFIED: the run could not finish",
               "The run stopped before it could verify everything. Nothing here is a pass."),
 }
-STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations")  # shown in their own sections
+# shown in their own sections
+STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations", "live")
 PROVENANCE_ELSEWHERE = ("migrations", "ledger_history")
 PROVEN, CHECKED = "#2f855a", "#4a6fa5"  # the trend chart's two series
 STAGE_DETAIL_MAX = 600  # characters of a stage's remaining detail shown in the stages table
@@ -225,12 +226,14 @@ def _timeline(data: dict[str, Any]) -> tuple[list[dict[str, Any]], Markup]:
     return timeline, chart
 
 
-def _expectations(data: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str]:
+def _expectations(data: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str, dict[str, Any] | None]:
     judge = _stage(data, "judge")
     if judge is None:
-        return None, ""
-    rows = [{**e, "kwargs_text": _text(e.get("kwargs"))} for e in judge.get("expectations", [])]
-    return rows, judge.get("skipped") or "No expectations ran."
+        return None, "", None
+    rows = [{**e, "kwargs_text": _text(e.get("kwargs")),
+             "seen_text": ", ".join(e.get("unexpected") or []) or (e.get("observed_value") or "")}
+            for e in judge.get("expectations", [])]
+    return rows, judge.get("skipped") or "No expectations ran.", judge.get("live")
 
 
 def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
     findings = _findings(data)
     ledger, ledger_charts = _ledger(data)
     timeline, timeline_chart = _timeline(data)
-    expectations, expectations_note = _expectations(data)
+    expectations, expectations_note, expectations_live = _expectations(data)
     verify = _stage(data, "verify")
     provenance = data["provenance"]
     return {
@@ -259,6 +262,7 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
         "rounding_mode": provenance.get("rounding_mode", ""),
         "ledger": ledger, "timeline": timeline, "timeline_chart": timeline_chart,
         "expectations": expectations, "expectations_note": expectations_note,
+        "expectations_live": expectations_live,
         "stages": [{"name": s["name"], "duration_s": s["duration_s"], "detail": _stage_detail(s)}
                    for s in data["stages"]],
         "provenance": [(k, _text(v)) for k, v in provenance.items() if k not in PROVENANCE_ELSEWHERE],

@@ -85,6 +85,12 @@ def render_junit(data: dict[str, Any]) -> str:
                 and f.get("detail", {}).get("check") == HISTORY_CHECK]
         placed |= {id(f) for f in mine}
         _judge(_case(suite, "ledger", f"{HISTORY_CHECK}: history_tampered"), mine)
+    for outcome in stages.get("judge", {}).get("expectations", []):  # one case per GX expectation
+        mine = [f for f in findings if id(f) not in placed and f["rule"] == "expectation_failed"
+                and f.get("detail") == outcome]
+        placed |= {id(f) for f in mine}
+        kwargs = ", ".join(f"{k}={v}" for k, v in outcome["kwargs"].items())
+        _judge(_case(suite, f"gx.{outcome['suite']}", f"{outcome['type']} ({kwargs})"), mine)
     rest = [f for f in findings if id(f) not in placed]
     if rest:
         case = _case(suite, "run", "other findings")
