@@ -84,11 +84,14 @@ def test_user_suite_runs_on_the_live_table_in_sql(shop: str, tmp_path: Path) -> 
         ("expect_column_values_to_be_unique", True, 0),
     ]
     assert all(e["table"] == "Shop.Tips" for e in mine)
-    assert mine[2]["kwargs"] == {"column": "amount", "min_value": "-10.0", "max_value": "10.0"}
+    # The kwargs as the suite wrote them, not as GX holds them (10.0, 0.0).
+    assert mine[2]["kwargs"] == {"column": "amount", "min_value": "-10.00", "max_value": "10.00"}
+    assert mine[1]["kwargs"] == {"column": "amount_cents", "min_value": 0}
     assert sorted(mine[1]["unexpected"]) == sorted(str(-(k % 1000 + 1)) for k in NEGATIVE)
     failed = [f for f in data["findings"] if f["rule"] == "expectation_failed" and f["table"] == "Shop.Tips"]
     assert [(f["column"], f["count"], f["severity"]) for f in failed] == [
         ("amount_cents", len(NULL_CENTS), "error"), ("amount_cents", len(NEGATIVE), "error")]
+    assert "(column=amount_cents, min_value=0) failed" in failed[1]["message"], failed[1]["message"]
     # SQL pushdown: 50,000 rows were judged, a handful came back (counts, the few
     # unexpected values, the catalog); every transaction imported the run's snapshot.
     live = judged["live"]
@@ -160,6 +163,8 @@ def test_a_table_the_role_may_not_read_is_a_clear_error(shop: str, tmp_path: Pat
     ("unknown expectation", [{"type": "expect_the_unexpected", "kwargs": {}}], {},
      "expect_the_unexpected"),
     ("no table", TIPS_SUITE[:1], {"table": None}, "meta.table must be a non-empty name"),
+    ("repeated", TIPS_SUITE[:1] * 2, {},
+     "expectation 1 (expect_column_values_to_not_be_null) repeats an earlier one"),
 ])
 def test_a_suite_that_cannot_run_is_a_clear_error(shop: str, tmp_path: Path, case: str,
                                                   expectations: list[dict[str, Any]], meta: dict[str, Any],

@@ -247,19 +247,26 @@ def _validate(run: Run, gx: Any, context: Any, suite: Suite, outcomes: list[dict
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     gx_suite = gx.ExpectationSuite(name=suite.name)
-    for e in suite.expectations:
+    for i, e in enumerate(suite.expectations):
         try:
             gx_suite.add_expectation_configuration(
                 ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {})))
         except Exception as exc:  # GX raises its own kinds for unknown types and kwargs
             raise UsageError(f"The expectation suite {suite.path}: {e['type']}: {exc}") from None
+        if len(gx_suite.expectations) != i + 1:  # GX keeps one of two equal expectations
+            raise UsageError(f"The expectation suite {suite.path}: expectation {i} ({e['type']}) "
+                             "repeats an earlier one.")
         _exact_bounds(suite, e, dict(gx_suite.expectations[-1].configuration.kwargs))
     gx_suite = context.suites.add(gx_suite)
+    # Each result's kwargs as the suite file wrote them (GX turns 0 into 0.0; _exact_bounds
+    # has made sure the number it compares with is the same).
+    given = [e.get("kwargs", {}) for e in suite.expectations]
+    written = dict(zip((e.id for e in gx_suite.expectations), given, strict=True))
     result = get_batch().validate(gx_suite)
     for r in result.results:
         config = r.expectation_config
         assert config is not None
-        kwargs = {k: v for k, v in dict(config.kwargs).items() if k != "batch_id"}
+        kwargs = {k: v for k, v in dict(written.get(config.id, config.kwargs)).items() if k != "batch_id"}
         failure = _exception(r)
         if failure is not None:
             raise VerifierError(f"The expectation suite {suite.path}: {config.type} "
