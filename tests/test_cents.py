@@ -327,3 +327,28 @@ def test_bad_expectation_suite_is_a_clear_error(tmp_path: Path, text: str, words
     with pytest.raises(UsageError) as err:
         load_suite(path)
     assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_table_without_a_primary_key_is_verified_with_whole_rows_as_keys(fresh_db: str,
+                                                                            tmp_path: Path) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE legacy_import (note text, amount numeric(12,2), amount_cents bigint)")
+        conn.execute("INSERT INTO legacy_import VALUES ('ok', 1.25, 125), ('ok', 1.25, 125), "
+                     # two identical wrong rows: one whole-row key, two offenders
+                     "('ok2', NULL, NULL), ('dup', 3.10, 0), ('dup', 3.10, 0), ('neg', 2.00, -200)")
+    result = run_cli("verify-cents", "--db", fresh_db, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    run = only_run(tmp_path)
+    data = json.loads((run / "summary.json").read_text())
+    found = {(f["rule"], f["table"], f["column"], f["count"], f["cents_impact"])
+             for f in data["findings"] if f["severity"] == "error" and f["rule"] != "sum_mismatch"}
+    assert found == {("missing_backfill", "public.legacy_import", "amount_cents", 2, -620),
+                     ("sign_flip", "public.legacy_import", "amount_cents", 1, -400)}
+    sign_flip = next(f for f in data["findings"] if f["rule"] == "sign_flip")
+    # The whole row is the key; its money keeps its exact text, never a float (2.0).
+    assert [s["key"] for s in sign_flip["sample"]] == [
+        {"note": "neg", "amount": "2.00", "amount_cents": -200}]
+    with (run / "offenders.csv").open() as fh:
+        rows = sorted((r["rule"], r["row_key"]) for r in csv.DictReader(fh))
+    assert [(rule, json.loads(key)["note"]) for rule, key in rows] == [
+        ("missing_backfill", "dup"), ("missing_backfill", "dup"), ("sign_flip", "neg")]

@@ -207,8 +207,9 @@ def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
                                             (fits[0], fits[1], fits[2]))
             bucket = samples.setdefault((int(index), str(klass)), [])
             if len(bucket) < config.sample_rows_max:
-                bucket.append({"key": json.loads(row_key), "original": source, "cents": target,
-                               "expected_cents": expected_text})
+                # parse_float: a numeric in the key (a keyless table's whole row) stays its exact text.
+                bucket.append({"key": json.loads(row_key, parse_float=Decimal), "original": source,
+                               "cents": target, "expected_cents": expected_text})
     return count
 
 
