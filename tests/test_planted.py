@@ -209,3 +209,26 @@ def test_clean_generated_platform_of_a_million_rows_has_no_error_finding(
     assert not [f for f in data["findings"] if f["severity"] == "error"]
     rows_checked = {s["name"]: s for s in data["stages"]}["verify"]["rows_checked"]
     assert rows_checked == made.plan.money_rows
+
+
+def test_a_keyless_table_in_a_rehearsal_is_listed_and_checked_against_its_live_decimals(
+        tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    snapshot = tmp_path / "keyless.sql"
+    snapshot.write_text("CREATE TABLE legacy_import (note text, amount numeric(12,2));\n"
+                        "INSERT INTO legacy_import VALUES ('a', 1.25), ('b', 3.10), ('b', 3.10), "
+                        "('c', NULL);\n")
+    directory = _migrations(tmp_path / "m", {
+        "300_add.sql": "ALTER TABLE legacy_import ADD COLUMN IF NOT EXISTS amount_cents BIGINT;\n",
+        "301_backfill.sql": "UPDATE legacy_import SET amount_cents = CASE note WHEN 'b' THEN 31 "
+                            "ELSE round(amount * 100) END;\n",
+    })
+    result = run_cli("verify-cents", "--snapshot", str(snapshot), "--scratch", server_dsn,
+                     "--migrations", str(directory), "--skip-rule-checks",
+                     "--report-dir", str(tmp_path / "r"))
+    assert result.code == 1, result.stderr
+    data = run_summary(tmp_path / "r")
+    stages = {s["name"]: s for s in data["stages"]}
+    assert stages["originals"]["keyless"] == ["public.legacy_import"] and stages["originals"]["tables"] == 0
+    rows = _offenders(tmp_path / "r")
+    assert sorted((r["rule"], json.loads(r["row_key"])["note"], r["original"], r["cents"]) for r in rows) == [
+        ("scale_error", "b", "3.10", "31"), ("scale_error", "b", "3.10", "31")]
