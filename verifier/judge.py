@@ -144,7 +144,8 @@ def load(user_dir: Path | None = None) -> list[Suite]:
         mine = suite_files(user_dir)
         if not mine:
             raise UsageError(f"The expectations directory {user_dir} holds no suite (*.json).")
-        files += [p for p in mine if p.resolve() not in {f.resolve() for f in files}]
+        built_in = {f.resolve() for f in files}
+        files += [p for p in mine if p.resolve() not in built_in]
     suites = [load_suite(p) for p in files]
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
