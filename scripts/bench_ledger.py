@@ -5,7 +5,7 @@ ratios, which compare runs interleaved on one server in one go.
 Usage: python scripts/bench_ledger.py [--entries 10000000] [--rounds 3] [--server URL]
 (without --server: an embedded server in a temporary directory).
 
-A generated clean ledger of ENTRIES entries (``verifier.source.ledger``) in
+A generated clean ledger of ENTRIES entries (``verifier.demo.ledger``) in
 a database of its own, and the smallest generated ledger (1,000 entries) in
 another. Each round runs, interleaved:
 
@@ -37,8 +37,8 @@ from pathlib import Path
 import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 
+from verifier.demo import ledger, load
 from verifier.scratch import provision, unique_name
-from verifier.source import ledger
 
 VERIFY_LEDGER = str(Path(sys.executable).with_name("verify-ledger"))
 FLOOR_SQL = ("SELECT count(*), sum(amount_cents), sum(balance_before_cents), sum(balance_after_cents), "
@@ -68,7 +68,7 @@ def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[
             now = conn.execute("SELECT count(*) FROM entries").fetchone()
             return bool(now) and int(now[0]) - int(start) >= target
 
-        with ledger.posting(dsn, WRITERS):
+        with load.posting(dsn, WRITERS):
             while not enough():
                 time.sleep(0.5)
         conn.execute("VACUUM ANALYZE entries")
@@ -84,7 +84,7 @@ def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[
 
 
 def throughput(dsn: str, seconds: float) -> float:
-    with ledger.posting(dsn, WRITERS) as counts:
+    with load.posting(dsn, WRITERS) as counts:
         time.sleep(seconds)
     return sum(counts) / seconds
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psycopg
 
-from verifier.plan import discover
-from verifier.runner import Runner
+from verifier.demo import generate
+from verifier.migrate.plan import discover
+from verifier.migrate.runner import Runner
 from verifier.scratch import provision
-from verifier.source import generate
 
 
 def migrations_profile(dsn: str, rows: int) -> None:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from verifier import conninfo
+from verifier.pg import conninfo
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
 from verifier.scratch.embedded import TEMP_PREFIX, temp_root
 
@@ -176,17 +176,17 @@ def leftovers(server_dsn: str) -> Iterator[None]:
 def table_digests(dsn: str) -> dict[str, tuple[int, str]]:
     """Row count and an order-independent digest of every table (but schema_migrations).
 
-    The same digest the rehearsal's idempotency check uses (rules.fingerprint).
+    The same digest the rehearsal's idempotency check uses (rule_checks.fingerprint).
     """
-    from verifier import rules
+    from verifier.migrate import rule_checks
 
-    return {name.split(".", 1)[1]: value for name, value in rules.fingerprint(dsn).tables.items()}
+    return {name.split(".", 1)[1]: value for name, value in rule_checks.fingerprint(dsn).tables.items()}
 
 
 @pytest.fixture(scope="session")
 def demo_source(server_dsn: str) -> Iterator[str]:
     """A small generated demo database (2,000 money rows, seed 7), made once per session."""
-    from verifier.source import generate
+    from verifier.demo import generate
 
     name = _create_db(server_dsn, "test_source")
     try:
@@ -200,7 +200,7 @@ def demo_source(server_dsn: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def dumps(tmp_path_factory: pytest.TempPathFactory, demo_source: str) -> dict[str, Path]:
     """The demo source dumped in every format pg_dump writes: custom, directory, tar, plain."""
-    from verifier import pgtools
+    from verifier.pg import tools as pgtools
 
     out = tmp_path_factory.mktemp("dumps")
     with psycopg.connect(demo_source) as conn:
@@ -224,9 +224,9 @@ def small_dump(dumps: dict[str, Path]) -> Path:
 def targets(server_dsn: str) -> Iterator[dict[str, str]]:
     """What each --db command reads (never writes): a platform backfilled by 301 for verify-cents,
     one migrated through 400 with a clean ledger for verify-ledger."""
-    from verifier.housekeeping import up
+    from verifier.demo import generate, ledger
+    from verifier.jobs.migrations import up
     from verifier.paths import project_migrations_dir
-    from verifier.source import generate, ledger
 
     names = [_create_db(server_dsn, "test_target"), _create_db(server_dsn, "test_target")]
     try:

@@ -23,13 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from verifier import pairs
-from verifier.checks import engine
-from verifier.checks.cents import BIGINT_MAX
+from verifier.cents import engine, pairs
+from verifier.cents.sql import BIGINT_MAX
 from verifier.config import Config
-from verifier.housekeeping import up
+from verifier.demo import generate
+from verifier.jobs.migrations import up
 from verifier.paths import project_migrations_dir
-from verifier.source import generate
 
 from .conftest import copy_db, only_run, reader_role, run_cli, table_digests
 

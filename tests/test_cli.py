@@ -18,7 +18,7 @@ from xml.etree import ElementTree
 import psycopg
 import pytest
 
-from verifier import conninfo
+from verifier.pg import conninfo
 from verifier.scratch.embedded import temp_root
 
 from .conftest import BIN_DIR, embedded_dirs, only_run, run_cli, run_summary, scratch_databases

@@ -26,14 +26,14 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from verifier import conninfo
-from verifier.conninfo import APPLICATION_NAME
-from verifier.housekeeping import up
+from verifier.demo import generate
+from verifier.jobs.migrations import up
 from verifier.paths import project_migrations_dir
-from verifier.pgtools import embedded_bin_dir
+from verifier.pg import conninfo
+from verifier.pg.conninfo import APPLICATION_NAME
+from verifier.pg.tools import embedded_bin_dir
 from verifier.scratch import provision
 from verifier.scratch.embedded import SYSTEM_USER
-from verifier.source import generate
 
 from .conftest import BIN_DIR, only_run, run_cli, run_summary, scratch_databases
 

@@ -26,10 +26,12 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from verifier import config as config_
-from verifier import conninfo, housekeeping, inplace, plan
-from verifier.checks.cents import BIGINT_MAX
+from verifier.cents.sql import BIGINT_MAX
 from verifier.errors import VerifierError
-from verifier.runner import Runner
+from verifier.jobs import in_place, ledger_audit, migrations
+from verifier.migrate import plan
+from verifier.migrate.runner import Runner
+from verifier.pg import conninfo
 from verifier.source import dump
 
 from .conftest import run_cli
@@ -126,9 +128,9 @@ def test_any_configuration_file_is_read_or_refused_clearly(canary_db: str, doc: 
         loaded = _verifier_errors_only(lambda: config_.load(path))
         if isinstance(loaded, config_.Config):
             # What the file configures reaches SQL only as identifiers and parameters.
-            _verifier_errors_only(lambda: inplace.verify_cents(canary_db, report_dir=Path(tmp) / "r",
+            _verifier_errors_only(lambda: in_place.verify_cents(canary_db, report_dir=Path(tmp) / "r",
                                                                config_path=path))
-            _verifier_errors_only(lambda: inplace.audit_ledger(canary_db, report_dir=Path(tmp) / "r",
+            _verifier_errors_only(lambda: ledger_audit.audit_ledger(canary_db, report_dir=Path(tmp) / "r",
                                                                config_path=path))
     _canary_intact(canary_db)
 
@@ -196,7 +198,7 @@ def test_any_migrations_directory_validates_or_is_refused_clearly(files: dict[st
                 (Path(tmp) / name).write_text(text, encoding="utf-8", errors="surrogatepass")
             except OSError:  # a name the file system refuses (too long in bytes): not ours to test
                 continue
-        _verifier_errors_only(lambda: housekeeping.validate(Path(tmp)))
+        _verifier_errors_only(lambda: migrations.validate(Path(tmp)))
         _verifier_errors_only(lambda: plan.discover(Path(tmp)))
 
 
@@ -318,7 +320,7 @@ def test_hostile_names_and_money_at_the_limits(canary_db: str, schema: str, tabl
             with tempfile.TemporaryDirectory() as tmp:
                 config = Path(tmp) / "verifier.toml"
                 config.write_text("exclude = [\"public.tips\"]\n")
-                run = inplace.verify_cents(canary_db, report_dir=Path(tmp), config_path=config)
+                run = in_place.verify_cents(canary_db, report_dir=Path(tmp), config_path=config)
                 findings = {(f["rule"], f["table"], f["column"]): f for f in run.findings}
                 assert json.loads((run.run_dir / "summary.json").read_text())["status"] == run.status
                 assert (run.run_dir / "report.html").is_file()

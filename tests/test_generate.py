@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from verifier.source import generate
+from verifier.demo import generate
 
 from .conftest import table_digests
 

@@ -17,10 +17,10 @@ import pytest
 from psycopg import sql
 
 from verifier import judge
-from verifier.checks import engine
+from verifier.cents import engine
 from verifier.config import Config
-from verifier.run import new_run
-from verifier.target import open_snapshot
+from verifier.jobs.lifecycle import new_run
+from verifier.pg.snapshot import open_snapshot
 
 from .conftest import only_run, reader_role, run_cli, run_summary, table_digests
 

@@ -22,9 +22,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from verifier.config.ledger import Layout
+from verifier.demo import ledger, load
+from verifier.demo.manifest import read_manifest
 from verifier.errors import UsageError
-from verifier.ledger import layout
-from verifier.source import ledger
 
 from .conftest import copy_db, only_run, reader_role, run_cli, run_summary, table_digests
 
@@ -61,7 +62,7 @@ def test_demo_finds_exactly_the_planted_ids(tmp_path: Path, leftovers: None) -> 
     result = run_cli("verify-ledger", "--demo", "--report-dir", str(tmp_path))
     assert result.code == 1, result.stderr
     run = only_run(tmp_path)
-    planted = ledger.read_manifest(run / "planted.json")
+    planted = read_manifest(run / "planted.json", ledger.LedgerPlanted)
     wanted = _planted(planted)
     # Every rule of the ledger vocabulary (history_tampered against the state of a first audit).
     assert set(wanted) == set(layout_rules())
@@ -118,6 +119,7 @@ def test_a_ledger_whose_journal_ids_pass_the_smallint_range_builds(fresh_db: str
     assert code == 0, (stderr, data["findings"])
 
 
+@pytest.mark.slow
 def test_clean_ledger_of_a_million_entries_passes(fresh_db: str, tmp_path: Path) -> None:
     built = ledger.build(fresh_db, entries=1_000_000, seed=11)
     assert built.entries >= 990_000
@@ -230,8 +232,8 @@ def test_bad_ledger_config_is_a_clear_error(tmp_path: Path, toml: str, words: st
 
 
 def test_layout_defaults_are_the_platform_400() -> None:
-    assert layout.Layout().table("snapshots") == "public.ledger_snapshots"
-    assert layout.Layout().columns["entries"]["amount"] == "amount_cents"
+    assert Layout().table("snapshots") == "public.ledger_snapshots"
+    assert Layout().columns["entries"]["amount"] == "amount_cents"
 
 
 @pytest.fixture
@@ -244,7 +246,7 @@ def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
     # Legacy balances are not updated by ledger_post: reconcile nothing here.
     config = tmp_path / "verifier.toml"
     config.write_text("[ledger]\nreconcile = []\n")
-    with ledger.posting(posting_ledger) as posted:
+    with load.posting(posting_ledger) as posted:
         time.sleep(0.5)
         for round_ in range(3):
             before = sum(posted)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from verifier import plan
+from verifier.demo import generate
+from verifier.migrate import plan
+from verifier.migrate.runner import Runner
 from verifier.paths import project_migrations_dir
-from verifier.runner import Runner
-from verifier.source import generate
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from verifier import conninfo
+from verifier.demo import ledger, load
 from verifier.ledger import history
-from verifier.source import ledger
+from verifier.pg import conninfo
 
 from .conftest import BIN_DIR, copy_db, only_run, reader_role, run_cli, run_summary
 
@@ -126,7 +126,7 @@ def test_new_entries_are_checked_and_nothing_else(ledger_copy: str, tmp_path: Pa
     code, data, _, _ = audit.prove()
     proven = _stage(data, "state saved")["proven"]["entries"]
     assert proven > 19_000
-    with ledger.posting(ledger_copy, writers=1) as posted:
+    with load.posting(ledger_copy, writers=1) as posted:
         time.sleep(0.5)
     assert posted[0] > 0
     config = tmp_path / "verifier.toml"
@@ -211,7 +211,7 @@ def test_audits_under_concurrent_postings_raise_no_false_alarm(ledger_copy: str,
     config.write_text("[ledger]\nreconcile = []\n")
     audit = Auditor(ledger_copy, tmp_path)
     proven = []
-    with ledger.posting(ledger_copy):
+    with load.posting(ledger_copy):
         time.sleep(0.3)
         for _ in range(4):
             code, data, stderr, found = audit("--config", str(config))
@@ -232,7 +232,7 @@ def test_soak_audits_back_to_back_under_writers_find_nothing(ledger_copy: str, t
     audit = Auditor(ledger_copy, tmp_path)
     kinds: dict[str, int] = {"incremental": 0, "full": 0}
     proven = []
-    with ledger.posting(ledger_copy) as posted:
+    with load.posting(ledger_copy) as posted:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             full = kinds["full"] < kinds["incremental"] // 2
@@ -316,7 +316,7 @@ def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy
 
 
 def test_history_settles_only_when_no_transaction_can_still_add_below() -> None:
-    from verifier.ledger.audit import settle
+    from verifier.ledger.proven import settle
 
     proven = {"entries": 100, "journals": 40}
     last_seen = {"entries": 300, "journals": 90}

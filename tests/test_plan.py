@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from verifier import plan
+from verifier.migrate import plan
+from verifier.migrate.sqltext import SqlSyntaxError, split_statements, up_and_down
 from verifier.paths import project_migrations_dir
-from verifier.sqltext import SqlSyntaxError, split_statements, up_and_down
 
 TEMPLATE = """-- Migration: {stem}
 -- Description: test file

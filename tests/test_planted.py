@@ -18,8 +18,9 @@ from xml.etree import ElementTree
 
 import pytest
 
-from verifier.checks.cents import ROW_CLASSES
-from verifier.source import generate, plant
+from verifier.demo import generate, plant
+from verifier.demo.manifest import read_manifest
+from verifier.findings import ROW_RULES
 
 from .conftest import embedded_dirs, only_run, run_cli, run_summary
 
@@ -36,12 +37,12 @@ def _found(rows: list[dict[str, str]]) -> set[tuple[str, str, str, str]]:
 
 def _planted(manifest: Path) -> set[tuple[str, str, str, str]]:
     return {(p.table, p.column, p.rule, json.dumps(p.key, sort_keys=True))
-            for p in plant.read_manifest(manifest)}
+            for p in read_manifest(manifest, plant.Planted)}
 
 
 def _assert_exactly_planted(report_dir: Path, manifest: Path) -> None:
     planted = _planted(manifest)
-    assert {rule for *_, rule, _ in planted} >= set(ROW_CLASSES) | {"identity_violation",
+    assert {rule for *_, rule, _ in planted} >= set(ROW_RULES) | {"identity_violation",
                                                                      "constraint_violation"}
     rows = _offenders(report_dir)
     found = _found(rows)
@@ -52,7 +53,7 @@ def _assert_exactly_planted(report_dir: Path, manifest: Path) -> None:
     assert errors - planted == set(), "found but not planted"
     # The summary's counts agree with the CSV, rule by rule.
     findings = run_summary(report_dir)["findings"]
-    for rule in ROW_CLASSES:
+    for rule in ROW_RULES:
         counted = sum(f["count"] for f in findings if f["rule"] == rule and "check" in f["detail"])
         assert counted == sum(1 for r in rows if r["rule"] == rule), rule
 
@@ -198,6 +199,7 @@ def test_conversion_in_place_is_checked_against_the_originals(
         assert scale["count"] == {s["name"]: s for s in data["stages"]}["inventory"]["tables"]["public.tips"]
 
 
+@pytest.mark.slow
 def test_clean_generated_platform_of_a_million_rows_has_no_error_finding(
         tmp_path: Path, fresh_db: str) -> None:
     made = generate.generate(fresh_db, rows=1_000_000, seed=11)

@@ -14,9 +14,11 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from verifier import conninfo
+from verifier.demo import generate
 from verifier.errors import SnapshotError, UsageError
-from verifier.source import dump, generate
+from verifier.pg import conninfo
+from verifier.scratch import restore
+from verifier.source import dump
 
 
 def test_plan_counts_add_up_and_scale() -> None:
@@ -93,7 +95,7 @@ def test_plain_filter_drops_role_statements_but_not_copy_rows(tmp_path: Path) ->
         b"\\.\n"
         b"REVOKE ALL ON SCHEMA public FROM PUBLIC;\n"
     )
-    out = b"".join(dump._filtered_lines(io.BytesIO(text), tmp_path / "d.sql"))
+    out = b"".join(restore._filtered_lines(io.BytesIO(text), tmp_path / "d.sql"))
     assert out == (
         b"CREATE TABLE t (x text);\n"
         b"COPY public.t (x) FROM stdin;\n"
@@ -106,7 +108,7 @@ def test_plain_filter_drops_role_statements_but_not_copy_rows(tmp_path: Path) ->
 @pytest.mark.parametrize("line", [b"\\connect other\n", b"CREATE DATABASE prod;\n", b"CREATE ROLE x;\n"])
 def test_plain_filter_refuses_to_leave_the_database(tmp_path: Path, line: bytes) -> None:
     with pytest.raises(SnapshotError, match="line 2 would leave the scratch database"):
-        list(dump._filtered_lines(io.BytesIO(b"SELECT 1;\n" + line), tmp_path / "d.sql"))
+        list(restore._filtered_lines(io.BytesIO(b"SELECT 1;\n" + line), tmp_path / "d.sql"))
 
 
 password_chars = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126,

@@ -27,8 +27,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from verifier.files import write_atomic
 from verifier.report import html as report_html
-from verifier.report import write_atomic
 from verifier.report.charts import Bar, bars
 from verifier.report.index import render_index
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from verifier import plan, rules
-from verifier.runner import Runner
+from verifier.migrate import plan, rule_checks
+from verifier.migrate.runner import Runner
 from verifier.scratch import provision
 
 
@@ -152,12 +152,12 @@ def scratch(server_dsn: str):  # type: ignore[no-untyped-def]
 
 
 def _apply_and_check(db, f):  # type: ignore[no-untyped-def]
-    before = rules.fingerprint(db.dsn, with_data=False)
+    before = rule_checks.fingerprint(db.dsn, with_data=False)
     with Runner(db.dsn) as runner:
         runner.applied()
         assert runner.apply(f).failure is None
-    after = rules.fingerprint(db.dsn)
-    return (rules.check_idempotent(db, f, after, None), rules.check_down(db, f, before, None))
+    after = rule_checks.fingerprint(db.dsn)
+    return (rule_checks.check_idempotent(db, f, after, None), rule_checks.check_down(db, f, before, None))
 
 
 def test_rules_hold_for_a_well_behaved_migration(tmp_path: Path, scratch) -> None:  # type: ignore[no-untyped-def]

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from verifier import conninfo
 from verifier.errors import ScratchError, UsageError
+from verifier.pg import conninfo
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
 
 from .conftest import embedded_dirs, scratch_databases

@@ -17,6 +17,7 @@ import pytest
 
 from verifier.errors import SnapshotError
 from verifier.scratch import provision
+from verifier.scratch.restore import check_restorable, restore
 from verifier.source import dump
 
 from .conftest import table_digests
@@ -34,7 +35,7 @@ def test_every_format_restores_exactly(
         assert info.sha256 == hashlib.sha256(dumps[fmt].read_bytes()).hexdigest()
         assert info.size_bytes == dumps[fmt].stat().st_size
     with provision(server_dsn) as server, server.database() as db:
-        result = dump.restore(info, db)
+        result = restore(info, db)
         assert result.jobs == (1 if fmt in ("tar", "plain") else result.jobs)
         restored = table_digests(db.dsn)
     source = table_digests(demo_source)
@@ -55,7 +56,7 @@ def test_directory_digest_changes_with_any_file(dumps: dict[str, Path], tmp_path
 def _restore_into_scratch(path: Path, server_dsn: str) -> None:
     info = dump.inspect(path)
     with provision(server_dsn) as server, server.database() as db:
-        dump.restore(info, db)
+        restore(info, db)
 
 
 def test_truncated_custom_dump(dumps: dict[str, Path], tmp_path: Path, server_dsn: str,
@@ -140,8 +141,8 @@ def test_plain_dump_that_connects_elsewhere_is_refused(tmp_path: Path, server_ds
 
 def test_dump_newer_than_the_scratch_server_is_refused(tmp_path: Path) -> None:
     info = dump.DumpInfo(tmp_path / "prod.dump", "custom", "0" * 64, 1, "18.1", "18.1")
-    dump.check_restorable(info, 18)
+    check_restorable(info, 18)
     with pytest.raises(SnapshotError) as err:
-        dump.check_restorable(info, 15)
+        check_restorable(info, 15)
     assert "pg_dump 18.1" in str(err.value) and "PostgreSQL 15" in str(err.value)
     assert "--scratch embedded" in str(err.value)

@@ -17,7 +17,6 @@ from typing import Any
 import click
 
 DEFAULT_REPORT_DIR = Path("reports")
-_VERDICT = {"pass": "PASS", "fail": "FAIL", "error": "NOT VERIFIED"}
 
 report_dir_option = click.option(
     "--report-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPORT_DIR,
@@ -31,6 +30,7 @@ traceback_option = click.option(
 def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
     """Run ``action``; render its Run (or error) and exit with the right code."""
     from verifier.errors import VerifierError
+    from verifier.run import VERDICTS
     from verifier.signals import handle_termination
 
     handle_termination()
@@ -54,7 +54,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
         sys.exit(2)
     if result is None:
         return
-    click.echo(f"{_VERDICT[result.status]}: report {result.run_dir / 'report.html'}")
+    click.echo(f"{VERDICTS[result.status]}: report {result.run_dir / 'report.html'}")
     sys.exit(result.exit_code)
 
 
@@ -79,8 +79,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @click.option("--migrations", "migrations_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR",
               help="Rehearsal: the migrations to apply (default: the project's own).")
-@click.option("--migration-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="S", help="Rehearsal: cancel a migration still running after S seconds.")
+@click.option("--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="S", help="Rehearsal: cancel a migration still running after S seconds.")
 @click.option("--skip-rule-checks", is_flag=True,
               help="Rehearsal: do not check each migration for idempotency and its down block.")
 @click.option("--rows", type=int, default=None, metavar="N",
@@ -90,7 +90,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @traceback_option
 def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_path: Path | None,
                  strict: bool, gx: bool, expectations_dir: Path | None, scratch: str,
-                 keep_scratch: bool, migrations_dir: Path | None, migration_timeout: float | None,
+                 keep_scratch: bool, migrations_dir: Path | None, migration_timeout_s: float | None,
                  skip_rule_checks: bool, rows: int | None, seed: int | None, report_dir: Path,
                  traceback: bool) -> None:
     """Verify that every DECIMAL money value survived its conversion to BIGINT cents.
@@ -104,22 +104,22 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
         raise click.UsageError("--rows and --seed go with --demo.")
 
     def action() -> Any:
-        from verifier import inplace, rehearsal
-        from verifier.source import generate
+        from verifier.demo import generate
+        from verifier.jobs import demo as demos
+        from verifier.jobs import in_place, rehearsal
 
-        options = rehearsal.Options(migrations_dir, migration_timeout, not skip_rule_checks,
+        options = rehearsal.Options(migrations_dir, migration_timeout_s, not skip_rule_checks,
                                     config_path=config_path, strict=strict, gx=gx,
                                     expectations=expectations_dir)
         if demo:
-            return rehearsal.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
-                                  seed=generate.DEFAULT_SEED if seed is None else seed,
-                                  options=options)
+            return demos.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
+                              seed=generate.DEFAULT_SEED if seed is None else seed, options=options)
         if snapshot is not None:
             return rehearsal.rehearse_snapshot(snapshot, report_dir=report_dir, scratch=scratch,
                                                keep_scratch=keep_scratch, options=options)
         assert db_url is not None
-        return inplace.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
-                                    strict=strict, gx=gx, expectations=expectations_dir)
+        return in_place.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
+                                     strict=strict, gx=gx, expectations=expectations_dir)
 
     _invoke("verify-cents", traceback, action)
 
@@ -164,18 +164,18 @@ def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, stri
         raise click.UsageError("--state goes with --db (the demo builds a new ledger every time).")
 
     def action() -> Any:
-        from verifier import inplace
-        from verifier.source import generate, ledger
-
-        if demo:
-            return inplace.ledger_demo(report_dir=report_dir, entries=entries or ledger.DEFAULT_ENTRIES,
-                                       seed=generate.DEFAULT_SEED if seed is None else seed,
-                                       config_path=config_path, strict=strict)
-        assert db_url is not None
+        from verifier.demo import generate, ledger
+        from verifier.jobs import demo as demos
+        from verifier.jobs.ledger_audit import audit_ledger
         from verifier.ledger.audit import Schedule
 
-        return inplace.audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
-                                    schedule=Schedule(state_path, full, history_share))
+        if demo:
+            return demos.ledger_demo(report_dir=report_dir, entries=entries or ledger.DEFAULT_ENTRIES,
+                                     seed=generate.DEFAULT_SEED if seed is None else seed,
+                                     config_path=config_path, strict=strict)
+        assert db_url is not None
+        return audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
+                            schedule=Schedule(state_path, full, history_share))
 
     _invoke("verify-ledger", traceback, action)
 
@@ -200,16 +200,16 @@ def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, c
     """Write a demo platform snapshot (pg_dump custom format) to OUT, for --snapshot."""
 
     def action() -> None:
-        from verifier import rehearsal
-        from verifier.source import generate
+        from verifier.demo import generate
+        from verifier.jobs import demo as demos
 
-        made = rehearsal.make_snapshot(
+        made = demos.make_snapshot(
             out, rows=rows or generate.DEFAULT_ROWS,
             seed=generate.DEFAULT_SEED if seed is None else seed, scratch=scratch, planted=not clean,
         )
         click.echo(f"Wrote {out}: {made.plan.money_rows:,} money rows in {len(made.plan.counts)} "
                    f"tables (seed {made.plan.seed}, {made.rows_per_s:,.0f} rows/s)"
-                   + ("." if clean else f"; planted defects listed in {rehearsal.manifest_path(out)}."))
+                   + ("." if clean else f"; planted defects listed in {demos.manifest_path(out)}."))
 
     _invoke("verifier make-snapshot", traceback, action)
 
@@ -229,9 +229,18 @@ confirm_option = click.option(
     help="Needed to change a database that is not a verifier scratch database: its name.",
 )
 timeout_option = click.option(
-    "--migration-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
-    help="Cancel a migration still running after S seconds.",
+    "--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+    metavar="S", help="Cancel a migration still running after S seconds.",
 )
+
+
+def _migrate(name: str, traceback: bool, apply: Callable[[], list[Any]]) -> None:
+    """Run ``apply`` (migrations up or down) and print each file's result; exit 1 if one failed."""
+
+    def action() -> None:
+        sys.exit(_render_results(apply()))
+
+    _invoke(name, traceback, action)
 
 
 def _render_results(results: list[Any]) -> int:
@@ -255,9 +264,9 @@ def migrations_status(directory: Path, db_url: str, traceback: bool) -> None:
     """List each migration file and whether the database has it (read only)."""
 
     def action() -> None:
-        from verifier import housekeeping
+        from verifier.jobs.migrations import status
 
-        discovery, rows = housekeeping.status(directory, db_url)
+        discovery, rows = status(directory, db_url)
         for row in rows:
             click.echo(f"{'applied' if row.applied else 'pending':8s} {row.file.path.name}")
         for number, names in discovery.duplicates.items():
@@ -276,18 +285,16 @@ def migrations_status(directory: Path, db_url: str, traceback: bool) -> None:
 @timeout_option
 @confirm_option
 @traceback_option
-def migrations_up(directory: Path, db_url: str, to_version: str | None, migration_timeout: float | None,
+def migrations_up(directory: Path, db_url: str, to_version: str | None, migration_timeout_s: float | None,
                   confirm_write: str | None, traceback: bool) -> None:
     """Apply the pending migrations, traced; stop at the first failure (exit 1)."""
 
-    def action() -> None:
-        from verifier import housekeeping
+    def apply() -> list[Any]:
+        from verifier.jobs.migrations import up
 
-        results = housekeeping.up(directory, db_url, to=to_version, timeout_s=migration_timeout,
-                                  confirm=confirm_write)
-        sys.exit(_render_results(results))
+        return up(directory, db_url, to=to_version, timeout_s=migration_timeout_s, confirm=confirm_write)
 
-    _invoke("verifier migrations up", traceback, action)
+    _migrate("verifier migrations up", traceback, apply)
 
 
 @migrations.command("down")
@@ -298,18 +305,16 @@ def migrations_up(directory: Path, db_url: str, to_version: str | None, migratio
 @timeout_option
 @confirm_option
 @traceback_option
-def migrations_down(directory: Path, db_url: str, steps: int, migration_timeout: float | None,
+def migrations_down(directory: Path, db_url: str, steps: int, migration_timeout_s: float | None,
                     confirm_write: str | None, traceback: bool) -> None:
     """Run the -- Down Migration blocks of the newest applied migrations."""
 
-    def action() -> None:
-        from verifier import housekeeping
+    def apply() -> list[Any]:
+        from verifier.jobs.migrations import down
 
-        results = housekeeping.down(directory, db_url, steps=steps, timeout_s=migration_timeout,
-                                    confirm=confirm_write)
-        sys.exit(_render_results(results))
+        return down(directory, db_url, steps=steps, timeout_s=migration_timeout_s, confirm=confirm_write)
 
-    _invoke("verifier migrations down", traceback, action)
+    _migrate("verifier migrations down", traceback, apply)
 
 
 @migrations.command("create")
@@ -320,9 +325,9 @@ def migrations_create(directory: Path, name: str, traceback: bool) -> None:
     """Write the next numbered migration file from the template."""
 
     def action() -> None:
-        from verifier import housekeeping
+        from verifier.jobs.migrations import create
 
-        click.echo(str(housekeeping.create(directory, name)))
+        click.echo(str(create(directory, name)))
 
     _invoke("verifier migrations create", traceback, action)
 
@@ -337,9 +342,9 @@ def migrations_validate(directory: Path, traceback: bool) -> None:
     """
 
     def action() -> None:
-        from verifier import housekeeping
+        from verifier.jobs.migrations import validate
 
-        problems = housekeeping.validate(directory)
+        problems = validate(directory)
         for problem in problems:
             click.echo(str(problem))
         errors = sum(p.severity == "error" for p in problems)

@@ -62,14 +62,6 @@ class ToolError(VerifierError):
         self.tool = tool
 
 
-class NotBuiltYet(VerifierError):
-    """A stage of the pipeline that this version does not have yet.
-
-    Raised instead of pretending: a run that cannot verify says so (exit 2)
-    rather than reporting a pass it has not earned.
-    """
-
-
 class Interrupted(VerifierError):
     """The run was stopped by Ctrl-C or SIGTERM before it finished."""
 

@@ -1,8 +1,18 @@
-"""Findings: what a run found wrong, as data (never exceptions).
+"""Findings: what a run found wrong, as data (never exceptions), and the one registry of their rules.
 
 Each finding is a frozen value named by the rule it breaks (the vocabulary
-of DESIGN.md and the README); ``severity`` ``error`` fails the run,
-``warning`` is reported. ``as_json`` is the shape summary.json carries.
+of DESIGN.md); ``severity`` ``error`` fails the run, ``warning`` is
+reported (and fails it under ``--strict``). ``as_json`` is the shape
+summary.json carries.
+
+``REGISTRY`` holds every rule this version can report, in order: its
+name, its kind, the severities it is reported with and its one-line
+meaning. The order of the ``row`` rules is their precedence: the
+classification of a row of a pair (``verifier.cents.sql``) tests them in
+this order and the first that matches explains the row. The README's rule
+tables list the same rules, in the same order, with the same severities
+and meanings (``tests/test_docs.py``); the report and junit.xml read them
+from here.
 """
 
 from __future__ import annotations
@@ -10,51 +20,127 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Rules this version can report, with what each means (the README lists them).
-RULES = {
-    "missing_backfill": "the original is not zero but the cents are 0 (the default was never replaced)",
-    "null_coerced_to_zero": "the original is NULL but the cents are 0",
-    "null_introduced": "the original is set but the cents are NULL",
-    "rounding_mode": "the cents follow another rounding rule (ties, truncation, floor or ceiling)",
-    "sub_cent_loss": "the original had a fraction of a cent, lost by the (correct) rounding",
-    "float_artifact": "the cents come from float arithmetic, or the source column is a float type",
-    "scale_error": "the cents are the original times 1, 10, 1000 or 10000 instead of 100",
-    "sign_flip": "the cents have the opposite sign",
-    "overflow": "the original times 100 does not fit in a BIGINT",
-    "non_finite_original": "the original is NaN, Infinity or -Infinity: no cents can stand for it",
-    "value_mismatch": "the cents differ from the original in any other way",
-    "row_missing": "a row of the original is gone",
-    "row_added": "a row appeared that the original did not have",
-    "sum_mismatch": "a column's cents do not add up to its originals times 100",
-    "identity_violation": "a configured identity (amount = fee + net) does not hold in cents",
-    "constraint_violation": "rows that a pending (NOT VALID) CHECK constraint will reject",
-    "unpaired_column": "a money column without cents, or cents without a money column",
-    "expectation_failed": "an expectation of a Great Expectations suite (--gx) failed",
-    "migration_failed": "a migration failed or was cancelled; the series stopped there",
-    "not_idempotent": "applying a migration a second time fails or changes schema or data",
-    "down_mismatch": "up, then the down block, does not restore the schema",
-    "down_missing": "a migration has no -- Down Migration block",
-    "journal_unbalanced": "a journal's entries do not sum to zero",
-    "journal_too_few_entries": "a journal has a single entry",
-    "journal_mixed_currency": "a journal's entries are not all in the journal's currency",
-    "entry_sign_mismatch": "an entry's sign does not match its type (debit or credit)",
-    "running_balance_break": "an entry's balance before is not its account's previous balance after, "
-                             "or its balance after does not follow from before and amount",
-    "account_balance_drift": "an account's balance is not its last entry's balance after (0 without entries)",
-    "negative_balance": "an account of a type that must not go negative did, at some entry",
-    "trial_balance_nonzero": "the entries of a currency do not sum to zero",
-    "reversal_mismatch": "a reversal does not exactly negate its journal, names none, or reverses it again",
-    "orphan_entry": "an entry names a journal or an account that does not exist",
-    "empty_journal": "a journal has no entries",
-    "snapshot_mismatch": "a ledger snapshot's balance is not its last entry's balance after",
-    "pending_stale": "a pending transaction is still pending after it expired",
-    "pending_unlinked": "a completed pending transaction names no journal, or one that does not exist",
-    "idempotency_conflict": "an idempotency key was used by a second journal (posted twice, or reused)",
-    "history_tampered": "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
-                        "or inserted among proven ids, or a proven journal gained entries",
-    "reconciliation_mismatch": "a legacy balance column differs from its owner's ledger account",
-}
 SEVERITIES = ("error", "warning")
+KINDS = ("row", "table", "migration", "ledger")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the vocabulary.
+
+    ``kind``: ``row`` (a row of a decimal/cents pair), ``table`` (a table or
+    a run), ``migration`` (a migration file), ``ledger`` (the ledger audit).
+    ``severities``: what its findings may be, the first for its offending
+    rows (``float_artifact`` is an error for a row, a warning for a float
+    source column).
+    """
+
+    name: str
+    kind: str
+    severities: tuple[str, ...]
+    meaning: str
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS
+        assert self.severities and set(self.severities) <= set(SEVERITIES)
+        assert self.meaning and "\n" not in self.meaning
+
+
+def _rules(kind: str, *rules: tuple[str, str, str]) -> tuple[Rule, ...]:
+    return tuple(Rule(name, kind, tuple(severities.split(" / ")), meaning)
+                 for name, severities, meaning in rules)
+
+
+REGISTRY: tuple[Rule, ...] = (
+    # Per row of a pair, in precedence: the first that fits explains the row.
+    *_rules(
+        "row",
+        ("null_coerced_to_zero", "error", "the original is NULL, the cents are 0"),
+        ("non_finite_original", "error",
+         "the original is NaN, Infinity or -Infinity: no cents can stand for it"),
+        ("overflow", "error", "the original times 100 does not fit in a BIGINT"),
+        ("null_introduced", "error", "the original is set, the cents are NULL"),
+        ("sub_cent_loss", "warning", "the cents are right, but the original had a fraction of a cent"),
+        ("missing_backfill", "error",
+         "the original is not zero, the cents are 0 (the default was never replaced)"),
+        ("sign_flip", "error", "the cents have the opposite sign"),
+        ("rounding_mode", "error",
+         "the cents follow another rounding rule (half-even, truncation, floor, ceiling)"),
+        ("float_artifact", "error / warning",
+         "the cents come from float arithmetic (error); a real/double source column itself (warning)"),
+        ("scale_error", "error", "the cents are the original times 1, 10, 1000 or 10000"),
+        ("value_mismatch", "error", "anything else (also: cents set where the original is NULL)"),
+    ),
+    # Per table and run.
+    *_rules(
+        "table",
+        ("sum_mismatch", "error", "a column's cents do not add up to its rows' expected cents"),
+        ("identity_violation", "error", "a configured identity does not hold in cents"),
+        ("constraint_violation", "error", "rows a pending NOT VALID CHECK constraint will reject"),
+        ("unpaired_column", "warning",
+         "a money column without cents, or cents without a money column (in a table that holds or "
+         "held decimals: tables born in cents, such as the ledger's, are not reported)"),
+        ("expectation_failed", "error", "(--gx) an expectation of a Great Expectations suite failed"),
+        ("row_missing", "error", "(rehearsal) a row of the originals is gone after the migrations"),
+        ("row_added", "error", "(rehearsal) a row the originals did not have"),
+    ),
+    *_rules(
+        "migration",
+        ("migration_failed", "error",
+         "a migration failed or was cancelled (--migration-timeout); the series stopped there"),
+        ("not_idempotent", "error",
+         "applying a migration a second time fails or changes the schema or a table's rows"),
+        ("down_mismatch", "error",
+         "up, then the down block, does not restore the schema (or the down block fails)"),
+        ("down_missing", "warning", "a migration has no -- Down Migration block"),
+    ),
+    # The ledger audit (verify-ledger); the meanings are part of each finding's message.
+    *_rules(
+        "ledger",
+        ("journal_unbalanced", "error", "a journal's entries do not sum to zero"),
+        ("journal_too_few_entries", "error", "a journal has a single entry"),
+        ("journal_mixed_currency", "error", "a journal's entries are not all in the journal's currency"),
+        ("empty_journal", "error", "a journal has no entries"),
+        ("orphan_entry", "error", "an entry names a journal or an account that does not exist"),
+        ("trial_balance_nonzero", "error", "the entries of a currency do not sum to zero"),
+        ("entry_sign_mismatch", "error", "an entry's sign does not match its type (debit or credit)"),
+        ("running_balance_break", "error",
+         "an entry's balance before is not its account's previous balance after, "
+         "or its balance after does not follow from before and amount"),
+        ("negative_balance", "error", "an account of a type that must not go negative did, at some entry"),
+        ("account_balance_drift", "error",
+         "an account's balance is not its last entry's balance after (0 without entries)"),
+        ("reversal_mismatch", "error",
+         "a reversal does not exactly negate its journal, names none, or reverses it again"),
+        ("snapshot_mismatch", "error", "a ledger snapshot's balance is not its last entry's balance after"),
+        ("pending_stale", "error", "a pending transaction is still pending after it expired"),
+        ("pending_unlinked", "error",
+         "a completed pending transaction names no journal, or one that does not exist"),
+        ("idempotency_conflict", "error",
+         "an idempotency key was used by a second journal (posted twice, or reused)"),
+        ("reconciliation_mismatch", "error",
+         "a legacy balance column differs from its owner's ledger account"),
+        ("history_tampered", "error",
+         "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
+         "or inserted among proven ids, or a proven journal gained entries"),
+    ),
+)
+_BY_NAME = {r.name: r for r in REGISTRY}
+assert len(_BY_NAME) == len(REGISTRY), "a rule registered twice"
+
+# The classes of a row of a pair, in precedence order (the classification SQL tests them so).
+ROW_RULES = tuple(r.name for r in REGISTRY if r.kind == "row")
+
+
+def rule(name: str) -> Rule:
+    """The registered rule called ``name`` (a ``KeyError`` for any other: a bug)."""
+    return _BY_NAME[name]
+
+
+def rules_of(kind: str) -> tuple[str, ...]:
+    """The names of the rules of ``kind``, in registry order."""
+    assert kind in KINDS
+    return tuple(r.name for r in REGISTRY if r.kind == kind)
 
 
 @dataclass(frozen=True)
@@ -71,8 +157,8 @@ class Finding:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        assert self.rule in RULES, f"unknown rule {self.rule}"
-        assert self.severity in SEVERITIES
+        assert self.rule in _BY_NAME, f"unknown rule {self.rule}"
+        assert self.severity in _BY_NAME[self.rule].severities, (self.rule, self.severity)
         assert self.count >= 0
 
     def as_json(self) -> dict[str, Any]:

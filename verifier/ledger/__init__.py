@@ -1,6 +1,12 @@
 """The ledger audit: the double-entry ledger's invariants, checked in one snapshot.
 
-``layout`` names the ledger's tables and columns, ``invariants`` holds the
-SQL that proves each rule, ``audit`` runs it (one exported snapshot, a few
-workers) and turns the results into findings.
+- ``layout``: the configured tables and columns, held against the catalog
+  (the layout itself is ``verifier.config.ledger``).
+- ``convention``: the sign convention, configured or detected.
+- ``invariants``: the SQL that proves each rule, as passes of rules.
+- ``history``: digests of proven history, for ``history_tampered``.
+- ``state``: the state file of scheduled audits.
+- ``proven``: what scheduled audits have proven, and when history settles.
+- ``audit``: the audit's stages: the passes in parallel on one exported
+  snapshot, the offenders, the findings, the new state.
 """

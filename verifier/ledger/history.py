@@ -32,11 +32,13 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from verifier.ledger.layout import Layout
+from verifier.config.ledger import Layout
 from verifier.ledger.state import Chunk, State
 
 CHUNK_BITS = 10
 P = (1 << 31) - 1
+# The name of the audit's check of proven history: its findings' ``detail.check``, its junit case.
+HISTORY_CHECK = "history digests"
 
 DIGEST_SQL = """
 SELECT t.id >> {bits} AS chunk, t.id > {old} AS beyond, count(*), coalesce(sum(t.h), 0),

@@ -43,7 +43,7 @@ from decimal import Decimal
 
 from psycopg import sql
 
-from verifier.ledger.layout import Layout, Reconcile
+from verifier.config.ledger import Layout, Reconcile
 
 
 @dataclass(frozen=True)
@@ -493,14 +493,3 @@ def offenders_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
         f"SELECT v.rule, v.id, v.impact, v.weight, v.detail, v.scope, v.grp FROM ({p.source}) x "  # noqa: S608
         f"CROSS JOIN LATERAL (VALUES {values}) v(rule, hit, id, impact, weight, detail, scope, grp) "
         f"WHERE ({any_rule}) AND v.hit", filled)
-
-
-# The sign convention, read from (at most) the first entries by id.
-CONVENTION_SQL = """
-SELECT count(*) FILTER (WHERE after = before - amount), count(*) FILTER (WHERE after = before + amount),
-       count(*) FILTER (WHERE (etype = {debit}) = (amount > 0)),
-       count(*) FILTER (WHERE (etype = {debit}) = (amount < 0)), count(*)
-FROM (SELECT {entries_after}::numeric AS after, {entries_before}::numeric AS before,
-             {entries_amount}::numeric AS amount, {entries_type}::text AS etype
-      FROM {entries} LIMIT {limit}) s
-"""

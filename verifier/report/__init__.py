@@ -5,7 +5,13 @@ renames them only when all of them are written, summary.json last: a run
 folder holds a whole report or none (a folder without summary.json is
 listed as unfinished), also when the disk fills up. It then rewrites
 index.html in the reports folder (the run folder's parent). offenders.csv
-is streamed by the checks themselves (``checks.engine.run_checks``).
+is streamed by the checks themselves (``verifier.files.offenders_csv``).
+
+- ``summary``: summary.json, the record others script against, from which
+  every other file is rendered;
+- ``html`` (with ``charts`` and ``templates/``): report.html;
+- ``junit``: junit.xml;
+- ``index``: the reports folder's index.html.
 """
 
 from __future__ import annotations
@@ -13,60 +19,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from verifier.errors import ReportNotWritten
+from verifier.files import OFFENDERS_NAME, write_atomic, written_aside
 from verifier.report.html import render_html
 from verifier.report.index import render_index
 from verifier.report.junit import render_junit
+from verifier.report.summary import summary
 from verifier.run import Run
 
-
-def summary(run: Run) -> dict[str, Any]:
-    """The machine-readable summary of ``run`` (the schema others script against)."""
-    assert run.status is not None
-    return {
-        "status": run.status,
-        "exit_code": run.exit_code,
-        "command": run.command,
-        "run_id": run.run_id,
-        "started_at": run.started_at.isoformat(),
-        "duration_s": run.duration_s,
-        "error": run.error,
-        "findings": run.findings,
-        "stages": [{"name": s.name, "duration_s": s.duration_s, **s.detail} for s in run.stages],
-        "provenance": run.provenance,
-    }
-
-
-def _written_aside(path: Path, text: str) -> Path:
-    """``text`` in a new hidden file next to ``path``, synced to disk; removed again if that fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        # Text that is not UTF-8 (a path's stray bytes, as surrogate escapes) is written escaped, not fatal.
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that it is either all there or not at all."""
-    tmp = _written_aside(path, text)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-LINKED_FILES = ("offenders.csv", "summary.json", "junit.xml", "planted.json")  # linked from report.html
+LINKED_FILES = (OFFENDERS_NAME, "summary.json", "junit.xml", "planted.json")  # linked from report.html
 
 
 def write_outputs(run: Run) -> None:
@@ -83,7 +46,7 @@ def write_outputs(run: Run) -> None:
     aside: list[tuple[Path, Path]] = []
     try:
         for name, text in outputs.items():
-            aside.append((_written_aside(run.run_dir / name, text), run.run_dir / name))
+            aside.append((written_aside(run.run_dir / name, text), run.run_dir / name))
         for tmp, path in aside:
             os.replace(tmp, path)
     except OSError as exc:

@@ -19,7 +19,7 @@ WIDTH = 760
 LABEL_W = 200  # left column for bar labels
 VALUE_W = 230  # right column for the printed value
 ROW_H = 22
-MAX_TICKS = 16  # category labels a column chart prints; beyond, every few (tooltips name them all)
+TICKS_MAX = 16  # category labels a column chart prints; beyond, every few (tooltips name them all)
 COLORS = {"bad": "#c0392b", "warn": "#b7791f", "ok": "#2f855a", "neutral": "#4a6fa5", "grid": "#ccd"}
 
 
@@ -88,7 +88,7 @@ def columns(title: str, rows: Sequence[Bar], height: int = 240) -> Markup:
     left = 60  # the first slanted label needs room on the left
     slot = (WIDTH - left - 10) // len(rows)
     scale = Decimal(plot_h) / top if top else Decimal(0)
-    every = math.ceil(len(rows) / MAX_TICKS)  # with many columns, label every few and print no counts
+    every = math.ceil(len(rows) / TICKS_MAX)  # with many columns, label every few and print no counts
     parts = []
     for i, r in enumerate(rows):
         h = _bar_px(r.value, scale)

@@ -25,22 +25,24 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from verifier.checks.engine import DIFF_BUCKETS
+from verifier.cents.sql import DIFF_BUCKETS
+from verifier.findings import rule
 from verifier.report import charts
+from verifier.report.summary import stage
+from verifier.run import VERDICTS
 
-VERDICTS = {
-    "pass": ("PASS", "PASS: verified, no findings",
-             "Every check ran to the end and found nothing that fails the run."),
-    "fail": ("FAIL", "FAIL: findings",
+HEADLINES = {  # status -> (headline after the verdict word, what it means)
+    "pass": ("verified, no findings", "Every check ran to the end and found nothing that fails the run."),
+    "fail": ("findings",
              "The run completed and found what is listed below. Do not release until each is explained."),
-    "error": ("NOT VERIFIED", "NOT VERIFIED: the run could not finish",
+    "error": ("the run could not finish",
               "The run stopped before it could verify everything. Nothing here is a pass."),
 }
 # shown in their own sections
 STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations", "live")
 PROVENANCE_ELSEWHERE = ("migrations", "ledger_history")
 PROVEN, CHECKED = "#2f855a", "#4a6fa5"  # the trend chart's two series
-STAGE_DETAIL_MAX = 600  # characters of a stage's remaining detail shown in the stages table
+STAGE_DETAIL_CHARS_MAX = 600  # characters of a stage's remaining detail shown in the stages table
 DIFF_CHART_NOTE = ("Offending rows of decimal/cents pairs by their difference, cents minus the expected "
                    "cents, bucketed by sign and order of magnitude. Rows that are right are not drawn; "
                    "0 holds rows whose cents are the expected cents but lost a fraction of a cent "
@@ -102,10 +104,6 @@ def _pairs(mapping: dict[str, Any]) -> list[tuple[str, str]]:
     return [(k, _text(v)) for k, v in mapping.items() if v is not None]
 
 
-def _stage(data: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((s for s in data["stages"] if s["name"] == name), None)
-
-
 def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
     order = {"error": 0, "warning": 1}
     rows = []
@@ -114,7 +112,8 @@ def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
         sample = list(f.get("sample") or [])
         columns = list(dict.fromkeys(k for row in sample for k in row))
         failure = (f.get("detail") or {}).get("failure") if f["rule"] == "migration_failed" else None
-        rows.append({**f, "count": f.get("count") or 0, "sample": sample, "sample_columns": columns,
+        rows.append({**f, "count": f.get("count") or 0, "meaning": rule(f["rule"]).meaning,
+                     "sample": sample, "sample_columns": columns,
                      "sample_rows": [[_text(row.get(c)) for c in columns] for row in sample],
                      "failure": _pairs(failure) if failure else None})
     return rows
@@ -131,7 +130,7 @@ def _cents_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
                       "svg": charts.bars("Offending rows per table", [
                           charts.Bar(t, n, f"{n:,}", "bad")
                           for t, n in sorted(per_table.items(), key=lambda kv: (-kv[1], kv[0]))])})
-    verify = _stage(data, "verify")
+    verify = stage(data, "verify")
     if verify and verify.get("tables"):
         buckets = dict.fromkeys(DIFF_BUCKETS, 0)
         for t in verify["tables"]:
@@ -148,11 +147,11 @@ def _cents_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    audit = _stage(data, "audit")
+    audit = stage(data, "audit")
     if audit is None:
         return None, []
-    layout = _stage(data, "layout") or {}
-    state = _stage(data, "state")
+    layout = stage(data, "layout") or {}
+    state = stage(data, "state")
     history = list(data["provenance"].get("ledger_history") or [])
     passes = [{"name": p["pass"], "rules": p["rules"], "offending": p["offending"],
                "duration_s": p["duration_s"],
@@ -174,7 +173,7 @@ def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str,
                       "svg": charts.bars("Trial balance per currency", [
                           charts.Bar(c, v, f"{format_cents(v)} cents", "ok" if v == 0 else "bad")
                           for c, v in sums])})
-    offenders = _stage(data, "offenders") or {}
+    offenders = stage(data, "offenders") or {}
     drift = offenders.get("drift_by_account_type")
     if drift is not None:
         types = sorted(set(drift) | set(layout.get("non_negative_account_types") or []))
@@ -216,7 +215,7 @@ def _trend(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _timeline(data: dict[str, Any]) -> tuple[list[dict[str, Any]], Markup]:
-    migrate = _stage(data, "migrate")
+    migrate = stage(data, "migrate")
     timeline = list((migrate or {}).get("timeline") or [])
     if not timeline:
         return [], Markup("")
@@ -227,7 +226,7 @@ def _timeline(data: dict[str, Any]) -> tuple[list[dict[str, Any]], Markup]:
 
 
 def _expectations(data: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str, dict[str, Any] | None]:
-    judge = _stage(data, "judge")
+    judge = stage(data, "judge")
     if judge is None:
         return None, "", None
     rows = [{**e, "kwargs_text": _text(e.get("kwargs")),
@@ -239,18 +238,18 @@ def _expectations(data: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, st
 def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """Everything the template shows, from a run's summary (``report.summary``)."""
     status = data["status"]
-    word, headline, explain = VERDICTS[status]
+    word, (headline, explain) = VERDICTS[status], HEADLINES[status]
     findings = _findings(data)
     ledger, ledger_charts = _ledger(data)
     timeline, timeline_chart = _timeline(data)
     expectations, expectations_note, expectations_live = _expectations(data)
-    verify = _stage(data, "verify")
+    verify = stage(data, "verify")
     provenance = data["provenance"]
     return {
         "command": data["command"], "run_id": data["run_id"], "status": status,
         "exit_code": data["exit_code"], "started_at": data["started_at"], "duration_s": data["duration_s"],
         "error": data.get("error"),
-        "verdict": {"word": word, "headline": headline, "explain": explain},
+        "verdict": {"word": word, "headline": f"{word}: {headline}", "explain": explain},
         "failed_stage": data["stages"][-1]["name"] if status == "error" and data["stages"] else None,
         **severity_counts(data["findings"]),
         "offending_rows": sum(f.get("count") or 0 for f in data["findings"]),
@@ -275,9 +274,9 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
 def _stage_detail(stage: dict[str, Any]) -> str:
     """What the stages table shows of a stage: its detail but what has its own section, clipped."""
     text = _text({k: v for k, v in stage.items() if k not in ("name", "duration_s", *STAGE_DETAIL_ELSEWHERE)})
-    if len(text) <= STAGE_DETAIL_MAX:
+    if len(text) <= STAGE_DETAIL_CHARS_MAX:
         return text
-    return f"{text[:STAGE_DETAIL_MAX]} \u2026 (all in summary.json)"
+    return f"{text[:STAGE_DETAIL_CHARS_MAX]} \u2026 (all in summary.json)"
 
 
 def render_html(data: dict[str, Any], files: list[str] | None = None) -> str:

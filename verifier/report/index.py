@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from verifier import __version__
-from verifier.report.html import VERDICTS, environment, page_assets, severity_counts
+from verifier.report.html import environment, page_assets, severity_counts
+from verifier.run import VERDICTS
 
 INDEX_RUNS_MAX = 500  # the newest runs listed; older folders are counted
 
@@ -26,7 +27,7 @@ def _entry(run_dir: Path) -> dict[str, Any]:
         data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         status = data["status"]
         findings = data["findings"]
-        return {**base, "status": status, "verdict": VERDICTS[status][0],
+        return {**base, "status": status, "verdict": VERDICTS[status],
                 "started_at": str(data["started_at"])[:19].replace("T", " ") + " UTC",
                 "command": data["command"], "duration_s": data["duration_s"],
                 **severity_counts(findings),

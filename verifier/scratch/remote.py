@@ -11,8 +11,8 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from verifier import conninfo
-from verifier.scratch import ScratchDatabase, ScratchServer
+from verifier.pg import conninfo
+from verifier.scratch.server import ScratchDatabase, ScratchServer
 
 
 def _print_keep(db: ScratchDatabase) -> None:

@@ -1,0 +1,287 @@
+"""Run the cents checks over a database and turn their results into findings.
+
+``verify(conn, plans, config, offenders)`` runs, per table, the one-pass
+summary statement; for tables with offending rows it streams them (COPY)
+into the ``offenders`` CSV writer and keeps the first ``sample_rows_max``
+of each (column, rule) as the finding's sample. Client memory stays
+bounded whatever the table size. Reads only, in whatever transaction
+``conn`` is in (the caller opens one REPEATABLE READ READ ONLY snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from verifier.cents import pairs as pairs_
+from verifier.cents.originals import Originals
+from verifier.cents.pairs import TablePlan, Unpaired
+from verifier.cents.sql import (
+    DIFF_BUCKETS,
+    WARNING_CLASSES,
+    Check,
+    PendingConstraint,
+    build_offenders_query,
+    build_summary_query,
+    checks_of,
+    diff_bucket,
+)
+from verifier.config import Config
+from verifier.errors import UsageError, VerifierError
+from verifier.files import RowWriter, offenders_csv
+from verifier.findings import Finding
+from verifier.pg import conninfo
+from verifier.run import Run
+
+OFFENDERS_HEADER = ("table", "column", "rule", "row_key", "original", "cents", "expected_cents",
+                    "cents_impact")
+
+# NOT VALID CHECK constraints of a table that involve a paired cents column:
+# the rows they will reject when a later migration validates them.
+PENDING_CONSTRAINTS_SQL = """
+SELECT c.conname, pg_get_expr(c.conbin, c.conrelid)
+FROM pg_constraint c
+WHERE c.conrelid = %s::regclass AND c.contype = 'c' AND NOT c.convalidated
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.conrelid
+              AND a.attnum = ANY(c.conkey) AND a.attname = ANY(%s))
+ORDER BY 1
+"""
+
+
+@dataclass
+class CheckStats:
+    """What one check found in one table. ``offending`` comes from the summary statement;
+    the per-class figures from the classified offenders, and must add up to it."""
+
+    rows: int = 0
+    offending: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+    impact: dict[str, Decimal] = field(default_factory=dict)
+    cents_sum: Decimal = Decimal(0)  # every row's cents (pairs)
+    offenders_cents: Decimal = Decimal(0)  # the offending rows' cents
+    offenders_expected: Decimal = Decimal(0)  # the offending rows' expected cents
+    ties: int = 0
+    fractional: int = 0
+    fits: dict[str, int] = field(default_factory=lambda: {"half_away_from_zero": 0, "half_even": 0,
+                                                          "truncate": 0})
+    differences: dict[str, int] = field(default_factory=dict)  # pairs: offending rows per DIFF_BUCKETS
+
+    @property
+    def expected_sum(self) -> Decimal:
+        """Sum of every row's expected cents: right rows' cents are their expected cents."""
+        return self.cents_sum - self.offenders_cents + self.offenders_expected
+
+    def add_offender(self, kind: str, klass: str, impact: str, cents: str, expected: str, tie: str,
+                     frac: str, fits: tuple[str, str, str]) -> None:
+        self.classes[klass] = self.classes.get(klass, 0) + 1
+        if kind == "pair":
+            bucket = diff_bucket(impact)
+            self.differences[bucket] = self.differences.get(bucket, 0) + 1
+        if impact:
+            self.impact[klass] = self.impact.get(klass, Decimal(0)) + Decimal(impact)
+        self.offenders_cents += Decimal(cents or 0)
+        # A NULL, NaN or infinite original has no expected cents (NULL): it expects no cents.
+        self.offenders_expected += Decimal(expected or 0)
+        self.ties += tie == "t"
+        self.fractional += frac == "t"
+        for mode, fit in zip(self.fits, fits, strict=True):
+            self.fits[mode] += fit == "t"
+
+    def as_json(self) -> dict[str, Any]:
+        fitting = [m for m, n in self.fits.items() if self.fractional and n == self.fractional]
+        return {"rows": self.rows, "offending_rows": self.offending, "classes": self.classes,
+                "impact_cents": {k: int(v) for k, v in self.impact.items()},
+                "cents_sum": str(self.cents_sum), "expected_sum": str(self.expected_sum),
+                "ties": self.ties, "fractional_rows": self.fractional, "fits": self.fits,
+                "rounding_modes_fitting_every_fractional_row": fitting,
+                "differences": {b: self.differences[b] for b in DIFF_BUCKETS if b in self.differences}}
+
+
+@dataclass
+class TableResult:
+    plan: TablePlan
+    checks: list[Check]
+    stats: dict[int, CheckStats]
+    offenders: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.stats[0].rows if self.stats else 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"table": self.plan.name, "key": list(self.plan.key), "rows": self.rows,
+                "offending_rows": self.offenders,
+                "checks": [{"check": c.label, "kind": c.kind, **self.stats[c.index].as_json()}
+                           for c in self.checks]}
+
+
+def _identities(plan: TablePlan, config: Config) -> list[tuple[str, tuple[str, ...]]]:
+    result = []
+    for ident in config.identities:
+        if (ident.schema, ident.table) != (plan.schema, plan.table):
+            continue
+        missing = [c for c in (ident.total, *ident.parts) if c not in plan.columns]
+        if missing:
+            raise UsageError(f"The configured identity on {plan.name} names column(s) "
+                             f"{', '.join(missing)}, which do not exist.")
+        result.append((ident.total, ident.parts))
+    return result
+
+
+def _pending_constraints(conn: psycopg.Connection, plan: TablePlan) -> list[PendingConstraint]:
+    table = sql.Identifier(plan.schema, plan.table).as_string(conn)
+    rows = conn.execute(PENDING_CONSTRAINTS_SQL, (table, [p.target for p in plan.pairs])).fetchall()
+    return [PendingConstraint(str(name), str(expr)) for name, expr in rows]
+
+
+def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
+                 offenders: RowWriter) -> tuple[TableResult, list[Finding]]:
+    identities = _identities(plan, config)
+    constraints = _pending_constraints(conn, plan)
+    checks = checks_of(plan, identities, constraints)
+    stats = {c.index: CheckStats() for c in checks}
+    row = conn.execute(build_summary_query(plan, identities, constraints)).fetchone()
+    assert row is not None
+    for check in checks:
+        s = stats[check.index]
+        s.rows = int(row[0])
+        s.offending = int(row[1 + 2 * check.index])
+        s.cents_sum = Decimal(row[2 + 2 * check.index] or 0)
+    result = TableResult(plan, checks, stats)
+    samples: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    if any(s.offending for s in stats.values()):
+        result.offenders = _stream_offenders(conn, plan, config, identities, constraints, checks,
+                                             offenders, stats, samples)
+        for check in checks:  # two statements, one snapshot: they must agree row for row
+            s = stats[check.index]
+            if sum(s.classes.values()) != s.offending:
+                raise RuntimeError(f"{plan.name} {check.label}: the summary counted {s.offending} "
+                                   f"offending rows, the classification {sum(s.classes.values())}")
+    return result, _findings(result, samples)
+
+
+def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
+                      identities: list[tuple[str, tuple[str, ...]]],
+                      constraints: list[PendingConstraint], checks: list[Check], out: RowWriter,
+                      stats: dict[int, CheckStats],
+                      samples: dict[tuple[int, str], list[dict[str, Any]]]) -> int:
+    """Copy every classified offender to ``out``, add it to ``stats``, keep bounded samples."""
+    query = build_offenders_query(plan, config.rounding, identities, constraints)
+    count = 0
+    with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
+        for (row_key, index, klass, source, target, expected_text, impact, cents, expected, tie, frac,
+             *fits) in copy.rows():
+            check = checks[int(index)]
+            out.writerow((plan.name, check.column or check.source, klass, row_key, source, target,
+                          expected_text, impact))
+            count += 1
+            stats[check.index].add_offender(check.kind, klass, impact, cents, expected, tie, frac,
+                                            (fits[0], fits[1], fits[2]))
+            bucket = samples.setdefault((int(index), str(klass)), [])
+            if len(bucket) < config.sample_rows_max:
+                # parse_float: a numeric in the key (a keyless table's whole row) stays its exact text.
+                bucket.append({"key": json.loads(row_key, parse_float=Decimal), "original": source,
+                               "cents": target, "expected_cents": expected_text})
+    return count
+
+
+def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str, Any]]]) -> list[Finding]:
+    found = []
+    plan = result.plan
+    for check in result.checks:
+        s = result.stats[check.index]
+        for klass, n in sorted(s.classes.items()):
+            impact = int(s.impact.get(klass, 0))
+            found.append(Finding(
+                rule=klass, severity="warning" if klass in WARNING_CLASSES else "error",
+                table=plan.name, column=check.column, count=n, cents_impact=impact,
+                sample=tuple(samples.get((check.index, klass), [])),
+                message=f"{n:,} row(s) of {plan.name} {check.label}: {klass}",
+                detail={"check": check.label, "source": check.source},
+            ))
+        if check.kind == "pair" and s.cents_sum != s.expected_sum:
+            found.append(Finding(
+                rule="sum_mismatch", severity="error", table=plan.name, column=check.column,
+                cents_impact=int(s.cents_sum - s.expected_sum),
+                message=f"{plan.name}.{check.column} sums to {s.cents_sum} cents; its originals "
+                        f"give {s.expected_sum}",
+                detail={"cents_sum": str(s.cents_sum), "expected_sum": str(s.expected_sum)},
+            ))
+    for pair in plan.pairs:
+        if pair.float_source:
+            found.append(Finding(
+                rule="float_artifact", severity="warning", table=plan.name, column=pair.source,
+                count=result.rows,
+                message=f"{plan.name}.{pair.source} is {pair.source_type}: its cents depend on "
+                        "binary floating point (read as 15 significant digits here)",
+                detail={"source_type": pair.source_type},
+            ))
+    return found
+
+
+def unpaired_findings(unpaired: list[Unpaired]) -> list[Finding]:
+    return [Finding(
+        rule="unpaired_column", severity="warning", table=f"{u.schema}.{u.table}", column=u.column,
+        message=(f"{u.schema}.{u.table}.{u.column} is money without a {u.column}_cents column"
+                 if u.kind == "money_without_cents" else
+                 f"{u.schema}.{u.table}.{u.column} has no money column to verify it against"),
+        detail={"kind": u.kind},
+    ) for u in unpaired]
+
+
+def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
+           offenders: RowWriter) -> tuple[list[TableResult], list[Finding]]:
+    """Verify every table of ``plans``; raise ``VerifierError`` naming a table we may not read."""
+    offenders.writerow(OFFENDERS_HEADER)
+    results, findings = [], []
+    for plan in plans:
+        try:
+            result, found = verify_table(conn, plan, config, offenders)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise VerifierError(
+                f"No permission to read {plan.name}: {exc.diag.message_primary}.",
+                hint=f"GRANT SELECT ON {plan.name} TO the verifying role, or exclude the table "
+                     "in [tool.verifier] exclude.",
+            ) from None
+        results.append(result)
+        findings += found
+    return results, findings
+
+
+def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
+               originals: dict[tuple[str, str], Originals] | None = None, required: bool = True) -> None:
+    """The "pairs" and "verify" stages of a run, on ``conn`` (one snapshot, read only).
+
+    Writes offenders.csv into the run folder (complete, or not at all) and
+    adds the findings to ``run``. ``url`` (the database's, described and
+    scrubbed of secrets) names the database in messages. Raises
+    ``VerifierError`` when there is nothing to verify, a statement times out
+    or the connection fails. With ``required`` off (a rehearsal whose
+    migrations failed before any cents column existed), no pairs is a note
+    in the stage, not an error.
+    """
+    where = conninfo.describe(url)
+    with conninfo.reading(url, config.statement_timeout_s):
+        with run.stage("pairs") as detail:
+            plans, unpaired = pairs_.discover(conn, config, originals)
+            detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
+                          unpaired=len(unpaired),
+                          with_originals=sum(1 for p in plans if p.originals is not None))
+            if not plans and not required:
+                detail["skipped"] = "no decimal/cents pairs: the migrations stopped before any"
+                return
+        if not plans:
+            raise VerifierError(
+                f"No decimal/cents pairs found in {where}: nothing to verify.",
+                hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
+                     "configure others in [tool.verifier] pairs.")
+        with run.stage("verify") as detail, offenders_csv(run.run_dir) as out:
+            results, findings = verify(conn, plans, config, out)
+            detail["tables"] = [r.as_json() for r in results]
+            detail["rows_checked"] = sum(r.rows for r in results)
+    run.add(*unpaired_findings(unpaired), *findings)

@@ -1,0 +1,326 @@
+"""The cents checks: every row, every pair, one pass per table, in SQL.
+
+Two statements per table, both composed here:
+
+- ``build_summary_query`` reads every row once and proves, per pair, that
+  the cents equal the decimal times 100 exactly (an integral number of
+  cents: the row is right under any rounding mode), per identity that it
+  holds, per pending constraint that the row passes. It returns, per
+  check, the number of rows that are not right, and per pair the sum of
+  the cents. This is the cost every run pays: one multiplication and one
+  comparison per pair and row, in ``numeric``.
+- ``build_offenders_query`` runs only when the summary counted offending
+  rows. It classifies those rows (and no others: the same predicate,
+  negated, filters the scan) into DESIGN's classes, with the expected
+  cents under the configured rounding mode, the cents impact, whether the
+  original was a tie and which rounding modes the cents fit. Its rows
+  stream to offenders.csv (COPY); the engine counts them per class and
+  checks the counts against the summary.
+
+Identifiers reach SQL only through ``sql.Identifier``. The one exception is
+documented where it happens: a NOT VALID CHECK constraint's expression, as
+PostgreSQL itself deparsed it from the catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from psycopg import sql
+
+from verifier.cents.originals import ORIGINALS_SCHEMA
+from verifier.cents.pairs import Pair, TablePlan
+from verifier.findings import ROW_RULES, rule
+
+BIGINT_MAX = 9223372036854775807
+ROW_FLAGS = ("row_missing", "row_added")  # checks of a table read with its originals
+# The classes of a row whose findings are warnings, not errors (from the registry).
+WARNING_CLASSES = tuple(name for name in ROW_RULES if rule(name).severities[0] == "warning")
+
+
+# The report's histogram of differences (cents minus expected cents) of offending pair rows: by sign
+# and order of magnitude, so one bucket list fits a 1-cent rounding slip and a 100x scale error alike.
+DIFF_LIMITS = (1, 10, 100, 1_000, 100_000)
+_NEGATIVE = tuple(f"<= -{lo:,}" if i == len(DIFF_LIMITS) - 1 else f"-{lo:,} to -{DIFF_LIMITS[i + 1] - 1:,}"
+                  for i, lo in enumerate(DIFF_LIMITS))
+_POSITIVE = tuple(f">= +{lo:,}" if i == len(DIFF_LIMITS) - 1 else f"+{lo:,} to +{DIFF_LIMITS[i + 1] - 1:,}"
+                  for i, lo in enumerate(DIFF_LIMITS))
+DIFF_BUCKETS = (*reversed(_NEGATIVE), "0", *_POSITIVE, "not a number")
+
+
+def diff_bucket(impact: str) -> str:
+    """The histogram bucket of one offending pair row's difference in cents (exact, from its text)."""
+    if not impact:  # no expected cents (overflow, or a NaN or infinite original): nothing to measure
+        return DIFF_BUCKETS[-1]
+    d = Decimal(impact)
+    if d == 0:
+        return "0"
+    # Pairs' differences are whole cents; a fraction (none expected) joins the smallest bucket.
+    i = max((i for i, lo in enumerate(DIFF_LIMITS) if abs(d) >= lo), default=0)
+    return _POSITIVE[i] if d > 0 else _NEGATIVE[i]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One classified quantity of a table: a pair, an identity or a pending constraint."""
+
+    index: int
+    kind: str  # pair | identity | constraint | row
+    column: str | None  # the cents column (pair), the identity's total, None for a constraint
+    label: str  # how the report names it
+    source: str | None = None  # the decimal column (pair) or the constraint name
+
+
+@dataclass(frozen=True)
+class PendingConstraint:
+    name: str
+    expression: str  # deparsed by PostgreSQL: pg_get_expr(conbin, conrelid)
+
+
+def _expected(h: sql.Composable, rounding: str) -> sql.Composable:
+    """Expected cents of h = decimal * 100 (numeric) under the rounding mode."""
+    if rounding == "half_away_from_zero":
+        return sql.SQL("round({h})").format(h=h)  # PostgreSQL's round(numeric): half away from zero
+    if rounding == "half_even":
+        return sql.SQL("(CASE WHEN abs({h} - trunc({h})) = 0.5 THEN 2 * round({h} / 2) "
+                       "ELSE round({h}) END)").format(h=h)
+    assert rounding == "truncate", rounding
+    return sql.SQL("trunc({h})").format(h=h)
+
+
+def relation(plan: TablePlan) -> sql.Composable:
+    """What the checks read as ``t``: the table, or in a rehearsal the table with its originals.
+
+    With originals, ``t`` is the FULL JOIN of the live table and the
+    recorded originals on the key: every live column under its own name,
+    each recorded original as ``verifier_original_<i>``, and the flags
+    ``verifier_matched``, ``row_missing`` and ``row_added``.
+    """
+    table = sql.Identifier(plan.schema, plan.table)
+    if plan.originals is None:
+        return table
+    key = plan.originals.key
+    live = [sql.SQL("coalesce(l.{c}, o.{c}) AS {c}").format(c=sql.Identifier(c)) if c in key
+            else sql.SQL("l.{c}").format(c=sql.Identifier(c)) for c in plan.columns]
+    recorded = [sql.SQL("o.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"verifier_original_{i}"))
+                for i, (name, _, _) in enumerate(plan.originals.columns)]
+    first = sql.Identifier(key[0])
+    flags = sql.SQL("l.{k} IS NOT NULL AND o.{k} IS NOT NULL AS verifier_matched, "
+                    "l.{k} IS NULL AS row_missing, o.{k} IS NULL AS row_added").format(k=first)
+    on = sql.SQL(" AND ").join(sql.SQL("l.{c} = o.{c}").format(c=sql.Identifier(c)) for c in key)
+    return sql.SQL("(SELECT {columns}, {flags} FROM {table} AS l FULL JOIN {orig} AS o ON {on})").format(
+        columns=sql.SQL(", ").join(live + recorded), flags=flags, table=table,
+        orig=sql.Identifier(ORIGINALS_SCHEMA, plan.originals.relation), on=on)
+
+
+def _pair_terms(pair: Pair) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """x (the original, as numeric), c (the cents) and h = x * 100 for the current row of ``t``."""
+    x = sql.SQL("(t.{}::numeric)").format(sql.Identifier(pair.source_ref or pair.source))
+    c = sql.SQL("t.{}").format(sql.Identifier(pair.target))
+    return x, c, sql.SQL("({x} * 100)").format(x=x)
+
+
+def _pair_wrong(plan: TablePlan, pair: Pair) -> sql.Composable:
+    """True unless the cents are exactly the original times 100 (or both are NULL). Never NULL.
+
+    With originals, only rows on both sides are compared (the others are
+    row_missing or row_added).
+    """
+    _, c, h = _pair_terms(pair)
+    # (IS DISTINCT FROM: the same truth as NOT coalesce(c = h, both NULL), some 8% cheaper per row.)
+    wrong = sql.SQL("({c} IS DISTINCT FROM {h})").format(c=c, h=h)
+    return sql.SQL("(t.verifier_matched AND {})").format(wrong) if plan.originals else wrong
+
+
+def _identity_wrong(total: str, parts: tuple[str, ...]) -> sql.Composable:
+    """True where every column is set and total <> sum(parts). Never NULL."""
+    summed = sql.SQL(" + ").join(sql.SQL("t.{}::numeric").format(sql.Identifier(p)) for p in parts)
+    return sql.SQL("coalesce(t.{}::numeric <> ({}), false)").format(sql.Identifier(total), summed)
+
+
+def _constraint_wrong(constraint: PendingConstraint) -> sql.Composable:
+    # The expression is PostgreSQL's own deparse of a CHECK constraint of this
+    # very table (pg_get_expr on pg_constraint.conbin), not text from a user:
+    # the server parsed and stored it. Like a CHECK, NULL passes.
+    expr = sql.SQL(constraint.expression)  # noqa: S608 - see the comment above
+    return sql.SQL("NOT coalesce(({}), true)").format(expr)
+
+
+def _non_finite(x: sql.Composable) -> sql.Composable:
+    """True where the original is NaN, Infinity or -Infinity: no cents can stand for it.
+
+    Compared as text: PostgreSQL before 14 has no numeric infinity, so the
+    literal 'Infinity'::numeric would not even parse there. Only offending
+    rows are classified, so the cast costs nothing on right rows.
+    """
+    return sql.SQL("({x}::text IN ('NaN', 'Infinity', '-Infinity'))").format(x=x)
+
+
+def _storable(x: sql.Composable, e: sql.Composable) -> sql.Composable:
+    """The expected cents ``e`` where a BIGINT can hold them, else NULL (overflow, NaN, infinity).
+
+    What the sums add up: cents a column cannot hold are no part of the
+    sum it should have, and a number of 10^5000 cents would not even print.
+    """
+    return sql.SQL("CASE WHEN {nonfinite} OR abs({e}) > {big} THEN NULL ELSE {e} END").format(
+        nonfinite=_non_finite(x), e=e, big=sql.Literal(BIGINT_MAX))
+
+
+def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Composable:
+    """The VALUES row classifying one pair for the current (offending) row of ``t``."""
+    x, c, h = _pair_terms(pair)
+    unmatched = sql.SQL("WHEN NOT t.verifier_matched THEN NULL" if plan.originals else "")
+    e = _expected(h, rounding)
+    half_even = _expected(h, "half_even")
+    nonfinite = _non_finite(x)
+    f = sql.SQL("(t.{}::float8)").format(sql.Identifier(pair.source_ref or pair.source))
+    # When each class fits a row whose cents are not exactly its original times 100 (the right
+    # rows give NULL first), given that no class before it fits; e is the expected cents under
+    # the rounding mode. In the registry's precedence; the last, value_mismatch, is anything else.
+    # A NULL original makes every test after null_coerced_to_zero NULL: its other cents fall to it.
+    terms = {"x": x, "c": c, "h": h, "e": e, "half_even": half_even, "f": f, "nonfinite": nonfinite,
+             "big": sql.Literal(BIGINT_MAX)}
+    fits = {name: sql.SQL(test).format(**terms) for name, test in (
+        ("null_coerced_to_zero", "{x} IS NULL AND {c} = 0"),
+        ("non_finite_original", "{nonfinite}"),
+        ("overflow", "abs({e}) > {big}"),
+        ("null_introduced", "{c} IS NULL"),
+        ("sub_cent_loss", "{c} = {e}"),  # right under the rounding mode, but for the cent's fraction
+        ("missing_backfill", "{c} = 0"),
+        ("sign_flip", "{c} = -{e}"),
+        ("rounding_mode", "{c} IN (round({h}), {half_even}, trunc({h}), floor({h}), ceil({h}))"),
+        ("float_artifact", "abs({h}) < 1e15 AND {c} IN (round({f} * 100), trunc({f} * 100))"),
+        ("scale_error", "{c} IN (round({x}), round({x} * 10), round({x} * 1000), round({x} * 10000))"),
+    )}
+    assert (*fits, "value_mismatch") == ROW_RULES, "the CASE must test the classes in the registry's order"
+    klass = sql.SQL("CASE {unmatched} WHEN ({x} IS NULL AND {c} IS NULL) OR {c} = {h} THEN NULL {whens} "
+                    "ELSE 'value_mismatch' END").format(
+        unmatched=unmatched, x=x, c=c, h=h,
+        whens=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(test, sql.Literal(name))
+                                for name, test in fits.items()))
+    impact = sql.SQL("""CASE
+      WHEN {x} IS NULL THEN {c}::numeric
+      WHEN {nonfinite} OR abs({e}) > {big} THEN NULL
+      WHEN {c} IS NULL THEN -{e}
+      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX), nonfinite=nonfinite)
+    frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
+    return sql.SQL(
+        "({i}, {klass}, {impact}, {c}::numeric, {e_sum}, "
+        "{x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5, {frac}, "
+        "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
+        "{x}::text, {c}::text, CASE WHEN {nonfinite} THEN NULL ELSE {e}::text END)"
+    ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
+             half_even=half_even, e_sum=_storable(x, e), nonfinite=nonfinite)
+
+
+def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
+    t = sql.SQL("t.{}").format(sql.Identifier(total))
+    summed = sql.SQL(" + ").join(sql.SQL("t.{}::numeric").format(sql.Identifier(p)) for p in parts)
+    return sql.SQL(
+        "({i}, CASE WHEN {wrong} THEN 'identity_violation' END, {t}::numeric - ({summed}), "
+        "NULL::numeric, NULL::numeric, false, false, false, false, false, "
+        "{t}::text, ({summed})::text, NULL::text)"
+    ).format(i=sql.Literal(index), wrong=_identity_wrong(total, parts), t=t, summed=summed)
+
+
+def _constraint_row(index: int, constraint: PendingConstraint) -> sql.Composable:
+    return sql.SQL(
+        "({i}, CASE WHEN {wrong} THEN 'constraint_violation' END, "
+        "NULL::numeric, NULL::numeric, NULL::numeric, false, false, false, false, false, "
+        "NULL::text, NULL::text, NULL::text)"
+    ).format(i=sql.Literal(index), wrong=_constraint_wrong(constraint))
+
+
+def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Composable:
+    """The VALUES row of row_missing (impact: minus the expected cents the row held) or
+    row_added (impact: the cents it brings)."""
+    if flag == "row_missing":
+        terms = [_pair_terms(p) for p in plan.pairs]
+        held = [_storable(x, _expected(h, rounding)) for x, _, h in terms]
+        impact = sql.SQL("-({})").format(
+            sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held))
+    else:
+        impact = sql.SQL(" + ").join(sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target))
+                                     for p in plan.pairs)
+    return sql.SQL(
+        "({i}, CASE WHEN t.{flag} THEN {rule} END, {impact}, NULL::numeric, NULL::numeric, "
+        "false, false, false, false, false, NULL::text, NULL::text, NULL::text)"
+    ).format(i=sql.Literal(index), flag=sql.Identifier(flag), rule=sql.Literal(flag), impact=impact)
+
+
+def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
+              constraints: list[PendingConstraint]) -> list[Check]:
+    result = [Check(i, "pair", p.target, f"{p.source} -> {p.target}", p.source)
+              for i, p in enumerate(plan.pairs)]
+    for total, parts in identities:
+        result.append(Check(len(result), "identity", total, f"{total} = {' + '.join(parts)}"))
+    for con in constraints:
+        result.append(Check(len(result), "constraint", None, f"CHECK {con.name}", con.name))
+    for flag in ROW_FLAGS if plan.originals else ():
+        result.append(Check(len(result), "row", None, flag))
+    return result
+
+
+def _wrongs(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
+            constraints: list[PendingConstraint]) -> list[sql.Composable]:
+    """One never-NULL predicate per check, in check order: the row is not right."""
+    return ([_pair_wrong(plan, p) for p in plan.pairs]
+            + [_identity_wrong(total, parts) for total, parts in identities]
+            + [_constraint_wrong(con) for con in constraints]
+            + [sql.SQL("t.{}").format(sql.Identifier(f)) for f in (ROW_FLAGS if plan.originals else ())])
+
+
+def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
+                        constraints: list[PendingConstraint]) -> sql.Composed:
+    """One statement, one row: the row count, then per check (offending rows, sum of the cents).
+
+    A pair's row is right when its cents are exactly its original times 100
+    (both NULL counts as right); anything else is an offender, to be
+    classified by ``build_offenders_query``. The sum is NULL for checks
+    that are not pairs.
+    """
+    columns: list[sql.Composable] = [sql.SQL("count(*)")]
+    for i, wrong in enumerate(_wrongs(plan, identities, constraints)):
+        columns.append(sql.SQL("count(*) FILTER (WHERE {})").format(wrong))
+        matched = sql.SQL(" FILTER (WHERE t.verifier_matched)" if plan.originals else "")
+        columns.append(sql.SQL("sum(t.{}){}").format(sql.Identifier(plan.pairs[i].target), matched)
+                       if i < len(plan.pairs) else sql.SQL("NULL::numeric"))
+    return sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(columns), relation(plan))
+
+
+OFFENDER_COLUMNS = ("row_key", "check_index", "class", "source_text", "target_text", "expected_text",
+                    "impact", "cents", "expected", "tie", "frac", "fit_half_away", "fit_half_even",
+                    "fit_truncate")
+
+
+def build_offenders_query(plan: TablePlan, rounding: str,
+                          identities: list[tuple[str, tuple[str, ...]]],
+                          constraints: list[PendingConstraint]) -> sql.Composed:
+    """Every offending (row, check), classified: the columns of ``OFFENDER_COLUMNS``, as text.
+
+    The scan keeps only rows the summary's predicates call offending, so the
+    classification runs on offenders only.
+    """
+    key: sql.Composable
+    if plan.key:
+        key = sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(
+            sql.SQL("{}, t.{}").format(sql.Literal(k), sql.Identifier(k)) for k in plan.key))
+    else:
+        key = sql.SQL("to_json(t)::text")  # no primary key: the whole row identifies it
+    rows = [_pair_row(i, plan, p, rounding) for i, p in enumerate(plan.pairs)]
+    for total, parts in identities:
+        rows.append(_identity_row(len(rows), total, parts))
+    for con in constraints:
+        rows.append(_constraint_row(len(rows), con))
+    for flag in ROW_FLAGS if plan.originals else ():
+        rows.append(_row_row(len(rows), plan, flag, rounding))
+    return sql.SQL("""SELECT {key}, v.check_index, v.class, v.source_text, v.target_text, v.expected_text,
+       v.impact::text, v.cents::text, v.expected::text, v.tie, v.frac, v.fit_half_away, v.fit_half_even,
+       v.fit_truncate
+FROM {table} AS t
+CROSS JOIN LATERAL (VALUES {values}) AS v(check_index, class, impact, cents, expected, tie, frac,
+     fit_half_away, fit_half_even, fit_truncate, source_text, target_text, expected_text)
+WHERE ({any_wrong}) AND v.class IS NOT NULL""").format(
+        key=key, table=relation(plan), values=sql.SQL(", ").join(rows),
+        any_wrong=sql.SQL(" OR ").join(_wrongs(plan, identities, constraints)))

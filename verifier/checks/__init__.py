@@ -1,1 +1,0 @@
-"""Checks that run inside PostgreSQL and return summaries, never whole tables."""

@@ -1,0 +1,159 @@
+"""Configuration: ``[tool.verifier]`` in pyproject.toml, or a verifier.toml.
+
+``load(path)`` reads the file given (``--config``), else ``verifier.toml``,
+else ``pyproject.toml`` in the current directory, else the defaults. It
+raises ``UsageError`` naming the file and the key for anything malformed.
+Identifiers in the configuration are data: they reach SQL only through
+``psycopg.sql.Identifier``, never as text. The ledger's section
+(``[tool.verifier.ledger]``) has its own module, ``ledger.py``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verifier.config.ledger import Layout
+from verifier.config.ledger import parse as parse_ledger
+from verifier.errors import UsageError
+
+ROUNDING_MODES = ("half_away_from_zero", "half_even", "truncate")
+# A rehearsal's pg_restore runs at most this long (damaged tar archives can make it loop).
+RESTORE_TIMEOUT_S = 6 * 3600.0
+# The keys of [tool.verifier] (the README documents each).
+KEYS = ("rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "migration_lock_timeout_s",
+        "restore_timeout_s", "pairs", "exclude", "identities", "ledger")
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """A configured pair: ``source`` is ``[schema.]table.column``, ``target`` a column of that table."""
+
+    schema: str
+    table: str
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """``total = part + part + ...`` in cents, on rows where every part is set."""
+
+    schema: str
+    table: str
+    total: str
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    rounding: str = "half_away_from_zero"
+    sample_rows_max: int = 5
+    statement_timeout_s: float = 600.0
+    lock_timeout_s: float = 5.0
+    # A rehearsal's migrations run on a scratch database nobody else uses: a
+    # lock wait this long means another session is in the way (exit 2).
+    migration_lock_timeout_s: float = 60.0
+    restore_timeout_s: float = RESTORE_TIMEOUT_S
+    pairs: tuple[PairConfig, ...] = ()
+    exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
+    identities: tuple[Identity, ...] = ()
+    ledger: Layout = field(default_factory=Layout)
+    source: str | None = None  # the file it came from
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        assert self.rounding in ROUNDING_MODES
+        assert 0 <= self.sample_rows_max <= 1000
+        assert min(self.statement_timeout_s, self.lock_timeout_s, self.migration_lock_timeout_s,
+                   self.restore_timeout_s) > 0
+
+    def excluded(self, schema: str, table: str, column: str | None = None) -> bool:
+        names = {table, f"{schema}.{table}"}
+        if column is not None:
+            names = {f"{n}.{column}" for n in names}
+        return bool(names & set(self.exclude))
+
+
+def _split_name(raw: str, parts: int, where: str) -> list[str]:
+    pieces = raw.split(".")
+    if len(pieces) == parts - 1:
+        pieces = ["public", *pieces]
+    if len(pieces) != parts or not all(pieces):
+        raise UsageError(f"{where}: {raw!r} should be {'[schema.]table' + '.column' * (parts - 2)}.")
+    return pieces
+
+
+def load(path: Path | None = None) -> Config:
+    """Read the configuration (see the module docstring)."""
+    if path is None:
+        for candidate in (Path("verifier.toml"), Path("pyproject.toml")):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"The config file {path} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"The config file {path} is not valid TOML: {exc}") from None
+    section = data.get("tool", {}).get("verifier") if path.name == "pyproject.toml" else data
+    if path.name == "pyproject.toml" and section is None:
+        return Config(source=str(path))
+    if not isinstance(section, dict):
+        raise UsageError(f"{path}: [tool.verifier] must be a table.")
+    return _parse(section, str(path))
+
+
+def _parse(section: dict[str, Any], where: str) -> Config:
+    unknown = sorted(set(section) - set(KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))}).")
+    rounding = section.get("rounding", "half_away_from_zero")
+    if rounding not in ROUNDING_MODES:
+        raise UsageError(f"{where}: rounding {rounding!r} is not one of {', '.join(ROUNDING_MODES)}.")
+    numbers: dict[str, Any] = {}
+    for key, low, high in (("sample_rows_max", 0, 1000), ("statement_timeout_s", 0.001, 86400.0),
+                           ("lock_timeout_s", 0.001, 3600.0),
+                           ("migration_lock_timeout_s", 0.001, 86400.0),
+                           ("restore_timeout_s", 1.0, 7 * 86400.0)):
+        if key in section:
+            value = section[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise UsageError(f"{where}: {key} must be a number from {low} to {high}.")
+            numbers[key] = int(value) if key == "sample_rows_max" else float(value)
+    pairs = []
+    for i, item in enumerate(_list_of_tables(section, "pairs", where)):
+        at = f"{where}: pairs[{i}]"
+        if set(item) != {"source", "target"} or not all(isinstance(v, str) for v in item.values()):
+            raise UsageError(f"{at} needs exactly 'source' ([schema.]table.column) and 'target' (column).")
+        schema, table, column = _split_name(item["source"], 3, at)
+        pairs.append(PairConfig(schema, table, column, item["target"]))
+    exclude = section.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(e, str) and e for e in exclude):
+        raise UsageError(f"{where}: exclude must be a list of table or table.column names.")
+    identities = []
+    for i, item in enumerate(_list_of_tables(section, "identities", where)):
+        at = f"{where}: identities[{i}]"
+        parts = item.get("parts")
+        if (set(item) != {"table", "total", "parts"} or not isinstance(item.get("total"), str)
+                or not isinstance(parts, list) or len(parts) < 2
+                or not all(isinstance(p, str) and p for p in parts)):
+            raise UsageError(f"{at} needs 'table', 'total' (column) and 'parts' (two or more columns).")
+        schema, table = _split_name(str(item["table"]), 2, at)
+        identities.append(Identity(schema, table, item["total"], tuple(parts)))
+    ledger = parse_ledger(section["ledger"], where) if "ledger" in section else Layout()
+    return Config(rounding=rounding, pairs=tuple(pairs), exclude=tuple(exclude),
+                  identities=tuple(identities), ledger=ledger, source=where, **numbers)
+
+
+def _list_of_tables(section: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = section.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise UsageError(f"{where}: {key} must be an array of tables ([[tool.verifier.{key}]]).")
+    return value

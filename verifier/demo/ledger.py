@@ -1,0 +1,257 @@
+"""The demo ledger: a clean double-entry ledger on the demo platform, and its planted defects.
+
+``build(dsn, entries, seed)`` takes an empty database to the ledger:
+the demo platform (``generate``), every project migration up to 400, and
+about ``entries`` ledger entries (``ledger_data.sql``, set-based). Every
+invariant of the audit holds in it. ``plant(dsn)`` then adds, beside the
+clean ledger and on accounts of their own, a defect for every ledger rule
+at known ids and returns them; the tests assert the audit reports exactly
+those ids under those rules.
+
+Written only to the database the caller created (a scratch or test
+database): planting lifts constraints and skips triggers
+(``session_replication_role = replica``, which needs a superuser).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.types.numeric import Int8
+
+from verifier.demo import generate
+from verifier.errors import UsageError
+from verifier.pg import conninfo
+
+ENTRIES_MIN = 1_000
+ENTRIES_MAX = 100_000_000
+DEFAULT_ENTRIES = 20_000
+PLATFORM_ROWS = 20_000  # the demo platform under the ledger: its users own the accounts
+STATEMENTS_FILE = Path(__file__).with_name("ledger_data.sql")
+
+
+@dataclass(frozen=True)
+class Built:
+    entries: int
+    journals: int
+    accounts: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class LedgerPlanted:
+    rule: str
+    table: str  # schema.table whose id the audit reports
+    id: str
+
+
+def sizes(entries: int, users: int) -> dict[str, int]:
+    """Tips and adjustments for about ``entries`` entries (deposits take ~2 per user)."""
+    if not ENTRIES_MIN <= entries <= ENTRIES_MAX:
+        raise UsageError(f"--entries must be between {ENTRIES_MIN:,} and {ENTRIES_MAX:,} (got {entries:,}).")
+    # Per tip: 3 entries, plus 2/50 for adjustments and 2/200 for their reversals.
+    tips = max(50, int((entries - 2 * users) / 3.05))
+    return {"tips": tips, "adjustments": max(4, tips // 50)}
+
+
+def build(dsn: str, entries: int = DEFAULT_ENTRIES, seed: int = generate.DEFAULT_SEED) -> Built:
+    """The demo platform, migrated through 400, with a clean ledger of about ``entries`` entries."""
+    p = generate.plan(PLATFORM_ROWS, seed)
+    counts = sizes(entries, p.users)
+    started = time.monotonic()
+    generate.generate(dsn, PLATFORM_ROWS, seed)
+    generate.apply_own_migrations(dsn, lambda f: f.version >= "300")
+    # bigint, always: psycopg sends a small int as smallint, and users + tips could overflow it.
+    values = {"seed": seed, "users": p.users, "creators": p.creators, **counts}
+    params = {k: Int8(v) for k, v in values.items()}
+    with conninfo.connect(dsn, what="demo database") as conn:
+        conn.execute("SET session_replication_role = replica")  # no per-row triggers: built consistent
+        for name, body in generate.statements(STATEMENTS_FILE):
+            conn.execute(body, None if name == "helpers" else params)
+        conn.commit()
+        conn.execute("SET session_replication_role = origin")
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")
+        row = conn.execute("SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM journals), "
+                           "(SELECT count(*) FROM accounts)").fetchone()
+    assert row is not None
+    return Built(int(row[0]), int(row[1]), int(row[2]), round(time.monotonic() - started, 3))
+
+
+class _Book:
+    """Posts hand-made journals on fresh accounts, keeping each account's running balance."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.balances: dict[int, int] = {}
+        self.planted: list[LedgerPlanted] = []
+
+    def account(self, account_type: str = "platform_cash", currency: str = "USD") -> int:
+        # A fresh owner id of its own (negative: no user has it) keeps accounts_one_per_owner happy.
+        row = self.conn.execute(
+            "INSERT INTO accounts (account_type, owner_user_id, currency, balance_cents, allow_negative) "
+            "VALUES (%s, -nextval(pg_get_serial_sequence('accounts', 'id')), %s, 0, %s) RETURNING id",
+            (account_type, currency, account_type not in ("user", "escrow"))).fetchone()
+        assert row is not None
+        self.balances[int(row[0])] = 0
+        return int(row[0])
+
+    def journal(self, *lines: tuple[int, int], currency: str = "USD", key: str | None = None,
+                reverses: int | None = None, journal_id: int | None = None,
+                before: dict[int, int] | None = None, types: dict[int, str] | None = None,
+                currencies: dict[int, str] | None = None) -> tuple[int, list[int]]:
+        """Post ``lines`` (account, amount); overrides by line index. Returns (journal, entry ids).
+
+        With ``journal_id`` given, no journal row is written (the entries are orphans).
+        """
+        if journal_id is None:
+            row = self.conn.execute(
+                "INSERT INTO journals (journal_type, description, idempotency_key, reverses_journal_id, "
+                "currency) VALUES ('plant', 'planted', %s, %s, %s) RETURNING id",
+                (key, reverses, currency)).fetchone()
+            assert row is not None
+            journal_id = int(row[0])
+        ids = []
+        for i, (account, amount) in enumerate(lines):
+            start = (before or {}).get(i, self.balances.get(account, 0))
+            row = self.conn.execute(
+                "INSERT INTO entries (journal_id, account_id, entry_type, amount_cents, currency, "
+                "balance_before_cents, balance_after_cents) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (journal_id, account, (types or {}).get(i, "debit" if amount > 0 else "credit"), amount,
+                 (currencies or {}).get(i, currency), start, start - amount)).fetchone()
+            assert row is not None
+            ids.append(int(row[0]))
+            if account in self.balances:
+                self.balances[account] = start - amount
+        return journal_id, ids
+
+    def settle(self) -> None:
+        """Every fresh account's balance = its running balance."""
+        for account, balance in self.balances.items():
+            self.conn.execute("UPDATE accounts SET balance_cents = %s WHERE id = %s", (balance, account))
+
+    def mark(self, rule: str, table: str, *ids: object) -> None:
+        self.planted += [LedgerPlanted(rule, f"public.{table}", str(i)) for i in ids]
+
+
+# Constraints of our 400 that a real platform's ledger may lack; planting
+# lifts them (and puts them back NOT VALID: existing rows are not checked).
+LIFTED = (("entries", "entries_sign_matches_type"), ("journals", "journals_idempotency_key_key"))
+
+
+def plant(dsn: str) -> list[LedgerPlanted]:
+    """Plant a defect of every ledger rule in the built demo ledger at ``dsn``; return them."""
+    with conninfo.connect(dsn, what="demo database") as conn, conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")  # no FK or journal triggers
+        lifted = []
+        for table, name in LIFTED:
+            row = conn.execute("SELECT pg_get_constraintdef(oid), contype FROM pg_constraint "
+                               "WHERE conrelid = %s::regclass AND conname = %s", (table, name)).fetchone()
+            assert row is not None, f"no constraint {name} on {table}"
+            lifted.append((table, name, str(row[0]), str(row[1])))
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(name)))
+        b = _Book(conn)
+        drifted = _plant_all(b, conn)
+        b.settle()
+        # After settling: a balance that disagrees with its account's entries.
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents + 33 WHERE id = %s", (drifted,))
+        for table, name, definition, kind in lifted:
+            if kind == "c":  # a CHECK goes back NOT VALID; the UNIQUE cannot, it stays lifted
+                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
+                    # PostgreSQL's own deparse of the constraint we just dropped.
+                    sql.Identifier(table), sql.Identifier(name), sql.SQL(definition)))  # noqa: S608
+    return b.planted
+
+
+def tamper(dsn: str) -> LedgerPlanted:
+    """Backdate one entry an earlier audit proved, keeping every arithmetic invariant: history_tampered."""
+    with conninfo.connect(dsn, what="demo database") as conn, conn.transaction():
+        row = conn.execute("UPDATE entries SET created_at = created_at - interval '30 days' "
+                           "WHERE id = (SELECT min(id) + 1000 FROM entries) RETURNING id").fetchone()
+    assert row is not None
+    return LedgerPlanted("history_tampered", "public.entries", str(row[0]))
+
+
+def _plant_all(b: _Book, conn: psycopg.Connection) -> int:
+    """Post every planted defect; return the account whose balance is to drift after settling."""
+    a, c = b.account(), b.account()
+    j1, _ = b.journal((a, 500), (c, -400))  # sums to +100
+    j2, _ = b.journal((a, -300), (c, 200))  # sums to -100: USD's trial balance stays zero
+    b.mark("journal_unbalanced", "journals", j1, j2)
+    a, c = b.account(), b.account()
+    j3, _ = b.journal((a, 250))
+    j4, _ = b.journal((c, -250))
+    b.mark("journal_too_few_entries", "journals", j3, j4)
+    usd1, eur1, usd2, eur2 = b.account(), b.account(currency="EUR"), b.account(), b.account(currency="EUR")
+    j5, _ = b.journal((usd1, 300), (eur1, -300), (usd2, -300), (eur2, 300),
+                      currencies={1: "EUR", 3: "EUR"})  # balanced per currency, but mixed
+    b.mark("journal_mixed_currency", "journals", j5)
+    a, c = b.account(), b.account()
+    _, (e_sign, _) = b.journal((a, 120), (c, -120), types={0: "credit"})
+    b.mark("entry_sign_mismatch", "entries", e_sign)
+    a, c = b.account(), b.account()
+    b.journal((a, -1000), (c, 1000))  # a: 0 -> 1000
+    _, (e_up, _) = b.journal((a, 100), (c, -100), before={0: 1050})  # starts 50 too high
+    _, (e_down, _) = b.journal((a, -100), (c, 100), before={0: 900})  # and 50 back: ends right
+    b.mark("running_balance_break", "entries", e_up, e_down)
+    drift, c = b.account("creator"), b.account()
+    b.journal((drift, -700), (c, 700))
+    b.mark("account_balance_drift", "accounts", drift)
+    user, c = b.account("user"), b.account()
+    _, (e_neg, _) = b.journal((user, 500), (c, -500))  # a user spends money it does not have
+    b.journal((user, -800), (c, 800))  # and is topped up: the balance ends positive
+    b.mark("negative_balance", "entries", e_neg)
+    eur_a, eur_c = b.account(currency="EUR"), b.account(currency="EUR")
+    j13, _ = b.journal((eur_a, 600), (eur_c, -500), currency="EUR")
+    b.mark("journal_unbalanced", "journals", j13)
+    b.mark("trial_balance_nonzero", "entries", "EUR")
+    a, c = b.account(), b.account()
+    o1, _ = b.journal((a, 200), (c, -200))
+    r1, _ = b.journal((a, -150), (c, 150), reverses=o1)  # reverses only part of it
+    o2, _ = b.journal((a, 90), (c, -90))
+    b.journal((a, -90), (c, 90), reverses=o2)
+    r2b, _ = b.journal((a, -90), (c, 90), reverses=o2)  # the same journal reversed twice
+    b.mark("reversal_mismatch", "journals", r1, r2b)
+    a, c = b.account(), b.account()
+    b.journal((a, 75), (c, -75), journal_id=-424242)  # entries of a journal that does not exist
+    _, (_, e_orphan) = b.journal((a, 60), (-5151, -60))  # an entry of an account that does not exist
+    b.mark("orphan_entry", "entries", -424242, e_orphan)
+    row = conn.execute("INSERT INTO journals (journal_type, description, currency) "
+                       "VALUES ('plant', 'no entries', 'USD') RETURNING id").fetchone()
+    assert row is not None
+    b.mark("empty_journal", "journals", row[0])
+    a, c = b.account(), b.account()
+    _, (e_snap, _) = b.journal((a, -40), (c, 40))
+    row = conn.execute("INSERT INTO ledger_snapshots (account_id, last_entry_id, balance_cents) "
+                       "VALUES (%s, %s, 41) RETURNING id", (a, e_snap)).fetchone()  # entry says 40
+    assert row is not None
+    b.mark("snapshot_mismatch", "ledger_snapshots", row[0])
+    row = conn.execute("INSERT INTO pending_transactions (idempotency_key, kind, amount_cents, status, "
+                       "expires_at) VALUES ('plant-stale', 'tip', 500, 'pending', "
+                       "'2024-01-01 00:00:00+00') RETURNING id").fetchone()
+    assert row is not None
+    b.mark("pending_stale", "pending_transactions", row[0])
+    row = conn.execute("INSERT INTO pending_transactions (idempotency_key, kind, amount_cents, status, "
+                       "expires_at) VALUES ('plant-unlinked', 'tip', 700, 'completed', "
+                       "'2100-01-01 00:00:00+00') RETURNING id").fetchone()
+    assert row is not None
+    b.mark("pending_unlinked", "pending_transactions", row[0])
+    a, c = b.account(), b.account()
+    b.journal((a, 10), (c, -10), key="plant-dup")
+    dup, _ = b.journal((a, 20), (c, -20), key="plant-dup")  # the key again, other lines
+    b.mark("idempotency_conflict", "journals", dup)
+    row = conn.execute("UPDATE users SET balance_cents = balance_cents + 13 "
+                       "WHERE id = (SELECT min(owner_user_id) FROM accounts WHERE account_type = 'user' "
+                       "AND owner_user_id > 0) RETURNING id").fetchone()
+    assert row is not None
+    account = conn.execute("SELECT id FROM accounts WHERE account_type = 'user' AND owner_user_id = %s",
+                           (row[0],)).fetchone()
+    assert account is not None
+    b.mark("reconciliation_mismatch", "accounts", account[0])
+    return drift

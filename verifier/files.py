@@ -1,0 +1,68 @@
+"""Files of a run folder, each written whole or not at all.
+
+``written_aside`` and ``write_atomic`` write text to a hidden file first
+and rename it into place (``verifier.report`` renames several together);
+``offenders_csv`` is the one streamed CSV of offending rows that the cents
+checks and the ledger audit write: to a hidden partial file while rows
+stream in, renamed to ``offenders.csv`` when the block ends well, removed
+when it does not, so no half a CSV ever sits next to a report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+OFFENDERS_NAME = "offenders.csv"
+
+
+class RowWriter(Protocol):
+    """What the checks write offending rows to: a ``csv.writer``, or anything with ``writerow``."""
+
+    def writerow(self, row: Any, /) -> Any: ...
+
+
+def written_aside(path: Path, text: str) -> Path:
+    """``text`` in a new hidden file next to ``path``, synced to disk; removed again if that fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        # Text that is not UTF-8 (a path's stray bytes, as surrogate escapes) is written escaped, not fatal.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that it is either all there or not at all."""
+    tmp = written_aside(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def offenders_csv(run_dir: Path) -> Iterator[RowWriter]:
+    """A CSV writer whose rows become ``run_dir/offenders.csv`` if the block ends without an exception.
+
+    Raises ``OSError`` when the file cannot be written (the caller's run
+    turns it into a clear error); the partial file is then gone too.
+    """
+    partial = run_dir / f".{OFFENDERS_NAME}.partial"
+    try:
+        with partial.open("w", newline="") as fh:
+            yield csv.writer(fh)
+        os.replace(partial, run_dir / OFFENDERS_NAME)
+    finally:
+        partial.unlink(missing_ok=True)  # no half a CSV next to the report

@@ -1,0 +1,104 @@
+"""How every job begins and ends: a run folder, the configuration, the verdict, the outputs.
+
+A job does::
+
+    run = new_run(command, report_dir)
+    with recorded(run):
+        config = load_config(run, path, rounding=...)
+        ...stages...
+        finish(run, strict=strict)
+    return run
+
+``recorded`` writes the outputs however the block ends (``verifier.report``):
+a run that failed early still leaves a report saying what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from verifier import __version__
+from verifier import config as config_
+from verifier.config import Config
+from verifier.errors import Interrupted, VerifierError
+from verifier.report import write_outputs
+from verifier.run import Run
+
+
+def new_run(command: str, report_dir: Path) -> Run:
+    """Create ``report_dir/<run-id>/`` for a new run and return its record.
+
+    Raises ``VerifierError`` when the folder cannot be created.
+    """
+    now = datetime.now(UTC)
+    run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    run_dir = Path(report_dir) / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise VerifierError(f"Cannot create the report folder {run_dir}: {exc.strerror}.") from None
+    run = Run(command=command, run_dir=run_dir, run_id=run_id, started_at=now)
+    run.provenance["tool_version"] = __version__
+    return run
+
+
+def load_config(run: Run, path: Path | None, *, rounding: bool) -> Config:
+    """The configuration (``verifier.config.load``), recorded in ``run``'s provenance.
+
+    The provenance names the file; with ``rounding`` (the cents jobs), the
+    rounding mode too. Raises ``UsageError`` for a malformed file.
+    """
+    config = config_.load(path)
+    if rounding:
+        run.provenance["rounding_mode"] = config.rounding
+    run.provenance["config"] = config.source
+    return config
+
+
+def finish(run: Run, *, strict: bool, count_in_error: bool = False) -> None:
+    """End ``run``: ``fail`` when a finding fails it (errors; warnings too under ``strict``), else ``pass``.
+
+    With ``count_in_error`` (a rehearsal) a failed run's error text says how many findings fail it.
+    """
+    failing = run.failing(strict=strict)
+    run.end("fail" if failing else "pass",
+            f"{len(failing)} finding(s) fail the run." if failing and count_in_error else None)
+
+
+@contextlib.contextmanager
+def recorded(run: Run) -> Iterator[Run]:
+    """End ``run`` as ``error`` if the block raises, and write its outputs either way.
+
+    The block's own exception propagates (Ctrl-C and SIGTERM as
+    ``Interrupted``, a failed file operation as ``VerifierError``) after the
+    outputs are written; when they cannot be written, ``ReportNotWritten``
+    (which names the run's own error) propagates instead.
+    """
+
+    def ended(error: VerifierError) -> VerifierError:
+        """``run`` ended by ``error``, its outputs written; ``error``, pointing at them."""
+        run.end("error", str(error))
+        write_outputs(run)
+        error.run_dir = run.run_dir
+        return error
+
+    try:
+        yield run
+    except VerifierError as exc:
+        ended(exc)
+        raise
+    except KeyboardInterrupt:
+        raise ended(Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")) from None
+    except OSError as exc:  # a file the run writes (offenders.csv) or reads: the disk, not a bug
+        where = f": {exc.filename}" if exc.filename else f" (the run writes to {run.run_dir})"
+        raise ended(VerifierError(f"A file operation failed: {exc.strerror or exc}{where}.")) from None
+    except BaseException as exc:
+        run.end("error", f"Internal error: {type(exc).__name__}: {exc}")
+        write_outputs(run)
+        raise
+    assert run.status is not None, "a run must be ended before it is recorded"
+    write_outputs(run)

@@ -1,0 +1,136 @@
+"""``verify-cents --snapshot FILE``: a snapshot restored into scratch, migrated, verified.
+
+Flow: source (the dump, inspected) -> migration plan -> scratch server ->
+restore -> inventory -> originals recorded -> migrations (traced, rule
+checks) -> cents checks on the state the migrations reached -> judgement
+-> outputs. ``rehearse_snapshot`` creates a run folder, records every
+stage, writes the outputs however the run ends, and returns the ended
+``Run`` or raises a ``VerifierError`` (after writing the outputs). It
+writes only to scratch databases it created and to the run folder.
+``verify-cents --demo`` rehearses a generated snapshot the same way
+(``verifier.jobs.demo``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from verifier import judge
+from verifier.cents import catalog, engine, originals
+from verifier.config import Config
+from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
+from verifier.migrate import plan
+from verifier.migrate.series import migrate_stage
+from verifier.paths import project_expectations_dir, project_migrations_dir
+from verifier.pg import conninfo
+from verifier.pg.snapshot import open_snapshot
+from verifier.run import Run
+from verifier.scratch import DEFAULT_SPEC, ScratchServer, provision
+from verifier.scratch.restore import restore
+from verifier.source import dump
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a rehearsal migrates (which files, how long each may run, rule checks on or off)
+    and judges (configuration file, warnings fail under ``strict``)."""
+
+    migrations_dir: Path | None = None  # None: the project's own migrations
+    migration_timeout_s: float | None = None
+    check_rules: bool = True
+    config_path: Path | None = None  # None: verifier.toml or pyproject.toml here, if any
+    strict: bool = False
+    gx: bool = False  # judge the results with the Great Expectations suites too
+    expectations: Path | None = None  # the user's own suites (implies gx)
+
+    def __post_init__(self) -> None:
+        assert self.migration_timeout_s is None or self.migration_timeout_s > 0
+
+    @property
+    def directory(self) -> Path:
+        return self.migrations_dir or project_migrations_dir()
+
+
+def suites(options: Options, *, demo: bool = False) -> list[judge.Suite] | None:
+    """The suites a rehearsal judges by (``None``: no judgement); the demo adds its own table suites."""
+    if not (options.gx or options.expectations):
+        return None
+    mine = options.expectations
+    if mine is None and demo:
+        mine = project_expectations_dir() / "demo"
+    return judge.load(mine)
+
+
+def rehearse_snapshot(
+    path: Path, *, report_dir: Path, scratch: str = DEFAULT_SPEC, keep_scratch: bool = False,
+    options: Options = Options(),
+) -> Run:
+    """Restore the dump at ``path`` into a scratch database and rehearse there."""
+    run = new_run("verify-cents --snapshot", report_dir)
+    with recorded(run):
+        config = load_config(run, options.config_path, rounding=True)
+        judging = suites(options)
+        info = inspect(run, Path(path))
+        discovery = discover(run, options)
+        with provision(scratch, keep=keep_scratch) as server:
+            record_server(run, server)
+            rehearse(run, info, server, discovery, options, config, judging)
+    return run
+
+
+def inspect(run: Run, path: Path) -> dump.DumpInfo:
+    """The "snapshot" stage: the dump at ``path`` recognised and fingerprinted, on the record."""
+    with run.stage("snapshot") as detail:
+        detail["path"] = str(path)
+        info = dump.inspect(path)
+        detail.update(format=info.format, size_bytes=info.size_bytes)
+    run.provenance.update(
+        snapshot_path=str(info.path), snapshot_sha256=info.sha256, snapshot_format=info.format,
+        snapshot_dumped_from=info.dumped_from, snapshot_dumped_by=info.dumped_by,
+    )
+    return info
+
+
+def record_server(run: Run, server: ScratchServer) -> None:
+    run.provenance.update(scratch_kind=server.kind, scratch_server_version=server.version)
+
+
+def discover(run: Run, options: Options) -> plan.Discovery:
+    """The "plan" stage: the migration files in order, each file's checksum on the record."""
+    with run.stage("plan") as detail:
+        discovery = plan.discover(options.directory)
+        detail.update(directory=str(options.directory), files=len(discovery.files),
+                      duplicates=discovery.duplicates,
+                      unnumbered=[p.name for p in discovery.unnumbered])
+    run.provenance["migrations"] = [
+        {"file": f.path.name, "version": f.version, "sha256": f.checksum} for f in discovery.files
+    ]
+    return discovery
+
+
+def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: plan.Discovery,
+             options: Options, config: Config, judging: list[judge.Suite] | None) -> None:
+    """Restore, record the originals, migrate, verify and judge in a new scratch database; end ``run``."""
+    with server.database("rehearsal") as db:
+        with run.stage("restore") as detail:
+            result = restore(info, db, timeout_s=config.restore_timeout_s)
+            detail.update(restore_s=round(result.duration_s, 3), jobs=result.jobs, tool=result.tool,
+                          database=db.name)
+        with conninfo.connect(db.dsn, what="scratch database") as conn:
+            with run.stage("inventory") as detail:
+                tables = catalog.money_tables(conn)
+                detail.update(money_tables=len(tables), money_rows=sum(t.rows for t in tables),
+                              tables={f"{t.schema}.{t.table}": t.rows for t in tables})
+            with run.stage("originals") as detail:
+                kept = originals.record(conn, config)
+                detail.update(tables=len(kept.tables), rows=kept.rows, keyless=kept.keyless)
+        migrate_stage(run, db, discovery.files, timeout_s=options.migration_timeout_s,
+                      lock_timeout_s=config.migration_lock_timeout_s, check_rules=options.check_rules)
+        migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
+        with open_snapshot(db.dsn, config) as conn:
+            engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
+                              required=not migration_failed)
+            if judging is not None:  # table suites read the state verified, in the same snapshot
+                judge.judge(run, judging, live=judge.Live(db.dsn, conn, config))
+    finish(run, strict=options.strict, count_in_error=True)

@@ -1,0 +1,215 @@
+"""What scheduled audits have proven (``--state``), and when what an audit saw is settled.
+
+``read_state`` is an audit's "state" stage: it loads the state file
+(``verifier.ledger.state``), holds its identity against this ledger's, and
+says what this audit covers (a ``Scope``: full or incremental, and the ids
+up to which history is settled now). ``advance`` is the state after the
+audit: proven history extended to what settled, the audit in its history.
+
+History is proven only once settled: an audit proves what the previous
+audit saw, once every transaction that was running then has ended
+(``settle``, ``running_bound``). So the first audit of a new state proves
+nothing and the second proves what the first saw.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from verifier.config.ledger import Layout
+from verifier.errors import UsageError
+from verifier.findings import Finding
+from verifier.ledger import history
+from verifier.ledger import invariants as inv
+from verifier.ledger import state as st
+from verifier.run import Run
+
+FULL_FROM = -(1 << 63) - 1  # below every bigint: a full audit digests every id
+TREND_RUNS_MAX = 60  # audits of the state's history a report carries (for its trend charts)
+RUNS_KEPT_MAX = 1000  # audits the state file remembers
+
+# What makes a state file this ledger's: the server, the database, the history tables' columns.
+IDENTITY_SQL = """
+SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database(),
+       (SELECT coalesce(json_object_agg(c.relname, (
+                SELECT json_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)), '{}')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = ANY(%s))::text
+"""
+# This audit's snapshot (oldest running xid, xmax, how many run) and the newest ids it sees.
+SNAPSHOT_SQL = """
+SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, (SELECT count(*) FROM pg_snapshot_xip(s)),
+       (SELECT max({entries_id}) FROM {entries}), (SELECT max({journals_id}) FROM {journals})
+FROM pg_current_snapshot() s
+"""
+# Every transaction running now holds the lock on its own xid (pg_locks shows them to every role).
+RUNNING_XIDS_SQL = """
+SELECT transactionid::text FROM pg_locks
+WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
+"""
+# The first journal beyond the proven ones that has an entry beyond the entries' watermark.
+OPEN_JOURNAL_SQL = """
+SELECT min({entries_journal}) FROM {entries} WHERE {entries_id} > {w} AND {entries_journal} > {jw}
+"""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What ``--state``, ``--full`` and ``--verify-history-share`` ask of an audit."""
+
+    state: Path | None = None
+    full: bool = False
+    history_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        assert 0 < self.history_share <= 1
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one audit covers: ``full`` or ``incremental`` (beyond the proven watermarks of
+    ``state``), and per history table the id up to which history is settled now."""
+
+    mode: str
+    state: st.State | None  # None: an audit without a state file
+    settled: dict[str, int]
+
+    def __post_init__(self) -> None:
+        assert self.mode in ("full", "incremental")
+        assert self.mode == "full" or self.state is not None
+        assert set(self.settled) == set(st.HISTORY_TABLES)
+
+    @property
+    def carried(self) -> list[st.Carried]:
+        """The offending rows of proven history that earlier audits found (an incremental audit's)."""
+        return list(self.state.carried) if self.state is not None and self.mode == "incremental" else []
+
+
+UNSCHEDULED = Scope("full", None, dict.fromkeys(st.HISTORY_TABLES, 0))
+
+
+def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Convention) -> dict[str, Any]:
+    """What makes a state file this ledger's: the server, database, tables, their columns, the convention."""
+    tables = [layout.tables[t] for t in st.HISTORY_TABLES]
+    row = conn.execute(IDENTITY_SQL, (layout.schema, tables)).fetchone()
+    assert row is not None
+    columns = json.loads(row[2])
+    return {"system_identifier": row[0], "database": row[1], "schema": layout.schema,
+            "tables": {t: layout.tables[t] for t in st.HISTORY_TABLES},
+            "columns": {t: columns.get(layout.tables[t]) for t in st.HISTORY_TABLES},
+            "convention": convention.describe(),
+            "row_hash": {t: history.row_hash_kind(conn, layout, t) for t in st.HISTORY_TABLES}}
+
+
+def check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise ``UsageError`` when the state file at ``path`` was written for another ledger."""
+    differ = [k for k in current if stored.get(k) != current[k]]
+    if differ:
+        what = "; ".join(f"{k}: {stored.get(k)} in the state, {current[k]} here" for k in differ)
+        raise UsageError(f"The state file {path} was written for another ledger ({what}).",
+                         hint="Give each ledger its own --state file. After an intended change to the "
+                              "ledger's tables, move the file away to start a new proven history "
+                              "(it is left as it is).")
+
+
+def running_bound(conn: psycopg.Connection, xmax: int) -> int:
+    """An xid above every transaction running now (``xmax``: the snapshot's, as an xid8).
+
+    A snapshot's xmax is one past the newest *completed* transaction, not
+    the next xid: a transaction that took its xid after the newest one to
+    commit is running, yet neither in the snapshot's list of running xids
+    nor below its xmax. Each running transaction holds the lock on its own
+    xid, which pg_locks shows to every role (as a 32-bit xid, placed here in
+    xmax's epoch: running xids lie within 2^31 of it).
+    """
+    bound = xmax
+    for (xid32,) in conn.execute(RUNNING_XIDS_SQL).fetchall():
+        delta = (int(xid32) - xmax) % 2**32
+        delta -= 2**32 if delta >= 2**31 else 0
+        bound = max(bound, xmax + delta + 1)
+    return bound
+
+
+def settle(proven: dict[str, int], last_seen: dict[str, int] | None, last_bound: int | None,
+           xmin: int) -> dict[str, int]:
+    """How far history is settled (no transaction can still add a row below): the new watermarks.
+
+    What the previous audit saw (``last_seen``) settles once every
+    transaction that was running then has ended: ``xmin`` (this snapshot's
+    oldest running xid) has reached ``last_bound`` (``running_bound`` of the
+    previous audit). What this audit sees settles at a later audit, never
+    at once: a transaction running now may hold ids below what it sees. So
+    the first audit of a state proves nothing, the second what the first
+    saw. (Rows added later below a watermark, by explicit ids, cached
+    sequence values, or a transaction that took sequence values and wrote
+    nothing for a whole audit, are history_tampered.)
+    """
+    if last_seen is None or last_bound is None or xmin < last_bound:
+        return dict(proven)
+    return {t: max(proven[t], last_seen[t]) for t in st.HISTORY_TABLES}
+
+
+def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
+               filled: dict[str, sql.Composable], schedule: Schedule) -> Scope:
+    """The "state" stage: what earlier audits proved, and what this audit covers.
+
+    Raises ``UsageError`` for a state file that is not one, or was written
+    for another ledger (it is left as it is).
+    """
+    assert schedule.state is not None
+    with run.stage("state") as detail:
+        before = st.load(schedule.state)
+        current = identity(conn, layout, convention)
+        if before is not None:
+            check_identity(schedule.state, before.identity, current)
+        if before is None or schedule.full or before.empty:
+            state, mode = st.new(current), "full"
+            state.runs = before.runs if before else []
+        else:
+            state, mode = before, "incremental"
+        xmin, xmax, in_progress, max_entry, max_journal = conn.execute(
+            inv.compose(SNAPSHOT_SQL, filled)).fetchone() or ()
+        seen = {"entries": int(max_entry or 0), "journals": int(max_journal or 0)}
+        # What the last audit saw settles now (also after --full: it is a fact about the ledger).
+        settled = settle(state.proven, before.seen if before else None,
+                         before.seen_xmax if before else None, int(xmin))
+        # Ids interleave across transactions: a journal below the journals' watermark may own
+        # entries above the entries' one. It is proven complete only with all of its entries.
+        open_journal = conn.execute(inv.compose(OPEN_JOURNAL_SQL, {
+            **filled, "w": sql.Literal(settled["entries"]), "jw": sql.Literal(state.proven["journals"])
+        })).fetchone()
+        if open_journal and open_journal[0] is not None:
+            settled["journals"] = max(state.proven["journals"],
+                                      min(settled["journals"], int(open_journal[0]) - 1))
+        # Saved only if the audit completes: what the next audit may settle, and when.
+        state.seen, state.seen_xmax = seen, running_bound(conn, int(xmax))
+        detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
+                      seen=seen, settled=settled, transactions_in_progress=int(in_progress),
+                      history_share=schedule.history_share)
+    return Scope(mode, state, settled)
+
+
+def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Scope,
+            carried: list[st.Carried], rehashed: int, checked_entries: int, findings: list[Finding]) -> None:
+    """The state after this audit: proven history extended to what settled, this audit in its history."""
+    for table, found in zip(st.HISTORY_TABLES, digests, strict=True):
+        history.extend(state, table, found, scope.settled[table])
+    state.carried = carried
+    state.proven_at = run.run_id
+    state.runs.append({
+        "run_id": run.run_id, "started_at": run.started_at.isoformat(), "mode": scope.mode,
+        "status": "fail" if findings else "pass", "duration_s": round(time.monotonic() - run._t0, 3),
+        "entries": scope.settled["entries"], "proven_entries": state.proven["entries"],
+        "checked_entries": checked_entries, "rehashed_chunks": rehashed,
+        "findings": len(findings), "offending_rows": sum(f.count for f in findings),
+        "cents_impact": str(sum(f.cents_impact for f in findings)),
+        "rules": sorted({f.rule for f in findings})})
+    del state.runs[:-RUNS_KEPT_MAX]

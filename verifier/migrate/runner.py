@@ -1,0 +1,471 @@
+"""The traced migration runner.
+
+``Runner(dsn)`` applies migration files to one database the way psql would
+(statements outside an explicit BEGIN ... COMMIT each run on their own),
+and traces every statement: its duration and the relation locks its
+backend holds before the transaction ends, read from ``pg_locks`` by a
+second (observer) connection so that the tracing itself takes no locks in
+the migration's transaction. Statements that cannot run in a transaction
+block (CREATE INDEX CONCURRENTLY, VACUUM, a CALL that commits) are never
+wrapped in one; for those, the observer samples the locks while they run.
+
+A failure stops the file: the open transaction is rolled back and the
+result carries file, statement number, line, excerpt, SQLSTATE, message,
+detail, hint and context. ``timeout_s`` cancels a file still running after
+that many seconds. Writes only to the database it was given.
+
+Two failures are not the migration's: a lost connection (the server went
+away, or someone ended our backend) and, with ``lock_timeout_s``, a wait
+for a lock that another session holds. Both raise ``VerifierError`` (the
+run could not verify, exit 2) instead of returning a failure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from verifier.errors import DatabaseUnreachable, VerifierError
+from verifier.migrate.plan import MigrationFile
+from verifier.migrate.sqltext import SqlSyntaxError, Statement, split_statements
+from verifier.pg import conninfo
+from verifier.pg.snapshot import configure, timeout_ms
+
+MIGRATIONS_TABLE = "schema_migrations"
+LOCK_SAMPLE_INTERVAL_S = 0.05
+EXCERPT_CHARS_MAX = 200
+
+# Relation locks of one backend, tables and materialized views only (index
+# and catalog locks follow from them and would drown the report).
+LOCKS_SQL = """
+SELECT coalesce(n.nspname || '.' || c.relname, 'oid ' || l.relation::text), l.mode
+FROM pg_locks l
+LEFT JOIN pg_class c ON c.oid = l.relation
+LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted
+  AND (c.oid IS NULL OR (c.relkind IN ('r', 'p', 'm')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema')))
+ORDER BY 1, 2
+"""
+
+# How long the backend's current transaction has run: a lock seen by a
+# sample has been held at most that long (a CALL commits per batch).
+XACT_AGE_SQL = """
+SELECT extract(epoch FROM clock_timestamp() - xact_start)::float8
+FROM pg_stat_activity WHERE pid = %s
+"""
+
+
+# pg_locks' mode names as the SQL LOCK command spells them.
+LOCK_MODE_NAMES = {
+    "AccessShareLock": "ACCESS SHARE", "RowShareLock": "ROW SHARE",
+    "RowExclusiveLock": "ROW EXCLUSIVE", "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE",
+    "ShareLock": "SHARE", "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE",
+    "ExclusiveLock": "EXCLUSIVE", "AccessExclusiveLock": "ACCESS EXCLUSIVE",
+}
+
+
+@dataclass(frozen=True)
+class StatementTrace:
+    number: int
+    line: int
+    excerpt: str
+    duration_s: float
+    locks: tuple[tuple[str, str], ...]  # (relation, mode) held when it ended
+
+    def as_json(self) -> dict[str, Any]:
+        return {"number": self.number, "line": self.line, "excerpt": self.excerpt,
+                "duration_s": round(self.duration_s, 6),
+                "locks": [{"relation": r, "mode": m} for r, m in self.locks]}
+
+
+@dataclass(frozen=True)
+class LockHeld:
+    """A lock the migration held: from the statement that took it to its transaction's end.
+
+    ``sampled`` locks were seen while a statement that commits inside (a
+    CALL) ran; their ``held_s`` is the longest transaction seen holding them.
+    """
+
+    relation: str
+    mode: str
+    held_s: float
+    from_line: int
+    sampled: bool = False
+
+    def describe(self) -> str:
+        mode = LOCK_MODE_NAMES.get(self.mode, self.mode)
+        text = f"{mode} on {self.relation} for {self.held_s:.3f} s (from line {self.from_line})"
+        return text + (", longest transaction seen holding it" if self.sampled else "")
+
+
+@dataclass(frozen=True)
+class MigrationFailure:
+    file: str
+    statement_number: int | None
+    line: int
+    excerpt: str
+    sqlstate: str | None
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+    context: str | None = None
+
+    def describe(self) -> str:
+        where = f"{self.file} line {self.line}"
+        if self.statement_number is not None:
+            where += f" (statement {self.statement_number})"
+        code = f" [{self.sqlstate}]" if self.sqlstate else ""
+        text = f"{where}{code}: {self.message}"
+        if self.detail:
+            text += f" DETAIL: {self.detail}"
+        if self.hint:
+            text += f" HINT: {self.hint}"
+        return text
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    file: MigrationFile
+    direction: str  # up | down
+    duration_s: float
+    statements: tuple[StatementTrace, ...]
+    locks: tuple[LockHeld, ...]
+    failure: MigrationFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file.path.name, "version": self.file.version, "direction": self.direction,
+            "checksum": self.file.checksum, "duration_s": round(self.duration_s, 6), "ok": self.ok,
+            "failure": None if self.failure is None else self.failure.__dict__,
+            "statements": [s.as_json() for s in self.statements],
+            "locks": [{"relation": lk.relation, "mode": lk.mode, "held_s": round(lk.held_s, 6),
+                       "from_line": lk.from_line, "sampled": lk.sampled, "text": lk.describe()}
+                      for lk in self.locks],
+        }
+
+
+@dataclass
+class _Transaction:
+    """Locks first seen in the open transaction: (relation, mode) -> (time, line)."""
+
+    first_seen: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+
+    def observe(self, locks: Sequence[tuple[str, str]], at: float, line: int) -> None:
+        for lock in locks:
+            self.first_seen.setdefault(lock, (at, line))
+
+    def close(self, at: float) -> list[LockHeld]:
+        held = [LockHeld(rel, mode, max(0.0, at - t0), line)
+                for (rel, mode), (t0, line) in self.first_seen.items()]
+        self.first_seen.clear()
+        return held
+
+
+class Runner:
+    """Apply migration files to the database at ``dsn``, with tracing.
+
+    Use as a context manager (it holds two connections). Raises
+    ``DatabaseUnreachable`` when the database cannot be reached.
+    """
+
+    def __init__(self, dsn: str, *, timeout_s: float | None = None,
+                 lock_timeout_s: float | None = None) -> None:
+        assert timeout_s is None or timeout_s > 0
+        assert lock_timeout_s is None or lock_timeout_s > 0
+        self.dsn = dsn
+        self.timeout_s = timeout_s
+        self.lock_timeout_s = lock_timeout_s
+        self.conn = conninfo.connect(dsn, autocommit=True, what="migration database")
+        try:
+            self.observer = conninfo.connect(dsn, autocommit=True, what="migration database")
+            if lock_timeout_s is not None:  # a file's own SET lock_timeout still wins
+                configure(self.conn, {"lock_timeout": timeout_ms(lock_timeout_s)})
+        except BaseException:
+            self.conn.close()
+            raise
+        self.pid = self.conn.info.backend_pid
+        self._timed_out = threading.Event()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for c in (self.conn, self.observer):
+            if not c.closed:
+                c.close()
+
+    # -- schema_migrations -------------------------------------------------
+
+    def ensure_table(self) -> None:
+        """Create schema_migrations when absent (an existing one is used as it is)."""
+        self.conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (version TEXT PRIMARY KEY, "
+                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())").format(
+                sql.Identifier(MIGRATIONS_TABLE)))
+
+    def applied(self) -> set[str]:
+        """Versions recorded in schema_migrations (created when absent)."""
+        self.ensure_table()
+        rows = self.conn.execute(
+            sql.SQL("SELECT version::text FROM {}").format(sql.Identifier(MIGRATIONS_TABLE))
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _version_is_integer(self) -> bool:
+        row = self.conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'version'", (MIGRATIONS_TABLE,)
+        ).fetchone()
+        return row is not None and row[0] in ("integer", "bigint", "smallint")
+
+    def record(self, f: MigrationFile) -> None:
+        """Mark ``f`` applied (its number where the version column is an integer)."""
+        self.ensure_table()
+        value: str | int = f.number if self._version_is_integer() else f.version
+        self.conn.execute(
+            sql.SQL("INSERT INTO {} (version) VALUES (%s) ON CONFLICT DO NOTHING").format(
+                sql.Identifier(MIGRATIONS_TABLE)), (value,))
+
+    def unrecord(self, f: MigrationFile) -> None:
+        self.ensure_table()
+        self.conn.execute(
+            sql.SQL("DELETE FROM {} WHERE version::text = ANY(%s)").format(
+                sql.Identifier(MIGRATIONS_TABLE)),
+            ([f.version, f.path.stem, str(f.number)],))
+
+    # -- applying -----------------------------------------------------------
+
+    def apply(self, f: MigrationFile, *, direction: str = "up", record: bool = True) -> MigrationResult:
+        """Run the up (or down) SQL of ``f``; record it in schema_migrations on success."""
+        assert direction in ("up", "down")
+        if direction == "up":
+            text, first_line = f.text.up, 1
+        else:
+            assert f.text.down is not None, "no down block"
+            text, first_line = f.text.down, f.text.down_first_line
+        started = time.monotonic()
+        try:
+            statements = split_statements(text, first_line=first_line)
+        except SqlSyntaxError as exc:
+            syntax = MigrationFailure(f.path.name, None, exc.line, _line_of(text, exc.line - first_line),
+                                      "42601", f"{exc.message} at column {exc.column}")
+            return MigrationResult(f, direction, 0.0, (), (), syntax)
+        timer = None
+        self._timed_out.clear()
+        if self.timeout_s is not None:
+            timer = threading.Timer(self.timeout_s, self._cancel)
+            timer.daemon = True
+            timer.start()
+        try:
+            traces, locks, failure = self._run(f, statements)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if failure is None and record:
+            if direction == "up":
+                self.record(f)
+            else:
+                self.unrecord(f)
+        return MigrationResult(f, direction, time.monotonic() - started, tuple(traces),
+                               tuple(locks), failure)
+
+    def _cancel(self) -> None:
+        self._timed_out.set()
+        cancel = getattr(self.conn, "cancel_safe", None) or self.conn.cancel
+        try:
+            cancel()
+        except psycopg.Error:
+            pass
+
+    def _locks(self) -> list[tuple[str, str]]:
+        return [(str(r), str(m)) for r, m in self.observer.execute(LOCKS_SQL, (self.pid,)).fetchall()]
+
+    def _run(self, f: MigrationFile, statements: list[Statement]
+             ) -> tuple[list[StatementTrace], list[LockHeld], MigrationFailure | None]:
+        traces: list[StatementTrace] = []
+        held: list[LockHeld] = []
+        tx = _Transaction()
+        in_block = False  # inside the file's own BEGIN ... COMMIT
+        for stmt in statements:
+            if self._timed_out.is_set():
+                return traces, held, self._timeout_failure(f, stmt, tx, held)
+            wrap = not in_block and not stmt.no_transaction and not stmt.opens_transaction
+            t0 = time.monotonic()
+            sampler = _Sampler(self) if stmt.no_transaction else None
+            try:
+                if wrap:
+                    self.conn.execute("BEGIN")
+                if sampler:
+                    sampler.start()
+                self.conn.execute(stmt.sql, prepare=False)
+            except psycopg.Error as exc:
+                if sampler:
+                    sampler.stop()
+                self._not_the_migrations(f, stmt, exc)
+                now = time.monotonic()
+                held += tx.close(now)
+                self._rollback()
+                if self._timed_out.is_set():
+                    return traces, held, self._timeout_failure(f, stmt, tx, held)
+                return traces, held, _failure(f, stmt, exc)
+            now = time.monotonic()
+            if sampler:
+                seen = sampler.stop()
+                locks = list(seen)
+                held += [LockHeld(r, m, age, stmt.line, sampled=True) for (r, m), age in seen.items()]
+            else:
+                locks = self._locks() if (in_block or wrap) else []
+                tx.observe(locks, t0, stmt.line)
+            traces.append(StatementTrace(stmt.number, stmt.line, stmt.excerpt(EXCERPT_CHARS_MAX),
+                                         now - t0, tuple(locks)))
+            if stmt.opens_transaction:
+                in_block = True
+            elif stmt.closes_transaction:
+                in_block = False
+                held += tx.close(now)
+            if wrap:
+                self.conn.execute("COMMIT")
+                held += tx.close(time.monotonic())
+        held = self._resolve_new_relations(held)
+        if in_block:
+            # A file that opens a transaction and never closes it: psql would
+            # roll it back at exit, and so do we, loudly.
+            self._rollback()
+            last = statements[-1]
+            return traces, held, MigrationFailure(
+                f.path.name, last.number, last.line, last.excerpt(EXCERPT_CHARS_MAX), None,
+                "the file ends inside a transaction block (BEGIN without COMMIT); rolled back")
+        return traces, held, None
+
+    def _resolve_new_relations(self, held: list[LockHeld]) -> list[LockHeld]:
+        """Name the relations that were created (so invisible) while they were locked."""
+        oids = {int(lk.relation[4:]) for lk in held if lk.relation.startswith("oid ")}
+        if not oids:
+            return held
+        rows = self.observer.execute(
+            "SELECT c.oid, n.nspname || '.' || c.relname, c.relkind FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY(%s)", (list(oids),)
+        ).fetchall()
+        names = {f"oid {oid}": (name, kind) for oid, name, kind in rows}
+        result = []
+        for lk in held:
+            name, kind = names.get(lk.relation, (lk.relation, "r"))
+            if kind in ("r", "p", "m"):  # new indexes and sequences follow from their tables
+                result.append(LockHeld(name, lk.mode, lk.held_s, lk.from_line, lk.sampled))
+        return result
+
+    def _not_the_migrations(self, f: MigrationFile, stmt: Statement, exc: psycopg.Error) -> None:
+        """Raise ``VerifierError`` when ``exc`` is a lost connection or our lock timeout."""
+        state = exc.sqlstate or ""
+        at = f"{f.path.name} (statement at line {stmt.line})"
+        reason = conninfo.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else state, self.dsn)
+        if self.conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            raise DatabaseUnreachable(
+                f"The connection to the migration database {conninfo.describe(self.dsn)} was lost "
+                f"while {at} ran: {reason}", target=conninfo.describe(self.dsn),
+                hint="Nothing was verified; run again when the server is up.") from None
+        if state == "55P03" and self.lock_timeout_s is not None and "lock timeout" in str(exc):
+            others = self._other_sessions()
+            raise VerifierError(
+                f"{at} waited more than {self.lock_timeout_s:g} s for a lock: another session holds "
+                f"one on the migration database {conninfo.describe(self.dsn)}"
+                + (f" ({others})" if others else "") + ".",
+                hint="Nothing else should use a scratch database during a rehearsal; if a migration "
+                     "is meant to wait, raise migration_lock_timeout_s in [tool.verifier].") from None
+
+    def _other_sessions(self) -> str:
+        """The other sessions on the database, as a short text (best effort)."""
+        try:
+            rows = self.observer.execute(
+                "SELECT pid, usename, application_name FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s) "
+                "AND backend_type = 'client backend' ORDER BY pid LIMIT 5", (self.pid,)).fetchall()
+        except psycopg.Error:
+            return ""
+        return "; ".join(f"pid {pid}, user {user}, application {app or '-'}" for pid, user, app in rows)
+
+    def _rollback(self) -> None:
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                self.conn.execute("ROLLBACK")
+            except psycopg.Error:
+                pass
+
+    def _timeout_failure(self, f: MigrationFile, stmt: Statement, tx: _Transaction,
+                         held: list[LockHeld]) -> MigrationFailure:
+        held += tx.close(time.monotonic())
+        self._rollback()
+        return MigrationFailure(
+            f.path.name, stmt.number, stmt.line, stmt.excerpt(EXCERPT_CHARS_MAX), "57014",
+            f"cancelled: the migration was still running after {self.timeout_s} s (--migration-timeout)")
+
+
+class _Sampler:
+    """Polls the migration backend's locks while a non-transactional statement runs.
+
+    ``stop()`` returns each (relation, mode) seen with the longest age of a
+    transaction seen holding it.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.seen: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        observer, pid = self.runner.observer, self.runner.pid
+        while not self._stop.is_set():
+            try:
+                # The transaction's age, read just after the locks, bounds how
+                # long each of them had been held at that moment.
+                locks = self.runner._locks()
+                row = observer.execute(XACT_AGE_SQL, (pid,)).fetchone()
+            except psycopg.Error:
+                return
+            age = float(row[0]) if row is not None and row[0] is not None else 0.0
+            for lock in locks:
+                self.seen[lock] = max(self.seen.get(lock, 0.0), age)
+            self._stop.wait(LOCK_SAMPLE_INTERVAL_S)
+
+    def stop(self) -> dict[tuple[str, str], float]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def _line_of(text: str, index0: int) -> str:
+    lines = text.splitlines()
+    return lines[index0].strip()[:EXCERPT_CHARS_MAX] if 0 <= index0 < len(lines) else ""
+
+
+def _failure(f: MigrationFile, stmt: Statement, exc: psycopg.Error) -> MigrationFailure:
+    diag = exc.diag
+    line = stmt.line
+    position = diag.statement_position
+    if position:
+        # The error's position in the statement (1-based characters) -> file line.
+        line += stmt.sql[: max(0, int(position) - 1)].count("\n")
+    return MigrationFailure(
+        file=f.path.name, statement_number=stmt.number, line=line,
+        excerpt=stmt.excerpt(EXCERPT_CHARS_MAX), sqlstate=diag.sqlstate,
+        message=(diag.message_primary or str(exc)).strip(), detail=diag.message_detail,
+        hint=diag.message_hint, context=diag.context,
+    )

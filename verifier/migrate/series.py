@@ -1,0 +1,84 @@
+"""A series of migrations applied in order: the one apply loop, and the rehearsal's "migrate" stage.
+
+``apply_files(dsn, files)`` applies migration files one after another, each
+on a ``Runner`` of its own that is closed before its result is handed back
+(so the caller may copy the database between two files), and stops after
+the first that fails. ``verifier migrations up`` and ``down``, the demo
+generators and the rehearsal all apply migrations through it.
+
+``migrate_stage`` is the rehearsal's "migrate" stage: the pending files,
+traced, and after each one the team's rules checked on copies of the
+scratch database (``rule_checks``). Writes only to the database it is given
+(and, for the rule checks, to copies of it that it drops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from verifier.errors import UsageError
+from verifier.findings import Finding
+from verifier.migrate import plan, rule_checks
+from verifier.migrate.runner import MigrationResult, Runner
+from verifier.run import Run
+from verifier.scratch.server import ScratchDatabase
+
+
+def applied(dsn: str) -> set[str]:
+    """The versions schema_migrations records in the database at ``dsn`` (created when absent)."""
+    with Runner(dsn) as runner:
+        return runner.applied()
+
+
+def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str = "up",
+                timeout_s: float | None = None, lock_timeout_s: float | None = None
+                ) -> Iterator[MigrationResult]:
+    """Apply ``files`` in order (their up SQL, or their down blocks); yield each result.
+
+    Stops after the first result that failed. Raises ``UsageError`` for a
+    file without a down block when ``direction`` is ``down`` (the files
+    before it have run), ``DatabaseUnreachable`` or ``VerifierError`` when
+    the connection is lost or a lock wait exceeds ``lock_timeout_s``.
+    """
+    assert direction in ("up", "down")
+    for f in files:
+        if direction == "down" and f.text.down is None:
+            raise UsageError(f"{f.path.name} has no -- Down Migration block to run.")
+        with Runner(dsn, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s) as runner:
+            result = runner.apply(f, direction=direction)
+        yield result
+        if result.failure is not None:
+            return
+
+
+def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile, ...], *,
+                  timeout_s: float | None, lock_timeout_s: float | None, check_rules: bool) -> None:
+    """Apply the pending ``files`` to ``db`` in order, tracing them; check the team's rules.
+
+    Adds ``migration_failed``, ``not_idempotent``, ``down_mismatch`` and
+    ``down_missing`` findings to ``run``; stops at the first failure. A lost
+    connection, or a lock wait beyond ``lock_timeout_s``, raises ``VerifierError``.
+    """
+    with run.stage("migrate") as detail:
+        done = applied(db.dsn)
+        todo = plan.pending(files, done)
+        detail.update(already_applied=sorted(done), pending=[f.path.name for f in todo],
+                      rule_checks="checked" if check_rules else "skipped (--skip-rule-checks)")
+        timeline = detail.setdefault("timeline", [])
+        # The state after one migration is the state before the next: read once.
+        before = rule_checks.fingerprint(db.dsn, with_data=False) if check_rules and todo else None
+        for result in apply_files(db.dsn, todo, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s):
+            f = result.file
+            timeline.append(result.as_json())
+            if result.failure is not None:
+                run.add(Finding("migration_failed", "error", migration=f.path.name,
+                                message=f"Migration failed: {result.failure.describe()}",
+                                detail={"failure": result.failure.__dict__}))
+                break
+            if before is not None:
+                after = rule_checks.fingerprint(db.dsn)
+                for finding in (rule_checks.check_idempotent(db, f, after, timeout_s),
+                                rule_checks.check_down(db, f, before, timeout_s)):
+                    if finding is not None:
+                        run.add(finding)
+                before = after

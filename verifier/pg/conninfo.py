@@ -1,0 +1,166 @@
+"""Connection strings: parse, redact, connect with our safety settings.
+
+Reads nothing but its arguments; ``connect`` opens a psycopg connection and
+raises ``DatabaseUnreachable`` (never psycopg's own error) when it cannot.
+Passwords never leave this module in text meant for people: ``redact`` is
+what logs, reports and messages show.
+
+Names: a ``url`` is a database the user named (the ``--db`` target, a
+``--scratch`` server, the database ``verifier migrations`` works on); a
+``dsn`` is one the verifier made or derived (a scratch database, a copy of
+it). Both are connection strings of either form, URL or ``key=value``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from urllib.parse import unquote
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from verifier.errors import DatabaseUnreachable, UsageError, VerifierError
+
+APPLICATION_NAME = "financial-migration-verifier"
+CONNECT_TIMEOUT_S = 10
+
+# A password can hide in a URL's userinfo or in a key=value pair; both are
+# masked in any text that might reach a person (error messages included).
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def parse(dsn: str) -> dict[str, str]:
+    """Return the connection parameters of ``dsn`` (a URL or key=value string).
+
+    Raises ``UsageError`` naming the (redacted) string when it does not parse.
+    """
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except (psycopg.ProgrammingError, ValueError) as exc:
+        raise UsageError(
+            f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}",
+            hint="Use a URL like postgresql://user@host:5432/dbname.",
+        ) from None
+    return {k: str(v) for k, v in params.items() if v is not None}
+
+
+_URL_AUTHORITY = re.compile(r"\s*postgres(?:ql)?://([^/?#]*)")
+SECRET_CHARS_MIN = 3  # shorter candidates would mask ordinary words and digits of a message
+
+
+def _secrets(dsn: str) -> set[str]:
+    """Every text of ``dsn`` that may be its password, as libpq reads it and as a person meant it.
+
+    A URL whose user or password holds an unescaped ``@``, ``:``, ``/`` or
+    ``?`` parses differently in libpq (the password may become the port, and
+    libpq's error message quotes it): everything after the first ``:`` of
+    the userinfo, up to the last ``@``, counts as the password too, and so
+    does each piece of it. (A query holding ``@`` may mask the host or port
+    in a message: a price paid for never showing a password.)
+    """
+    found: set[str] = set()
+    try:
+        password = pg_conninfo.conninfo_to_dict(dsn).get("password")
+    except (psycopg.Error, ValueError):
+        password = None
+    if password:
+        found.add(str(password))
+    url = _URL_AUTHORITY.match(dsn)
+    if url:
+        # The userinfo up to the authority's last @, and (an unescaped / or ? in the user or
+        # password ends the authority early) up to the last @ before the query, or at all.
+        rest = dsn[url.start(1):]
+        for span in (url.group(1), rest.split("?", 1)[0], rest):
+            userinfo = span.rsplit("@", 1)[0] if "@" in span else ""
+            if ":" in userinfo:
+                candidate = userinfo.split(":", 1)[1]
+                found.add(candidate)
+                found.update(re.split(r"[/@:?#]", candidate))  # libpq may quote a piece of it
+    found |= {unquote(s) for s in found}
+    return {s for s in found if len(s) >= SECRET_CHARS_MIN}
+
+
+def _mask(text: str, dsn: str) -> str:
+    for secret in sorted(_secrets(dsn), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``."""
+    text = _URL_PASSWORD.sub(r"\1:***@", _mask(dsn, dsn))
+    return _KV_PASSWORD.sub(r"\1***", text)
+
+
+def scrub(text: str, *dsns: str) -> str:
+    """``text`` with every password of ``dsns`` (and any URL password) masked."""
+    for dsn in dsns:
+        text = _mask(text, dsn)
+    return redact(text)
+
+
+def describe(dsn: str) -> str:
+    """A short, password-free name for a server and database: ``user@host:port/db``."""
+    try:
+        p = pg_conninfo.conninfo_to_dict(dsn)
+    except (psycopg.Error, ValueError):
+        return redact(dsn)
+    host = str(p.get("host") or "localhost")
+    port = str(p.get("port") or "5432")
+    user = str(p.get("user") or "")
+    db = str(p.get("dbname") or "")
+    return scrub(f"{user + '@' if user else ''}{host}:{port}/{db}", dsn)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """``dsn`` pointing at another database of the same server."""
+    return pg_conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> psycopg.Connection:
+    """Open a connection that names itself and cannot hang forever on connect.
+
+    Raises ``DatabaseUnreachable`` with the redacted target and the server's
+    reason when the connection fails.
+    """
+    try:
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            application_name=APPLICATION_NAME,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+    except psycopg.OperationalError as exc:
+        reason = scrub(str(exc).strip(), dsn).replace("\n", " ")
+        raise DatabaseUnreachable(
+            f"Could not connect to the {what} {describe(dsn)}: {reason}",
+            target=describe(dsn),
+            hint="Check the host, port, user, password and database name in the URL.",
+        ) from None
+    except (psycopg.ProgrammingError, ValueError) as exc:  # ValueError: a host name IDNA cannot encode
+        raise UsageError(
+            f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}"
+        ) from None
+
+
+@contextlib.contextmanager
+def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
+    """Turn a timed-out statement or a dropped connection on ``url`` into a ``VerifierError``."""
+    where = describe(url)
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
+        raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
+                            f"the statement_timeout of {statement_timeout_s} s was reached.",
+                            hint="Raise statement_timeout_s in [tool.verifier].") from None
+    except psycopg.errors.LockNotAvailable as exc:  # also an OperationalError, but not a lost connection
+        raise VerifierError(f"A statement on {where} waited longer than lock_timeout_s for a lock that "
+                            f"another session holds ({exc.diag.message_primary}).",
+                            hint="Run when no migration holds the tables, or raise lock_timeout_s in "
+                                 "[tool.verifier].") from None
+    except psycopg.OperationalError as exc:
+        raise VerifierError(f"The connection to {where} failed during the run: "
+                            f"{scrub(str(exc).strip(), url)}") from None

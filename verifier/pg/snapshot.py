@@ -1,0 +1,112 @@
+"""Sessions that read one snapshot and can write nothing, alone or as a few workers.
+
+``configure`` is the one place a session's settings are set (the timeouts
+of ``limits``, and whatever else a caller pins), before any transaction.
+``open_snapshot`` opens a connection inside one ``REPEATABLE READ, READ
+ONLY`` transaction with our statement and lock timeouts; given the id of a
+snapshot another connection exported (``export_snapshot``), it reads that
+same snapshot, as ``pg_dump -j``'s workers do. ``in_parallel`` runs jobs on
+a few such connections, all in one exported snapshot.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+
+from verifier.config import Config
+from verifier.pg import conninfo
+
+T = TypeVar("T")
+
+
+def timeout_ms(seconds: float) -> str:
+    """A timeout setting in whole milliseconds (``"1500ms"``), rounded, never below 1 (0 turns it off)."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def limits(config: Config) -> dict[str, str]:
+    """The statement and lock timeouts of a session that reads (the target, a scratch database's checks)."""
+    return {"statement_timeout": timeout_ms(config.statement_timeout_s),
+            "lock_timeout": timeout_ms(config.lock_timeout_s)}
+
+
+def configure(conn: psycopg.Connection, settings: dict[str, str]) -> None:
+    """Set each of ``settings`` for the session of ``conn`` (in autocommit, before any transaction)."""
+    for name, value in settings.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -> psycopg.Connection:
+    """A connection inside one REPEATABLE READ, READ ONLY transaction, with our timeouts.
+
+    The timeouts are set for the session before the transaction begins, so
+    that ``SET TRANSACTION SNAPSHOT`` can be its first statement. Raises
+    ``DatabaseUnreachable`` when the database cannot be reached.
+    """
+    conn = conninfo.connect(url, what="target database", autocommit=True)
+    try:
+        configure(conn, limits(config))
+        conn.autocommit = False
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        if snapshot_id is not None:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def export_snapshot(conn: psycopg.Connection) -> str:
+    """The id of ``conn``'s snapshot, for other connections to import while its transaction lasts."""
+    row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def in_parallel(jobs: list[Callable[[psycopg.Connection], T]], url: str, config: Config,
+                snapshot_id: str, workers_max: int) -> list[T]:
+    """Every job's result, in job order, on up to ``workers_max`` connections importing the snapshot.
+
+    Each connection is opened (and imports the snapshot) once; the jobs
+    take turns on them. A job that fails (or Ctrl-C) cancels the others'
+    statements and raises.
+    """
+    assert workers_max >= 1
+    workers = min(workers_max, len(jobs))
+    opened: list[psycopg.Connection] = []
+    idle: queue.SimpleQueue[psycopg.Connection] = queue.SimpleQueue()
+
+    def run_job(job: Callable[[psycopg.Connection], T]) -> T:
+        conn = idle.get()
+        try:
+            return job(conn)
+        finally:
+            idle.put(conn)
+
+    try:
+        for _ in range(workers):
+            opened.append(open_snapshot(url, config, snapshot_id=snapshot_id))
+            idle.put(opened[-1])
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(run_job, job) for job in jobs]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                # Ctrl-C or a failed job: stop the others' statements instead of waiting for them.
+                for f in futures:
+                    f.cancel()
+                for conn in opened:
+                    conn.cancel_safe()
+                raise
+    finally:
+        for conn in opened:
+            conn.close()
+    assert len(results) == len(jobs)
+    return results
