@@ -14,13 +14,13 @@ another. Each round runs, interleaved:
   same command on the small ledger (its fixed cost: start-up, catalog, report).
 
 Then the scheduled audit: ``--state --full`` (the full audit plus the
-digests of all history), 1% more entries posted through ``ledger_post``,
+digests of all history), 1% more entries posted through ``transfer_tokens``,
 and per round, from a copy of that state, the incremental audit re-hashing
 all proven history, and one re-hashing a tenth of it
 (``--verify-history-share 0.1``).
 
 Also: peak resident memory of verify-ledger on both, and how many postings
-four writers (``ledger_post``) complete per second alone and while audits run
+four writers (``transfer_tokens``) complete per second alone and while audits run
 back to back, on a copy of the small ledger's accounts in the big one.
 """
 
@@ -151,7 +151,7 @@ def main() -> None:
               f"{inc_work / work:.3f} of the full audit's work{goal}")
     print(f"peak RSS: full {max(rss['audit']) / 1024:.1f} MiB, small {max(rss['small']) / 1024:.1f} MiB, "
           f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB")
-    print(f"writers ({WRITERS}, ledger_post): {alone:.0f} postings/s alone, {under:.0f}/s while "
+    print(f"writers ({WRITERS}, transfer_tokens): {alone:.0f} postings/s alone, {under:.0f}/s while "
           f"{len(audits)} audit(s) ran ({under / alone:.2f} of alone)")
     print("audits under load: " + ("every one passed" if not failed else f"FAILED: {failed[0]}"))
 

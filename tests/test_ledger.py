@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from verifier.config.ledger import Layout
+from verifier.config.ledger import ROLES, Layout
 from verifier.demo import ledger, load
 from verifier.demo.manifest import read_manifest
 from verifier.errors import UsageError
@@ -52,7 +52,19 @@ def _planted(planted: list[ledger.LedgerPlanted]) -> dict[str, set[str]]:
     return wanted
 
 
-def _audit(dsn: str, report_dir: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+# The demo ledger's legacy wallets (its users' ids are bigints, the accounts' owners uuids, so
+# the default reconciliation of users.balance_cents cannot run there, and says so).
+DEMO_CONFIG = ('[[ledger.reconcile]]\ntable = "legacy_wallets"\nkey = "owner_id"\ncolumn = "balance_cents"\n'
+               'account_type = "user"\n')
+
+
+def _audit(dsn: str, report_dir: Path, *extra: str, config: str | None = DEMO_CONFIG
+           ) -> tuple[int, dict[str, Any], str]:
+    if config is not None and "--config" not in extra:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        path = report_dir.parent / f"{report_dir.name}.verifier.toml"
+        path.write_text(config)
+        extra = (*extra, "--config", str(path))
     result = run_cli("verify-ledger", "--db", dsn, "--report-dir", str(report_dir), *extra)
     assert "Traceback" not in result.stderr
     return result.code, run_summary(report_dir), result.stderr
@@ -83,8 +95,10 @@ def test_demo_finds_exactly_the_planted_ids(tmp_path: Path, leftovers: None) -> 
     suite = ET.parse(run / "junit.xml").getroot()
     failed = {c.get("name", "").split(":")[0] for c in suite.iter("testcase")
               if c.find("failure") is not None}
-    assert failed == {"journals", "trial", "chain", "reversals", "snapshots", "pending", "idempotency",
-                      "reconcile public.users.balance_cents", "history digests"}
+    assert failed == {"journals", "trial", "chain", "reversed", "snapshots", "pending", "idempotency",
+                      "reconcile public.legacy_wallets.balance_cents", "history digests"}
+    layout = {s["name"]: s for s in data["stages"]}["layout"]
+    assert layout["layout"] == "platform 400" and layout["roles"]["journals.reversed_by"] == "reversed_by"
     assert data["provenance"]["ledger_convention"] == (
         "balance_after = balance_before - amount; a positive amount is a debit")
 
@@ -97,6 +111,22 @@ def layout_rules() -> list[str]:
             "pending_unlinked", "idempotency_conflict", "history_tampered", "reconciliation_mismatch"]
 
 
+def test_clean_ledger_passes_with_no_configuration(clean_ledger: str, tmp_path: Path) -> None:
+    code, data, stderr = _audit(clean_ledger, tmp_path / "plain", config=None)
+    assert code == 0, stderr
+    # Every rule checked but the default reconciliation, which cannot match a bigint to a uuid: said so.
+    [unchecked] = data["findings"]
+    assert unchecked["rule"] == "ledger_rule_not_checked" and unchecked["severity"] == "warning"
+    assert "reconciliation_mismatch" in unchecked["message"] and "is uuid" in unchecked["message"]
+    layout = {s["name"]: s for s in data["stages"]}["layout"]
+    assert layout["layout"] == "platform 400"
+    assert layout["roles"]["entries.currency"] is None and layout["roles"]["accounts.owner"] == "owner_id"
+    opening = {s["name"]: s for s in data["stages"]}["opening balances"]
+    assert opening["accounts_with_opening_balance"] > 0
+    usd = opening["by_currency"]["USD"]
+    assert int(usd["opening_cents"]) > 0 and usd["opening_cents"] == usd["balances_cents"]
+
+
 def test_clean_ledger_passes(clean_ledger: str, tmp_path: Path) -> None:
     code, data, stderr = _audit(clean_ledger, tmp_path)
     assert code == 0, stderr
@@ -107,7 +137,7 @@ def test_clean_ledger_passes(clean_ledger: str, tmp_path: Path) -> None:
         entries, accounts = conn.execute("SELECT (SELECT count(*) FROM entries), "
                                          "(SELECT count(*) FROM accounts)").fetchone()  # type: ignore[misc]
     assert passes["journals"]["entries"] == entries and passes["accounts"]["accounts"] == accounts
-    assert passes["reconcile public.users.balance_cents"]["reconciled"] > 0
+    assert passes["reconcile public.legacy_wallets.balance_cents"]["reconciled"] > 0
     assert data["provenance"]["exported_snapshot"] and data["provenance"]["wal_lsn"]
 
 
@@ -139,7 +169,8 @@ def test_select_only_read_only_role_finds_the_plants_and_writes_nothing(
         conn.execute("SELECT pg_stat_force_next_flush()")
         writes_before = conn.execute(stats_sql).fetchone()
     digests_before = table_digests(copy)
-    with reader_role(copy, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")) as reader:
+    with reader_role(copy, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on"),
+                     sql.SQL("ALTER ROLE {} BYPASSRLS")) as reader:
         code, data, stderr = _audit(reader, tmp_path)
     assert code == 1, stderr
     assert _offenders(only_run(tmp_path)) == wanted
@@ -154,8 +185,7 @@ def test_select_only_read_only_role_finds_the_plants_and_writes_nothing(
 def test_opposite_sign_convention_is_detected(clean_ledger: str, make_db: Any, tmp_path: Path) -> None:
     copy = copy_db(make_db, clean_ledger)
     with psycopg.connect(copy, autocommit=True) as conn:
-        conn.execute("ALTER TABLE entries DROP CONSTRAINT entries_sign_matches_type, "
-                     "DROP CONSTRAINT entries_balance_arithmetic")
+        conn.execute("ALTER TABLE entries DROP CONSTRAINT entries_sign_matches_type")
         # Same balances, amounts negated: after = before + amount, a negative amount is a debit.
         conn.execute("UPDATE entries SET amount_cents = -amount_cents")
     code, data, stderr = _audit(copy, tmp_path)
@@ -164,7 +194,8 @@ def test_opposite_sign_convention_is_detected(clean_ledger: str, make_db: Any, t
         "balance_after = balance_before + amount; a negative amount is a debit")
     # Told the platform's convention instead, every entry breaks it.
     config = tmp_path / "verifier.toml"
-    config.write_text('[ledger]\nbalance_rule = "after_is_before_minus_amount"\npositive_is = "debit"\n')
+    config.write_text('[ledger]\nbalance_rule = "after_is_before_minus_amount"\npositive_is = "debit"\n'
+                      + DEMO_CONFIG)
     code, data, _ = _audit(copy, tmp_path / "told", "--config", str(config))
     assert code == 1
     rules = {f["rule"] for f in data["findings"]}
@@ -183,16 +214,18 @@ def test_renamed_tables_and_columns_through_the_config(clean_ledger: str, make_d
     config = tmp_path / "verifier.toml"
     config.write_text('[ledger.tables]\nentries = "ledger_entries"\n')
     code, _, stderr = _audit(copy, tmp_path / "table", "--config", str(config))
-    assert code == 2 and "has no column(s) amount_cents" in stderr
+    assert code == 2 and "has no column for entries.amount (looked for amount_cents)" in stderr
+    assert '"entries.amount" = "<your column>"' in stderr
     config.write_text('[ledger.tables]\nentries = "ledger_entries"\n'
-                      '[ledger.columns]\n"entries.amount" = "amount"\n')
+                      '[ledger.columns]\n"entries.amount" = "amount"\n' + DEMO_CONFIG)
     code, data, stderr = _audit(copy, tmp_path / "both", "--config", str(config))
     assert code == 0, stderr
     assert data["findings"] == []
 
 
 def test_role_without_select_on_the_entries(clean_ledger: str, tmp_path: Path) -> None:
-    with reader_role(clean_ledger, sql.SQL("REVOKE SELECT ON entries FROM {}")) as reader:
+    with reader_role(clean_ledger, sql.SQL("REVOKE SELECT ON entries FROM {}"),
+                     sql.SQL("ALTER ROLE {} BYPASSRLS")) as reader:
         code, data, stderr = _audit(reader, tmp_path)
     assert code == 2 and data["status"] == "error"
     assert "No permission to read the ledger" in stderr and "GRANT SELECT" in stderr
@@ -210,7 +243,9 @@ def test_statement_timeout_is_a_clear_error(clean_ledger: str, tmp_path: Path) -
 def test_database_without_a_ledger(fresh_db: str, tmp_path: Path) -> None:
     code, data, stderr = _audit(fresh_db, tmp_path)
     assert code == 2 and data["status"] == "error"
-    assert "The ledger table public.accounts (accounts) does not exist" in stderr
+    # Every missing table in one message.
+    assert "cannot be audited: the table public.accounts (accounts) does not exist" in stderr
+    assert "public.journals (journals)" in stderr and "public.entries (entries)" in stderr
 
 
 @pytest.mark.parametrize("toml, words", [
@@ -233,7 +268,17 @@ def test_bad_ledger_config_is_a_clear_error(tmp_path: Path, toml: str, words: st
 
 def test_layout_defaults_are_the_platform_400() -> None:
     assert Layout().table("snapshots") == "public.ledger_snapshots"
-    assert Layout().columns["entries"]["amount"] == "amount_cents"
+    # Detected, the platform's names first.
+    assert ROLES["entries"]["amount"][1][0] == "amount_cents" and ROLES["accounts"]["type"][1][0] == "type"
+    assert ROLES["journals"]["reversed_by"] == (False, ("reversed_by",))
+
+
+def test_row_level_security_that_hides_rows_is_exit_2(clean_ledger: str, tmp_path: Path) -> None:
+    # 400 enables row level security with no policy: a role without BYPASSRLS would see no rows at all.
+    with reader_role(clean_ledger) as reader:
+        code, data, stderr = _audit(reader, tmp_path)
+    assert code == 2 and data["status"] == "error"
+    assert "Row level security is on for public.accounts" in stderr and "BYPASSRLS" in stderr
 
 
 @pytest.fixture
@@ -243,7 +288,7 @@ def posting_ledger(clean_ledger: str, make_db: Any) -> Iterator[str]:
 
 def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
         posting_ledger: str, tmp_path: Path) -> None:
-    # Legacy balances are not updated by ledger_post: reconcile nothing here.
+    # Legacy balances are not updated by transfer_tokens: reconcile nothing here.
     config = tmp_path / "verifier.toml"
     config.write_text("[ledger]\nreconcile = []\n")
     with load.posting(posting_ledger) as posted:

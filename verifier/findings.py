@@ -99,19 +99,25 @@ REGISTRY: tuple[Rule, ...] = (
         "ledger",
         ("journal_unbalanced", "error", "a journal's entries do not sum to zero"),
         ("journal_too_few_entries", "error", "a journal has a single entry"),
-        ("journal_mixed_currency", "error", "a journal's entries are not all in the journal's currency"),
+        ("journal_mixed_currency", "error",
+         "a journal's entries are not all in one currency (the journal's, where it has one; an entry's "
+         "currency is its account's where entries carry none)"),
+        ("entry_currency_mismatch", "error",
+         "an entry carries a currency other than its account's"),
         ("empty_journal", "error", "a journal has no entries"),
         ("orphan_entry", "error", "an entry names a journal or an account that does not exist"),
         ("trial_balance_nonzero", "error", "the entries of a currency do not sum to zero"),
         ("entry_sign_mismatch", "error", "an entry's sign does not match its type (debit or credit)"),
         ("running_balance_break", "error",
-         "an entry's balance before is not its account's previous balance after, "
-         "or its balance after does not follow from before and amount"),
+         "an entry's balance before is not its account's previous balance after (an account's first "
+         "entry starts from its opening balance), or its balance after does not follow from before "
+         "and amount"),
         ("negative_balance", "error", "an account of a type that must not go negative did, at some entry"),
         ("account_balance_drift", "error",
-         "an account's balance is not its last entry's balance after (0 without entries)"),
+         "an account's balance is not its last entry's balance after"),
         ("reversal_mismatch", "error",
-         "a reversal does not exactly negate its journal, names none, or reverses it again"),
+         "a reversal does not exactly negate its journal, names none or one that does not exist, "
+         "reverses it again, or a reversal link and the reversed flag disagree"),
         ("snapshot_mismatch", "error", "a ledger snapshot's balance is not its last entry's balance after"),
         ("pending_stale", "error", "a pending transaction is still pending after it expired"),
         ("pending_unlinked", "error",
@@ -120,6 +126,9 @@ REGISTRY: tuple[Rule, ...] = (
          "an idempotency key was used by a second journal (posted twice, or reused)"),
         ("reconciliation_mismatch", "error",
          "a legacy balance column differs from its owner's ledger account"),
+        ("ledger_rule_not_checked", "warning",
+         "a ledger rule could not be checked: the ledger lacks a table or column it needs, or a "
+         "reconciliation's key does not fit (each named in the finding)"),
         ("history_tampered", "error",
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
          "or inserted among proven ids, or a proven journal gained entries"),

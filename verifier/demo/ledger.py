@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.numeric import Int8
 
+from verifier.config.ledger import Reconcile
 from verifier.demo import generate
 from verifier.errors import UsageError
 from verifier.pg import conninfo
@@ -50,12 +51,21 @@ class LedgerPlanted:
 
 
 def sizes(entries: int, users: int) -> dict[str, int]:
-    """Tips and adjustments for about ``entries`` entries (deposits take ~2 per user)."""
+    """Tips and platform fees for about ``entries`` entries (money enters as opening balances).
+
+    ``users`` is accepted for the callers' sake; the entries do not depend on it.
+    """
+    del users
     if not ENTRIES_MIN <= entries <= ENTRIES_MAX:
         raise UsageError(f"--entries must be between {ENTRIES_MIN:,} and {ENTRIES_MAX:,} (got {entries:,}).")
-    # Per tip: 3 entries, plus 2/50 for adjustments and 2/200 for their reversals.
-    tips = max(50, int((entries - 2 * users) / 3.05))
+    # Per tip: 3 entries, plus 2/50 for the platform fees and 2/200 for their refunds.
+    tips = max(50, int(entries / 3.05))
     return {"tips": tips, "adjustments": max(4, tips // 50)}
+
+
+# The demo's legacy wallet table (ledger_data.sql), reconciled with the user accounts.
+DEMO_RECONCILE = Reconcile("public", "legacy_wallets", "owner_id", "balance_cents", "user")
+PLANT_OPENING_CENTS = 10_000  # each planted account's opening balance: no balance goes negative by accident
 
 
 def build(dsn: str, entries: int = DEFAULT_ENTRIES, seed: int = generate.DEFAULT_SEED) -> Built:
@@ -70,8 +80,8 @@ def build(dsn: str, entries: int = DEFAULT_ENTRIES, seed: int = generate.DEFAULT
     params = {k: Int8(v) for k, v in values.items()}
     with conninfo.connect(dsn, what="demo database") as conn:
         conn.execute("SET session_replication_role = replica")  # no per-row triggers: built consistent
-        for name, body in generate.statements(STATEMENTS_FILE):
-            conn.execute(body, None if name == "helpers" else params)
+        for _, body in generate.statements(STATEMENTS_FILE):
+            conn.execute(body, params if "%(" in body else None)
         conn.commit()
         conn.execute("SET session_replication_role = origin")
         conn.commit()
@@ -91,44 +101,51 @@ class _Book:
         self.balances: dict[int, int] = {}
         self.planted: list[LedgerPlanted] = []
 
-    def account(self, account_type: str = "platform_cash", currency: str = "USD") -> int:
-        # A fresh owner id of its own (negative: no user has it) keeps accounts_one_per_owner happy.
+    def account(self, account_type: str = "platform", currency: str = "USD",
+                opening: int = PLANT_OPENING_CENTS) -> int:
+        """A fresh account (an owner of its own) that opens with ``opening`` cents."""
         row = self.conn.execute(
-            "INSERT INTO accounts (account_type, owner_user_id, currency, balance_cents, allow_negative) "
-            "VALUES (%s, -nextval(pg_get_serial_sequence('accounts', 'id')), %s, 0, %s) RETURNING id",
-            (account_type, currency, account_type not in ("user", "escrow"))).fetchone()
+            "INSERT INTO accounts (owner_id, type, currency, balance_cents) "
+            "VALUES (gen_random_uuid(), %s, %s, %s) RETURNING id",
+            (account_type, currency, opening)).fetchone()
         assert row is not None
-        self.balances[int(row[0])] = 0
+        self.balances[int(row[0])] = opening
         return int(row[0])
 
-    def journal(self, *lines: tuple[int, int], currency: str = "USD", key: str | None = None,
-                reverses: int | None = None, journal_id: int | None = None,
-                before: dict[int, int] | None = None, types: dict[int, str] | None = None,
-                currencies: dict[int, str] | None = None) -> tuple[int, list[int]]:
+    def journal(self, *lines: tuple[int, int], key: str | None = None, journal_id: int | None = None,
+                before: dict[int, int] | None = None, types: dict[int, str] | None = None
+                ) -> tuple[int, list[int]]:
         """Post ``lines`` (account, amount); overrides by line index. Returns (journal, entry ids).
 
         With ``journal_id`` given, no journal row is written (the entries are orphans).
         """
         if journal_id is None:
-            row = self.conn.execute(
-                "INSERT INTO journals (journal_type, description, idempotency_key, reverses_journal_id, "
-                "currency) VALUES ('plant', 'planted', %s, %s, %s) RETURNING id",
-                (key, reverses, currency)).fetchone()
-            assert row is not None
-            journal_id = int(row[0])
+            journal_id = self.bare_journal("planted", key)
         ids = []
         for i, (account, amount) in enumerate(lines):
             start = (before or {}).get(i, self.balances.get(account, 0))
             row = self.conn.execute(
-                "INSERT INTO entries (journal_id, account_id, entry_type, amount_cents, currency, "
-                "balance_before_cents, balance_after_cents) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO entries (journal_id, account_id, entry_type, amount_cents, "
+                "balance_before_cents, balance_after_cents) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
                 (journal_id, account, (types or {}).get(i, "debit" if amount > 0 else "credit"), amount,
-                 (currencies or {}).get(i, currency), start, start - amount)).fetchone()
+                 start, start - amount)).fetchone()
             assert row is not None
             ids.append(int(row[0]))
             if account in self.balances:
                 self.balances[account] = start - amount
         return journal_id, ids
+
+    def bare_journal(self, description: str, key: str | None = None) -> int:
+        row = self.conn.execute(
+            "INSERT INTO journals (ref_type, ref_id, description, idempotency_key) "
+            "VALUES ('adjustment', gen_random_uuid(), %s, %s) RETURNING id", (description, key)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def reversed_by(self, original: int, reverser: int | None, flag: bool = True) -> None:
+        """Mark ``original`` reversed, the platform's way: its link and flag."""
+        self.conn.execute("UPDATE journals SET reversed_by = %s, is_reversed = %s WHERE id = %s",
+                          (reverser, flag, original))
 
     def settle(self) -> None:
         """Every fresh account's balance = its running balance."""
@@ -180,6 +197,18 @@ def tamper(dsn: str) -> LedgerPlanted:
 
 def _plant_all(b: _Book, conn: psycopg.Connection) -> int:
     """Post every planted defect; return the account whose balance is to drift after settling."""
+    _plant_journals(b, conn)
+    _plant_chain(b)
+    drift, c = b.account("user"), b.account()
+    b.journal((drift, 700), (c, -700))
+    b.mark("account_balance_drift", "accounts", drift)
+    _plant_reversals(b)
+    _plant_side_tables(b, conn)
+    return drift
+
+
+def _plant_journals(b: _Book, conn: psycopg.Connection) -> None:
+    """Journals that do not balance, have one entry, mix currencies, or none; orphans; a key reused."""
     a, c = b.account(), b.account()
     j1, _ = b.journal((a, 500), (c, -400))  # sums to +100
     j2, _ = b.journal((a, -300), (c, 200))  # sums to -100: USD's trial balance stays zero
@@ -188,70 +217,84 @@ def _plant_all(b: _Book, conn: psycopg.Connection) -> int:
     j3, _ = b.journal((a, 250))
     j4, _ = b.journal((c, -250))
     b.mark("journal_too_few_entries", "journals", j3, j4)
-    usd1, eur1, usd2, eur2 = b.account(), b.account(currency="EUR"), b.account(), b.account(currency="EUR")
-    j5, _ = b.journal((usd1, 300), (eur1, -300), (usd2, -300), (eur2, 300),
-                      currencies={1: "EUR", 3: "EUR"})  # balanced per currency, but mixed
+    usd1, eur1 = b.account(), b.account(currency="EUR")
+    usd2, eur2 = b.account(), b.account(currency="EUR")
+    j5, _ = b.journal((usd1, 300), (eur1, -300), (usd2, -300), (eur2, 300))  # balanced per currency, mixed
     b.mark("journal_mixed_currency", "journals", j5)
-    a, c = b.account(), b.account()
-    _, (e_sign, _) = b.journal((a, 120), (c, -120), types={0: "credit"})
-    b.mark("entry_sign_mismatch", "entries", e_sign)
-    a, c = b.account(), b.account()
-    b.journal((a, -1000), (c, 1000))  # a: 0 -> 1000
-    _, (e_up, _) = b.journal((a, 100), (c, -100), before={0: 1050})  # starts 50 too high
-    _, (e_down, _) = b.journal((a, -100), (c, 100), before={0: 900})  # and 50 back: ends right
-    b.mark("running_balance_break", "entries", e_up, e_down)
-    drift, c = b.account("creator"), b.account()
-    b.journal((drift, -700), (c, 700))
-    b.mark("account_balance_drift", "accounts", drift)
-    user, c = b.account("user"), b.account()
-    _, (e_neg, _) = b.journal((user, 500), (c, -500))  # a user spends money it does not have
-    b.journal((user, -800), (c, 800))  # and is topped up: the balance ends positive
-    b.mark("negative_balance", "entries", e_neg)
     eur_a, eur_c = b.account(currency="EUR"), b.account(currency="EUR")
-    j13, _ = b.journal((eur_a, 600), (eur_c, -500), currency="EUR")
+    j13, _ = b.journal((eur_a, 600), (eur_c, -500))
     b.mark("journal_unbalanced", "journals", j13)
     b.mark("trial_balance_nonzero", "entries", "EUR")
     a, c = b.account(), b.account()
-    o1, _ = b.journal((a, 200), (c, -200))
-    r1, _ = b.journal((a, -150), (c, 150), reverses=o1)  # reverses only part of it
-    o2, _ = b.journal((a, 90), (c, -90))
-    b.journal((a, -90), (c, 90), reverses=o2)
-    r2b, _ = b.journal((a, -90), (c, 90), reverses=o2)  # the same journal reversed twice
-    b.mark("reversal_mismatch", "journals", r1, r2b)
-    a, c = b.account(), b.account()
     b.journal((a, 75), (c, -75), journal_id=-424242)  # entries of a journal that does not exist
-    _, (_, e_orphan) = b.journal((a, 60), (-5151, -60))  # an entry of an account that does not exist
-    b.mark("orphan_entry", "entries", -424242, e_orphan)
-    row = conn.execute("INSERT INTO journals (journal_type, description, currency) "
-                       "VALUES ('plant', 'no entries', 'USD') RETURNING id").fetchone()
-    assert row is not None
-    b.mark("empty_journal", "journals", row[0])
-    a, c = b.account(), b.account()
-    _, (e_snap, _) = b.journal((a, -40), (c, 40))
-    row = conn.execute("INSERT INTO ledger_snapshots (account_id, last_entry_id, balance_cents) "
-                       "VALUES (%s, %s, 41) RETURNING id", (a, e_snap)).fetchone()  # entry says 40
-    assert row is not None
-    b.mark("snapshot_mismatch", "ledger_snapshots", row[0])
-    row = conn.execute("INSERT INTO pending_transactions (idempotency_key, kind, amount_cents, status, "
-                       "expires_at) VALUES ('plant-stale', 'tip', 500, 'pending', "
-                       "'2024-01-01 00:00:00+00') RETURNING id").fetchone()
-    assert row is not None
-    b.mark("pending_stale", "pending_transactions", row[0])
-    row = conn.execute("INSERT INTO pending_transactions (idempotency_key, kind, amount_cents, status, "
-                       "expires_at) VALUES ('plant-unlinked', 'tip', 700, 'completed', "
-                       "'2100-01-01 00:00:00+00') RETURNING id").fetchone()
-    assert row is not None
-    b.mark("pending_unlinked", "pending_transactions", row[0])
+    # Entries of accounts that do not exist (their currency unknown: they balance each other).
+    _, orphans = b.journal((-5151, 60), (-5152, -60))
+    b.mark("orphan_entry", "entries", -424242, *orphans)
+    b.mark("empty_journal", "journals", b.bare_journal("no entries"))
     a, c = b.account(), b.account()
     b.journal((a, 10), (c, -10), key="plant-dup")
     dup, _ = b.journal((a, 20), (c, -20), key="plant-dup")  # the key again, other lines
     b.mark("idempotency_conflict", "journals", dup)
-    row = conn.execute("UPDATE users SET balance_cents = balance_cents + 13 "
-                       "WHERE id = (SELECT min(owner_user_id) FROM accounts WHERE account_type = 'user' "
-                       "AND owner_user_id > 0) RETURNING id").fetchone()
+    del conn
+
+
+def _plant_chain(b: _Book) -> None:
+    """An entry's sign against its type, a broken running balance, a balance below zero."""
+    a, c = b.account(), b.account()
+    _, (e_sign, _) = b.journal((a, 120), (c, -120), types={0: "credit"})
+    b.mark("entry_sign_mismatch", "entries", e_sign)
+    a, c = b.account(), b.account()
+    b.journal((a, -1000), (c, 1000))  # a: 10,000 -> 11,000
+    _, (e_up, _) = b.journal((a, 100), (c, -100), before={0: 11_050})  # starts 50 too high
+    _, (e_down, _) = b.journal((a, -100), (c, 100), before={0: 10_900})  # and 50 back: ends right
+    b.mark("running_balance_break", "entries", e_up, e_down)
+    user, c = b.account("user", opening=0), b.account()
+    _, (e_neg, _) = b.journal((user, 500), (c, -500))  # a user spends money it does not have
+    b.journal((user, -800), (c, 800))  # and is topped up: the balance ends positive
+    b.mark("negative_balance", "entries", e_neg)
+
+
+def _plant_reversals(b: _Book) -> None:
+    """Refunds the platform's way (the original names its reverser), each wrong in its own way."""
+    a, c = b.account(), b.account()
+    o1, _ = b.journal((a, 200), (c, -200))
+    r1, _ = b.journal((a, -150), (c, 150))  # refunds only part of it
+    b.reversed_by(o1, r1)
+    o2, _ = b.journal((a, 90), (c, -90))
+    r2, _ = b.journal((a, -90), (c, 90))
+    b.reversed_by(o2, r2, flag=False)  # linked, but not flagged reversed
+    o3, _ = b.journal((a, 40), (c, -40))
+    b.reversed_by(o3, None)  # flagged reversed, with no reversing journal
+    o4, _ = b.journal((a, 30), (c, -30))
+    o5, _ = b.journal((a, 30), (c, -30))
+    r4, _ = b.journal((a, -30), (c, 30))
+    b.reversed_by(o4, r4)
+    b.reversed_by(o5, r4)  # one refund named by two originals
+    b.mark("reversal_mismatch", "journals", o1, o2, o3, o5)
+
+
+def _plant_side_tables(b: _Book, conn: psycopg.Connection) -> None:
+    """A snapshot that disagrees with its entry, stale and unlinked pending transactions, a legacy wallet."""
+    a, c = b.account(), b.account()
+    _, (e_snap, _) = b.journal((a, -40), (c, 40))
+    row = conn.execute("INSERT INTO ledger_snapshots (account_id, balance_cents, entry_count, last_entry_id, "
+                       "snapshot_date) VALUES (%s, %s, 1, %s, '2025-06-01') RETURNING id",
+                       (a, PLANT_OPENING_CENTS + 41, e_snap)).fetchone()  # the entry says + 40
     assert row is not None
-    account = conn.execute("SELECT id FROM accounts WHERE account_type = 'user' AND owner_user_id = %s",
+    b.mark("snapshot_mismatch", "ledger_snapshots", row[0])
+    for key, status, expires, rule in (("plant-stale", "pending", "2024-01-01 00:00:00+00", "pending_stale"),
+                                       ("plant-unlinked", "completed", "2100-01-01 00:00:00+00",
+                                        "pending_unlinked")):
+        row = conn.execute("INSERT INTO pending_transactions (idempotency_key, transaction_type, "
+                           "amount_cents, status, expires_at) VALUES (%s, 'tip', 500, %s, %s) RETURNING id",
+                           (key, status, expires)).fetchone()
+        assert row is not None
+        b.mark(rule, "pending_transactions", row[0])
+    row = conn.execute("UPDATE legacy_wallets SET balance_cents = balance_cents + 13 "
+                       "WHERE owner_id = (SELECT owner_id FROM legacy_wallets ORDER BY owner_id LIMIT 1) "
+                       "RETURNING owner_id").fetchone()
+    assert row is not None
+    account = conn.execute("SELECT id FROM accounts WHERE type = 'user' AND owner_id = %s",
                            (row[0],)).fetchone()
     assert account is not None
     b.mark("reconciliation_mismatch", "accounts", account[0])
-    return drift

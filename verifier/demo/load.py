@@ -1,4 +1,4 @@
-"""Writers for the demo ledger: transfers posted through the ledger's own ``ledger_post``, as production does.
+"""Writers for the demo ledger: transfers posted through its own ``transfer_tokens``, as production does.
 
 For the concurrency tests and the ledger benchmark, which audit a ledger
 while it is written to. ``posting(dsn, writers)`` runs ``writers`` threads
@@ -9,7 +9,6 @@ scratch database, never a user's.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Callable, Iterator
 
@@ -17,29 +16,28 @@ import psycopg
 
 
 def post_load(dsn: str, stop: Callable[[], bool], worker: int, posted: list[int]) -> None:
-    """Post transfers through the ledger's own ``ledger_post`` until ``stop()``, as production does.
+    """Post transfers through the ledger's own ``transfer_tokens`` until ``stop()``, as production does.
 
-    Deposits (platform cash to a user) and tips (a user to a creator and the
-    platform), spread over the first users and creators by ``worker``; each
-    posting that commits adds one to ``posted[worker]``. A tip the user
-    cannot pay is refused by ledger_post (CheckViolation) and not counted.
-    For the concurrency test and the benchmark: it writes to ``dsn``.
+    Tips between the first user accounts (a user to a creator) and platform
+    fees from them to the platform account, spread by ``worker``; each
+    posting that commits adds one to ``posted[worker]``. A transfer the
+    source cannot pay is refused by ``transfer_tokens`` (CheckViolation) and
+    not counted. For the concurrency test and the benchmark: it writes to ``dsn``.
     """
     i = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
-        users = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'user' "
-                                            "AND owner_user_id > 0 ORDER BY id LIMIT 200").fetchall()]
-        creators = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE account_type = 'creator' "
-                                               "AND owner_user_id > 0 ORDER BY id LIMIT 50").fetchall()]
+        users = [r[0] for r in conn.execute("SELECT id FROM accounts WHERE type = 'user' "
+                                            "ORDER BY id LIMIT 200").fetchall()]
+        platform = conn.execute("SELECT min(id) FROM accounts WHERE type = 'platform'").fetchone()
+        assert platform is not None and users
         while not stop():
             i += 1
-            user, creator = users[(i * 7 + worker) % len(users)], creators[(i + worker) % len(creators)]
-            lines = ([{"account_id": 1, "amount_cents": 500}, {"account_id": user, "amount_cents": -500}]
-                     if i % 3 == 0 else
-                     [{"account_id": user, "amount_cents": 100}, {"account_id": creator, "amount_cents": -80},
-                      {"account_id": 2, "amount_cents": -20}])
+            source, target = users[(i * 7 + worker) % len(users)], users[(i * 3 + worker + 1) % len(users)]
+            if source == target or i % 3 == 0:
+                target = platform[0]
             try:
-                conn.execute("SELECT ledger_post('load', %s::jsonb)", (json.dumps(lines),))
+                conn.execute("SELECT transfer_tokens(%s, %s, %s, 'tip', gen_random_uuid())",
+                             (source, target, 100 if i % 3 else 20))
             except psycopg.errors.CheckViolation:
                 continue
             posted[worker] += 1

@@ -14,6 +14,7 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+from verifier.config.ledger import Layout
 from verifier.demo import generate, plant
 from verifier.demo import ledger as demo_ledger
 from verifier.demo.manifest import write_manifest
@@ -93,6 +94,9 @@ def ledger_demo(*, report_dir: Path, entries: int = demo_ledger.DEFAULT_ENTRIES,
     run = new_run("verify-ledger --demo", report_dir)
     with recorded(run):
         config = load_config(run, config_path, rounding=False)
+        if config.ledger.reconcile == Layout().reconcile:  # not configured: the demo's legacy wallets
+            config = dataclasses.replace(config, ledger=dataclasses.replace(
+                config.ledger, reconcile=(demo_ledger.DEMO_RECONCILE,)))
         with provision("embedded") as server, server.database("ledger_demo") as db:
             with run.stage("generate") as detail:
                 built = demo_ledger.build(db.dsn, entries, seed)

@@ -30,6 +30,7 @@ adds findings to ``run``; it never writes to the database.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from verifier.config import Config
-from verifier.config.ledger import Layout, Reconcile
+from verifier.config.ledger import Layout
 from verifier.errors import VerifierError
 from verifier.files import offenders_csv
 from verifier.findings import Finding, rule
@@ -49,7 +50,7 @@ from verifier.ledger import history, proven
 from verifier.ledger import invariants as inv
 from verifier.ledger import state as st
 from verifier.ledger.convention import detect_convention
-from verifier.ledger.layout import check_exists
+from verifier.ledger.layout import Detection, detect
 from verifier.ledger.proven import Schedule, Scope
 from verifier.pg import conninfo
 from verifier.pg.snapshot import export_snapshot, in_parallel
@@ -58,6 +59,7 @@ from verifier.run import Run
 __all__ = ["Schedule", "audit"]
 
 OFFENDERS_HEADER = ("rule", "table", "id", "cents_impact", "detail")
+CURRENCIES_MAX = 200  # distinct account currencies the per-currency figures are read for
 # A pass to run: its SQL and the placeholders that fill it.
 Planned = tuple[inv.Pass, dict[str, sql.Composable]]
 
@@ -179,15 +181,18 @@ def audit(run: Run, conn: psycopg.Connection, url: str, config: Config,
 
 
 def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedule: Schedule) -> None:
-    layout = config.ledger
-    reconciles, convention = _layout_stage(run, conn, layout)
-    filled = inv.names(layout, convention)
-    scope = (proven.read_state(run, conn, layout, convention, filled, schedule)
+    layout, detection, convention, currencies = _layout_stage(run, conn, config.ledger)
+    config = dataclasses.replace(config, ledger=layout)
+    filled = inv.names(layout, convention, currencies)
+    scope = (proven.read_state(run, conn, layout, convention, filled, schedule, detection.mutable)
              if schedule.state is not None else proven.UNSCHEDULED)
-    passes = _plan_passes(scope, layout, convention, filled, reconciles)
+    passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
     rehash = _plan_rehash(scope, schedule)
-    results, digests = _audit_stage(run, conn, url, config, scope, passes, rehash)
+    results, digests = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
     findings, carried, tampered = _offenders_stage(run, conn, config, scope, passes, results, digests, rehash)
+    _opening_stage(run, scope, results)
+    if not_checked:
+        findings.append(_not_checked_finding(not_checked))
     run.add(*findings)
     if scope.state is not None and schedule.state is not None:
         with run.stage("state saved") as detail:
@@ -202,30 +207,89 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
         run.provenance["ledger_history"] = scope.state.runs[-proven.TREND_RUNS_MAX:]
 
 
-def _layout_stage(run: Run, conn: psycopg.Connection, layout: Layout
-                  ) -> tuple[list[Reconcile], inv.Convention]:
-    """The "layout" stage: the ledger's tables and columns exist; its sign convention."""
+def _layout_stage(run: Run, conn: psycopg.Connection, configured: Layout
+                  ) -> tuple[Layout, Detection, inv.Convention, tuple[str, ...]]:
+    """The "layout" stage: the ledger's layout detected from the catalog; its sign convention."""
     with run.stage("layout") as detail:
-        reconciles = check_exists(conn, layout)
+        layout, detection = detect(conn, configured)
         convention, evidence = detect_convention(conn, layout)
-        detail.update(schema=layout.schema, tables=layout.tables, convention=convention.describe(),
-                      evidence=evidence, reconcile=[f"{r.schema}.{r.table}.{r.column}" for r in reconciles],
-                      non_negative_account_types=list(layout.non_negative_account_types))
+        currencies = _currencies(conn, layout)
+        detail.update(layout=detection.name, schema=layout.schema,
+                      tables={t: n or None for t, n in layout.tables.items()}, roles=detection.roles,
+                      convention=convention.describe(), evidence=evidence, currencies=list(currencies),
+                      reconcile=[f"{r.schema}.{r.table}.{r.column}" for r in detection.reconciles],
+                      reconcile_skipped=[{"reconcile": f"{r.schema}.{r.table}.{r.column}", "why": why}
+                                         for r, why in detection.skipped],
+                      non_negative_account_types=list(layout.non_negative_account_types or ()),
+                      debit_normal_account_types=list(layout.debit_normal_account_types),
+                      history_leaves_out=detection.mutable)
         run.provenance["ledger_convention"] = convention.describe()
-    return reconciles, convention
+        run.provenance["ledger_layout"] = detection.name
+    return layout, detection, convention, currencies
 
 
-def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, filled: dict[str, sql.Composable],
-                 reconciles: list[Reconcile]) -> list[Planned]:
-    """The passes this audit runs: every pass in full, or only what lies beyond the watermarks."""
+def _currencies(conn: psycopg.Connection, layout: Layout) -> tuple[str, ...]:
+    """The accounts' currencies (at most ``CURRENCIES_MAX``), for the per-currency figures."""
+    currency = sql.Identifier(layout.column("accounts", "currency"))
+    query = sql.SQL("SELECT DISTINCT {}::text FROM {} WHERE {} IS NOT NULL ORDER BY 1 LIMIT {}").format(
+        currency, sql.Identifier(layout.schema, layout.tables["accounts"]), currency,
+        sql.Literal(CURRENCIES_MAX + 1))
+    found = tuple(str(c) for (c,) in conn.execute(query).fetchall())
+    if len(found) > CURRENCIES_MAX:
+        raise VerifierError(f"The ledger's accounts hold more than {CURRENCIES_MAX} currencies: this is "
+                            "not a currency column the audit can read.",
+                            hint="Name the accounts' currency column in [tool.verifier.ledger.columns] "
+                                 '("accounts.currency").')
+    return found
+
+
+def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, currencies: tuple[str, ...],
+                 filled: dict[str, sql.Composable], detection: Detection
+                 ) -> tuple[list[Planned], list[tuple[str, str]]]:
+    """The passes this audit runs (every pass in full, or only what lies beyond the watermarks),
+    and the rules it cannot check, with why."""
+    runnable, not_checked = inv.plan(layout, scope.mode == "incremental")
     if scope.mode == "incremental":
         assert scope.state is not None
         placeholders = inv.incremental(filled, scope.state.proven["entries"], scope.state.proven["journals"],
                                        scope.state.trial)
-        passes = [(p, placeholders) for p in inv.INC_PASSES]
+        passes = [(p, placeholders) for p in runnable]
     else:
-        passes = [(p, filled) for p in inv.PASSES]
-    return passes + [(inv.reconcile_pass(r), inv.names(layout, convention, r)) for r in reconciles]
+        passes = [(p, filled) for p in runnable]
+    not_checked += [("reconciliation_mismatch", f"{r.schema}.{r.table}.{r.column}: {why}")
+                    for r, why in detection.skipped]
+    return passes + [(inv.reconcile_pass(r), inv.names(layout, convention, currencies, r))
+                     for r in detection.reconciles], not_checked
+
+
+def _opening_stage(run: Run, scope: Scope, results: list[PassResult]) -> None:
+    """The opening balances, stated per currency, and the trial balance arithmetic that includes them."""
+    totals = {r.name: r.totals for r in results}
+    chain, accounts = totals.get("chain", {}), totals.get("accounts", {})
+    by_currency: dict[str, dict[str, Any]] = {}
+    for currency, first in chain.get("opening_by_currency", {}).items():
+        idle = Decimal(accounts.get("opening_without_entries_by_currency", {}).get(currency, "0"))
+        by_currency[currency] = {"opening_cents": str(Decimal(first) + idle)}
+    for currency, balance in accounts.get("balances_by_currency", {}).items():
+        by_currency.setdefault(currency, {"opening_cents": "0"})["balances_cents"] = balance
+    with run.stage("opening balances") as detail:
+        detail.update(
+            scope="every account" if scope.mode == "full" else "accounts whose first entry is new since the "
+                                                               "last audit, and accounts without entries",
+            accounts_with_opening_balance=chain.get("accounts_with_opening_balance", 0)
+            + accounts.get("accounts_without_entries_holding_money", 0),
+            by_currency=by_currency)
+
+
+def _not_checked_finding(not_checked: list[tuple[str, str]]) -> Finding:
+    rules = sorted({r for r, _ in not_checked})
+    return Finding(
+        rule="ledger_rule_not_checked", severity="warning", table=None, count=len(rules), cents_impact=0,
+        sample=tuple({"id": r, "cents_impact": 0, "detail": why} for r, why in not_checked),
+        message=f"{len(rules)} ledger rule(s) not checked: "
+                + "; ".join(f"{r} ({why})" for r, why in not_checked)
+                + f" ({rule('ledger_rule_not_checked').meaning})",
+        detail={"check": "layout", "rules": rules})
 
 
 def _plan_rehash(scope: Scope, schedule: Schedule) -> dict[str, list[tuple[int, int]]]:
@@ -238,8 +302,8 @@ def _plan_rehash(scope: Scope, schedule: Schedule) -> dict[str, list[tuple[int, 
 
 
 def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, scope: Scope,
-                 passes: list[Planned], rehash: dict[str, list[tuple[int, int]]]
-                 ) -> tuple[list[PassResult], list[history.Digests]]:
+                 passes: list[Planned], rehash: dict[str, list[tuple[int, int]]], detection: Detection,
+                 filled: dict[str, sql.Composable]) -> tuple[list[PassResult], list[history.Digests]]:
     """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot."""
     jobs: list[Callable[[psycopg.Connection], Any]] = [
         functools.partial(_summary, p=p, filled=f) for p, f in passes]
@@ -247,6 +311,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         for table in st.HISTORY_TABLES:
             old = scope.state.proven[table] if scope.mode == "incremental" else proven.FULL_FROM
             jobs.append(functools.partial(history.digest, layout=config.ledger, table=table,
+                                          leave_out=detection.mutable[table], filled=filled,
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
                                           chunks=rehash[table], old=old, new=scope.settled[table]))
     snapshot_id = export_snapshot(conn)

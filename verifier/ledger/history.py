@@ -47,14 +47,24 @@ FROM (SELECT r.{id} AS id, {row_hash} AS h, {amount} AS amount FROM {table} r WH
 GROUP BY 1, 2
 """
 TRIAL_SQL = """
-SELECT {currency}::text, sum({amount}) FROM {table} WHERE {id} > {old} AND {id} <= {new} GROUP BY 1
+SELECT {entry_currency}, sum(e.{entries_amount}) FROM {entries} e {currency_join}
+WHERE e.{entries_seq} > {old} AND e.{entries_seq} <= {new} GROUP BY 1
+"""
+# A table's columns in order, for a digest that leaves some out.
+COLUMN_NAMES_SQL = """
+SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
+ORDER BY attnum
 """
 # Column types of a table without a default hash operator class (their rows are hashed as text).
 UNHASHABLE_SQL = """
 SELECT count(*) FROM pg_attribute a
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
   AND NOT EXISTS (SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
-                  WHERE m.amname = 'hash' AND o.opcdefault AND o.opcintype = a.atttypid)
+                  WHERE m.amname = 'hash' AND o.opcdefault
+                    AND (o.opcintype = a.atttypid
+                         OR (o.opcintype = 'anyenum'::regtype
+                             AND EXISTS (SELECT 1 FROM pg_type t
+                                         WHERE t.oid = a.atttypid AND t.typtype = 'e'))))
 """
 
 
@@ -115,10 +125,16 @@ def plan_rehash(state: State, table: str, share: float) -> list[tuple[int, int]]
 
 
 def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
-           chunks: list[tuple[int, int]], old: int, new: int) -> Digests:
+           chunks: list[tuple[int, int]], old: int, new: int, leave_out: list[str] | None = None,
+           filled: dict[str, sql.Composable] | None = None) -> Digests:
     """Digests of ``table``'s rows per chunk: of the ``chunks`` ranges (ids up to ``old``), and of
-    the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance)."""
-    ident = sql.Identifier(layout.columns[table]["id"])
+    the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance).
+
+    Ids are the table's order: ``entries.seq``, ``journals.id``. A row's hash covers every column
+    but those of ``leave_out`` (columns that legitimately change after posting). ``filled``: the
+    audit's placeholders (``verifier.ledger.invariants.names``), for the trial sums.
+    """
+    ident = sql.Identifier(layout.column(table, "seq" if table == "entries" else "id"))
     col = sql.SQL("r.{}").format(ident)
     ranges = [sql.SQL("{} BETWEEN {} AND {}").format(col, sql.Literal(chunk_range(a)[0]),
                                                      sql.Literal(min(chunk_range(b)[1], old)))
@@ -128,11 +144,17 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
     found = Digests({}, {}, {})
     if not ranges:
         return found
-    entries = layout.columns["entries"]
-    amount = sql.SQL("r.{}").format(sql.Identifier(entries["amount"])) if table == "entries" else sql.SQL("0")
-    row_hash = (sql.SQL("hash_record_extended(r, {})") if kind == "record"
-                else sql.SQL("hashtextextended(r::text, {})")).format(sql.Literal(seed))
+    amount = (sql.SQL("r.{}").format(sql.Identifier(layout.column("entries", "amount"))) if table == "entries"
+              else sql.SQL("0"))
     name = sql.Identifier(layout.schema, layout.tables[table])
+    row: sql.Composable = sql.SQL("r")
+    if leave_out:
+        kept = [str(c) for (c,) in conn.execute(COLUMN_NAMES_SQL, (name.as_string(conn),)).fetchall()
+                if c not in leave_out]
+        row = sql.SQL("ROW({})").format(
+            sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in kept))
+    row_hash = (sql.SQL("hash_record_extended({}, {})") if kind == "record"
+                else sql.SQL("hashtextextended({}::text, {})")).format(row, sql.Literal(seed))
     query = sql.SQL(DIGEST_SQL).format(
         bits=sql.Literal(CHUNK_BITS), old=sql.Literal(old), id=ident, row_hash=row_hash, amount=amount,
         p=sql.Literal(P), table=name,
@@ -141,9 +163,9 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         into = found.beyond if is_beyond else found.rehashed
         into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
     if table == "entries" and new > old:
+        assert filled is not None
         for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
-                currency=sql.Identifier(entries["currency"]), amount=sql.Identifier(entries["amount"]),
-                table=name, id=ident, old=sql.Literal(old), new=sql.Literal(new))):
+                **filled, old=sql.Literal(old), new=sql.Literal(new))):  # noqa: S608 (constant text)
             found.trial[currency] = Decimal(total)
     return found
 

@@ -80,19 +80,22 @@ def _fill(template: str, **parts: str) -> str:
 # Per journal: its entries aggregated. A full audit reads every entry; an
 # incremental one the entries beyond the watermark and those of new journals
 # (an old, proven journal that gained entries is history_tampered).
+# An entry's currency is {entry_currency}: its own column, or (where entries
+# carry none) its account's, through {currency_join}. A journal's currency
+# is {journal_currency} (NULL where journals carry none).
 _JOURNALS_GROUPED = """
     SELECT g.journal_id, g.n, g.total, g.moved, g.cur_min, g.cur_max, g.max_entry,
-           j.{journals_id} AS j_id, j.{journals_currency}::text AS j_currency, <<proven>> AS j_proven
-    FROM (SELECT {entries_journal} AS journal_id, count(*) AS n, sum({entries_amount}) AS total,
-                 sum({entries_amount}) FILTER (WHERE {entries_amount} > 0) AS moved,
-                 min({entries_currency}::text COLLATE "C") AS cur_min,
-                 max({entries_currency}::text COLLATE "C") AS cur_max, max({entries_id}) AS max_entry
-          FROM {entries} WHERE <<entries>> GROUP BY {entries_journal}) g
-    <<join>> (SELECT * FROM {journals} WHERE <<journals>>) j ON j.{journals_id} = g.journal_id
+           j.{journals_id} AS j_id, {journal_currency} AS j_currency, <<proven>> AS j_proven
+    FROM (SELECT e.{entries_journal} AS journal_id, count(*) AS n, sum(e.{entries_amount}) AS total,
+                 sum(e.{entries_amount}) FILTER (WHERE e.{entries_amount} > 0) AS moved,
+                 min({entry_currency} COLLATE "C") AS cur_min,
+                 max({entry_currency} COLLATE "C") AS cur_max, max(e.{entries_seq}) AS max_entry
+          FROM {entries} e {currency_join} WHERE <<entries>> GROUP BY e.{entries_journal}) g
+    <<join>> (SELECT * FROM {journals} jj WHERE <<journals>>) j ON j.{journals_id} = g.journal_id
     """
 _NEW_EMPTY_JOURNALS = """
     UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, j.{journals_id}, j.{journals_currency}::text, false
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, j.{journals_id}, {journal_currency}, false
     FROM {journals} j WHERE j.{journals_id} > {jw}
       AND NOT EXISTS (SELECT 1 FROM {entries} e WHERE e.{entries_journal} = j.{journals_id})
     """
@@ -110,9 +113,11 @@ JOURNALS = Pass(
              scope=("journals", "x.j_id")),
         Rule("journal_mixed_currency", "journals",
              _JOURNAL_OK + "x.j_id IS NOT NULL AND x.n IS NOT NULL "
-             "AND (x.cur_min <> x.cur_max OR x.cur_min IS DISTINCT FROM x.j_currency)",
+             "AND (x.cur_min <> x.cur_max "
+             "OR ({has_journal_currency} AND x.cur_min IS DISTINCT FROM x.j_currency))",
              "x.journal_id",
-             detail="'journal in ' || coalesce(x.j_currency, 'NULL') || ', entries in ' || x.cur_min "
+             detail="CASE WHEN {has_journal_currency} THEN 'journal in ' || coalesce(x.j_currency, 'NULL') "
+                    "|| ', ' ELSE '' END || 'entries in ' || coalesce(x.cur_min, 'NULL') "
                     "|| CASE WHEN x.cur_min <> x.cur_max THEN '..' || x.cur_max ELSE '' END",
              scope=("journals", "x.j_id")),
         Rule("empty_journal", "journals", "x.n IS NULL", "x.j_id", scope=("journals", "x.j_id")),
@@ -130,7 +135,7 @@ JOURNALS = Pass(
 )
 INC_JOURNALS = replace(JOURNALS, source=_fill(
     _JOURNALS_GROUPED, proven="j.{journals_id} <= {jw}",
-    entries="{entries_id} > {w} OR {entries_journal} > {jw}", join="LEFT JOIN", journals="true")
+    entries="e.{entries_seq} > {w} OR e.{entries_journal} > {jw}", join="LEFT JOIN", journals="true")
     + _NEW_EMPTY_JOURNALS)
 
 # Per currency, every entry of the ledger: few groups, so PostgreSQL's own
@@ -138,8 +143,8 @@ INC_JOURNALS = replace(JOURNALS, source=_fill(
 TRIAL = Pass(
     "trial",
     """
-    SELECT {entries_currency}::text AS currency, sum({entries_amount}) AS total
-    FROM {entries} GROUP BY 1
+    SELECT {entry_currency} AS currency, sum(e.{entries_amount}) AS total
+    FROM {entries} e {currency_join} GROUP BY 1
     """,
     (
         Rule("trial_balance_nonzero", "entries", "x.total <> 0", "coalesce(x.currency, 'NULL')",
@@ -155,8 +160,8 @@ TRIAL = Pass(
 # currency ({carried}: from the state file).
 INC_TRIAL = replace(TRIAL, source="""
     SELECT currency, sum(total) AS total
-    FROM (SELECT {entries_currency}::text AS currency, sum({entries_amount})::numeric AS total
-          FROM {entries} WHERE {entries_id} > {w} GROUP BY 1
+    FROM (SELECT {entry_currency} AS currency, sum(e.{entries_amount})::numeric AS total
+          FROM {entries} e {currency_join} WHERE e.{entries_seq} > {w} GROUP BY 1
           UNION ALL SELECT * FROM {carried}) u
     GROUP BY 1
     """)
@@ -166,108 +171,127 @@ INC_TRIAL = replace(TRIAL, source="""
 _SAFE = ("x.before BETWEEN -4611686018427387904 AND 4611686018427387903 "
          "AND x.amount BETWEEN -4611686018427387904 AND 4611686018427387903")
 
-# The window reads the entries alone, in (account, id) order (the index of
-# our 400 gives it); the accounts join afterwards. An account's balance is
-# held against its last entry's balance after: the chain (every before is
-# the previous after, every after follows from before and amount, the first
-# before is 0) makes that the sum of its amounts, and a break in the chain
-# is reported where it happens.
+# The window reads the entries alone, in (account, seq) order; the accounts
+# join afterwards. An account's first entry starts from its opening balance
+# (its balance before; money enters a ledger whose balances never go below
+# zero only so); every later entry's before must be the previous after, and
+# every after follow from before and amount, in the account's direction
+# ({direction}: -1 for after = before - amount; the opposite for the
+# debit-normal account types). An account's balance is held against its
+# last entry's balance after; a break in the chain is reported where it
+# happens.
 _CHAIN = """
     SELECT w.*, a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type,
-           a.{accounts_balance} AS a_balance
-    FROM (SELECT e.{entries_id} AS id, e.{entries_account} AS account_id,
-                 e.{entries_type}::text AS entry_type,
+           a.{accounts_balance} AS a_balance, a.{accounts_currency}::text AS a_currency,
+           CASE WHEN a.{accounts_type}::text = ANY({debit_normal}) THEN -{direction}
+                ELSE {direction} END AS dir
+    FROM (SELECT e.{entries_id}::text AS id, e.{entries_seq} AS seq, e.{entries_account} AS account_id,
+                 e.{entries_type}::text AS entry_type, {own_currency} AS e_currency,
                  e.{entries_amount} AS amount, e.{entries_before} AS before, e.{entries_after} AS after,
                  <<prev_after>> AS prev_after,
-                 lead(e.{entries_id}) OVER w IS NULL AS is_last
+                 lead(e.{entries_seq}) OVER w IS NULL AS is_last
           FROM {entries} e WHERE <<entries>>
-          WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_id})) w
+          WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_seq})) w
     LEFT JOIN {accounts} a ON a.{accounts_id} = w.account_id
     """
+_BREAK = ("x.before IS NULL OR (x.prev_after IS NOT NULL AND x.before <> x.prev_after) OR CASE WHEN "
+          + _SAFE + " THEN x.after IS DISTINCT FROM x.before + x.dir * x.amount"
+          " ELSE x.after::numeric IS DISTINCT FROM x.before::numeric + x.dir * x.amount::numeric END")
+_CHAIN_RULES = (
+    Rule("entry_sign_mismatch", "entries",
+         "NOT coalesce((x.entry_type = {debit} AND sign(x.amount) = {debit_sign}) "
+         "OR (x.entry_type = {credit} AND sign(x.amount) = -{debit_sign}), false)",
+         "x.id", detail="coalesce(x.entry_type, 'NULL') || ' of ' || x.amount || ' cents'",
+         scope=("entries", "x.seq")),
+    Rule("running_balance_break", "entries", _BREAK, "x.id",
+         impact="CASE WHEN x.prev_after IS NOT NULL AND x.before IS DISTINCT FROM x.prev_after "
+                "THEN x.before::numeric - x.prev_after "
+                "ELSE x.after::numeric - (x.before::numeric + x.dir * x.amount::numeric) END",
+         detail="CASE WHEN x.prev_after IS NOT NULL AND x.before IS DISTINCT FROM x.prev_after "
+                "THEN 'before ' || coalesce(x.before::text, 'NULL') || ', previous after ' || x.prev_after "
+                "ELSE 'after ' || coalesce(x.after::text, 'NULL') || ' from before ' "
+                "|| coalesce(x.before::text, 'NULL') || ' and amount ' || x.amount END",
+         scope=("entries", "x.seq")),
+    Rule("negative_balance", "entries",
+         "x.after < 0 AND x.a_id IS NOT NULL AND ({all_non_negative} OR x.a_type = ANY({non_negative}))",
+         "x.id", impact="x.after",
+         detail="x.a_type || ' account ' || x.account_id || ' at ' || x.after || ' cents'",
+         scope=("entries", "x.seq")),
+    Rule("orphan_entry", "entries", "x.a_id IS NULL", "x.id", impact="abs(x.amount::numeric)",
+         detail="'account ' || coalesce(x.account_id::text, 'NULL') || ' does not exist'",
+         scope=("entries", "x.seq")),
+    Rule("account_balance_drift", "accounts",
+         "x.is_last AND x.a_id IS NOT NULL AND x.a_balance IS DISTINCT FROM x.after",
+         "x.a_id", impact="x.a_balance::numeric - x.after", group="x.a_type",
+         detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', its last entry says ' "
+                "|| x.after"),
+)
+# Only where entries carry a currency of their own.
+ENTRY_CURRENCY = Rule(
+    "entry_currency_mismatch", "entries",
+    "x.a_id IS NOT NULL AND x.e_currency IS DISTINCT FROM x.a_currency", "x.id",
+    impact="abs(x.amount::numeric)",
+    detail="'entry in ' || coalesce(x.e_currency, 'NULL') || ', account ' || x.account_id || ' in ' "
+           "|| coalesce(x.a_currency, 'NULL')", scope=("entries", "x.seq"))
 CHAIN = Pass(
     "chain",
     _fill(_CHAIN, prev_after="lag(e.{entries_after}) OVER w", entries="true"),
-    (
-        Rule("entry_sign_mismatch", "entries",
-             "NOT coalesce((x.entry_type = {debit} AND sign(x.amount) = {debit_sign}) "
-             "OR (x.entry_type = {credit} AND sign(x.amount) = -{debit_sign}), false)",
-             "x.id", detail="coalesce(x.entry_type, 'NULL') || ' of ' || x.amount || ' cents'",
-             scope=("entries", "x.id")),
-        Rule("running_balance_break", "entries",
-             "x.before IS DISTINCT FROM coalesce(x.prev_after, 0) OR CASE WHEN " + _SAFE +
-             " THEN x.after IS DISTINCT FROM x.before + {direction} * x.amount"
-             " ELSE x.after::numeric IS DISTINCT FROM x.before::numeric + {direction} * x.amount::numeric"
-             " END",
-             "x.id",
-             impact="CASE WHEN x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
-                    "THEN x.before::numeric - coalesce(x.prev_after, 0) "
-                    "ELSE x.after::numeric - (x.before::numeric + {direction} * x.amount::numeric) END",
-             detail="CASE WHEN x.before IS DISTINCT FROM coalesce(x.prev_after, 0) "
-                    "THEN 'before ' || coalesce(x.before::text, 'NULL') || ', previous after ' "
-                    "|| coalesce(x.prev_after::text, 'none (0)') "
-                    "ELSE 'after ' || coalesce(x.after::text, 'NULL') || ' from before ' || x.before "
-                    "|| ' and amount ' || x.amount END", scope=("entries", "x.id")),
-        Rule("negative_balance", "entries", "x.after < 0 AND x.a_type = ANY({non_negative})",
-             "x.id", impact="x.after",
-             detail="x.a_type || ' account ' || x.account_id || ' at ' || x.after || ' cents'",
-             scope=("entries", "x.id")),
-        Rule("orphan_entry", "entries", "x.a_id IS NULL", "x.id", impact="abs(x.amount::numeric)",
-             detail="'account ' || coalesce(x.account_id::text, 'NULL') || ' does not exist'",
-             scope=("entries", "x.id")),
-        Rule("account_balance_drift", "accounts",
-             "x.is_last AND x.a_id IS NOT NULL AND x.a_balance IS DISTINCT FROM x.after",
-             "x.a_id", impact="x.a_balance::numeric - x.after", group="x.a_type",
-             detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', its last entry says ' "
-                    "|| x.after"),
-    ),
-    totals=(("accounts_with_entries", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),),
+    _CHAIN_RULES,
+    totals=(("accounts_with_entries", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),
+            # Opening balances: each account's first entry starts from one (0 is none).
+            ("accounts_with_opening_balance",
+             "count(*) FILTER (WHERE x.prev_after IS NULL AND x.before <> 0)"),
+            ("opening_by_currency", "{opening_by_currency}")),
 )
 # The entries beyond the watermark; an account's first of them follows its
-# last proven entry (found through the (account, id) index).
+# last proven entry (an index probe on the account).
 INC_CHAIN = replace(CHAIN, source=_fill(
-    _CHAIN, entries="e.{entries_id} > {w}",
-    prev_after="CASE WHEN lag(e.{entries_id}) OVER w IS NULL THEN (SELECT p.{entries_after} FROM {entries} p "
-               "WHERE p.{entries_account} = e.{entries_account} AND p.{entries_id} <= {w} "
-               "ORDER BY p.{entries_id} DESC LIMIT 1) ELSE lag(e.{entries_after}) OVER w END"))
+    _CHAIN, entries="e.{entries_seq} > {w}",
+    prev_after="CASE WHEN lag(e.{entries_seq}) OVER w IS NULL "
+               "THEN (SELECT p.{entries_after} FROM {entries} p "
+               "WHERE p.{entries_account} = e.{entries_account} AND p.{entries_seq} <= {w} "
+               "ORDER BY p.{entries_seq} DESC LIMIT 1) ELSE lag(e.{entries_after}) OVER w END"))
 
-# Accounts without a single entry must hold nothing.
+# Accounts without a single entry hold their opening balance (stated, per
+# currency); with entries, the chain pass holds them against their last one.
 ACCOUNTS = Pass(
     "accounts",
     """
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
+           a.{accounts_currency}::text AS a_currency,
            EXISTS (SELECT 1 FROM {entries} e WHERE e.{entries_account} = a.{accounts_id}) AS has_entries
     FROM {accounts} a
     """,
-    (
-        Rule("account_balance_drift", "accounts", "NOT x.has_entries AND x.balance IS DISTINCT FROM 0",
-             "x.id", impact="coalesce(x.balance, 0)", group="x.a_type",
-             detail="'balance ' || coalesce(x.balance::text, 'NULL') || ' without a single entry'"),
-    ),
-    totals=(("accounts", "count(*)"),),
+    (),
+    totals=(("accounts", "count(*)"),
+            ("accounts_without_entries_holding_money",
+             "count(*) FILTER (WHERE NOT x.has_entries AND x.balance <> 0)"),
+            ("opening_without_entries_by_currency", "{opening_idle_by_currency}"),
+            ("balances_by_currency", "{balances_by_currency}")),
 )
 # Incremental: accounts with entries beyond the watermark are held against
-# their last entry by the chain pass; every other account here, against its
-# last entry (an index probe each) or, without entries, against 0.
+# their last entry by the chain pass; every other account with entries,
+# against its last entry (an index probe each).
 INC_ACCOUNTS = Pass(
     "accounts",
     """
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
-           l.id AS last_id, l.after
+           a.{accounts_currency}::text AS a_currency, l.id AS last_id, l.after,
+           l.id IS NOT NULL AS has_entries
     FROM {accounts} a
-    LEFT JOIN LATERAL (SELECT e.{entries_id} AS id, e.{entries_after} AS after FROM {entries} e
+    LEFT JOIN LATERAL (SELECT e.{entries_seq} AS id, e.{entries_after} AS after FROM {entries} e
                        WHERE e.{entries_account} = a.{accounts_id}
-                       ORDER BY e.{entries_id} DESC LIMIT 1) l ON true
+                       ORDER BY e.{entries_seq} DESC LIMIT 1) l ON true
     WHERE l.id IS NULL OR l.id <= {w}
     """,
     (
         Rule("account_balance_drift", "accounts",
-             "x.balance IS DISTINCT FROM CASE WHEN x.last_id IS NULL THEN 0 ELSE x.after END",
+             "x.last_id IS NOT NULL AND x.balance IS DISTINCT FROM x.after",
              "x.id", impact="coalesce(x.balance::numeric, 0) - coalesce(x.after, 0)", group="x.a_type",
-             detail="CASE WHEN x.last_id IS NULL THEN 'balance ' || coalesce(x.balance::text, 'NULL') "
-                    "|| ' without a single entry' ELSE 'balance ' || coalesce(x.balance::text, 'NULL') "
-                    "|| ', its last entry says ' || coalesce(x.after::text, 'NULL') END"),
+             detail="'balance ' || coalesce(x.balance::text, 'NULL') "
+                    "|| ', its last entry says ' || coalesce(x.after::text, 'NULL')"),
     ),
-    totals=(("accounts", "count(*)"),),
+    totals=ACCOUNTS.totals,
 )
 
 _REVERSALS = """
@@ -308,13 +332,59 @@ INC_REVERSALS = replace(REVERSALS, source=_fill(
     _REVERSALS, originals=" AND {journals_reverses} IN (SELECT {journals_reverses} FROM {journals} "
                           "WHERE {journals_id} > {jw})", reversals="id > {jw}"))
 
+# The platform's direction: the ORIGINAL journal names the journal that
+# reverses it ({journals_reversed_by}) and is flagged ({is_reversed}: its
+# is_reversed column, or "true" where there is none). A reversed journal and
+# its reverser must negate each other account by account; a flag without a
+# link, a link without the flag, a reverser that does not exist or is the
+# journal itself, and a reverser named by two originals are mismatches.
+# Reversals set the link on old journals, so an incremental audit reads them all
+# (the reversed journals only: few, and is_reversed is indexed on the platform).
+REVERSED = Pass(
+    "reversed",
+    """
+    SELECT o.id, o.reverser, o.flag, r.{journals_id} AS r_id, s.residual, s.moved, o.nth
+    FROM (SELECT j.{journals_id} AS id, j.{journals_reversed_by} AS reverser, {is_reversed} AS flag,
+                 CASE WHEN j.{journals_reversed_by} IS NOT NULL THEN row_number() OVER (
+                   PARTITION BY j.{journals_reversed_by} ORDER BY j.{journals_id}) END AS nth
+          FROM {journals} j WHERE j.{journals_reversed_by} IS NOT NULL OR {is_reversed}) o
+    LEFT JOIN {journals} r ON r.{journals_id} = o.reverser
+    LEFT JOIN LATERAL (
+      SELECT coalesce(sum(abs(per_account.total)), 0) AS residual,
+             coalesce(sum(per_account.moved), 0) AS moved
+      FROM (SELECT e.{entries_account}, sum(e.{entries_amount}) AS total,
+                   sum(e.{entries_amount}) FILTER (WHERE e.{entries_journal} = o.id
+                                                   AND e.{entries_amount} > 0) AS moved
+            FROM {entries} e WHERE e.{entries_journal} IN (o.id, o.reverser)
+            GROUP BY e.{entries_account}) per_account) s ON true
+    """,
+    (
+        Rule("reversal_mismatch", "journals",
+             "x.reverser IS NULL OR NOT x.flag OR x.r_id IS NULL OR x.reverser = x.id OR x.nth > 1 "
+             "OR x.residual <> 0", "x.id",
+             impact="CASE WHEN x.reverser IS NULL OR x.r_id IS NULL OR x.nth > 1 OR x.reverser = x.id "
+                    "THEN x.moved WHEN NOT x.flag THEN 0 ELSE x.residual END",
+             detail="CASE WHEN x.reverser IS NULL THEN 'flagged reversed, but names no reversing journal' "
+                    "WHEN x.r_id IS NULL THEN 'reversed by journal ' || x.reverser "
+                    "|| ', which does not exist' "
+                    "WHEN x.reverser = x.id THEN 'names itself as its reversal' "
+                    "WHEN x.nth > 1 THEN 'reversed by journal ' || x.reverser "
+                    "|| ', which already reverses another journal' "
+                    "WHEN NOT x.flag THEN 'reversed by journal ' || x.reverser "
+                    "|| ', but not flagged reversed' "
+                    "ELSE 'journal ' || x.reverser || ' does not negate it: off by ' || x.residual "
+                    "|| ' cents over its accounts' END"),
+    ),
+    totals=(("reversed", "count(*)"),),
+)
+
 SNAPSHOTS = Pass(
     "snapshots",
     """
     SELECT s.{snapshots_id} AS id, s.{snapshots_account} AS account_id,
            s.{snapshots_last_entry} AS last_entry, s.{snapshots_balance} AS balance,
            e.{entries_id} AS e_id, e.{entries_account} AS e_account, e.{entries_after} AS e_after
-    FROM {snapshots} s LEFT JOIN {entries} e ON e.{entries_id} = s.{snapshots_last_entry}
+    FROM {snapshots} s LEFT JOIN {entries} e ON e.{snapshot_entry} = s.{snapshots_last_entry}
     """,
     (
         Rule("snapshot_mismatch", "snapshots",
@@ -356,7 +426,7 @@ _IDEMPOTENCY = """SELECT * FROM (
            row_number() OVER k AS nth, first_value(d.content) OVER k AS first_content,
            first_value(d.id) OVER k AS first_id
     FROM (SELECT j.{journals_id} AS id, j.{journals_idempotency_key}::text AS key,
-                 j.{journals_type}::text || ':' || coalesce(c.lines, '') AS content, c.moved
+                 {journal_type} || ':' || coalesce(c.lines, '') AS content, c.moved
           FROM {journals} j
           LEFT JOIN LATERAL (
             SELECT string_agg(e.{entries_account} || '=' || e.{entries_amount}, ','
@@ -393,7 +463,7 @@ def reconcile_pass(r: Reconcile) -> Pass:
         SELECT t.{legacy_key}::text AS owner, t.{legacy_column}::numeric AS legacy,
                a.{accounts_id} AS a_id, a.{accounts_balance}::numeric AS balance
         FROM {legacy} t JOIN {accounts} a
-          ON a.{accounts_owner} = t.{legacy_key} AND a.{accounts_type} = {account_type}
+          ON a.{accounts_owner} = t.{legacy_key} AND a.{accounts_type}::text = {account_type}
         """,
         (
             Rule("reconciliation_mismatch", "accounts", "x.legacy IS DISTINCT FROM x.balance", "x.a_id",
@@ -405,11 +475,40 @@ def reconcile_pass(r: Reconcile) -> Pass:
     )
 
 
-PASSES = (CHAIN, JOURNALS, TRIAL, ACCOUNTS, REVERSALS, SNAPSHOTS, PENDING, IDEMPOTENCY)
+# Which optional role or table each pass needs, and the rules it stands for.
+_NEEDS = {"reversals": ("journals", "reverses"), "reversed": ("journals", "reversed_by"),
+          "snapshots": ("snapshots", None), "pending": ("pending", None),
+          "idempotency": ("journals", "idempotency_key")}
+FULL = (CHAIN, JOURNALS, TRIAL, ACCOUNTS, REVERSALS, REVERSED, SNAPSHOTS, PENDING, IDEMPOTENCY)
 # An incremental audit: the same passes (same names and rules, in the same
 # order), each reading what is new beyond the watermarks {w} (entries) and {jw} (journals).
-INC_PASSES = (INC_CHAIN, INC_JOURNALS, INC_TRIAL, INC_ACCOUNTS, INC_REVERSALS, SNAPSHOTS, PENDING,
-              INC_IDEMPOTENCY)
+INCREMENTAL = (INC_CHAIN, INC_JOURNALS, INC_TRIAL, INC_ACCOUNTS, INC_REVERSALS, REVERSED, SNAPSHOTS, PENDING,
+               INC_IDEMPOTENCY)
+
+
+def plan(layout: Layout, incremental: bool) -> tuple[list[Pass], list[tuple[str, str]]]:
+    """The passes a (detected) layout can run, and the rules it cannot check, with why.
+
+    A pass whose optional table or role is absent is left out, and its rules
+    are listed as not checked; where entries carry a currency of their own,
+    the chain pass also holds it against the account's.
+    """
+    passes, not_checked = [], []
+    for p in INCREMENTAL if incremental else FULL:
+        table, role = _NEEDS.get(p.name, (None, None))
+        if table is not None and not layout.has(table, role):
+            if p.name in ("reversals", "reversed"):
+                continue  # one direction is enough; neither is said below
+            what = f"{table}.{role}" if role else f"the {table} table ({layout.tables[table] or 'none'})"
+            not_checked += [(r.rule, f"the ledger has no {what}") for r in p.rules]
+            continue
+        if p.name == "chain" and layout.has("entries", "currency"):
+            p = replace(p, rules=(*p.rules, ENTRY_CURRENCY))
+        passes.append(p)
+    if not (layout.has("journals", "reverses") or layout.has("journals", "reversed_by")):
+        not_checked.append(("reversal_mismatch", "the ledger has no reversal link "
+                                                 "(journals.reverses or journals.reversed_by)"))
+    return passes, not_checked
 
 
 @dataclass(frozen=True)
@@ -427,20 +526,51 @@ class Convention:
                 f"a {'positive' if self.debit_sign > 0 else 'negative'} amount is a debit")
 
 
-def names(layout: Layout, convention: Convention, reconcile: Reconcile | None = None
-          ) -> dict[str, sql.Composable]:
-    """The placeholders of every pass, filled from the layout (identifiers) and convention (literals)."""
+def names(layout: Layout, convention: Convention, currencies: tuple[str, ...] = (),
+          reconcile: Reconcile | None = None) -> dict[str, sql.Composable]:
+    """The placeholders of every pass: the layout's names (identifiers), the convention and the
+    configured values (literals), and the fragments that stand in for optional roles.
+
+    ``currencies``: the accounts' currencies, for the per-currency figures
+    (opening balances, balances).
+    """
     filled: dict[str, sql.Composable] = {}
     for logical, table in layout.tables.items():
+        if not table:
+            continue
         filled[logical] = sql.Identifier(layout.schema, table)
         for column, name in layout.columns[logical].items():
-            filled[f"{logical}_{column}"] = sql.Identifier(name)
+            if name:
+                filled[f"{logical}_{column}"] = sql.Identifier(name)
+    non_negative = layout.non_negative_account_types or ()
     # Parenthesized: "- {direction}" must never become the comment "--1".
     filled.update(direction=sql.SQL("({})").format(sql.Literal(convention.direction)),
                   debit_sign=sql.SQL("({})").format(sql.Literal(convention.debit_sign)),
                   debit=sql.Literal(layout.debit_value), credit=sql.Literal(layout.credit_value),
                   non_negative=sql.SQL("{}::text[]").format(
-                      sql.Literal(list(layout.non_negative_account_types))))
+                      sql.Literal([t for t in non_negative if t != "*"])),
+                  all_non_negative=sql.Literal("*" in non_negative),
+                  debit_normal=sql.SQL("{}::text[]").format(sql.Literal(list(layout.debit_normal_account_types))))
+    own = layout.has("entries", "currency")
+    filled["own_currency"] = (sql.SQL("e.{}::text").format(filled["entries_currency"]) if own
+                              else sql.SQL("NULL::text"))
+    filled["entry_currency"] = (filled["own_currency"] if own else sql.SQL("ca.{}::text").format(
+        filled["accounts_currency"]))
+    filled["currency_join"] = sql.SQL("") if own else sql.SQL("LEFT JOIN {} ca ON ca.{} = e.{}").format(
+        filled["accounts"], filled["accounts_id"], filled["entries_account"])
+    has_journal_currency = layout.has("journals", "currency")
+    filled["has_journal_currency"] = sql.Literal(has_journal_currency)
+    filled["journal_currency"] = (sql.SQL("j.{}::text").format(filled["journals_currency"])
+                                  if has_journal_currency else sql.SQL("NULL::text"))
+    filled["journal_type"] = (sql.SQL("j.{}::text").format(filled["journals_type"])
+                              if layout.has("journals", "type") else sql.SQL("''"))
+    filled["is_reversed"] = (sql.SQL("j.{}").format(filled["journals_is_reversed"])
+                             if layout.has("journals", "is_reversed") else sql.SQL("true"))
+    if layout.has("snapshots"):
+        filled["snapshot_entry"] = filled[f"entries_{layout.snapshot_entry}"]
+    filled["opening_by_currency"] = _by_currency(currencies, "x.before", "x.prev_after IS NULL")
+    filled["opening_idle_by_currency"] = _by_currency(currencies, "x.balance", "NOT x.has_entries")
+    filled["balances_by_currency"] = _by_currency(currencies, "x.balance", "true")
     if reconcile is not None:
         filled.update(legacy=sql.Identifier(reconcile.schema, reconcile.table),
                       legacy_key=sql.Identifier(reconcile.key),
@@ -449,9 +579,16 @@ def names(layout: Layout, convention: Convention, reconcile: Reconcile | None = 
     return filled
 
 
+def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Composable:
+    """A jsonb of currency -> the exact sum (as text) of ``value`` over the rows of x where ``where``."""
+    parts = [sql.SQL("{}, coalesce(sum({}) FILTER (WHERE {} AND x.a_currency = {}), 0)::text").format(
+        sql.Literal(c), sql.SQL(value), sql.SQL(where), sql.Literal(c)) for c in currencies]
+    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(parts))
+
+
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal]) -> dict[str, sql.Composable]:
-    """``filled`` plus the watermarks and the proven entries' trial balance, for ``INC_PASSES``."""
+    """``filled`` plus the watermarks and the proven entries' trial balance, for ``INCREMENTAL``."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
@@ -478,7 +615,7 @@ def summary_query(p: Pass, filled: dict[str, sql.Composable]) -> sql.Composed:
     # Each rule's test is computed once per row (OFFSET 0 keeps PostgreSQL from
     # inlining it into both aggregates).
     hits = ", ".join(f"coalesce({r.when}, false) AS verifier_hit_{i}" for i, r in enumerate(p.rules))
-    return compose(f"SELECT {', '.join(columns)} FROM (SELECT x.*, {hits} "  # noqa: S608
+    return compose(f"SELECT {', '.join(columns)} FROM (SELECT x.*{', ' if hits else ''}{hits} "  # noqa: S608
                    f"FROM ({p.source}) x OFFSET 0) x", filled)
 
 

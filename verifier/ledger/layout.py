@@ -1,51 +1,224 @@
-"""The ledger's layout held against the database: every configured table and column exists.
+"""The ledger's layout, detected from the catalog: which column fills each role, what is absent.
 
-``check_exists(conn, layout)`` reads the catalog (read only) and raises
-``UsageError`` naming the table or column the database lacks; it returns
-the legacy balance columns that exist to reconcile. The layout itself (the
-defaults and ``[tool.verifier.ledger]``) is ``verifier.config.ledger``.
+``detect(conn, layout)`` reads the catalog (read only) and returns the
+layout with every role filled (a column name, or ``""`` for an optional
+role or table the database lacks) and a ``Detection``: the layout's name,
+the column of each role, the rules that cannot be checked and why, and the
+legacy balance columns that can be reconciled. A configured name must
+exist; a role left to detection takes the first of its candidate names
+that exists (``verifier.config.ledger.ROLES``). ``entries.seq``, the order
+of the entries, is ``entries.id`` when that is an integer, else an integer
+column named like an ordering column.
+
+Raises ``UsageError`` naming, in one message, every required role and
+table the database lacks with the configuration that would fix it; for row
+level security that would hide rows of a ledger table from this role
+(``row_security_active``, PostgreSQL documentation, "Row Security
+Policies"); and for a configured reconciliation whose key cannot match the
+accounts' owner.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import psycopg
 
-from verifier.config.ledger import Layout, Reconcile
+from verifier.config.ledger import ALL_TYPES, MUTABLE_BY_DEFAULT, ROLES, TABLES, Layout, Reconcile
 from verifier.errors import UsageError
 
-# The columns each logical table has in the database, read once.
+# The columns (and their types) of the given tables of one schema.
 COLUMNS_SQL = """
-SELECT c.relname, a.attname
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+       a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype), c.oid::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 """
+RLS_SQL = "SELECT row_security_active(%s::oid), current_user"
+PLATFORM = "platform 400"
+EARLIER = "verifier 400 (earlier)"
+CUSTOM = "custom"
 
 
-def check_exists(conn: psycopg.Connection, layout: Layout) -> list[Reconcile]:
-    """Raise ``UsageError`` for a ledger table or column the database lacks.
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type, e.g. "bigint", "uuid"
+    integer: bool
 
-    Returns the reconciliations whose legacy table and column exist (the
-    others are skipped: "where both exist").
-    """
-    names = list(layout.tables.values())
-    found: dict[str, set[str]] = {}
-    for table, column in conn.execute(COLUMNS_SQL, (layout.schema, names)).fetchall():
-        found.setdefault(str(table), set()).add(str(column))
-    for logical, table in layout.tables.items():
-        if table not in found:
+
+@dataclass
+class Detection:
+    """What ``detect`` found: the layout's name, each role's column, what cannot be checked."""
+
+    name: str
+    roles: dict[str, str | None]  # "table.role" -> column (None: absent)
+    reconciles: list[Reconcile]  # those that run
+    skipped: list[tuple[Reconcile, str]]  # default reconciliations that cannot run here, and why
+    not_checked: list[tuple[str, str]] = field(default_factory=list)  # (rule, why)
+    mutable: dict[str, list[str]] = field(default_factory=dict)  # history table -> columns left out
+
+
+def _catalog(conn: psycopg.Connection, schema: str, tables: list[str]
+             ) -> tuple[dict[str, dict[str, Column]], dict[str, int]]:
+    found: dict[str, dict[str, Column]] = {}
+    oids: dict[str, int] = {}
+    for table, column, typ, integer, oid in conn.execute(COLUMNS_SQL, (schema, tables)).fetchall():
+        found.setdefault(str(table), {})[str(column)] = Column(str(column), str(typ), bool(integer))
+        oids[str(table)] = int(oid)
+    return found, oids
+
+
+def detect(conn: psycopg.Connection, layout: Layout) -> tuple[Layout, Detection]:
+    """The layout with every role filled from the catalog, and what was detected (see the module)."""
+    found, oids = _catalog(conn, layout.schema, [t for t in layout.tables.values() if t])
+    problems: list[str] = []
+    fixes: list[str] = []
+    tables = dict(layout.tables)
+    for logical, (required, _) in TABLES.items():
+        if tables[logical] not in found:
+            if required:
+                problems.append(f"the table {layout.schema}.{tables[logical]} ({logical}) does not exist "
+                                "or is not visible to this role")
+                fixes.append(f'{logical} = "<your table>"   # in [tool.verifier.ledger.tables]')
+            tables[logical] = ""
+    columns: dict[str, dict[str, str | None]] = {}
+    for logical, roles in ROLES.items():
+        have = found.get(tables[logical], {}) if tables[logical] else {}
+        columns[logical] = {}
+        for role, (required, candidates) in roles.items():
+            configured = layout.columns[logical][role]
+            name = _fill(logical, role, configured, candidates, have)
+            if name is None and tables[logical] and (required or configured):
+                looked = ", ".join(_looked(role, candidates))
+                what = (f"has no column {configured}" if configured
+                        else f"has no column for {logical}.{role} (looked for {looked})")
+                problems.append(f"{layout.schema}.{tables[logical]} {what}")
+                fixes.append(f'"{logical}.{role}" = "<your column>"   # in [tool.verifier.ledger.columns]')
+            columns[logical][role] = name or ""
+    if tables["journals"] and columns["journals"]["id"]:
+        jid = found[tables["journals"]][str(columns["journals"]["id"])]
+        if not jid.integer:
+            problems.append(f"{layout.schema}.{tables['journals']}.{jid.name} is {jid.type}: journal ids "
+                            "must be integers (they order the journals)")
+    snapshot_key = "id"
+    if not problems and tables["snapshots"]:
+        last = found[tables["snapshots"]][str(columns["snapshots"]["last_entry"])]
+        keys = {role: found[tables["entries"]][str(columns["entries"][role])] for role in ("id", "seq")}
+        fits = [role for role, col in keys.items() if col.type == last.type]
+        if fits:
+            snapshot_key = fits[0]
+        else:
+            problems.append(f"{layout.schema}.{tables['snapshots']}.{last.name} is {last.type}, which "
+                            f"matches neither entries.id ({keys['id'].type}) "
+                            f"nor entries.seq ({keys['seq'].type})")
+    if problems:
+        raise UsageError(
+            f"The ledger in schema {layout.schema} cannot be audited: {'; '.join(problems)}.",
+            hint="Name them in verifier.toml ([ledger]) or pyproject.toml ([tool.verifier.ledger]):\n  "
+                 + "\n  ".join(dict.fromkeys(fixes)))
+    _check_row_security(conn, layout.schema, tables, oids)
+    filled = replace(layout, tables=tables, columns=columns, snapshot_entry=snapshot_key)
+    name = _name(filled)
+    if filled.non_negative_account_types is None:
+        filled = replace(filled, non_negative_account_types=(ALL_TYPES,) if name == PLATFORM
+                         else ("user", "escrow"))
+    filled = replace(filled, name=name)
+    filled_roles = {f"{t}.{r}": (c or None)
+                    for t, cols in columns.items() if tables[t] for r, c in cols.items()}
+    detection = Detection(name, filled_roles,
+                          *_reconciles(conn, filled, found))
+    detection.mutable = _mutable(filled, found)
+    return filled, detection
+
+
+def _looked(role: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
+    return ("an integer id", *candidates) if role == "seq" else candidates
+
+
+def _fill(logical: str, role: str, configured: str | None, candidates: tuple[str, ...],
+          have: dict[str, Column]) -> str | None:
+    """The column that fills one role: the configured one if it exists, else the first candidate."""
+    if configured == "":
+        return None
+    if configured is not None:
+        return configured if configured in have else None
+    if logical == "entries" and role == "seq":
+        ident = have.get("id")
+        if ident is not None and ident.integer:
+            return "id"
+        return next((c for c in candidates if c in have and have[c].integer), None)
+    return next((c for c in candidates if c in have), None)
+
+
+def _check_row_security(conn: psycopg.Connection, schema: str, tables: dict[str, str],
+                        oids: dict[str, int]) -> None:
+    for logical, table in tables.items():
+        if not table:
+            continue
+        row = conn.execute(RLS_SQL, (oids[table],)).fetchone()
+        assert row is not None
+        if row[0]:
             raise UsageError(
-                f"The ledger table {layout.schema}.{table} ({logical}) does not exist or is not visible "
-                "to this role.",
-                hint="Name the ledger's tables in [tool.verifier.ledger.tables], or GRANT SELECT on it.")
-        missing = sorted(set(layout.columns[logical].values()) - found[table])
-        if missing:
-            raise UsageError(
-                f"The ledger table {layout.schema}.{table} has no column(s) {', '.join(missing)}.",
-                hint=f"Name its columns in [tool.verifier.ledger.columns] as \"{logical}.<logical name>\".")
+                f"Row level security is on for {schema}.{table} ({logical}) and applies to the role "
+                f"{row[1]}: the audit would see only the rows its policies let through, and could pass "
+                "a ledger it has not read.",
+                hint=f"Audit as a role that bypasses it: ALTER ROLE {row[1]} BYPASSRLS (a superuser "
+                     "grants it), or as the tables' owner.")
+
+
+def _name(layout: Layout) -> str:
+    cols = layout.columns
+    if (cols["accounts"]["type"], cols["accounts"]["owner"], cols["journals"]["reversed_by"]) == (
+            "type", "owner_id", "reversed_by"):
+        return PLATFORM
+    if (cols["accounts"]["type"], cols["journals"]["reverses"]) == ("account_type", "reverses_journal_id"):
+        return EARLIER
+    return CUSTOM
+
+
+def _reconciles(conn: psycopg.Connection, layout: Layout, found: dict[str, dict[str, Column]]
+                ) -> tuple[list[Reconcile], list[tuple[Reconcile, str]]]:
+    """The reconciliations that can run, and the defaults that cannot (with why)."""
     present = []
+    skipped = []
+    owner = layout.columns["accounts"]["owner"]
+    owner_type = found[layout.tables["accounts"]][owner].type if owner else None
     for r in layout.reconcile:
-        rows = conn.execute(COLUMNS_SQL, (r.schema, [r.table])).fetchall()
-        if {r.key, r.column} <= {str(c) for _, c in rows}:
+        cols, _ = _catalog(conn, r.schema, [r.table])
+        have = cols.get(r.table, {})
+        if not have and not r.configured:
+            continue  # the default's table is not there: nothing to reconcile
+        problem = None
+        if r.key not in have or r.column not in have:
+            problem = (f"{r.schema}.{r.table} has no column "
+                       f"{', '.join(c for c in (r.key, r.column) if c not in have)}")
+        elif owner_type is None:
+            problem = f"{layout.table('accounts')} has no owner column (accounts.owner)"
+        elif have[r.key].type != owner_type:
+            problem = (f"{r.schema}.{r.table}.{r.key} is {have[r.key].type}, "
+                       f"{layout.table('accounts')}.{owner} is {owner_type}: the key cannot match the owner")
+        if problem is None:
             present.append(r)
-    return present
+        elif r.configured:
+            raise UsageError(f"The reconciliation of {r.schema}.{r.table}.{r.column} cannot run: {problem}.",
+                             hint="In [[tool.verifier.ledger.reconcile]], name a key of the same type as "
+                                  "the accounts' owner column.")
+        else:
+            skipped.append((r, problem))
+    return present, skipped
+
+
+def _mutable(layout: Layout, found: dict[str, dict[str, Column]]) -> dict[str, list[str]]:
+    """Per history table, the columns left out of its digests: they may change after posting."""
+    out: dict[str, list[str]] = {}
+    for table in ("entries", "journals"):
+        have = found.get(layout.tables[table], {})
+        names = [c for c in MUTABLE_BY_DEFAULT if c in have]
+        if table == "journals":
+            names += [c for c in (layout.columns["journals"]["reversed_by"],
+                                  layout.columns["journals"]["is_reversed"]) if c]
+        names += [c.partition(".")[2] for c in layout.mutable_columns if c.partition(".")[0] == table]
+        out[table] = list(dict.fromkeys(names))
+    return out

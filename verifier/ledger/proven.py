@@ -47,7 +47,7 @@ SELECT (SELECT system_identifier::text FROM pg_control_system()), current_databa
 # This audit's snapshot (oldest running xid, xmax, how many run) and the newest ids it sees.
 SNAPSHOT_SQL = """
 SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, (SELECT count(*) FROM pg_snapshot_xip(s)),
-       (SELECT max({entries_id}) FROM {entries}), (SELECT max({journals_id}) FROM {journals})
+       (SELECT max({entries_seq}) FROM {entries}), (SELECT max({journals_id}) FROM {journals})
 FROM pg_current_snapshot() s
 """
 # Every transaction running now holds the lock on its own xid (pg_locks shows them to every role).
@@ -57,7 +57,7 @@ WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
 """
 # The first journal beyond the proven ones that has an entry beyond the entries' watermark.
 OPEN_JOURNAL_SQL = """
-SELECT min({entries_journal}) FROM {entries} WHERE {entries_id} > {w} AND {entries_journal} > {jw}
+SELECT min({entries_journal}) FROM {entries} WHERE {entries_seq} > {w} AND {entries_journal} > {jw}
 """
 
 
@@ -96,8 +96,10 @@ class Scope:
 UNSCHEDULED = Scope("full", None, dict.fromkeys(st.HISTORY_TABLES, 0))
 
 
-def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Convention) -> dict[str, Any]:
-    """What makes a state file this ledger's: the server, database, tables, their columns, the convention."""
+def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
+             mutable: dict[str, list[str]]) -> dict[str, Any]:
+    """What makes a state file this ledger's: the server, database, tables, their columns, the
+    convention, the order of the entries and the columns the digests leave out."""
     tables = [layout.tables[t] for t in st.HISTORY_TABLES]
     row = conn.execute(IDENTITY_SQL, (layout.schema, tables)).fetchone()
     assert row is not None
@@ -106,7 +108,8 @@ def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Conventio
             "tables": {t: layout.tables[t] for t in st.HISTORY_TABLES},
             "columns": {t: columns.get(layout.tables[t]) for t in st.HISTORY_TABLES},
             "convention": convention.describe(),
-            "row_hash": {t: history.row_hash_kind(conn, layout, t) for t in st.HISTORY_TABLES}}
+            "row_hash": {t: history.row_hash_kind(conn, layout, t) for t in st.HISTORY_TABLES},
+            "order": layout.column("entries", "seq"), "left_out": mutable}
 
 
 def check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
@@ -158,7 +161,7 @@ def settle(proven: dict[str, int], last_seen: dict[str, int] | None, last_bound:
 
 
 def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
-               filled: dict[str, sql.Composable], schedule: Schedule) -> Scope:
+               filled: dict[str, sql.Composable], schedule: Schedule, mutable: dict[str, list[str]]) -> Scope:
     """The "state" stage: what earlier audits proved, and what this audit covers.
 
     Raises ``UsageError`` for a state file that is not one, or was written
@@ -167,7 +170,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
     assert schedule.state is not None
     with run.stage("state") as detail:
         before = st.load(schedule.state)
-        current = identity(conn, layout, convention)
+        current = identity(conn, layout, convention, mutable)
         if before is not None:
             check_identity(schedule.state, before.identity, current)
         if before is None or schedule.full or before.empty:

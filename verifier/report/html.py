@@ -161,9 +161,14 @@ def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str,
     if state is not None:  # its watermarks ({table: id}) as "entries 19,997; journals 6,979"
         state = {**state, **{k: "; ".join(f"{t} {n:,}" for t, n in state[k].items())
                              for k in ("proven_before", "seen", "settled") if isinstance(state.get(k), dict)}}
+    opening = stage(data, "opening balances") or {}
     ledger = {"mode": audit.get("mode"), "workers": audit.get("workers"),
               "convention": layout.get("convention"), "state": state, "passes": passes,
-              "history": list(reversed(history))}
+              "history": list(reversed(history)), "layout": layout.get("layout"),
+              "roles": [(role, column) for role, column in (layout.get("roles") or {}).items()],
+              "opening": [(c, v.get("opening_cents", "0"), v.get("balances_cents", "0"))
+                          for c, v in (opening.get("by_currency") or {}).items()],
+              "opening_scope": opening.get("scope")}
     found = []
     trial = next((p for p in audit.get("passes", []) if p["pass"] == "trial"), None)
     if trial and trial.get("by_currency"):

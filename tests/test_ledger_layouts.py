@@ -1,0 +1,232 @@
+"""verify-ledger meets ledgers as they are: the platform's 400 with no configuration, and those like it.
+
+Against a real server:
+- a ledger made by our migrations/400 alone and filled through its own
+  transfer_tokens (thousands of journals, opening balances, a refund)
+  passes with no configuration, under a SELECT-only role too; with --state,
+  a refund of a proven journal is not history_tampered, a rewrite of a
+  proven entry is;
+- our earlier layout is detected; its entries' own currency is held
+  against the account's;
+- balances kept in each account's normal sign are one clear statement until
+  declared, then pass; UUID entry ids are audited in the order of their
+  ordering column, and without one the run names the missing role;
+- a missing optional table skips its rules, said so (a warning; --strict
+  fails); a reconciliation whose key cannot match the owner is exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from verifier.paths import project_migrations_dir
+
+from .conftest import reader_role, run_cli, run_summary
+
+LEDGER_400 = project_migrations_dir() / "400_create_double_entry_ledger.sql"
+
+
+def _audit(dsn: str, report_dir: Path, *extra: str, config: str | None = None
+           ) -> tuple[int, dict[str, Any], str]:
+    if config is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        path = report_dir / "verifier.toml"
+        path.write_text(config)
+        extra = (*extra, "--config", str(path))
+    result = run_cli("verify-ledger", "--db", dsn, "--report-dir", str(report_dir / "runs"), *extra)
+    assert "Traceback" not in result.stderr
+    return result.code, run_summary(report_dir / "runs"), result.stderr
+
+
+def _rules(data: dict[str, Any]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for f in data["findings"]:
+        found.setdefault(f["rule"], set()).update(str(s["id"]) for s in f["sample"])
+    return found
+
+
+@pytest.fixture
+def platform_ledger(fresh_db: str) -> str:
+    """Our 400 alone (no platform around it), 60 wallets with opening balances, ~3,000 transfers."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(LEDGER_400.read_text())
+        conn.execute("INSERT INTO accounts (owner_id, type, currency, balance_cents) "
+                     "SELECT gen_random_uuid(), 'user', 'USD', 5000 + 100 * g FROM generate_series(1, 60) g")
+        conn.execute("""
+            DO $$
+            DECLARE users bigint[] := ARRAY(SELECT id FROM accounts WHERE type = 'user' ORDER BY id);
+                    n int := array_length(users, 1);
+            BEGIN
+              FOR k IN 1..3000 LOOP
+                BEGIN
+                  PERFORM transfer_tokens(users[1 + k % n], users[1 + (k * 7 + 3) % n], 1 + k % 90, 'tip',
+                                          gen_random_uuid(), NULL, 'tip-' || k);
+                EXCEPTION WHEN check_violation THEN NULL;  -- a source that cannot pay: refused
+                END;
+              END LOOP;
+              PERFORM transfer_tokens(users[1], (SELECT id FROM accounts WHERE type = 'fees'), 25,
+                                      'platform_fee', gen_random_uuid());
+            END $$""")
+        conn.execute("SELECT reverse_journal((SELECT max(id) FROM journals WHERE ref_type = 'tip'))")
+    return fresh_db
+
+
+def test_the_platform_400_filled_through_its_posting_function_passes_with_no_configuration(
+        platform_ledger: str, tmp_path: Path) -> None:
+    with psycopg.connect(platform_ledger) as conn:
+        journals = conn.execute("SELECT count(*) FROM journals").fetchone()
+    assert journals is not None and journals[0] > 2_000
+    code, data, stderr = _audit(platform_ledger, tmp_path / "owner")
+    assert code == 0, (stderr, data["findings"])
+    assert data["findings"] == []
+    stages = {s["name"]: s for s in data["stages"]}
+    assert stages["layout"]["layout"] == "platform 400"
+    assert stages["layout"]["roles"]["journals.is_reversed"] == "is_reversed"
+    passes = {p["pass"]: p for p in stages["audit"]["passes"]}
+    assert passes["reversed"]["reversed"] == 1
+    usd = stages["opening balances"]["by_currency"]["USD"]
+    assert usd["opening_cents"] == str(sum(5000 + 100 * g for g in range(1, 61))) == usd["balances_cents"]
+    with reader_role(platform_ledger, sql.SQL("ALTER ROLE {} BYPASSRLS")) as reader:
+        code, data, stderr = _audit(reader, tmp_path / "reader")
+    assert code == 0 and data["findings"] == [], (stderr, data["findings"])
+
+
+def test_a_refund_of_a_proven_journal_is_not_tampering_a_rewrite_is(
+        platform_ledger: str, tmp_path: Path) -> None:
+    state = tmp_path / "ledger.state"
+    for i in range(2):  # the second audit proves what the first saw
+        code, data, stderr = _audit(platform_ledger, tmp_path / f"prove{i}", "--state", str(state))
+        assert code == 0, (stderr, data["findings"])
+    proven = {s["name"]: s for s in data["stages"]}["state saved"]["proven"]
+    assert proven["journals"] > 100
+    with psycopg.connect(platform_ledger, autocommit=True) as conn:
+        refunded = conn.execute("SELECT min(id) FROM journals WHERE ref_type = 'tip' AND NOT is_reversed"
+                                ).fetchone()
+        assert refunded is not None
+        conn.execute("SELECT reverse_journal(%s)", (refunded[0],))  # sets the proven journal's link and flag
+    code, data, stderr = _audit(platform_ledger, tmp_path / "refund", "--state", str(state))
+    assert code == 0, (stderr, data["findings"])
+    assert {s["name"]: s for s in data["stages"]}["state"]["mode"] == "incremental"
+    with psycopg.connect(platform_ledger, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the ledger's own triggers
+        conn.execute("UPDATE entries SET description = 'edited' WHERE id = 50")
+    code, data, _ = _audit(platform_ledger, tmp_path / "rewrite", "--state", str(state))
+    assert code == 1
+    assert _rules(data) == {"history_tampered": {"50"}}
+
+
+EARLIER = """
+CREATE TABLE accounts (id bigint PRIMARY KEY, account_type text NOT NULL, owner_user_id bigint,
+  currency char(3) NOT NULL, balance_cents bigint NOT NULL);
+CREATE TABLE journals (id bigint PRIMARY KEY, journal_type text NOT NULL, idempotency_key text,
+  reverses_journal_id bigint, currency char(3) NOT NULL);
+CREATE TABLE ledger_snapshots (id bigint PRIMARY KEY, account_id bigint NOT NULL,
+  last_entry_id bigint NOT NULL, balance_cents bigint NOT NULL);
+CREATE TABLE pending_transactions (id bigint PRIMARY KEY, status text NOT NULL, journal_id bigint,
+  expires_at timestamptz NOT NULL);
+"""
+NORMAL_SIGNS = """
+CREATE TABLE entries (id bigint PRIMARY KEY, journal_id bigint NOT NULL, account_id bigint NOT NULL,
+  entry_type text NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL,
+  balance_before_cents bigint NOT NULL, balance_after_cents bigint NOT NULL);
+INSERT INTO accounts VALUES (1,'platform_cash',NULL,'USD',1000),(2,'user',7,'USD',700),
+  (3,'platform_revenue',NULL,'USD',300);
+INSERT INTO journals VALUES (1,'deposit',NULL,NULL,'USD'),(2,'purchase',NULL,NULL,'USD');
+INSERT INTO entries VALUES (1,1,1,'debit',1000,'USD',0,1000),(2,1,2,'credit',-1000,'USD',0,1000),
+                           (3,2,2,'debit',300,'USD',1000,700),(4,2,3,'credit',-300,'USD',0,300);
+"""
+UUID_IDS = """
+CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint NOT NULL UNIQUE, journal_id bigint NOT NULL,
+  account_id bigint NOT NULL, entry_type text NOT NULL, amount_cents bigint NOT NULL,
+  currency char(3) NOT NULL, balance_before_cents bigint NOT NULL, balance_after_cents bigint NOT NULL);
+INSERT INTO accounts VALUES (1,'platform_cash',NULL,'USD',-1000),(2,'user',7,'USD',1000);
+INSERT INTO journals VALUES (1,'deposit',NULL,NULL,'USD');
+INSERT INTO entries VALUES ('8d1f6f5e-0000-4000-8000-000000000001',1,1,1,'debit',1000,'USD',0,-1000),
+                           ('8d1f6f5e-0000-4000-8000-000000000002',2,1,2,'credit',-1000,'USD',0,1000);
+"""
+
+
+def _make(dsn: str, *scripts: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for script in scripts:
+            conn.execute(script)
+    return dsn
+
+
+def test_balances_kept_in_each_accounts_normal_sign(fresh_db: str, tmp_path: Path) -> None:
+    _make(fresh_db, EARLIER, NORMAL_SIGNS)
+    code, data, stderr = _audit(fresh_db, tmp_path / "undeclared")
+    # Not a list of broken entries: one statement of which account types follow which rule.
+    assert code == 2 and data["findings"] == []
+    assert "follow no single sign rule" in stderr and "platform_cash follow" in stderr
+    assert 'debit_normal_account_types = ["platform_cash"]' in stderr
+    code, data, stderr = _audit(fresh_db, tmp_path / "declared",
+                                config='[ledger]\ndebit_normal_account_types = ["platform_cash"]\n')
+    assert code == 0, (stderr, data["findings"])
+    assert data["findings"] == []
+    assert {s["name"]: s for s in data["stages"]}["layout"]["layout"] == "verifier 400 (earlier)"
+
+
+def test_uuid_entry_ids_are_audited_in_the_order_of_their_ordering_column(fresh_db: str,
+                                                                          tmp_path: Path) -> None:
+    _make(fresh_db, EARLIER, UUID_IDS)
+    code, data, stderr = _audit(fresh_db, tmp_path / "seq")
+    assert code == 0, (stderr, data["findings"])
+    assert {s["name"]: s for s in data["stages"]}["layout"]["roles"]["entries.seq"] == "seq"
+    # A break, reported by the entry's own (uuid) id.
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET balance_before_cents = 5, balance_after_cents = 1005 WHERE seq = 2")
+        conn.execute("UPDATE accounts SET balance_cents = 1005 WHERE id = 2")
+    code, data, _ = _audit(fresh_db, tmp_path / "break")
+    assert code == 0  # the first entry of account 2: an opening balance of 5 cents, not a break
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO entries VALUES ('8d1f6f5e-0000-4000-8000-000000000003', 3, 1, 2, "
+                     "'debit', 5, 'USD', 1000, 995)")
+        conn.execute("UPDATE accounts SET balance_cents = 995 WHERE id = 2")
+    code, data, _ = _audit(fresh_db, tmp_path / "break2")
+    assert code == 1
+    assert _rules(data)["running_balance_break"] == {"8d1f6f5e-0000-4000-8000-000000000003"}
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE entries RENAME COLUMN seq TO n")
+        conn.execute("ALTER TABLE entries ALTER COLUMN n TYPE text")
+    code, data, stderr = _audit(fresh_db, tmp_path / "none")
+    assert code == 2 and data["status"] == "error"
+    assert "has no column for entries.seq (looked for an integer id, seq" in stderr
+    assert '"entries.seq" = "<your column>"' in stderr
+
+
+def test_an_entry_in_another_currency_than_its_account(fresh_db: str, tmp_path: Path) -> None:
+    _make(fresh_db, EARLIER, UUID_IDS,
+          "UPDATE entries SET currency = 'EUR' WHERE seq = 2; UPDATE journals SET currency = 'USD'")
+    code, data, _ = _audit(fresh_db, tmp_path)
+    assert code == 1
+    found = _rules(data)
+    assert found["entry_currency_mismatch"] == {"8d1f6f5e-0000-4000-8000-000000000002"}
+    assert "journal_mixed_currency" in found  # the journal's entries: USD and EUR
+
+
+def test_a_missing_optional_table_is_said_and_fails_under_strict(fresh_db: str, tmp_path: Path) -> None:
+    _make(fresh_db, EARLIER, UUID_IDS, "DROP TABLE pending_transactions")
+    code, data, stderr = _audit(fresh_db, tmp_path / "plain")
+    assert code == 0, stderr
+    [warning] = data["findings"]
+    assert warning["rule"] == "ledger_rule_not_checked" and warning["severity"] == "warning"
+    assert set(warning["detail"]["rules"]) == {"pending_stale", "pending_unlinked"}
+    assert "the pending table" in warning["message"]
+    code, _, _ = _audit(fresh_db, tmp_path / "strict", "--strict")
+    assert code == 1
+
+
+def test_a_reconciliation_key_that_cannot_match_the_owner_is_exit_2(fresh_db: str, tmp_path: Path) -> None:
+    _make(fresh_db, EARLIER, UUID_IDS,
+          "CREATE TABLE wallets (user_key text PRIMARY KEY, balance_cents bigint)")
+    code, data, stderr = _audit(fresh_db, tmp_path, config=(
+        '[[ledger.reconcile]]\ntable = "wallets"\nkey = "user_key"\ncolumn = "balance_cents"\n'
+        'account_type = "user"\n'))
+    assert code == 2 and data["status"] == "error"
+    assert "wallets.user_key is text, public.accounts.owner_user_id is bigint" in stderr
