@@ -182,8 +182,12 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
             inv.compose(SNAPSHOT_SQL, filled)).fetchone() or ()
         seen = {"entries": int(max_entry or 0), "journals": int(max_journal or 0)}
         # What the last audit saw settles now (also after --full: it is a fact about the ledger).
-        settled = settle(state.proven, before.seen if before else None,
-                         before.seen_xmax if before else None, int(xmin))
+        # Not on a hot standby: its pg_locks does not show the primary's transactions, and its
+        # snapshot leaves out those that took their xid after the newest commit, so nothing bounds
+        # what may still commit below what an earlier audit saw (see running_bound).
+        standby = bool((conn.execute("SELECT pg_is_in_recovery()").fetchone() or (False,))[0])
+        settled = dict(state.proven) if standby else settle(
+            state.proven, before.seen if before else None, before.seen_xmax if before else None, int(xmin))
         # Ids interleave across transactions: a journal below the journals' watermark may own
         # entries above the entries' one. It is proven complete only with all of its entries.
         open_journal = conn.execute(inv.compose(OPEN_JOURNAL_SQL, {
@@ -193,7 +197,11 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
             settled["journals"] = max(state.proven["journals"],
                                       min(settled["journals"], int(open_journal[0]) - 1))
         # Saved only if the audit completes: what the next audit may settle, and when.
-        state.seen, state.seen_xmax = seen, running_bound(conn, int(xmax))
+        if not standby:
+            state.seen, state.seen_xmax = seen, running_bound(conn, int(xmax))
+        else:  # a standby's bound would be too low for a later audit on the primary to trust
+            detail["standby"] = ("a hot standby: what is new is checked, nothing new is proven (run "
+                                 "--state on the primary to extend the proven history)")
         detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
                       seen=seen, settled=settled, transactions_in_progress=int(in_progress),
                       history_share=schedule.history_share)
