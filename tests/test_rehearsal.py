@@ -26,9 +26,19 @@ def test_project_migrations_apply_and_obey_the_rules(tmp_path: Path, small_dump:
     result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
                      "--report-dir", str(tmp_path))
     data = run_summary(tmp_path)
-    # Only warnings: sub-cent token values and the legacy float column.
+    # Only warnings: sub-cent token values, the legacy float column, and the default reconciliation
+    # of users.balance_cents with the new ledger, whose key cannot fit (the demo's users have bigint ids).
     assert {(f["rule"], f["severity"]) for f in data["findings"]} <= {
-        ("sub_cent_loss", "warning"), ("float_artifact", "warning")}, data["findings"]
+        ("sub_cent_loss", "warning"), ("float_artifact", "warning"),
+        ("ledger_rule_not_checked", "warning")}, data["findings"]
+    not_checked = [f for f in data["findings"] if f["rule"] == "ledger_rule_not_checked"]
+    assert [s["id"] for f in not_checked for s in f["sample"]] == ["reconciliation_mismatch"]
+    # 400 created the ledger: audited (empty but for its system accounts) and probed; our 400 holds.
+    assert data["provenance"]["ledger"] == "audited and probed after the migrations"
+    assert _stage(data, "layout")["layout"] == "platform 400"
+    outcomes = {c["case"]: c["outcome"] for c in _stage(data, "ledger probe")["cases"]}
+    assert outcomes == {"balanced_two_legs": "accepted", "balanced_three_legs": "accepted",
+                        "posting_function": "accepted", "unbalanced": "rejected", "one_leg": "rejected"}
     timeline = _timeline(data)
     assert [t["file"] for t in timeline] == [
         "300_add_cents_columns.sql", "301_backfill_cents.sql", "302_verification_queries.sql",
@@ -80,6 +90,66 @@ def test_migration_timeout_via_the_command_line(tmp_path: Path, small_dump: Path
     assert result.code == 1
     [finding] = run_summary(tmp_path / "r")["findings"]
     assert finding["rule"] == "migration_failed" and "--migration-timeout" in finding["message"]
+
+
+# The real 301's shape: batches of rows whose cents are still 0, until a batch changes nothing. A
+# balance of exactly 0.00 keeps its cents at 0, so that row is picked again and again, for ever.
+SPINNING_BACKFILL = """ALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT NOT NULL DEFAULT 0;
+UPDATE tips SET amount = 0.00 WHERE id = (SELECT min(id) FROM tips);
+DO $$
+DECLARE changed INT;
+BEGIN
+  LOOP
+    UPDATE tips SET amount_cents = round(amount * 100)
+    WHERE id IN (SELECT id FROM tips WHERE amount_cents = 0 LIMIT 500);
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    EXIT WHEN changed = 0;
+  END LOOP;
+END $$;
+"""
+
+
+def test_a_backfill_that_never_ends_stops_at_the_default_limit_with_a_stall_report(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    (migrations / "301_backfill_cents.sql").write_text(SPINNING_BACKFILL)
+    config = tmp_path / "verifier.toml"
+    config.write_text("migration_timeout_s = 2\n")  # the default is 3600 s; the same path, sooner
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--config", str(config), "--skip-rule-checks",
+                     "--report-dir", str(tmp_path / "r"))
+    assert result.code == 1, result.stderr
+    data = run_summary(tmp_path / "r")
+    assert _stage(data, "migrate")["time_limit"] == "2 s per file (migration_timeout_s)"
+    [finding] = [f for f in data["findings"] if f["rule"] == "migration_failed"]
+    failure = finding["detail"]["failure"]
+    assert (failure["file"], failure["line"], failure["sqlstate"]) == ("301_backfill_cents.sql", 3, "57014")
+    assert "after 2 s" in failure["message"] and "0 for no limit" in failure["message"]
+    stall = failure["stall"]
+    assert stall["limit_s"] == 2 and stall["state"] == "active" and stall["excerpt"].startswith("DO $$")
+    assert 1.5 <= float(stall["statement_running_s"]) <= float(stall["transaction_running_s"])
+    assert "RowExclusiveLock on public.tips" in stall["locks"]
+    assert stall["rows_changed"].startswith("not known")
+    report = next((tmp_path / "r").glob("*/report.html")).read_text()
+    assert "statement_running_s" in report
+
+
+def test_migration_timeout_zero_is_no_limit(tmp_path: Path, small_dump: Path, server_dsn: str,
+                                            leftovers: None) -> None:
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    (migrations / "300_slow.sql").write_text(
+        "ALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT;\n"
+        "UPDATE tips SET amount_cents = round(amount * 100);\nSELECT pg_sleep(1.5);\n")
+    config = tmp_path / "verifier.toml"
+    config.write_text("migration_timeout_s = 0.5\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--config", str(config), "--migration-timeout", "0",
+                     "--skip-rule-checks", "--report-dir", str(tmp_path / "r"))
+    data = run_summary(tmp_path / "r")
+    assert result.code == 0, data["findings"]
+    assert _stage(data, "migrate")["time_limit"] == "none (--migration-timeout 0)"
 
 
 def test_housekeeping_commands(tmp_path: Path, make_db) -> None:  # type: ignore[no-untyped-def]

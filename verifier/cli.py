@@ -79,8 +79,10 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
 @click.option("--migrations", "migrations_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR",
               help="Rehearsal: the migrations to apply (default: the project's own).")
-@click.option("--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0, min_open=True),
-              default=None, metavar="S", help="Rehearsal: cancel a migration still running after S seconds.")
+@click.option("--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0),
+              default=None, metavar="S",
+              help="Rehearsal: cancel a migration file still running after S seconds, with a stall report "
+                   "(default: migration_timeout_s, 3600; 0: no limit).")
 @click.option("--skip-rule-checks", is_flag=True,
               help="Rehearsal: do not check each migration for idempotency and its down block.")
 @click.option("--rows", type=int, default=None, metavar="N",

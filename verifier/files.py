@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 OFFENDERS_NAME = "offenders.csv"
+LEDGER_OFFENDERS_NAME = "ledger-offenders.csv"  # a rehearsal's ledger audit, beside the cents' offenders
 
 
 class RowWriter(Protocol):
@@ -53,16 +54,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def offenders_csv(run_dir: Path) -> Iterator[RowWriter]:
-    """A CSV writer whose rows become ``run_dir/offenders.csv`` if the block ends without an exception.
+def offenders_csv(run_dir: Path, name: str = OFFENDERS_NAME) -> Iterator[RowWriter]:
+    """A CSV writer whose rows become ``run_dir/name`` (offenders.csv) if the block ends without an
+    exception.
 
     Raises ``OSError`` when the file cannot be written (the caller's run
     turns it into a clear error); the partial file is then gone too.
     """
-    partial = run_dir / f".{OFFENDERS_NAME}.partial"
+    partial = run_dir / f".{name}.partial"
     try:
         with partial.open("w", newline="") as fh:
             yield csv.writer(fh)
-        os.replace(partial, run_dir / OFFENDERS_NAME)
+        os.replace(partial, run_dir / name)
     finally:
         partial.unlink(missing_ok=True)  # no half a CSV next to the report

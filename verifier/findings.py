@@ -87,7 +87,8 @@ REGISTRY: tuple[Rule, ...] = (
     *_rules(
         "migration",
         ("migration_failed", "error",
-         "a migration failed or was cancelled (--migration-timeout); the series stopped there"),
+         "a migration failed or was cancelled (migration_timeout_s, --migration-timeout); the series "
+         "stopped there"),
         ("not_idempotent", "error",
          "applying a migration a second time fails or changes the schema or a table's rows"),
         ("down_mismatch", "error",
@@ -127,11 +128,18 @@ REGISTRY: tuple[Rule, ...] = (
         ("reconciliation_mismatch", "error",
          "a legacy balance column differs from its owner's ledger account"),
         ("ledger_rule_not_checked", "warning",
-         "a ledger rule could not be checked: the ledger lacks a table or column it needs, or a "
-         "reconciliation's key does not fit (each named in the finding)"),
+         "a ledger rule could not be checked: the ledger lacks a table or column it needs, a "
+         "reconciliation's key does not fit, or a probe case could not be set up (each named in the "
+         "finding)"),
         ("history_tampered", "error",
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
          "or inserted among proven ids, or a proven journal gained entries"),
+        ("ledger_rejects_balanced", "error",
+         "(rehearsal probe) the database rejects a balanced journal posted the way applications post "
+         "it (leg by leg, or through its posting function)"),
+        ("ledger_accepts_unbalanced", "error",
+         "(rehearsal probe) the database accepts a journal that does not balance, or one of a single "
+         "leg"),
     ),
 )
 _BY_NAME = {r.name: r for r in REGISTRY}

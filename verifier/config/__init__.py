@@ -22,9 +22,13 @@ from verifier.errors import UsageError
 ROUNDING_MODES = ("half_away_from_zero", "half_even", "truncate")
 # A rehearsal's pg_restore runs at most this long (damaged tar archives can make it loop).
 RESTORE_TIMEOUT_S = 6 * 3600.0
+# A rehearsal's migration file runs at most this long (0: no limit). A backfill of the platform's
+# largest money table fits with room to spare (the README gives the measurement); a loop that never
+# ends (the real 301 on a balance of 0.00) is cancelled with a stall report instead of hanging.
+MIGRATION_TIMEOUT_S = 3600.0
 # The keys of [tool.verifier] (the README documents each).
 KEYS = ("rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "migration_lock_timeout_s",
-        "restore_timeout_s", "pairs", "exclude", "identities", "ledger")
+        "migration_timeout_s", "restore_timeout_s", "pairs", "exclude", "identities", "ledger")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Config:
     # A rehearsal's migrations run on a scratch database nobody else uses: a
     # lock wait this long means another session is in the way (exit 2).
     migration_lock_timeout_s: float = 60.0
+    migration_timeout_s: float = MIGRATION_TIMEOUT_S  # 0: no limit
     restore_timeout_s: float = RESTORE_TIMEOUT_S
     pairs: tuple[PairConfig, ...] = ()
     exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
@@ -69,6 +74,7 @@ class Config:
         assert 0 <= self.sample_rows_max <= 1000
         assert min(self.statement_timeout_s, self.lock_timeout_s, self.migration_lock_timeout_s,
                    self.restore_timeout_s) > 0
+        assert self.migration_timeout_s >= 0
 
     def excluded(self, schema: str, table: str, column: str | None = None) -> bool:
         names = {table, f"{schema}.{table}"}
@@ -121,6 +127,7 @@ def _parse(section: dict[str, Any], where: str) -> Config:
     for key, low, high in (("sample_rows_max", 0, 1000), ("statement_timeout_s", 0.001, 86400.0),
                            ("lock_timeout_s", 0.001, 3600.0),
                            ("migration_lock_timeout_s", 0.001, 86400.0),
+                           ("migration_timeout_s", 0.0, 7 * 86400.0),
                            ("restore_timeout_s", 1.0, 7 * 86400.0)):
         if key in section:
             value = section[key]

@@ -3,7 +3,8 @@
 Flow: source (the dump, inspected) -> migration plan -> scratch server ->
 restore -> inventory -> originals recorded -> migrations (traced, rule
 checks) -> cents checks on the state the migrations reached -> judgement
--> outputs. ``rehearse_snapshot`` creates a run folder, records every
+-> the ledger, if the migrations created one (audited, then probed) ->
+outputs. ``rehearse_snapshot`` creates a run folder, records every
 stage, writes the outputs however the run ends, and returns the ended
 ``Run`` or raises a ``VerifierError`` (after writing the outputs). It
 writes only to scratch databases it created and to the run folder.
@@ -19,7 +20,10 @@ from pathlib import Path
 from verifier import judge
 from verifier.cents import catalog, engine, originals
 from verifier.config import Config
+from verifier.files import LEDGER_OFFENDERS_NAME
 from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
+from verifier.ledger import layout, probe
+from verifier.ledger.audit import audit as ledger_audit
 from verifier.migrate import plan
 from verifier.migrate.series import migrate_stage
 from verifier.paths import project_expectations_dir, project_migrations_dir
@@ -37,7 +41,7 @@ class Options:
     and judges (configuration file, warnings fail under ``strict``)."""
 
     migrations_dir: Path | None = None  # None: the project's own migrations
-    migration_timeout_s: float | None = None
+    migration_timeout_s: float | None = None  # None: the configuration's; 0: no limit
     check_rules: bool = True
     config_path: Path | None = None  # None: verifier.toml or pyproject.toml here, if any
     strict: bool = False
@@ -45,7 +49,7 @@ class Options:
     expectations: Path | None = None  # the user's own suites (implies gx)
 
     def __post_init__(self) -> None:
-        assert self.migration_timeout_s is None or self.migration_timeout_s > 0
+        assert self.migration_timeout_s is None or self.migration_timeout_s >= 0
 
     @property
     def directory(self) -> Path:
@@ -125,12 +129,33 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
             with run.stage("originals") as detail:
                 kept = originals.record(conn, config)
                 detail.update(tables=len(kept.tables), rows=kept.rows, keyless=kept.keyless)
-        migrate_stage(run, db, discovery.files, timeout_s=options.migration_timeout_s,
-                      lock_timeout_s=config.migration_lock_timeout_s, check_rules=options.check_rules)
+        given = options.migration_timeout_s
+        limit = config.migration_timeout_s if given is None else given
+        migrate_stage(run, db, discovery.files, timeout_s=limit or None,
+                      lock_timeout_s=config.migration_lock_timeout_s, check_rules=options.check_rules,
+                      limit_source="migration_timeout_s" if given is None else "--migration-timeout")
         migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
         with open_snapshot(db.dsn, config) as conn:
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
                               required=not migration_failed)
             if judging is not None:  # table suites read the state verified, in the same snapshot
                 judge.judge(run, judging, live=judge.Live(db.dsn, conn, config))
+        ledger_stages(run, db.dsn, config)
     finish(run, strict=options.strict, count_in_error=True)
+
+
+def ledger_stages(run: Run, dsn: str, config: Config) -> None:
+    """The ledger the migrations created (if they created one), audited as ``verify-ledger`` audits
+    it, in the state they reached, then probed (``verifier.ledger.probe``).
+
+    Raises ``UsageError`` when the ledger's layout cannot be audited (as ``verify-ledger`` does).
+    """
+    with open_snapshot(dsn, config) as conn:
+        if not layout.present(conn, config.ledger):
+            tables = ", ".join(layout.required(config.ledger))
+            run.provenance["ledger"] = (f"none: no ledger tables ({tables}) in schema "
+                                        f"{config.ledger.schema} after the migrations")
+            return
+        detected, convention = ledger_audit(run, conn, dsn, config, offenders=LEDGER_OFFENDERS_NAME)
+    run.provenance["ledger"] = "audited and probed after the migrations"
+    probe.probe(run, dsn, detected, convention)

@@ -9,4 +9,6 @@
 - ``proven``: what scheduled audits have proven, and when history settles.
 - ``audit``: the audit's stages: the passes in parallel on one exported
   snapshot, the offenders, the findings, the new state.
+- ``probe``: the rehearsal's enforcement probe: test journals posted in the
+  scratch database and rolled back; what the database accepts and rejects.
 """

@@ -44,7 +44,7 @@ from psycopg import sql
 from verifier.config import Config
 from verifier.config.ledger import Layout
 from verifier.errors import VerifierError
-from verifier.files import offenders_csv
+from verifier.files import OFFENDERS_NAME, offenders_csv
 from verifier.findings import Finding, rule
 from verifier.ledger import history, proven
 from verifier.ledger import invariants as inv
@@ -139,7 +139,7 @@ def add_carried(p: inv.Pass, result: PassResult, carried: list[st.Carried], layo
 
 
 def findings_of(p: inv.Pass, result: PassResult, samples: dict[int, list[dict[str, Any]]],
-                layout: Layout) -> list[Finding]:
+                layout: Layout, offenders: str = OFFENDERS_NAME) -> list[Finding]:
     found = []
     for i, r in enumerate(p.rules):
         if not result.counts[i]:
@@ -149,7 +149,7 @@ def findings_of(p: inv.Pass, result: PassResult, samples: dict[int, list[dict[st
             rule=r.rule, severity="error", table=table, count=result.counts[i],
             cents_impact=int(result.impacts[i]), sample=tuple(samples.get(i, [])),
             message=f"{result.counts[i]:,} row(s) of {table}: {r.rule} ({rule(r.rule).meaning})",
-            detail={"check": p.name},
+            detail={"check": p.name, "offenders": offenders},
         ))
     return found
 
@@ -165,8 +165,13 @@ def _permission() -> Iterator[None]:
 
 
 def audit(run: Run, conn: psycopg.Connection, url: str, config: Config,
-          schedule: Schedule | None = None) -> None:
+          schedule: Schedule | None = None, *, offenders: str = OFFENDERS_NAME
+          ) -> tuple[Layout, inv.Convention]:
     """The stages of a ledger audit (see the module docstring); with a state file, incremental.
+
+    ``offenders``: the name of the offending rows' CSV in the run folder (a
+    rehearsal's cents checks write offenders.csv). Returns the layout as
+    detected and the sign convention.
 
     Raises ``UsageError`` for a layout the database lacks or a state file that is not this
     ledger's, ``VerifierError`` for a missing privilege, a timeout or a lost connection.
@@ -174,13 +179,13 @@ def audit(run: Run, conn: psycopg.Connection, url: str, config: Config,
     schedule = schedule or Schedule()
     with conninfo.reading(url, config.statement_timeout_s), _permission():
         if schedule.state is None:
-            _audit(run, conn, url, config, schedule)
-        else:
-            with st.locked(schedule.state):
-                _audit(run, conn, url, config, schedule)
+            return _audit(run, conn, url, config, schedule, offenders)
+        with st.locked(schedule.state):
+            return _audit(run, conn, url, config, schedule, offenders)
 
 
-def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedule: Schedule) -> None:
+def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedule: Schedule,
+           offenders: str) -> tuple[Layout, inv.Convention]:
     layout, detection, convention, currencies = _layout_stage(run, conn, config.ledger)
     config = dataclasses.replace(config, ledger=layout)
     filled = inv.names(layout, convention, currencies)
@@ -189,7 +194,8 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
     rehash = _plan_rehash(scope, schedule)
     results, digests = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
-    findings, carried, tampered = _offenders_stage(run, conn, config, scope, passes, results, digests, rehash)
+    findings, carried, tampered = _offenders_stage(run, conn, config, scope, passes, results, digests, rehash,
+                                                   offenders)
     _opening_stage(run, scope, results)
     if not_checked:
         findings.append(_not_checked_finding(not_checked))
@@ -205,6 +211,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
                           chunks={t: len(c) for t, c in scope.state.chunks.items()}, rehashed_chunks=rehashed,
                           tampered=len(tampered))
         run.provenance["ledger_history"] = scope.state.runs[-proven.TREND_RUNS_MAX:]
+    return layout, convention
 
 
 def _layout_stage(run: Run, conn: psycopg.Connection, configured: Layout
@@ -329,7 +336,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
 
 def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: Scope, passes: list[Planned],
                      results: list[PassResult], digests: list[history.Digests],
-                     rehash: dict[str, list[tuple[int, int]]]
+                     rehash: dict[str, list[tuple[int, int]]], offenders: str
                      ) -> tuple[list[Finding], list[st.Carried], list[history.Tampered]]:
     """The "offenders" stage: offending rows to offenders.csv; the findings, carried rows and tampering."""
     layout = config.ledger
@@ -337,7 +344,7 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
     carried = scope.carried
     new_carried: list[st.Carried] = []
     tampered: list[history.Tampered] = []
-    with run.stage("offenders") as detail, offenders_csv(run.run_dir) as out:
+    with run.stage("offenders") as detail, offenders_csv(run.run_dir, offenders) as out:
         out.writerow(OFFENDERS_HEADER)
         for (p, placeholders), result in zip(passes, results, strict=True):
             samples: dict[int, list[dict[str, Any]]] = {}
@@ -347,13 +354,13 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                 new_carried += found
             add_carried(p, result, [c for c in carried if c.pass_name == p.name], layout, out, samples,
                         config.sample_rows_max)
-            findings += findings_of(p, result, samples, layout)
+            findings += findings_of(p, result, samples, layout, offenders)
         if scope.state is not None:
             for table, found_digests in zip(st.HISTORY_TABLES, digests, strict=True):
                 tampered += history.compare(scope.state, table, rehash[table], found_digests.rehashed)
         for t in tampered:
             out.writerow(("history_tampered", layout.table(t.table), t.id, t.cents_impact, t.detail))
-        findings += _tampered_findings(tampered, layout, config.sample_rows_max)
+        findings += _tampered_findings(tampered, layout, config.sample_rows_max, offenders)
         detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered)
         detail["drift_by_account_type"] = _drift_by_type(results)
     return findings, carried + new_carried, tampered
@@ -372,7 +379,7 @@ def _drift_by_type(results: list[PassResult]) -> dict[str, dict[str, Any]]:
 
 
 def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
-                       sample_rows_max: int) -> list[Finding]:
+                       sample_rows_max: int, offenders: str) -> list[Finding]:
     found = []
     for table in st.HISTORY_TABLES:
         mine = [t for t in tampered if t.table == table]
@@ -384,5 +391,5 @@ def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
                              for t in mine[:sample_rows_max]),
                 message=f"{len(mine):,} change(s) to {layout.table(table)} rows an earlier audit had proven: "
                         f"history_tampered ({rule('history_tampered').meaning})",
-                detail={"check": history.HISTORY_CHECK}))
+                detail={"check": history.HISTORY_CHECK, "offenders": offenders}))
     return found

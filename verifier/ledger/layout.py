@@ -41,6 +41,21 @@ EARLIER = "verifier 400 (earlier)"
 CUSTOM = "custom"
 
 
+PRESENT_SQL = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
+              "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+
+
+def required(layout: Layout) -> list[str]:
+    """The names of the layout's required tables (accounts, journals, entries, as configured)."""
+    return [layout.tables[t] for t, (needed, _) in TABLES.items() if needed]
+
+
+def present(conn: psycopg.Connection, layout: Layout) -> bool:
+    """Whether the database holds a ledger: the layout's required tables all exist in its schema."""
+    row = conn.execute(PRESENT_SQL, (layout.schema, required(layout))).fetchone()
+    return row is not None and int(row[0]) == len(required(layout))
+
+
 @dataclass(frozen=True)
 class Column:
     name: str

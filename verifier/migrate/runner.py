@@ -12,7 +12,9 @@ wrapped in one; for those, the observer samples the locks while they run.
 A failure stops the file: the open transaction is rolled back and the
 result carries file, statement number, line, excerpt, SQLSTATE, message,
 detail, hint and context. ``timeout_s`` cancels a file still running after
-that many seconds. Writes only to the database it was given.
+that many seconds; the failure then carries a stall report (``Stall``): what
+the backend was doing when the limit fired, read by the observer just
+before the cancel. Writes only to the database it was given.
 
 Two failures are not the migration's: a lost connection (the server went
 away, or someone ended our backend) and, with ``lock_timeout_s``, a wait
@@ -53,6 +55,20 @@ WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted
        AND n.nspname NOT IN ('pg_catalog', 'information_schema')))
 ORDER BY 1, 2
 """
+# The stall report: the migration backend's activity when its time limit fires.
+STALL_SQL = """
+SELECT state, wait_event_type, wait_event,
+       round(extract(epoch FROM now() - query_start)::numeric, 3)::text,
+       round(extract(epoch FROM now() - xact_start)::numeric, 3)::text, left(query, 300)
+FROM pg_stat_activity WHERE pid = %s
+"""
+# Progress that the server reports for some statements (PostgreSQL documentation, "Progress Reporting").
+PROGRESS_SQL = {
+    "pg_stat_progress_copy": "SELECT command, tuples_processed, NULL::bigint FROM pg_stat_progress_copy "
+                             "WHERE pid = %s",
+    "pg_stat_progress_create_index": "SELECT phase, tuples_done, tuples_total FROM "
+                                     "pg_stat_progress_create_index WHERE pid = %s",
+}
 
 # How long the backend's current transaction has run: a lock seen by a
 # sample has been held at most that long (a CALL commits per batch).
@@ -116,6 +132,7 @@ class MigrationFailure:
     detail: str | None = None
     hint: str | None = None
     context: str | None = None
+    stall: dict[str, Any] | None = None  # a cancelled migration's stall report (Stall.as_json)
 
     def describe(self) -> str:
         where = f"{self.file} line {self.line}"
@@ -196,6 +213,7 @@ class Runner:
             raise
         self.pid = self.conn.info.backend_pid
         self._timed_out = threading.Event()
+        self._stall: dict[str, Any] | None = None
 
     def __enter__(self) -> Runner:
         return self
@@ -266,6 +284,7 @@ class Runner:
             return MigrationResult(f, direction, 0.0, (), (), syntax)
         timer = None
         self._timed_out.clear()
+        self._stall = None
         if self.timeout_s is not None:
             timer = threading.Timer(self.timeout_s, self._cancel)
             timer.daemon = True
@@ -284,6 +303,7 @@ class Runner:
                                tuple(locks), failure)
 
     def _cancel(self) -> None:
+        self._stall = self._stalled()
         self._timed_out.set()
         cancel = getattr(self.conn, "cancel_safe", None) or self.conn.cancel
         try:
@@ -405,13 +425,38 @@ class Runner:
             except psycopg.Error:
                 pass
 
+    def _stalled(self) -> dict[str, Any]:
+        """What the migration's backend is doing now (best effort): the stall report."""
+        report: dict[str, Any] = {"limit_s": self.timeout_s}
+        try:
+            row = self.observer.execute(STALL_SQL, (self.pid,)).fetchone()
+            if row is not None:
+                report.update(zip(("state", "wait_event_type", "wait_event", "statement_running_s",
+                                   "transaction_running_s", "query"), row, strict=True))
+            report["locks"] = [f"{mode} on {rel}" for rel, mode in self._locks()]
+            progress = [(view, dict(zip(("phase", "done", "total"), r, strict=True)))
+                        for view, query in PROGRESS_SQL.items()
+                        for r in self.observer.execute(query, (self.pid,)).fetchall()]
+        except psycopg.Error as exc:
+            report["unreadable"] = (exc.diag.message_primary or str(exc)).strip()
+            return report
+        report["rows_changed"] = (
+            {view: p for view, p in progress} if progress else
+            "not known: the changes of a transaction that has not committed are invisible to other "
+            "sessions, and no pg_stat_progress view reports this statement")
+        return report
+
     def _timeout_failure(self, f: MigrationFile, stmt: Statement, tx: _Transaction,
                          held: list[LockHeld]) -> MigrationFailure:
         held += tx.close(time.monotonic())
         self._rollback()
+        stall = self._stall or {"limit_s": self.timeout_s}
+        stall.update(file=f.path.name, line=stmt.line, statement_number=stmt.number,
+                     excerpt=stmt.excerpt(EXCERPT_CHARS_MAX))
         return MigrationFailure(
             f.path.name, stmt.number, stmt.line, stmt.excerpt(EXCERPT_CHARS_MAX), "57014",
-            f"cancelled: the migration was still running after {self.timeout_s} s (--migration-timeout)")
+            f"cancelled: the migration was still running after {self.timeout_s:g} s "
+            "(migration_timeout_s, or --migration-timeout S; 0 for no limit)", stall=stall)
 
 
 class _Sampler:

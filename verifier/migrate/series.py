@@ -52,18 +52,23 @@ def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str
 
 
 def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile, ...], *,
-                  timeout_s: float | None, lock_timeout_s: float | None, check_rules: bool) -> None:
+                  timeout_s: float | None, lock_timeout_s: float | None, check_rules: bool,
+                  limit_source: str = "--migration-timeout") -> None:
     """Apply the pending ``files`` to ``db`` in order, tracing them; check the team's rules.
 
-    Adds ``migration_failed``, ``not_idempotent``, ``down_mismatch`` and
-    ``down_missing`` findings to ``run``; stops at the first failure. A lost
+    ``timeout_s``: each file's time limit (None: none), set by ``limit_source``
+    (stated in the stage). Adds ``migration_failed``, ``not_idempotent``,
+    ``down_mismatch`` and ``down_missing`` findings to ``run``; stops at the
+    first failure. A lost
     connection, or a lock wait beyond ``lock_timeout_s``, raises ``VerifierError``.
     """
     with run.stage("migrate") as detail:
         done = applied(db.dsn)
         todo = plan.pending(files, done)
         detail.update(already_applied=sorted(done), pending=[f.path.name for f in todo],
-                      rule_checks="checked" if check_rules else "skipped (--skip-rule-checks)")
+                      rule_checks="checked" if check_rules else "skipped (--skip-rule-checks)",
+                      time_limit=(f"{timeout_s:g} s per file ({limit_source})" if timeout_s is not None
+                                  else f"none ({limit_source} 0)"))
         timeline = detail.setdefault("timeline", [])
         # The state after one migration is the state before the next: read once.
         before = rule_checks.fingerprint(db.dsn, with_data=False) if check_rules and todo else None

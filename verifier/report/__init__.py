@@ -22,14 +22,15 @@ import sys
 from pathlib import Path
 
 from verifier.errors import ReportNotWritten
-from verifier.files import OFFENDERS_NAME, write_atomic, written_aside
+from verifier.files import LEDGER_OFFENDERS_NAME, OFFENDERS_NAME, write_atomic, written_aside
 from verifier.report.html import render_html
 from verifier.report.index import render_index
 from verifier.report.junit import render_junit
 from verifier.report.summary import summary
 from verifier.run import Run
 
-LINKED_FILES = (OFFENDERS_NAME, "summary.json", "junit.xml", "planted.json")  # linked from report.html
+# Linked from report.html.
+LINKED_FILES = (OFFENDERS_NAME, LEDGER_OFFENDERS_NAME, "summary.json", "junit.xml", "planted.json")
 
 
 def write_outputs(run: Run) -> None:

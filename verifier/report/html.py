@@ -26,6 +26,7 @@ import jinja2
 from markupsafe import Markup
 
 from verifier.cents.sql import DIFF_BUCKETS
+from verifier.files import OFFENDERS_NAME
 from verifier.findings import rule
 from verifier.report import charts
 from verifier.report.summary import stage
@@ -115,7 +116,8 @@ def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({**f, "count": f.get("count") or 0, "meaning": rule(f["rule"]).meaning,
                      "sample": sample, "sample_columns": columns,
                      "sample_rows": [[_text(row.get(c)) for c in columns] for row in sample],
-                     "failure": _pairs(failure) if failure else None})
+                     "failure": _pairs(failure) if failure else None,
+                     "offenders": (f.get("detail") or {}).get("offenders") or OFFENDERS_NAME})
     return rows
 
 

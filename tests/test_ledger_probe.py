@@ -1,0 +1,139 @@
+"""The ledger enforcement probe, in a rehearsal whose migrations create the ledger.
+
+The project's own series creates our 400 (the probe passes: tests/test_rehearsal.py).
+Here a 401 after it changes how the database enforces the balance rule, the
+ways real ledgers get it wrong: the platform's own row trigger (a running sum
+checked after each leg, so the first leg of any balanced journal fails), no
+rule at all, and an accounts table the probe cannot write a test account to.
+Each rehearsal reports what the database accepted and rejected, and the run
+fails accordingly; nothing the probe posted is left in the scratch database
+(it is rolled back: the audit of the state reached runs before the probe, and
+the probe's own journals would show in a second audit).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from verifier.config.ledger import Layout
+from verifier.jobs.lifecycle import new_run
+from verifier.ledger import probe
+from verifier.ledger.invariants import Convention
+from verifier.ledger.layout import detect
+from verifier.paths import project_migrations_dir
+
+from .conftest import run_cli, run_summary
+
+# The platform's balance rule, described in ../shared/platform-400.md ("Behaviour"), written here:
+# after each inserted entry, its journal's entries so far must sum to 0 or to minus the new amount.
+PLATFORM_ROW_TRIGGER = """
+DROP TRIGGER IF EXISTS entries_journal_balanced ON entries;
+CREATE OR REPLACE FUNCTION platform_check_journal_balance() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE total BIGINT;
+BEGIN
+  SELECT COALESCE(sum(amount_cents), 0) INTO total FROM entries WHERE journal_id = NEW.journal_id;
+  IF total <> 0 AND total <> -NEW.amount_cents THEN
+    RAISE EXCEPTION 'Journal % is not balanced. Sum: %', NEW.journal_id, total;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER check_journal_balance AFTER INSERT ON entries
+  FOR EACH ROW EXECUTE FUNCTION platform_check_journal_balance();
+"""
+NO_RULE = "DROP TRIGGER IF EXISTS entries_journal_balanced ON entries;\n"
+UNWRITABLE_ACCOUNTS = (
+    "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS region point NOT NULL DEFAULT '(0,0)';\n"
+    "ALTER TABLE accounts ALTER COLUMN region DROP DEFAULT;\n")
+
+
+def _rehearse(tmp_path: Path, dump: Path, scratch: str, extra: str) -> tuple[int, dict[str, Any]]:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    for f in sorted(project_migrations_dir().glob("[34]*.sql")):
+        shutil.copy(f, migrations / f.name)
+    (migrations / "401_change_the_balance_rule.sql").write_text(extra)
+    result = run_cli("verify-cents", "--snapshot", str(dump), "--scratch", scratch, "--migrations",
+                     str(migrations), "--skip-rule-checks", "--report-dir", str(tmp_path / "r"))
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.code, run_summary(tmp_path / "r")
+
+
+def _probe(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    stage = next(s for s in data["stages"] if s["name"] == "ledger probe")
+    return {c["case"]: c for c in stage["cases"]}
+
+
+def _ledger_findings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["rule"]: f for f in data["findings"] if f["rule"].startswith("ledger_")}
+
+
+def test_the_platforms_row_trigger_rejects_every_balanced_journal(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    code, data = _rehearse(tmp_path, small_dump, server_dsn, PLATFORM_ROW_TRIGGER)
+    assert code == 1 and data["status"] == "fail"
+    cases = _probe(data)
+    for name in ("balanced_two_legs", "balanced_three_legs", "posting_function"):
+        assert cases[name]["outcome"] == "rejected", cases[name]
+        assert cases[name]["sqlstate"] == "P0001"
+        assert cases[name]["message"].startswith("Journal ") and "is not balanced" in cases[name]["message"]
+    assert cases["balanced_two_legs"]["statement"].startswith("INSERT INTO public.entries (leg 1 of 2")
+    assert cases["posting_function"]["statement"].startswith("SELECT transfer_tokens(")
+    assert cases["unbalanced"]["outcome"] == cases["one_leg"]["outcome"] == "rejected"
+    found = _ledger_findings(data)
+    rejects = found["ledger_rejects_balanced"]
+    assert rejects["severity"] == "error" and rejects["count"] == 3
+    assert {s["id"] for s in rejects["sample"]} == {
+        "balanced_two_legs", "balanced_three_legs", "posting_function"}
+    assert "ledger_accepts_unbalanced" not in found
+    junit = next((tmp_path / "r").glob("*/junit.xml")).read_text()
+    assert "ledger_rejects_balanced" in junit
+
+
+def test_a_ledger_without_a_balance_rule_accepts_unbalanced_journals(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    code, data = _rehearse(tmp_path, small_dump, server_dsn, NO_RULE)
+    assert code == 1
+    cases = _probe(data)
+    assert {n: c["outcome"] for n, c in cases.items()} == {
+        "balanced_two_legs": "accepted", "balanced_three_legs": "accepted", "posting_function": "accepted",
+        "unbalanced": "accepted", "one_leg": "accepted"}
+    found = _ledger_findings(data)
+    assert found["ledger_accepts_unbalanced"]["count"] == 2
+    assert {s["id"] for s in found["ledger_accepts_unbalanced"]["sample"]} == {"unbalanced", "one_leg"}
+    assert "ledger_rejects_balanced" not in found
+
+
+def test_a_probe_that_cannot_set_up_says_so(tmp_path: Path, small_dump: Path, server_dsn: str,
+                                            leftovers: None) -> None:
+    code, data = _rehearse(tmp_path, small_dump, server_dsn, UNWRITABLE_ACCOUNTS)
+    cases = _probe(data)
+    assert {c["outcome"] for c in cases.values()} == {"not run"}
+    assert all("public.accounts.region (type point)" in c["message"] for c in cases.values())
+    not_checked = [f for f in data["findings"] if f["rule"] == "ledger_rule_not_checked"
+                   and f["detail"]["check"] == "ledger probe"]
+    assert len(not_checked) == 1 and not_checked[0]["count"] == 5
+    assert code == 0, not_checked  # a warning: it fails the run only under --strict
+    strict = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn, "--migrations",
+                     str(tmp_path / "migrations"), "--skip-rule-checks", "--strict",
+                     "--report-dir", str(tmp_path / "strict"))
+    assert strict.code == 1
+
+
+def test_the_probe_leaves_nothing_behind(fresh_db: str, tmp_path: Path) -> None:
+    ledger_sql = (project_migrations_dir() / "400_create_double_entry_ledger.sql").read_text()
+    counts = "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM journals), " \
+             "(SELECT count(*) FROM entries), (SELECT sum(balance_cents) FROM accounts)"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(ledger_sql)
+        before = conn.execute(counts).fetchone()
+        layout, _ = detect(conn, Layout())
+    run = new_run("probe", tmp_path)
+    done = probe.probe(run, fresh_db, layout, Convention(direction=-1, debit_sign=1))
+    assert [c.outcome for c in done] == ["accepted", "accepted", "accepted", "rejected", "rejected"]
+    assert run.findings == []
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute(counts).fetchone() == before == (5, 0, 0, 0)
