@@ -155,11 +155,12 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> CliResult:
-    """Run one of the installed console scripts in a subprocess, as a user would."""
+def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> CliResult:
+    """Run one of the installed console scripts in a subprocess, as a user would (in ``cwd``)."""
     done = subprocess.run(
         [str(BIN_DIR / args[0]), *args[1:]],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from verifier.errors import UsageError
 from verifier.migrate import plan
 from verifier.migrate.sqltext import SqlSyntaxError, split_statements, up_and_down
 from verifier.paths import project_migrations_dir
@@ -64,6 +65,61 @@ def test_pending_honours_text_integer_and_stem_versions(tmp_path: Path) -> None:
     applied = {"10", "127a", "004_a", "200"}
     assert [f.path.stem for f in plan.pending(files, applied)] == ["004_b"]
     assert [f.path.stem for f in plan.pending(files, set())] == [f.path.stem for f in files]
+
+
+def test_a_shared_number_recorded_once_is_never_applied_again_silently(tmp_path: Path) -> None:
+    for stem in ("004_a", "004_b", "010_c"):
+        _write(tmp_path, stem)
+    files = plan.discover(tmp_path).files
+    for recorded in ({"4"}, {"004"}, {"4", "10"}):  # an integer version, as text or padded
+        with pytest.raises(UsageError) as caught:
+            plan.pending(files, recorded)
+        assert "which 004_a.sql, 004_b.sql share" in str(caught.value)
+        assert "by its own name" in (caught.value.hint or "")
+    # Recorded by their own names, the twins are told apart.
+    assert [f.path.stem for f in plan.pending(files, {"004_a", "004_b"})] == ["010_c"]
+
+
+def test_down_files_are_not_up_migrations(tmp_path: Path) -> None:
+    for stem in ("300_add", "301_fill"):
+        _write(tmp_path, stem)
+    (tmp_path / "300_add_DOWN.sql").write_text("DROP TABLE t;")
+    (tmp_path / "301_fill.down.sql").write_text("DROP TABLE t;")
+    found = plan.discover(tmp_path)
+    assert [f.path.name for f in found.files] == ["300_add.sql", "301_fill.sql"]
+    assert [p.name for p in found.down_files] == ["300_add_DOWN.sql", "301_fill.down.sql"]
+
+
+@pytest.mark.parametrize("kind", ["symlink_out", "fifo", "directory", "too_big"])
+def test_only_regular_files_inside_the_directory_are_read(tmp_path: Path, kind: str) -> None:
+    import os
+
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    _write(migrations, "300_ok")
+    bad = migrations / "301_bad.sql"
+    if kind == "symlink_out":
+        (tmp_path / "secret.sql").write_text("SELECT 1;")
+        bad.symlink_to(tmp_path / "secret.sql")
+        expected = "is a symbolic link to"
+    elif kind == "fifo":
+        os.mkfifo(bad)
+        expected = "is a FIFO, not a regular file"
+    elif kind == "directory":
+        bad.mkdir()
+        expected = "is a directory, not a regular file"
+    else:
+        with bad.open("wb") as fh:
+            fh.truncate(plan.FILE_BYTES_MAX + 1)  # sparse: no disk used
+        expected = "more than the"
+    with pytest.raises(UsageError) as caught:
+        plan.discover(migrations)  # a FIFO would block a reader for ever: it must not be opened
+    assert str(bad) in str(caught.value) and expected in str(caught.value)
+    # A link to a regular file inside the directory is fine.
+    if kind == "symlink_out":
+        bad.unlink()
+        bad.symlink_to(migrations / "300_ok.sql")
+        assert len(plan.discover(migrations).files) == 2
 
 
 def test_header_and_dependencies(tmp_path: Path) -> None:

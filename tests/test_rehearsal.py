@@ -152,6 +152,51 @@ def test_migration_timeout_zero_is_no_limit(tmp_path: Path, small_dump: Path, se
     assert _stage(data, "migrate")["time_limit"] == "none (--migration-timeout 0)"
 
 
+def test_the_users_migrations_by_default_never_ours(tmp_path: Path, small_dump: Path, server_dsn: str,
+                                                    leftovers: None) -> None:
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--report-dir", str(tmp_path / "none"), cwd=empty)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "No migrations to rehearse: there is no ./migrations in" in result.stderr
+    assert "Give --migrations DIR" in result.stderr
+    assert "Migrating" not in result.stderr  # stopped before any scratch database was made
+    # ./migrations of the directory the user runs in.
+    project = tmp_path / "project"
+    (project / "migrations").mkdir(parents=True)
+    (project / "migrations" / "300_add.sql").write_text(
+        "ALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT;\n"
+        "UPDATE tips SET amount_cents = round(amount * 100);\n")
+    (project / "migrations" / "301_more.sql").write_text("SELECT 1;\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--skip-rule-checks", "--report-dir", str(tmp_path / "here"), cwd=project)
+    assert result.code == 0, result.stderr
+    assert (f"Migrating from {project / 'migrations'}: 2 pending file(s), in this order: "
+            "300_add.sql, 301_more.sql") in result.stderr
+    data = run_summary(tmp_path / "here")
+    assert (_stage(data, "plan")["chosen_by"], _stage(data, "plan")["directory"]) == (
+        "./migrations", str(project / "migrations"))
+    assert [m["file"] for m in data["provenance"]["migrations"]] == ["300_add.sql", "301_more.sql"]
+    # The configuration's migrations key, relative to the file's folder, wins over ./migrations.
+    (project / "conf").mkdir()
+    (project / "db").mkdir()
+    (project / "db" / "300_only.sql").write_text(
+        "ALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT;\n"
+        "UPDATE tips SET amount_cents = round(amount * 100);\n")
+    (project / "conf" / "verifier.toml").write_text('migrations = "../db"\n')
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--skip-rule-checks", "--config", str(project / "conf" / "verifier.toml"),
+                     "--report-dir", str(tmp_path / "conf"), cwd=project)
+    assert result.code == 0, result.stderr
+    assert [m["file"] for m in run_summary(tmp_path / "conf")["provenance"]["migrations"]] == ["300_only.sql"]
+    bad = project / "bad.toml"
+    bad.write_text("migrations = 3\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--config", str(bad),
+                     "--report-dir", str(tmp_path / "bad"), cwd=project)
+    assert result.code == 2 and "migrations must be the path of a directory" in result.stderr
+
+
 def test_housekeeping_commands(tmp_path: Path, make_db) -> None:  # type: ignore[no-untyped-def]
     directory = tmp_path / "mig"
     created = run_cli("verifier", "migrations", "create", "add tips table", "--dir", str(directory))

@@ -78,7 +78,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
               help="With a URL scratch: keep the scratch database and print how to connect.")
 @click.option("--migrations", "migrations_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR",
-              help="Rehearsal: the migrations to apply (default: the project's own).")
+              help="Rehearsal: the directory of your migrations (default: the configuration's "
+                   "migrations, else ./migrations; --demo uses this project's own).")
 @click.option("--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0),
               default=None, metavar="S",
               help="Rehearsal: cancel a migration file still running after S seconds, with a stall report "
@@ -275,6 +276,8 @@ def migrations_status(directory: Path, db_url: str, traceback: bool) -> None:
             click.echo(f"note: number {number} is shared by {', '.join(names)}")
         for path in discovery.unnumbered:
             click.echo(f"note: {path.name} is not numbered and is skipped")
+        for path in discovery.down_files:
+            click.echo(f"note: {path.name} is a down file, not an up migration, and is skipped")
 
     _invoke("verifier migrations status", traceback, action)
 

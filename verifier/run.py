@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +49,8 @@ class Run:
     error: str | None = None
     duration_s: float = 0.0
     _t0: float = field(default_factory=time.monotonic, repr=False)
+    # Where a stage tells the person at the terminal what it is about to do (new_run: stderr).
+    tell: Callable[[str], None] = field(default=lambda text: None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:

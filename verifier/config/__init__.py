@@ -28,7 +28,7 @@ RESTORE_TIMEOUT_S = 6 * 3600.0
 MIGRATION_TIMEOUT_S = 3600.0
 # The keys of [tool.verifier] (the README documents each).
 KEYS = ("rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "migration_lock_timeout_s",
-        "migration_timeout_s", "restore_timeout_s", "pairs", "exclude", "identities", "ledger")
+        "migration_timeout_s", "restore_timeout_s", "migrations", "pairs", "exclude", "identities", "ledger")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class Config:
     exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
     identities: tuple[Identity, ...] = ()
     ledger: Layout = field(default_factory=Layout)
+    migrations: str | None = None  # a rehearsal's migrations directory (relative: to the file's folder)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -155,8 +156,15 @@ def _parse(section: dict[str, Any], where: str) -> Config:
         schema, table = _split_name(str(item["table"]), 2, at)
         identities.append(Identity(schema, table, item["total"], tuple(parts)))
     ledger = parse_ledger(section["ledger"], where) if "ledger" in section else Layout()
+    migrations = section.get("migrations")
+    if migrations is not None:
+        if not isinstance(migrations, str) or not migrations.strip():
+            raise UsageError(f"{where}: migrations must be the path of a directory (a string), "
+                             "relative to this file's folder or absolute.")
+        migrations = str(Path(where).parent / migrations)
     return Config(rounding=rounding, pairs=tuple(pairs), exclude=tuple(exclude),
-                  identities=tuple(identities), ledger=ledger, source=where, **numbers)
+                  identities=tuple(identities), ledger=ledger, migrations=migrations, source=where,
+                  **numbers)
 
 
 def _list_of_tables(section: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
         config = dataclasses.replace(  # the platform's identity, once even if configured too
             config, identities=tuple(dict.fromkeys(config.identities + plant.DEMO_IDENTITIES)))
         judging = suites(options, demo=True)
-        discovery = discover(run, options)
+        discovery = discover(run, options, config, demo=True)
         with provision("embedded") as server:
             record_server(run, server)
             snapshot = run.run_dir / DEMO_SNAPSHOT_NAME

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,9 +42,13 @@ def new_run(command: str, report_dir: Path) -> Run:
         run_dir.mkdir(parents=True, exist_ok=False)
     except OSError as exc:
         raise VerifierError(f"Cannot create the report folder {run_dir}: {exc.strerror}.") from None
-    run = Run(command=command, run_dir=run_dir, run_id=run_id, started_at=now)
+    run = Run(command=command, run_dir=run_dir, run_id=run_id, started_at=now, tell=_tell)
     run.provenance["tool_version"] = __version__
     return run
+
+
+def _tell(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def load_config(run: Run, path: Path | None, *, rounding: bool) -> Config:

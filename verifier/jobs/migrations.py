@@ -40,6 +40,7 @@ def status(directory: Path, url: str) -> tuple[plan.Discovery, list[Status]]:
         rows = conn.execute(sql.SQL(APPLIED_SQL).format(sql.Identifier(MIGRATIONS_TABLE))).fetchall() if (
             exists and exists[0]) else []
     applied = {str(r[0]) for r in rows}
+    plan.pending(discovery.files, applied)  # a shared number recorded once is ambiguous: UsageError
     return discovery, [Status(f, f.applied_in(applied)) for f in discovery.files]
 
 

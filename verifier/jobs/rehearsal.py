@@ -20,6 +20,7 @@ from pathlib import Path
 from verifier import judge
 from verifier.cents import catalog, engine, originals
 from verifier.config import Config
+from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
 from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
 from verifier.ledger import layout, probe
@@ -40,7 +41,7 @@ class Options:
     """How a rehearsal migrates (which files, how long each may run, rule checks on or off)
     and judges (configuration file, warnings fail under ``strict``)."""
 
-    migrations_dir: Path | None = None  # None: the project's own migrations
+    migrations_dir: Path | None = None  # None: see migrations_directory
     migration_timeout_s: float | None = None  # None: the configuration's; 0: no limit
     check_rules: bool = True
     config_path: Path | None = None  # None: verifier.toml or pyproject.toml here, if any
@@ -51,9 +52,29 @@ class Options:
     def __post_init__(self) -> None:
         assert self.migration_timeout_s is None or self.migration_timeout_s >= 0
 
-    @property
-    def directory(self) -> Path:
-        return self.migrations_dir or project_migrations_dir()
+
+def migrations_directory(options: Options, config: Config, *, demo: bool = False) -> tuple[Path, str]:
+    """The directory of the migrations to rehearse, and where that choice came from.
+
+    ``--migrations DIR``; else, for the demo, the project's own migrations;
+    else the configuration's ``migrations``; else ``./migrations`` when it
+    exists. Raises ``UsageError`` otherwise: a rehearsal never applies
+    migrations the user did not choose.
+    """
+    if options.migrations_dir is not None:
+        return Path(options.migrations_dir), "--migrations"
+    if demo:
+        return project_migrations_dir(), "the demo's: the project's own migrations"
+    if config.migrations is not None:
+        return Path(config.migrations), f"migrations in {config.source}"
+    here = Path("migrations")
+    if here.is_dir():
+        return here.resolve(), "./migrations"
+    raise UsageError(
+        f"No migrations to rehearse: there is no ./migrations in {Path.cwd()}, no --migrations DIR and "
+        "no migrations key in the configuration.",
+        hint="Give --migrations DIR (the directory of your migration files), or set migrations = \"DIR\" "
+             "in verifier.toml ([tool.verifier] in pyproject.toml).")
 
 
 def suites(options: Options, *, demo: bool = False) -> list[judge.Suite] | None:
@@ -76,7 +97,7 @@ def rehearse_snapshot(
         config = load_config(run, options.config_path, rounding=True)
         judging = suites(options)
         info = inspect(run, Path(path))
-        discovery = discover(run, options)
+        discovery = discover(run, options, config)
         with provision(scratch, keep=keep_scratch) as server:
             record_server(run, server)
             rehearse(run, info, server, discovery, options, config, judging)
@@ -100,13 +121,19 @@ def record_server(run: Run, server: ScratchServer) -> None:
     run.provenance.update(scratch_kind=server.kind, scratch_server_version=server.version)
 
 
-def discover(run: Run, options: Options) -> plan.Discovery:
-    """The "plan" stage: the migration files in order, each file's checksum on the record."""
+def discover(run: Run, options: Options, config: Config, *, demo: bool = False) -> plan.Discovery:
+    """The "plan" stage: the migration files in order, each file's checksum on the record.
+
+    Raises ``UsageError`` when no directory was chosen (``migrations_directory``) or it cannot be read.
+    """
     with run.stage("plan") as detail:
-        discovery = plan.discover(options.directory)
-        detail.update(directory=str(options.directory), files=len(discovery.files),
+        directory, chosen_by = migrations_directory(options, config, demo=demo)
+        detail.update(directory=str(directory), chosen_by=chosen_by)
+        discovery = plan.discover(directory)
+        detail.update(files=len(discovery.files),
                       duplicates=discovery.duplicates,
-                      unnumbered=[p.name for p in discovery.unnumbered])
+                      unnumbered=[p.name for p in discovery.unnumbered],
+                      down_files=[p.name for p in discovery.down_files])
     run.provenance["migrations"] = [
         {"file": f.path.name, "version": f.version, "sha256": f.checksum} for f in discovery.files
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from verifier.errors import UsageError
 from verifier.migrate.sqltext import MigrationText, up_and_down
 
 _NAME = re.compile(r"^(?P<number>\d+)(?P<suffix>[a-z]?)_(?P<name>[^/]+)\.sql$")
+# Down files are not up migrations: 004_x_DOWN.sql, 004_x.down.sql (any case).
+_DOWN = re.compile(r"[_.]down\.sql$", re.IGNORECASE)
+FILE_BYTES_MAX = 64 * 1024 * 1024  # a migration file larger than this is refused (64 MiB)
 
 
 def parse_version(text: str) -> tuple[int, str] | None:
@@ -76,6 +80,7 @@ class Discovery:
     files: tuple[MigrationFile, ...]
     unnumbered: tuple[Path, ...]  # *.sql files that do not follow NNN_name.sql
     duplicates: dict[str, tuple[str, ...]]  # number -> file names sharing it
+    down_files: tuple[Path, ...] = ()  # *_DOWN.sql, *.down.sql: not applied as up migrations
 
     def __post_init__(self) -> None:
         keys = [f.sort_key for f in self.files]
@@ -95,7 +100,12 @@ def discover(directory: Path) -> Discovery:
         raise UsageError(f"The migrations directory {directory} does not exist.")
     parsed: list[tuple[Path, re.Match[str]]] = []
     unnumbered: list[Path] = []
+    down_files: list[Path] = []
     for path in sorted(directory.glob("*.sql")):
+        _check_kind(path, directory)
+        if _DOWN.search(path.name):
+            down_files.append(path)
+            continue
         match = _NAME.match(path.name)
         if match:
             parsed.append((path, match))
@@ -123,11 +133,55 @@ def discover(directory: Path) -> Discovery:
         ))
     files.sort(key=lambda f: f.sort_key)
     duplicates = {k: tuple(v) for k, v in counts.items() if len(v) > 1}
-    return Discovery(tuple(files), tuple(unnumbered), duplicates)
+    return Discovery(tuple(files), tuple(unnumbered), duplicates, tuple(down_files))
+
+
+def _check_kind(path: Path, directory: Path) -> None:
+    """Raise ``UsageError`` unless ``path`` is a regular file of at most FILE_BYTES_MAX bytes inside
+    ``directory`` (a symbolic link may point to one; not outside it, nor to a FIFO or device)."""
+    what = f"The migration {path}"
+    fix = "Keep only regular .sql files in the migrations directory."
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(directory.resolve()):
+            raise UsageError(f"{what} is a symbolic link to {target}, outside the migrations directory.",
+                             hint=fix)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{what} cannot be read: {exc.strerror}.", hint=fix) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise UsageError(f"{what} is {kind}, not a regular file.", hint=fix)
+    if st.st_size > FILE_BYTES_MAX:
+        raise UsageError(f"{what} is {st.st_size:,} bytes, more than the {FILE_BYTES_MAX:,} a migration "
+                         "file may hold.", hint="Split it, or load bulk data outside the migrations.")
 
 
 def pending(files: Iterable[MigrationFile], applied: set[str]) -> list[MigrationFile]:
-    """The files not recorded in ``applied``, in plan order."""
+    """The files not recorded in ``applied``, in plan order.
+
+    Raises ``UsageError`` when ``applied`` records a number that several
+    files share (``4`` or ``004`` for ``004_a.sql`` and ``004_b.sql``) and
+    neither is recorded by its own name: which of them ran cannot be told,
+    and re-applying both could apply one twice.
+    """
+    files = list(files)
+    ambiguous: dict[str, list[str]] = {}
+    for f in files:
+        if f.shared_number and f.path.stem not in applied:
+            recorded = {f"{f.number:03d}{f.suffix}", f"{f.number}{f.suffix}"} & applied
+            for version in recorded:
+                ambiguous.setdefault(version, []).append(f.path.name)
+    if ambiguous:
+        version, names = next(iter(sorted(ambiguous.items())))
+        raise UsageError(
+            f"schema_migrations records version {version}, which {', '.join(names)} share: it cannot be "
+            "told which of them was applied, and applying them again could apply one twice.",
+            hint="Record each applied file by its own name (its file name without .sql) in "
+                 "schema_migrations, or give the files distinct numbers.")
     return [f for f in files if not f.applied_in(applied)]
 
 

@@ -65,6 +65,10 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
     with run.stage("migrate") as detail:
         done = applied(db.dsn)
         todo = plan.pending(files, done)
+        where = f" from {files[0].path.parent}" if files else ""
+        run.tell(f"Migrating{where}: {len(todo)} pending file(s), in this order: "
+                 + (", ".join(f.path.name for f in todo) or "none")
+                 + (f" ({len(done)} already applied)" if done else "") + ".")
         detail.update(already_applied=sorted(done), pending=[f.path.name for f in todo],
                       rule_checks="checked" if check_rules else "skipped (--skip-rule-checks)",
                       time_limit=(f"{timeout_s:g} s per file ({limit_source})" if timeout_s is not None
