@@ -112,12 +112,18 @@ def _audit(dsn: str, report_dir: Path, *extra: str, config_text: str = DEMO_CONF
     return result.code, data, found
 
 
+def _database(pair: tuple[str, str], name: str) -> tuple[str, str]:
+    """A new database of ``name`` on the primary: its (primary, standby) conninfos."""
+    with psycopg.connect(pair[0], autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    primary_db, standby_db = (f"{d} dbname={name}" for d in pair)
+    return primary_db, standby_db
+
+
 def test_the_standby_finds_what_the_primary_finds(pair: tuple[str, str], tmp_path: Path) -> None:
     primary, standby = pair
-    with psycopg.connect(primary, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS ledger_plants")
-        conn.execute("CREATE DATABASE ledger_plants")
-    primary_db, standby_db = (f"{d} dbname=ledger_plants" for d in pair)
+    primary_db, standby_db = _database(pair, "ledger_plants")
     ledger.build(primary_db, entries=5_000, seed=7)
     planted = {p.id for p in ledger.plant(primary_db)}
     _caught_up(primary, standby)
@@ -131,10 +137,7 @@ def test_the_standby_finds_what_the_primary_finds(pair: tuple[str, str], tmp_pat
 def test_state_audits_on_the_standby_under_writers_raise_no_false_alarm(
         pair: tuple[str, str], tmp_path: Path) -> None:
     primary, standby = pair
-    with psycopg.connect(primary, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS ledger_busy")
-        conn.execute("CREATE DATABASE ledger_busy")
-    primary_db, standby_db = (f"{d} dbname=ledger_busy" for d in pair)
+    primary_db, standby_db = _database(pair, "ledger_busy")
     ledger.build(primary_db, entries=5_000, seed=9)
     state = tmp_path / "ledger.state"
     for i in range(2):  # proven on the primary
