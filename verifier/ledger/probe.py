@@ -199,7 +199,7 @@ def findings(done: list[Case]) -> list[Finding]:
 def _table(conn: psycopg.Connection, layout: Layout, logical: str) -> Table:
     name = layout.table(logical)
     table = Table(sql.Identifier(layout.schema, layout.tables[logical]), name)
-    regclass = sql.Identifier(layout.schema, layout.tables[logical]).as_string(conn)
+    regclass = table.ident.as_string(conn)
     for col, required, typname, typtype, category, typmod, oid in conn.execute(COLUMNS_SQL, (regclass,)):
         table.columns[str(col)] = Column(str(col), bool(required), str(typname), str(typtype),
                                          str(category), int(typmod), int(oid))
@@ -211,15 +211,11 @@ def _run_case(conn: psycopg.Connection, case: Case, layout: Layout, convention: 
     """Run ``case`` in a transaction that is always rolled back; record its outcome in it."""
     with conn.transaction(force_rollback=True):
         try:
-            accounts = [_account(conn, layout, tables["accounts"])
-                        for _ in range(1 + max((leg[0] for leg in case.legs), default=1))]
-        except NotRun as exc:
-            case.outcome, case.message = "not run", str(exc)
-            return
-        except psycopg.Error as exc:
-            case.outcome, case.message = "not run", f"the test accounts could not be created: {_message(exc)}"
-            return
-        try:
+            try:
+                accounts = [_account(conn, layout, tables["accounts"])
+                            for _ in range(1 + max((leg[0] for leg in case.legs), default=1))]
+            except psycopg.Error as exc:
+                raise NotRun(f"the test accounts could not be created: {_message(exc)}") from None
             if case.function is not None:
                 _call(conn, case, accounts)
             else:
@@ -240,8 +236,8 @@ def _message(exc: psycopg.Error) -> str:
     return text if len(text) <= MESSAGE_CHARS_MAX else text[:MESSAGE_CHARS_MAX] + "..."
 
 
-def _labels(conn: psycopg.Connection, column: Column) -> list[str]:
-    return [str(r[0]) for r in conn.execute(ENUM_SQL, (column.oid,))] if column.typtype == "e" else []
+def _enum_labels(conn: psycopg.Connection, type_oid: int) -> list[str]:
+    return [str(r[0]) for r in conn.execute(ENUM_SQL, (type_oid,))]
 
 
 def _value(conn: psycopg.Connection, column: Column, where: str) -> str:
@@ -254,7 +250,7 @@ def _value(conn: psycopg.Connection, column: Column, where: str) -> str:
 def _typed_value(conn: psycopg.Connection, typname: str, typtype: str, category: str, typmod: int,
                  oid: int, what: str) -> str:
     if typtype == "e":
-        labels = [str(r[0]) for r in conn.execute(ENUM_SQL, (oid,))]
+        labels = _enum_labels(conn, oid)
         if labels:
             return labels[0]
     elif typname == "uuid":
@@ -278,7 +274,7 @@ def _typed_value(conn: psycopg.Connection, typname: str, typtype: str, category:
 
 
 def _choose(conn: psycopg.Connection, column: Column, preferred: tuple[str, ...]) -> str:
-    labels = _labels(conn, column)
+    labels = _enum_labels(conn, column.oid) if column.typtype == "e" else []
     if not labels:
         return preferred[0]
     return next((p for p in preferred if p in labels), labels[0])

@@ -441,7 +441,7 @@ class Runner:
             report["unreadable"] = (exc.diag.message_primary or str(exc)).strip()
             return report
         report["rows_changed"] = (
-            {view: p for view, p in progress} if progress else
+            dict(progress) if progress else
             "not known: the changes of a transaction that has not committed are invisible to other "
             "sessions, and no pg_stat_progress view reports this statement")
         return report
