@@ -67,17 +67,55 @@ def test_pending_honours_text_integer_and_stem_versions(tmp_path: Path) -> None:
     assert [f.path.stem for f in plan.pending(files, set())] == [f.path.stem for f in files]
 
 
-def test_a_shared_number_recorded_once_is_never_applied_again_silently(tmp_path: Path) -> None:
+def test_a_shared_number_recorded_once_counts_for_every_twin_and_is_named(tmp_path: Path) -> None:
     for stem in ("004_a", "004_b", "010_c"):
         _write(tmp_path, stem)
     files = plan.discover(tmp_path).files
-    for recorded in ({"4"}, {"004"}, {"4", "10"}):  # an integer version, as text or padded
-        with pytest.raises(UsageError) as caught:
-            plan.pending(files, recorded)
-        assert "which 004_a.sql, 004_b.sql share" in str(caught.value)
-        assert "by its own name" in (caught.value.hint or "")
-    # Recorded by their own names, the twins are told apart.
-    assert [f.path.stem for f in plan.pending(files, {"004_a", "004_b"})] == ["010_c"]
+    for recorded in ({"4"}, {"004"}):  # an integer version, as text or padded
+        # The team's tool takes a recorded number for every file that has it: neither is applied again.
+        assert [f.path.stem for f in plan.pending(files, recorded)] == ["010_c"]
+        assert plan.ambiguous(files, recorded) == {min(recorded): ("004_a.sql", "004_b.sql")}
+    # Recorded by their own names, the twins are told apart, and nothing is ambiguous.
+    assert [f.path.stem for f in plan.pending(files, {"004_a"})] == ["004_b", "010_c"]
+    assert plan.ambiguous(files, {"004_a", "004_b", "4"}) == {}
+    assert plan.ambiguous(files, {"4", "004_a"}) == {"4": ("004_b.sql",)}
+    # A file-name tracker never reads numbers: 4 names no file.
+    assert [f.path.stem for f in plan.pending(files, {"4"}, "file_name")] == ["004_a", "004_b", "010_c"]
+    assert plan.ambiguous(files, {"4"}, "file_name") == {}
+
+
+def test_file_name_trackers_match_the_name_or_the_stem(tmp_path: Path) -> None:
+    for stem in ("300_add", "301_fill", "302_check"):
+        _write(tmp_path, stem)
+    files = plan.discover(tmp_path).files
+    for records in ("file_name", "file_stem"):
+        # node-pg-migrate and knex write the stem, Sequelize the file name: either counts.
+        assert [f.path.name for f in plan.pending(files, {"300_add.sql", "301_fill"}, records)] == [
+            "302_check.sql"]
+        # A version does not name a file.
+        assert len(plan.pending(files, {"300", "301"}, records)) == 3
+    assert [f.record_value("file_name") for f in files] == ["300_add.sql", "301_fill.sql", "302_check.sql"]
+    assert [f.record_value("file_stem") for f in files] == ["300_add", "301_fill", "302_check"]
+    assert [f.record_value("version") for f in files] == ["300", "301", "302"]
+
+
+def test_plain_file_name_order_takes_every_file_as_named(tmp_path: Path) -> None:
+    for stem in ("9_payouts", "10_tips", "add_indexes", "ADD_TOKEN_VERSION", "127a_x", "127_y"):
+        _write(tmp_path, stem)
+    (tmp_path / "10_tips_DOWN.sql").write_text("DROP TABLE t;")
+    by_number = plan.discover(tmp_path)
+    assert [f.path.stem for f in by_number.files] == ["9_payouts", "10_tips", "127_y", "127a_x"]
+    assert sorted(p.name for p in by_number.unnumbered) == ["ADD_TOKEN_VERSION.sql", "add_indexes.sql"]
+    by_name = plan.discover(tmp_path, "name")
+    # Code-point order of the file names, as `LC_ALL=C ls` lists them: upper case before lower.
+    assert [f.path.stem for f in by_name.files] == [
+        "10_tips", "127_y", "127a_x", "9_payouts", "ADD_TOKEN_VERSION", "add_indexes"]
+    assert by_name.unnumbered == () and [p.name for p in by_name.down_files] == ["10_tips_DOWN.sql"]
+    # A file without a number is recorded, and found, by its stem.
+    unnumbered = next(f for f in by_name.files if f.path.stem == "add_indexes")
+    assert unnumbered.number is None and unnumbered.version == "add_indexes"
+    assert [f.path.stem for f in plan.pending(by_name.files, {"add_indexes", "10", "127"})] == [
+        "127a_x", "9_payouts", "ADD_TOKEN_VERSION"]
 
 
 def test_down_files_are_not_up_migrations(tmp_path: Path) -> None:

@@ -227,6 +227,16 @@ dir_option = click.option(
     default=Path("migrations"), show_default=True, help="The migrations directory.",
 )
 db_option = click.option("--db", "db_url", required=True, metavar="URL", help="The database.")
+migrations_config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="verifier.toml or pyproject.toml: migration_order and migration_tracker; default: "
+         "./verifier.toml, else ./pyproject.toml.")
+
+
+def _config(path: Path | None) -> Any:
+    from verifier import config
+
+    return config.load(path)
 confirm_option = click.option(
     "--confirm-write", metavar="DBNAME", default=None,
     help="Needed to change a database that is not a verifier scratch database: its name.",
@@ -262,18 +272,22 @@ def _render_results(results: list[Any]) -> int:
 @migrations.command("status")
 @dir_option
 @db_option
+@migrations_config_option
 @traceback_option
-def migrations_status(directory: Path, db_url: str, traceback: bool) -> None:
+def migrations_status(directory: Path, db_url: str, config_path: Path | None, traceback: bool) -> None:
     """List each migration file and whether the database has it (read only)."""
 
     def action() -> None:
         from verifier.jobs.migrations import status
 
-        discovery, rows = status(directory, db_url)
+        discovery, rows, ambiguous = status(directory, db_url, _config(config_path))
         for row in rows:
             click.echo(f"{'applied' if row.applied else 'pending':8s} {row.file.path.name}")
         for number, names in discovery.duplicates.items():
             click.echo(f"note: number {number} is shared by {', '.join(names)}")
+        for version, names in ambiguous.items():
+            click.echo(f"note: the tracker records {version} once for {', '.join(names)}: all are taken as "
+                       "applied; which of them really ran cannot be told")
         for path in discovery.unnumbered:
             click.echo(f"note: {path.name} is not numbered and is skipped")
         for path in discovery.down_files:
@@ -289,15 +303,17 @@ def migrations_status(directory: Path, db_url: str, traceback: bool) -> None:
               help="Stop after this version (e.g. 301).")
 @timeout_option
 @confirm_option
+@migrations_config_option
 @traceback_option
 def migrations_up(directory: Path, db_url: str, to_version: str | None, migration_timeout_s: float | None,
-                  confirm_write: str | None, traceback: bool) -> None:
+                  confirm_write: str | None, config_path: Path | None, traceback: bool) -> None:
     """Apply the pending migrations, traced; stop at the first failure (exit 1)."""
 
     def apply() -> list[Any]:
         from verifier.jobs.migrations import up
 
-        return up(directory, db_url, to=to_version, timeout_s=migration_timeout_s, confirm=confirm_write)
+        return up(directory, db_url, to=to_version, timeout_s=migration_timeout_s, confirm=confirm_write,
+                  config=_config(config_path))
 
     _migrate("verifier migrations up", traceback, apply)
 
@@ -309,15 +325,17 @@ def migrations_up(directory: Path, db_url: str, to_version: str | None, migratio
               help="How many applied migrations to undo, newest first.")
 @timeout_option
 @confirm_option
+@migrations_config_option
 @traceback_option
 def migrations_down(directory: Path, db_url: str, steps: int, migration_timeout_s: float | None,
-                    confirm_write: str | None, traceback: bool) -> None:
+                    confirm_write: str | None, config_path: Path | None, traceback: bool) -> None:
     """Run the -- Down Migration blocks of the newest applied migrations."""
 
     def apply() -> list[Any]:
         from verifier.jobs.migrations import down
 
-        return down(directory, db_url, steps=steps, timeout_s=migration_timeout_s, confirm=confirm_write)
+        return down(directory, db_url, steps=steps, timeout_s=migration_timeout_s, confirm=confirm_write,
+                    config=_config(config_path))
 
     _migrate("verifier migrations down", traceback, apply)
 
@@ -339,8 +357,9 @@ def migrations_create(directory: Path, name: str, traceback: bool) -> None:
 
 @migrations.command("validate")
 @dir_option
+@migrations_config_option
 @traceback_option
-def migrations_validate(directory: Path, traceback: bool) -> None:
+def migrations_validate(directory: Path, config_path: Path | None, traceback: bool) -> None:
     """Check numbering, dependencies, SQL and idempotency without running anything.
 
     Exit 1 when an error is found (warnings alone exit 0).
@@ -349,7 +368,7 @@ def migrations_validate(directory: Path, traceback: bool) -> None:
     def action() -> None:
         from verifier.jobs.migrations import validate
 
-        problems = validate(directory)
+        problems = validate(directory, _config(config_path))
         for problem in problems:
             click.echo(str(problem))
         errors = sum(p.severity == "error" for p in problems)

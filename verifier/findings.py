@@ -94,6 +94,9 @@ REGISTRY: tuple[Rule, ...] = (
         ("down_mismatch", "error",
          "up, then the down block, does not restore the schema (or the down block fails)"),
         ("down_missing", "warning", "a migration has no -- Down Migration block"),
+        ("migration_version_ambiguous", "warning",
+         "the tracker records a number once that several files share: all of them are taken as "
+         "applied, and which really ran cannot be told"),
     ),
     # The ledger audit (verify-ledger); the meanings are part of each finding's message.
     *_rules(

@@ -5,7 +5,9 @@ else ``pyproject.toml`` in the current directory, else the defaults. It
 raises ``UsageError`` naming the file and the key for anything malformed.
 Identifiers in the configuration are data: they reach SQL only through
 ``psycopg.sql.Identifier``, never as text. The ledger's section
-(``[tool.verifier.ledger]``) has its own module, ``ledger.py``.
+(``[tool.verifier.ledger]``) has its own module, ``ledger.py``; the
+migrations' order and tracker (``migration_order``,
+``[tool.verifier.migration_tracker]``) theirs, ``migrations.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from verifier.config.ledger import Layout
 from verifier.config.ledger import parse as parse_ledger
+from verifier.config.migrations import Tracker, parse_order, parse_tracker
 from verifier.errors import UsageError
 
 ROUNDING_MODES = ("half_away_from_zero", "half_even", "truncate")
@@ -28,7 +31,8 @@ RESTORE_TIMEOUT_S = 6 * 3600.0
 MIGRATION_TIMEOUT_S = 3600.0
 # The keys of [tool.verifier] (the README documents each).
 KEYS = ("rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "migration_lock_timeout_s",
-        "migration_timeout_s", "restore_timeout_s", "migrations", "pairs", "exclude", "identities", "ledger")
+        "migration_timeout_s", "restore_timeout_s", "migrations", "migration_order", "migration_tracker",
+        "pairs", "exclude", "identities", "ledger")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class Config:
     identities: tuple[Identity, ...] = ()
     ledger: Layout = field(default_factory=Layout)
     migrations: str | None = None  # a rehearsal's migrations directory (relative: to the file's folder)
+    migration_order: str = "number"  # verifier.config.migrations.ORDERS
+    migration_tracker: Tracker = field(default_factory=Tracker)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -162,9 +168,12 @@ def _parse(section: dict[str, Any], where: str) -> Config:
             raise UsageError(f"{where}: migrations must be the path of a directory (a string), "
                              "relative to this file's folder or absolute.")
         migrations = str(Path(where).parent / migrations)
+    order = parse_order(section["migration_order"], where) if "migration_order" in section else "number"
+    tracker = (parse_tracker(section["migration_tracker"], where) if "migration_tracker" in section
+               else Tracker())
     return Config(rounding=rounding, pairs=tuple(pairs), exclude=tuple(exclude),
                   identities=tuple(identities), ledger=ledger, migrations=migrations, source=where,
-                  **numbers)
+                  migration_order=order, migration_tracker=tracker, **numbers)
 
 
 def _list_of_tables(section: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:

@@ -129,8 +129,8 @@ def discover(run: Run, options: Options, config: Config, *, demo: bool = False) 
     with run.stage("plan") as detail:
         directory, chosen_by = migrations_directory(options, config, demo=demo)
         detail.update(directory=str(directory), chosen_by=chosen_by)
-        discovery = plan.discover(directory)
-        detail.update(files=len(discovery.files),
+        discovery = plan.discover(directory, config.migration_order)
+        detail.update(files=len(discovery.files), order=config.migration_order,
                       duplicates=discovery.duplicates,
                       unnumbered=[p.name for p in discovery.unnumbered],
                       down_files=[p.name for p in discovery.down_files])
@@ -165,7 +165,8 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
         limit = config.migration_timeout_s if given is None else given
         migrate_stage(run, db, discovery.files, timeout_s=limit or None,
                       lock_timeout_s=config.migration_lock_timeout_s, check_rules=options.check_rules,
-                      limit_source="migration_timeout_s" if given is None else "--migration-timeout")
+                      limit_source="migration_timeout_s" if given is None else "--migration-timeout",
+                      tracker=config.migration_tracker)
         migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
         with open_snapshot(db.dsn, config) as conn:
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,

@@ -1,12 +1,15 @@
 """The migration plan: which files exist, in which order, which are pending.
 
-Pure logic over file names, file texts and a set of applied versions; the
-runner reads the database, this module never does. Files are named
-``NNN[suffix]_name.sql`` (``127a_add_missing_pricing_columns.sql``) and
-ordered by number, then suffix, then name, so the order never depends on
-the file system. Duplicate numbers are allowed (the seed has several) and
-reported; a file whose number is shared is recorded under its full stem so
-that applying one does not mark its twin as applied.
+Pure logic over file names, file texts and a set of recorded values; the
+runner reads the database, this module never does. By default files are
+named ``NNN[suffix]_name.sql`` (``127a_add_missing_pricing_columns.sql``)
+and ordered by number, then suffix, then name, so the order never depends
+on the file system; ``order="name"`` takes every ``*.sql`` file in plain
+file-name order instead. Duplicate numbers are allowed (the seed has
+several) and reported; a file whose number is shared is recorded in a text
+version column under its full stem, so that applying one does not mark its
+twin as applied. What a tracker records is read as
+``verifier.config.migrations.RECORDS`` says.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verifier.config.migrations import ORDERS
 from verifier.errors import UsageError
 from verifier.migrate.sqltext import MigrationText, up_and_down
 
@@ -36,7 +40,7 @@ def parse_version(text: str) -> tuple[int, str] | None:
 @dataclass(frozen=True)
 class MigrationFile:
     path: Path
-    number: int
+    number: int | None  # None: a file without a numeric prefix (only in plain file-name order)
     suffix: str
     name: str
     checksum: str  # SHA-256 of the file's bytes
@@ -44,14 +48,21 @@ class MigrationFile:
     shared_number: bool = False  # another file has the same number and suffix
 
     @property
+    def number_text(self) -> str | None:
+        """``300``, ``127a``, ``004``: the number as versions are written; None without one."""
+        return None if self.number is None else f"{self.number:03d}{self.suffix}"
+
+    @property
     def version(self) -> str:
-        """What schema_migrations records: ``300`` or ``127a``; the stem for a shared number."""
-        base = f"{self.number:03d}{self.suffix}"
-        return self.path.stem if self.shared_number else base
+        """What a version tracker records: ``300`` or ``127a``; the stem for a shared number or
+        a file without one."""
+        if self.number_text is None or self.shared_number:
+            return self.path.stem
+        return self.number_text
 
     @property
     def sort_key(self) -> tuple[int, str, str]:
-        return (self.number, self.suffix, self.name)
+        return (-1 if self.number is None else self.number, self.suffix, self.name)
 
     @property
     def dependencies(self) -> list[str]:
@@ -65,40 +76,62 @@ class MigrationFile:
                 result.append(f"{key[0]:03d}{key[1]}")
         return result
 
-    def applied_in(self, applied: set[str]) -> bool:
-        """Is this file recorded in ``applied`` (versions as the database stores them)?"""
-        if self.path.stem in applied:
+    def recorded_numbers(self, applied: set[str]) -> set[str]:
+        """The ways of writing this file's number (``004``, ``4``) that ``applied`` holds."""
+        if self.number is None:
+            return set()
+        return {f"{self.number:03d}{self.suffix}", f"{self.number}{self.suffix}"} & applied
+
+    def applied_in(self, applied: set[str], records: str = "version") -> bool:
+        """Is this file recorded in ``applied`` (values as the tracker's column holds them, as text)?
+
+        ``records`` is what the column holds (``verifier.config.migrations.RECORDS``). A number
+        recorded once counts for every file that shares it: the team's own convention (the seed's
+        README: "These duplicates exist in the file system only and do not affect database state");
+        ``ambiguous`` lists such numbers so that the run can say so.
+        """
+        if self.path.stem in applied or self.path.name in applied:
             return True
-        if self.shared_number:
-            return False
-        candidates = {self.version, f"{self.number}{self.suffix}"}
-        return bool(candidates & applied)
+        return records == "version" and bool(self.recorded_numbers(applied))
+
+    def record_value(self, records: str) -> str:
+        """What the tracker's column gets when this file has run (``records`` as in ``applied_in``)."""
+        return {"version": self.version, "file_name": self.path.name, "file_stem": self.path.stem}[records]
 
 
 @dataclass(frozen=True)
 class Discovery:
     files: tuple[MigrationFile, ...]
-    unnumbered: tuple[Path, ...]  # *.sql files that do not follow NNN_name.sql
+    unnumbered: tuple[Path, ...]  # number order: *.sql files that do not follow NNN_name.sql (not applied)
     duplicates: dict[str, tuple[str, ...]]  # number -> file names sharing it
     down_files: tuple[Path, ...] = ()  # *_DOWN.sql, *.down.sql: not applied as up migrations
+    order: str = "number"  # verifier.config.migrations.ORDERS
 
     def __post_init__(self) -> None:
-        keys = [f.sort_key for f in self.files]
+        assert self.order in ORDERS
+        keys = [order_key(f, self.order) for f in self.files]
         assert keys == sorted(keys), "files must be in plan order"
+        assert self.order == "name" or all(f.number is not None for f in self.files)
 
 
-def discover(directory: Path) -> Discovery:
-    """Read every migration file of ``directory`` (not its subdirectories).
+def order_key(f: MigrationFile, order: str) -> tuple[int, str, str] | str:
+    """Where ``f`` comes in a plan of ``order``: its number, suffix and name, or its file name."""
+    return f.sort_key if order == "number" else f.path.name
+
+
+def discover(directory: Path, order: str = "number") -> Discovery:
+    """Read every migration file of ``directory`` (not its subdirectories), in ``order``.
 
     Raises ``UsageError`` when the directory does not exist or a file is not
     UTF-8 text or holds a NUL character: PostgreSQL (and its parser) stop
     reading a statement there, so ``UPDATE t SET a = 0<NUL> WHERE id = 5``
     would run as an UPDATE of every row.
     """
+    assert order in ORDERS
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"The migrations directory {directory} does not exist.")
-    parsed: list[tuple[Path, re.Match[str]]] = []
+    parsed: list[tuple[Path, re.Match[str] | None]] = []
     unnumbered: list[Path] = []
     down_files: list[Path] = []
     for path in sorted(directory.glob("*.sql")):
@@ -107,13 +140,14 @@ def discover(directory: Path) -> Discovery:
             down_files.append(path)
             continue
         match = _NAME.match(path.name)
-        if match:
+        if match or order == "name":
             parsed.append((path, match))
         else:
             unnumbered.append(path)
     counts: dict[str, list[str]] = {}
     for path, match in parsed:
-        counts.setdefault(f"{int(match['number']):03d}{match['suffix']}", []).append(path.name)
+        if match is not None:
+            counts.setdefault(f"{int(match['number']):03d}{match['suffix']}", []).append(path.name)
     files = []
     for path, match in parsed:
         raw = path.read_bytes()
@@ -125,15 +159,18 @@ def discover(directory: Path) -> Discovery:
             line = text.count("\n", 0, text.index("\x00")) + 1
             raise UsageError(f"The migration {path} holds a NUL character (line {line}); PostgreSQL would "
                              "stop reading the statement there and run only its first part.")
-        key = f"{int(match['number']):03d}{match['suffix']}"
+        if match is None:  # plain file-name order: a file without a number is a migration too
+            number, suffix, name, shared = None, "", path.stem, False
+        else:
+            number, suffix, name = int(match["number"]), match["suffix"], match["name"]
+            shared = len(counts[f"{number:03d}{suffix}"]) > 1
         files.append(MigrationFile(
-            path=path, number=int(match["number"]), suffix=match["suffix"], name=match["name"],
-            checksum=hashlib.sha256(raw).hexdigest(), text=up_and_down(text),
-            shared_number=len(counts[key]) > 1,
+            path=path, number=number, suffix=suffix, name=name, checksum=hashlib.sha256(raw).hexdigest(),
+            text=up_and_down(text), shared_number=shared,
         ))
-    files.sort(key=lambda f: f.sort_key)
+    files.sort(key=lambda f: order_key(f, order))
     duplicates = {k: tuple(v) for k, v in counts.items() if len(v) > 1}
-    return Discovery(tuple(files), tuple(unnumbered), duplicates, tuple(down_files))
+    return Discovery(tuple(files), tuple(unnumbered), duplicates, tuple(down_files), order)
 
 
 def _check_kind(path: Path, directory: Path) -> None:
@@ -160,29 +197,28 @@ def _check_kind(path: Path, directory: Path) -> None:
                          "file may hold.", hint="Split it, or load bulk data outside the migrations.")
 
 
-def pending(files: Iterable[MigrationFile], applied: set[str]) -> list[MigrationFile]:
-    """The files not recorded in ``applied``, in plan order.
+def pending(files: Iterable[MigrationFile], applied: set[str], records: str = "version"
+            ) -> list[MigrationFile]:
+    """The files not recorded in ``applied``, in plan order (``records``: see ``applied_in``)."""
+    return [f for f in files if not f.applied_in(applied, records)]
 
-    Raises ``UsageError`` when ``applied`` records a number that several
-    files share (``4`` or ``004`` for ``004_a.sql`` and ``004_b.sql``) and
-    neither is recorded by its own name: which of them ran cannot be told,
-    and re-applying both could apply one twice.
+
+def ambiguous(files: Iterable[MigrationFile], applied: set[str], records: str = "version"
+              ) -> dict[str, tuple[str, ...]]:
+    """Numbers recorded once that several files share, none of which is recorded by its own name
+    (``4`` or ``004`` for ``004_a.sql`` and ``004_b.sql``): recorded number -> the files' names.
+
+    ``applied_in`` counts every such file as applied, as the team's tool does; which of them really
+    ran cannot be told from the tracker, so the run says so.
     """
-    files = list(files)
-    ambiguous: dict[str, list[str]] = {}
+    if records != "version":
+        return {}
+    found: dict[str, list[str]] = {}
     for f in files:
-        if f.shared_number and f.path.stem not in applied:
-            recorded = {f"{f.number:03d}{f.suffix}", f"{f.number}{f.suffix}"} & applied
-            for version in recorded:
-                ambiguous.setdefault(version, []).append(f.path.name)
-    if ambiguous:
-        version, names = next(iter(sorted(ambiguous.items())))
-        raise UsageError(
-            f"schema_migrations records version {version}, which {', '.join(names)} share: it cannot be "
-            "told which of them was applied, and applying them again could apply one twice.",
-            hint="Record each applied file by its own name (its file name without .sql) in "
-                 "schema_migrations, or give the files distinct numbers.")
-    return [f for f in files if not f.applied_in(applied)]
+        if f.shared_number and f.path.stem not in applied and f.path.name not in applied:
+            for version in sorted(f.recorded_numbers(applied)):
+                found.setdefault(version, []).append(f.path.name)
+    return {version: tuple(names) for version, names in sorted(found.items())}
 
 
 def missing_dependencies(files: Iterable[MigrationFile]) -> list[tuple[MigrationFile, str]]:
@@ -193,5 +229,6 @@ def missing_dependencies(files: Iterable[MigrationFile]) -> list[tuple[Migration
         for dep in f.dependencies:
             if dep not in seen:
                 problems.append((f, dep))
-        seen.add(f"{f.number:03d}{f.suffix}")
+        if f.number_text is not None:
+            seen.add(f.number_text)
     return problems

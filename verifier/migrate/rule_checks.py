@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from verifier.config.migrations import DEFAULT_TRACKER, Tracker
 from verifier.errors import ScratchError
 from verifier.findings import Finding
 from verifier.migrate.plan import MigrationFile
-from verifier.migrate.runner import MIGRATIONS_TABLE, Runner
+from verifier.migrate.runner import Runner
 from verifier.pg import conninfo
 from verifier.scratch.server import ScratchDatabase, drop_database, unique_name
 
@@ -68,7 +69,7 @@ ORDER BY 1, 2
 TABLES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
-  AND n.nspname NOT LIKE 'pg_t%%' AND c.relname <> %s
+  AND n.nspname NOT LIKE 'pg_t%%' AND (n.nspname, c.relname) <> (%s, %s)
 ORDER BY 1, 2
 """
 
@@ -88,20 +89,22 @@ class Fingerprint:
         return [n for n in names if self.tables.get(n) != other.tables.get(n)]
 
 
-def schema_of(conn: psycopg.Connection) -> tuple[tuple[str, str], ...]:
-    """The schema rows, without the runner's own bookkeeping table."""
+def schema_of(conn: psycopg.Connection, tracker: Tracker = DEFAULT_TRACKER) -> tuple[tuple[str, str], ...]:
+    """The schema rows, without the migration tracker's (the runner's bookkeeping, which the
+    default tracker creates when absent)."""
     # No parameters: the query's format() patterns must reach the server as written.
     rows = conn.execute(SCHEMA_SQL).fetchall()
-    return tuple((str(k), str(v)) for k, v in rows if MIGRATIONS_TABLE not in str(v))
+    return tuple((str(k), str(v)) for k, v in rows if tracker.table not in str(v))
 
 
-def fingerprint(dsn: str, *, with_data: bool = True) -> Fingerprint:
-    """The schema and (optionally) a digest of every table's rows, order-free."""
+def fingerprint(dsn: str, *, with_data: bool = True, tracker: Tracker = DEFAULT_TRACKER) -> Fingerprint:
+    """The schema and (optionally) a digest of every table's rows, order-free; the migration
+    tracker's table left out (recording a migration is not a change it makes)."""
     with conninfo.connect(dsn, what="scratch database") as conn:
-        schema = schema_of(conn)
+        schema = schema_of(conn, tracker)
         tables: dict[str, tuple[int, str]] = {}
         if with_data:
-            for nsp, rel in conn.execute(TABLES_SQL, (MIGRATIONS_TABLE,)).fetchall():
+            for nsp, rel in conn.execute(TABLES_SQL, (tracker.schema, tracker.table)).fetchall():
                 row = conn.execute(sql.SQL(
                     "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') "
                     "FROM {}.{} t").format(sql.Identifier(nsp), sql.Identifier(rel))).fetchone()
@@ -136,7 +139,7 @@ def clone(db: ScratchDatabase, purpose: str) -> Iterator[str]:
 
 
 def check_idempotent(db: ScratchDatabase, f: MigrationFile, after: Fingerprint,
-                     timeout_s: float | None) -> Finding | None:
+                     timeout_s: float | None, tracker: Tracker = DEFAULT_TRACKER) -> Finding | None:
     """Apply ``f`` again to a copy of ``db``; a failure or any change breaks the rule."""
     with clone(db, "idempotency") as copy, Runner(copy, timeout_s=timeout_s) as runner:
         again = runner.apply(f, record=False)
@@ -146,7 +149,7 @@ def check_idempotent(db: ScratchDatabase, f: MigrationFile, after: Fingerprint,
                            message=f"{f.path.name} fails when applied a second time: "
                                    f"{again.failure.describe()}",
                            detail={"failure": again.failure.__dict__})
-        second = fingerprint(copy)
+        second = fingerprint(copy, tracker=tracker)
     schema_changes = after.schema_diff(second)
     tables = after.table_diff(second)
     if not schema_changes and not tables:
@@ -161,7 +164,7 @@ def check_idempotent(db: ScratchDatabase, f: MigrationFile, after: Fingerprint,
 
 
 def check_down(db: ScratchDatabase, f: MigrationFile, before: Fingerprint,
-               timeout_s: float | None) -> Finding | None:
+               timeout_s: float | None, tracker: Tracker = DEFAULT_TRACKER) -> Finding | None:
     """Run ``f``'s down block on a copy of ``db``; the schema must be as before ``f``."""
     if f.text.down is None:
         return Finding("down_missing", "warning", migration=f.path.name,
@@ -173,7 +176,7 @@ def check_down(db: ScratchDatabase, f: MigrationFile, before: Fingerprint,
             return Finding("down_mismatch", "error", migration=f.path.name,
                            message=f"The down block of {f.path.name} fails: {down.failure.describe()}",
                            detail={"failure": down.failure.__dict__})
-        restored = fingerprint(copy, with_data=False)
+        restored = fingerprint(copy, with_data=False, tracker=tracker)
     diff = before.schema_diff(restored)
     if not diff:
         return None

@@ -33,13 +33,25 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from verifier.errors import DatabaseUnreachable, VerifierError
+from verifier.config.migrations import DEFAULT_TRACKER, Tracker
+from verifier.errors import DatabaseUnreachable, UsageError, VerifierError
 from verifier.migrate.plan import MigrationFile
 from verifier.migrate.sqltext import SqlSyntaxError, Statement, split_statements
 from verifier.pg import conninfo
 from verifier.pg.snapshot import configure, timeout_ms
 
-MIGRATIONS_TABLE = "schema_migrations"
+# A tracker's columns: name, type, and whether an INSERT must give it a value.
+TRACKER_COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+INTEGER_TYPES = ("integer", "bigint", "smallint")
+TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 LOCK_SAMPLE_INTERVAL_S = 0.05
 EXCERPT_CHARS_MAX = 200
 
@@ -197,10 +209,11 @@ class Runner:
     """
 
     def __init__(self, dsn: str, *, timeout_s: float | None = None,
-                 lock_timeout_s: float | None = None) -> None:
+                 lock_timeout_s: float | None = None, tracker: Tracker = DEFAULT_TRACKER) -> None:
         assert timeout_s is None or timeout_s > 0
         assert lock_timeout_s is None or lock_timeout_s > 0
         self.dsn = dsn
+        self.tracker = tracker
         self.timeout_s = timeout_s
         self.lock_timeout_s = lock_timeout_s
         self.conn = conninfo.connect(dsn, autocommit=True, what="migration database")
@@ -226,49 +239,82 @@ class Runner:
             if not c.closed:
                 c.close()
 
-    # -- schema_migrations -------------------------------------------------
+    # -- the tracker (schema_migrations by default) --------------------------
+
+    def _tracker_table(self) -> sql.Identifier:
+        return sql.Identifier(self.tracker.schema, self.tracker.table)
 
     def ensure_table(self) -> None:
-        """Create schema_migrations when absent (an existing one is used as it is)."""
-        self.conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (version TEXT PRIMARY KEY, "
-                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())").format(
-                sql.Identifier(MIGRATIONS_TABLE)))
+        """Create the default tracker when absent; check that a configured one can be read and written.
+
+        Raises ``UsageError`` when a configured tracker's table or column does not exist, or the
+        table has a column that needs a value we cannot give (NOT NULL, no default, not a time).
+        """
+        t = self.tracker
+        if not t.configured:
+            self.conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version TEXT PRIMARY KEY, "
+                                      "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())").format(
+                self._tracker_table()))
+        columns = {str(name): (str(kind), bool(needs)) for name, kind, needs in self.conn.execute(
+            TRACKER_COLUMNS_SQL, (t.schema, t.table)).fetchall()}
+        fix = ("Set [tool.verifier.migration_tracker] table and column to the table and column that "
+               "record your applied migrations (see the README, Migrations and the runner).")
+        if not columns:
+            raise UsageError(f"The migration tracker {t.schema}.{t.table} does not exist in the database, "
+                             "so which migrations it already has cannot be told.", hint=fix)
+        if t.column not in columns:
+            raise UsageError(f"The migration tracker {t.schema}.{t.table} has no column {t.column}.",
+                             hint=fix)
+        unfilled = [n for n, (kind, needs) in columns.items()
+                    if needs and n != t.column and kind not in TIME_TYPES]
+        if unfilled:
+            raise UsageError(
+                f"The migration tracker {t.schema}.{t.table} has NOT NULL column(s) without a default "
+                f"({', '.join(unfilled)}): the runner records a migration by {t.column} alone.",
+                hint="Give them defaults in the snapshot's schema, or track by another table.")
 
     def applied(self) -> set[str]:
-        """Versions recorded in schema_migrations (created when absent)."""
+        """The values the tracker's column records, as text (the default tracker is created when absent)."""
         self.ensure_table()
-        rows = self.conn.execute(
-            sql.SQL("SELECT version::text FROM {}").format(sql.Identifier(MIGRATIONS_TABLE))
-        ).fetchall()
+        rows = self.conn.execute(sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL").format(
+            sql.Identifier(self.tracker.column), self._tracker_table(), sql.Identifier(self.tracker.column)
+        )).fetchall()
         return {str(r[0]) for r in rows}
 
-    def _version_is_integer(self) -> bool:
-        row = self.conn.execute(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attname = 'version'", (MIGRATIONS_TABLE,)
-        ).fetchone()
-        return row is not None and row[0] in ("integer", "bigint", "smallint")
-
     def record(self, f: MigrationFile) -> None:
-        """Mark ``f`` applied (its number where the version column is an integer)."""
+        """Mark ``f`` applied: its number where a version column is an integer, else
+        ``f.record_value``; NOT NULL time columns without a default get now() (node-pg-migrate's
+        ``run_on``). Raises ``UsageError`` for a file without a number and an integer column."""
         self.ensure_table()
-        value: str | int = f.number if self._version_is_integer() else f.version
+        t = self.tracker
+        columns = {str(name): (str(kind), bool(needs)) for name, kind, needs in self.conn.execute(
+            TRACKER_COLUMNS_SQL, (t.schema, t.table)).fetchall()}
+        value: str | int = f.record_value(t.records)
+        if columns[t.column][0] in INTEGER_TYPES:
+            if f.number is None:
+                raise UsageError(f"{f.path.name} has no number to record in {t.describe()}, an integer "
+                                 "column.", hint="Number the file, or track migrations by file name.")
+            value = f.number
+        times = [n for n, (kind, needs) in columns.items() if needs and n != t.column and kind in TIME_TYPES]
+        names = [t.column, *times]
         self.conn.execute(
-            sql.SQL("INSERT INTO {} (version) VALUES (%s) ON CONFLICT DO NOTHING").format(
-                sql.Identifier(MIGRATIONS_TABLE)), (value,))
+            sql.SQL("INSERT INTO {} ({}) SELECT %s{} WHERE NOT EXISTS (SELECT FROM {} WHERE {}::text = %s)"
+                    ).format(self._tracker_table(), sql.SQL(", ").join(map(sql.Identifier, names)),
+                             sql.SQL("").join(sql.SQL(", now()") for _ in times), self._tracker_table(),
+                             sql.Identifier(t.column)),
+            (value, str(value)))
 
     def unrecord(self, f: MigrationFile) -> None:
+        """Forget ``f`` in the tracker (every way it may have been recorded)."""
         self.ensure_table()
-        self.conn.execute(
-            sql.SQL("DELETE FROM {} WHERE version::text = ANY(%s)").format(
-                sql.Identifier(MIGRATIONS_TABLE)),
-            ([f.version, f.path.stem, str(f.number)],))
+        values = [f.version, f.path.stem, f.path.name, *([str(f.number)] if f.number is not None else [])]
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)").format(
+            self._tracker_table(), sql.Identifier(self.tracker.column)), (values,))
 
     # -- applying -----------------------------------------------------------
 
     def apply(self, f: MigrationFile, *, direction: str = "up", record: bool = True) -> MigrationResult:
-        """Run the up (or down) SQL of ``f``; record it in schema_migrations on success."""
+        """Run the up (or down) SQL of ``f``; record it in the tracker on success."""
         assert direction in ("up", "down")
         if direction == "up":
             text, first_line = f.text.up, 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from verifier.config.migrations import DEFAULT_TRACKER, Tracker
 from verifier.errors import UsageError
 from verifier.findings import Finding
 from verifier.migrate import plan, rule_checks
@@ -24,15 +25,17 @@ from verifier.run import Run
 from verifier.scratch.server import ScratchDatabase
 
 
-def applied(dsn: str) -> set[str]:
-    """The versions schema_migrations records in the database at ``dsn`` (created when absent)."""
-    with Runner(dsn) as runner:
+def applied(dsn: str, tracker: Tracker = DEFAULT_TRACKER) -> set[str]:
+    """What ``tracker`` records in the database at ``dsn``, as text (the default tracker,
+    schema_migrations, is created when absent). Raises ``UsageError`` for a configured tracker
+    that is missing or cannot be written (``Runner.ensure_table``)."""
+    with Runner(dsn, tracker=tracker) as runner:
         return runner.applied()
 
 
 def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str = "up",
-                timeout_s: float | None = None, lock_timeout_s: float | None = None
-                ) -> Iterator[MigrationResult]:
+                timeout_s: float | None = None, lock_timeout_s: float | None = None,
+                tracker: Tracker = DEFAULT_TRACKER) -> Iterator[MigrationResult]:
     """Apply ``files`` in order (their up SQL, or their down blocks); yield each result.
 
     Stops after the first result that failed. Raises ``UsageError`` for a
@@ -44,7 +47,7 @@ def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str
     for f in files:
         if direction == "down" and f.text.down is None:
             raise UsageError(f"{f.path.name} has no -- Down Migration block to run.")
-        with Runner(dsn, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s) as runner:
+        with Runner(dsn, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s, tracker=tracker) as runner:
             result = runner.apply(f, direction=direction)
         yield result
         if result.failure is not None:
@@ -53,18 +56,30 @@ def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str
 
 def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile, ...], *,
                   timeout_s: float | None, lock_timeout_s: float | None, check_rules: bool,
-                  limit_source: str = "--migration-timeout") -> None:
+                  limit_source: str = "--migration-timeout", tracker: Tracker = DEFAULT_TRACKER) -> None:
     """Apply the pending ``files`` to ``db`` in order, tracing them; check the team's rules.
 
-    ``timeout_s``: each file's time limit (None: none), set by ``limit_source``
-    (stated in the stage). Adds ``migration_failed``, ``not_idempotent``,
-    ``down_mismatch`` and ``down_missing`` findings to ``run``; stops at the
-    first failure. A lost
-    connection, or a lock wait beyond ``lock_timeout_s``, raises ``VerifierError``.
+    ``files`` are in plan order; ``tracker`` says which of them the database
+    already has. ``timeout_s``: each file's time limit (None: none), set by
+    ``limit_source`` (stated in the stage). Adds ``migration_failed``,
+    ``not_idempotent``, ``down_mismatch``, ``down_missing`` and
+    ``migration_version_ambiguous`` findings to ``run``; stops at the first
+    failure. Raises ``UsageError`` for a configured tracker that is missing,
+    ``VerifierError`` for a lost connection or a lock wait beyond
+    ``lock_timeout_s``.
     """
     with run.stage("migrate") as detail:
-        done = applied(db.dsn)
-        todo = plan.pending(files, done)
+        done = applied(db.dsn, tracker)
+        todo = plan.pending(files, done, tracker.records)
+        detail["tracker"] = f"{tracker.describe()}, records {tracker.records}"
+        for version, names in plan.ambiguous(files, done, tracker.records).items():
+            run.add(Finding(
+                "migration_version_ambiguous", "warning", migration=names[0], count=len(names),
+                message=f"{tracker.describe()} records {version} once for {', '.join(names)}: all of them "
+                        "are taken as applied, as a tracker that records numbers takes them, and none is "
+                        "rehearsed. If one of them never ran, record each file by its own name (its file "
+                        "name without .sql) or give the files distinct numbers.",
+                detail={"version": version, "files": list(names)}))
         where = f" from {files[0].path.parent}" if files else ""
         run.tell(f"Migrating{where}: {len(todo)} pending file(s), in this order: "
                  + (", ".join(f.path.name for f in todo) or "none")
@@ -75,8 +90,10 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
                                   else f"none ({limit_source} 0)"))
         timeline = detail.setdefault("timeline", [])
         # The state after one migration is the state before the next: read once.
-        before = rule_checks.fingerprint(db.dsn, with_data=False) if check_rules and todo else None
-        for result in apply_files(db.dsn, todo, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s):
+        before = (rule_checks.fingerprint(db.dsn, with_data=False, tracker=tracker) if check_rules and todo
+                  else None)
+        for result in apply_files(db.dsn, todo, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s,
+                                  tracker=tracker):
             f = result.file
             timeline.append(result.as_json())
             if result.failure is not None:
@@ -85,9 +102,9 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
                                 detail={"failure": result.failure.__dict__}))
                 break
             if before is not None:
-                after = rule_checks.fingerprint(db.dsn)
-                for finding in (rule_checks.check_idempotent(db, f, after, timeout_s),
-                                rule_checks.check_down(db, f, before, timeout_s)):
+                after = rule_checks.fingerprint(db.dsn, tracker=tracker)
+                for finding in (rule_checks.check_idempotent(db, f, after, timeout_s, tracker),
+                                rule_checks.check_down(db, f, before, timeout_s, tracker)):
                     if finding is not None:
                         run.add(finding)
                 before = after
