@@ -173,8 +173,8 @@ def test_rows_lost_or_added_by_a_migration(tmp_path: Path, small_dump: Path, ser
     assert found == {("public.tips", "", "row_missing", '{"id": 5}'),
                      ("public.tips", "", "row_added", '{"id": 9000001}')}
     by_rule = {f["rule"]: f for f in run_summary(tmp_path / "r")["findings"]}
-    assert by_rule["row_added"]["cents_impact"] == 100
-    assert by_rule["row_missing"]["cents_impact"] < 0
+    assert by_rule["row_added"]["cents_impact"] == by_rule["row_added"]["cents_impact_net"] == 100
+    assert by_rule["row_missing"]["cents_impact"] == -by_rule["row_missing"]["cents_impact_net"] > 0
 
 
 @pytest.mark.parametrize(("using", "rule"), [("round(amount * 100)", None), ("round(amount)", "scale_error")])

@@ -62,12 +62,14 @@ REGISTRY: tuple[Rule, ...] = (
         ("null_introduced", "error", "the original is set, the cents are NULL"),
         ("sub_cent_loss", "warning", "the cents are right, but the original had a fraction of a cent"),
         ("missing_backfill", "error",
-         "the original is not zero, the cents are 0 (the default was never replaced)"),
+         "the original is not zero, the cents are 0 (the default was never replaced); a half-cent tie "
+         "that a tie rule rounds to 0 is rounding_mode"),
         ("sign_flip", "error", "the cents have the opposite sign"),
         ("rounding_mode", "error",
          "the cents follow another rounding rule (half-even, truncation, floor, ceiling)"),
         ("float_artifact", "error / warning",
-         "the cents come from float arithmetic (error); a real/double source column itself (warning)"),
+         "the cents come from float arithmetic or a float's binary value (error); a real/double source "
+         "column itself (warning)"),
         ("scale_error", "error", "the cents are the original times 1, 10, 1000 or 10000"),
         ("value_mismatch", "error", "anything else (also: cents set where the original is NULL)"),
     ),
@@ -165,6 +167,13 @@ def rules_of(kind: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Finding:
+    """One broken rule. ``count``: the rows (or journals, cases, files) that break it;
+    ``cents_impact``: the absolute impact, the sum of each row's |difference| in minor units
+    (cents); ``cents_impact_net``: the signed sum, where the rule has one (None where it has not).
+    ``restates``: set on a finding that restates others (a column's ``sum_mismatch`` restates its
+    row findings): the run's totals do not count it again.
+    """
+
     rule: str
     severity: str
     message: str
@@ -175,11 +184,15 @@ class Finding:
     migration: str | None = None
     sample: tuple[dict[str, Any], ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
+    cents_impact_net: int | None = None
+    restates: str | None = None
 
     def __post_init__(self) -> None:
         assert self.rule in _BY_NAME, f"unknown rule {self.rule}"
         assert self.severity in _BY_NAME[self.rule].severities, (self.rule, self.severity)
         assert self.count >= 0
+        assert self.cents_impact >= 0, "the absolute impact is never negative"
+        assert self.cents_impact_net is None or abs(self.cents_impact_net) <= self.cents_impact
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)

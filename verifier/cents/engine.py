@@ -23,6 +23,7 @@ from verifier.cents.originals import Originals
 from verifier.cents.pairs import TablePlan, Unpaired
 from verifier.cents.sql import (
     DIFF_BUCKETS,
+    FLOAT_DIGITS,
     WARNING_CLASSES,
     Check,
     PendingConstraint,
@@ -61,7 +62,8 @@ class CheckStats:
     rows: int = 0
     offending: int = 0
     classes: dict[str, int] = field(default_factory=dict)
-    impact: dict[str, Decimal] = field(default_factory=dict)
+    impact: dict[str, Decimal] = field(default_factory=dict)  # per class: the signed sum (net)
+    impact_abs: dict[str, Decimal] = field(default_factory=dict)  # per class: the sum of |impact|
     cents_sum: Decimal = Decimal(0)  # every row's cents (pairs)
     offenders_cents: Decimal = Decimal(0)  # the offending rows' cents
     offenders_expected: Decimal = Decimal(0)  # the offending rows' expected cents
@@ -84,6 +86,7 @@ class CheckStats:
             self.differences[bucket] = self.differences.get(bucket, 0) + 1
         if impact:
             self.impact[klass] = self.impact.get(klass, Decimal(0)) + Decimal(impact)
+            self.impact_abs[klass] = self.impact_abs.get(klass, Decimal(0)) + abs(Decimal(impact))
         self.offenders_cents += Decimal(cents or 0)
         # A NULL, NaN or infinite original has no expected cents (NULL): it expects no cents.
         self.offenders_expected += Decimal(expected or 0)
@@ -95,7 +98,8 @@ class CheckStats:
     def as_json(self) -> dict[str, Any]:
         fitting = [m for m, n in self.fits.items() if self.fractional and n == self.fractional]
         return {"rows": self.rows, "offending_rows": self.offending, "classes": self.classes,
-                "impact_cents": {k: int(v) for k, v in self.impact.items()},
+                "impact_cents": {k: int(v) for k, v in self.impact_abs.items()},
+                "impact_cents_net": {k: int(v) for k, v in self.impact.items()},
                 "cents_sum": str(self.cents_sum), "expected_sum": str(self.expected_sum),
                 "ties": self.ties, "fractional_rows": self.fractional, "fits": self.fits,
                 "rounding_modes_fitting_every_fractional_row": fitting,
@@ -107,7 +111,8 @@ class TableResult:
     plan: TablePlan
     checks: list[Check]
     stats: dict[int, CheckStats]
-    offenders: int = 0
+    offenders: int = 0  # (row, check) pairs classified: offenders.csv's lines for this table
+    offending_rows: int = 0  # distinct rows that break at least one check (the summary's count)
 
     @property
     def rows(self) -> int:
@@ -115,7 +120,7 @@ class TableResult:
 
     def as_json(self) -> dict[str, Any]:
         return {"table": self.plan.name, "key": list(self.plan.key), "rows": self.rows,
-                "offending_rows": self.offenders,
+                "offending_rows": self.offending_rows, "offenders": self.offenders,
                 "checks": [{"check": c.label, "kind": c.kind, **self.stats[c.index].as_json()}
                            for c in self.checks]}
 
@@ -155,13 +160,16 @@ def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
     result = TableResult(plan, checks, stats)
     samples: dict[tuple[int, str], list[dict[str, Any]]] = {}
     if any(s.offending for s in stats.values()):
-        result.offenders = _stream_offenders(conn, plan, config, identities, constraints, checks,
-                                             offenders, stats, samples)
+        result.offenders, result.offending_rows = _stream_offenders(
+            conn, plan, config, identities, constraints, checks, offenders, stats, samples)
         for check in checks:  # two statements, one snapshot: they must agree row for row
             s = stats[check.index]
             if sum(s.classes.values()) != s.offending:
                 raise RuntimeError(f"{plan.name} {check.label}: the summary counted {s.offending} "
                                    f"offending rows, the classification {sum(s.classes.values())}")
+    # Every offending row breaks a check, and no check has more offending rows than the table.
+    assert max((s.offending for s in stats.values()), default=0) <= result.offending_rows
+    assert result.offending_rows <= sum(s.offending for s in stats.values())
     return result, _findings(result, samples)
 
 
@@ -169,25 +177,29 @@ def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
                       identities: list[tuple[str, tuple[str, ...]]],
                       constraints: list[PendingConstraint], checks: list[Check], out: RowWriter,
                       stats: dict[int, CheckStats],
-                      samples: dict[tuple[int, str], list[dict[str, Any]]]) -> int:
-    """Copy every classified offender to ``out``, add it to ``stats``, keep bounded samples."""
+                      samples: dict[tuple[int, str], list[dict[str, Any]]]) -> tuple[int, int]:
+    """Copy every classified offender to ``out``, add it to ``stats``, keep bounded samples.
+
+    Returns the lines written (offending (row, check) pairs) and the offending rows (each once).
+    """
     query = build_offenders_query(plan, config.rounding, identities, constraints)
-    count = 0
+    count = rows = 0
     with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
         for (row_key, index, klass, source, target, expected_text, impact, cents, expected, tie, frac,
-             *fits) in copy.rows():
+             fit_away, fit_even, fit_trunc, first) in copy.rows():
             check = checks[int(index)]
             out.writerow((plan.name, check.column or check.source, klass, row_key, source, target,
                           expected_text, impact))
             count += 1
+            rows += first == "t"
             stats[check.index].add_offender(check.kind, klass, impact, cents, expected, tie, frac,
-                                            (fits[0], fits[1], fits[2]))
+                                            (fit_away, fit_even, fit_trunc))
             bucket = samples.setdefault((int(index), str(klass)), [])
             if len(bucket) < config.sample_rows_max:
                 # parse_float: a numeric in the key (a keyless table's whole row) stays its exact text.
                 bucket.append({"key": json.loads(row_key, parse_float=Decimal), "original": source,
                                "cents": target, "expected_cents": expected_text})
-    return count
+    return count, rows
 
 
 def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str, Any]]]) -> list[Finding]:
@@ -196,10 +208,10 @@ def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str,
     for check in result.checks:
         s = result.stats[check.index]
         for klass, n in sorted(s.classes.items()):
-            impact = int(s.impact.get(klass, 0))
             found.append(Finding(
                 rule=klass, severity="warning" if klass in WARNING_CLASSES else "error",
-                table=plan.name, column=check.column, count=n, cents_impact=impact,
+                table=plan.name, column=check.column, count=n,
+                cents_impact=int(s.impact_abs.get(klass, 0)), cents_impact_net=int(s.impact.get(klass, 0)),
                 sample=tuple(samples.get((check.index, klass), [])),
                 message=f"{n:,} row(s) of {plan.name} {check.label}: {klass}",
                 detail={"check": check.label, "source": check.source},
@@ -207,7 +219,9 @@ def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str,
         if check.kind == "pair" and s.cents_sum != s.expected_sum:
             found.append(Finding(
                 rule="sum_mismatch", severity="error", table=plan.name, column=check.column,
-                cents_impact=int(s.cents_sum - s.expected_sum),
+                cents_impact=int(abs(s.cents_sum - s.expected_sum)),
+                cents_impact_net=int(s.cents_sum - s.expected_sum),
+                restates=f"the row findings of {plan.name}.{check.column}",
                 message=f"{plan.name}.{check.column} sums to {s.cents_sum} cents; its originals "
                         f"give {s.expected_sum}",
                 detail={"cents_sum": str(s.cents_sum), "expected_sum": str(s.expected_sum)},
@@ -218,8 +232,8 @@ def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str,
                 rule="float_artifact", severity="warning", table=plan.name, column=pair.source,
                 count=result.rows,
                 message=f"{plan.name}.{pair.source} is {pair.source_type}: its cents depend on "
-                        "binary floating point (read as 15 significant digits here)",
-                detail={"source_type": pair.source_type},
+                        f"binary floating point. {FLOAT_DIGITS}",
+                detail={"source_type": pair.source_type, "digits": FLOAT_DIGITS},
             ))
     return found
 

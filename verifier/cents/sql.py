@@ -34,6 +34,15 @@ from verifier.cents.pairs import Pair, TablePlan
 from verifier.findings import ROW_RULES, rule
 
 BIGINT_MAX = 9223372036854775807
+# How a real or double precision original is read. Its shortest round-trip decimal (what the
+# session prints with extra_float_digits = 1, PostgreSQL 12 and later: at most 9 significant digits
+# for real, 17 for double) is the value its cents must equal; its exact binary value (decoded from
+# its IEEE 754 bits) and PostgreSQL's own cast to numeric (6 significant digits for real, 15 for
+# double: float4_numeric and float8_numeric) are what float arithmetic on the way would give, so
+# cents that fit only those are float_artifact.
+FLOAT_DIGITS = ("Read at its shortest round-trip decimal (real: at most 9 significant digits, double: "
+                "at most 17); cents that fit only its exact binary value, or PostgreSQL's cast to numeric "
+                "(real: 6 significant digits, double: 15), are float_artifact.")
 ROW_FLAGS = ("row_missing", "row_added")  # checks of a table read with its originals
 # The classes of a row whose findings are warnings, not errors (from the registry).
 WARNING_CLASSES = tuple(name for name in ROW_RULES if rule(name).severities[0] == "warning")
@@ -114,11 +123,41 @@ def relation(plan: TablePlan) -> sql.Composable:
         orig=sql.Identifier(ORIGINALS_SCHEMA, plan.originals.relation), on=on)
 
 
+def _source(pair: Pair) -> sql.Composable:
+    return sql.SQL("t.{}").format(sql.Identifier(pair.source_ref or pair.source))
+
+
 def _pair_terms(pair: Pair) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
-    """x (the original, as numeric), c (the cents) and h = x * 100 for the current row of ``t``."""
-    x = sql.SQL("(t.{}::numeric)").format(sql.Identifier(pair.source_ref or pair.source))
+    """x (the original, as numeric), c (the cents) and h = x * 100 for the current row of ``t``.
+
+    A float original is its shortest round-trip decimal (``FLOAT_DIGITS``; the session's
+    extra_float_digits is 1, ``verifier.pg.snapshot.PINNED``): 12345.67 stored as real is
+    12345.67, not PostgreSQL's cast to numeric (12345.7).
+    """
+    cast = "({}::text::numeric)" if pair.float_source else "({}::numeric)"
+    x = sql.SQL(cast).format(_source(pair))
     c = sql.SQL("t.{}").format(sql.Identifier(pair.target))
     return x, c, sql.SQL("({x} * 100)").format(x=x)
+
+
+def float_exact(f: sql.Composable) -> sql.Composable:
+    """The exact value of the float8 ``f`` as numeric (NULL for NaN and infinities): its IEEE 754
+    bits (float8send) decoded into sign, exponent and significand m, the value m * 2^k written in
+    decimal as m * 5^-k shifted -k places (every binary fraction is a finite decimal). A real is
+    widened to float8 first, which is exact. Costly: the classification reads it, for offenders
+    only."""
+    return sql.SQL("""(SELECT CASE WHEN e = 2047 THEN NULL
+      WHEN k >= 0 THEN sgn * trunc(m::numeric * power(2::numeric, k))
+      ELSE sgn * (left(p, k::int) || '.' || right(p, -k::int))::numeric END
+    FROM (SELECT e, sgn, m, k, lpad(s, greatest(length(s), 1 - k::int), '0') AS p
+          FROM (SELECT *, trunc(m::numeric * power(5::numeric, greatest(-k, 0)))::text AS s
+                FROM (SELECT (bits >> 52) & 2047 AS e, CASE WHEN bits < 0 THEN -1 ELSE 1 END AS sgn,
+                             (bits & 4503599627370495)
+                               + CASE WHEN (bits >> 52) & 2047 = 0 THEN 0 ELSE 4503599627370496 END AS m,
+                             CASE WHEN (bits >> 52) & 2047 = 0 THEN -1074
+                                  ELSE ((bits >> 52) & 2047) - 1075 END AS k
+                      FROM (SELECT ('x' || encode(float8send(({f})::float8), 'hex'))::bit(64)::bigint
+                                   AS bits) b0) b1) b2) b3)""").format(f=f)
 
 
 def _pair_wrong(plan: TablePlan, pair: Pair) -> sql.Composable:
@@ -167,6 +206,20 @@ def _storable(x: sql.Composable, e: sql.Composable) -> sql.Composable:
         nonfinite=_non_finite(x), e=e, big=sql.Literal(BIGINT_MAX))
 
 
+def precedence(pair: Pair) -> tuple[str, ...]:
+    """The row classes in the order a pair's classification tests them (before value_mismatch).
+
+    The registry's order, except that for a real or double original float_artifact comes before
+    rounding_mode: 1.005 stored as a double is 1.00499999999999989..., and cents of 100 are what its
+    binary value rounds to before they are a rounding rule's (a numeric 1.005 at 100 is half-even's).
+    """
+    order = [r for r in ROW_RULES if r != "value_mismatch"]
+    if pair.float_source:
+        order.remove("float_artifact")
+        order.insert(order.index("rounding_mode"), "float_artifact")
+    return tuple(order)
+
+
 def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Composable:
     """The VALUES row classifying one pair for the current (offending) row of ``t``."""
     x, c, h = _pair_terms(pair)
@@ -174,31 +227,39 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
     e = _expected(h, rounding)
     half_even = _expected(h, "half_even")
     nonfinite = _non_finite(x)
-    f = sql.SQL("(t.{}::float8)").format(sql.Identifier(pair.source_ref or pair.source))
+    f = sql.SQL("({}::float8)").format(_source(pair))
+    tie = sql.SQL("({x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5)").format(x=x, h=h)
+    # float arithmetic on the way: the cents of the original through float8, and for a float
+    # original those of its exact binary value and of PostgreSQL's cast to numeric.
+    floats = [sql.SQL("round({f} * 100)").format(f=f), sql.SQL("trunc({f} * 100)").format(f=f)]
+    if pair.float_source:
+        for v in (float_exact(_source(pair)), sql.SQL("{}::numeric").format(_source(pair))):
+            floats += [sql.SQL("round({v} * 100)").format(v=v), sql.SQL("trunc({v} * 100)").format(v=v)]
     # When each class fits a row whose cents are not exactly its original times 100 (the right
     # rows give NULL first), given that no class before it fits; e is the expected cents under
     # the rounding mode. In the registry's precedence; the last, value_mismatch, is anything else.
     # A NULL original makes every test after null_coerced_to_zero NULL: its other cents fall to it.
-    terms = {"x": x, "c": c, "h": h, "e": e, "half_even": half_even, "f": f, "nonfinite": nonfinite,
-             "big": sql.Literal(BIGINT_MAX)}
+    terms = {"x": x, "c": c, "h": h, "e": e, "half_even": half_even, "nonfinite": nonfinite,
+             "big": sql.Literal(BIGINT_MAX), "tie": tie, "floats": sql.SQL(", ").join(floats)}
     fits = {name: sql.SQL(test).format(**terms) for name, test in (
         ("null_coerced_to_zero", "{x} IS NULL AND {c} = 0"),
         ("non_finite_original", "{nonfinite}"),
         ("overflow", "abs({e}) > {big}"),
         ("null_introduced", "{c} IS NULL"),
         ("sub_cent_loss", "{c} = {e}"),  # right under the rounding mode, but for the cent's fraction
-        ("missing_backfill", "{c} = 0"),
+        # A tie that a tie rule rounds to 0 (0.005 under half-even or truncation) is rounding_mode.
+        ("missing_backfill", "{c} = 0 AND NOT {tie}"),
         ("sign_flip", "{c} = -{e}"),
         ("rounding_mode", "{c} IN (round({h}), {half_even}, trunc({h}), floor({h}), ceil({h}))"),
-        ("float_artifact", "abs({h}) < 1e15 AND {c} IN (round({f} * 100), trunc({f} * 100))"),
+        ("float_artifact", "abs({h}) < 1e15 AND {c} IN ({floats})"),
         ("scale_error", "{c} IN (round({x}), round({x} * 10), round({x} * 1000), round({x} * 10000))"),
     )}
     assert (*fits, "value_mismatch") == ROW_RULES, "the CASE must test the classes in the registry's order"
     klass = sql.SQL("CASE {unmatched} WHEN ({x} IS NULL AND {c} IS NULL) OR {c} = {h} THEN NULL {whens} "
                     "ELSE 'value_mismatch' END").format(
         unmatched=unmatched, x=x, c=c, h=h,
-        whens=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(test, sql.Literal(name))
-                                for name, test in fits.items()))
+        whens=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(fits[name], sql.Literal(name))
+                                for name in precedence(pair)))
     impact = sql.SQL("""CASE
       WHEN {x} IS NULL THEN {c}::numeric
       WHEN {nonfinite} OR abs({e}) > {big} THEN NULL
@@ -207,11 +268,11 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
     frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
     return sql.SQL(
         "({i}, {klass}, {impact}, {c}::numeric, {e_sum}, "
-        "{x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5, {frac}, "
+        "{tie}, {frac}, "
         "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
         "{x}::text, {c}::text, CASE WHEN {nonfinite} THEN NULL ELSE {e}::text END)"
     ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
-             half_even=half_even, e_sum=_storable(x, e), nonfinite=nonfinite)
+             half_even=half_even, e_sum=_storable(x, e), nonfinite=nonfinite, tie=tie)
 
 
 def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
@@ -291,7 +352,7 @@ def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, 
 
 OFFENDER_COLUMNS = ("row_key", "check_index", "class", "source_text", "target_text", "expected_text",
                     "impact", "cents", "expected", "tie", "frac", "fit_half_away", "fit_half_even",
-                    "fit_truncate")
+                    "fit_truncate", "first")
 
 
 def build_offenders_query(plan: TablePlan, rounding: str,
@@ -300,7 +361,8 @@ def build_offenders_query(plan: TablePlan, rounding: str,
     """Every offending (row, check), classified: the columns of ``OFFENDER_COLUMNS``, as text.
 
     The scan keeps only rows the summary's predicates call offending, so the
-    classification runs on offenders only.
+    classification runs on offenders only. ``first`` is true on the line of
+    a row's first offending check: counting those counts offending rows once.
     """
     key: sql.Composable
     if plan.key:
@@ -315,12 +377,15 @@ def build_offenders_query(plan: TablePlan, rounding: str,
         rows.append(_constraint_row(len(rows), con))
     for flag in ROW_FLAGS if plan.originals else ():
         rows.append(_row_row(len(rows), plan, flag, rounding))
+    wrongs = _wrongs(plan, identities, constraints)
+    first = sql.SQL("CASE {} END").format(sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(w, sql.Literal(i)) for i, w in enumerate(wrongs)))
     return sql.SQL("""SELECT {key}, v.check_index, v.class, v.source_text, v.target_text, v.expected_text,
        v.impact::text, v.cents::text, v.expected::text, v.tie, v.frac, v.fit_half_away, v.fit_half_even,
-       v.fit_truncate
+       v.fit_truncate, v.check_index = {first}
 FROM {table} AS t
 CROSS JOIN LATERAL (VALUES {values}) AS v(check_index, class, impact, cents, expected, tie, frac,
      fit_half_away, fit_half_even, fit_truncate, source_text, target_text, expected_text)
 WHERE ({any_wrong}) AND v.class IS NOT NULL""").format(
-        key=key, table=relation(plan), values=sql.SQL(", ").join(rows),
-        any_wrong=sql.SQL(" OR ").join(_wrongs(plan, identities, constraints)))
+        key=key, table=relation(plan), values=sql.SQL(", ").join(rows), first=first,
+        any_wrong=sql.SQL(" OR ").join(wrongs))

@@ -30,6 +30,13 @@ def timeout_ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
+# Settings that change what our SQL means, pinned in every reading session whatever the target's
+# defaults (ALTER DATABASE/ROLE ... SET): floats print as their shortest round-trip decimal
+# (extra_float_digits = 1; PostgreSQL 12+, "Floating-Point Types"), which the cents checks read a
+# real or double original as; string literals are standard (backslashes are not escapes).
+PINNED = {"extra_float_digits": "1", "standard_conforming_strings": "on"}
+
+
 def limits(config: Config) -> dict[str, str]:
     """The statement and lock timeouts of a session that reads (the target, a scratch database's checks)."""
     return {"statement_timeout": timeout_ms(config.statement_timeout_s),
@@ -43,7 +50,8 @@ def configure(conn: psycopg.Connection, settings: dict[str, str]) -> None:
 
 
 def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -> psycopg.Connection:
-    """A connection inside one REPEATABLE READ, READ ONLY transaction, with our timeouts.
+    """A connection inside one REPEATABLE READ, READ ONLY transaction, with our timeouts and the
+    ``PINNED`` settings.
 
     The timeouts are set for the session before the transaction begins, so
     that ``SET TRANSACTION SNAPSHOT`` can be its first statement. Raises
@@ -51,7 +59,7 @@ def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -
     """
     conn = conninfo.connect(url, what="target database", autocommit=True)
     try:
-        configure(conn, limits(config))
+        configure(conn, {**PINNED, **limits(config)})
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True

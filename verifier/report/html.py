@@ -29,7 +29,7 @@ from verifier.cents.sql import DIFF_BUCKETS
 from verifier.files import OFFENDERS_NAME
 from verifier.findings import rule
 from verifier.report import charts
-from verifier.report.summary import stage
+from verifier.report.summary import stage, totals
 from verifier.run import VERDICTS
 
 HEADLINES = {  # status -> (headline after the verdict word, what it means)
@@ -125,7 +125,7 @@ def _cents_charts(data: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     per_table: dict[str, int] = {}
     for f in data["findings"]:
-        if f["table"] and f["severity"] == "error":
+        if f["table"] and f["severity"] == "error" and not f.get("restates"):
             per_table[f["table"]] = per_table.get(f["table"], 0) + (f.get("count") or 0)
     if per_table:
         found.append({"title": "Offending rows per table (error findings)", "note": "",
@@ -259,8 +259,7 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
         "verdict": {"word": word, "headline": f"{word}: {headline}", "explain": explain},
         "failed_stage": data["stages"][-1]["name"] if status == "error" and data["stages"] else None,
         **severity_counts(data["findings"]),
-        "offending_rows": sum(f.get("count") or 0 for f in data["findings"]),
-        "cents_impact": sum(abs(int(f.get("cents_impact") or 0)) for f in data["findings"]),
+        **totals(data["findings"], data["stages"]),
         "rows_checked": verify.get("rows_checked") if verify else None,
         "findings": findings, "rules_found": sorted({f["rule"] for f in data["findings"]}),
         "charts": _cents_charts(data) + ledger_charts,
