@@ -159,10 +159,12 @@ CREATE TABLE IF NOT EXISTS ppv_messages (
   unlocked BOOLEAN NOT NULL DEFAULT false
 );
 
+-- Sold worldwide: each order in its buyer's currency (ISO 4217 code).
 CREATE TABLE IF NOT EXISTS live_shopping_orders (
   id BIGINT PRIMARY KEY,
   buyer_id BIGINT NOT NULL REFERENCES users(id),
   creator_id BIGINT NOT NULL REFERENCES users(id),
+  currency CHAR(3) NOT NULL DEFAULT 'USD',
   amount DECIMAL(10,2) NOT NULL,
   created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );

@@ -19,7 +19,10 @@ CREATE TABLE IF NOT EXISTS cents_backfill_progress (
 );
 
 CREATE OR REPLACE PROCEDURE backfill_cents(
-  p_table TEXT, p_key TEXT, p_columns TEXT[], p_batch_rows INT DEFAULT 10000
+  p_table TEXT, p_key TEXT, p_columns TEXT[], p_batch_rows INT DEFAULT 10000,
+  -- Minor units per major unit, as SQL over the row (a per-currency CASE for a table whose
+  -- rows carry their ISO 4217 code); 100 for cents.
+  p_factor TEXT DEFAULT '100'
 )
 LANGUAGE plpgsql
 AS $$
@@ -30,9 +33,9 @@ DECLARE
   set_list TEXT;
   differs TEXT;
 BEGIN
-  SELECT string_agg(format('%I = round(%I::numeric * 100)::bigint', c || '_cents', c), ', '),
-         string_agg(format('%I IS DISTINCT FROM round(%I::numeric * 100)::bigint', c || '_cents', c),
-                    ' OR ')
+  SELECT string_agg(format('%I = round(%I::numeric * (%s))::bigint', c || '_cents', c, p_factor), ', '),
+         string_agg(format('%I IS DISTINCT FROM round(%I::numeric * (%s))::bigint', c || '_cents', c,
+                           p_factor), ' OR ')
     INTO set_list, differs
     FROM unnest(p_columns) AS c;
 
@@ -84,11 +87,13 @@ CALL backfill_cents('show_tickets', 'id', ARRAY['price_paid']);
 CALL backfill_cents('stream_rates', 'creator_id',
                     ARRAY['video_rate', 'voice_rate', 'legacy_rate_per_minute']);
 CALL backfill_cents('ppv_messages', 'id', ARRAY['price']);
-CALL backfill_cents('live_shopping_orders', 'id', ARRAY['amount']);
+-- Each order in its currency's minor units (ISO 4217: yen have none, dinars three).
+CALL backfill_cents('live_shopping_orders', 'id', ARRAY['amount'], 10000,
+                    'CASE upper(currency) WHEN ''JPY'' THEN 1 WHEN ''KWD'' THEN 1000 ELSE 100 END');
 CALL backfill_cents('vod_purchases', 'id', ARRAY['price']);
 
 -- Down Migration
 -- BEGIN;
--- DROP PROCEDURE IF EXISTS backfill_cents(TEXT, TEXT, TEXT[], INT);
+-- DROP PROCEDURE IF EXISTS backfill_cents(TEXT, TEXT, TEXT[], INT, TEXT);
 -- DROP TABLE IF EXISTS cents_backfill_progress;
 -- COMMIT;

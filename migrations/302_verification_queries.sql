@@ -1,6 +1,7 @@
 -- Migration: 302_verification_queries
 -- Description: A gate before the decimals go: fails (and so stops the
---   series) when any cents value differs from round(decimal * 100), when
+--   series) when any cents value differs from round(decimal * 100) (times
+--   its currency's minor units, for live_shopping_orders), when
 --   NULL-ness differs, or when the backfill did not finish. Zero tolerance:
 --   one cent is a failure, and the message names the table and the count.
 --   Reads only.
@@ -11,6 +12,7 @@ DO $$
 DECLARE
   pair record;
   bad BIGINT;
+  factor TEXT;
   failures TEXT := '';
 BEGIN
   IF EXISTS (SELECT 1 FROM cents_backfill_progress WHERE NOT done) THEN
@@ -29,8 +31,13 @@ BEGIN
       AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY 1, 2
   LOOP
-    EXECUTE format('SELECT count(*) FROM %I WHERE %I IS DISTINCT FROM round(%I::numeric * 100)::bigint',
-                   pair.table_name, pair.target, pair.source)
+    -- A table whose rows carry their currency converts each into its own minor units.
+    factor := CASE WHEN EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = format('%I', pair.table_name)::regclass
+                                AND attname = 'currency' AND NOT attisdropped)
+                   THEN 'CASE upper(currency) WHEN ''JPY'' THEN 1 WHEN ''KWD'' THEN 1000 ELSE 100 END'
+                   ELSE '100' END;
+    EXECUTE format('SELECT count(*) FROM %I WHERE %I IS DISTINCT FROM round(%I::numeric * (%s))::bigint',
+                   pair.table_name, pair.target, pair.source, factor)
       INTO bad;
     IF bad > 0 THEN
       failures := failures || format(' %s.%s: %s rows;', pair.table_name, pair.target, bad);

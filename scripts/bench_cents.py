@@ -2,7 +2,8 @@
 
 Not a test (timings on a shared machine are noisy): run it and read the
 ratios, which compare runs interleaved on one server in one go.
-Usage: python scripts/bench_cents.py [--rows 5000000] [--rounds 3] [--server URL]
+Usage: python scripts/bench_cents.py [--rows 5000000] [--rounds 3] [--server URL] [--currency]
+       [--baseline PATH]
 (without --server: an embedded server in a temporary directory).
 
 One clean table of ROWS rows with four (decimal, cents) pairs, in a
@@ -19,6 +20,12 @@ interleaved:
 
 Also: peak resident memory of verify-cents on the full table and on the
 empty copy, and the wall time of ``verify-cents --help``.
+
+``--currency``: the table also has a ``currency`` column (USD, EUR, JPY, KWD;
+its cents follow each row's minor unit), so verify joins every row to ISO
+4217's table. ``--baseline PATH``: another ``verify-cents`` (an earlier
+version's, in its own environment) run in the same rounds, interleaved,
+for a before/after of the verify work.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
@@ -42,6 +50,16 @@ SCHEMA_SQL = """
 CREATE TABLE payments (id bigint PRIMARY KEY, amount numeric(12,2), fee numeric(12,2),
   net numeric(12,2), tax numeric(14,4), amount_cents bigint, fee_cents bigint, net_cents bigint,
   tax_cents bigint)
+"""
+# --currency: each row in a currency; its cents in that currency's minor units (whole yen, fils).
+CURRENCY_SQL = """
+ALTER TABLE payments ADD COLUMN currency char(3) NOT NULL DEFAULT 'USD';
+UPDATE payments SET currency = (ARRAY['USD', 'USD', 'EUR', 'JPY', 'KWD'])[1 + id %% 5];
+UPDATE payments SET amount = round(amount), fee = round(fee), net = round(amount) - round(fee),
+  tax = round(tax), amount_cents = round(amount), fee_cents = round(fee),
+  net_cents = round(amount) - round(fee), tax_cents = round(tax) WHERE currency = 'JPY';
+UPDATE payments SET amount_cents = amount * 1000, fee_cents = fee * 1000, net_cents = net * 1000,
+  tax_cents = tax * 1000 WHERE currency = 'KWD';
 """
 # Clean data: every cents value is exactly its decimal times 100.
 FILL_SQL = """
@@ -69,14 +87,19 @@ NAIVE_CHECKS = (
 )
 
 
-def run_verify(url: str, report_dir: Path) -> tuple[float, int]:
+def run_verify(url: str, report_dir: Path, command: str = VERIFY_CENTS) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one ``verify-cents --db`` subprocess (which must pass)."""
-    wall, peak, _ = run_measured([VERIFY_CENTS, "--db", url, "--report-dir", str(report_dir)])
+    wall, peak, _ = run_measured([command, "--db", url, "--report-dir", str(report_dir)])
     return wall, peak
 
 
+def _options(parser: Any) -> None:
+    parser.add_argument("--currency", action="store_true", help="a currency column, ISO 4217 per row")
+    parser.add_argument("--baseline", metavar="PATH", help="another verify-cents, timed in the same rounds")
+
+
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0], "--rows", 5_000_000)
+    args = arguments(__doc__.splitlines()[0], "--rows", 5_000_000, _options)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
         full, empty = unique_name("bench_full"), unique_name("bench_empty")
         with server.database(full) as full_db, server.database(empty) as empty_db:
@@ -85,6 +108,11 @@ def main() -> None:
                     conn.execute(SCHEMA_SQL)
             with psycopg.connect(full_db.dsn, autocommit=True) as conn:
                 fill = timed(lambda: conn.execute(FILL_SQL, (args.rows,)))
+                if args.currency:
+                    with psycopg.connect(empty_db.dsn, autocommit=True) as other:
+                        other.execute(CURRENCY_SQL.replace("%%", "%"))
+                    conn.execute(CURRENCY_SQL.replace("%%", "%"))
+                    conn.execute("VACUUM FULL payments")
                 conn.execute("VACUUM ANALYZE payments")
                 version = conn.execute("SHOW server_version").fetchone()
                 size = conn.execute("SELECT pg_size_pretty(pg_table_size('payments'))").fetchone()
@@ -95,6 +123,8 @@ def main() -> None:
                 check=True, stdout=subprocess.DEVNULL)) for _ in range(5)]
             figures: dict[str, list[float]] = {k: [] for k in
                                                ("floor", "minimal", "verify", "empty", "naive")}
+            if args.baseline:
+                figures.update(baseline=[], baseline_empty=[])
             rss: dict[str, list[int]] = {"verify": [], "empty": []}
             with psycopg.connect(full_db.dsn, autocommit=True) as conn:
                 conn.execute(FLOOR_SQL).fetchall()  # warm the cache once before measuring
@@ -107,6 +137,9 @@ def main() -> None:
                     wall, peak = run_verify(empty_db.dsn, Path(tmp))
                     figures["empty"].append(wall)
                     rss["empty"].append(peak)
+                    if args.baseline:
+                        for key, db in (("baseline", full_db), ("baseline_empty", empty_db)):
+                            figures[key].append(run_verify(db.dsn, Path(tmp), args.baseline)[0])
 
                     def naive() -> None:
                         for c in PAIRS:
@@ -129,6 +162,11 @@ def main() -> None:
     print(f"peak RSS: full {max(rss['verify']) / 1024:.1f} MiB, empty {max(rss['empty']) / 1024:.1f} MiB, "
           f"growth {(max(rss['verify']) - max(rss['empty'])) / 1024:.1f} MiB (goal < 100)")
     print(f"verify-cents --help: median {statistics.median(help_times):.3f} s over 5 (goal < 0.5)")
+    if args.baseline:
+        before = med["baseline"] - med["baseline_empty"]
+        print(f"baseline verify work {before:.3f} s; this one's / baseline's {work / before:.3f}; "
+              f"spread of verify over rounds {min(figures['verify']):.3f}..{max(figures['verify']):.3f} s, "
+              f"of baseline {min(figures['baseline']):.3f}..{max(figures['baseline']):.3f} s")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@ import time
 from collections.abc import Callable
 
 
-def arguments(description: str, size: str, default: int) -> argparse.Namespace:
-    """The options every benchmark takes: its size (``size``, e.g. ``--rows``), --rounds and --server."""
+def arguments(description: str, size: str, default: int,
+              extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options every benchmark takes: its size (``size``, e.g. ``--rows``), --rounds and --server;
+    ``extra`` adds a benchmark's own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(size, type=int, default=default)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--server", help="URL of a server where we may CREATE DATABASE")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

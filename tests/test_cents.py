@@ -294,21 +294,37 @@ def test_statement_timeout_is_a_clear_error(platform: str, tmp_path: Path) -> No
     assert not (run / "offenders.csv").exists()
 
 
-def test_unpaired_columns_are_warnings_and_cents_born_tables_are_not(fresh_db: str) -> None:
+def test_every_money_column_gets_a_verdict_and_unverified_cents_fail(fresh_db: str) -> None:
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA \"Shop Floor\"")
         conn.execute('CREATE TABLE "Shop Floor"."Orders" (id BIGINT PRIMARY KEY, "Total" NUMERIC(12,2), '
-                     '"Total_cents" BIGINT, tax NUMERIC(12,2), bonus_cents BIGINT)')
+                     '"Total_cents" BIGINT, tax NUMERIC(12,2), bonus_cents BIGINT, note text)')
+        # Born in cents with no ledger around it: nothing can verify it.
         conn.execute("CREATE TABLE entries (id BIGINT PRIMARY KEY, amount_cents BIGINT NOT NULL)")
-        conn.execute("INSERT INTO \"Shop Floor\".\"Orders\" VALUES (1, 1.25, 125, 0.10, 7)")
+        conn.execute("INSERT INTO \"Shop Floor\".\"Orders\" VALUES (1, 1.25, 125, 0.10, 7, 'x')")
     with psycopg.connect(fresh_db) as conn:
-        plans, unpaired = pairs.discover(conn, DEFAULT)
-    assert [(p.name, [(x.source, x.target) for x in p.pairs]) for p in plans] == [
-        ("Shop Floor.Orders", [("Total", "Total_cents")])]
-    assert {(u.table, u.column, u.kind) for u in unpaired} == {
-        ("Orders", "tax", "money_without_cents"), ("Orders", "bonus_cents", "cents_without_money")}
-    findings = engine.unpaired_findings(unpaired)
-    assert {(f.rule, f.severity) for f in findings} == {("unpaired_column", "warning")}
+        plans, inventory = pairs.discover(conn, DEFAULT)
+    assert [(p.name, [(x.source, x.target, x.rule) for x in p.pairs]) for p in plans] == [
+        ("Shop Floor.Orders", [("Total", "Total_cents", "X / X_cents")])]
+    assert {(e.table, e.column, e.role, e.verdict) for e in inventory.entries} == {
+        ("Orders", "Total", "source", "verified_source"),
+        ("Orders", "Total_cents", "minor_units", "verified_minor_units"),
+        ("Orders", "tax", "source", "unverified"), ("Orders", "bonus_cents", "minor_units", "unverified"),
+        ("entries", "amount_cents", "minor_units", "unverified")}
+    assert inventory.counts() == {"verified_source": 1, "verified_minor_units": 1, "excluded": 0, "ledger": 0,
+                                  "born_in_minor_units": 0, "unverified": 3, "not_money": 3}
+    findings = engine.inventory_findings(inventory)
+    assert {(f.rule, f.severity, f.column) for f in findings} == {
+        ("unpaired_column", "warning", "tax"), ("unverified_minor_units", "error", "bonus_cents"),
+        ("unverified_minor_units", "error", "amount_cents")}
+    # Excluded by name: listed with the entry that excluded it, no finding.
+    config = Config(exclude=("entries", "Shop Floor.Orders.bonus_cents"))
+    with psycopg.connect(fresh_db) as conn:
+        _, inventory = pairs.discover(conn, config)
+    excluded = {e.column: e.why for e in inventory.entries if e.verdict == "excluded"}
+    assert excluded == {"bonus_cents": 'exclude = ["Shop Floor.Orders.bonus_cents"]',
+                        "amount_cents": 'exclude = ["entries"]'}
+    assert {f.column for f in engine.inventory_findings(inventory)} == {"tax"}
 
 
 @pytest.mark.parametrize(("text", "words"), [

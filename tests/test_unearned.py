@@ -13,6 +13,7 @@ of a double, decoded in SQL, agrees with Python's ``Decimal(float)``.
 from __future__ import annotations
 
 import json
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,171 @@ def test_the_exact_binary_value_decoded_in_sql_is_pythons(fresh_db: str, values:
         query = sql.SQL("SELECT {}::text FROM unnest(%s::float8[]) AS u(f)").format(exact)
         got = [Decimal(r[0]) for r in conn.execute(query, (values,)).fetchall()]
     assert got == [Decimal(v) for v in values]  # Decimal(float) is the float's exact value
+
+
+def _stage(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in data["stages"] if s["name"] == name)
+
+
+def test_a_an_integer_cents_column_is_verified_and_its_headroom_stated(fresh_db: str, tmp_path: Path) -> None:
+    code, data, _ = _verify(fresh_db, tmp_path, """
+        CREATE TABLE invoices (id int PRIMARY KEY, amount numeric(12,2) NOT NULL, amount_cents bigint);
+        INSERT INTO invoices VALUES (1, 1.00, 100);
+        CREATE TABLE coupons (id int PRIMARY KEY, amount numeric(12,2) NOT NULL, amount_cents integer);
+        INSERT INTO coupons VALUES (1, 123.45, 12344);""")
+    assert code == 1
+    found = {(f["rule"], f["table"], f["column"]) for f in data["findings"]}
+    # Checked at last (12344 is no rounding of 12345), with no untrue "unpaired" warnings.
+    assert ("value_mismatch", "public.coupons", "amount_cents") in found
+    assert not [f for f in data["findings"] if f["rule"] in ("unpaired_column", "unverified_minor_units")]
+    [narrow] = [f for f in data["findings"] if f["rule"] == "narrow_minor_units"]
+    assert narrow["detail"] == {"type": "integer", "largest": 12344, "limit": 2147483647}
+    assert "21,474,836.47" in narrow["message"]
+
+
+def test_b_a_text_amount_is_never_passed_over(fresh_db: str, tmp_path: Path) -> None:
+    setup = """CREATE TABLE advances (id int PRIMARY KEY, requested_amount text NOT NULL,
+                                     requested_amount_cents bigint);
+               INSERT INTO advances VALUES (1, '1,072.50', 100), (2, '$2,000.00', 200000), (3, 'n/a', 0),
+                                           (4, '(15.25)', -1525), (5, ' USD 7 ', 700);"""
+    code, data, _ = _verify(fresh_db, tmp_path, setup)
+    assert code == 1
+    [unverified] = [f for f in data["findings"] if f["rule"] == "unverified_minor_units"]
+    assert unverified["column"] == "requested_amount_cents"
+    assert "its source requested_amount is text: give it a parse rule in [[text_amounts]]" in \
+        unverified["message"]
+    # With its parse rule, every row is read: one wrong, one unparsable, three right.
+    (tmp_path / "verifier.toml").write_text('[[text_amounts]]\ncolumn = "advances.requested_amount"\n')
+    result = run_cli("verify-cents", "--db", fresh_db, "--config", str(tmp_path / "verifier.toml"),
+                     "--report-dir", str(tmp_path / "parsed"))
+    assert result.code == 1, result.stderr
+    parsed = json.loads((only_run(tmp_path / "parsed") / "summary.json").read_text())
+    rows = {s["key"]["id"]: f["rule"] for f in parsed["findings"] for s in f["sample"]}
+    assert rows == {1: "value_mismatch", 3: "unparsable_original"}
+    pairing = _stage(parsed, "pairs")["pairing"]
+    assert [(p["source"], p["target"], p["rule"]) for p in pairing] == [
+        ("requested_amount", "requested_amount_cents", "X / X_cents")]
+
+
+def test_c_an_identity_holds_on_a_table_without_decimals(fresh_db: str, tmp_path: Path) -> None:
+    setup = """CREATE TABLE payments (id int PRIMARY KEY, amount_cents bigint, fee_cents bigint,
+                                     net_amount_cents bigint);
+               INSERT INTO payments VALUES (1, 1000, 30, 500), (2, 1000, 30, 970);"""
+    config = tmp_path / "verifier.toml"
+    config.write_text('[[identities]]\ntable = "payments"\ntotal = "amount_cents"\n'
+                      'parts = ["fee_cents", "net_amount_cents"]\n')
+    code, data, _ = _verify(fresh_db, tmp_path, setup, "--config", str(config))
+    assert code == 1
+    [identity] = [f for f in data["findings"] if f["rule"] == "identity_violation"]
+    assert identity["count"] == 1 and identity["sample"][0]["key"] == {"id": 1}
+    # The decimals are gone: no cents column here can be verified, and the run says so.
+    assert {f["column"] for f in data["findings"] if f["rule"] == "unverified_minor_units"} == {
+        "amount_cents", "fee_cents", "net_amount_cents"}
+    report = (only_run(tmp_path / "r") / "report.html").read_text()
+    inventory = report[report.index('<h2 id="inventory">'):report.index('<h2 id="tables">')]
+    assert "Not verified by this run" in inventory and "public.payments.net_amount_cents" in inventory
+    assert "unverified <b>3</b>" in inventory
+    config.write_text('[[identities]]\ntable = "paymnets"\ntotal = "amount_cents"\n'
+                      'parts = ["a", "b"]\n')
+    typo = run_cli("verify-cents", "--db", fresh_db, "--config", str(config),
+                   "--report-dir", str(tmp_path / "t"))
+    assert typo.code == 2 and "The configured identity names table public.paymnets" in typo.stderr
+    assert "Traceback" not in typo.stderr
+
+
+def test_names_comments_domains_and_types_teams_use(fresh_db: str, tmp_path: Path) -> None:
+    code, data, _ = _verify(fresh_db, tmp_path, """
+        CREATE DOMAIN usd AS numeric(12,2) CHECK (VALUE >= 0);
+        CREATE DOMAIN minor_units AS bigint;
+        CREATE TABLE shop_sales (id int PRIMARY KEY,
+            price_usd numeric(10,2), price_cents bigint,            -- X_usd / X_cents
+            tip_amount numeric(10,2), tip_cents integer,            -- X_amount / X_cents
+            fee numeric(10,2), fee_in_cents bigint,                 -- X / X_in_cents
+            total usd, total_minor_units numeric(18,0),             -- a domain source, numeric scale 0
+            list_price money, list_price_minor bigint,              -- PostgreSQL's money type
+            payout_value numeric(10,2), paid minor_units,           -- a domain target, by its comment
+            refund numeric(10,2), refund_usd numeric(10,2), refund_cents bigint);  -- two sources: none
+        COMMENT ON COLUMN shop_sales.paid IS 'payout_value, in cents';
+        INSERT INTO shop_sales VALUES (1, 9.99, 999, 1.50, 150, 0.30, 30, 12.00, 1200, 5.25, 525,
+                                      7.77, 777, 1.00, 1.00, 100);""")
+    assert code == 1
+    pairing = {p["target"]: (p["source"], p["rule"]) for p in _stage(data, "pairs")["pairing"]}
+    assert pairing == {
+        "price_cents": ("price_usd", "X_usd / X_cents"), "tip_cents": ("tip_amount", "X_amount / X_cents"),
+        "fee_in_cents": ("fee", "X / X_in_cents"), "total_minor_units": ("total", "X / X_minor_units"),
+        "list_price_minor": ("list_price", "X / X_minor"), "paid": ("payout_value", "its comment names it")}
+    errors = [f for f in data["findings"] if f["severity"] == "error"]
+    assert [(f["rule"], f["column"]) for f in errors] == [("unverified_minor_units", "refund_cents")]
+    assert "two or more sources could be its: refund, refund_usd" in errors[0]["message"]
+    counts = _stage(data, "pairs")["inventory"]["counts"]
+    assert (counts["verified_minor_units"], counts["verified_source"], counts["unverified"]) == (6, 6, 3)
+
+
+def test_d_each_row_in_its_own_currencys_minor_unit(fresh_db: str, tmp_path: Path) -> None:
+    code, data, _ = _verify(fresh_db, tmp_path, """
+        CREATE TABLE orders (id int PRIMARY KEY, currency char(3) NOT NULL, amount numeric(14,3) NOT NULL,
+                             amount_cents bigint);
+        INSERT INTO orders VALUES (1,'USD',9.99,999),(2,'JPY',80,80),(3,'JPY',80,8000),(4,'JPY',1500,1500),
+                                  (5,'KWD',1.234,1234),(6,'kwd',2.5,2500),(7,'XAU',1,100),(8,'ZZZ',1,100);""")
+    assert code == 1
+    rows = {s["key"]["id"]: f["rule"] for f in data["findings"] for s in f["sample"]}
+    # JPY has no minor unit, KWD three (lower case read as upper); gold has none, ZZZ is no code.
+    assert rows == {3: "scale_error", 7: "unknown_currency", 8: "unknown_currency"}
+    pairs_stage = _stage(data, "pairs")
+    [entry] = [e for e in pairs_stage["inventory"]["verified"] if e["column"].endswith("amount_cents")]
+    assert "minor unit: each row's currency (currency, ISO 4217)" in entry["why"]
+    assert pairs_stage["iso4217_published"] >= "2026-01-01"
+
+
+def test_a_fixed_exponent_and_a_configured_currency_column(fresh_db: str, tmp_path: Path) -> None:
+    config = tmp_path / "verifier.toml"
+    config.write_text('[[minor_units]]\ntable = "yen_sales"\nexponent = 0\n'
+                      '[[minor_units]]\ntable = "fx"\ncurrency_column = "ccy"\n')
+    code, data, _ = _verify(fresh_db, tmp_path, """
+        CREATE TABLE yen_sales (id int PRIMARY KEY, amount numeric(12,0), amount_minor bigint);
+        INSERT INTO yen_sales VALUES (1, 500, 500), (2, 700, 70000);
+        CREATE TABLE fx (id int PRIMARY KEY, ccy text, amount numeric(14,3), amount_minor bigint);
+        INSERT INTO fx VALUES (1, 'BHD', 1.5, 1500), (2, 'EUR', 1.5, 150), (3, NULL, 1, 100);""",
+        "--config", str(config))
+    assert code == 1
+    rows = {(f["table"], s["key"]["id"]): f["rule"] for f in data["findings"] for s in f["sample"]}
+    assert rows == {("public.yen_sales", 2): "scale_error", ("public.fx", 3): "unknown_currency"}
+    config.write_text('[[minor_units]]\ntable = "fx"\ncurrency_column = "currency"\n')
+    missing = run_cli("verify-cents", "--db", fresh_db, "--config", str(config),
+                      "--report-dir", str(tmp_path / "m"))
+    assert missing.code == 2
+    assert "public.fx.currency (currency_column), which does not exist" in missing.stderr
+
+
+def test_rows_a_later_set_not_null_will_reject(fresh_db: str, tmp_path: Path, make_db: Any,
+                                               server_dsn: str) -> None:
+    setup = """CREATE TABLE wallets (id int PRIMARY KEY, balance numeric(12,2), balance_cents bigint);
+               INSERT INTO wallets VALUES (1, 5.00, 500), (2, NULL, NULL), (3, NULL, NULL);"""
+    config = tmp_path / "verifier.toml"
+    config.write_text('not_null = ["wallets.balance_cents"]\n')
+    code, data, _ = _verify(fresh_db, tmp_path, setup, "--config", str(config))
+    assert code == 1
+    [violation] = [f for f in data["findings"] if f["rule"] == "constraint_violation"]
+    assert (violation["column"], violation["count"]) == ("balance_cents", 2)
+    assert "configured not_null" in violation["message"]
+    # In a rehearsal, a pending migration announces it: 302 stops the series before 303 runs.
+    source = make_db()
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("CREATE TABLE wallets (id int PRIMARY KEY, balance numeric(12,2)); "
+                     "INSERT INTO wallets VALUES (1, 5.00), (2, NULL), (3, NULL), (4, 1.00);")
+    dump = tmp_path / "wallets.dump"
+    subprocess.run(["pg_dump", "-Fc", "-f", str(dump), "-d", source], check=True)
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "300_add.sql").write_text("ALTER TABLE wallets ADD COLUMN balance_cents bigint;\n")
+    (migrations / "301_fill.sql").write_text("UPDATE wallets SET balance_cents = round(balance * 100);\n")
+    (migrations / "302_gate.sql").write_text("DO $$ BEGIN RAISE EXCEPTION 'gate closed'; END $$;\n")
+    (migrations / "303_enforce.sql").write_text(
+        "BEGIN;\nALTER TABLE public.wallets ALTER COLUMN balance_cents SET NOT NULL;\nCOMMIT;\n")
+    result = run_cli("verify-cents", "--snapshot", str(dump), "--scratch", server_dsn, "--migrations",
+                     str(migrations), "--skip-rule-checks", "--report-dir", str(tmp_path / "rehearsal"))
+    assert result.code == 1, result.stderr
+    rehearsed = json.loads((only_run(tmp_path / "rehearsal") / "summary.json").read_text())
+    [violation] = [f for f in rehearsed["findings"] if f["rule"] == "constraint_violation"]
+    assert (violation["column"], violation["count"]) == ("balance_cents", 2)
+    assert "303_enforce.sql line 2, not applied" in violation["message"]

@@ -55,6 +55,11 @@ REGISTRY: tuple[Rule, ...] = (
     # Per row of a pair, in precedence: the first that fits explains the row.
     *_rules(
         "row",
+        ("unparsable_original", "error",
+         "the original is text that its [[text_amounts]] rule cannot read as an amount"),
+        ("unknown_currency", "error",
+         "the row's currency is NULL, not an ISO 4217 code, or one without a minor unit: its minor "
+         "units cannot be told"),
         ("null_coerced_to_zero", "error", "the original is NULL, the cents are 0"),
         ("non_finite_original", "error",
          "the original is NaN, Infinity or -Infinity: no cents can stand for it"),
@@ -70,7 +75,8 @@ REGISTRY: tuple[Rule, ...] = (
         ("float_artifact", "error / warning",
          "the cents come from float arithmetic or a float's binary value (error); a real/double source "
          "column itself (warning)"),
-        ("scale_error", "error", "the cents are the original times 1, 10, 1000 or 10000"),
+        ("scale_error", "error",
+         "the cents are the original times another power of ten (1, 10, 1000 or 10000 for cents)"),
         ("value_mismatch", "error", "anything else (also: cents set where the original is NULL)"),
     ),
     # Per table and run.
@@ -79,9 +85,15 @@ REGISTRY: tuple[Rule, ...] = (
         ("sum_mismatch", "error", "a column's cents do not add up to its rows' expected cents"),
         ("identity_violation", "error", "a configured identity does not hold in cents"),
         ("constraint_violation", "error", "rows a pending NOT VALID CHECK constraint will reject"),
+        ("unverified_minor_units", "error",
+         "a column of minor units (named, typed or commented as cents) that nothing verified: no "
+         "source, two possible sources, or a source of a type that cannot be read (the finding says "
+         "which); exclude it by name to accept that"),
         ("unpaired_column", "warning",
-         "a money column without cents, or cents without a money column (in a table that holds or "
-         "held decimals: tables born in cents, such as the ledger's, are not reported)"),
+         "an amount column (numeric, real, double precision, money) that no minor-units column is "
+         "verified against"),
+        ("narrow_minor_units", "warning",
+         "a minor-units column of type integer or smallint: its largest value against the type's limit"),
         ("expectation_failed", "error", "(--gx) an expectation of a Great Expectations suite failed"),
         ("row_missing", "error", "(rehearsal) a row of the originals is gone after the migrations"),
         ("row_added", "error", "(rehearsal) a row the originals did not have"),

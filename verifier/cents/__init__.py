@@ -4,8 +4,10 @@
   from its catalog.
 - ``originals``: a rehearsal's record of every money value before the
   migrations run.
-- ``pairs``: which (decimal, cents) pairs each table has, from the catalog
-  and the configuration.
+- ``pairs``: the money inventory (every column's verdict) and which (source,
+  minor units) pairs each table has, from the catalog and the configuration.
+- ``currency``: each row's minor unit from ISO 4217, where a table says which
+  currency a row is in.
 - ``sql``: the two statements per table (the one-pass summary, the
   classification of offending rows) and the differences' histogram.
 - ``engine``: runs them in the run's snapshot, streams the offenders,

@@ -1,31 +1,64 @@
 """What a database holds, read from its catalog (read only).
 
-``read_columns`` reads every column of every user table in one statement
-(its type, NOT NULL, its place in the primary key); pair discovery and the
-originals read it. ``money_tables`` lists the tables with money columns
-(numeric, real, double precision) and their exact row counts.
+``read_columns`` reads every column of every user table in one statement:
+its declared type, the type under any domains (``CREATE DOMAIN cents AS
+bigint``: PostgreSQL's "Domain Types"), a numeric column's scale, NOT NULL,
+its place in the primary key and its comment. The money inventory, pair
+discovery and the originals read it. ``money_tables`` lists the tables with
+source columns (``SOURCE_TYPES``) and their exact row counts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-MONEY_TYPES = ("numeric", "real", "double precision")
+# Types that hold an amount in major units (dollars): PostgreSQL's exact numeric (any precision),
+# its binary floats, and its money type (an exact count of the currency's minor units, read as
+# numeric by its cast). Domains over them count as them.
+SOURCE_TYPES = ("numeric", "real", "double precision", "money")
+FLOAT_TYPES = ("real", "double precision")
+# Types that hold whole minor units (cents): the integers, and numeric (scale 0, or any scale for a
+# column named as minor units). The largest value each integer type holds ("Numeric Types").
+INTEGER_MAX = {"smallint": 32767, "integer": 2147483647, "bigint": 9223372036854775807}
+TEXT_TYPES = ("text", "character varying", "character")
+# A minor-units column's name: X plus one of these (longest first), or a domain or comment naming
+# cents or minor units.
+MINOR_SUFFIXES = ("_in_cents", "_minor_units", "_minor_unit", "_minor", "_cents")
+MINOR_WORDS = re.compile(r"\b(cents?|minor[ _-]?units?)\b", re.IGNORECASE)
 
-# Every column of every user table, with its type, NOT NULL, and whether it
-# belongs to the primary key (and where), in one catalog read.
+# Every column of every user table, with its type (and the type under its domains, resolved to
+# the bottom), numeric scale, NOT NULL, place in the primary key and comment, in one catalog read.
 COLUMNS_SQL = """
-SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, NULL) AS base_type,
-       format_type(a.atttypid, a.atttypmod) AS full_type, a.attnotnull,
+WITH RECURSIVE domains(top, base, typmod, depth) AS (
+  SELECT t.oid, t.typbasetype, t.typtypmod, 1 FROM pg_catalog.pg_type t WHERE t.typtype = 'd'
+  UNION ALL
+  SELECT d.top, t.typbasetype, CASE WHEN d.typmod <> -1 THEN d.typmod ELSE t.typtypmod END, d.depth + 1
+  FROM domains d JOIN pg_catalog.pg_type t ON t.oid = d.base
+  WHERE t.typtype = 'd' AND d.depth < 32
+), resolved AS (
+  SELECT DISTINCT ON (top) top, base, typmod FROM domains ORDER BY top, depth DESC
+)
+SELECT n.nspname, c.relname, a.attname,
+       pg_catalog.format_type(coalesce(r.base, a.atttypid), NULL) AS base_type,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS full_type,
+       CASE WHEN coalesce(r.base, a.atttypid) = 'pg_catalog.numeric'::pg_catalog.regtype
+                 AND coalesce(r.typmod, a.atttypmod) >= 4
+            THEN (coalesce(r.typmod, a.atttypmod) - 4) & 65535 END AS numeric_scale,
+       CASE WHEN r.top IS NOT NULL THEN pg_catalog.format_type(a.atttypid, NULL) END AS domain,
+       (SELECT b.typtype = 'e' FROM pg_catalog.pg_type b WHERE b.oid = coalesce(r.base, a.atttypid)) AS enum,
+       a.attnotnull,
        -- indkey is an int2vector, whose subscripts start at 0: 0 is a position.
-       array_position(i.indkey::int2[], a.attnum) AS key_position
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+       pg_catalog.array_position(i.indkey::int2[], a.attnum) AS key_position,
+       pg_catalog.col_description(c.oid, a.attnum) AS comment
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
+LEFT JOIN resolved r ON r.top = a.atttypid
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
@@ -36,18 +69,53 @@ ORDER BY 1, 2, a.attnum
 
 @dataclass(frozen=True)
 class Column:
+    """One column: ``base_type`` is the type under any domains (``format_type`` without modifiers),
+    ``full_type`` the declared one; ``numeric_scale`` for a numeric with a declared scale."""
+
     name: str
     base_type: str
     full_type: str
     not_null: bool
     key_position: int | None
+    numeric_scale: int | None = None
+    domain: str | None = None
+    comment: str | None = None
+    enum: bool = False
+
+    @property
+    def source_type(self) -> bool:
+        return self.base_type in SOURCE_TYPES
+
+    @property
+    def float_type(self) -> bool:
+        return self.base_type in FLOAT_TYPES
+
+    @property
+    def whole_number_type(self) -> bool:
+        """An integer type, or a numeric of scale 0: whole minor units fit it and nothing else."""
+        return self.base_type in INTEGER_MAX or (self.base_type == "numeric" and self.numeric_scale == 0)
+
+
+def minor_suffix(name: str) -> str | None:
+    """The minor-units suffix ``name`` ends with (``_cents``, ...), or None."""
+    lowered = name.lower()
+    return next((s for s in MINOR_SUFFIXES if lowered.endswith(s) and len(lowered) > len(s)), None)
+
+
+def looks_minor(column: Column) -> bool:
+    """Named, typed (a domain) or commented as minor units (cents)."""
+    return (minor_suffix(column.name) is not None or column.name.lower() == "cents"
+            or bool(column.domain and MINOR_WORDS.search(column.domain.replace("_", " ")))
+            or bool(column.comment and MINOR_WORDS.search(column.comment) and column.whole_number_type))
 
 
 def read_columns(conn: psycopg.Connection) -> dict[tuple[str, str], list[Column]]:
     """Every column of every user table (COLUMNS_SQL), per (schema, table), in column order."""
     tables: dict[tuple[str, str], list[Column]] = {}
-    for nsp, rel, col, base, full, not_null, key_pos in conn.execute(COLUMNS_SQL).fetchall():
-        tables.setdefault((nsp, rel), []).append(Column(col, base, full, bool(not_null), key_pos))
+    for nsp, rel, col, base, full, scale, domain, enum, not_null, key_pos, comment in conn.execute(
+            COLUMNS_SQL).fetchall():
+        tables.setdefault((nsp, rel), []).append(
+            Column(col, base, full, bool(not_null), key_pos, scale, domain, comment, bool(enum)))
     return tables
 
 
@@ -66,10 +134,10 @@ class MoneyTable:
 
 
 def money_tables(conn: psycopg.Connection) -> list[MoneyTable]:
-    """Tables with numeric/real/double columns (as pair discovery sees them) and exact row counts."""
+    """Tables with source columns (``SOURCE_TYPES``, through domains) and their exact row counts."""
     result = []
     for (schema, table), columns in read_columns(conn).items():
-        money = tuple((c.name, c.full_type) for c in columns if c.base_type in MONEY_TYPES)
+        money = tuple((c.name, c.full_type) for c in columns if c.source_type)
         if not money:
             continue
         row = conn.execute(
@@ -78,3 +146,8 @@ def money_tables(conn: psycopg.Connection) -> list[MoneyTable]:
         assert row is not None
         result.append(MoneyTable(schema, table, money, int(row[0])))
     return result
+
+
+def table_names(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    """Every user table (schema, table), as ``read_columns`` sees them."""
+    return set(read_columns(conn))

@@ -18,9 +18,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from verifier.cents import currency
 from verifier.cents import pairs as pairs_
 from verifier.cents.originals import Originals
-from verifier.cents.pairs import TablePlan, Unpaired
+from verifier.cents.pairs import Inventory, TablePlan
 from verifier.cents.sql import (
     DIFF_BUCKETS,
     FLOAT_DIGITS,
@@ -33,7 +34,7 @@ from verifier.cents.sql import (
     diff_bucket,
 )
 from verifier.config import Config
-from verifier.errors import UsageError, VerifierError
+from verifier.errors import VerifierError
 from verifier.files import RowWriter, offenders_csv
 from verifier.findings import Finding
 from verifier.pg import conninfo
@@ -125,19 +126,6 @@ class TableResult:
                            for c in self.checks]}
 
 
-def _identities(plan: TablePlan, config: Config) -> list[tuple[str, tuple[str, ...]]]:
-    result = []
-    for ident in config.identities:
-        if (ident.schema, ident.table) != (plan.schema, plan.table):
-            continue
-        missing = [c for c in (ident.total, *ident.parts) if c not in plan.columns]
-        if missing:
-            raise UsageError(f"The configured identity on {plan.name} names column(s) "
-                             f"{', '.join(missing)}, which do not exist.")
-        result.append((ident.total, ident.parts))
-    return result
-
-
 def _pending_constraints(conn: psycopg.Connection, plan: TablePlan) -> list[PendingConstraint]:
     table = sql.Identifier(plan.schema, plan.table).as_string(conn)
     rows = conn.execute(PENDING_CONSTRAINTS_SQL, (table, [p.target for p in plan.pairs])).fetchall()
@@ -145,9 +133,14 @@ def _pending_constraints(conn: psycopg.Connection, plan: TablePlan) -> list[Pend
 
 
 def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
-                 offenders: RowWriter) -> tuple[TableResult, list[Finding]]:
-    identities = _identities(plan, config)
-    constraints = _pending_constraints(conn, plan)
+                 offenders: RowWriter, not_null: list[tuple[str, str]] | None = None
+                 ) -> tuple[TableResult, list[Finding]]:
+    """One table's checks (``not_null``: (column, why) that a later step will set NOT NULL)."""
+    identities = list(plan.identities)
+    constraints = _pending_constraints(conn, plan) + [
+        PendingConstraint(f"SET NOT NULL {column} ({why})",
+                          sql.SQL("{} IS NOT NULL").format(sql.Identifier(column)).as_string(conn), column)
+        for column, why in not_null or [] if column in plan.columns]
     checks = checks_of(plan, identities, constraints)
     stats = {c.index: CheckStats() for c in checks}
     row = conn.execute(build_summary_query(plan, identities, constraints)).fetchone()
@@ -158,6 +151,8 @@ def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
         s.offending = int(row[1 + 2 * check.index])
         s.cents_sum = Decimal(row[2 + 2 * check.index] or 0)
     result = TableResult(plan, checks, stats)
+    headroom = {p.target: int(v) for p, v in zip(plan.pairs, row[1 + 2 * len(checks):], strict=True)
+                if v is not None}
     samples: dict[tuple[int, str], list[dict[str, Any]]] = {}
     if any(s.offending for s in stats.values()):
         result.offenders, result.offending_rows = _stream_offenders(
@@ -170,7 +165,7 @@ def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
     # Every offending row breaks a check, and no check has more offending rows than the table.
     assert max((s.offending for s in stats.values()), default=0) <= result.offending_rows
     assert result.offending_rows <= sum(s.offending for s in stats.values())
-    return result, _findings(result, samples)
+    return result, _findings(result, samples) + _narrow(plan, headroom)
 
 
 def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,
@@ -238,24 +233,69 @@ def _findings(result: TableResult, samples: dict[tuple[int, str], list[dict[str,
     return found
 
 
-def unpaired_findings(unpaired: list[Unpaired]) -> list[Finding]:
-    return [Finding(
-        rule="unpaired_column", severity="warning", table=f"{u.schema}.{u.table}", column=u.column,
-        message=(f"{u.schema}.{u.table}.{u.column} is money without a {u.column}_cents column"
-                 if u.kind == "money_without_cents" else
-                 f"{u.schema}.{u.table}.{u.column} has no money column to verify it against"),
-        detail={"kind": u.kind},
-    ) for u in unpaired]
+def _narrow(plan: TablePlan, headroom: dict[str, int]) -> list[Finding]:
+    """A ``narrow_minor_units`` warning per integer or smallint target: its largest |value| against
+    the type's limit."""
+    found = []
+    for pair in plan.pairs:
+        if not pair.narrow:
+            continue
+        largest = headroom.get(pair.target, 0)
+        share = Decimal(largest * 100) / pair.target_max
+        ceiling = Decimal(pair.target_max) / 100
+        found.append(Finding(
+            rule="narrow_minor_units", severity="warning", table=plan.name, column=pair.target,
+            message=f"{plan.name}.{pair.target} is {pair.target_type}: its largest |value| is {largest:,} of "
+                    f"the {pair.target_max:,} it can hold ({share:.4f}% used). Widen it to bigint before an "
+                    f"amount of {ceiling:,.2f} or more arrives.",
+            detail={"type": pair.target_type, "largest": largest, "limit": pair.target_max}))
+    return found
+
+
+def configured_not_null(config: Config) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """The configuration's ``not_null`` columns, per table."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for schema, table, column in config.not_null:
+        found.setdefault((schema, table), []).append((column, "configured not_null"))
+    return found
+
+
+def inventory_findings(inventory: Inventory) -> list[Finding]:
+    """An ``unverified_minor_units`` error per minor-units column no source verifies, an
+    ``unpaired_column`` warning per source column no minor-units column is verified against."""
+    found = []
+    for e in inventory.entries:
+        if e.verdict != "unverified":
+            continue
+        where = f"{e.schema}.{e.table}"
+        if e.role == "minor_units":
+            found.append(Finding(
+                rule="unverified_minor_units", severity="error", table=where, column=e.column,
+                message=f"{where}.{e.column} ({e.type}) holds minor units that were not verified: {e.why}.",
+                detail={"why": e.why, "type": e.type}))
+        else:
+            found.append(Finding(
+                rule="unpaired_column", severity="warning", table=where, column=e.column,
+                message=f"{where}.{e.column} ({e.type}) is an amount that no minor-units column is "
+                        "verified against.",
+                detail={"why": e.why, "type": e.type}))
+    return found
 
 
 def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
-           offenders: RowWriter) -> tuple[list[TableResult], list[Finding]]:
-    """Verify every table of ``plans``; raise ``VerifierError`` naming a table we may not read."""
+           offenders: RowWriter, not_null: dict[tuple[str, str], list[tuple[str, str]]] | None = None
+           ) -> tuple[list[TableResult], list[Finding]]:
+    """Verify every table of ``plans``; raise ``VerifierError`` naming a table we may not read.
+
+    ``not_null``: per table, (column, why) that a later step will set NOT NULL: its NULL rows are
+    ``constraint_violation``.
+    """
     offenders.writerow(OFFENDERS_HEADER)
     results, findings = [], []
     for plan in plans:
         try:
-            result, found = verify_table(conn, plan, config, offenders)
+            result, found = verify_table(conn, plan, config, offenders,
+                                         (not_null or {}).get((plan.schema, plan.table), []))
         except psycopg.errors.InsufficientPrivilege as exc:
             raise VerifierError(
                 f"No permission to read {plan.name}: {exc.diag.message_primary}.",
@@ -268,34 +308,56 @@ def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
 
 
 def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
-               originals: dict[tuple[str, str], Originals] | None = None, required: bool = True) -> None:
+               originals: dict[tuple[str, str], Originals] | None = None, required: bool = True,
+               ledger: dict[tuple[str, str], str] | None = None,
+               born: frozenset[tuple[str, str]] = frozenset(),
+               not_null: dict[tuple[str, str], list[tuple[str, str]]] | None = None) -> None:
     """The "pairs" and "verify" stages of a run, on ``conn`` (one snapshot, read only).
 
+    The "pairs" stage takes the money inventory (every column's verdict,
+    ``verifier.cents.pairs``; ``ledger`` and ``born`` as there) and adds its
+    findings. ``not_null``: per table, the (column, why) that a pending
+    migration will set NOT NULL (the configuration's ``not_null`` too).
     Writes offenders.csv into the run folder (complete, or not at all) and
     adds the findings to ``run``. ``url`` (the database's, described and
     scrubbed of secrets) names the database in messages. Raises
-    ``VerifierError`` when there is nothing to verify, a statement times out
-    or the connection fails. With ``required`` off (a rehearsal whose
-    migrations failed before any cents column existed), no pairs is a note
-    in the stage, not an error.
+    ``VerifierError`` when the database holds no money at all, a statement
+    times out or the connection fails. With ``required`` off (a rehearsal
+    whose migrations failed before any cents column existed), nothing to
+    verify is a note in the stage, not an error.
     """
     where = conninfo.describe(url)
     with conninfo.reading(url, config.statement_timeout_s):
         with run.stage("pairs") as detail:
-            plans, unpaired = pairs_.discover(conn, config, originals)
+            plans, inventory = pairs_.discover(conn, config, originals, ledger=ledger, born=born)
+            unverified = inventory_findings(inventory)
             detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
-                          unpaired=len(unpaired),
-                          with_originals=sum(1 for p in plans if p.originals is not None))
+                          unpaired=len(unverified),
+                          with_originals=sum(1 for p in plans if p.originals is not None),
+                          pairing=[{"table": p.name, "source": q.source, "target": q.target, "rule": q.rule,
+                                    "source_type": q.source_type, "target_type": q.target_type}
+                                   for p in plans for q in p.pairs],
+                          inventory=inventory.as_json())
+            if any(p.currency for p in plans):
+                detail["iso4217_published"] = currency.published()
             if not plans and not required:
+                # The migrations stopped before any minor-units column existed: the sources waiting for
+                # theirs are no news; a minor-units column nothing verifies still is.
                 detail["skipped"] = "no decimal/cents pairs: the migrations stopped before any"
+                run.add(*(f for f in unverified if f.severity == "error"))
                 return
-        if not plans:
+            run.add(*unverified)
+        if not plans and not inventory.entries:
             raise VerifierError(
-                f"No decimal/cents pairs found in {where}: nothing to verify.",
-                hint="Pairs are X (numeric, real, double) with an X_cents BIGINT sibling; "
-                     "configure others in [tool.verifier] pairs.")
+                f"No money columns found in {where}: nothing to verify.",
+                hint="Sources are numeric, real, double precision or money columns (text ones with a "
+                     "[[text_amounts]] rule); minor units are named X_cents, X_in_cents, X_minor or "
+                     "X_minor_units, or configured in [[pairs]].")
         with run.stage("verify") as detail, offenders_csv(run.run_dir) as out:
-            results, findings = verify(conn, plans, config, out)
+            announced = configured_not_null(config)
+            for table, columns in (not_null or {}).items():
+                announced[table] = announced.get(table, []) + columns
+            results, findings = verify(conn, plans, config, out, announced)
             detail["tables"] = [r.as_json() for r in results]
             detail["rows_checked"] = sum(r.rows for r in results)
-    run.add(*unpaired_findings(unpaired), *findings)
+    run.add(*findings)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from verifier.cents.catalog import COLUMNS_SQL, MONEY_TYPES, key_of, read_columns
+from verifier.cents.catalog import COLUMNS_SQL, key_of, looks_minor, read_columns
 from verifier.config import Config
 
 # Where a rehearsal records the originals, in its scratch database only. The
@@ -35,12 +35,22 @@ assert f"<> '{ORIGINALS_SCHEMA}'" in COLUMNS_SQL
 
 
 @dataclass(frozen=True)
+class Source:
+    """A recorded source column: its declared type, NOT NULL, and kind (numeric, float, money, text)."""
+
+    name: str
+    type: str
+    not_null: bool
+    kind: str
+
+
+@dataclass(frozen=True)
 class Originals:
-    """A table's key and money values as a rehearsal recorded them before migrating."""
+    """A table's key and source values as a rehearsal recorded them before migrating."""
 
     relation: str  # its table in ORIGINALS_SCHEMA
     key: tuple[str, ...]
-    columns: tuple[tuple[str, str, bool], ...]  # (money column, full type, NOT NULL)
+    sources: tuple[Source, ...]
 
 
 @dataclass(frozen=True)
@@ -51,15 +61,20 @@ class Recorded:
 
 
 def record(conn: psycopg.Connection, config: Config) -> Recorded:
-    """Record key and money values of every keyed money table (commits on ``conn``)."""
+    """Record key and source values of every keyed table with sources (commits on ``conn``): the
+    columns of an amount type (numeric, real, double precision, money, through domains) and the
+    text columns configured in ``[[text_amounts]]``."""
     tables: dict[tuple[str, str], Originals] = {}
     keyless: list[str] = []
     rows = 0
     with conn.transaction():
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(ORIGINALS_SCHEMA)))
         for (nsp, rel), cols in read_columns(conn).items():
-            money = [(c.name, c.full_type, c.not_null) for c in cols
-                     if c.base_type in MONEY_TYPES and not config.excluded(nsp, rel, c.name)]
+            money = [Source(c.name, c.full_type, c.not_null,
+                            {"real": "float", "double precision": "float", "money": "money"}.get(
+                                c.base_type, "numeric" if c.source_type else "text"))
+                     for c in cols if (c.source_type or config.text_amount(nsp, rel, c.name))
+                     and not looks_minor(c) and not config.excluded(nsp, rel, c.name)]
             if not money or config.excluded(nsp, rel):
                 continue
             key = key_of(cols)
@@ -69,7 +84,7 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
             name = f"t{len(tables) + 1}"
             target = sql.Identifier(ORIGINALS_SCHEMA, name)
             cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
-                target, sql.SQL(", ").join(sql.Identifier(c) for c in [*key, *(m[0] for m in money)]),
+                target, sql.SQL(", ").join(sql.Identifier(c) for c in [*key, *(m.name for m in money)]),
                 sql.Identifier(nsp, rel)))
             rows += max(cur.rowcount, 0)
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(

@@ -1,40 +1,89 @@
-"""Decimal/cents pairs, from the catalog and the configuration (read only).
+"""The money inventory: every column of every table accounted for; the pairs to verify (read only).
 
-A pair is a money column ``X`` (numeric, real or double precision) and its
-BIGINT sibling ``X_cents`` in the same table, in any schema, with any
-quoting; the configuration adds pairs with other names and excludes tables
-or columns. Money columns without cents, and cents without a money column,
-are returned as unpaired (the run reports them as warnings).
+Every column the role can see is one of: a source (an amount in major
+units: numeric of any precision, real, double precision, money, a domain
+over one, or text configured in ``[[text_amounts]]``), a minor-units column
+(cents: a whole-number type, or numeric, named or commented as minor units,
+or of a domain so named), or not money. Each money column gets a verdict
+(``VERDICTS``): verified (with the rule that paired it), excluded by the
+configuration (with the entry), part of the ledger (``verify-ledger``
+audits it), born in minor units (a rehearsal's table the migrations
+created), or unverified with the reason. An unverified minor-units column
+fails the run (``unverified_minor_units``); an unverified source is a
+warning (``unpaired_column``).
+
+A minor-units column is paired with one source, by the first of these that
+names one: the configuration (``[[pairs]]``), a rehearsal's column converted
+in place (its recorded original has its name), its comment (naming exactly
+one source column of the table), or its name (``NAME_RULES``: ``X_cents``,
+``X_in_cents``, ``X_minor``, ``X_minor_units`` from ``X``, ``X_usd``,
+``X_amount`` or ``X_dollars``). Two sources for one target are never
+guessed between: the target is unverified and says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
-from verifier.cents.catalog import MONEY_TYPES, key_of, read_columns
+from verifier.cents import currency
+from verifier.cents.catalog import (
+    INTEGER_MAX,
+    TEXT_TYPES,
+    Column,
+    key_of,
+    looks_minor,
+    minor_suffix,
+    read_columns,
+)
 from verifier.cents.originals import Originals
-from verifier.config import Config
+from verifier.config import Config, TextAmount
 from verifier.errors import UsageError
 
-CENTS_SUFFIX = "_cents"
-
+# The sources a minor-units column X<suffix> may have, by name, in order: X, X_usd, ...
+SOURCE_SUFFIXES = ("", "_usd", "_amount", "_dollars")
+VERDICTS = ("verified_source", "verified_minor_units", "excluded", "ledger", "born_in_minor_units",
+            "unverified")
+ROLES = ("source", "minor_units")
 
 
 @dataclass(frozen=True)
 class Pair:
+    """A minor-units column (``target``) and the source it is verified against, by ``rule``."""
+
     source: str
     target: str
-    source_type: str  # full type, e.g. numeric(12,2), double precision
+    source_type: str  # the source's declared type, e.g. numeric(12,2), double precision, a domain
     source_not_null: bool
     # The column of the relation read that holds the original, where it is not
     # ``source`` itself: the recorded original (see TablePlan.originals).
     source_ref: str | None = None
+    rule: str = "X / X_cents"
+    source_kind: str = "numeric"  # numeric | float | money | text (catalog types, through domains)
+    target_type: str = "bigint"  # the target's type under any domain
+    text: TextAmount | None = None  # how a text source is read
+    # Minor units per major unit: 10 ** exponent; None: each row's currency's (TablePlan.currency).
+    exponent: int | None = 2
+
+    def __post_init__(self) -> None:
+        assert self.source_kind in ("numeric", "float", "money", "text")
+        assert (self.source_kind == "text") == (self.text is not None)
 
     @property
     def float_source(self) -> bool:
-        return self.source_type in ("real", "double precision")
+        return self.source_kind == "float"
+
+    @property
+    def target_max(self) -> int:
+        """The largest value the target's type holds (numeric: a BIGINT's, as the cents are)."""
+        return INTEGER_MAX.get(self.target_type, INTEGER_MAX["bigint"])
+
+    @property
+    def narrow(self) -> bool:
+        return self.target_type in ("integer", "smallint")
 
 
 @dataclass(frozen=True)
@@ -47,12 +96,16 @@ class TablePlan:
     # Set in a rehearsal: the rows are this table FULL JOINed with its recorded
     # originals on the key, which adds row_missing and row_added.
     originals: Originals | None = None
+    identities: tuple[tuple[str, tuple[str, ...]], ...] = ()  # configured: (total, parts)
+    currency: str | None = None  # the column of each row's currency, for pairs without an exponent
 
     def __post_init__(self) -> None:
-        assert self.pairs, "a table plan without pairs"
+        assert self.pairs or self.identities, "a table plan with nothing to check"
+        assert (self.currency is not None) == any(p.exponent is None for p in self.pairs)
         assert set(self.key) <= set(self.columns)
         targets = [p.target for p in self.pairs]
         assert len(targets) == len(set(targets)), "a cents column paired twice"
+        assert self.originals is None or self.pairs
 
     @property
     def name(self) -> str:
@@ -60,86 +113,310 @@ class TablePlan:
 
 
 @dataclass(frozen=True)
-class Unpaired:
+class Entry:
+    """One money column of the inventory: its role, its verdict and why (the rule that paired it,
+    the configuration entry that excluded it, or the reason it is not verified)."""
+
     schema: str
     table: str
     column: str
-    kind: str  # money_without_cents | cents_without_money
+    type: str
+    role: str
+    verdict: str
+    why: str
+
+    def __post_init__(self) -> None:
+        assert self.role in ROLES and self.verdict in VERDICTS
+
+    def as_json(self) -> dict[str, str]:
+        return {"column": f"{self.schema}.{self.table}.{self.column}", "type": self.type, "role": self.role,
+                "verdict": self.verdict, "why": self.why}
+
+
+@dataclass(frozen=True)
+class Inventory:
+    entries: tuple[Entry, ...]
+    columns: int  # every column of every table seen
+
+    def counts(self) -> dict[str, int]:
+        """Columns per verdict (and how many are not money), every verdict listed."""
+        found = {v: sum(1 for e in self.entries if e.verdict == v) for v in VERDICTS}
+        return {**found, "not_money": self.columns - len(self.entries)}
+
+    def as_json(self) -> dict[str, Any]:
+        return {"counts": self.counts(),
+                "verified": [e.as_json() for e in self.entries if e.verdict.startswith("verified")],
+                "not_verified": [e.as_json() for e in self.entries if not e.verdict.startswith("verified")]}
+
+
+@dataclass
+class _Source:
+    type: str
+    not_null: bool
+    ref: str | None
+    kind: str
+    text: TextAmount | None = None
+
+
+@dataclass
+class _Table:
+    """Discovery's working state for one table."""
+
+    schema: str
+    table: str
+    columns: list[Column]
+    sources: dict[str, _Source] = field(default_factory=dict)
+    targets: dict[str, Column] = field(default_factory=dict)
+    others: dict[str, Column] = field(default_factory=dict)
+
+
+def _kind(column_base_type: str) -> str:
+    return {"real": "float", "double precision": "float", "money": "money"}.get(column_base_type, "numeric")
 
 
 def discover(conn: psycopg.Connection, config: Config,
-             originals: dict[tuple[str, str], Originals] | None = None,
-             ) -> tuple[list[TablePlan], list[Unpaired]]:
-    """Pairs per table, and the unpaired money and cents columns.
+             originals: dict[tuple[str, str], Originals] | None = None, *,
+             ledger: dict[tuple[str, str], str] | None = None,
+             born: frozenset[tuple[str, str]] = frozenset(),
+             ) -> tuple[list[TablePlan], Inventory]:
+    """The table plans (pairs and configured identities per table) and the money inventory.
 
-    With ``originals`` (a rehearsal), a table's recorded money columns are
-    the sources of its pairs, whether or not the migrations kept, changed or
-    dropped them; a column converted in place (now BIGINT under its own
-    name) is its own cents column. Raises ``UsageError`` when the
-    configuration names a table or column that does not exist, or a column
-    whose type cannot hold money or cents.
+    ``originals`` (a rehearsal): a table's recorded sources are the sources
+    of its pairs, whether the migrations kept, changed or dropped them; a
+    column converted in place is its own minor-units column. ``ledger``:
+    tables of the ledger (its verdict text); ``born``: tables the rehearsal's
+    migrations created. Raises ``UsageError`` when the configuration names a
+    table or column that does not exist, or a column whose type cannot hold
+    what its role needs.
     """
     tables = read_columns(conn)
     originals = originals or {}
-    configured: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    ledger = ledger or {}
+    _check_configured(tables, config, originals)
+    plans: list[TablePlan] = []
+    entries: list[Entry] = []
+    for (nsp, rel), columns in tables.items():
+        t = _classify(nsp, rel, columns, config, originals.get((nsp, rel)))
+        unit = _minor_unit(conn, t, config) if t.targets else _Unit(2, None, "")
+        pairs, found = _pair(t, config, ledger.get((nsp, rel)), (nsp, rel) in born, unit)
+        entries += found + _sources(t, pairs, config, ledger.get((nsp, rel)))
+        identities = tuple((i.total, i.parts) for i in config.identities if (i.schema, i.table) == (nsp, rel))
+        if config.excluded(nsp, rel) or not (pairs or identities):
+            continue
+        orig = originals.get((nsp, rel))
+        plans.append(TablePlan(nsp, rel, key_of(columns), tuple(c.name for c in columns),
+                               tuple(sorted(pairs, key=lambda p: (p.source, p.target))),
+                               orig if pairs and orig and any(p.source_ref for p in pairs) else None,
+                               identities, unit.currency if pairs and unit.exponent is None else None))
+    total = sum(len(c) for c in tables.values())
+    return plans, Inventory(tuple(entries), total)
+
+
+def _check_configured(tables: dict[tuple[str, str], list[Column]], config: Config,
+                      originals: dict[tuple[str, str], Originals]) -> None:
+    """Raise ``UsageError`` for a configured pair, identity or text amount naming what does not exist."""
     for pc in config.pairs:
         live = {c.name: c for c in tables.get((pc.schema, pc.table), [])}
         if not live:
             raise UsageError(f"The configured pair {pc.schema}.{pc.table}.{pc.source} names a table "
                              "that does not exist (or that we may not see).")
-        recorded = {name: full for name, full, _ in getattr(originals.get((pc.schema, pc.table)),
-                                                              "columns", ())}
-        for name, role, types in ((pc.source, "source", MONEY_TYPES),
-                                  (pc.target, "target", ("bigint", "integer"))):
-            if role == "source" and name in recorded:
-                continue
-            if name not in live:
-                raise UsageError(f"The configured pair names column {pc.schema}.{pc.table}.{name} "
-                                 f"({role}), which does not exist.")
-            if live[name].base_type not in types:
-                raise UsageError(f"The configured {role} {pc.schema}.{pc.table}.{name} is "
-                                 f"{live[name].full_type}, not {' or '.join(types)}.")
-        configured.setdefault((pc.schema, pc.table), []).append((pc.source, pc.target))
-    plans: list[TablePlan] = []
-    unpaired: list[Unpaired] = []
-    for (nsp, rel), columns in tables.items():
-        if config.excluded(nsp, rel):
+        recorded = {o.name for o in getattr(originals.get((pc.schema, pc.table)), "sources", ())}
+        if pc.source not in recorded:
+            source = live.get(pc.source)
+            if source is None:
+                raise UsageError(f"The configured pair names column {pc.schema}.{pc.table}.{pc.source} "
+                                 "(source), which does not exist.")
+            if not (source.source_type or config.text_amount(pc.schema, pc.table, pc.source)):
+                raise UsageError(f"The configured source {pc.schema}.{pc.table}.{pc.source} is "
+                                 f"{source.full_type}, not numeric, real, double precision or money (text "
+                                 "needs a [[text_amounts]] entry).")
+        target = live.get(pc.target)
+        if target is None:
+            raise UsageError(f"The configured pair names column {pc.schema}.{pc.table}.{pc.target} "
+                             "(target), which does not exist.")
+        if not (target.whole_number_type or target.base_type == "numeric"):
+            raise UsageError(f"The configured target {pc.schema}.{pc.table}.{pc.target} is "
+                             f"{target.full_type}, not bigint, integer, smallint or numeric.")
+    for ident in config.identities:
+        names = {c.name for c in tables.get((ident.schema, ident.table), [])}
+        if not names:
+            raise UsageError(f"The configured identity names table {ident.schema}.{ident.table}, which "
+                             "does not exist (or that we may not see).")
+        missing = [c for c in (ident.total, *ident.parts) if c not in names]
+        if missing:
+            raise UsageError(f"The configured identity on {ident.schema}.{ident.table} names column(s) "
+                             f"{', '.join(missing)}, which do not exist.")
+    for mu in config.minor_units:
+        names = {c.name for c in tables.get((mu.schema, mu.table), [])}
+        if not names:
+            raise UsageError(f"The configured minor_units names table {mu.schema}.{mu.table}, which does "
+                             "not exist (or that we may not see).")
+        if mu.currency_column is not None and mu.currency_column not in names:
+            raise UsageError(f"The configured minor_units names column {mu.schema}.{mu.table}."
+                             f"{mu.currency_column} (currency_column), which does not exist.")
+    for ta in config.text_amounts:
+        live_cols = {c.name: c for c in tables.get((ta.schema, ta.table), [])}
+        col = live_cols.get(ta.column)
+        if col is None:
+            raise UsageError(f"The configured text amount {ta.schema}.{ta.table}.{ta.column} does not exist.")
+        if col.base_type not in TEXT_TYPES:
+            raise UsageError(f"The configured text amount {ta.schema}.{ta.table}.{ta.column} is "
+                             f"{col.full_type}, not text.")
+
+
+def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: Originals | None) -> _Table:
+    t = _Table(nsp, rel, columns)
+    recorded = {o.name for o in orig.sources} if orig else set()
+    for c in columns:
+        text = config.text_amount(nsp, rel, c.name)
+        # A recorded source now of a whole-number type was converted in place: it is its own cents.
+        if looks_minor(c) or (c.name in recorded and c.whole_number_type):
+            t.targets[c.name] = c
+        elif c.source_type:
+            t.sources[c.name] = _Source(c.full_type, c.not_null, None, _kind(c.base_type))
+        elif text is not None:
+            t.sources[c.name] = _Source(c.full_type, c.not_null, None, "text", text)
+        else:
+            t.others[c.name] = c
+    for i, o in enumerate(orig.sources if orig else ()):
+        t.sources[o.name] = _Source(o.type, o.not_null, f"verifier_original_{i}", o.kind,
+                                    config.text_amount(nsp, rel, o.name) if o.kind == "text" else None)
+    return t
+
+
+def _candidates(t: _Table, target: Column, config: Config) -> tuple[list[str], str]:
+    """The sources ``target`` may be verified against, by the first rule that names any, and the rule."""
+    configured = [pc.source for pc in config.pairs
+                  if (pc.schema, pc.table, pc.target) == (t.schema, t.table, target.name)]
+    if configured:
+        return configured, "configured ([[pairs]])"
+    if target.name in t.sources and t.sources[target.name].ref is not None:
+        return [target.name], "converted in place (its recorded original)"
+    if target.comment:
+        named = [s for s in t.sources if s != target.name
+                 and re.search(rf"(?<![\w]){re.escape(s)}(?![\w])", target.comment)]
+        if named:
+            return named, "its comment names it"
+    suffix = minor_suffix(target.name)
+    if suffix is None:
+        return [], ""
+    base = target.name[: -len(suffix)]
+    hits = [s for s in SOURCE_SUFFIXES if base + s in t.sources and base + s != target.name]
+    return [base + s for s in hits], ", ".join(f"X{s} / X{suffix}" for s in hits)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A table's minor unit: a fixed ``exponent``, or each row's ``currency`` (exponent None);
+    ``unresolved`` says why neither could be chosen (its targets are then unverified)."""
+
+    exponent: int | None
+    currency: str | None
+    how: str
+    unresolved: str | None = None
+
+
+def _minor_unit(conn: psycopg.Connection, t: _Table, config: Config) -> _Unit:
+    """The configured minor unit of table ``t``, else its detected currency column, else cents."""
+    configured = config.minor_units_of(t.schema, t.table)
+    if configured is not None and configured.exponent is not None:
+        return _Unit(configured.exponent, None, f"exponent {configured.exponent} ([[minor_units]])")
+    if configured is not None:
+        return _Unit(None, configured.currency_column,
+                     f"each row's currency ({configured.currency_column}, ISO 4217; [[minor_units]])")
+    found = [c.name for c in currency.candidates(t.columns)
+             if currency.looks_like_codes(conn, t.schema, t.table, c.name)]
+    if len(found) > 1:
+        plain = [n for n in found if n.lower() in currency.CURRENCY_NAMES]
+        found = plain if len(plain) == 1 else found
+    if len(found) > 1:
+        return _Unit(2, None, "", f"several columns could hold each row's currency ({', '.join(found)}); "
+                                  "name one in [[minor_units]] currency_column")
+    if found:
+        return _Unit(None, found[0], f"each row's currency ({found[0]}, ISO 4217)")
+    return _Unit(2, None, "")
+
+
+def _pair(t: _Table, config: Config, ledger: str | None, born: bool, unit: _Unit
+          ) -> tuple[list[Pair], list[Entry]]:
+    """The pairs of table ``t`` and the inventory's entries of its minor-units columns. One without a
+    source is part of the ``ledger`` (its verdict text) or born in a table the migrations created,
+    else unverified; an ambiguous or mistyped one is unverified wherever it is."""
+    pairs: list[Pair] = []
+    entries: list[Entry] = []
+    for name, target in t.targets.items():
+        excluded = config.exclusion(t.schema, t.table, name)
+        if excluded is not None:
+            entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units", "excluded",
+                                 f"exclude = [\"{excluded}\"]"))
             continue
-        by_name = {c.name: c for c in columns}
-        orig = originals.get((nsp, rel))
-        # Every possible source: live money columns, then the recorded originals over them.
-        sources: dict[str, tuple[str, bool, str | None]] = {
-            c.name: (c.full_type, c.not_null, None) for c in columns if c.base_type in MONEY_TYPES}
-        for i, (name, full, not_null) in enumerate(orig.columns if orig else ()):
-            sources[name] = (full, not_null, f"verifier_original_{i}")
-        chosen: dict[str, str] = {}  # target -> source
-        for source, target in configured.get((nsp, rel), []):
-            chosen[target] = source
-        for name, (_, _, ref) in sources.items():
-            sibling = by_name.get(name + CENTS_SUFFIX)
-            in_place = by_name.get(name) if ref is not None else None
-            for cand in (sibling, in_place):
-                if (cand is not None and cand.base_type == "bigint" and cand.name not in chosen
-                        and name not in chosen.values()):
-                    chosen[cand.name] = name
-        pairs = tuple(
-            Pair(source, target, *sources[source])
-            for target, source in chosen.items()
-            if not config.excluded(nsp, rel, source) and not config.excluded(nsp, rel, target)
-        )
-        paired_sources, targets = set(chosen.values()), set(chosen)
-        for name in sources:
-            if not config.excluded(nsp, rel, name) and name not in paired_sources:
-                unpaired.append(Unpaired(nsp, rel, name, "money_without_cents"))
-        # A cents column without its decimal is suspect in a table that holds (or
-        # held) decimals; a table born in cents (a ledger's) has nothing to pair.
-        for col in columns if sources else ():
-            if (col.name.endswith(CENTS_SUFFIX) and col.name not in targets
-                    and not config.excluded(nsp, rel, col.name)):
-                unpaired.append(Unpaired(nsp, rel, col.name, "cents_without_money"))
-        if pairs:
-            plans.append(TablePlan(nsp, rel, key_of(columns),
-                                   tuple(col.name for col in columns),
-                                   tuple(sorted(pairs, key=lambda p: p.source)),
-                                   orig if orig and any(p.source_ref for p in pairs) else None))
-    return plans, unpaired
+        found, rule = _candidates(t, target, config)
+        found = [s for s in found if config.exclusion(t.schema, t.table, s) is None]
+        why = None
+        if len(found) > 1:
+            why = (f"two or more sources could be its: {', '.join(found)} ({rule}); none is guessed. Name "
+                   "one in [[pairs]]")
+        elif not (target.whole_number_type or target.base_type == "numeric"):
+            why = f"its type, {target.full_type}, cannot hold minor units"
+        elif found and unit.unresolved is not None:
+            why = unit.unresolved
+        elif not found and ledger is not None:
+            entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units", "ledger", ledger))
+            continue
+        elif not found and born:
+            entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units",
+                                 "born_in_minor_units", "its table was created by the migrations: it never "
+                                 "held an amount to convert"))
+            continue
+        elif not found:
+            why = _no_source(t, target)
+        if why is not None:
+            entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units", "unverified", why))
+            continue
+        source = t.sources[found[0]]
+        pairs.append(Pair(found[0], name, source.type, source.not_null, source.ref, rule, source.kind,
+                          target.base_type, source.text, unit.exponent))
+        entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units", "verified_minor_units",
+                             f"verified against {found[0]} ({rule})" + (f"; minor unit: {unit.how}"
+                                                                        if unit.how else "")))
+    return pairs, entries
+
+
+def _no_source(t: _Table, target: Column) -> str:
+    """Why no source was found for ``target``, naming a likely one of a type we cannot read."""
+    suffix = minor_suffix(target.name)
+    if suffix is not None:
+        base = target.name[: -len(suffix)]
+        for s in SOURCE_SUFFIXES:
+            other = t.others.get(base + s)
+            if other is not None and other.base_type in TEXT_TYPES:
+                return (f"its source {other.name} is {other.full_type}: give it a parse rule in "
+                        "[[text_amounts]] (thousands, decimal, symbols) to verify it")
+            if other is not None:
+                return f"its likely source {other.name} is {other.full_type}, not an amount type"
+    stem = target.name[: -len(suffix)] if suffix else target.name
+    names = ", ".join(stem + s for s in SOURCE_SUFFIXES)
+    return (f"no source column to verify it against (looked for {names}; none in this table holds an "
+            "amount). Name one in [[pairs]], or exclude it")
+
+
+def _sources(t: _Table, pairs: list[Pair], config: Config, ledger: str | None) -> list[Entry]:
+    """The inventory's entries of the sources of table ``t``: verified by a pair, excluded, part of
+    the ``ledger``, or unverified."""
+    used = {p.source for p in pairs}
+    entries: list[Entry] = []
+    for name, source in t.sources.items():
+        if source.ref is not None and name in t.targets:  # converted in place: listed as its target
+            continue
+        excluded = config.exclusion(t.schema, t.table, name)
+        if excluded is not None:
+            verdict, why = "excluded", f"exclude = [\"{excluded}\"]"
+        elif name in used:
+            verdict = "verified_source"
+            why = "verified by " + ", ".join(p.target for p in pairs if p.source == name)
+        elif ledger is not None:
+            verdict, why = "ledger", ledger
+        else:
+            verdict, why = "unverified", "no minor-units column is verified against it"
+        entries.append(Entry(t.schema, t.table, name, source.type, "source", verdict, why))
+    return entries

@@ -29,6 +29,7 @@ from decimal import Decimal
 
 from psycopg import sql
 
+from verifier.cents import currency
 from verifier.cents.originals import ORIGINALS_SCHEMA
 from verifier.cents.pairs import Pair, TablePlan
 from verifier.findings import ROW_RULES, rule
@@ -83,8 +84,17 @@ class Check:
 
 @dataclass(frozen=True)
 class PendingConstraint:
+    """A rule rows must pass before a later migration enforces it: a NOT VALID CHECK (its
+    expression deparsed by PostgreSQL: pg_get_expr(conbin, conrelid)), or a SET NOT NULL a pending
+    migration or the configuration announces (``column`` set; its expression composed by us)."""
+
     name: str
-    expression: str  # deparsed by PostgreSQL: pg_get_expr(conbin, conrelid)
+    expression: str
+    column: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.column is not None else f"CHECK {self.name}"
 
 
 def _expected(h: sql.Composable, rounding: str) -> sql.Composable:
@@ -104,8 +114,20 @@ def relation(plan: TablePlan) -> sql.Composable:
     With originals, ``t`` is the FULL JOIN of the live table and the
     recorded originals on the key: every live column under its own name,
     each recorded original as ``verifier_original_<i>``, and the flags
-    ``verifier_matched``, ``row_missing`` and ``row_added``.
+    ``verifier_matched``, ``row_missing`` and ``row_added``. With a currency
+    column, each row also has its currency's factor (``currency.FACTOR``).
     """
+    rel = _relation(plan)
+    if plan.currency is None:
+        return rel
+    # Each row's factor from ISO 4217 (a hash join on a VALUES list of ~180 codes).
+    return sql.SQL("(SELECT r.*, verifier_iso.factor AS {f} FROM {rel} AS r LEFT JOIN {iso} "
+                   "ON verifier_iso.code = upper(btrim(r.{cur}::text)))").format(
+        f=sql.Identifier(currency.FACTOR), rel=rel, iso=currency.factors(),
+        cur=sql.Identifier(plan.currency))
+
+
+def _relation(plan: TablePlan) -> sql.Composable:
     table = sql.Identifier(plan.schema, plan.table)
     if plan.originals is None:
         return table
@@ -113,7 +135,7 @@ def relation(plan: TablePlan) -> sql.Composable:
     live = [sql.SQL("coalesce(l.{c}, o.{c}) AS {c}").format(c=sql.Identifier(c)) if c in key
             else sql.SQL("l.{c}").format(c=sql.Identifier(c)) for c in plan.columns]
     recorded = [sql.SQL("o.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"verifier_original_{i}"))
-                for i, (name, _, _) in enumerate(plan.originals.columns)]
+                for i, name in enumerate(o.name for o in plan.originals.sources)]
     first = sql.Identifier(key[0])
     flags = sql.SQL("l.{k} IS NOT NULL AND o.{k} IS NOT NULL AS verifier_matched, "
                     "l.{k} IS NULL AS row_missing, o.{k} IS NULL AS row_added").format(k=first)
@@ -127,17 +149,62 @@ def _source(pair: Pair) -> sql.Composable:
     return sql.SQL("t.{}").format(sql.Identifier(pair.source_ref or pair.source))
 
 
+# What a text amount must be once its symbols, spaces and thousands separators are gone.
+TEXT_AMOUNT_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+
+
+def _text_cleaned(pair: Pair) -> sql.Composable:
+    """A text original with the configured symbols, white space and thousands separator removed,
+    an accounting negative ``(1,072.50)`` made ``-1072.50``, the decimal separator made ``.``."""
+    assert pair.text is not None
+    s: sql.Composable = sql.SQL("btrim({})").format(_source(pair))
+    for symbol in pair.text.symbols:
+        s = sql.SQL("replace({}, {}, '')").format(s, sql.Literal(symbol))
+    s = sql.SQL(r"regexp_replace({}, '\s', '', 'g')").format(s)
+    if pair.text.thousands:
+        s = sql.SQL("replace({}, {}, '')").format(s, sql.Literal(pair.text.thousands))
+    s = sql.SQL(r"regexp_replace({}, '^\((.*)\)$', '-\1')").format(s)
+    if pair.text.decimal != ".":
+        s = sql.SQL("replace({}, {}, '.')").format(s, sql.Literal(pair.text.decimal))
+    return s
+
+
+def unreadable(pair: Pair) -> sql.Composable:
+    """True where a text original is set but is no amount once cleaned (``unparsable_original``);
+    false for every other source. Never NULL."""
+    if pair.text is None:
+        return sql.SQL("false")
+    return sql.SQL("({raw} IS NOT NULL AND {s} !~ {pattern})").format(
+        raw=_source(pair), s=_text_cleaned(pair), pattern=sql.Literal(TEXT_AMOUNT_PATTERN))
+
+
+def factor(pair: Pair) -> sql.Composable:
+    """Minor units per major unit for the current row of ``t``: 10 ** the pair's exponent (100 for
+    cents), or the row's currency's factor (``verifier.cents.currency``; NULL for an unknown code)."""
+    if pair.exponent is None:
+        return sql.SQL("t.{}").format(sql.Identifier(currency.FACTOR))
+    return sql.Literal(10 ** pair.exponent)
+
+
 def _pair_terms(pair: Pair) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
-    """x (the original, as numeric), c (the cents) and h = x * 100 for the current row of ``t``.
+    """x (the original, as numeric), c (the cents) and h = x * factor (100 for cents) for the
+    current row of ``t``.
 
     A float original is its shortest round-trip decimal (``FLOAT_DIGITS``; the session's
     extra_float_digits is 1, ``verifier.pg.snapshot.PINNED``): 12345.67 stored as real is
-    12345.67, not PostgreSQL's cast to numeric (12345.7).
+    12345.67, not PostgreSQL's cast to numeric (12345.7). A money original is its exact amount
+    (PostgreSQL's money-to-numeric cast). A text original is read by its ``[[text_amounts]]``
+    rule; one that is no amount is NULL here (``unreadable`` tells it from a NULL original).
     """
-    cast = "({}::text::numeric)" if pair.float_source else "({}::numeric)"
-    x = sql.SQL(cast).format(_source(pair))
+    if pair.text is not None:
+        cleaned = _text_cleaned(pair)
+        x: sql.Composable = sql.SQL("(CASE WHEN {s} ~ {pattern} THEN {s}::numeric END)").format(
+            s=cleaned, pattern=sql.Literal(TEXT_AMOUNT_PATTERN))
+    else:
+        cast = "({}::text::numeric)" if pair.float_source else "({}::numeric)"
+        x = sql.SQL(cast).format(_source(pair))
     c = sql.SQL("t.{}").format(sql.Identifier(pair.target))
-    return x, c, sql.SQL("({x} * 100)").format(x=x)
+    return x, c, sql.SQL("({x} * {m})").format(x=x, m=factor(pair))
 
 
 def float_exact(f: sql.Composable) -> sql.Composable:
@@ -168,7 +235,9 @@ def _pair_wrong(plan: TablePlan, pair: Pair) -> sql.Composable:
     """
     _, c, h = _pair_terms(pair)
     # (IS DISTINCT FROM: the same truth as NOT coalesce(c = h, both NULL), some 8% cheaper per row.)
-    wrong = sql.SQL("({c} IS DISTINCT FROM {h})").format(c=c, h=h)
+    wrong: sql.Composable = sql.SQL("({c} IS DISTINCT FROM {h})").format(c=c, h=h)
+    if pair.text is not None:  # an unparsable text with NULL cents is wrong, not "both NULL"
+        wrong = sql.SQL("({} OR {})").format(unreadable(pair), wrong)
     return sql.SQL("(t.verifier_matched AND {})").format(wrong) if plan.originals else wrong
 
 
@@ -180,8 +249,9 @@ def _identity_wrong(total: str, parts: tuple[str, ...]) -> sql.Composable:
 
 def _constraint_wrong(constraint: PendingConstraint) -> sql.Composable:
     # The expression is PostgreSQL's own deparse of a CHECK constraint of this
-    # very table (pg_get_expr on pg_constraint.conbin), not text from a user:
-    # the server parsed and stored it. Like a CHECK, NULL passes.
+    # very table (pg_get_expr on pg_constraint.conbin), or "<identifier> IS NOT
+    # NULL" composed with psycopg.sql; never text from a user. Like a CHECK,
+    # NULL passes.
     expr = sql.SQL(constraint.expression)  # noqa: S608 - see the comment above
     return sql.SQL("NOT coalesce(({}), true)").format(expr)
 
@@ -196,14 +266,15 @@ def _non_finite(x: sql.Composable) -> sql.Composable:
     return sql.SQL("({x}::text IN ('NaN', 'Infinity', '-Infinity'))").format(x=x)
 
 
-def _storable(x: sql.Composable, e: sql.Composable) -> sql.Composable:
-    """The expected cents ``e`` where a BIGINT can hold them, else NULL (overflow, NaN, infinity).
+def _storable(x: sql.Composable, e: sql.Composable, pair: Pair) -> sql.Composable:
+    """The expected cents ``e`` where the target's type can hold them, else NULL (overflow, NaN,
+    infinity).
 
     What the sums add up: cents a column cannot hold are no part of the
     sum it should have, and a number of 10^5000 cents would not even print.
     """
     return sql.SQL("CASE WHEN {nonfinite} OR abs({e}) > {big} THEN NULL ELSE {e} END").format(
-        nonfinite=_non_finite(x), e=e, big=sql.Literal(BIGINT_MAX))
+        nonfinite=_non_finite(x), e=e, big=sql.Literal(pair.target_max))
 
 
 def precedence(pair: Pair) -> tuple[str, ...]:
@@ -227,21 +298,26 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
     e = _expected(h, rounding)
     half_even = _expected(h, "half_even")
     nonfinite = _non_finite(x)
-    f = sql.SQL("({}::float8)").format(_source(pair))
+    f = sql.SQL("({}::float8)").format(_source(pair) if pair.float_source else x)
     tie = sql.SQL("({x} IS NOT NULL AND abs({h} - trunc({h})) = 0.5)").format(x=x, h=h)
     # float arithmetic on the way: the cents of the original through float8, and for a float
     # original those of its exact binary value and of PostgreSQL's cast to numeric.
-    floats = [sql.SQL("round({f} * 100)").format(f=f), sql.SQL("trunc({f} * 100)").format(f=f)]
+    m = factor(pair)
+    floats = [sql.SQL("round({f} * {m})").format(f=f, m=m), sql.SQL("trunc({f} * {m})").format(f=f, m=m)]
     if pair.float_source:
         for v in (float_exact(_source(pair)), sql.SQL("{}::numeric").format(_source(pair))):
-            floats += [sql.SQL("round({v} * 100)").format(v=v), sql.SQL("trunc({v} * 100)").format(v=v)]
+            floats += [sql.SQL("round({v} * {m})").format(v=v, m=m),
+                       sql.SQL("trunc({v} * {m})").format(v=v, m=m)]
     # When each class fits a row whose cents are not exactly its original times 100 (the right
     # rows give NULL first), given that no class before it fits; e is the expected cents under
     # the rounding mode. In the registry's precedence; the last, value_mismatch, is anything else.
     # A NULL original makes every test after null_coerced_to_zero NULL: its other cents fall to it.
     terms = {"x": x, "c": c, "h": h, "e": e, "half_even": half_even, "nonfinite": nonfinite,
-             "big": sql.Literal(BIGINT_MAX), "tie": tie, "floats": sql.SQL(", ").join(floats)}
+             "big": sql.Literal(pair.target_max), "tie": tie, "floats": sql.SQL(", ").join(floats),
+             "unreadable": unreadable(pair), "m": m}
     fits = {name: sql.SQL(test).format(**terms) for name, test in (
+        ("unparsable_original", "{unreadable}"),
+        ("unknown_currency", "{x} IS NOT NULL AND {m} IS NULL"),
         ("null_coerced_to_zero", "{x} IS NULL AND {c} = 0"),
         ("non_finite_original", "{nonfinite}"),
         ("overflow", "abs({e}) > {big}"),
@@ -252,27 +328,31 @@ def _pair_row(index: int, plan: TablePlan, pair: Pair, rounding: str) -> sql.Com
         ("sign_flip", "{c} = -{e}"),
         ("rounding_mode", "{c} IN (round({h}), {half_even}, trunc({h}), floor({h}), ceil({h}))"),
         ("float_artifact", "abs({h}) < 1e15 AND {c} IN ({floats})"),
-        ("scale_error", "{c} IN (round({x}), round({x} * 10), round({x} * 1000), round({x} * 10000))"),
+        # The original times a power of ten other than its own (x1, x10, x1000, x10000 for cents).
+        ("scale_error", "{c} IN (round({h} / 100), round({h} / 10), round({h} * 10), round({h} * 100))"),
     )}
     assert (*fits, "value_mismatch") == ROW_RULES, "the CASE must test the classes in the registry's order"
-    klass = sql.SQL("CASE {unmatched} WHEN ({x} IS NULL AND {c} IS NULL) OR {c} = {h} THEN NULL {whens} "
-                    "ELSE 'value_mismatch' END").format(
-        unmatched=unmatched, x=x, c=c, h=h,
+    klass = sql.SQL("CASE {unmatched} WHEN NOT {unreadable} AND (({x} IS NULL AND {c} IS NULL) OR {c} = {h}) "
+                    "THEN NULL {whens} ELSE 'value_mismatch' END").format(
+        unmatched=unmatched, x=x, c=c, h=h, unreadable=unreadable(pair),
         whens=sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(fits[name], sql.Literal(name))
                                 for name in precedence(pair)))
     impact = sql.SQL("""CASE
+      WHEN {unreadable} THEN NULL
       WHEN {x} IS NULL THEN {c}::numeric
       WHEN {nonfinite} OR abs({e}) > {big} THEN NULL
       WHEN {c} IS NULL THEN -{e}
-      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(BIGINT_MAX), nonfinite=nonfinite)
+      ELSE {c} - {e} END""").format(x=x, c=c, e=e, big=sql.Literal(pair.target_max), nonfinite=nonfinite,
+                                    unreadable=unreadable(pair))
     frac = sql.SQL("({x} IS NOT NULL AND {h} <> trunc({h}))").format(x=x, h=h)
     return sql.SQL(
         "({i}, {klass}, {impact}, {c}::numeric, {e_sum}, "
         "{tie}, {frac}, "
         "{frac} AND {c} = round({h}), {frac} AND {c} = {half_even}, {frac} AND {c} = trunc({h}), "
-        "{x}::text, {c}::text, CASE WHEN {nonfinite} THEN NULL ELSE {e}::text END)"
+        "{shown}, {c}::text, CASE WHEN {nonfinite} THEN NULL ELSE {e}::text END)"
     ).format(i=sql.Literal(index), klass=klass, impact=impact, c=c, e=e, x=x, h=h, frac=frac,
-             half_even=half_even, e_sum=_storable(x, e), nonfinite=nonfinite, tie=tie)
+             half_even=half_even, e_sum=_storable(x, e, pair), nonfinite=nonfinite, tie=tie,
+             shown=sql.SQL("{}::text").format(_source(pair) if pair.text is not None else x))
 
 
 def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composable:
@@ -297,8 +377,10 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
     """The VALUES row of row_missing (impact: minus the expected cents the row held) or
     row_added (impact: the cents it brings)."""
     if flag == "row_missing":
-        terms = [_pair_terms(p) for p in plan.pairs]
-        held = [_storable(x, _expected(h, rounding)) for x, _, h in terms]
+        held = []
+        for p in plan.pairs:
+            x, _, h = _pair_terms(p)
+            held.append(_storable(x, _expected(h, rounding), p))
         impact = sql.SQL("-({})").format(
             sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held))
     else:
@@ -317,7 +399,7 @@ def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
     for total, parts in identities:
         result.append(Check(len(result), "identity", total, f"{total} = {' + '.join(parts)}"))
     for con in constraints:
-        result.append(Check(len(result), "constraint", None, f"CHECK {con.name}", con.name))
+        result.append(Check(len(result), "constraint", con.column, con.label, con.name))
     for flag in ROW_FLAGS if plan.originals else ():
         result.append(Check(len(result), "row", None, flag))
     return result
@@ -334,7 +416,8 @@ def _wrongs(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
 
 def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
                         constraints: list[PendingConstraint]) -> sql.Composed:
-    """One statement, one row: the row count, then per check (offending rows, sum of the cents).
+    """One statement, one row: the row count, then per check (offending rows, sum of the cents),
+    then per pair the largest |cents| where the target is a narrow integer (else NULL).
 
     A pair's row is right when its cents are exactly its original times 100
     (both NULL counts as right); anything else is an offender, to be
@@ -347,6 +430,9 @@ def build_summary_query(plan: TablePlan, identities: list[tuple[str, tuple[str, 
         matched = sql.SQL(" FILTER (WHERE t.verifier_matched)" if plan.originals else "")
         columns.append(sql.SQL("sum(t.{}){}").format(sql.Identifier(plan.pairs[i].target), matched)
                        if i < len(plan.pairs) else sql.SQL("NULL::numeric"))
+    for pair in plan.pairs:  # headroom of an integer or smallint target
+        columns.append(sql.SQL("max(abs(t.{}::bigint))").format(sql.Identifier(pair.target)) if pair.narrow
+                       else sql.SQL("NULL::bigint"))
     return sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(columns), relation(plan))
 
 
@@ -369,7 +455,9 @@ def build_offenders_query(plan: TablePlan, rounding: str,
         key = sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(
             sql.SQL("{}, t.{}").format(sql.Literal(k), sql.Identifier(k)) for k in plan.key))
     else:
-        key = sql.SQL("to_json(t)::text")  # no primary key: the whole row identifies it
+        # No primary key: the whole row identifies it (the table's own columns only).
+        key = (sql.SQL("(to_jsonb(t) - {})::text").format(sql.Literal(currency.FACTOR)) if plan.currency
+               else sql.SQL("to_json(t)::text"))
     rows = [_pair_row(i, plan, p, rounding) for i, p in enumerate(plan.pairs)]
     for total, parts in identities:
         rows.append(_identity_row(len(rows), total, parts))

@@ -29,10 +29,11 @@ RESTORE_TIMEOUT_S = 6 * 3600.0
 # largest money table fits with room to spare (the README gives the measurement); a loop that never
 # ends (the real 301 on a balance of 0.00) is cancelled with a stall report instead of hanging.
 MIGRATION_TIMEOUT_S = 3600.0
+EXPONENT_MAX = 8  # ISO 4217's largest minor unit is 4 (CLF, UYW); 8 leaves room for token units
 # The keys of [tool.verifier] (the README documents each).
 KEYS = ("rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "migration_lock_timeout_s",
         "migration_timeout_s", "restore_timeout_s", "migrations", "migration_order", "migration_tracker",
-        "pairs", "exclude", "identities", "ledger")
+        "pairs", "exclude", "identities", "text_amounts", "minor_units", "not_null", "ledger")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,38 @@ class PairConfig:
     table: str
     source: str
     target: str
+
+
+@dataclass(frozen=True)
+class TextAmount:
+    """A text column that holds amounts, and how to read one: strip each of ``symbols`` and all
+    white space, drop ``thousands``, read ``decimal`` as the point; ``(1,072.50)`` is negative.
+    Whatever is then not ``[+-]digits[.digits]`` is unparsable (a finding of its own)."""
+
+    schema: str
+    table: str
+    column: str
+    thousands: str = ","
+    decimal: str = "."
+    symbols: tuple[str, ...] = ("$", "€", "£", "¥", "USD", "EUR", "GBP")
+
+    def __post_init__(self) -> None:
+        assert len(self.decimal) == 1 and len(self.thousands) <= 1 and self.decimal != self.thousands
+
+
+@dataclass(frozen=True)
+class MinorUnits:
+    """How a table's amounts become minor units: each row's currency (``currency_column``, its ISO
+    4217 minor unit) or one fixed ``exponent`` (0 for yen, 3 for dinars, 2 for cents)."""
+
+    schema: str
+    table: str
+    currency_column: str | None = None
+    exponent: int | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.currency_column is None) != (self.exponent is None)
+        assert self.exponent is None or 0 <= self.exponent <= EXPONENT_MAX
 
 
 @dataclass(frozen=True)
@@ -69,6 +102,9 @@ class Config:
     pairs: tuple[PairConfig, ...] = ()
     exclude: tuple[str, ...] = ()  # "table", "schema.table" or "schema.table.column"
     identities: tuple[Identity, ...] = ()
+    text_amounts: tuple[TextAmount, ...] = ()
+    minor_units: tuple[MinorUnits, ...] = ()
+    not_null: tuple[tuple[str, str, str], ...] = ()  # (schema, table, column) a later step sets NOT NULL
     ledger: Layout = field(default_factory=Layout)
     migrations: str | None = None  # a rehearsal's migrations directory (relative: to the file's folder)
     migration_order: str = "number"  # verifier.config.migrations.ORDERS
@@ -84,10 +120,22 @@ class Config:
         assert self.migration_timeout_s >= 0
 
     def excluded(self, schema: str, table: str, column: str | None = None) -> bool:
-        names = {table, f"{schema}.{table}"}
+        return self.exclusion(schema, table, column) is not None
+
+    def exclusion(self, schema: str, table: str, column: str | None = None) -> str | None:
+        """The ``exclude`` entry that excludes the table (``column`` None) or the column, if any:
+        a table's entry excludes its columns too."""
+        names = [table, f"{schema}.{table}"]
         if column is not None:
-            names = {f"{n}.{column}" for n in names}
-        return bool(names & set(self.exclude))
+            names += [f"{n}.{column}" for n in names]
+        return next((e for e in self.exclude if e in names), None)
+
+    def minor_units_of(self, schema: str, table: str) -> MinorUnits | None:
+        return next((m for m in self.minor_units if (m.schema, m.table) == (schema, table)), None)
+
+    def text_amount(self, schema: str, table: str, column: str) -> TextAmount | None:
+        wanted = (schema, table, column)
+        return next((t for t in self.text_amounts if (t.schema, t.table, t.column) == wanted), None)
 
 
 def _split_name(raw: str, parts: int, where: str) -> list[str]:
@@ -161,6 +209,39 @@ def _parse(section: dict[str, Any], where: str) -> Config:
             raise UsageError(f"{at} needs 'table', 'total' (column) and 'parts' (two or more columns).")
         schema, table = _split_name(str(item["table"]), 2, at)
         identities.append(Identity(schema, table, item["total"], tuple(parts)))
+    text_amounts = []
+    for i, item in enumerate(_list_of_tables(section, "text_amounts", where)):
+        at = f"{where}: text_amounts[{i}]"
+        unknown_keys = sorted(set(item) - {"column", "thousands", "decimal", "symbols"})
+        symbols = item.get("symbols", list(TextAmount.symbols))
+        thousands, decimal = item.get("thousands", ","), item.get("decimal", ".")
+        if (unknown_keys or not isinstance(item.get("column"), str) or not isinstance(thousands, str)
+                or not isinstance(decimal, str) or len(thousands) > 1 or len(decimal) != 1
+                or thousands == decimal or not isinstance(symbols, list)
+                or not all(isinstance(x, str) and x for x in symbols)):
+            raise UsageError(f"{at} needs 'column' ([schema.]table.column) and may give 'thousands' (one "
+                             "character or \"\"), 'decimal' (one other character) and 'symbols' (a list of "
+                             "strings to strip)" + (f"; unknown: {', '.join(unknown_keys)}" if unknown_keys
+                                                    else "") + ".")
+        schema, table, column = _split_name(item["column"], 3, at)
+        text_amounts.append(TextAmount(schema, table, column, thousands, decimal, tuple(symbols)))
+    minor_units = []
+    for i, item in enumerate(_list_of_tables(section, "minor_units", where)):
+        at = f"{where}: minor_units[{i}]"
+        currency, exponent = item.get("currency_column"), item.get("exponent")
+        if (set(item) - {"table", "currency_column", "exponent"} or not isinstance(item.get("table"), str)
+                or (currency is None) == (exponent is None)
+                or (currency is not None and (not isinstance(currency, str) or not currency))
+                or (exponent is not None and (isinstance(exponent, bool) or not isinstance(exponent, int)
+                                              or not 0 <= exponent <= EXPONENT_MAX))):
+            raise UsageError(f"{at} needs 'table' and one of 'currency_column' (the column holding each "
+                             f"row's ISO 4217 code) or 'exponent' (0 to {EXPONENT_MAX}: 2 for cents).")
+        schema, table = _split_name(item["table"], 2, at)
+        minor_units.append(MinorUnits(schema, table, currency, exponent))
+    not_null = section.get("not_null", [])
+    if not isinstance(not_null, list) or not all(isinstance(n, str) and n for n in not_null):
+        raise UsageError(f"{where}: not_null must be a list of [schema.]table.column names.")
+    not_null_columns = tuple(tuple(_split_name(n, 3, f"{where}: not_null")) for n in not_null)
     ledger = parse_ledger(section["ledger"], where) if "ledger" in section else Layout()
     migrations = section.get("migrations")
     if migrations is not None:
@@ -172,7 +253,10 @@ def _parse(section: dict[str, Any], where: str) -> Config:
     tracker = (parse_tracker(section["migration_tracker"], where) if "migration_tracker" in section
                else Tracker())
     return Config(rounding=rounding, pairs=tuple(pairs), exclude=tuple(exclude),
-                  identities=tuple(identities), ledger=ledger, migrations=migrations, source=where,
+                  identities=tuple(identities), text_amounts=tuple(text_amounts),
+                  minor_units=tuple(minor_units), not_null=not_null_columns,  # type: ignore[arg-type]
+                  ledger=ledger,
+                  migrations=migrations, source=where,
                   migration_order=order, migration_tracker=tracker, **numbers)
 
 

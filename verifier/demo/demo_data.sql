@@ -200,12 +200,17 @@ SELECT i, 10 * (1 + mod(pg_temp.r(%(seed)s, 160, i), %(creators)s)),
 FROM generate_series(1, %(n)s) AS i;
 
 -- name: live_shopping_orders
-INSERT INTO live_shopping_orders (id, buyer_id, creator_id, amount, created_at)
+-- Mostly dollars; some euros, yen (no minor unit: whole amounts) and Kuwaiti dinars (three decimals).
+INSERT INTO live_shopping_orders (id, buyer_id, creator_id, currency, amount, created_at)
 SELECT i, 1 + mod(pg_temp.r(%(seed)s, 170, i), %(users)s),
        10 * (1 + mod(pg_temp.r(%(seed)s, 171, i), %(creators)s)),
-       (500 + mod(pg_temp.r(%(seed)s, 172, i), 30000))::numeric / 100,
+       c.code,
+       CASE c.code WHEN 'JPY' THEN (500 + mod(pg_temp.r(%(seed)s, 172, i), 30000))::numeric
+                   ELSE (500 + mod(pg_temp.r(%(seed)s, 172, i), 30000))::numeric / 100 END,
        pg_temp.ts(%(seed)s, 173, i)
-FROM generate_series(1, %(n)s) AS i;
+FROM generate_series(1, %(n)s) AS i,
+     LATERAL (SELECT (ARRAY['USD', 'USD', 'USD', 'USD', 'USD', 'USD', 'USD', 'EUR', 'JPY', 'KWD'])
+                     [1 + mod(pg_temp.r(%(seed)s, 174, i), 10)] AS code) AS c;
 
 -- name: vod_purchases
 INSERT INTO vod_purchases (id, user_id, creator_id, price, created_at)

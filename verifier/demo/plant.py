@@ -76,6 +76,9 @@ PLANTS = (
            (("legacy_rate_per_minute_cents", "non_finite_original"),)),
     _Plant("creator_offers", "id", "price >= 1", 0, "price_cents = price_cents + 7",
            (("price_cents", "value_mismatch"),)),
+    # An order whose currency code is no ISO 4217 code: its minor units cannot be told.
+    _Plant("live_shopping_orders", "id", "currency = 'USD'", 3, "currency = 'ZZZ'",
+           (("amount_cents", "unknown_currency"),)),
     # The identity amount = fee + net breaks while fee and its cents agree; 300's
     # NOT VALID constraint on the same identity will reject the row too.
     _Plant("payments", "id", "fee IS NOT NULL", 3, "fee = fee + 1, fee_cents = fee_cents + 100",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from verifier import judge
 from verifier.cents import engine
-from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
+from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, recorded
 from verifier.run import Run
 from verifier.source.live import connected
 
@@ -32,7 +32,8 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
         config = load_config(run, config_path, rounding=True)
         judging = judge.load(expectations) if gx or expectations else None
         with connected(run, url, config) as conn:
-            engine.run_checks(run, conn, config, url=url)
+            ledger = ledger_verdicts(conn, url, config, "verify-ledger audits it, not verify-cents")
+            engine.run_checks(run, conn, config, url=url, ledger=ledger)
             if judging is not None:
                 judge.judge(run, judging, live=judge.Live(url, conn, config))
         finish(run, strict=strict)

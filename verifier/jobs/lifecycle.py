@@ -22,10 +22,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
+
 from verifier import __version__
 from verifier import config as config_
 from verifier.config import Config
 from verifier.errors import Interrupted, VerifierError
+from verifier.ledger import layout
+from verifier.pg import conninfo
 from verifier.report import write_outputs
 from verifier.run import Run
 
@@ -62,6 +66,15 @@ def load_config(run: Run, path: Path | None, *, rounding: bool) -> Config:
         run.provenance["rounding_mode"] = config.rounding
     run.provenance["config"] = config.source
     return config
+
+
+def ledger_verdicts(conn: psycopg.Connection, url: str, config: Config, audited: str
+                    ) -> dict[tuple[str, str], str]:
+    """The money inventory's verdict text (``audited``: who audits it) for each of the ledger's own
+    tables (``layout.tables_of``), read on ``conn`` (the database at ``url``). Raises
+    ``VerifierError`` for a timed-out statement or a lost connection."""
+    with conninfo.reading(url, config.statement_timeout_s):
+        return {table: f"a ledger table: {audited}" for table in layout.tables_of(conn, config.ledger)}
 
 
 def finish(run: Run, *, strict: bool, count_in_error: bool = False) -> None:

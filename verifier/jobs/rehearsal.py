@@ -22,10 +22,10 @@ from verifier.cents import catalog, engine, originals
 from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
-from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
+from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, recorded
 from verifier.ledger import layout, probe
 from verifier.ledger.audit import audit as ledger_audit
-from verifier.migrate import plan
+from verifier.migrate import plan, sqltext
 from verifier.migrate.series import migrate_stage
 from verifier.paths import project_expectations_dir, project_migrations_dir
 from verifier.pg import conninfo
@@ -155,6 +155,7 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
                      "stand-in(s) were installed instead (see the README, Scratch servers).")
         with conninfo.connect(db.dsn, what="scratch database") as conn:
             with run.stage("inventory") as detail:
+                before = catalog.table_names(conn)
                 tables = catalog.money_tables(conn)
                 detail.update(money_tables=len(tables), money_rows=sum(t.rows for t in tables),
                               tables={f"{t.schema}.{t.table}": t.rows for t in tables})
@@ -168,13 +169,36 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
                       limit_source="migration_timeout_s" if given is None else "--migration-timeout",
                       tracker=config.migration_tracker)
         migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
+        not_null = announced_not_null(run, discovery)
         with open_snapshot(db.dsn, config) as conn:
+            born = frozenset(catalog.table_names(conn) - before)
+            ledger = ledger_verdicts(conn, db.dsn, config, "audited by this rehearsal (its ledger stages)")
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
-                              required=not migration_failed)
+                              required=not migration_failed, ledger=ledger, born=born, not_null=not_null)
             if judging is not None:  # table suites read the state verified, in the same snapshot
                 judge.judge(run, judging, live=judge.Live(db.dsn, conn, config))
         ledger_stages(run, db.dsn, config)
     finish(run, strict=options.strict, count_in_error=True)
+
+
+def announced_not_null(run: Run, discovery: plan.Discovery) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """The columns that the migrations not applied (after a failure, or the failed one) set NOT NULL
+    with ALTER TABLE, per table (an unqualified table is public's): their NULL rows are what that
+    migration will reject. A file that does not parse announces nothing (it failed as such)."""
+    migrate = run.detail("migrate") or {}
+    applied = {t["file"] for t in migrate.get("timeline", []) if t["ok"]}
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for f in discovery.files:
+        if f.path.name not in migrate.get("pending", []) or f.path.name in applied:
+            continue
+        try:
+            statements = sqltext.set_not_null(f.text.up)
+        except sqltext.SqlSyntaxError:
+            continue
+        for s in statements:
+            found.setdefault((s.schema or "public", s.table), []).append(
+                (s.column, f"{f.path.name} line {s.line}, not applied"))
+    return found
 
 
 def ledger_stages(run: Run, dsn: str, config: Config) -> None:

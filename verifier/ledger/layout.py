@@ -41,8 +41,20 @@ EARLIER = "verifier 400 (earlier)"
 CUSTOM = "custom"
 
 
+PRESENT_TABLES_SQL = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
+                     "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')"
 PRESENT_SQL = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
               "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+
+
+def tables_of(conn: psycopg.Connection, layout: Layout) -> set[tuple[str, str]]:
+    """The ledger's own tables that exist, as (schema, table); empty when the database holds no
+    ledger (``present``)."""
+    if not present(conn, layout):
+        return set()
+    names = [n for n in layout.tables.values() if n]
+    rows = conn.execute(PRESENT_TABLES_SQL, (layout.schema, names)).fetchall()
+    return {(layout.schema, str(r[0])) for r in rows}
 
 
 def required(layout: Layout) -> list[str]:

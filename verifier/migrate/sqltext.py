@@ -115,6 +115,29 @@ def parse_statements(text: str, *, first_line: int = 1) -> list[tuple[Statement,
     return result
 
 
+@dataclass(frozen=True)
+class SetNotNull:
+    """``ALTER TABLE [schema.]table ALTER COLUMN column SET NOT NULL`` at ``line``."""
+
+    schema: str | None  # None: unqualified (the search path's, public in practice)
+    table: str
+    column: str
+    line: int
+
+
+def set_not_null(text: str, *, first_line: int = 1) -> list[SetNotNull]:
+    """Every column that ``text`` sets NOT NULL with ALTER TABLE (not inside DO blocks or functions,
+    which the parser sees as strings). Raises ``SqlSyntaxError`` when the text does not parse."""
+    found = []
+    for stmt, node in parse_statements(text, first_line=first_line):
+        if type(node).__name__ != "AlterTableStmt" or node.relation is None:
+            continue
+        for cmd in node.cmds or ():
+            if getattr(cmd, "subtype", None) == enums.AlterTableType.AT_SetNotNull and cmd.name:
+                found.append(SetNotNull(node.relation.schemaname, node.relation.relname, cmd.name, stmt.line))
+    return found
+
+
 def _strip_leading_comments(chunk: str) -> str:
     text = chunk
     while True:

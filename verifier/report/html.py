@@ -40,7 +40,7 @@ HEADLINES = {  # status -> (headline after the verdict word, what it means)
               "The run stopped before it could verify everything. Nothing here is a pass."),
 }
 # shown in their own sections
-STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations", "live")
+STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations", "live", "inventory", "pairing")
 PROVENANCE_ELSEWHERE = ("migrations", "ledger_history")
 PROVEN, CHECKED = "#2f855a", "#4a6fa5"  # the trend chart's two series
 STAGE_DETAIL_CHARS_MAX = 600  # characters of a stage's remaining detail shown in the stages table
@@ -264,6 +264,7 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
         "findings": findings, "rules_found": sorted({f["rule"] for f in data["findings"]}),
         "charts": _cents_charts(data) + ledger_charts,
         "cents_tables": verify.get("tables", []) if verify else [],
+        "inventory": _inventory(data),
         "rounding_mode": provenance.get("rounding_mode", ""),
         "ledger": ledger, "timeline": timeline, "timeline_chart": timeline_chart,
         "expectations": expectations, "expectations_note": expectations_note,
@@ -275,6 +276,16 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
         "files": files, "tool_version": provenance.get("tool_version", ""),
         **page_assets(),
     }
+
+
+def _inventory(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The money inventory of the "pairs" stage: counts per verdict, what was not verified, and the
+    rule that found each pair."""
+    pairs = stage(data, "pairs")
+    if pairs is None or "inventory" not in pairs:
+        return None
+    return {"counts": pairs["inventory"]["counts"], "not_verified": pairs["inventory"]["not_verified"],
+            "pairing": pairs.get("pairing") or [], "iso4217": pairs.get("iso4217_published")}
 
 
 def _stage_detail(stage: dict[str, Any]) -> str:

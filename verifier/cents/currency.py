@@ -1,0 +1,71 @@
+"""Currencies: each row's minor unit, from ISO 4217, where a table says which currency a row is in.
+
+A table's currency column is configured (``[[minor_units]] currency_column``)
+or detected: one column named ``currency``, ``currency_code``,
+``iso_currency``, ``currency_iso`` or ``X_currency``, of a text type (or an
+enum), whose first rows hold three-letter codes. The checks then read each
+row's factor (10 to the power of its currency's minor unit: JPY 1, USD 100,
+KWD 1000) from ``factors()``, a VALUES list of ISO 4217's table joined on
+the upper-cased, trimmed code: a code the table lacks, or one with no minor
+unit (gold, XDR), gives no factor and the row is ``unknown_currency``.
+
+The table is the ``iso4217`` package's copy of ISO 4217 list one (its
+``__published__`` date is recorded with each run that uses it); nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import psycopg
+from psycopg import sql
+
+from verifier.cents.catalog import TEXT_TYPES, Column
+
+FACTOR = "verifier_factor"  # the factor's column in the relation the checks read
+CURRENCY_NAMES = ("currency", "currency_code", "iso_currency", "currency_iso")
+DETECT_ROWS = 1000  # rows read to tell a currency column by its values
+# The first rows of a candidate column: how many are set, and how many look like ISO codes.
+LOOKS_SQL = ("SELECT count(c), count(*) FILTER (WHERE upper(btrim(c::text)) ~ '^[A-Z]{{3}}$') "
+             "FROM (SELECT {column} AS c FROM {table} LIMIT %s) s")
+
+
+@functools.cache
+def exponents() -> dict[str, int]:
+    """ISO 4217 code -> minor unit (exponent), for the codes that have one (not XAU, XDR, ...)."""
+    from iso4217 import Currency
+
+    return {c.code: int(c.exponent) for c in Currency if c.exponent is not None}
+
+
+def published() -> str:
+    """The publication date of the ISO 4217 table in use."""
+    import iso4217
+
+    return iso4217.__published__.isoformat()
+
+
+def factors() -> sql.Composable:
+    """``(VALUES ('AED', 100), ...) AS verifier_iso(code, factor)``: each code's factor, numeric."""
+    rows = sql.SQL(", ").join(sql.SQL("({}, {}::numeric)").format(sql.Literal(code), sql.Literal(10 ** e))
+                              for code, e in sorted(exponents().items()))
+    return sql.SQL("(VALUES {}) AS verifier_iso(code, factor)").format(rows)
+
+
+def candidates(columns: list[Column]) -> list[Column]:
+    """The columns named and typed (text, or an enum) like a currency code."""
+    return [c for c in columns
+            if (c.name.lower() in CURRENCY_NAMES or c.name.lower().endswith("_currency"))
+            and (c.base_type in TEXT_TYPES or c.enum)]
+
+
+def looks_like_codes(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:
+    """Whether most of the first ``DETECT_ROWS`` set values of the column are three-letter codes
+    (an empty table: yes, by its name alone)."""
+    row = conn.execute(sql.SQL(LOOKS_SQL).format(column=sql.Identifier(column),
+                                                 table=sql.Identifier(schema, table)),
+                       (DETECT_ROWS,)).fetchone()
+    assert row is not None
+    set_values, codes = int(row[0]), int(row[1])
+    return set_values == 0 or codes * 2 > set_values
