@@ -5,9 +5,9 @@ or detected: one column named ``currency``, ``currency_code``,
 ``iso_currency``, ``currency_iso`` or ``X_currency``, of a text type (or an
 enum), whose first rows hold three-letter codes. The checks then read each
 row's factor (10 to the power of its currency's minor unit: JPY 1, USD 100,
-KWD 1000) from ``factors()``, a VALUES list of ISO 4217's table joined on
-the upper-cased, trimmed code: a code the table lacks, or one with no minor
-unit (gold, XDR), gives no factor and the row is ``unknown_currency``.
+KWD 1000) through ``join``, a hash join with a VALUES list of ISO 4217's
+codes: a code the table lacks, or one with no minor unit (gold, XDR), gives
+no factor and the row is ``unknown_currency``.
 
 The table is the ``iso4217`` package's copy of ISO 4217 list one (its
 ``__published__`` date is recorded with each run that uses it); nothing is
@@ -46,11 +46,22 @@ def published() -> str:
     return iso4217.__published__.isoformat()
 
 
-def factors() -> sql.Composable:
-    """``(VALUES ('AED', 100), ...) AS verifier_iso(code, factor)``: each code's factor, numeric."""
-    rows = sql.SQL(", ").join(sql.SQL("({}, {}::numeric)").format(sql.Literal(code), sql.Literal(10 ** e))
-                              for code, e in sorted(exponents().items()))
-    return sql.SQL("(VALUES {}) AS verifier_iso(code, factor)").format(rows)
+def join(relation: sql.Composable, column: Column) -> sql.Composable:
+    """``relation`` with each row's factor as ``FACTOR``: a hash join with ISO 4217's codes (upper
+    and lower case: ``usd`` is read as ``USD``), written in the column's own type so that the join
+    compares values without a cast per row (char(3) as bpchar, which ignores trailing blanks;
+    varchar and text as text; an enum through its text). Other spellings (`` USD``) find no code."""
+    pairs = sorted(exponents().items())
+    typed = "bpchar" if column.base_type == "character" else "text"
+    rows = sql.SQL(", ").join(
+        sql.SQL("({}::{}, {}::numeric)").format(sql.Literal(code), sql.SQL(typed), sql.Literal(10 ** e))
+        for c, e in pairs for code in (c, c.lower()))
+    key = sql.SQL("r.{}").format(sql.Identifier(column.name))
+    if column.enum:
+        key = sql.SQL("{}::text").format(key)
+    return sql.SQL("(SELECT r.*, verifier_iso.factor AS {f} FROM {rel} AS r LEFT JOIN "
+                   "(VALUES {rows}) AS verifier_iso(code, factor) ON verifier_iso.code = {key})").format(
+        f=sql.Identifier(FACTOR), rel=relation, rows=rows, key=key)
 
 
 def candidates(columns: list[Column]) -> list[Column]:

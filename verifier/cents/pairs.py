@@ -97,7 +97,7 @@ class TablePlan:
     # originals on the key, which adds row_missing and row_added.
     originals: Originals | None = None
     identities: tuple[tuple[str, tuple[str, ...]], ...] = ()  # configured: (total, parts)
-    currency: str | None = None  # the column of each row's currency, for pairs without an exponent
+    currency: Column | None = None  # the column of each row's currency, for pairs without an exponent
 
     def __post_init__(self) -> None:
         assert self.pairs or self.identities, "a table plan with nothing to check"
@@ -311,7 +311,7 @@ class _Unit:
     ``unresolved`` says why neither could be chosen (its targets are then unverified)."""
 
     exponent: int | None
-    currency: str | None
+    currency: Column | None
     how: str
     unresolved: str | None = None
 
@@ -322,18 +322,19 @@ def _minor_unit(conn: psycopg.Connection, t: _Table, config: Config) -> _Unit:
     if configured is not None and configured.exponent is not None:
         return _Unit(configured.exponent, None, f"exponent {configured.exponent} ([[minor_units]])")
     if configured is not None:
-        return _Unit(None, configured.currency_column,
-                     f"each row's currency ({configured.currency_column}, ISO 4217; [[minor_units]])")
-    found = [c.name for c in currency.candidates(t.columns)
+        column = next(c for c in t.columns if c.name == configured.currency_column)
+        return _Unit(None, column, f"each row's currency ({column.name}, ISO 4217; [[minor_units]])")
+    found = [c for c in currency.candidates(t.columns)
              if currency.looks_like_codes(conn, t.schema, t.table, c.name)]
     if len(found) > 1:
-        plain = [n for n in found if n.lower() in currency.CURRENCY_NAMES]
+        plain = [c for c in found if c.name.lower() in currency.CURRENCY_NAMES]
         found = plain if len(plain) == 1 else found
     if len(found) > 1:
-        return _Unit(2, None, "", f"several columns could hold each row's currency ({', '.join(found)}); "
-                                  "name one in [[minor_units]] currency_column")
+        names = ", ".join(c.name for c in found)
+        return _Unit(2, None, "", f"several columns could hold each row's currency ({names}); name one in "
+                                  "[[minor_units]] currency_column")
     if found:
-        return _Unit(None, found[0], f"each row's currency ({found[0]}, ISO 4217)")
+        return _Unit(None, found[0], f"each row's currency ({found[0].name}, ISO 4217)")
     return _Unit(2, None, "")
 
 

@@ -118,13 +118,7 @@ def relation(plan: TablePlan) -> sql.Composable:
     column, each row also has its currency's factor (``currency.FACTOR``).
     """
     rel = _relation(plan)
-    if plan.currency is None:
-        return rel
-    # Each row's factor from ISO 4217 (a hash join on a VALUES list of ~180 codes).
-    return sql.SQL("(SELECT r.*, verifier_iso.factor AS {f} FROM {rel} AS r LEFT JOIN {iso} "
-                   "ON verifier_iso.code = upper(btrim(r.{cur}::text)))").format(
-        f=sql.Identifier(currency.FACTOR), rel=rel, iso=currency.factors(),
-        cur=sql.Identifier(plan.currency))
+    return rel if plan.currency is None else currency.join(rel, plan.currency)
 
 
 def _relation(plan: TablePlan) -> sql.Composable:

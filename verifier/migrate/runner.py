@@ -12,9 +12,10 @@ wrapped in one; for those, the observer samples the locks while they run.
 A failure stops the file: the open transaction is rolled back and the
 result carries file, statement number, line, excerpt, SQLSTATE, message,
 detail, hint and context. ``timeout_s`` cancels a file still running after
-that many seconds; the failure then carries a stall report (``Stall``): what
-the backend was doing when the limit fired, read by the observer just
-before the cancel. Writes only to the database it was given.
+that many seconds, and terminates its backend ``CANCEL_GRACE_S`` later if
+the cancel was caught; the failure then carries a stall report: what the
+backend was doing when the limit fired, read by the observer just before
+the cancel. Writes only to the database it was given.
 
 Two failures are not the migration's: a lost connection (the server went
 away, or someone ended our backend) and, with ``lock_timeout_s``, a wait
@@ -53,6 +54,10 @@ ORDER BY a.attnum
 INTEGER_TYPES = ("integer", "bigint", "smallint")
 TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 LOCK_SAMPLE_INTERVAL_S = 0.05
+# After the time limit's cancel, how long a statement may take to stop before its backend is
+# terminated (pg_terminate_backend): a PL/pgSQL block with EXCEPTION WHEN query_canceled swallows a
+# cancel and would run for ever.
+CANCEL_GRACE_S = 10.0
 EXCERPT_CHARS_MAX = 200
 
 # Relation locks of one backend, tables and materialized views only (index
@@ -227,6 +232,9 @@ class Runner:
         self.pid = self.conn.info.backend_pid
         self._timed_out = threading.Event()
         self._stall: dict[str, Any] | None = None
+        self._guard = threading.Lock()  # the limit's timers against the end of a file
+        self._done = self._terminated = False
+        self._terminator: threading.Timer | None = None
 
     def __enter__(self) -> Runner:
         return self
@@ -331,6 +339,7 @@ class Runner:
         timer = None
         self._timed_out.clear()
         self._stall = None
+        self._done = self._terminated = False
         if self.timeout_s is not None:
             timer = threading.Timer(self.timeout_s, self._cancel)
             timer.daemon = True
@@ -338,24 +347,51 @@ class Runner:
         try:
             traces, locks, failure = self._run(f, statements)
         finally:
-            if timer is not None:
-                timer.cancel()
+            with self._guard:  # no cancel, and no termination, once the file's statements are done
+                self._done = True
+            for t in (timer, self._terminator):
+                if t is not None:
+                    t.cancel()
         if failure is None and record:
-            if direction == "up":
-                self.record(f)
-            else:
-                self.unrecord(f)
+            for attempt in (1, 2):
+                try:
+                    self.record(f) if direction == "up" else self.unrecord(f)
+                    break
+                except psycopg.errors.QueryCanceled:
+                    # The time limit fired as the last statement ended: its cancel request reached
+                    # the server late, during the record. The file ran to its end; record it again.
+                    if attempt == 2 or not self._timed_out.is_set():
+                        raise
         return MigrationResult(f, direction, time.monotonic() - started, tuple(traces),
                                tuple(locks), failure)
 
     def _cancel(self) -> None:
-        self._stall = self._stalled()
-        self._timed_out.set()
-        cancel = getattr(self.conn, "cancel_safe", None) or self.conn.cancel
-        try:
-            cancel()
-        except psycopg.Error:
-            pass
+        """The time limit: read the stall report, cancel the running statement, and terminate its
+        backend ``CANCEL_GRACE_S`` later if it is still running (a PL/pgSQL block that catches
+        query_canceled goes on after a cancel)."""
+        with self._guard:
+            if self._done:
+                return
+            self._stall = self._stalled()
+            self._timed_out.set()
+            cancel = getattr(self.conn, "cancel_safe", None) or self.conn.cancel
+            try:
+                cancel()
+            except psycopg.Error:
+                pass
+            self._terminator = threading.Timer(CANCEL_GRACE_S, self._terminate)
+            self._terminator.daemon = True
+            self._terminator.start()
+
+    def _terminate(self) -> None:
+        with self._guard:
+            if self._done:
+                return
+            self._terminated = True
+            try:
+                self.observer.execute("SELECT pg_terminate_backend(%s)", (self.pid,))
+            except psycopg.Error:
+                pass
 
     def _locks(self) -> list[tuple[str, str]]:
         return [(str(r), str(m)) for r, m in self.observer.execute(LOCKS_SQL, (self.pid,)).fetchall()]
@@ -381,6 +417,8 @@ class Runner:
             except psycopg.Error as exc:
                 if sampler:
                     sampler.stop()
+                if self._terminated:  # our own termination, after the cancel was ignored
+                    return traces, held, self._timeout_failure(f, stmt, tx, held)
                 self._not_the_migrations(f, stmt, exc)
                 now = time.monotonic()
                 held += tx.close(now)
@@ -404,7 +442,13 @@ class Runner:
                 in_block = False
                 held += tx.close(now)
             if wrap:
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except psycopg.Error as exc:  # a cancel for the limit can land on the COMMIT
+                    if self._timed_out.is_set():
+                        return traces, held, self._timeout_failure(f, stmt, tx, held)
+                    self._not_the_migrations(f, stmt, exc)
+                    return traces, held, _failure(f, stmt, exc)
                 held += tx.close(time.monotonic())
         held = self._resolve_new_relations(held)
         if in_block:
@@ -499,6 +543,9 @@ class Runner:
         stall = self._stall or {"limit_s": self.timeout_s}
         stall.update(file=f.path.name, line=stmt.line, statement_number=stmt.number,
                      excerpt=stmt.excerpt(EXCERPT_CHARS_MAX))
+        if self._terminated:
+            stall["terminated"] = (f"the statement went on after the cancel (a block that catches "
+                                   f"query_canceled?); its backend was terminated {CANCEL_GRACE_S:g} s later")
         return MigrationFailure(
             f.path.name, stmt.number, stmt.line, stmt.excerpt(EXCERPT_CHARS_MAX), "57014",
             f"cancelled: the migration was still running after {self.timeout_s:g} s "
