@@ -137,3 +137,87 @@ def test_the_probe_leaves_nothing_behind(fresh_db: str, tmp_path: Path) -> None:
     assert run.findings == []
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute(counts).fetchone() == before == (5, 0, 0, 0)
+
+
+# Posting functions that accept a transfer and do the wrong thing, beside our correct transfer_tokens.
+WRONG_POSTERS = """
+CREATE OR REPLACE FUNCTION transfer_nothing(p_from_account BIGINT, p_to_account BIGINT, p_amount_cents BIGINT)
+RETURNS BIGINT LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE OR REPLACE FUNCTION transfer_backwards(p_from_account BIGINT, p_to_account BIGINT,
+                                              p_amount_cents BIGINT)
+RETURNS BIGINT LANGUAGE sql AS $$
+  SELECT transfer_tokens(p_to_account, p_from_account, p_amount_cents * 100, 'token_transfer',
+                         gen_random_uuid(), 'backwards', NULL) $$;
+"""
+# A journals column the probe must fill, whose foreign key no plain value meets; and a posting
+# function that takes owners (uuid), not account ids.
+UNFILLABLE_JOURNALS = """
+CREATE TABLE IF NOT EXISTS approvers (id uuid PRIMARY KEY);
+ALTER TABLE journals ADD COLUMN IF NOT EXISTS approved_by uuid NOT NULL REFERENCES approvers (id);
+CREATE OR REPLACE FUNCTION transfer_between_owners(p_from_owner uuid, p_to_owner uuid, p_amount_cents BIGINT)
+RETURNS BIGINT LANGUAGE sql AS $$ SELECT 1::bigint $$;
+"""
+
+
+def test_an_accepted_transfer_is_checked_for_what_it_posted(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    code, data = _rehearse(tmp_path, small_dump, server_dsn, WRONG_POSTERS)
+    assert code == 1
+    cases = {c["how"]: c for c in next(s for s in data["stages"] if s["name"] == "ledger probe")["cases"]}
+    nothing = cases["the posting function transfer_nothing(from, to, amount, ...)"]
+    backwards = cases["the posting function transfer_backwards(from, to, amount, ...)"]
+    right = cases["the posting function transfer_tokens(from, to, amount, ...)"]
+    assert nothing["outcome"] == backwards["outcome"] == right["outcome"] == "accepted"
+    assert right["wrong"] is None
+    assert "entries moved +0 on test account" in nothing["wrong"]
+    assert "-10000 on test account" in backwards["wrong"] and "(expected +100)" in backwards["wrong"]
+    found = _ledger_findings(data)
+    assert found["ledger_transfer_wrong"]["count"] == 2 and "ledger_rejects_balanced" not in found
+
+
+def test_a_refusal_of_the_probes_own_values_is_not_a_verdict(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    code, data = _rehearse(tmp_path, small_dump, server_dsn, UNFILLABLE_JOURNALS)
+    cases = {c["case"] if c["case"] != "posting_function" else c["how"]: c
+             for c in next(s for s in data["stages"] if s["name"] == "ledger probe")["cases"]}
+    for name in ("balanced_two_legs", "balanced_three_legs", "unbalanced", "one_leg"):
+        assert cases[name]["outcome"] == "not run", cases[name]
+        assert "journals.approved_by, which the probe filled with a plain value" in cases[name]["message"]
+    owners = cases["the posting function transfer_between_owners(from, to, amount, ...)"]
+    assert owners["outcome"] == "not run" and "takes its from account as uuid" in owners["message"]
+    # The platform's own posting function is broken by the new column (its INSERT leaves it NULL): that
+    # refusal comes from inside the function, the ledger's own, and is a verdict.
+    posting = cases["the posting function transfer_tokens(from, to, amount, ...)"]
+    assert (posting["outcome"], posting["sqlstate"]) == ("rejected", "23502")
+    found = _ledger_findings(data)
+    assert [s["id"] for s in found["ledger_rejects_balanced"]["sample"]] == ["posting_function"]
+    assert "ledger_accepts_unbalanced" not in found
+    assert found["ledger_rule_not_checked"]["count"] == 5
+    assert code == 1
+
+
+def test_a_posting_function_that_never_ends_or_kills_the_session_is_a_rejection(
+        fresh_db: str, tmp_path: Path, monkeypatch: Any) -> None:
+    ledger_sql = (project_migrations_dir() / "400_create_double_entry_ledger.sql").read_text()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(ledger_sql)
+        conn.execute("DROP FUNCTION transfer_tokens, reverse_journal")
+        # It catches the statement timeout's cancel and goes on.
+        conn.execute("""CREATE FUNCTION transfer_forever(p_from_account BIGINT, p_to_account BIGINT,
+                                                         p_amount_cents BIGINT) RETURNS BIGINT
+                        LANGUAGE plpgsql AS $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.2);
+                        EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$""")
+        conn.execute("""CREATE FUNCTION transfer_killing(p_from_account BIGINT, p_to_account BIGINT,
+                                                         p_amount_cents BIGINT) RETURNS BIGINT
+                        LANGUAGE sql AS $$ SELECT pg_terminate_backend(pg_backend_pid())::int::bigint $$""")
+        layout, _ = detect(conn, Layout())
+    monkeypatch.setattr(probe, "STATEMENT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(probe, "CASE_LIMIT_S", 3.0)
+    done = {c.how: c for c in probe.probe(new_run("probe", tmp_path), fresh_db, layout,
+                                           Convention(direction=-1, debit_sign=1))}
+    forever = done["the posting function transfer_forever(from, to, amount, ...)"]
+    killing = done["the posting function transfer_killing(from, to, amount, ...)"]
+    assert (forever.outcome, forever.message) == ("rejected", "did not finish in 3 s and was terminated")
+    assert killing.outcome == "rejected" and killing.message.startswith("the session was lost")
+    # The cases after them ran on a new session.
+    assert done["a journal of a single leg"].outcome == "rejected"

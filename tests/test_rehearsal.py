@@ -250,3 +250,45 @@ def test_skipping_rule_checks_is_said_not_hidden(tmp_path: Path, small_dump: Pat
                      "--skip-rule-checks", "--report-dir", str(tmp_path))
     assert result.code == 0, result.stderr
     assert _stage(run_summary(tmp_path), "migrate")["rule_checks"] == "skipped (--skip-rule-checks)"
+
+
+def test_a_migration_that_catches_the_cancel_is_terminated(tmp_path: Path, small_dump: Path, server_dsn: str,
+                                                           leftovers: None) -> None:
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    # A retrying backfill: every cancel is caught and the loop goes on.
+    (migrations / "350_spin.sql").write_text(
+        "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.2); EXCEPTION WHEN query_canceled THEN NULL; END; "
+        "END LOOP; END $$;\n")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--migration-timeout", "1", "--skip-rule-checks",
+                     "--report-dir", str(tmp_path / "r"), timeout=120)
+    assert result.code == 1, result.stderr
+    [finding] = [f for f in run_summary(tmp_path / "r")["findings"] if f["rule"] == "migration_failed"]
+    stall = finding["detail"]["failure"]["stall"]
+    assert "its backend was terminated 10 s later" in stall["terminated"]
+
+
+def test_a_migration_that_rewrites_the_recorded_originals_is_not_a_pass(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    migrations = tmp_path / "m"
+    migrations.mkdir()
+    # A loop over every table with an amount column, ours included: it truncates every amount to whole
+    # dollars, then backfills the cents from what it left.
+    (migrations / "301_all.sql").write_text("""DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT table_schema, table_name FROM information_schema.columns
+           WHERE column_name = 'amount' AND data_type = 'numeric' LOOP
+    EXECUTE format('UPDATE %I.%I SET amount = trunc(amount)', r.table_schema, r.table_name);
+  END LOOP;
+END $$;
+ALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT;
+UPDATE tips SET amount_cents = amount * 100;
+""")
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--skip-rule-checks",
+                     "--report-dir", str(tmp_path / "r"))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "The migrations changed or dropped the verifier's record of the original amounts" in result.stderr
+    assert run_summary(tmp_path / "r")["status"] == "error"

@@ -154,3 +154,16 @@ def test_an_extension_no_scratch_has_is_named_before_the_restore(make_db: Any, t
     assert "creates the extension(s) sslinfo, xml2, which the scratch server (embedded" in result.stderr
     assert "--scratch postgresql://" in result.stderr and "CREATE EXTENSION sslinfo works" in result.stderr
     assert "Migrating" not in result.stderr
+
+
+def test_a_function_the_standins_lack_is_named_with_what_to_do(make_db: Any, tmp_path: Path,
+                                                              leftovers: None) -> None:
+    dump = _dump(make_db, tmp_path,
+                 "CREATE SCHEMA extensions; CREATE EXTENSION pgcrypto SCHEMA extensions; "
+                 "CREATE TABLE users (id int PRIMARY KEY, pw text); "
+                 "CREATE VIEW hashed AS SELECT id, extensions.crypt(pw, '$1$abc') AS h FROM users;")
+    result = run_cli("verify-cents", "--snapshot", str(dump), "--migrations", str(tmp_path),
+                     "--report-dir", str(tmp_path / "r"))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "crypt" in result.stderr and "only the verifier's stand-in of pgcrypto" in result.stderr
+    assert "--scratch docker" in result.stderr

@@ -81,7 +81,7 @@ def test_an_integer_version_shared_by_twins_counts_for_both_and_is_named(
     code, data, stderr = _rehearse(tmp_path, dump, server_dsn, migrations)
     assert code == 0, data["findings"]
     assert _ran(data) == ["301_backfill.sql"]  # neither twin applied again
-    assert "1 pending file(s), in this order: 301_backfill.sql (3 already applied)" in stderr
+    assert "1 pending file(s), in this order: 301_backfill.sql (4 file(s) already applied)" in stderr
     [finding] = [f for f in data["findings"] if f["rule"] == "migration_version_ambiguous"]
     assert finding["severity"] == "warning" and finding["count"] == 2
     assert finding["detail"] == {"version": "4", "files": ["004_create_call_requests.sql",
@@ -112,7 +112,7 @@ def test_a_text_version_tells_twins_apart_by_their_stems(make_db: Any, tmp_path:
     # Sequelize: the file name, in a table whose name needs quoting.
     ('CREATE TABLE "SequelizeMeta" (name varchar(255) PRIMARY KEY);\n'
      "INSERT INTO \"SequelizeMeta\" VALUES ('300_add.sql');\n",
-     'table = "public.SequelizeMeta"\ncolumn = "name"\n', "300_add.sql"),
+     'table = "public.SequelizeMeta"\ncolumn = "name"\nrecords = "file_name"\n', "300_add.sql"),
 ], ids=["node-pg-migrate", "sequelize"])
 def test_a_file_name_tracker_of_another_tool(make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None,
                                              setup: str, tracker: str, recorded: str) -> None:
@@ -212,3 +212,54 @@ def test_a_file_that_is_not_a_regular_migration_stops_the_rehearsal_first(
     assert f"The migration {bad}" in result.stderr
     assert "hunter2" not in result.stderr + "".join(p.read_text() for p in (tmp_path / "r").rglob("*.*"))
     assert "Migrating" not in result.stderr
+
+
+def test_versions_as_teams_write_them_and_recorded_values_without_a_file(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    dump = _dump(make_db, tmp_path, "CREATE TABLE schema_migrations (version text PRIMARY KEY);\n"
+                                    "INSERT INTO schema_migrations VALUES ('0001'), (' 4 '), ('099');\n")
+    migrations = _migrations(tmp_path, "001_base", "004_only", "300_add", "301_backfill")
+    code, data, stderr = _rehearse(tmp_path, dump, server_dsn, migrations)
+    assert code == 0, data["findings"]
+    assert _ran(data) == ["300_add.sql", "301_backfill.sql"]
+    migrate = next(s for s in data["stages"] if s["name"] == "migrate")
+    assert migrate["recorded_without_file"] == ["99"]
+    assert "records 1 value(s) that name no file here, e.g. 99" in stderr
+
+
+@pytest.mark.parametrize(("column", "files", "expected"), [
+    ("version boolean", ("300_add",), "holds neither text nor integers"),
+    ("version varchar(5)", ("300_add",), "'300_add' is longer than 5 characters"),
+    ("version smallint", ("99999_big",),
+     "99999_big.sql cannot be recorded in public.schema_migrations(version), of type smallint: its number is "
+     "too large"),
+], ids=["boolean", "too-narrow", "out-of-range"])
+def test_a_file_the_tracker_cannot_record_stops_the_run_before_anything_runs(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None, column: str, files: tuple[str, ...],
+        expected: str) -> None:
+    dump = _dump(make_db, tmp_path, f"CREATE TABLE schema_migrations ({column});\n")
+    migrations = _migrations(tmp_path, *files)
+    config = ('migration_tracker = { table = "schema_migrations", column = "version", '
+              'records = "file_stem" }\n') if "varchar" in column else None
+    args = ["verify-cents", "--snapshot", str(dump), "--scratch", server_dsn, "--migrations", str(migrations),
+            "--skip-rule-checks", "--report-dir", str(tmp_path / "r")]
+    if config:
+        (tmp_path / "verifier.toml").write_text(config)
+        args += ["--config", str(tmp_path / "verifier.toml")]
+    result = run_cli(*args)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert expected in result.stderr, result.stderr
+    assert "Migrating" not in result.stderr
+
+
+def test_odd_file_names(tmp_path: Path) -> None:
+    from verifier.migrate import plan
+
+    for name in ("300_add.sql", "302_upper.SQL", "301_fill-down.sql", "301_fill.undo.sql", "301_fill.sql",
+                 "３０５_wide.sql", "303_x_Rollback.sql"):
+        (tmp_path / name).write_text("SELECT 1;\n")
+    found = plan.discover(tmp_path)
+    assert [f.path.name for f in found.files] == ["300_add.sql", "301_fill.sql", "302_upper.SQL"]
+    assert sorted(p.name for p in found.down_files) == ["301_fill-down.sql", "301_fill.undo.sql",
+                                                        "303_x_Rollback.sql"]
+    assert [p.name for p in found.unnumbered] == ["３０５_wide.sql"]

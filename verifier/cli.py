@@ -17,6 +17,16 @@ from typing import Any
 import click
 
 DEFAULT_REPORT_DIR = Path("reports")
+# --migration-timeout's largest value: a week, as migration_timeout_s in the configuration (NaN and
+# infinity fall outside the range and are refused).
+MIGRATION_TIMEOUT_MAX_S = 7 * 86400.0
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse NaN, which a FloatRange lets through (no comparison with NaN is false)."""
+    if value is not None and value != value:
+        raise click.BadParameter("nan is not a number of seconds.", ctx=ctx, param=param)
+    return value
 
 report_dir_option = click.option(
     "--report-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPORT_DIR,
@@ -80,7 +90,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
               default=None, metavar="DIR",
               help="Rehearsal: the directory of your migrations (default: the configuration's "
                    "migrations, else ./migrations; --demo uses this project's own).")
-@click.option("--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0),
+@click.option("--migration-timeout", "migration_timeout_s", callback=_finite,
+              type=click.FloatRange(min=0, max=MIGRATION_TIMEOUT_MAX_S),
               default=None, metavar="S",
               help="Rehearsal: cancel a migration file still running after S seconds, with a stall report "
                    "(default: migration_timeout_s, 3600; 0: no limit).")
@@ -242,7 +253,9 @@ confirm_option = click.option(
     help="Needed to change a database that is not a verifier scratch database: its name.",
 )
 timeout_option = click.option(
-    "--migration-timeout", "migration_timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+    "--migration-timeout", "migration_timeout_s",
+    type=click.FloatRange(min=0, max=MIGRATION_TIMEOUT_MAX_S, min_open=True), default=None,
+    callback=_finite,
     metavar="S", help="Cancel a migration still running after S seconds.",
 )
 

@@ -157,6 +157,9 @@ REGISTRY: tuple[Rule, ...] = (
         ("ledger_accepts_unbalanced", "error",
          "(rehearsal probe) the database accepts a journal that does not balance, or one of a single "
          "leg"),
+        ("ledger_transfer_wrong", "error",
+         "(rehearsal probe) a posting function accepted a transfer but its entries did not move the "
+         "amount from one test account to the other"),
     ),
 )
 _BY_NAME = {r.name: r for r in REGISTRY}

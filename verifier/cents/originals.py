@@ -20,13 +20,14 @@ see it; that is the price of joining in the same database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from verifier.cents.catalog import COLUMNS_SQL, key_of, looks_minor, read_columns
 from verifier.config import Config
+from verifier.errors import VerifierError
 
 # Where a rehearsal records the originals, in its scratch database only. The
 # catalog's reading (and the migration rule checks' fingerprints) leave it out.
@@ -58,6 +59,38 @@ class Recorded:
     tables: dict[tuple[str, str], Originals]
     rows: int
     keyless: list[str]  # tables with money columns but no primary key: not recorded
+    digests: dict[str, str] = field(default_factory=dict)  # relation -> digest() when recorded
+
+
+# A recorded table's fingerprint: its row count and the sum of a 64-bit hash of every row (order
+# free, one read; a migration that rewrites the originals changes it). Not proof against a migration
+# built to forge it: keeping the originals out of the migrations' reach is the rehearsal's sandbox.
+DIGEST_SQL = ("SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(o::text, 0)::numeric), 0)::text "
+              "FROM {} o")
+
+
+def digest(conn: psycopg.Connection, relation: str) -> str | None:
+    """The fingerprint of one recorded table (DIGEST_SQL), None when it is gone."""
+    try:
+        with conn.transaction():
+            row = conn.execute(sql.SQL(DIGEST_SQL).format(
+                sql.Identifier(ORIGINALS_SCHEMA, relation))).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else str(row[0])
+
+
+def check_unchanged(conn: psycopg.Connection, recorded: Recorded) -> None:
+    """Raise ``VerifierError`` when a migration changed or dropped the recorded originals: comparing
+    with them would verify the cents against what the migration left, not against the originals."""
+    changed = [f"{ORIGINALS_SCHEMA}.{relation}" for relation, before in recorded.digests.items()
+               if digest(conn, relation) != before]
+    if changed:
+        raise VerifierError(
+            f"The migrations changed or dropped the verifier's record of the original amounts "
+            f"({', '.join(changed[:5])}): the cents cannot be verified against them.",
+            hint="A migration that loops over every schema reached the verifier_originals schema; "
+                 "leave it out of such loops (it exists only in the rehearsal's scratch database).")
 
 
 def record(conn: psycopg.Connection, config: Config) -> Recorded:
@@ -92,4 +125,5 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
             tables[(nsp, rel)] = Originals(name, key, tuple(money))
     for orig in tables.values():
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORIGINALS_SCHEMA, orig.relation)))
-    return Recorded(tables, rows, keyless)
+    digests = {o.relation: digest(conn, o.relation) or "" for o in tables.values()}
+    return Recorded(tables, rows, keyless, digests)

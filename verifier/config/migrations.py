@@ -58,7 +58,7 @@ DEFAULT_TRACKER = Tracker()
 
 def parse_tracker(section: Any, where: str) -> Tracker:
     """``[tool.verifier.migration_tracker]``: ``table`` ([schema.]table) and ``column`` are required,
-    ``records`` defaults to ``file_name`` (another tool's table records file names)."""
+    ``records`` defaults to ``version``, as the default tracker's."""
     if not isinstance(section, dict):
         raise UsageError(f"{where}: [tool.verifier.migration_tracker] must be a table.")
     unknown = sorted(set(section) - set(KEYS))
@@ -66,7 +66,7 @@ def parse_tracker(section: Any, where: str) -> Tracker:
         raise UsageError(f"{where}: unknown key(s) in [tool.verifier.migration_tracker]: "
                          f"{', '.join(unknown)} (known: {', '.join(KEYS)}).")
     table, column = section.get("table"), section.get("column")
-    records = section.get("records", "file_name")
+    records = section.get("records", "version")
     if not isinstance(table, str) or not isinstance(column, str) or not column:
         raise UsageError(f"{where}: migration_tracker needs 'table' ([schema.]table) and 'column', the "
                          "column that records each applied migration.")

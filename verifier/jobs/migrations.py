@@ -57,7 +57,7 @@ def status(directory: Path, url: str, config: Config | None = None
         rows = conn.execute(sql.SQL(APPLIED_SQL).format(
             column=sql.Identifier(tracker.column), schema=sql.Identifier(tracker.schema),
             table=sql.Identifier(tracker.table))).fetchall() if exists and exists[0] else []
-    applied = {str(r[0]) for r in rows}
+    applied = plan.recorded(str(r[0]) for r in rows)
     return (discovery, [Status(f, f.applied_in(applied, tracker.records)) for f in discovery.files],
             plan.ambiguous(discovery.files, applied, tracker.records))
 
@@ -83,6 +83,7 @@ def up(directory: Path, url: str, *, to: str | None = None, timeout_s: float | N
     todo = plan.pending(discovery.files, series.applied(url, tracker), tracker.records)
     if to is not None:
         todo = _up_to(discovery, todo, to)
+    series.check_recordable(url, todo, tracker)
     return list(series.apply_files(url, todo, timeout_s=timeout_s, tracker=tracker))
 
 

@@ -134,6 +134,11 @@ def discover(run: Run, options: Options, config: Config, *, demo: bool = False) 
                       duplicates=discovery.duplicates,
                       unnumbered=[p.name for p in discovery.unnumbered],
                       down_files=[p.name for p in discovery.down_files])
+    if discovery.unnumbered:
+        run.tell(f"Not migrations (no number; migration_order = \"name\" takes them): "
+                 f"{', '.join(p.name for p in discovery.unnumbered)}.")
+    if discovery.down_files:
+        run.tell(f"Down files, skipped: {', '.join(p.name for p in discovery.down_files)}.")
     run.provenance["migrations"] = [
         {"file": f.path.name, "version": f.version, "sha256": f.checksum} for f in discovery.files
     ]
@@ -171,6 +176,7 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
         migration_failed = any(f["rule"] == "migration_failed" for f in run.findings)
         not_null = announced_not_null(run, discovery)
         with open_snapshot(db.dsn, config) as conn:
+            originals.check_unchanged(conn, kept)  # exit 2 if a migration reached our record
             born = frozenset(catalog.table_names(conn) - before)
             ledger = ledger_verdicts(conn, db.dsn, config, "audited by this rehearsal (its ledger stages)")
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,

@@ -26,14 +26,19 @@ SQLSTATE and message) or ``not run`` (the test accounts could not be
 created, or a column could not be filled).
 
 Findings: a rejected balanced case is ``ledger_rejects_balanced``, an
-accepted unbalanced or one-leg case ``ledger_accepts_unbalanced`` (both
-errors); cases not run are ``ledger_rule_not_checked`` (a warning naming
-them). Nothing outlives a case's transaction.
+accepted unbalanced or one-leg case ``ledger_accepts_unbalanced``, a
+posting function whose entries did not move the amount asked from the first
+test account to the second ``ledger_transfer_wrong`` (all errors); cases not
+run are ``ledger_rule_not_checked`` (a warning naming them), among them a
+case the database refused for the probe's own test values (a plain value
+breaking a constraint on a column the probe filled, an argument of a type
+it cannot give). Nothing outlives a case's transaction.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +56,7 @@ from verifier.run import Run
 OPENING_CENTS = 100_000  # each test account's opening balance (1,000.00 in a two-decimal currency)
 TRANSFER_CENTS = 100
 STATEMENT_TIMEOUT_S = 30.0  # per probe statement: a trigger that spins is a rejection, not a hang
+CASE_LIMIT_S = 60.0  # per case: past it its backend is terminated (the statement timeout can be caught)
 LOCK_TIMEOUT_S = 5.0
 MESSAGE_CHARS_MAX = 500
 FUNCTIONS_MAX = 3  # posting functions probed
@@ -96,6 +102,10 @@ class Case:
     statement: str = ""
     sqlstate: str | None = None
     message: str = ""
+    # Columns (table, column) the probe filled with a plain value of their type: a constraint on one
+    # of them that rejects the row rejects the probe's value, not the journal.
+    filled: set[tuple[str, str]] = field(default_factory=set)
+    wrong: str = ""  # an accepted transfer that moved other amounts than asked
 
     @property
     def expected(self) -> str:
@@ -104,7 +114,7 @@ class Case:
     def as_json(self) -> dict[str, Any]:
         return {"case": self.name, "how": self.how, "expected": self.expected,
                 "outcome": self.outcome, "statement": self.statement or None,
-                "sqlstate": self.sqlstate, "message": self.message or None}
+                "sqlstate": self.sqlstate, "message": self.message or None, "wrong": self.wrong or None}
 
 
 @dataclass(frozen=True)
@@ -150,19 +160,61 @@ def probe(run: Run, dsn: str, layout: Layout, convention: Convention) -> list[Ca
 
     Raises ``DatabaseUnreachable`` when the scratch database cannot be reached.
     """
-    with run.stage("ledger probe") as detail, conninfo.connect(dsn, what="scratch database",
-                                                               autocommit=True) as conn:
-        configure(conn, {"statement_timeout": timeout_ms(STATEMENT_TIMEOUT_S),
-                         "lock_timeout": timeout_ms(LOCK_TIMEOUT_S)})
-        tables = {t: _table(conn, layout, t) for t in ("accounts", "journals", "entries")}
-        functions = conn.execute(FUNCTIONS_SQL, (layout.schema, FUNCTIONS_MAX)).fetchall()
-        done = cases(functions)
-        for case in done:
-            _run_case(conn, case, layout, convention, tables)
+    with run.stage("ledger probe") as detail, \
+            conninfo.connect(dsn, what="scratch database", autocommit=True) as observer:
+        conn = _session(dsn)
+        try:
+            tables = {t: _table(conn, layout, t) for t in ("accounts", "journals", "entries")}
+            functions = conn.execute(FUNCTIONS_SQL, (layout.schema, FUNCTIONS_MAX)).fetchall()
+            done = cases(functions)
+            for case in done:
+                conn = _watched(conn, observer, dsn, case, lambda c, case=case: _run_case(
+                    c, case, layout, convention, tables))
+        finally:
+            conn.close()
         detail.update(opening_cents=OPENING_CENTS, cases=[c.as_json() for c in done],
                       posting_functions=[str(f[1]) for f in functions])
     run.add(*findings(done))
     return done
+
+
+def _session(dsn: str) -> psycopg.Connection:
+    conn = conninfo.connect(dsn, what="scratch database", autocommit=True)
+    configure(conn, {"statement_timeout": timeout_ms(STATEMENT_TIMEOUT_S),
+                     "lock_timeout": timeout_ms(LOCK_TIMEOUT_S)})
+    return conn
+
+
+def _watched(conn: psycopg.Connection, observer: psycopg.Connection, dsn: str, case: Case,
+             run_case: Any) -> psycopg.Connection:
+    """Run one case on ``conn``, its backend terminated after ``CASE_LIMIT_S`` (a function that
+    catches the statement timeout's cancel would run for ever); the connection to go on with (a new
+    one when the case's was lost: terminated by us, or by what the ledger ran)."""
+    pid = conn.info.backend_pid
+    fired = threading.Event()
+
+    def terminate() -> None:
+        fired.set()
+        observer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    timer = threading.Timer(CASE_LIMIT_S, terminate)
+    timer.daemon = True
+    timer.start()
+    try:
+        run_case(conn)
+    except psycopg.OperationalError as exc:
+        if not conn.broken:
+            raise
+        case.sqlstate, case.message = exc.sqlstate, _message(exc)
+    finally:
+        timer.cancel()
+    if not conn.broken:
+        return conn
+    case.outcome = "rejected"
+    case.message = (f"did not finish in {CASE_LIMIT_S:g} s and was terminated" if fired.is_set()
+                    else f"the session was lost: {case.message}")
+    conn.close()
+    return _session(dsn)
 
 
 def findings(done: list[Case]) -> list[Finding]:
@@ -182,6 +234,16 @@ def findings(done: list[Case]) -> list[Finding]:
                                                              if c.outcome == "rejected" else "")
                                     for c in bad) + f" ({rule(name).meaning})",
                 detail={"check": "ledger probe", "cases": [c.name for c in bad]}))
+    misposted = [c for c in done if c.outcome == "accepted" and c.wrong]
+    if misposted:
+        out.append(Finding(
+            rule="ledger_transfer_wrong", severity="error", table=None, count=len(misposted),
+            cents_impact=0,
+            sample=tuple({"id": c.name, "cents_impact": 0, "detail": f"{c.how}: {c.wrong}"}
+                         for c in misposted),
+            message="; ".join(f"{c.how}: {c.wrong}" for c in misposted)
+                    + f" ({rule('ledger_transfer_wrong').meaning})",
+            detail={"check": "ledger probe", "cases": [c.name for c in misposted]}))
     skipped = [c for c in done if c.outcome == "not run"]
     if skipped:
         out.append(Finding(
@@ -208,16 +270,23 @@ def _table(conn: psycopg.Connection, layout: Layout, logical: str) -> Table:
 
 def _run_case(conn: psycopg.Connection, case: Case, layout: Layout, convention: Convention,
               tables: dict[str, Table]) -> None:
-    """Run ``case`` in a transaction that is always rolled back; record its outcome in it."""
+    """Run ``case`` in a transaction that is always rolled back; record its outcome in it.
+
+    An error raised by the probe's own statement (no PL/pgSQL context) for a value it chose (a data
+    exception, or a constraint on a column it filled with a plain value) makes the case "not run":
+    the database rejected the probe's test values, not the journal.
+    """
+    failed: psycopg.Error | None = None
     with conn.transaction(force_rollback=True):
         try:
             try:
-                accounts = [_account(conn, layout, tables["accounts"])
+                accounts = [_account(conn, layout, tables["accounts"], case)
                             for _ in range(1 + max((leg[0] for leg in case.legs), default=1))]
             except psycopg.Error as exc:
                 raise NotRun(f"the test accounts could not be created: {_message(exc)}") from None
             if case.function is not None:
                 _call(conn, case, accounts)
+                case.wrong = _moved(conn, layout, convention, tables, accounts)
             else:
                 _post(conn, case, layout, convention, tables, accounts)
             case.statement = "SET CONSTRAINTS ALL IMMEDIATE (the deferred checks, before the rollback)"
@@ -226,9 +295,68 @@ def _run_case(conn: psycopg.Connection, case: Case, layout: Layout, convention: 
             case.outcome, case.message = "not run", str(exc)
             return
         except psycopg.Error as exc:
-            case.outcome, case.sqlstate, case.message = "rejected", exc.sqlstate, _message(exc)
-            return
+            failed = exc
+    if failed is None:
         case.outcome, case.statement = "accepted", ""
+        return
+    own = _probes_own_value(conn, case, failed)
+    if own is not None:
+        case.outcome, case.message = "not run", f"the database refused the probe's test value: {own}"
+        return
+    case.outcome, case.sqlstate, case.message = "rejected", failed.sqlstate, _message(failed)
+
+
+# SQLSTATE classes of errors that a value itself causes ("Appendix A. PostgreSQL Error Codes"): a
+# data exception (22), a constraint broken (23), a type or function that does not fit (42).
+OWN_VALUE_CLASSES = ("22", "23", "42")
+CONSTRAINT_COLUMNS_SQL = """
+SELECT a.attname FROM pg_catalog.pg_constraint c
+JOIN pg_catalog.pg_class r ON r.oid = c.conrelid JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+WHERE c.conname = %s AND r.relname = %s AND n.nspname = %s
+"""
+
+
+def _probes_own_value(conn: psycopg.Connection, case: Case, exc: psycopg.Error) -> str | None:
+    """Why ``exc`` is the probe's own doing (see ``_run_case``), or None when it is the ledger's:
+    an error raised inside a trigger or function (it has a context) is always the ledger's."""
+    diag = exc.diag
+    state = exc.sqlstate or ""
+    if diag.context or state[:2] not in OWN_VALUE_CLASSES:
+        return None
+    if state[:2] != "23":  # a value of ours that does not parse or fit its column or argument
+        return f"{_message(exc)} (SQLSTATE {state})"
+    table = diag.table_name or ""
+    if diag.column_name:
+        columns = {diag.column_name}
+    else:
+        columns = {str(r[0]) for r in conn.execute(
+            CONSTRAINT_COLUMNS_SQL, (diag.constraint_name or "", table, diag.schema_name or "")).fetchall()}
+    ours = sorted(c for t, c in case.filled if t.rsplit(".", 1)[-1] == table and c in columns)
+    if not ours:
+        return None
+    return (f"{_message(exc)} (SQLSTATE {state}), on {table}.{', '.join(ours)}, which the probe filled with "
+            "a plain value")
+
+
+def _moved(conn: psycopg.Connection, layout: Layout, convention: Convention, tables: dict[str, Table],
+           accounts: list[tuple[Any, str, str]]) -> str:
+    """What an accepted transfer got wrong ("" when nothing): the test accounts are new, so every entry
+    on them is the transfer's; the first must have a net debit of TRANSFER_CENTS, the second a net
+    credit of as much."""
+    def col(role: str) -> str:
+        return layout.column("entries", role)
+
+    query = sql.SQL("SELECT {a}, sum({m})::bigint FROM {e} WHERE {a} = ANY(%s) GROUP BY {a}").format(
+        a=sql.Identifier(col("account")), m=sql.Identifier(col("amount")), e=tables["entries"].ident)
+    rows: dict[Any, Any] = dict(conn.execute(query, ([accounts[0][0], accounts[1][0]],)).fetchall())
+    want = {accounts[0][0]: convention.debit_sign * TRANSFER_CENTS,
+            accounts[1][0]: -convention.debit_sign * TRANSFER_CENTS}
+    got = {a: int(rows.get(a) or 0) for a in want}
+    if got == want:
+        return ""
+    return (f"it accepted the transfer of {TRANSFER_CENTS} cents but its entries moved "
+            + ", ".join(f"{got[a]:+d} on test account {a} (expected {want[a]:+d})" for a in want))
 
 
 def _message(exc: psycopg.Error) -> str:
@@ -280,13 +408,15 @@ def _choose(conn: psycopg.Connection, column: Column, preferred: tuple[str, ...]
     return next((p for p in preferred if p in labels), labels[0])
 
 
-def _insert(conn: psycopg.Connection, table: Table, values: dict[str, str], returning: str) -> Any:
-    """INSERT one row of ``values`` (and a plain value for each other column that needs one);
-    the ``returning`` column of the new row."""
+def _insert(conn: psycopg.Connection, table: Table, values: dict[str, str], returning: str,
+            case: Case) -> Any:
+    """INSERT one row of ``values`` (and a plain value for each other column that needs one, noted in
+    ``case.filled``); the ``returning`` column of the new row."""
     row = dict(values)
     for column in table.columns.values():
         if column.required and column.name not in row:
             row[column.name] = _value(conn, column, table.name)
+            case.filled.add((table.name, column.name))
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
         table.ident, sql.SQL(", ").join(map(sql.Identifier, row)),
         sql.SQL(", ").join(sql.Placeholder() * len(row)), sql.Identifier(returning))
@@ -295,7 +425,7 @@ def _insert(conn: psycopg.Connection, table: Table, values: dict[str, str], retu
     return found[0]
 
 
-def _account(conn: psycopg.Connection, layout: Layout, table: Table) -> tuple[Any, str, str]:
+def _account(conn: psycopg.Connection, layout: Layout, table: Table, case: Case) -> tuple[Any, str, str]:
     """A new test account with the opening balance: (id, its type, its currency)."""
     def col(role: str) -> str:
         return layout.column("accounts", role)
@@ -310,7 +440,8 @@ def _account(conn: psycopg.Connection, layout: Layout, table: Table) -> tuple[An
         values[owner] = _value(conn, table.columns[owner], table.name)
         if table.columns[owner].category == "N":
             values[owner] = str(secrets.randbelow(2**31 - 1) + 1)
-    return _insert(conn, table, values, col("id")), kind, currency
+        case.filled.add((table.name, owner))
+    return _insert(conn, table, values, col("id"), case), kind, currency
 
 
 def _post(conn: psycopg.Connection, case: Case, layout: Layout, convention: Convention,
@@ -328,7 +459,7 @@ def _post(conn: psycopg.Connection, case: Case, layout: Layout, convention: Conv
     if jcols["currency"]:
         journal_values[jcols["currency"]] = accounts[0][2]
     case.statement = f"INSERT INTO {tables['journals'].name}"
-    journal = _insert(conn, tables["journals"], journal_values, layout.column("journals", "id"))
+    journal = _insert(conn, tables["journals"], journal_values, layout.column("journals", "id"), case)
     for n, (index, side, cents) in enumerate(case.legs, start=1):
         account, kind, currency = accounts[index]
         case.statement = f"SELECT the balance of test account {account}"
@@ -345,7 +476,7 @@ def _post(conn: psycopg.Connection, case: Case, layout: Layout, convention: Conv
             values[ecols["currency"]] = currency
         case.statement = (f"INSERT INTO {tables['entries'].name} (leg {n} of {len(case.legs)}: "
                           f"{side} {cents} cents)")
-        _insert(conn, tables["entries"], values, col("id"))
+        _insert(conn, tables["entries"], values, col("id"), case)
 
 
 def _call(conn: psycopg.Connection, case: Case, accounts: list[tuple[Any, str, str]]) -> None:
@@ -360,6 +491,9 @@ def _call(conn: psycopg.Connection, case: Case, accounts: list[tuple[Any, str, s
         assert row is not None
         nsp, typname, typtype, category = (str(v) for v in row)
         if i < 2:
+            if category != "N":
+                raise NotRun(f"{name} takes its {'from' if i == 0 else 'to'} account as {typname}; the probe "
+                             "posts between account ids")
             value = str(accounts[i][0])
         elif i == 2:
             value = str(TRANSFER_CENTS)

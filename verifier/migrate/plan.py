@@ -25,15 +25,17 @@ from verifier.config.migrations import ORDERS
 from verifier.errors import UsageError
 from verifier.migrate.sqltext import MigrationText, up_and_down
 
-_NAME = re.compile(r"^(?P<number>\d+)(?P<suffix>[a-z]?)_(?P<name>[^/]+)\.sql$")
-# Down files are not up migrations: 004_x_DOWN.sql, 004_x.down.sql (any case).
-_DOWN = re.compile(r"[_.]down\.sql$", re.IGNORECASE)
+# ASCII digits only: "３０５_x.sql" (full-width) is no number 305. The extension in any case.
+_NAME = re.compile(r"^(?P<number>[0-9]+)(?P<suffix>[a-z]?)_(?P<name>[^/]+)\.sql$", re.IGNORECASE)
+# Down files are not up migrations: 004_x_DOWN.sql, 004_x.down.sql, 004_x-down.sql, 004_x.undo.sql,
+# 004_x_rollback.sql (any case).
+_DOWN = re.compile(r"[_.-](down|undo|rollback)\.sql$", re.IGNORECASE)
 FILE_BYTES_MAX = 64 * 1024 * 1024  # a migration file larger than this is refused (64 MiB)
 
 
 def parse_version(text: str) -> tuple[int, str] | None:
     """(number, suffix) of a version or file-name prefix (``300``, ``127a_x``), or None."""
-    match = re.match(r"^(\d+)([a-z]?)", text)
+    match = re.match(r"^([0-9]+)([a-z]?)", text.strip())
     return (int(match.group(1)), match.group(2)) if match else None
 
 
@@ -134,7 +136,7 @@ def discover(directory: Path, order: str = "number") -> Discovery:
     parsed: list[tuple[Path, re.Match[str] | None]] = []
     unnumbered: list[Path] = []
     down_files: list[Path] = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() == ".sql"):
         _check_kind(path, directory)
         if _DOWN.search(path.name):
             down_files.append(path)
@@ -147,7 +149,7 @@ def discover(directory: Path, order: str = "number") -> Discovery:
     counts: dict[str, list[str]] = {}
     for path, match in parsed:
         if match is not None:
-            counts.setdefault(f"{int(match['number']):03d}{match['suffix']}", []).append(path.name)
+            counts.setdefault(f"{int(match['number']):03d}{match['suffix'].lower()}", []).append(path.name)
     files = []
     for path, match in parsed:
         raw = path.read_bytes()
@@ -162,7 +164,7 @@ def discover(directory: Path, order: str = "number") -> Discovery:
         if match is None:  # plain file-name order: a file without a number is a migration too
             number, suffix, name, shared = None, "", path.stem, False
         else:
-            number, suffix, name = int(match["number"]), match["suffix"], match["name"]
+            number, suffix, name = int(match["number"]), match["suffix"].lower(), match["name"]
             shared = len(counts[f"{number:03d}{suffix}"]) > 1
         files.append(MigrationFile(
             path=path, number=number, suffix=suffix, name=name, checksum=hashlib.sha256(raw).hexdigest(),
@@ -197,6 +199,36 @@ def _check_kind(path: Path, directory: Path) -> None:
                          "file may hold.", hint="Split it, or load bulk data outside the migrations.")
 
 
+def recorded(values: Iterable[str]) -> set[str]:
+    """A tracker's values as text, read the ways teams write them: trimmed, and a version also
+    without and with padding zeros (``' 4'``, ``'0004'`` -> ``4``, ``004``)."""
+    found: set[str] = set()
+    for value in values:
+        text = value.strip()
+        found.add(text)
+        match = re.fullmatch(r"([0-9]+)([a-z]?)", text, re.IGNORECASE)
+        if match:
+            number, suffix = int(match.group(1)), match.group(2).lower()
+            found |= {f"{number}{suffix}", f"{number:03d}{suffix}"}
+    return found
+
+
+def unmatched(files: Iterable[MigrationFile], applied: set[str]) -> list[str]:
+    """Recorded values (``recorded``'s forms) that name no file of ``files``: a file deleted or
+    renamed since it ran, or a tracker written by other rules."""
+    names: set[str] = set()
+    for f in files:
+        names |= {f.path.stem, f.path.name, f.version}
+        if f.number is not None:
+            names |= {f"{f.number}{f.suffix}", f"{f.number:03d}{f.suffix}"}
+    orphans = set()
+    for value in applied:
+        forms = recorded([value])
+        if not forms & names:  # a version is named by any of its forms, each value once
+            orphans.add(min(forms, key=len))
+    return sorted(orphans)
+
+
 def pending(files: Iterable[MigrationFile], applied: set[str], records: str = "version"
             ) -> list[MigrationFile]:
     """The files not recorded in ``applied``, in plan order (``records``: see ``applied_in``)."""
@@ -215,9 +247,9 @@ def ambiguous(files: Iterable[MigrationFile], applied: set[str], records: str = 
         return {}
     found: dict[str, list[str]] = {}
     for f in files:
-        if f.shared_number and f.path.stem not in applied and f.path.name not in applied:
-            for version in sorted(f.recorded_numbers(applied)):
-                found.setdefault(version, []).append(f.path.name)
+        if f.shared_number and f.path.stem not in applied and f.path.name not in applied \
+                and f.recorded_numbers(applied):
+            found.setdefault(f"{f.number}{f.suffix}", []).append(f.path.name)
     return {version: tuple(names) for version, names in sorted(found.items())}
 
 

@@ -25,6 +25,7 @@ run could not verify, exit 2) instead of returning a failure.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from psycopg import sql
 
 from verifier.config.migrations import DEFAULT_TRACKER, Tracker
 from verifier.errors import DatabaseUnreachable, UsageError, VerifierError
-from verifier.migrate.plan import MigrationFile
+from verifier.migrate.plan import MigrationFile, recorded
 from verifier.migrate.sqltext import SqlSyntaxError, Statement, split_statements
 from verifier.pg import conninfo
 from verifier.pg.snapshot import configure, timeout_ms
@@ -282,12 +283,44 @@ class Runner:
                 hint="Give them defaults in the snapshot's schema, or track by another table.")
 
     def applied(self) -> set[str]:
-        """The values the tracker's column records, as text (the default tracker is created when absent)."""
+        """The values the tracker's column records, as text in ``plan.recorded``'s forms (the default
+        tracker is created when absent)."""
         self.ensure_table()
         rows = self.conn.execute(sql.SQL("SELECT {}::text FROM {} WHERE {} IS NOT NULL").format(
             sql.Identifier(self.tracker.column), self._tracker_table(), sql.Identifier(self.tracker.column)
         )).fetchall()
-        return {str(r[0]) for r in rows}
+        return recorded(str(r[0]) for r in rows)
+
+    def check_recordable(self, files: Sequence[MigrationFile]) -> None:
+        """Raise ``UsageError`` before anything runs when the tracker's column cannot record one of
+        ``files``: a type that holds neither text nor integers, a file without a number (or one too
+        large) for an integer column, a name longer than a varchar column holds."""
+        t = self.tracker
+        self.ensure_table()
+        columns = {str(n): str(k) for n, k, _ in self.conn.execute(
+            TRACKER_COLUMNS_SQL, (t.schema, t.table)).fetchall()}
+        kind = columns[t.column]
+        where = f"{t.describe()}, of type {kind}"
+        if kind in INTEGER_TYPES:
+            limit = {"smallint": 2**15 - 1, "integer": 2**31 - 1, "bigint": 2**63 - 1}[kind]
+            for f in files:
+                if f.number is None or f.number > limit:
+                    why = "it has no number." if f.number is None else "its number is too large."
+                    raise UsageError(f"{f.path.name} cannot be recorded in {where}: {why}",
+                                     hint="Number the files within the column's range, or track them by "
+                                          "file name ([migration_tracker] records).")
+            return
+        match = re.fullmatch(r"(?:character varying|character|text)(?:\((\d+)\))?", kind)
+        if match is None:
+            raise UsageError(f"The migration tracker {where} holds neither text nor integers: the runner "
+                             "cannot record what it applies.", hint="Track migrations in a text or integer "
+                                                                     "column ([migration_tracker] column).")
+        width = int(match.group(1)) if match.group(1) else None
+        for f in files:
+            if width is not None and len(f.record_value(t.records)) > width:
+                raise UsageError(f"{f.path.name} cannot be recorded in {where}: "
+                                 f"{f.record_value(t.records)!r} is longer than {width} characters.",
+                                 hint="Widen the column, or record versions rather than file names.")
 
     def record(self, f: MigrationFile) -> None:
         """Mark ``f`` applied: its number where a version column is an integer, else

@@ -14,7 +14,7 @@ scratch database (``rule_checks``). Writes only to the database it is given
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from verifier.config.migrations import DEFAULT_TRACKER, Tracker
 from verifier.errors import UsageError
@@ -23,6 +23,14 @@ from verifier.migrate import plan, rule_checks
 from verifier.migrate.runner import MigrationResult, Runner
 from verifier.run import Run
 from verifier.scratch.server import ScratchDatabase
+
+
+def check_recordable(dsn: str, files: Sequence[plan.MigrationFile], tracker: Tracker = DEFAULT_TRACKER
+                     ) -> None:
+    """Raise ``UsageError`` when ``tracker`` cannot record one of ``files`` (``Runner.check_recordable``)."""
+    if files:
+        with Runner(dsn, tracker=tracker) as runner:
+            runner.check_recordable(files)
 
 
 def applied(dsn: str, tracker: Tracker = DEFAULT_TRACKER) -> set[str]:
@@ -71,7 +79,15 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
     with run.stage("migrate") as detail:
         done = applied(db.dsn, tracker)
         todo = plan.pending(files, done, tracker.records)
+        check_recordable(db.dsn, todo, tracker)
         detail["tracker"] = f"{tracker.describe()}, records {tracker.records}"
+        orphans = plan.unmatched(files, done) if tracker.records == "version" else [
+            v for v in done if not any(v in (f.path.stem, f.path.name) for f in files)]
+        if orphans:
+            detail["recorded_without_file"] = orphans
+            run.tell(f"{tracker.describe()} records {len(orphans)} value(s) that name no file here, e.g. "
+                     f"{', '.join(orphans[:5])}: files deleted or renamed since they ran, or another "
+                     "tracker's rules (see [migration_tracker]).")
         for version, names in plan.ambiguous(files, done, tracker.records).items():
             run.add(Finding(
                 "migration_version_ambiguous", "warning", migration=names[0], count=len(names),
@@ -83,7 +99,8 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
         where = f" from {files[0].path.parent}" if files else ""
         run.tell(f"Migrating{where}: {len(todo)} pending file(s), in this order: "
                  + (", ".join(f.path.name for f in todo) or "none")
-                 + (f" ({len(done)} already applied)" if done else "") + ".")
+                 + (f" ({len(files) - len(todo)} file(s) already applied)" if len(todo) < len(files) else "")
+                 + ".")
         detail.update(already_applied=sorted(done), pending=[f.path.name for f in todo],
                       rule_checks="checked" if check_rules else "skipped (--skip-rule-checks)",
                       time_limit=(f"{timeout_s:g} s per file ({limit_source})" if timeout_s is not None

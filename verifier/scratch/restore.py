@@ -108,7 +108,10 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
     standins = check_extensions(info, db)
     started = time.monotonic()
     if info.format == "plain":
-        psql = _restore_plain(info, db, server_major)
+        try:
+            psql = _restore_plain(info, db, server_major)
+        except SnapshotError as exc:
+            raise _with_standin_hint(exc, standins) from None
         return RestoreResult(time.monotonic() - started, 1, f"psql {psql.version}", standins)
     tool = tools.find("pg_restore", server_major)
     # Tar archives cannot be restored in parallel (pg_restore needs seeks).
@@ -121,8 +124,17 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
                             hint="Raise restore_timeout_s in [tool.verifier] for a larger snapshot; a "
                                  "damaged archive can also make pg_restore loop.") from None
     if done.returncode != 0:
-        raise snapshot_error(info.path, done.stderr, reading=False)
+        raise _with_standin_hint(snapshot_error(info.path, done.stderr, reading=False), standins)
     return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}", standins)
+
+
+def _with_standin_hint(error: SnapshotError, standins: tuple[str, ...]) -> SnapshotError:
+    """``error``, with what to do when the restore stopped at a function our stand-ins lack."""
+    if standins and "does not exist" in str(error) and "function" in str(error):
+        error.hint = (f"The scratch server has only the verifier's stand-in of {', '.join(standins)}, "
+                      "which lacks this function (no crypt, gen_salt or pgp_*): rehearse with --scratch "
+                      "docker, or --scratch URL of a server that has the real extension.")
+    return error
 
 
 def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
