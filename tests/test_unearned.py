@@ -12,6 +12,7 @@ of a double, decoded in SQL, agrees with Python's ``Decimal(float)``.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from decimal import Decimal
@@ -34,6 +35,11 @@ def _verify(dsn: str, tmp_path: Path, setup: str, *extra: str) -> tuple[int, dic
     result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path / "r"), *extra)
     assert "Traceback" not in result.stderr, result.stderr
     return result.code, json.loads((only_run(tmp_path / "r") / "summary.json").read_text()), result.stderr
+
+
+def _offenders(report_dir: Path) -> list[dict[str, str]]:
+    with (only_run(report_dir) / "offenders.csv").open() as fh:
+        return list(csv.DictReader(fh))
 
 
 def _by_rule(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -137,21 +143,26 @@ def test_b_a_text_amount_is_never_passed_over(fresh_db: str, tmp_path: Path) -> 
     setup = """CREATE TABLE advances (id int PRIMARY KEY, requested_amount text NOT NULL,
                                      requested_amount_cents bigint);
                INSERT INTO advances VALUES (1, '1,072.50', 100), (2, '$2,000.00', 200000), (3, 'n/a', 0),
-                                           (4, '(15.25)', -1525), (5, ' USD 7 ', 700);"""
+                                           (4, '(15.25)', -1525), (5, ' USD 7 ', 700), (6, '-$5.00', -500),
+                                           (7, '1.072,50', 107250), (8, '12$34', 1234), (9, '1,00', 100),
+                                           (10, '1,2,3,4', 1234), (11, 'USD-USD5', -500);"""
     code, data, _ = _verify(fresh_db, tmp_path, setup)
     assert code == 1
     [unverified] = [f for f in data["findings"] if f["rule"] == "unverified_minor_units"]
     assert unverified["column"] == "requested_amount_cents"
     assert "its source requested_amount is text: give it a parse rule in [[text_amounts]]" in \
         unverified["message"]
-    # With its parse rule, every row is read: one wrong, one unparsable, three right.
+    # With its parse rule, every row is read: one wrong, six unparsable, four right.
     (tmp_path / "verifier.toml").write_text('[[text_amounts]]\ncolumn = "advances.requested_amount"\n')
     result = run_cli("verify-cents", "--db", fresh_db, "--config", str(tmp_path / "verifier.toml"),
                      "--report-dir", str(tmp_path / "parsed"))
     assert result.code == 1, result.stderr
     parsed = json.loads((only_run(tmp_path / "parsed") / "summary.json").read_text())
-    rows = {s["key"]["id"]: f["rule"] for f in parsed["findings"] for s in f["sample"]}
-    assert rows == {1: "value_mismatch", 3: "unparsable_original"}
+    rows = {json.loads(r["row_key"])["id"]: r["rule"] for r in _offenders(tmp_path / "parsed")}
+    # Separators and symbols only where an amount has them: a European or garbled text is no amount.
+    assert rows == {1: "value_mismatch", 3: "unparsable_original", 7: "unparsable_original",
+                    8: "unparsable_original", 9: "unparsable_original", 10: "unparsable_original",
+                    11: "unparsable_original"}
     pairing = _stage(parsed, "pairs")["pairing"]
     assert [(p["source"], p["target"], p["rule"]) for p in pairing] == [
         ("requested_amount", "requested_amount_cents", "X / X_cents")]
@@ -244,7 +255,8 @@ def test_a_fixed_exponent_and_a_configured_currency_column(fresh_db: str, tmp_pa
     missing = run_cli("verify-cents", "--db", fresh_db, "--config", str(config),
                       "--report-dir", str(tmp_path / "m"))
     assert missing.code == 2
-    assert "public.fx.currency (currency_column), which does not exist" in missing.stderr
+    assert "The configured minor_units on public.fx names column(s) currency, which do not exist" in \
+        missing.stderr
 
 
 def test_rows_a_later_set_not_null_will_reject(fresh_db: str, tmp_path: Path, make_db: Any,
@@ -258,6 +270,20 @@ def test_rows_a_later_set_not_null_will_reject(fresh_db: str, tmp_path: Path, ma
     [violation] = [f for f in data["findings"] if f["rule"] == "constraint_violation"]
     assert (violation["column"], violation["count"]) == ("balance_cents", 2)
     assert "configured not_null" in violation["message"]
+    # A table without pairs is checked too; a name that does not exist is exit 2.
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE payouts (id int PRIMARY KEY, payee_id int); "
+                     "INSERT INTO payouts VALUES (1, NULL)")
+    config.write_text('not_null = ["payouts.payee_id"]\n')
+    run_cli("verify-cents", "--db", fresh_db, "--config", str(config), "--report-dir", str(tmp_path / "p"))
+    payouts = json.loads((only_run(tmp_path / "p") / "summary.json").read_text())
+    violations = [(f["table"], f["column"]) for f in payouts["findings"]
+                  if f["rule"] == "constraint_violation"]
+    assert violations == [("public.payouts", "payee_id")]
+    config.write_text('not_null = ["wallets.balance_cnets"]\n')
+    typo = run_cli("verify-cents", "--db", fresh_db, "--config", str(config),
+                   "--report-dir", str(tmp_path / "t"))
+    assert typo.code == 2 and "names column(s) balance_cnets" in typo.stderr
     # In a rehearsal, a pending migration announces it: 302 stops the series before 303 runs.
     source = make_db()
     with psycopg.connect(source, autocommit=True) as conn:
@@ -279,3 +305,103 @@ def test_rows_a_later_set_not_null_will_reject(fresh_db: str, tmp_path: Path, ma
     [violation] = [f for f in rehearsed["findings"] if f["rule"] == "constraint_violation"]
     assert (violation["column"], violation["count"]) == ("balance_cents", 2)
     assert "303_enforce.sql line 2, not applied" in violation["message"]
+
+
+def test_what_the_target_controls_does_not_change_the_verdict(fresh_db: str, tmp_path: Path) -> None:
+    """Row level security that would hide wrong rows is an error naming the table; an operator someone
+    defined in public for bigint = numeric is never the one our comparison uses."""
+    from .conftest import reader_role
+
+    setup = """CREATE TABLE pay (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+               INSERT INTO pay VALUES (1, 1.00, 100), (2, 2.00, 2);
+               CREATE FUNCTION public.lie(bigint, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE
+                 AS 'SELECT true';
+               CREATE OPERATOR public.= (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = public.lie);"""
+    code, data, _ = _verify(fresh_db, tmp_path, setup)
+    assert code == 1 and [f["rule"] for f in data["findings"] if f["severity"] == "error"][0] == "scale_error"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE pay ENABLE ROW LEVEL SECURITY; "
+                     "CREATE POLICY honest_looking ON pay FOR SELECT USING (amount_cents = amount * 100)")
+    with reader_role(fresh_db) as reader:
+        result = run_cli("verify-cents", "--db", reader, "--report-dir", str(tmp_path / "rls"))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "a row level security policy would hide rows from this role" in result.stderr
+    assert "BYPASSRLS" in result.stderr
+
+
+def test_an_identity_whose_total_is_null_is_broken(fresh_db: str, tmp_path: Path) -> None:
+    config = tmp_path / "verifier.toml"
+    config.write_text('[[identities]]\ntable = "pay"\ntotal = "amount_cents"\n'
+                      'parts = ["fee_cents", "net_cents"]\n')
+    code, data, _ = _verify(fresh_db, tmp_path, """
+        CREATE TABLE pay (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint,
+                          fee numeric(12,2), fee_cents bigint, net numeric(12,2), net_cents bigint);
+        INSERT INTO pay VALUES (1, NULL, NULL, 1.00, 100, 4.00, 400),
+                               (2, 5.00, 500, NULL, NULL, 5.00, 500);""",
+        "--config", str(config))
+    assert code == 1
+    [identity] = [f for f in data["findings"] if f["rule"] == "identity_violation"]
+    assert (identity["count"], identity["cents_impact"], identity["sample"][0]["key"]) == (1, 500, {"id": 1})
+
+
+def test_what_a_break_it_run_found_passing(fresh_db: str, tmp_path: Path) -> None:
+    """Each of these passed once while a cent was wrong or unchecked; now each is found."""
+    config = tmp_path / "verifier.toml"
+    config.write_text('[[pairs]]\nsource = "products.price_usd"\ntarget = "price"\n')
+    code, data, _ = _verify(fresh_db, tmp_path, """
+        -- a configured pair whose target is not named like cents
+        CREATE TABLE products (id int PRIMARY KEY, price_usd numeric(12,2), price bigint);
+        INSERT INTO products VALUES (1, 19.99, 5);
+        -- a second currency column: which one a pair follows cannot be told
+        CREATE TABLE fx (id int PRIMARY KEY, currency text, amount numeric(14,3), amount_cents bigint,
+                         settlement_currency text, settlement_amount numeric(14,3),
+                         settlement_amount_cents bigint);
+        INSERT INTO fx VALUES (1, 'USD', 5, 500, 'JPY', 750, 75000);
+        -- a user's schema that shares the name of the verifier's rehearsal record
+        CREATE SCHEMA verifier_originals;
+        CREATE TABLE verifier_originals.payouts (id int PRIMARY KEY, amount numeric(12,2),
+                                                 amount_cents bigint);
+        INSERT INTO verifier_originals.payouts VALUES (1, 10.00, 1);
+        -- a comment that mentions another column does not beat the name
+        CREATE TABLE orders (id int PRIMARY KEY, tip numeric(12,2), tip_cents bigint, fee numeric(12,2),
+                             fee_cents bigint);
+        INSERT INTO orders VALUES (1, 2.00, 999, 9.99, 999);
+        COMMENT ON COLUMN orders.tip_cents IS 'In cents. Unlike fee, it is never refunded';
+        -- an inheritance child: its wrong row is counted once, in its own table
+        CREATE TABLE base_sales (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+        CREATE TABLE shop_sales () INHERITS (base_sales);
+        INSERT INTO shop_sales VALUES (1, 1.00, 7);
+        -- views named like a ledger's tables make no ledger
+        CREATE TABLE accounts (id int PRIMARY KEY, balance_cents bigint);
+        CREATE VIEW journals AS SELECT 1 AS id; CREATE VIEW entries AS SELECT 1 AS id;""",
+        "--config", str(config))
+    assert code == 1
+    rows = {(json.loads(r["row_key"])["id"], r["table"], r["column"]): r["rule"]
+            for r in _offenders(tmp_path / "r")}
+    assert rows[(1, "public.products", "price")] == "value_mismatch"
+    assert rows[(1, "verifier_originals.payouts", "amount_cents")] == "value_mismatch"
+    assert rows[(1, "public.orders", "tip_cents")] == "value_mismatch"
+    assert rows[(1, "public.shop_sales", "amount_cents")] == "value_mismatch"
+    assert not [k for k in rows if k[1] == "public.base_sales"]
+    unverified = {(f["table"], f["column"]): f["message"] for f in data["findings"]
+                  if f["rule"] == "unverified_minor_units"}
+    assert "several columns could hold each row's currency" in \
+        unverified[("public.fx", "settlement_amount_cents")]
+    assert ("public.accounts", "balance_cents") in unverified
+    assert data["totals"]["offending_rows"] == 4
+
+
+def test_configured_columns_of_the_wrong_type_are_exit_2(fresh_db: str, tmp_path: Path) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pay (id uuid PRIMARY KEY, ccy smallint, amount numeric(12,2), "
+                     "amount_cents bigint, fee_cents bigint)")
+    config = tmp_path / "verifier.toml"
+    for text, words in (('[[identities]]\ntable = "pay"\ntotal = "amount_cents"\n'
+                         'parts = ["id", "fee_cents"]\n',
+                         "names column(s) that hold no amount: id (uuid)"),
+                        ('[[minor_units]]\ntable = "pay"\ncurrency_column = "ccy"\n',
+                         "currency_column public.pay.ccy is smallint")):
+        config.write_text(text)
+        result = run_cli("verify-cents", "--db", fresh_db, "--config", str(config),
+                         "--report-dir", str(tmp_path / "r"))
+        assert result.code == 2 and "Traceback" not in result.stderr and words in result.stderr, result.stderr

@@ -11,6 +11,7 @@ source columns (``SOURCE_TYPES``) and their exact row counts.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -61,8 +62,10 @@ LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
 LEFT JOIN resolved r ON r.top = a.atttypid
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND n.nspname <> 'verifier_originals'  -- verifier.cents.originals.ORIGINALS_SCHEMA (asserted there)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  -- A rehearsal's own record (verifier.cents.originals.ORIGINALS_SCHEMA, asserted there); a live
+  -- database's schema of that name is the user's, and read.
+  AND (NOT %(skip_ours)s OR n.nspname <> 'verifier_originals')
 ORDER BY 1, 2, a.attnum
 """
 
@@ -109,11 +112,12 @@ def looks_minor(column: Column) -> bool:
             or bool(column.comment and MINOR_WORDS.search(column.comment) and column.whole_number_type))
 
 
-def read_columns(conn: psycopg.Connection) -> dict[tuple[str, str], list[Column]]:
-    """Every column of every user table (COLUMNS_SQL), per (schema, table), in column order."""
+def read_columns(conn: psycopg.Connection, *, skip_ours: bool = True) -> dict[tuple[str, str], list[Column]]:
+    """Every column of every user table (COLUMNS_SQL), per (schema, table), in column order; with
+    ``skip_ours`` (a rehearsal) not those of the verifier's own record of the originals."""
     tables: dict[tuple[str, str], list[Column]] = {}
     for nsp, rel, col, base, full, scale, domain, enum, not_null, key_pos, comment in conn.execute(
-            COLUMNS_SQL).fetchall():
+            COLUMNS_SQL, {"skip_ours": skip_ours}).fetchall():
         tables.setdefault((nsp, rel), []).append(
             Column(col, base, full, bool(not_null), key_pos, scale, domain, comment, bool(enum)))
     return tables
@@ -146,6 +150,23 @@ def money_tables(conn: psycopg.Connection) -> list[MoneyTable]:
         assert row is not None
         result.append(MoneyTable(schema, table, money, int(row[0])))
     return result
+
+
+# Partitioned tables: read whole (their partitions are not listed); every other table is read ONLY
+# itself, since an inheritance child is listed, and verified, on its own.
+PARTITIONED_SQL = ("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+                   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p'")
+
+
+def reads(conn: psycopg.Connection) -> Callable[[str, str], sql.Composable]:
+    """How to read a table as itself (``FROM`` this): ``ONLY schema.table``, or for a partitioned
+    table ``schema.table`` (its partitions are its rows)."""
+    partitioned = {(str(a), str(b)) for a, b in conn.execute(PARTITIONED_SQL).fetchall()}
+
+    def read(schema: str, table: str) -> sql.Composable:
+        ident = sql.Identifier(schema, table)
+        return ident if (schema, table) in partitioned else sql.SQL("ONLY {}").format(ident)
+    return read
 
 
 def table_names(conn: psycopg.Connection) -> set[tuple[str, str]]:

@@ -22,12 +22,13 @@ import psycopg
 from psycopg import sql
 
 from verifier.cents.catalog import TEXT_TYPES, Column
+from verifier.errors import VerifierError
 
 FACTOR = "verifier_factor"  # the factor's column in the relation the checks read
 CURRENCY_NAMES = ("currency", "currency_code", "iso_currency", "currency_iso")
 DETECT_ROWS = 1000  # rows read to tell a currency column by its values
 # The first rows of a candidate column: how many are set, and how many look like ISO codes.
-LOOKS_SQL = ("SELECT count(c), count(*) FILTER (WHERE upper(btrim(c::text)) ~ '^[A-Z]{{3}}$') "
+LOOKS_SQL = ("SELECT count(c), count(*) FILTER (WHERE upper(btrim(c::text)) COLLATE \"C\" ~ '^[A-Z]{{3}}$') "
              "FROM (SELECT {column} AS c FROM {table} LIMIT %s) s")
 
 
@@ -56,27 +57,40 @@ def join(relation: sql.Composable, column: Column) -> sql.Composable:
     rows = sql.SQL(", ").join(
         sql.SQL("({}::{}, {}::numeric)").format(sql.Literal(code), sql.SQL(typed), sql.Literal(10 ** e))
         for c, e in pairs for code in (c, c.lower()))
+    # In the "C" collation: a case-insensitive (nondeterministic) one would match "Usd" to both USD
+    # and usd, and read each row twice.
     key = sql.SQL("r.{}").format(sql.Identifier(column.name))
-    if column.enum:
+    if column.enum or column.base_type == "citext":
         key = sql.SQL("{}::text").format(key)
+    key = sql.SQL('{} COLLATE "C"').format(key)
     return sql.SQL("(SELECT r.*, verifier_iso.factor AS {f} FROM {rel} AS r LEFT JOIN "
                    "(VALUES {rows}) AS verifier_iso(code, factor) ON verifier_iso.code = {key})").format(
         f=sql.Identifier(FACTOR), rel=relation, rows=rows, key=key)
 
 
+def code_type(column: Column) -> bool:
+    """Whether the column's type can hold a currency code: text types, citext, an enum."""
+    return column.base_type in TEXT_TYPES or column.base_type == "citext" or column.enum
+
+
 def candidates(columns: list[Column]) -> list[Column]:
-    """The columns named and typed (text, or an enum) like a currency code."""
+    """The columns named and typed like a currency code."""
     return [c for c in columns
-            if (c.name.lower() in CURRENCY_NAMES or c.name.lower().endswith("_currency"))
-            and (c.base_type in TEXT_TYPES or c.enum)]
+            if (c.name.lower() in CURRENCY_NAMES or c.name.lower().endswith("_currency")) and code_type(c)]
 
 
 def looks_like_codes(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:
     """Whether most of the first ``DETECT_ROWS`` set values of the column are three-letter codes
     (an empty table: yes, by its name alone)."""
-    row = conn.execute(sql.SQL(LOOKS_SQL).format(column=sql.Identifier(column),
-                                                 table=sql.Identifier(schema, table)),
-                       (DETECT_ROWS,)).fetchone()
+    try:
+        row = conn.execute(sql.SQL(LOOKS_SQL).format(column=sql.Identifier(column),
+                                                     table=sql.Identifier(schema, table)),
+                           (DETECT_ROWS,)).fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise VerifierError(f"No permission to read {schema}.{table} (to tell whether {column} holds each "
+                            f"row's currency): {exc.diag.message_primary}.",
+                            hint=f"GRANT SELECT ON {schema}.{table} TO the verifying role, or exclude the "
+                                 "table in [tool.verifier] exclude.") from None
     assert row is not None
     set_values, codes = int(row[0]), int(row[1])
     return set_values == 0 or codes * 2 > set_values

@@ -40,6 +40,9 @@ from verifier.findings import Finding
 from verifier.pg import conninfo
 from verifier.run import Run
 
+# PostgreSQL's limit on a select list (MaxTupleAttributeNumber, "target lists can have at most 1664
+# entries"): a table needs 1 + 2 per check + 1 per pair of it.
+SELECT_LIST_MAX = 1664
 OFFENDERS_HEADER = ("table", "column", "rule", "row_key", "original", "cents", "expected_cents",
                     "cents_impact")
 
@@ -142,6 +145,12 @@ def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
                           sql.SQL("{} IS NOT NULL").format(sql.Identifier(column)).as_string(conn), column)
         for column, why in not_null or [] if column in plan.columns]
     checks = checks_of(plan, identities, constraints)
+    columns = 1 + 2 * len(checks) + len(plan.pairs)  # build_summary_query's select list
+    if columns > SELECT_LIST_MAX:
+        raise VerifierError(
+            f"{plan.name} has {len(checks):,} checks ({len(plan.pairs):,} pairs): their one statement would "
+            f"read {columns:,} values, more than PostgreSQL's {SELECT_LIST_MAX:,} a select list may hold.",
+            hint="Verify it in parts: exclude some of its columns in one run and the others in another.")
     stats = {c.index: CheckStats() for c in checks}
     row = conn.execute(build_summary_query(plan, identities, constraints)).fetchone()
     assert row is not None
@@ -297,10 +306,15 @@ def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
             result, found = verify_table(conn, plan, config, offenders,
                                          (not_null or {}).get((plan.schema, plan.table), []))
         except psycopg.errors.InsufficientPrivilege as exc:
+            hidden = "row-level security" in (exc.diag.message_primary or "")
             raise VerifierError(
-                f"No permission to read {plan.name}: {exc.diag.message_primary}.",
-                hint=f"GRANT SELECT ON {plan.name} TO the verifying role, or exclude the table "
-                     "in [tool.verifier] exclude.",
+                f"No permission to read {plan.name}"
+                + (" whole: a row level security policy would hide rows from this role"
+                   if hidden else "") + f": {exc.diag.message_primary}.",
+                hint=(f"Verify as a role with BYPASSRLS (ALTER ROLE ... BYPASSRLS), or one a policy on "
+                      f"{plan.name} shows every row; or exclude the table in [tool.verifier] exclude."
+                      if hidden else f"GRANT SELECT ON {plan.name} TO the verifying role, or exclude "
+                                     "the table in [tool.verifier] exclude."),
             ) from None
         results.append(result)
         findings += found
@@ -309,7 +323,7 @@ def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
 
 def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
                originals: dict[tuple[str, str], Originals] | None = None, required: bool = True,
-               ledger: dict[tuple[str, str], str] | None = None,
+               ledger: dict[tuple[str, str, str], str] | None = None,
                born: frozenset[tuple[str, str]] = frozenset(),
                not_null: dict[tuple[str, str], list[tuple[str, str]]] | None = None) -> None:
     """The "pairs" and "verify" stages of a run, on ``conn`` (one snapshot, read only).
@@ -329,7 +343,8 @@ def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
     where = conninfo.describe(url)
     with conninfo.reading(url, config.statement_timeout_s):
         with run.stage("pairs") as detail:
-            plans, inventory = pairs_.discover(conn, config, originals, ledger=ledger, born=born)
+            plans, inventory = pairs_.discover(conn, config, originals, ledger=ledger, born=born,
+                                               not_null=frozenset(not_null or {}))
             unverified = inventory_findings(inventory)
             detail.update(tables=len(plans), pairs=sum(len(p.pairs) for p in plans),
                           unpaired=len(unverified),

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from verifier.cents.catalog import COLUMNS_SQL, key_of, looks_minor, read_columns
+from verifier.cents.catalog import COLUMNS_SQL, key_of, looks_minor, read_columns, reads
 from verifier.config import Config
 from verifier.errors import VerifierError
 
@@ -101,6 +101,7 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
     keyless: list[str] = []
     rows = 0
     with conn.transaction():
+        read = reads(conn)
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(ORIGINALS_SCHEMA)))
         for (nsp, rel), cols in read_columns(conn).items():
             money = [Source(c.name, c.full_type, c.not_null,
@@ -118,7 +119,7 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
             target = sql.Identifier(ORIGINALS_SCHEMA, name)
             cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
                 target, sql.SQL(", ").join(sql.Identifier(c) for c in [*key, *(m.name for m in money)]),
-                sql.Identifier(nsp, rel)))
+                read(nsp, rel)))
             rows += max(cur.rowcount, 0)
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 target, sql.SQL(", ").join(sql.Identifier(c) for c in key)))

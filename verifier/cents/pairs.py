@@ -32,6 +32,9 @@ import psycopg
 from verifier.cents import currency
 from verifier.cents.catalog import (
     INTEGER_MAX,
+    MINOR_SUFFIXES,
+    PARTITIONED_SQL,
+    SOURCE_TYPES,
     TEXT_TYPES,
     Column,
     key_of,
@@ -98,9 +101,11 @@ class TablePlan:
     originals: Originals | None = None
     identities: tuple[tuple[str, tuple[str, ...]], ...] = ()  # configured: (total, parts)
     currency: Column | None = None  # the column of each row's currency, for pairs without an exponent
+    not_null: bool = False  # a later step sets columns of it NOT NULL (checked even without pairs)
+    partitioned: bool = False  # read with its partitions; any other table is read ONLY itself
 
     def __post_init__(self) -> None:
-        assert self.pairs or self.identities, "a table plan with nothing to check"
+        assert self.pairs or self.identities or self.not_null, "a table plan with nothing to check"
         assert (self.currency is not None) == any(p.exponent is None for p in self.pairs)
         assert set(self.key) <= set(self.columns)
         targets = [p.target for p in self.pairs]
@@ -176,20 +181,23 @@ def _kind(column_base_type: str) -> str:
 
 def discover(conn: psycopg.Connection, config: Config,
              originals: dict[tuple[str, str], Originals] | None = None, *,
-             ledger: dict[tuple[str, str], str] | None = None,
+             ledger: dict[tuple[str, str, str], str] | None = None,
              born: frozenset[tuple[str, str]] = frozenset(),
+             not_null: frozenset[tuple[str, str]] = frozenset(),
              ) -> tuple[list[TablePlan], Inventory]:
     """The table plans (pairs and configured identities per table) and the money inventory.
 
     ``originals`` (a rehearsal): a table's recorded sources are the sources
     of its pairs, whether the migrations kept, changed or dropped them; a
     column converted in place is its own minor-units column. ``ledger``:
-    tables of the ledger (its verdict text); ``born``: tables the rehearsal's
-    migrations created. Raises ``UsageError`` when the configuration names a
+    (schema, table, column) of each ledger role -> its verdict text; ``born``: tables the rehearsal's
+    migrations created; ``not_null``: tables a later step sets columns of NOT
+    NULL (checked even without pairs). Raises ``UsageError`` when the configuration names a
     table or column that does not exist, or a column whose type cannot hold
     what its role needs.
     """
-    tables = read_columns(conn)
+    tables = read_columns(conn, skip_ours=originals is not None)
+    partitioned = {(str(a), str(b)) for a, b in conn.execute(PARTITIONED_SQL).fetchall()}
     originals = originals or {}
     ledger = ledger or {}
     _check_configured(tables, config, originals)
@@ -197,17 +205,21 @@ def discover(conn: psycopg.Connection, config: Config,
     entries: list[Entry] = []
     for (nsp, rel), columns in tables.items():
         t = _classify(nsp, rel, columns, config, originals.get((nsp, rel)))
-        unit = _minor_unit(conn, t, config) if t.targets else _Unit(2, None, "")
-        pairs, found = _pair(t, config, ledger.get((nsp, rel)), (nsp, rel) in born, unit)
-        entries += found + _sources(t, pairs, config, ledger.get((nsp, rel)))
+        detect = t.targets and not config.excluded(nsp, rel)
+        unit = _minor_unit(conn, t, config) if detect else _Unit(2, None, "")
+        roles = {c: text for (a, b, c), text in ledger.items() if (a, b) == (nsp, rel)}
+        pairs, found = _pair(t, config, roles, (nsp, rel) in born, unit)
+        entries += found + _sources(t, pairs, config, roles)
         identities = tuple((i.total, i.parts) for i in config.identities if (i.schema, i.table) == (nsp, rel))
-        if config.excluded(nsp, rel) or not (pairs or identities):
+        announced = (nsp, rel) in not_null or any((a, b) == (nsp, rel) for a, b, _ in config.not_null)
+        if config.excluded(nsp, rel) or not (pairs or identities or announced):
             continue
         orig = originals.get((nsp, rel))
         plans.append(TablePlan(nsp, rel, key_of(columns), tuple(c.name for c in columns),
                                tuple(sorted(pairs, key=lambda p: (p.source, p.target))),
                                orig if pairs and orig and any(p.source_ref for p in pairs) else None,
-                               identities, unit.currency if pairs and unit.exponent is None else None))
+                               identities, unit.currency if pairs and unit.exponent is None else None,
+                               announced, (nsp, rel) in partitioned))
     total = sum(len(c) for c in tables.values())
     return plans, Inventory(tuple(entries), total)
 
@@ -238,39 +250,51 @@ def _check_configured(tables: dict[tuple[str, str], list[Column]], config: Confi
             raise UsageError(f"The configured target {pc.schema}.{pc.table}.{pc.target} is "
                              f"{target.full_type}, not bigint, integer, smallint or numeric.")
     for ident in config.identities:
-        names = {c.name for c in tables.get((ident.schema, ident.table), [])}
-        if not names:
-            raise UsageError(f"The configured identity names table {ident.schema}.{ident.table}, which "
-                             "does not exist (or that we may not see).")
-        missing = [c for c in (ident.total, *ident.parts) if c not in names]
-        if missing:
-            raise UsageError(f"The configured identity on {ident.schema}.{ident.table} names column(s) "
-                             f"{', '.join(missing)}, which do not exist.")
+        live = _named(tables, "identity", ident.schema, ident.table, ident.total, *ident.parts)
+        wrong = [f"{c} ({live[c].full_type})" for c in (ident.total, *ident.parts)
+                 if not (live[c].base_type in INTEGER_MAX or live[c].base_type in ("numeric", "money"))]
+        if wrong:
+            raise UsageError(f"The configured identity on {ident.schema}.{ident.table} names column(s) that "
+                             f"hold no amount: {', '.join(wrong)}.")
+    for schema, table, column in config.not_null:
+        _named(tables, "not_null", schema, table, column)
     for mu in config.minor_units:
-        names = {c.name for c in tables.get((mu.schema, mu.table), [])}
-        if not names:
-            raise UsageError(f"The configured minor_units names table {mu.schema}.{mu.table}, which does "
-                             "not exist (or that we may not see).")
-        if mu.currency_column is not None and mu.currency_column not in names:
-            raise UsageError(f"The configured minor_units names column {mu.schema}.{mu.table}."
-                             f"{mu.currency_column} (currency_column), which does not exist.")
+        live = _named(tables, "minor_units", mu.schema, mu.table, *filter(None, [mu.currency_column]))
+        if mu.currency_column and not currency.code_type(live[mu.currency_column]):
+            raise UsageError(f"The configured minor_units currency_column {mu.schema}.{mu.table}."
+                             f"{mu.currency_column} is {live[mu.currency_column].full_type}, not a text "
+                             "type or an enum that holds ISO 4217 codes.")
     for ta in config.text_amounts:
-        live_cols = {c.name: c for c in tables.get((ta.schema, ta.table), [])}
-        col = live_cols.get(ta.column)
-        if col is None:
-            raise UsageError(f"The configured text amount {ta.schema}.{ta.table}.{ta.column} does not exist.")
+        col = _named(tables, "text amount", ta.schema, ta.table, ta.column)[ta.column]
         if col.base_type not in TEXT_TYPES:
             raise UsageError(f"The configured text amount {ta.schema}.{ta.table}.{ta.column} is "
                              f"{col.full_type}, not text.")
 
 
+def _named(tables: dict[tuple[str, str], list[Column]], what: str, schema: str, table: str,
+           *columns: str) -> dict[str, Column]:
+    """The columns of a table the configuration names (``what``: which entry); ``UsageError`` naming
+    the table, or the columns, that do not exist."""
+    live = {c.name: c for c in tables.get((schema, table), [])}
+    if not live:
+        raise UsageError(f"The configured {what} names table {schema}.{table}, which does not exist (or "
+                         "that we may not see).")
+    missing = [c for c in columns if c not in live]
+    if missing:
+        raise UsageError(f"The configured {what} on {schema}.{table} names column(s) {', '.join(missing)}, "
+                         "which do not exist.")
+    return live
+
+
 def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: Originals | None) -> _Table:
     t = _Table(nsp, rel, columns)
     recorded = {o.name for o in orig.sources} if orig else set()
+    configured = {pc.target for pc in config.pairs if (pc.schema, pc.table) == (nsp, rel)}
     for c in columns:
         text = config.text_amount(nsp, rel, c.name)
-        # A recorded source now of a whole-number type was converted in place: it is its own cents.
-        if looks_minor(c) or (c.name in recorded and c.whole_number_type):
+        # A configured target is one whatever its name; a recorded source now of a whole-number type
+        # was converted in place: it is its own cents.
+        if looks_minor(c) or c.name in configured or (c.name in recorded and c.whole_number_type):
             t.targets[c.name] = c
         elif c.source_type:
             t.sources[c.name] = _Source(c.full_type, c.not_null, None, _kind(c.base_type))
@@ -278,6 +302,13 @@ def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: O
             t.sources[c.name] = _Source(c.full_type, c.not_null, None, "text", text)
         else:
             t.others[c.name] = c
+    # A decimal named like minor units ("fee_cents" numeric(12,2)) whose own minor-units column exists
+    # ("fee_cents_cents") is that column's source.
+    for name, c in list(t.targets.items()):
+        suffixed = {name + suffix for suffix in MINOR_SUFFIXES}
+        if c.base_type in SOURCE_TYPES and not c.whole_number_type and suffixed & set(t.targets):
+            del t.targets[name]
+            t.sources[name] = _Source(c.full_type, c.not_null, None, _kind(c.base_type))
     for i, o in enumerate(orig.sources if orig else ()):
         t.sources[o.name] = _Source(o.type, o.not_null, f"verifier_original_{i}", o.kind,
                                     config.text_amount(nsp, rel, o.name) if o.kind == "text" else None)
@@ -292,17 +323,19 @@ def _candidates(t: _Table, target: Column, config: Config) -> tuple[list[str], s
         return configured, "configured ([[pairs]])"
     if target.name in t.sources and t.sources[target.name].ref is not None:
         return [target.name], "converted in place (its recorded original)"
+    suffix = minor_suffix(target.name)
+    if suffix is not None:
+        base = target.name[: -len(suffix)]
+        hits = [s for s in SOURCE_SUFFIXES if base + s in t.sources and base + s != target.name]
+        if hits:
+            return [base + s for s in hits], ", ".join(f"X{s} / X{suffix}" for s in hits)
+    # Only where its name names no source: a comment that names source columns.
     if target.comment:
         named = [s for s in t.sources if s != target.name
                  and re.search(rf"(?<![\w]){re.escape(s)}(?![\w])", target.comment)]
         if named:
             return named, "its comment names it"
-    suffix = minor_suffix(target.name)
-    if suffix is None:
-        return [], ""
-    base = target.name[: -len(suffix)]
-    hits = [s for s in SOURCE_SUFFIXES if base + s in t.sources and base + s != target.name]
-    return [base + s for s in hits], ", ".join(f"X{s} / X{suffix}" for s in hits)
+    return [], ""
 
 
 @dataclass(frozen=True)
@@ -327,9 +360,6 @@ def _minor_unit(conn: psycopg.Connection, t: _Table, config: Config) -> _Unit:
     found = [c for c in currency.candidates(t.columns)
              if currency.looks_like_codes(conn, t.schema, t.table, c.name)]
     if len(found) > 1:
-        plain = [c for c in found if c.name.lower() in currency.CURRENCY_NAMES]
-        found = plain if len(plain) == 1 else found
-    if len(found) > 1:
         names = ", ".join(c.name for c in found)
         return _Unit(2, None, "", f"several columns could hold each row's currency ({names}); name one in "
                                   "[[minor_units]] currency_column")
@@ -338,7 +368,7 @@ def _minor_unit(conn: psycopg.Connection, t: _Table, config: Config) -> _Unit:
     return _Unit(2, None, "")
 
 
-def _pair(t: _Table, config: Config, ledger: str | None, born: bool, unit: _Unit
+def _pair(t: _Table, config: Config, ledger: dict[str, str], born: bool, unit: _Unit
           ) -> tuple[list[Pair], list[Entry]]:
     """The pairs of table ``t`` and the inventory's entries of its minor-units columns. One without a
     source is part of the ``ledger`` (its verdict text) or born in a table the migrations created,
@@ -361,8 +391,9 @@ def _pair(t: _Table, config: Config, ledger: str | None, born: bool, unit: _Unit
             why = f"its type, {target.full_type}, cannot hold minor units"
         elif found and unit.unresolved is not None:
             why = unit.unresolved
-        elif not found and ledger is not None:
-            entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units", "ledger", ledger))
+        elif not found and name in ledger:
+            entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units", "ledger",
+                                 ledger[name]))
             continue
         elif not found and born:
             entries.append(Entry(t.schema, t.table, name, target.full_type, "minor_units",
@@ -401,7 +432,7 @@ def _no_source(t: _Table, target: Column) -> str:
             "amount). Name one in [[pairs]], or exclude it")
 
 
-def _sources(t: _Table, pairs: list[Pair], config: Config, ledger: str | None) -> list[Entry]:
+def _sources(t: _Table, pairs: list[Pair], config: Config, ledger: dict[str, str]) -> list[Entry]:
     """The inventory's entries of the sources of table ``t``: verified by a pair, excluded, part of
     the ``ledger``, or unverified."""
     used = {p.source for p in pairs}
@@ -415,8 +446,8 @@ def _sources(t: _Table, pairs: list[Pair], config: Config, ledger: str | None) -
         elif name in used:
             verdict = "verified_source"
             why = "verified by " + ", ".join(p.target for p in pairs if p.source == name)
-        elif ledger is not None:
-            verdict, why = "ledger", ledger
+        elif name in ledger:
+            verdict, why = "ledger", ledger[name]
         else:
             verdict, why = "unverified", "no minor-units column is verified against it"
         entries.append(Entry(t.schema, t.table, name, source.type, "source", verdict, why))

@@ -24,6 +24,7 @@ PostgreSQL itself deparsed it from the catalog.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -122,7 +123,10 @@ def relation(plan: TablePlan) -> sql.Composable:
 
 
 def _relation(plan: TablePlan) -> sql.Composable:
-    table = sql.Identifier(plan.schema, plan.table)
+    # ONLY: an inheritance child is a table of its own, verified on its own (never twice).
+    table: sql.Composable = sql.Identifier(plan.schema, plan.table)
+    if not plan.partitioned:
+        table = sql.SQL("ONLY {}").format(table)
     if plan.originals is None:
         return table
     key = plan.originals.key
@@ -143,24 +147,41 @@ def _source(pair: Pair) -> sql.Composable:
     return sql.SQL("t.{}").format(sql.Identifier(pair.source_ref or pair.source))
 
 
-# What a text amount must be once its symbols, spaces and thousands separators are gone.
-TEXT_AMOUNT_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+_SPACE = r"[\s\u00A0]"  # white space, and the no-break space
+
+
+def _text_shape(pair: Pair) -> str:
+    """The pattern an amount must match once trimmed (symbols and white space at its ends): digits in
+    groups of three between thousands separators (or none), then the decimal separator and digits."""
+    assert pair.text is not None
+    t, d = (re.escape(c) for c in (pair.text.thousands, pair.text.decimal))
+    whole = rf"([0-9]{{1,3}}({t}[0-9]{{3}})+|[0-9]+)" if t else "[0-9]+"
+    return rf"^[+-]?({whole}({d}[0-9]*)?|{d}[0-9]+)$"
 
 
 def _text_cleaned(pair: Pair) -> sql.Composable:
-    """A text original with the configured symbols, white space and thousands separator removed,
-    an accounting negative ``(1,072.50)`` made ``-1072.50``, the decimal separator made ``.``."""
+    """A text original trimmed of white space and of the configured symbols at either end (after a
+    sign: ``-$5.00``), an accounting negative ``(1,072.50)`` made ``-1,072.50``."""
     assert pair.text is not None
-    s: sql.Composable = sql.SQL("btrim({})").format(_source(pair))
-    for symbol in pair.text.symbols:
-        s = sql.SQL("replace({}, {}, '')").format(s, sql.Literal(symbol))
-    s = sql.SQL(r"regexp_replace({}, '\s', '', 'g')").format(s)
-    if pair.text.thousands:
-        s = sql.SQL("replace({}, {}, '')").format(s, sql.Literal(pair.text.thousands))
-    s = sql.SQL(r"regexp_replace({}, '^\((.*)\)$', '-\1')").format(s)
-    if pair.text.decimal != ".":
-        s = sql.SQL("replace({}, {}, '.')").format(s, sql.Literal(pair.text.decimal))
+    symbols = "|".join(re.escape(x) for x in sorted(pair.text.symbols, key=len, reverse=True))
+    s: sql.Composable = _source(pair)
+    s = sql.SQL("regexp_replace({}, {}, '', 'g')").format(s, sql.Literal(rf"^{_SPACE}+|{_SPACE}+$"))
+    s = sql.SQL("regexp_replace({}, {}, '-\\1')").format(s, sql.Literal(r"^\((.*)\)$"))
+    if symbols:
+        s = sql.SQL(r"regexp_replace({}, {}, '\1')").format(
+            s, sql.Literal(rf"^([+-]?){_SPACE}*(?:{symbols}){_SPACE}*"))
+        s = sql.SQL("regexp_replace({}, {}, '')").format(s, sql.Literal(rf"{_SPACE}*(?:{symbols})$"))
     return s
+
+
+def _text_number(pair: Pair, cleaned: sql.Composable) -> sql.Composable:
+    """The cleaned text as a numeric literal's text: thousands separators dropped, the decimal one ``.``."""
+    assert pair.text is not None
+    if pair.text.thousands:
+        cleaned = sql.SQL("replace({}, {}, '')").format(cleaned, sql.Literal(pair.text.thousands))
+    if pair.text.decimal != ".":
+        cleaned = sql.SQL("replace({}, {}, '.')").format(cleaned, sql.Literal(pair.text.decimal))
+    return cleaned
 
 
 def unreadable(pair: Pair) -> sql.Composable:
@@ -169,7 +190,7 @@ def unreadable(pair: Pair) -> sql.Composable:
     if pair.text is None:
         return sql.SQL("false")
     return sql.SQL("({raw} IS NOT NULL AND {s} !~ {pattern})").format(
-        raw=_source(pair), s=_text_cleaned(pair), pattern=sql.Literal(TEXT_AMOUNT_PATTERN))
+        raw=_source(pair), s=_text_cleaned(pair), pattern=sql.Literal(_text_shape(pair)))
 
 
 def factor(pair: Pair) -> sql.Composable:
@@ -192,8 +213,8 @@ def _pair_terms(pair: Pair) -> tuple[sql.Composable, sql.Composable, sql.Composa
     """
     if pair.text is not None:
         cleaned = _text_cleaned(pair)
-        x: sql.Composable = sql.SQL("(CASE WHEN {s} ~ {pattern} THEN {s}::numeric END)").format(
-            s=cleaned, pattern=sql.Literal(TEXT_AMOUNT_PATTERN))
+        x: sql.Composable = sql.SQL("(CASE WHEN {s} ~ {pattern} THEN {n}::numeric END)").format(
+            s=cleaned, pattern=sql.Literal(_text_shape(pair)), n=_text_number(pair, cleaned))
     else:
         cast = "({}::text::numeric)" if pair.float_source else "({}::numeric)"
         x = sql.SQL(cast).format(_source(pair))
@@ -236,9 +257,10 @@ def _pair_wrong(plan: TablePlan, pair: Pair) -> sql.Composable:
 
 
 def _identity_wrong(total: str, parts: tuple[str, ...]) -> sql.Composable:
-    """True where every column is set and total <> sum(parts). Never NULL."""
+    """True where every part is set and the total is not their sum (a NULL total included). Never NULL."""
     summed = sql.SQL(" + ").join(sql.SQL("t.{}::numeric").format(sql.Identifier(p)) for p in parts)
-    return sql.SQL("coalesce(t.{}::numeric <> ({}), false)").format(sql.Identifier(total), summed)
+    return sql.SQL("(({s}) IS NOT NULL AND t.{t}::numeric IS DISTINCT FROM ({s}))").format(
+        t=sql.Identifier(total), s=summed)
 
 
 def _constraint_wrong(constraint: PendingConstraint) -> sql.Composable:
@@ -353,7 +375,7 @@ def _identity_row(index: int, total: str, parts: tuple[str, ...]) -> sql.Composa
     t = sql.SQL("t.{}").format(sql.Identifier(total))
     summed = sql.SQL(" + ").join(sql.SQL("t.{}::numeric").format(sql.Identifier(p)) for p in parts)
     return sql.SQL(
-        "({i}, CASE WHEN {wrong} THEN 'identity_violation' END, {t}::numeric - ({summed}), "
+        "({i}, CASE WHEN {wrong} THEN 'identity_violation' END, coalesce({t}::numeric, 0) - ({summed}), "
         "NULL::numeric, NULL::numeric, false, false, false, false, false, "
         "{t}::text, ({summed})::text, NULL::text)"
     ).format(i=sql.Literal(index), wrong=_identity_wrong(total, parts), t=t, summed=summed)

@@ -80,7 +80,8 @@ class MinorUnits:
 
 @dataclass(frozen=True)
 class Identity:
-    """``total = part + part + ...`` in cents, on rows where every part is set."""
+    """``total = part + part + ...`` in cents, on rows where every part is set (where the total is
+    NULL there, it breaks)."""
 
     schema: str
     table: str

@@ -27,7 +27,7 @@ import psycopg
 from verifier import __version__
 from verifier import config as config_
 from verifier.config import Config
-from verifier.errors import Interrupted, VerifierError
+from verifier.errors import Interrupted, UsageError, VerifierError
 from verifier.ledger import layout
 from verifier.pg import conninfo
 from verifier.report import write_outputs
@@ -69,12 +69,26 @@ def load_config(run: Run, path: Path | None, *, rounding: bool) -> Config:
 
 
 def ledger_verdicts(conn: psycopg.Connection, url: str, config: Config, audited: str
-                    ) -> dict[tuple[str, str], str]:
-    """The money inventory's verdict text (``audited``: who audits it) for each of the ledger's own
-    tables (``layout.tables_of``), read on ``conn`` (the database at ``url``). Raises
-    ``VerifierError`` for a timed-out statement or a lost connection."""
+                    ) -> dict[tuple[str, str, str], str]:
+    """The money inventory's verdict text (``audited``: who audits it) for each column that fills a
+    role of a ledger the audit can read (its tables real tables, its layout detected): (schema,
+    table, column) -> text. Other columns of those tables are not the audit's. Read on ``conn`` (the
+    database at ``url``); raises ``VerifierError`` for a timed-out statement or a lost connection."""
     with conninfo.reading(url, config.statement_timeout_s):
-        return {table: f"a ledger table: {audited}" for table in layout.tables_of(conn, config.ledger)}
+        tables = layout.tables_of(conn, config.ledger)
+        if not {(config.ledger.schema, t) for t in layout.required(config.ledger)} <= tables:
+            return {}
+        try:
+            detected, detection = layout.detect(conn, config.ledger)
+        except UsageError:  # a layout the audit cannot read audits nothing
+            return {}
+    verdicts = {}
+    for role, column in detection.roles.items():
+        logical = role.split(".", 1)[0]
+        if column and detected.tables.get(logical):
+            key = (detected.schema, detected.tables[logical], column)
+            verdicts[key] = f"a ledger role ({role}): {audited}"
+    return verdicts
 
 
 def finish(run: Run, *, strict: bool, count_in_error: bool = False) -> None:

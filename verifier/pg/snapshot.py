@@ -33,8 +33,13 @@ def timeout_ms(seconds: float) -> str:
 # Settings that change what our SQL means, pinned in every reading session whatever the target's
 # defaults (ALTER DATABASE/ROLE ... SET): floats print as their shortest round-trip decimal
 # (extra_float_digits = 1; PostgreSQL 12+, "Floating-Point Types"), which the cents checks read a
-# real or double original as; string literals are standard (backslashes are not escapes).
-PINNED = {"extra_float_digits": "1", "standard_conforming_strings": "on"}
+# real or double original as; string literals are standard (backslashes are not escapes); names
+# resolve in pg_catalog only (our tables are schema-qualified; an operator or function someone
+# defined in public, such as a "=" for bigint and numeric, is never ours: "The Schema Search Path"),
+# pg_temp last; row level security is off, so that a policy that would hide rows from this role
+# is an error naming the table instead of a silent subset ("Row Security Policies", row_security).
+PINNED = {"extra_float_digits": "1", "standard_conforming_strings": "on",
+          "search_path": "pg_catalog, pg_temp", "row_security": "off"}
 
 
 def limits(config: Config) -> dict[str, str]:
