@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -129,6 +130,15 @@ def scratch_databases(server_dsn: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def sandbox_roles(server_dsn: str) -> set[str]:
+    """Names of the rehearsals' sandbox and reader roles now on the server."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'verifier\\_sandbox\\_%' "
+            "OR rolname LIKE 'verifier\\_reader\\_%'").fetchall()
+    return {r[0] for r in rows}
+
+
 def embedded_dirs() -> set[str]:
     """Embedded scratch server directories now in the scratch temp root."""
     return {p.name for p in temp_root().glob(TEMP_PREFIX + "*")}
@@ -165,13 +175,67 @@ def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+def _maker_pid(name: str) -> int | None:
+    """The process id in a scratch database's or sandbox role's name (``..._STAMP_PID_hex8``) or
+    an embedded server's directory (``verifier-embedded-PID-...``)."""
+    found = (re.search(r"_\d{14}_(\d+)_[0-9a-f]{8}$", name)
+             or re.match(re.escape(TEMP_PREFIX) + r"(\d+)-", name))
+    return int(found.group(1)) if found else None
+
+
+def _ours(names: set[str]) -> set[str]:
+    """Of ``names``, those this test could have left: made by this process or by one that has
+    ended (a CLI run of the test's). Another verifier still running on the machine (a demo in
+    another terminal, a second test session) makes its own, which are not this test's; a name
+    without a process id is an older verifier's."""
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    return {n for n in names
+            if (pid := _maker_pid(n)) is not None and (pid == os.getpid() or not alive(pid))}
+
+
 @pytest.fixture
 def leftovers(server_dsn: str) -> Iterator[None]:
-    """Assert that the test leaves no scratch database or embedded directory behind."""
+    """Assert that the test leaves no scratch database or embedded directory behind (of its own:
+    see ``_ours``)."""
     dbs_before, dirs_before = scratch_databases(server_dsn), embedded_dirs()
+    roles_before = sandbox_roles(server_dsn)
     yield
-    assert scratch_databases(server_dsn) - dbs_before == set(), "scratch database left behind"
-    assert embedded_dirs() - dirs_before == set(), "embedded server directory left behind"
+    assert _ours(scratch_databases(server_dsn) - dbs_before) == set(), "scratch database left behind"
+    assert _ours(sandbox_roles(server_dsn) - roles_before) == set(), "sandbox role left behind"
+    assert _ours(embedded_dirs() - dirs_before) == set(), "embedded server directory left behind"
+
+
+def new_of_ours(now: set[str], before: set[str]) -> set[str]:
+    """Names in ``now`` and not in ``before`` that this test could have made (``_ours``)."""
+    return _ours(now - before)
+
+
+def made_by(names: set[str], pid: int) -> set[str]:
+    """Of ``names``, those made by process ``pid`` (a run the test started with Popen)."""
+    return {n for n in names if _maker_pid(n) == pid}
+
+
+def embedded_processes(dirs: set[str] | None = None) -> list[str]:
+    """Live (not zombie) processes whose command line names an embedded server directory: of
+    ``dirs`` when given, else any this test could have made (``_ours``). ``ps -ww``: the whole
+    command line, whatever the terminal's width."""
+    ps = subprocess.run(["ps", "-ww", "-eo", "stat,args"], capture_output=True, text=True).stdout
+    found = []
+    for line in ps.splitlines():
+        if line.startswith("Z"):
+            continue
+        names = set(re.findall(re.escape(TEMP_PREFIX) + r"[^/\s]+", line))
+        if names & (dirs if dirs is not None else _ours(names)):
+            found.append(line)
+    return found
 
 
 def table_digests(dsn: str) -> dict[str, tuple[int, str]]:

@@ -21,7 +21,17 @@ import pytest
 from verifier.pg import conninfo
 from verifier.scratch.embedded import temp_root
 
-from .conftest import BIN_DIR, embedded_dirs, only_run, run_cli, run_summary, scratch_databases
+from .conftest import (
+    BIN_DIR,
+    embedded_dirs,
+    embedded_processes,
+    made_by,
+    new_of_ours,
+    only_run,
+    run_cli,
+    run_summary,
+    scratch_databases,
+)
 
 SECRET = "S3cr3t-Pw-4711"
 
@@ -67,7 +77,7 @@ def test_keep_scratch_keeps_the_database_and_prints_how_to_connect(
     before = scratch_databases(server_dsn)
     result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
                      "--keep-scratch", "--report-dir", str(tmp_path))
-    kept = scratch_databases(server_dsn) - before
+    kept = new_of_ours(scratch_databases(server_dsn), before)
     try:
         assert len(kept) == 1
         assert f"Kept scratch database {next(iter(kept))}" in result.stderr
@@ -156,7 +166,7 @@ def test_signal_mid_demo_cleans_up(tmp_path: Path, signum: int) -> None:
     deadline = time.monotonic() + 60
     # Wait until the embedded server exists and has started generating.
     while time.monotonic() < deadline:
-        new = embedded_dirs() - before
+        new = made_by(embedded_dirs() - before, proc.pid)
         if any((temp_root() / d / "data" / "postmaster.pid").exists() for d in new):
             break
         time.sleep(0.1)
@@ -168,9 +178,7 @@ def test_signal_mid_demo_cleans_up(tmp_path: Path, signum: int) -> None:
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, (stdout, stderr)
     assert "Interrupted" in stderr and "Traceback" not in stderr
-    assert embedded_dirs() == before
+    assert made_by(embedded_dirs(), proc.pid) == set()
     data = _summary(tmp_path)
     assert data["status"] == "error" and "Interrupted" in str(data["error"])
-    ps = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True).stdout
-    assert not [line for line in ps.splitlines()
-                if "verifier-embedded-" in line and not line.startswith("Z")], ps
+    assert embedded_processes(new) == []

@@ -35,7 +35,7 @@ from verifier.pg.tools import embedded_bin_dir
 from verifier.scratch import provision
 from verifier.scratch.embedded import SYSTEM_USER
 
-from .conftest import BIN_DIR, only_run, run_cli, run_summary, scratch_databases
+from .conftest import BIN_DIR, embedded_processes, made_by, only_run, run_cli, run_summary, scratch_databases
 
 T = TypeVar("T")
 FAULTS = Path(__file__).resolve().parent / "faults"  # the sitecustomize that sends the signals
@@ -175,7 +175,7 @@ def test_another_session_on_the_scratch_database(small_dump: Path, server_dsn: s
                   *rule_checks) as proc:
         _wait_for("the first migration",
                   lambda: _our_backend(server_dsn, "starts_with(query, 'SELECT pg_sleep(3)')"), proc)
-        [scratch] = scratch_databases(server_dsn) - before
+        [scratch] = made_by(scratch_databases(server_dsn) - before, proc.pid)
         other = psycopg.connect(conninfo.with_dbname(server_dsn, scratch), application_name="someone-else")
         try:  # the rehearsal drops its database WITH (FORCE): this session ends with it
             other.execute("LOCK TABLE tips IN ACCESS SHARE MODE")
@@ -308,8 +308,7 @@ def test_signal_on_the_embedded_server(small_dump: Path, tmp_path: Path, leftove
                      env={"PYTHONPATH": str(FAULTS), "VERIFIER_FAULT_STAGE": stage,
                           "VERIFIER_FAULT_SIGNAL": signame})
     _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", stage, "Interrupted")
-    ps = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True).stdout
-    assert not [line for line in ps.splitlines() if "verifier-embedded-" in line and not line.startswith("Z")]
+    assert embedded_processes() == []
 
 
 def test_sigterm_while_a_migration_statement_runs(small_dump: Path, server_dsn: str, tmp_path: Path,
@@ -344,3 +343,63 @@ def test_two_rehearsals_at_once_do_not_collide(small_dump: Path, server_dsn: str
     databases = [next(st for st in s["stages"] if st["name"] == "restore")["database"] for s in summaries]
     assert databases[0] != databases[1]
     assert (tmp_path / "index.html").is_file()
+
+
+# -- A signal at any moment, from the first millisecond ---------------------------------------------------
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has installed a SIGTERM handler (Linux: /proc/PID/status, SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("delay_s", [None, 0.08, 0.15, 0.2, 0.25, 0.3, 0.35])
+def test_a_signal_at_any_moment_is_exit_2_or_the_recorded_verdict(
+        targets: dict[str, str], tmp_path: Path, signame: str, delay_s: float | None) -> None:
+    """From the console script's first statement on (``verifier.main``, before click and the library
+    are imported: ``None`` sends the signal the moment its SIGTERM handler exists), Ctrl-C or
+    SIGTERM ends in exit 2 without a traceback or click's "Aborted!" (exit 1): nothing verified, or
+    a run folder that says NOT VERIFIED. Only a run that had already written its outputs keeps its
+    verdict, and then the exit code is that verdict's. (Before that first statement the interpreter
+    is starting, and a signal ends it as the signal's default does: no run folder exists yet.)"""
+    report = tmp_path / "r"
+    proc = subprocess.Popen([str(BIN_DIR / "verify-cents"), "--db", targets["verify-cents"],
+                             "--report-dir", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if delay_s is None:
+        deadline = time.monotonic() + 30
+        while not _handles_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+    else:
+        time.sleep(delay_s)
+    assert proc.poll() is None, "the run ended before the signal: this test needs shorter delays"
+    proc.send_signal(getattr(signal, signame))
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in out + err and "Aborted" not in err, err
+    runs = sorted(p for p in report.iterdir() if p.is_dir()) if report.exists() else []
+    summary = runs[0] / "summary.json" if runs else None
+    if summary is None or not summary.exists():
+        assert proc.returncode == 2 and "Interrupted" in err, (proc.returncode, err)
+        return
+    data = json.loads(summary.read_text())
+    if data["status"] == "error":
+        assert proc.returncode == 2 and "Interrupted" in str(data["error"]), (proc.returncode, data["error"])
+    else:  # the verdict was on record before the signal: it stands, with its own code
+        assert proc.returncode == data["exit_code"], (proc.returncode, data["status"])
+
+
+@pytest.mark.parametrize("stage", ["originals", "pairs", "verify"])
+def test_a_backend_ended_by_an_administrator_is_an_operating_error(
+        small_dump: Path, server_dsn: str, tmp_path: Path, leftovers: None, stage: str) -> None:
+    """Every session of the rehearsal is terminated (pg_terminate_backend) as the stage begins: exit
+    2, a message about the connection, NOT VERIFIED; never "internal error ... a bug in the
+    verifier" (as at "originals" before)."""
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--skip-rule-checks", "--report-dir", str(tmp_path / "r"),
+                     env={"PYTHONPATH": str(FAULTS), "VERIFIER_FAULT_STAGE": stage,
+                          "VERIFIER_FAULT_SIGNAL": "TERMINATE", "VERIFIER_FAULT_ADMIN_DSN": server_dsn})
+    _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", stage, "connection",
+                  "administrator command")

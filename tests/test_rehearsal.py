@@ -8,7 +8,11 @@ is a finding (exit 1) with file and line, and later files are not applied.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 from .conftest import run_cli, run_summary
 
@@ -273,9 +277,22 @@ def test_a_migration_that_rewrites_the_recorded_originals_is_not_a_pass(
         tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
     migrations = tmp_path / "m"
     migrations.mkdir()
-    # A loop over every table with an amount column, ours included: it truncates every amount to whole
-    # dollars, then backfills the cents from what it left.
-    (migrations / "301_all.sql").write_text("""DO $$
+    (migrations / "301_all.sql").write_text(TRUNCATING_LOOP)
+    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(migrations), "--skip-rule-checks",
+                     "--report-dir", str(tmp_path / "r"))
+    # The sandbox role cannot see the record (information_schema shows only what a role may use) nor
+    # change it: the loop passes over it, and the cents are compared with the amounts before the loop.
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    data = run_summary(tmp_path / "r")
+    assert data["provenance"]["sandbox"]["role"] is not None
+    assert [f for f in data["findings"] if f["table"] == "public.tips" and f["severity"] == "error"], \
+        data["findings"]
+
+
+# A loop over every table with an amount column, ours included: it truncates every amount to whole
+# dollars, then backfills the cents from what it left.
+TRUNCATING_LOOP = """DO $$
 DECLARE r record;
 BEGIN
   FOR r IN SELECT table_schema, table_name FROM information_schema.columns
@@ -285,10 +302,29 @@ BEGIN
 END $$;
 ALTER TABLE tips ADD COLUMN IF NOT EXISTS amount_cents BIGINT;
 UPDATE tips SET amount_cents = amount * 100;
-""")
-    result = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
-                     "--migrations", str(migrations), "--skip-rule-checks",
-                     "--report-dir", str(tmp_path / "r"))
-    assert result.code == 2 and "Traceback" not in result.stderr
-    assert "The migrations changed or dropped the verifier's record of the original amounts" in result.stderr
-    assert run_summary(tmp_path / "r")["status"] == "error"
+"""
+
+
+def test_without_a_sandbox_a_migration_that_rewrites_the_recorded_originals_is_exit_2(
+        tmp_path: Path, small_dump: Path, server_dsn: str, leftovers: None) -> None:
+    """A scratch server whose role is not a superuser has no sandbox: the migrations run as that role,
+    which owns the record; the record's digest catches the rewrite (exit 2, not a pass)."""
+    role = f"test_nosandbox_{secrets.token_hex(4)}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB").format(sql.Identifier(role)))
+    try:
+        migrations = tmp_path / "m"
+        migrations.mkdir()
+        (migrations / "301_all.sql").write_text(TRUNCATING_LOOP)
+        result = run_cli("verify-cents", "--snapshot", str(small_dump),
+                         "--scratch", psycopg.conninfo.make_conninfo(server_dsn, user=role),
+                         "--migrations", str(migrations), "--skip-rule-checks",
+                         "--report-dir", str(tmp_path / "r"))
+        assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "No sandbox" in result.stderr
+        assert "changed or dropped the verifier's record of the original amounts" in result.stderr
+        data = run_summary(tmp_path / "r")
+        assert data["status"] == "error" and data["provenance"]["sandbox"]["role"] is None
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -21,7 +21,7 @@ from verifier.errors import ScratchError, UsageError
 from verifier.pg import conninfo
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
 
-from .conftest import embedded_dirs, scratch_databases
+from .conftest import embedded_dirs, new_of_ours, scratch_databases
 
 
 def _write_and_read(dsn: str) -> int:
@@ -48,13 +48,13 @@ def test_embedded_server_runs_and_vanishes() -> None:
     with provision("embedded") as server:
         assert server.kind == "embedded"
         assert server.version_num >= 180000
-        new_dirs = embedded_dirs() - before
+        new_dirs = new_of_ours(embedded_dirs(), before)
         assert len(new_dirs) == 1
         with server.database() as db:
             assert db.name.startswith(SCRATCH_DB_PREFIX)
             assert _write_and_read(db.dsn) == 2
         host = conninfo.parse(server.admin_dsn)["host"]
-    assert embedded_dirs() == before
+    assert new_of_ours(embedded_dirs(), before) == set()
     assert not Path(host).exists()
 
 
@@ -64,7 +64,7 @@ def test_embedded_server_is_removed_when_the_block_raises() -> None:
         pid_file = Path(conninfo.parse(server.admin_dsn)["host"]) / "data" / "postmaster.pid"
         pid = int(pid_file.read_text().split()[0])
         raise RuntimeError("boom")
-    assert embedded_dirs() == before
+    assert new_of_ours(embedded_dirs(), before) == set()
     assert not _alive(pid)
 
 
@@ -95,7 +95,7 @@ def test_url_scratch_creates_and_drops_a_unique_database(server_dsn: str) -> Non
             assert one.name != two.name
             assert {one.name, two.name} <= scratch_databases(server_dsn)
             assert _write_and_read(one.dsn) == 2
-    assert scratch_databases(server_dsn) == before
+    assert new_of_ours(scratch_databases(server_dsn), before) == set()
 
 
 def test_url_scratch_keep_leaves_the_database_and_says_how_to_connect(
@@ -124,7 +124,7 @@ def test_url_scratch_without_createdb_is_refused_clearly(server_dsn: str) -> Non
             pass
         assert "refused CREATE DATABASE" in str(err.value) and role in str(err.value)
         assert "CREATEDB" in str(err.value)
-        assert scratch_databases(server_dsn) == before
+        assert new_of_ours(scratch_databases(server_dsn), before) == set()
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

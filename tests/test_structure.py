@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),
     ("jobs",),
     ("cli",),
+    ("main",),
 )
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 

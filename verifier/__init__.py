@@ -3,6 +3,7 @@
 The package is laid out by stage, in the order data flows through a run:
 
     source/ -> scratch/ -> migrate/ -> cents/, ledger/ -> findings.py -> judge/ -> report/ -> cli.py
+    (-> main.py, the console scripts)
 
     source/    where a run's data comes from: a pg_dump snapshot, a live database (--db URL)
     scratch/   where a rehearsal may write: embedded, URL or container servers; a snapshot restored
@@ -13,7 +14,8 @@ The package is laid out by stage, in the order data flows through a run:
     judge/     Great Expectations suites, on the results and on live tables (on request)
     report/    what a run writes: summary.json, report.html, junit.xml, the reports index
     jobs/      one module per command: each composes the stages above (the library's surface)
-    cli.py     the thin command-line shell (the only module importing click)
+    cli.py     the thin command-line shell (with main.py, the only modules importing click)
+    main.py    the console scripts' entry points: Ctrl-C and SIGTERM handled before any import
 
 Shared by the stages, from the bottom up: ``errors.py`` (operating errors,
 exit 2), ``signals.py`` (Ctrl-C and SIGTERM), ``paths.py`` (the project's

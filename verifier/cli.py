@@ -1,4 +1,4 @@
-"""The command line: a thin shell over the library (the only module importing click).
+"""The command line: a thin shell over the library (with main.py, the only modules importing click).
 
 Each command calls one library function and renders its result. Library
 errors are turned into one clear paragraph on stderr and an exit code here,

@@ -2,8 +2,11 @@
 
 ``handle_termination()`` turns SIGTERM into ``KeyboardInterrupt`` so that
 every ``with`` block (scratch servers, databases, containers, temporary
-directories) runs its exit code. ``shielded()`` holds both signals back
-while such cleanup runs, so a second Ctrl-C cannot leave half a cleanup.
+directories) runs its exit code (the console scripts do it first of all:
+``verifier.main``). ``shielded()`` holds both signals back while such
+cleanup runs, so a second Ctrl-C cannot leave half a cleanup. ``ended()``
+records that a run's outputs are written, so that a later interrupt
+leaves its verdict as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +17,18 @@ from collections.abc import Iterator
 from types import FrameType
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_outcome: list[int] = []  # the exit code of the run whose outputs are written, once it is
+
+
+def ended(exit_code: int) -> None:
+    """Record that a run's outputs are written with ``exit_code``: an interrupt after this point
+    ends the process with that code (``verifier.main``), not as an interrupted run."""
+    _outcome[:] = [exit_code]
+
+
+def outcome() -> int | None:
+    """The exit code ``ended`` recorded, or None while no run has written its outputs."""
+    return _outcome[0] if _outcome else None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -4,7 +4,11 @@ With ``VERIFIER_FAULT_STAGE=<stage>`` and ``VERIFIER_FAULT_SIGNAL=SIGINT|SIGTERM
 the verifier sends itself that signal as the named stage of its run begins,
 so that Ctrl-C and SIGTERM can be tested at every stage without racing the
 clock. The signal goes through the verifier's own handlers; nothing else
-changes. Python imports this module at start-up (``site``).
+changes. With ``VERIFIER_FAULT_SIGNAL=TERMINATE`` it instead ends, as an
+administrator would (``pg_terminate_backend``, connecting to
+``VERIFIER_FAULT_ADMIN_DSN``), every session of the verifier on that server
+as the stage begins, and goes on. Python imports this module at start-up
+(``site``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ if _STAGE:
     @contextlib.contextmanager
     def _stage_with_fault(self: _run.Run, name: str) -> Iterator[dict[str, Any]]:
         with _original(self, name) as detail:
-            if name == _STAGE:
+            if name == _STAGE and os.environ["VERIFIER_FAULT_SIGNAL"] == "TERMINATE":
+                import psycopg
+
+                from verifier.pg.conninfo import APPLICATION_NAME
+
+                with psycopg.connect(os.environ["VERIFIER_FAULT_ADMIN_DSN"], autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                                  (APPLICATION_NAME,))
+            elif name == _STAGE:
                 os.kill(os.getpid(), signal.Signals[os.environ["VERIFIER_FAULT_SIGNAL"]])
                 time.sleep(60)  # the handler raises KeyboardInterrupt at once; this never ends
                 raise AssertionError("the signal was not delivered")

@@ -62,7 +62,12 @@ LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
 LEFT JOIN resolved r ON r.top = a.atttypid
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
+  -- The system's own relations, by OID: pg_catalog, and information_schema's views and tables made
+  -- by initdb (OIDs below FirstNormalObjectId, 16384: PostgreSQL's src/include/access/transam.h);
+  -- a table someone created in information_schema is read. Schemas named pg_* are the system's
+  -- (pg_toast, pg_temp_N: CREATE SCHEMA refuses the prefix to anyone else).
+  AND n.oid <> 'pg_catalog'::pg_catalog.regnamespace
+  AND NOT (n.nspname = 'information_schema' AND c.oid < 16384) AND n.nspname NOT LIKE 'pg\\_%%'
   -- A rehearsal's own record (verifier.cents.originals.ORIGINALS_SCHEMA, asserted there); a live
   -- database's schema of that name is the user's, and read.
   AND (NOT %(skip_ours)s OR n.nspname <> 'verifier_originals')

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from verifier.cents.catalog import COLUMNS_SQL, key_of, looks_minor, read_columns, reads
+from verifier.cents.catalog import COLUMNS_SQL, Column, key_of, looks_minor, read_columns, reads
 from verifier.config import Config
 from verifier.errors import VerifierError
 
@@ -67,6 +67,17 @@ class Recorded:
 # built to forge it: keeping the originals out of the migrations' reach is the rehearsal's sandbox.
 DIGEST_SQL = ("SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(o::text, 0)::numeric), 0)::text "
               "FROM {} o")
+
+
+def _plain(column: Column) -> sql.Composable:
+    """A column as its base type when its type is a domain: a domain's CHECK is an expression of
+    the snapshot's, which may call its functions, and storing a value of the domain's type runs it
+    (PostgreSQL 15, CREATE DOMAIN); the record stores plain values. ``base_type`` is format_type's
+    name, schema-qualified where the pinned search_path (pg_catalog) does not find it."""
+    if column.domain is None:
+        return sql.Identifier(column.name)
+    return sql.SQL("{}::{} AS {}").format(sql.Identifier(column.name), sql.SQL(column.base_type),
+                                         sql.Identifier(column.name))
 
 
 def digest(conn: psycopg.Connection, relation: str) -> str | None:
@@ -117,8 +128,9 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
                 continue
             name = f"t{len(tables) + 1}"
             target = sql.Identifier(ORIGINALS_SCHEMA, name)
+            typed = {c.name: c for c in cols}
             cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
-                target, sql.SQL(", ").join(sql.Identifier(c) for c in [*key, *(m.name for m in money)]),
+                target, sql.SQL(", ").join(_plain(typed[c]) for c in [*key, *(m.name for m in money)]),
                 read(nsp, rel)))
             rows += max(cur.rowcount, 0)
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from verifier import __version__
+from verifier import __version__, signals
 from verifier import config as config_
 from verifier.config import Config
 from verifier.errors import Interrupted, UsageError, VerifierError
@@ -32,6 +32,7 @@ from verifier.ledger import layout
 from verifier.pg import conninfo
 from verifier.report import write_outputs
 from verifier.run import Run
+from verifier.signals import shielded
 
 
 def new_run(command: str, report_dir: Path) -> Run:
@@ -53,6 +54,27 @@ def new_run(command: str, report_dir: Path) -> Run:
 
 def _tell(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+# SQLSTATEs of a session that the server ended or lost: connection exceptions (class 08), an
+# administrator's or the server's shutdown (57P01, 57P02), and a server not yet accepting (57P03)
+# (PostgreSQL 15, Appendix A, "PostgreSQL Error Codes").
+LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def lost_connection(exc: psycopg.OperationalError) -> VerifierError:
+    """An operating error (exit 2) for a psycopg error that no stage turned into one: a connection
+    the server ended or lost (``LOST_STATES``, class 08, or no SQLSTATE: the socket closed), or
+    another operational failure of the server, said as such, never as a bug of the verifier."""
+    state = exc.sqlstate or ""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if not state or state.startswith("08") or state in LOST_STATES:
+        return VerifierError(
+            f"A database connection was lost mid-run ({type(exc).__name__}{', ' + state if state else ''}: "
+            f"{text}). Nothing was verified.",
+            hint="The server restarted or an administrator ended the session; run again when the "
+                 "server is up.")
+    return VerifierError(f"The database server refused an operation ({state}: {text}). Nothing was verified.")
 
 
 def load_config(run: Run, path: Path | None, *, rounding: bool) -> Config:
@@ -113,8 +135,10 @@ def recorded(run: Run) -> Iterator[Run]:
 
     def ended(error: VerifierError) -> VerifierError:
         """``run`` ended by ``error``, its outputs written; ``error``, pointing at them."""
-        run.end("error", str(error))
-        write_outputs(run)
+        with shielded():
+            run.end("error", str(error))
+            write_outputs(run)
+            signals.ended(error.exit_code)
         error.run_dir = run.run_dir
         return error
 
@@ -125,6 +149,8 @@ def recorded(run: Run) -> Iterator[Run]:
         raise
     except KeyboardInterrupt:
         raise ended(Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")) from None
+    except psycopg.OperationalError as exc:  # a backend lost mid-run, wherever no stage caught it
+        raise ended(lost_connection(exc)) from None
     except OSError as exc:  # a file the run writes (offenders.csv) or reads: the disk, not a bug
         where = f": {exc.filename}" if exc.filename else f" (the run writes to {run.run_dir})"
         raise ended(VerifierError(f"A file operation failed: {exc.strerror or exc}{where}.")) from None
@@ -133,4 +159,6 @@ def recorded(run: Run) -> Iterator[Run]:
         write_outputs(run)
         raise
     assert run.status is not None, "a run must be ended before it is recorded"
-    write_outputs(run)
+    with shielded():  # a signal now is delivered after the verdict is on record (verifier.main)
+        write_outputs(run)
+        signals.ended(run.exit_code)

@@ -29,9 +29,9 @@ from verifier.migrate import plan, sqltext
 from verifier.migrate.series import migrate_stage
 from verifier.paths import project_expectations_dir, project_migrations_dir
 from verifier.pg import conninfo
-from verifier.pg.snapshot import open_snapshot
+from verifier.pg.snapshot import open_pinned, open_snapshot
 from verifier.run import Run
-from verifier.scratch import DEFAULT_SPEC, ScratchServer, provision
+from verifier.scratch import DEFAULT_SPEC, ScratchDatabase, ScratchServer, provision
 from verifier.scratch.restore import restore
 from verifier.source import dump
 
@@ -148,17 +148,21 @@ def discover(run: Run, options: Options, config: Config, *, demo: bool = False) 
 def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: plan.Discovery,
              options: Options, config: Config, judging: list[judge.Suite] | None) -> None:
     """Restore, record the originals, migrate, verify and judge in a new scratch database; end ``run``."""
-    with server.database("rehearsal") as db:
+    with server.database("rehearsal", sandbox=True) as db:
         with run.stage("restore") as detail:
             result = restore(info, db, timeout_s=config.restore_timeout_s)
             detail.update(restore_s=round(result.duration_s, 3), jobs=result.jobs, tool=result.tool,
                           database=db.name, extensions=list(info.extensions),
-                          extensions_standin=list(result.standins))
+                          extensions_standin=list(result.standins),
+                          extensions_precreated=list(result.precreated),
+                          sandbox_role=result.sandbox_role)
+        record_sandbox(run, db, result.precreated)
         if result.standins:
             run.provenance["extensions_standin"] = list(result.standins)
             run.tell(f"The scratch server has no {', '.join(result.standins)}: the verifier's SQL "
                      "stand-in(s) were installed instead (see the README, Scratch servers).")
-        with conninfo.connect(db.dsn, what="scratch database") as conn:
+        with open_pinned(db.dsn, config, what="scratch database") as conn, \
+                conninfo.reading(db.dsn, config.statement_timeout_s):
             with run.stage("inventory") as detail:
                 before = catalog.table_names(conn)
                 tables = catalog.money_tables(conn)
@@ -181,9 +185,11 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
             ledger = ledger_verdicts(conn, db.dsn, config, "audited by this rehearsal (its ledger stages)")
             engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
                               required=not migration_failed, ledger=ledger, born=born, not_null=not_null)
-            if judging is not None:  # table suites read the state verified, in the same snapshot
-                judge.judge(run, judging, live=judge.Live(db.dsn, conn, config))
-        ledger_stages(run, db.dsn, config)
+            if judging is not None:  # table suites read the state verified, in the same snapshot,
+                # as the sandbox role: GX's SQL resolves names on the table's schema, where the
+                # snapshot's own functions and operators may stand in for pg_catalog's.
+                judge.judge(run, judging, live=judge.Live(db.untrusted_dsn, conn, config))
+        ledger_stages(run, db, config)
     finish(run, strict=options.strict, count_in_error=True)
 
 
@@ -207,12 +213,37 @@ def announced_not_null(run: Run, discovery: plan.Discovery) -> dict[tuple[str, s
     return found
 
 
-def ledger_stages(run: Run, dsn: str, config: Config) -> None:
+def record_sandbox(run: Run, db: ScratchDatabase, precreated: tuple[str, ...]) -> None:
+    """On the record: which role the snapshot's and the migrations' SQL ran as, and what ran as the
+    scratch server's own role instead (said on the terminal when there is no sandbox)."""
+    if db.sandbox_role is not None:
+        reads = ("the reader role" if db.reader_role else
+                 "the scratch server's role (PostgreSQL 13 or older has no pg_read_all_data)")
+        run.provenance["sandbox"] = {
+            "role": db.sandbox_role,
+            "runs_as_it": "the restore, the migrations, the rule checks' copies, the ledger probe, GX",
+            "reader_role": db.reader_role,
+            "runs_as_the_reader": f"as {reads}: the catalog, the record of the originals, the checks and "
+                                  "the ledger audit (pinned sessions)",
+            "runs_as_the_scratch_server_role": "creating and dropping the roles and the databases"
+                                               + (f"; CREATE EXTENSION {', '.join(precreated)}" if precreated
+                                                  else ""),
+        }
+        return
+    run.provenance["sandbox"] = {"role": None, "reason": "the scratch server's role is not a superuser: it "
+                                 "cannot create a role that owns only the scratch database"}
+    run.tell("No sandbox: the scratch server's role is not a superuser, so the snapshot and the "
+             "migrations run as that role itself, with whatever else it may do on that server "
+             "(see the README, Sandbox).")
+
+
+def ledger_stages(run: Run, db: ScratchDatabase, config: Config) -> None:
     """The ledger the migrations created (if they created one), audited as ``verify-ledger`` audits
     it, in the state they reached, then probed (``verifier.ledger.probe``).
 
     Raises ``UsageError`` when the ledger's layout cannot be audited (as ``verify-ledger`` does).
     """
+    dsn = db.dsn
     with open_snapshot(dsn, config) as conn:
         if not layout.present(conn, config.ledger):
             tables = ", ".join(layout.required(config.ledger))
@@ -221,4 +252,4 @@ def ledger_stages(run: Run, dsn: str, config: Config) -> None:
             return
         detected, convention = ledger_audit(run, conn, dsn, config, offenders=LEDGER_OFFENDERS_NAME)
     run.provenance["ledger"] = "audited and probed after the migrations"
-    probe.probe(run, dsn, detected, convention)
+    probe.probe(run, db.untrusted_dsn, detected, convention)  # posts journals: the user's SQL runs

@@ -24,6 +24,7 @@ from verifier.migrate.plan import MigrationFile
 from verifier.migrate.runner import Runner
 from verifier.pg import conninfo
 from verifier.scratch.server import ScratchDatabase, drop_database, unique_name
+from verifier.signals import shielded
 
 # The schema, as rows of text that do not depend on physical details (column
 # order, OIDs, constraint validation state): each row proves one object's
@@ -115,27 +116,33 @@ def fingerprint(dsn: str, *, with_data: bool = True, tracker: Tracker = DEFAULT_
 
 @contextlib.contextmanager
 def clone(db: ScratchDatabase, purpose: str) -> Iterator[str]:
-    """A copy of scratch database ``db`` (which must have no open connections)."""
+    """A copy of scratch database ``db`` (which must have no open connections), owned by its
+    sandbox role (when it has one), and the DSN to reach it as that role."""
     name = unique_name(purpose)
     admin = db.server.admin_dsn
-    with conninfo.connect(admin, autocommit=True, what="scratch server") as conn:
-        strategy = sql.SQL(" STRATEGY FILE_COPY") if conn.info.server_version >= 150000 else sql.SQL("")
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
-                sql.Identifier(name), sql.Identifier(db.name), strategy))
-        except psycopg.errors.ObjectInUse as exc:
-            raise ScratchError(
-                f"Could not copy the scratch database {db.name} to check {purpose}: another session "
-                f"is connected to it ({exc.diag.message_detail or exc.diag.message_primary}).",
-                spec=db.server.kind,
-                hint="Nothing else should use a scratch database during a rehearsal.") from None
-        except psycopg.Error as exc:
-            raise ScratchError(f"Could not copy the scratch database {db.name} to check {purpose}: "
-                               f"{conninfo.scrub(str(exc).strip(), admin)}", spec=db.server.kind) from None
-    try:
-        yield conninfo.with_dbname(db.dsn, name)
+    try:  # from before CREATE DATABASE: a signal while it runs must not leave the copy behind
+        with conninfo.connect(admin, autocommit=True, what="scratch server") as conn:
+            strategy = (sql.SQL(" STRATEGY FILE_COPY") if conn.info.server_version >= 150000
+                        else sql.SQL(""))
+            owner = (sql.SQL(" OWNER {}").format(sql.Identifier(db.sandbox_role)) if db.sandbox_role
+                     else sql.SQL(""))
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}{}").format(
+                    sql.Identifier(name), sql.Identifier(db.name), strategy, owner))
+            except psycopg.errors.ObjectInUse as exc:
+                raise ScratchError(
+                    f"Could not copy the scratch database {db.name} to check {purpose}: another session "
+                    f"is connected to it ({exc.diag.message_detail or exc.diag.message_primary}).",
+                    spec=db.server.kind,
+                    hint="Nothing else should use a scratch database during a rehearsal.") from None
+            except psycopg.Error as exc:
+                raise ScratchError(f"Could not copy the scratch database {db.name} to check {purpose}: "
+                                   f"{conninfo.scrub(str(exc).strip(), admin)}",
+                                   spec=db.server.kind) from None
+        yield conninfo.with_dbname(db.untrusted_dsn, name)
     finally:
-        drop_database(admin, name)
+        with shielded():
+            drop_database(admin, name)
 
 
 def check_idempotent(db: ScratchDatabase, f: MigrationFile, after: Fingerprint,

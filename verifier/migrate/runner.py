@@ -210,12 +210,18 @@ class _Transaction:
 class Runner:
     """Apply migration files to the database at ``dsn``, with tracing.
 
-    Use as a context manager (it holds two connections). Raises
-    ``DatabaseUnreachable`` when the database cannot be reached.
+    Use as a context manager (it holds two connections). The observer
+    connects to ``observer_dsn`` (default ``dsn``): in a rehearsal, the
+    scratch server's own role, which sees every session and lock of the
+    database, while the migrations run as its sandbox role. Its session
+    resolves names in pg_catalog only (a function the migrations put in
+    public is never ours). Raises ``DatabaseUnreachable`` when the database
+    cannot be reached.
     """
 
     def __init__(self, dsn: str, *, timeout_s: float | None = None,
-                 lock_timeout_s: float | None = None, tracker: Tracker = DEFAULT_TRACKER) -> None:
+                 lock_timeout_s: float | None = None, tracker: Tracker = DEFAULT_TRACKER,
+                 observer_dsn: str | None = None) -> None:
         assert timeout_s is None or timeout_s > 0
         assert lock_timeout_s is None or lock_timeout_s > 0
         self.dsn = dsn
@@ -224,7 +230,8 @@ class Runner:
         self.lock_timeout_s = lock_timeout_s
         self.conn = conninfo.connect(dsn, autocommit=True, what="migration database")
         try:
-            self.observer = conninfo.connect(dsn, autocommit=True, what="migration database")
+            self.observer = conninfo.connect(observer_dsn or dsn, autocommit=True, what="migration database")
+            configure(self.observer, {"role": "none", "search_path": "pg_catalog, pg_temp"})
             if lock_timeout_s is not None:  # a file's own SET lock_timeout still wins
                 configure(self.conn, {"lock_timeout": timeout_ms(lock_timeout_s)})
         except BaseException:

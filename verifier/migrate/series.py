@@ -43,8 +43,10 @@ def applied(dsn: str, tracker: Tracker = DEFAULT_TRACKER) -> set[str]:
 
 def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str = "up",
                 timeout_s: float | None = None, lock_timeout_s: float | None = None,
-                tracker: Tracker = DEFAULT_TRACKER) -> Iterator[MigrationResult]:
-    """Apply ``files`` in order (their up SQL, or their down blocks); yield each result.
+                tracker: Tracker = DEFAULT_TRACKER, observer_dsn: str | None = None,
+                ) -> Iterator[MigrationResult]:
+    """Apply ``files`` in order (their up SQL, or their down blocks); yield each result
+    (``observer_dsn``: see ``Runner``).
 
     Stops after the first result that failed. Raises ``UsageError`` for a
     file without a down block when ``direction`` is ``down`` (the files
@@ -55,7 +57,8 @@ def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str
     for f in files:
         if direction == "down" and f.text.down is None:
             raise UsageError(f"{f.path.name} has no -- Down Migration block to run.")
-        with Runner(dsn, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s, tracker=tracker) as runner:
+        with Runner(dsn, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s, tracker=tracker,
+                    observer_dsn=observer_dsn) as runner:
             result = runner.apply(f, direction=direction)
         yield result
         if result.failure is not None:
@@ -77,9 +80,11 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
     ``lock_timeout_s``.
     """
     with run.stage("migrate") as detail:
-        done = applied(db.dsn, tracker)
+        # The tracker and every migration are the snapshot's and the user's SQL: run as the
+        # sandbox role (ScratchDatabase.untrusted_dsn), never as the scratch server's own.
+        done = applied(db.untrusted_dsn, tracker)
         todo = plan.pending(files, done, tracker.records)
-        check_recordable(db.dsn, todo, tracker)
+        check_recordable(db.untrusted_dsn, todo, tracker)
         detail["tracker"] = f"{tracker.describe()}, records {tracker.records}"
         orphans = plan.unmatched(files, done) if tracker.records == "version" else [
             v for v in done if not any(v in (f.path.stem, f.path.name) for f in files)]
@@ -107,10 +112,10 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
                                   else f"none ({limit_source} 0)"))
         timeline = detail.setdefault("timeline", [])
         # The state after one migration is the state before the next: read once.
-        before = (rule_checks.fingerprint(db.dsn, with_data=False, tracker=tracker) if check_rules and todo
-                  else None)
-        for result in apply_files(db.dsn, todo, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s,
-                                  tracker=tracker):
+        before = (rule_checks.fingerprint(db.untrusted_dsn, with_data=False, tracker=tracker)
+                  if check_rules and todo else None)
+        for result in apply_files(db.untrusted_dsn, todo, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s,
+                                  tracker=tracker, observer_dsn=db.admin_dsn):
             f = result.file
             timeline.append(result.as_json())
             if result.failure is not None:
@@ -119,7 +124,7 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
                                 detail={"failure": result.failure.__dict__}))
                 break
             if before is not None:
-                after = rule_checks.fingerprint(db.dsn, tracker=tracker)
+                after = rule_checks.fingerprint(db.untrusted_dsn, tracker=tracker)
                 for finding in (rule_checks.check_idempotent(db, f, after, timeout_s, tracker),
                                 rule_checks.check_down(db, f, before, timeout_s, tracker)):
                     if finding is not None:

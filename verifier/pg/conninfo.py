@@ -132,6 +132,9 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
             autocommit=autocommit,
             application_name=APPLICATION_NAME,
             connect_timeout=CONNECT_TIMEOUT_S,
+            # Text as UTF-8 whatever ALTER DATABASE/ROLE ... SET client_encoding says: a setting of the
+            # connection request wins over those defaults (PostgreSQL 15, "Setting Parameters").
+            client_encoding="UTF8",
         )
     except psycopg.OperationalError as exc:
         reason = scrub(str(exc).strip(), dsn).replace("\n", " ")

@@ -37,9 +37,13 @@ def timeout_ms(seconds: float) -> str:
 # resolve in pg_catalog only (our tables are schema-qualified; an operator or function someone
 # defined in public, such as a "=" for bigint and numeric, is never ours: "The Schema Search Path"),
 # pg_temp last; row level security is off, so that a policy that would hide rows from this role
-# is an error naming the table instead of a silent subset ("Row Security Policies", row_security).
-PINNED = {"extra_float_digits": "1", "standard_conforming_strings": "on",
-          "search_path": "pg_catalog, pg_temp", "row_security": "off"}
+# is an error naming the table instead of a silent subset ("Row Security Policies", row_security);
+# the session runs as the role that logged in (an ALTER DATABASE ... SET role of the database's owner
+# would make our sessions its own); format_type and quote_ident quote only what needs it
+# (quote_all_identifiers); no idle-in-transaction limit cuts a reading transaction.
+PINNED = {"role": "none", "extra_float_digits": "1", "standard_conforming_strings": "on",
+          "search_path": "pg_catalog, pg_temp", "row_security": "off", "quote_all_identifiers": "off",
+          "idle_in_transaction_session_timeout": "0"}
 
 
 def limits(config: Config) -> dict[str, str]:
@@ -52,6 +56,19 @@ def configure(conn: psycopg.Connection, settings: dict[str, str]) -> None:
     """Set each of ``settings`` for the session of ``conn`` (in autocommit, before any transaction)."""
     for name, value in settings.items():
         conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def open_pinned(url: str, config: Config, *, what: str) -> psycopg.Connection:
+    """A read-write connection (not in autocommit) with the ``PINNED`` settings and our timeouts:
+    for the rehearsal's record of the originals. Raises ``DatabaseUnreachable``."""
+    conn = conninfo.connect(url, what=what, autocommit=True)
+    try:
+        configure(conn, {**PINNED, **limits(config), "default_transaction_read_only": "off"})
+        conn.autocommit = False
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -> psycopg.Connection:

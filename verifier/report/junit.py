@@ -21,6 +21,7 @@ Built with ElementTree, which escapes every value.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -104,4 +105,29 @@ def render_junit(data: dict[str, Any]) -> str:
     suite.set("errors", str(sum(1 for c in cases if c.find("error") is not None)))
     suite.set("skipped", "0")
     ET.indent(suite)
+    _xml_chars_only(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+# Characters XML 1.0 does not allow anywhere in a document, escaped or not (W3C XML 1.0, fifth
+# edition, section 2.2, production [2] Char): the C0 controls but tab, newline and carriage return,
+# the surrogates, U+FFFE and U+FFFF. ElementTree writes them as they are, which makes the file
+# ill-formed; a table name may hold one (PostgreSQL allows any character but NUL).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _xml_chars_only(root: ET.Element) -> None:
+    """Replace, in every text, tail and attribute under ``root``, each character XML 1.0 forbids by
+    its escape as written in Python and JSON (``\\u0001``), so that the file stays well-formed and
+    the name stays recognisable."""
+    for element in root.iter():
+        if element.text:
+            element.text = _NOT_XML.sub(_visible, element.text)
+        if element.tail:
+            element.tail = _NOT_XML.sub(_visible, element.tail)
+        for key, value in element.attrib.items():
+            element.attrib[key] = _NOT_XML.sub(_visible, value)

@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from verifier.errors import ScratchError
 from verifier.pg.tools import embedded_bin_dir, stderr_tail
@@ -58,6 +59,16 @@ def _run_as() -> str | None:
 
     ensure_user_exists(SYSTEM_USER)
     return SYSTEM_USER
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a tool as ``user`` with that user's own primary group and
+    no supplementary groups (``user=`` alone would keep our group, root's, for the server)."""
+    if user is None:
+        return {}
+    import pwd
+
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def _grant_access(bin_dir: Path, directory: Path, user: str) -> None:
@@ -105,7 +116,7 @@ def embedded_server() -> Iterator[ScratchServer]:
     if not root.is_dir():
         raise ScratchError(f"The scratch directory {root} does not exist.", spec="embedded")
     _check_space(root)
-    base = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
+    base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=root))
     pgdata = base / "data"
     log = base / "server.log"
     started = False
@@ -142,7 +153,7 @@ def _tool(bin_dir: Path, name: str, user: str | None, cwd: Path, args: list[str]
         # A new session keeps the server out of our terminal's process group:
         # Ctrl-C reaches us, and we stop the server in order.
         done = subprocess.run(
-            [str(bin_dir / name), *args], capture_output=True, text=True, user=user,
+            [str(bin_dir / name), *args], capture_output=True, text=True, **_as_user(user),
             cwd=cwd, start_new_session=True, timeout=START_TIMEOUT_S + 30, check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -166,7 +177,7 @@ def _stop(bin_dir: Path, user: str | None, base: Path, pgdata: Path) -> None:
         subprocess.run(
             [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w",
              "-t", str(STOP_TIMEOUT_S), "stop"],
-            capture_output=True, user=user, cwd=base, start_new_session=True,
+            capture_output=True, **_as_user(user), cwd=base, start_new_session=True,
             timeout=STOP_TIMEOUT_S + 10, check=False,
         )
     except (OSError, subprocess.SubprocessError):

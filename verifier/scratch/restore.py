@@ -8,6 +8,15 @@ installed, in parallel for custom and directory dumps. It writes only to
 do not exist in a scratch server, and creating roles would write outside
 our own database.
 
+It runs as the database's sandbox role where the server made one
+(``ScratchDatabase.untrusted_dsn``): whatever the dump holds runs with the
+rights of a role that owns this database and nothing else. The extensions
+it creates that PostgreSQL lets only a superuser create (not marked
+``trusted``) are created first, from the server's own scripts, by the
+scratch server's role (``precreate_untrusted``); the dump's CREATE
+EXTENSION IF NOT EXISTS then passes over them, and its COMMENT ON EXTENSION
+for them (which only their owner may run) is left out.
+
 A plain dump is a psql script, and psql's backslash commands run programs
 (``\!``), write files (``\o``, ``\copy ... TO``) and read others (``\i``),
 anywhere on a line. psql replays it in restricted mode (``\restrict`` with
@@ -21,6 +30,7 @@ import os
 import re
 import secrets
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +63,40 @@ class RestoreResult:
     jobs: int
     tool: str
     standins: tuple[str, ...] = ()  # extensions the dump creates that the server has only as our stand-in
+    precreated: tuple[str, ...] = ()  # untrusted extensions the scratch server's role created first
+    sandbox_role: str | None = None  # the role the dump's SQL ran as (None: the scratch server's own)
+
+
+# The dump's extensions that need a superuser and are not yet in the database.
+UNTRUSTED_SQL = """
+SELECT v.name FROM pg_catalog.pg_available_extension_versions v
+JOIN pg_catalog.pg_available_extensions a ON a.name = v.name AND a.default_version = v.version
+WHERE v.name = ANY(%s) AND v.superuser AND NOT v.trusted
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = v.name)"""
+
+
+def precreate_untrusted(info: DumpInfo, db: ScratchDatabase) -> tuple[str, ...]:
+    """Create, as the scratch server's role, the extensions of ``info`` that only a superuser may
+    create, in schema public (the dump's own CREATE EXTENSION IF NOT EXISTS, run by the sandbox
+    role, then passes over them: PostgreSQL 15, CREATE EXTENSION, "trusted"). Only the server's
+    own extension scripts run so; nothing of the dump. Returns their names; none without a
+    sandbox. Raises ``SnapshotError`` naming the extension when the server refuses it."""
+    if db.sandbox_role is None or not info.extensions:
+        return ()
+    from psycopg import sql
+
+    with connect(db.admin_dsn, autocommit=True, what="scratch database") as conn:
+        names = [str(r[0]) for r in conn.execute(UNTRUSTED_SQL, (list(info.extensions),)).fetchall()]
+        for name in names:
+            try:
+                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public CASCADE").format(
+                    sql.Identifier(name)))
+            except Exception as exc:  # psycopg.Error: the extension's own script failed
+                raise SnapshotError(
+                    f"The snapshot {info.path} creates the extension {name}, which only a superuser may "
+                    f"create; creating it for the rehearsal failed: {scrub(str(exc).strip(), db.admin_dsn)}",
+                    path=info.path) from None
+    return tuple(names)
 
 
 # The server's extensions: (name, whether only the verifier's stand-in provides it).
@@ -106,26 +150,48 @@ def restore(info: DumpInfo, db: ScratchDatabase, *, jobs: int | None = None,
     server_major = db.server.version_num // 10000
     check_restorable(info, server_major)
     standins = check_extensions(info, db)
+    precreated = precreate_untrusted(info, db)
     started = time.monotonic()
     if info.format == "plain":
         try:
-            psql = _restore_plain(info, db, server_major)
+            psql = _restore_plain(info, db, server_major, precreated)
         except SnapshotError as exc:
             raise _with_standin_hint(exc, standins) from None
-        return RestoreResult(time.monotonic() - started, 1, f"psql {psql.version}", standins)
+        return RestoreResult(time.monotonic() - started, 1, f"psql {psql.version}", standins, precreated,
+                             db.sandbox_role)
     tool = tools.find("pg_restore", server_major)
     # Tar archives cannot be restored in parallel (pg_restore needs seeks).
     jobs = 1 if info.format == "tar" else (jobs or min(RESTORE_JOBS_MAX, os.cpu_count() or 1))
-    args = ["--no-owner", "--no-privileges", "--exit-on-error", f"--jobs={jobs}", str(info.path)]
-    try:
-        done = tools.run(tool, args, dsn=db.dsn, timeout_s=timeout_s)
-    except ToolError as exc:
-        raise SnapshotError(f"Restoring the snapshot {info.path} stopped: {exc.message}", path=info.path,
-                            hint="Raise restore_timeout_s in [tool.verifier] for a larger snapshot; a "
-                                 "damaged archive can also make pg_restore loop.") from None
+    with tempfile.TemporaryDirectory(prefix="verifier-restore-") as scratch_dir:
+        args = ["--no-owner", "--no-privileges", "--exit-on-error", f"--jobs={jobs}"]
+        if precreated:
+            args.append(f"--use-list={_list_without_comments(tool, info, precreated, Path(scratch_dir))}")
+        try:
+            done = tools.run(tool, [*args, str(info.path)], dsn=db.untrusted_dsn, timeout_s=timeout_s)
+        except ToolError as exc:
+            raise SnapshotError(f"Restoring the snapshot {info.path} stopped: {exc.message}", path=info.path,
+                                hint="Raise restore_timeout_s in [tool.verifier] for a larger snapshot; a "
+                                     "damaged archive can also make pg_restore loop.") from None
     if done.returncode != 0:
-        raise _with_standin_hint(snapshot_error(info.path, done.stderr, reading=False), standins)
-    return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}", standins)
+        error = snapshot_error(info.path, scrub(done.stderr, db.untrusted_dsn), reading=False)
+        raise _with_standin_hint(error, standins)
+    return RestoreResult(time.monotonic() - started, jobs, f"pg_restore {tool.version}", standins, precreated,
+                         db.sandbox_role)
+
+
+def _list_without_comments(tool: tools.Tool, info: DumpInfo, extensions: tuple[str, ...],
+                           directory: Path) -> Path:
+    """pg_restore's table of contents for ``info`` with the COMMENT ON EXTENSION entries of
+    ``extensions`` turned off (a leading ';'), written to ``directory``; for --use-list."""
+    listing = tools.run(tool, ["--list", str(info.path)])
+    if listing.returncode != 0:
+        raise snapshot_error(info.path, listing.stderr, reading=True)
+    off = {f"COMMENT - EXTENSION {e}" for e in extensions}
+    lines = [(";" + line) if any(line.rstrip().endswith(o) for o in off) else line
+             for line in listing.stdout.splitlines()]
+    path = directory / "toc.list"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _with_standin_hint(error: SnapshotError, standins: tuple[str, ...]) -> SnapshotError:
@@ -137,11 +203,14 @@ def _with_standin_hint(error: SnapshotError, standins: tuple[str, ...]) -> Snaps
     return error
 
 
-def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
-    """The lines of a plain dump, without role statements; refuses to leave the database.
+def _filtered_lines(fh: IO[bytes], path: Path, precreated: tuple[str, ...] = ()) -> Iterator[bytes]:
+    """The lines of a plain dump, without role statements nor the COMMENT ON EXTENSION of the
+    extensions we created (``precreated``); refuses to leave the database.
 
     COPY data blocks pass through untouched (their rows are data, not SQL).
     """
+    comments = tuple(f"COMMENT ON EXTENSION {e} IS ".encode() for e in precreated) + tuple(
+        f'COMMENT ON EXTENSION "{e}" IS '.encode() for e in precreated)
     in_copy = False
     for number, line in enumerate(fh, start=1):
         if in_copy:
@@ -158,14 +227,15 @@ def _filtered_lines(fh: IO[bytes], path: Path) -> Iterator[bytes]:
                 path=path,
                 hint="Dump a single database without --create (pg_dump, not pg_dumpall).",
             )
-        elif _ROLE_STATEMENT.match(line) or _RESTRICT.match(line):
+        elif _ROLE_STATEMENT.match(line) or _RESTRICT.match(line) or (comments and line.startswith(comments)):
             continue
         yield line
 
 
-def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> tools.Tool:
+def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int,
+                   precreated: tuple[str, ...] = ()) -> tools.Tool:
     psql = tools.find("psql", server_major)
-    conninfo, env = tools.connection_env(db.dsn)
+    conninfo, env = tools.connection_env(db.untrusted_dsn)
     # Restricted mode first (-c runs before -f): from then on psql runs SQL only; see above.
     argv = [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", f"\\restrict {secrets.token_hex(16)}",
             "-f", "-", f"--dbname={conninfo}"]
@@ -177,7 +247,7 @@ def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> to
     refused: SnapshotError | None = None
     try:
         with info.path.open("rb") as fh:
-            for line in _filtered_lines(fh, info.path):
+            for line in _filtered_lines(fh, info.path, precreated):
                 proc.stdin.write(line)
     except SnapshotError as exc:
         refused = exc
@@ -207,7 +277,7 @@ def _restore_plain(info: DumpInfo, db: ScratchDatabase, server_major: int) -> to
             raise SnapshotError(
                 f"The plain snapshot {info.path} contains a psql backslash command, which could run "
                 f"programs or write files on this machine; psql refused it, and the run stopped there: "
-                f"{tools.stderr_tail(scrub(stderr, db.dsn))}", path=info.path,
+                f"{tools.stderr_tail(scrub(stderr, db.untrusted_dsn))}", path=info.path,
                 hint="A pg_dump plain dump holds none (but \\restrict); dump with --format=custom.")
-        raise snapshot_error(info.path, scrub(stderr, db.dsn), reading=False)
+        raise snapshot_error(info.path, scrub(stderr, db.untrusted_dsn), reading=False)
     return psql

@@ -57,6 +57,8 @@ def install(share: Path) -> Path:
     for name, (version, what, _) in STANDINS.items():
         (directory / f"{name}.control").write_text(
             f"comment = '{STANDIN_COMMENT}: {what}'\ndefault_version = '{version}'\n"
-            "relocatable = false\n")  # its functions name each other by @extschema@
+            # not relocatable: its functions name each other by @extschema@; trusted, as the
+            # originals are: a rehearsal's sandbox role may create it
+            "relocatable = false\ntrusted = true\n")
         (directory / f"{name}--{version}.sql").write_text(script(name))
     return share

@@ -28,14 +28,64 @@ SELECT pg_current_snapshot()::text,
 """
 
 
+# What the connected role could write, though the verifier never does: superuser, tables of the
+# database's own schemas it owns (through a role it is a member of) or may change (any of INSERT,
+# UPDATE, DELETE, TRUNCATE: has_table_privilege takes a list, "PostgreSQL 15, System Information
+# Functions"), and a few of their names.
+WRITE_RIGHTS_SQL = """
+WITH t AS (
+  SELECT c.oid, pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) AS name,
+         pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owned,
+         pg_catalog.has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') AS writable
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
+    AND n.oid <> 'pg_catalog'::pg_catalog.regnamespace AND n.nspname NOT LIKE 'pg\\_toast%'
+    AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+)
+SELECT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user),
+       count(*) FILTER (WHERE owned), count(*) FILTER (WHERE writable),
+       (SELECT pg_catalog.array_agg(name ORDER BY name) FROM (
+          SELECT name FROM t WHERE owned OR writable ORDER BY name LIMIT 3) x)
+FROM t
+"""
+
+# The one statement that makes a role fit to verify: it reads every table and sequence and has
+# USAGE on every schema (pg_read_all_data, PostgreSQL 14 and later, "Predefined Roles"); BYPASSRLS
+# lets it see every row where row level security is on (it writes nothing either way).
+READER_GRANT = "CREATE ROLE verifier_reader LOGIN BYPASSRLS IN ROLE pg_read_all_data;"
+
+
+def write_rights(conn: psycopg.Connection) -> list[str]:
+    """What the role of ``conn`` could write in its database (empty: nothing), in words."""
+    row = conn.execute(WRITE_RIGHTS_SQL).fetchone()
+    assert row is not None
+    superuser, owned, writable, examples = row
+    rights = ["is a superuser"] if superuser else []
+    if owned:
+        rights.append(f"owns {owned} table(s)")
+    if writable:
+        rights.append(f"may INSERT, UPDATE, DELETE or TRUNCATE {writable} table(s)")
+    if rights and examples:
+        rights.append("e.g. " + ", ".join(examples))
+    return rights
+
+
 def probe(run: Run, conn: psycopg.Connection, url: str) -> None:
-    """Record the target, its server and the snapshot ``conn`` reads in ``run``'s provenance."""
+    """Record the target, its server and the snapshot ``conn`` reads in ``run``'s provenance, and
+    say (on the record and the terminal) when the role could write to it."""
     row = conn.execute(SNAPSHOT_SQL).fetchone()
     assert row is not None
     snapshot, lsn, version, user, database = row
     run.provenance.update(target=conninfo.describe(url), target_server_version=version,
                           target_role=user, target_database=database, snapshot=snapshot, wal_lsn=lsn,
                           isolation="REPEATABLE READ, READ ONLY")
+    rights = write_rights(conn)
+    run.provenance["target_role_can_write"] = rights
+    if rights:
+        run.provenance["target_role_advice"] = READER_GRANT
+        run.tell(f"The role {user} can write to {database} ({'; '.join(rights)}). The verifier only reads, "
+                 "in a READ ONLY transaction, but a role that can only read is the safer one to give it: "
+                 f"{READER_GRANT} (PostgreSQL 14 or later; BYPASSRLS needs a superuser to grant).")
 
 
 @contextlib.contextmanager
@@ -48,5 +98,6 @@ def connected(run: Run, url: str, config: Config) -> Iterator[psycopg.Connection
         detail["target"] = conninfo.describe(url)
         conn = open_snapshot(url, config)
     with conn:
-        probe(run, conn, url)
+        with conninfo.reading(url, config.statement_timeout_s):
+            probe(run, conn, url)
         yield conn

@@ -1,0 +1,337 @@
+"""Hostile snapshots and migrations: the rehearsal's sandbox.
+
+A rehearsal restores the snapshot and runs the migrations as a role that
+owns only its scratch database (``ScratchServer.database(sandbox=True)``).
+Each case below is SQL a snapshot or a migration may hold that, run by a
+superuser, reached outside that database: it must fail inside PostgreSQL,
+the run must say so (exit 2 for a snapshot that does not restore, exit 1
+for a migration that fails), and nothing must change outside the scratch
+database: another database of the scratch server keeps its rows and its
+write counters, no role appears, the server's configuration is unchanged,
+no program runs (a file it would create is absent).
+
+Functions that would act as a superuser act only inside a database the
+rehearsal made (``current_database()`` starting ``verifier_scratch``), so
+that creating the source database here, as a superuser, triggers nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import psycopg
+import pytest
+
+from .conftest import run_cli, run_summary, table_digests
+
+# Acts only inside a rehearsal's database, and only with a superuser's rights: creates FILE.
+SPY = """
+CREATE FUNCTION public.spy(v numeric) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_database() LIKE 'verifier\\_scratch%' AND
+     (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+    EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch FILE''';
+  END IF;
+  RETURN true;
+END $f$;
+"""
+
+
+@pytest.fixture
+def bystander(make_db: Any) -> Iterator[str]:
+    """Another database on the scratch server, with a table: nothing may change it."""
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE keep (id int PRIMARY KEY, v text); INSERT INTO keep VALUES (1, 'x')")
+    yield dsn
+
+
+def _writes(dsn: str) -> tuple[int, int, int, dict[str, tuple[int, str]]]:
+    """Rows inserted, updated and deleted in ``dsn``'s database (pg_stat_database) and its digests."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT tup_inserted, tup_updated, tup_deleted FROM pg_stat_database "
+                           "WHERE datname = current_database()").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), table_digests(dsn)
+
+
+def _roles(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+
+
+def _auto_conf(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT name, setting FROM pg_file_settings "
+                            "WHERE sourcefile LIKE '%postgresql.auto.conf'").fetchall()
+
+
+def _plain_dump(path: Path, statements: str) -> Path:
+    """A plain snapshot: one table with right cents, then ``statements``."""
+    path.write_text("--\n-- PostgreSQL database dump\n--\n\n"  # noqa: S608
+                    "CREATE TABLE public.tips (id integer PRIMARY KEY, amount numeric(12,2), "
+                    "amount_cents bigint);\n"
+                    "INSERT INTO public.tips VALUES (1, 1.50, 150);\n" + statements
+                    + "\n--\n-- PostgreSQL database dump complete\n--\n\n")
+    return path
+
+
+def _custom_dump(make_db: Any, tmp_path: Path, setup: str) -> Path:
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(setup)
+    out = tmp_path / f"snapshot-{secrets.token_hex(3)}.dump"
+    subprocess.run(["pg_dump", "-Fc", "-f", str(out), "-d", dsn], check=True, capture_output=True)
+    return out
+
+
+def _rehearse(tmp_path: Path, dump: Path, scratch: str | None, migrations: dict[str, str] | None = None,
+              ) -> tuple[int, str, dict[str, Any]]:
+    directory = tmp_path / "migrations"
+    directory.mkdir(exist_ok=True)
+    for name, text in (migrations or {}).items():
+        (directory / name).write_text(text)
+    report = tmp_path / "r"
+    args = ["verify-cents", "--snapshot", str(dump), "--migrations", str(directory),
+            "--report-dir", str(report)]
+    if scratch is not None:
+        args += ["--scratch", scratch]
+    result = run_cli(*args)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    return result.code, result.stderr, run_summary(report)
+
+
+@pytest.mark.parametrize("case", ["drop_database", "create_role", "alter_system", "copy_to_program",
+                                  "event_trigger"])
+def test_a_hostile_plain_snapshot_fails_inside_postgresql(
+        case: str, tmp_path: Path, server_dsn: str, bystander: str, leftovers: None) -> None:
+    """Lower case, so that no text filter of ours could catch it: the server refuses each."""
+    other = psycopg.conninfo.conninfo_to_dict(bystander)["dbname"]
+    role = f"test_hostile_{secrets.token_hex(4)}"
+    touched = tmp_path / "touched"
+    statement = {
+        "drop_database": f'drop database "{other}";',
+        "create_role": f"create role {role} superuser login;",
+        "alter_system": "alter system set work_mem = '77MB';",
+        "copy_to_program": f"copy (select 1) to program 'touch {touched}';",
+        "event_trigger": "create function public.et() returns event_trigger language plpgsql as "
+                         "$$ begin end $$;\n"
+                         "create event trigger et on ddl_command_end execute function public.et();",
+    }[case]
+    before_writes, before_roles, before_conf = _writes(bystander), _roles(server_dsn), _auto_conf(server_dsn)
+    code, stderr, data = _rehearse(tmp_path, _plain_dump(tmp_path / "hostile.sql", statement + "\n"),
+                                   server_dsn)
+    assert code == 2, stderr
+    assert data["stages"][-1]["name"] == "restore", stderr
+    assert any(w in stderr for w in ("permission denied", "must be superuser", "must be owner",
+                                     "Only roles with")), stderr
+    assert _writes(bystander) == before_writes
+    assert _roles(server_dsn) - before_roles == set()
+    assert _auto_conf(server_dsn) == before_conf
+    assert not touched.exists()
+
+
+def test_an_expression_index_calling_copy_to_program_fails_on_the_embedded_server(
+        make_db: Any, tmp_path: Path, leftovers: None) -> None:
+    """A custom dump whose index builds call a function that runs a program: the default scratch
+    server's sandbox refuses it (before: it ran, as the server's user with group root)."""
+    touched = tmp_path / "touched"
+    dump = _custom_dump(make_db, tmp_path, f"""
+        CREATE FUNCTION public.g(a int) RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+        BEGIN
+          IF current_database() LIKE 'verifier\\_scratch%' THEN
+            EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {touched}''';
+          END IF;
+          RETURN a;
+        END $f$;
+        -- An index may only call an immutable function; that one may call any other.
+        CREATE FUNCTION public.f(a int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN RETURN public.g(a); END $f$;
+        CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+        INSERT INTO tips VALUES (1, 1.00, 100);
+        CREATE INDEX ON tips (public.f(id));""")  # noqa: S608
+    code, stderr, data = _rehearse(tmp_path, dump, None)
+    assert code == 2 and "pg_execute_server_program" in stderr, stderr
+    assert not touched.exists()
+
+
+def test_a_domain_check_never_runs_as_a_superuser(make_db: Any, tmp_path: Path, server_dsn: str,
+                                                 leftovers: None) -> None:
+    """Recording the originals stores plain values: a domain's CHECK (the snapshot's function) never
+    runs with the scratch server's rights; the run verifies the cents as usual."""
+    touched = tmp_path / "touched"
+    dump = _custom_dump(make_db, tmp_path, SPY.replace("FILE", str(touched)) + """
+        CREATE DOMAIN usd AS numeric(12,2) CHECK (public.spy(VALUE));
+        CREATE TABLE tips (id int PRIMARY KEY, amount usd, amount_cents bigint);
+        INSERT INTO tips VALUES (1, 1.00, 100), (2, 2.50, 250);""")  # noqa: S608
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn)
+    assert code == 0, stderr
+    assert not touched.exists()
+    assert data["provenance"]["sandbox"]["role"].startswith("verifier_sandbox_")
+
+
+def test_an_operator_in_public_does_not_change_the_verdict(make_db: Any, tmp_path: Path, server_dsn: str,
+                                                          leftovers: None) -> None:
+    """``=(bigint, numeric)`` in public that says every cents value is right: the wrong cent is found."""
+    dump = _custom_dump(make_db, tmp_path, """
+        CREATE FUNCTION public.lie(bigint, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+        CREATE OPERATOR public.= (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = public.lie);
+        CREATE FUNCTION public.lie_ne(bigint, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE
+          AS 'SELECT false';
+        CREATE OPERATOR public.<> (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = public.lie_ne);
+        CREATE TABLE t (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+        INSERT INTO t VALUES (1, 5.00, 1), (2, 1.00, 100);""")
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn)
+    assert code == 1, stderr
+    assert {f["rule"] for f in data["findings"] if f["severity"] == "error"} >= {"wrong_value"} or any(
+        f["table"] == "public.t" and f["severity"] == "error" for f in data["findings"]), data["findings"]
+
+
+@pytest.mark.parametrize("case", ["copy_to_program", "rewrite_originals", "drop_originals"])
+def test_a_hostile_migration_fails_inside_postgresql(case: str, make_db: Any, tmp_path: Path, server_dsn: str,
+                                                    bystander: str, leftovers: None) -> None:
+    """A migration that runs a program or reaches the verifier's record of the originals fails (exit 1,
+    migration_failed); it never makes wrong cents pass."""
+    touched = tmp_path / "touched"
+    dump = _custom_dump(make_db, tmp_path, """
+        CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2));
+        INSERT INTO tips SELECT g, g FROM generate_series(1, 10) g;""")
+    body = {
+        "copy_to_program": f"COPY (SELECT 1) TO PROGRAM 'touch {touched}';",
+        "rewrite_originals": "UPDATE verifier_originals.t1 SET amount = 0;",
+        "drop_originals": "DROP SCHEMA verifier_originals CASCADE;",
+    }[case]
+    before = _writes(bystander)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {
+        "300_add.sql": "ALTER TABLE tips ADD COLUMN amount_cents bigint;\n"
+                       "UPDATE tips SET amount_cents = 0;\n",  # every cent wrong
+        "301_hostile.sql": body + "\n"})
+    assert code == 1, stderr
+    failed = [f for f in data["findings"] if f["rule"] == "migration_failed"]
+    assert failed and "301_hostile.sql" in failed[0]["message"], data["findings"]
+    assert any(w in failed[0]["message"] for w in ("permission denied", "must be owner",
+                                                   "pg_execute_server_program")), failed[0]["message"]
+    wrong = [f for f in data["findings"] if f["table"] == "public.tips" and f["severity"] == "error"]
+    assert sum(f["count"] for f in wrong) >= 10, data["findings"]
+    assert not touched.exists()
+    assert _writes(bystander) == before
+
+
+def test_an_extension_only_a_superuser_may_create_is_created_for_the_dump(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """pg_stat_statements (not trusted): created by the scratch server's role from the server's own
+    script; the dump's COMMENT ON EXTENSION is left out; the rest restores as the sandbox role."""
+    dump = _custom_dump(make_db, tmp_path, """
+        CREATE EXTENSION pg_stat_statements;
+        CREATE EXTENSION citext;
+        CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint, note citext);
+        INSERT INTO tips VALUES (1, 1.00, 100, 'a');""")
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn)
+    assert code == 0, stderr
+    restore = next(s for s in data["stages"] if s["name"] == "restore")
+    assert restore["extensions_precreated"] == ["pg_stat_statements"], restore
+    as_server = data["provenance"]["sandbox"]["runs_as_the_scratch_server_role"]
+    assert "CREATE EXTENSION pg_stat_statements" in as_server
+
+
+def test_the_sandbox_role_owns_the_scratch_database_only_and_is_dropped(
+        tmp_path: Path, server_dsn: str, small_dump: Path, leftovers: None) -> None:
+    """The migrations run as the rehearsal's role: not a superuser, no CREATEDB, CREATEROLE or
+    BYPASSRLS, owner of the scratch database; gone with it."""
+    code, stderr, data = _rehearse(tmp_path, small_dump, server_dsn, {"300_whoami.sql": """
+        DO $$ BEGIN
+          IF current_user NOT LIKE 'verifier\\_sandbox\\_%' THEN
+            RAISE EXCEPTION 'ran as %', current_user;
+          END IF;
+          IF (SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls OR rolreplication
+              FROM pg_roles WHERE rolname = current_user) THEN RAISE EXCEPTION 'privileged'; END IF;
+          IF (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database())
+             <> current_user THEN RAISE EXCEPTION 'not the owner'; END IF;
+          IF (SELECT count(*) FROM pg_database WHERE pg_get_userbyid(datdba) = current_user) <> 1
+             THEN RAISE EXCEPTION 'owns other databases'; END IF;
+        END $$;
+"""})
+    assert not [f for f in data["findings"] if f["rule"] == "migration_failed"], data["findings"]
+    role = data["provenance"]["sandbox"]["role"]
+    assert role.startswith("verifier_sandbox_"), data["provenance"]
+    assert role not in _roles(server_dsn)
+
+
+def test_a_control_character_in_a_table_name_keeps_junit_well_formed(make_db: Any, tmp_path: Path) -> None:
+    """PostgreSQL allows any character but NUL in a name; XML 1.0 does not (U+0001 here)."""
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE "tips\x01bell" (id int PRIMARY KEY, amount numeric(12,2), '
+                     'amount_cents bigint); INSERT INTO "tips\x01bell" VALUES (1, 1.00, 1)')
+    result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    suite = ElementTree.parse(run / "junit.xml").getroot()  # ill-formed XML raises ParseError
+    assert "public.tips\\u0001bell" in ElementTree.tostring(suite, encoding="unicode")
+    assert int(suite.get("failures", "0")) >= 1
+
+
+def test_a_role_that_can_write_is_named_with_the_grant_of_one_that_cannot(
+        make_db: Any, tmp_path: Path) -> None:
+    """``--db`` as the table's owner (a superuser here): said on the terminal and in summary.json,
+    with the one statement that makes a read-only role; run as a role made by that statement, the
+    same verdict and nothing to say."""
+    from verifier.source.live import READER_GRANT
+
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);"
+                     "INSERT INTO tips VALUES (1, 1.00, 100), (2, 2.00, 201);"
+                     "ALTER TABLE tips ENABLE ROW LEVEL SECURITY")
+    owner = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path / "owner"))
+    assert owner.code == 1, owner.stderr
+    rights = run_summary(tmp_path / "owner")["provenance"]["target_role_can_write"]
+    assert rights[0] == "is a superuser" and "public.tips" in rights[-1], rights
+    assert READER_GRANT in owner.stderr and "can write" in owner.stderr
+    role = f"test_reader_{secrets.token_hex(4)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(READER_GRANT.replace("verifier_reader", role))
+    try:
+        reader = run_cli("verify-cents", "--db", psycopg.conninfo.make_conninfo(dsn, user=role),
+                         "--report-dir", str(tmp_path / "reader"))
+        assert reader.code == 1, reader.stderr
+        data = run_summary(tmp_path / "reader")
+        assert data["provenance"]["target_role_can_write"] == []
+        assert "can write" not in reader.stderr
+        assert [f for f in data["findings"] if f["table"] == "public.tips" and f["severity"] == "error"]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_session_settings_of_the_database_and_odd_schemas_hide_nothing(make_db: Any, tmp_path: Path) -> None:
+    """ALTER DATABASE ... SET of settings that change what SQL means (a backslash in '\\_' no longer
+    an escape, names found in public first, floats printed short, another isolation, a tiny lock
+    timeout); wrong cents in a schema named pgpay (which 'pg\\_%' would match without standard
+    strings) and in a table created in information_schema: all found."""
+    dsn = str(make_db())
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA pgpay;"
+                     "CREATE TABLE pgpay.tips (id int PRIMARY KEY, amount numeric(12,2), "
+                     "amount_cents bigint);"
+                     "INSERT INTO pgpay.tips VALUES (1, 1.00, 1);"
+                     "CREATE TABLE information_schema.tips (id int PRIMARY KEY, amount numeric(12,2), "
+                     "amount_cents bigint); INSERT INTO information_schema.tips VALUES (1, 2.00, 2);"
+                     "CREATE TABLE public.tips (id int PRIMARY KEY, amount real, amount_cents bigint);"
+                     "INSERT INTO public.tips VALUES (1, 0.1, 10)")
+        for setting in ("standard_conforming_strings = off", "search_path = public, pg_catalog",
+                        "extra_float_digits = -15", "default_transaction_isolation = 'serializable'",
+                        "DateStyle = 'SQL, DMY'", "IntervalStyle = 'sql_standard'"):
+            conn.execute(f'ALTER DATABASE "{name}" SET {setting}')
+    result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    wrong = {f["table"] for f in run_summary(tmp_path)["findings"] if f["severity"] == "error"}
+    assert {"pgpay.tips", "information_schema.tips"} <= wrong, wrong
+    assert "public.tips" not in wrong, wrong  # 0.1 real is 10 cents, read at its shortest decimal

@@ -1,0 +1,84 @@
+"""The console scripts (``verify-cents``, ``verify-ledger``, ``verifier``): signals first.
+
+Each entry point makes SIGTERM behave as Ctrl-C before anything else is
+imported (click and the library take a few hundred milliseconds), then runs
+its command from ``verifier.cli``. An interrupt that reaches this level, from
+the first statement on, ends the process with exit 2 and one line on stderr,
+never click's "Aborted!" (exit 1, the code for findings) or a traceback:
+
+- before a run folder exists: nothing was verified, and the line says so;
+- inside a run: the run has already recorded itself as NOT VERIFIED
+  (``verifier.jobs.lifecycle.recorded``) and said so;
+- after the run wrote its outputs: the verdict stands, and the process exits
+  with the run's own code (``verifier.signals.ended``).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import NoReturn
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _ignore_signals() -> None:
+    """From here on the outcome is decided: a late Ctrl-C or SIGTERM changes nothing."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _run(command_name: str, prog: str) -> int:
+    """Run the command; its exit code. KeyboardInterrupt propagates."""
+    import click
+
+    from verifier import cli
+
+    command = getattr(cli, command_name)
+    try:
+        result = command.main(prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:  # click's own wrapping of KeyboardInterrupt
+        raise KeyboardInterrupt from None
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+def _main(command_name: str, prog: str) -> NoReturn:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        code = _run(command_name, prog)
+    except KeyboardInterrupt:
+        _ignore_signals()
+        from verifier.signals import outcome
+
+        ended = outcome()
+        if ended is None:
+            print(f"{prog}: Interrupted (Ctrl-C or SIGTERM): nothing was verified.", file=sys.stderr)
+        code = 2 if ended is None else ended
+    _ignore_signals()
+    sys.exit(code)
+
+
+def verify_cents() -> NoReturn:
+    """``verify-cents``."""
+    _main("verify_cents", "verify-cents")
+
+
+def verify_ledger() -> NoReturn:
+    """``verify-ledger``."""
+    _main("verify_ledger", "verify-ledger")
+
+
+def verifier() -> NoReturn:
+    """``verifier`` (the utilities: migrations, snapshots, the reports index)."""
+    _main("verifier", "verifier")
