@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import psycopg
+from psycopg import sql
+
 from verifier.config import RESTORE_TIMEOUT_S
 from verifier.errors import SnapshotError, ToolError
 from verifier.pg import tools
@@ -83,15 +86,13 @@ def precreate_untrusted(info: DumpInfo, db: ScratchDatabase) -> tuple[str, ...]:
     sandbox. Raises ``SnapshotError`` naming the extension when the server refuses it."""
     if db.sandbox_role is None or not info.extensions:
         return ()
-    from psycopg import sql
-
     with connect(db.admin_dsn, autocommit=True, what="scratch database") as conn:
         names = [str(r[0]) for r in conn.execute(UNTRUSTED_SQL, (list(info.extensions),)).fetchall()]
         for name in names:
             try:
                 conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public CASCADE").format(
                     sql.Identifier(name)))
-            except Exception as exc:  # psycopg.Error: the extension's own script failed
+            except psycopg.Error as exc:  # the extension's own script failed
                 raise SnapshotError(
                     f"The snapshot {info.path} creates the extension {name}, which only a superuser may "
                     f"create; creating it for the rehearsal failed: {scrub(str(exc).strip(), db.admin_dsn)}",

@@ -38,8 +38,10 @@ DROP_RETRY_INTERVAL_S = 0.5
 class ScratchDatabase:
     """A database we created and may write to. Both DSNs may hold a password.
 
-    ``dsn`` connects as the scratch server's own role (what the verifier reads
-    and records with); ``sandbox_dsn`` as the rehearsal's sandbox role, where
+    ``dsn`` connects as what the verifier reads and records with: the
+    rehearsal's reader role (``reader_role``) where the server made one, else
+    the scratch server's own role (``admin_dsn``); ``sandbox_dsn`` as the
+    rehearsal's sandbox role, where
     the snapshot's and the migrations' SQL runs (``untrusted_dsn``): a role
     that owns this database and nothing else (see ``ScratchServer.database``).
     """
@@ -213,7 +215,7 @@ def drop_role(admin_dsn: str, role: str) -> None:
         with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=conninfo.CONNECT_TIMEOUT_S) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
     except psycopg.Error as exc:
-        print(f"warning: could not drop the sandbox role {role} on {conninfo.describe(admin_dsn)}: "
+        print(f"warning: could not drop the role {role} on {conninfo.describe(admin_dsn)}: "
               f"{conninfo.scrub(str(exc).strip(), admin_dsn)} (remove it with DROP ROLE {role})",
               file=sys.stderr)
 
