@@ -85,6 +85,10 @@ def test_keep_scratch_keeps_the_database_and_prints_how_to_connect(
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             for name in kept:
                 conn.execute(f'DROP DATABASE "{name}"')
+                for prefix in ("verifier_sandbox", "verifier_reader"):  # kept with it, as the message says
+                    role = name.replace("verifier_scratch", prefix, 1)
+                    assert f'DROP ROLE "{role}"' in result.stderr
+                    conn.execute(f'DROP ROLE "{role}"')
 
 
 @pytest.mark.parametrize("content, words", [

@@ -335,3 +335,32 @@ def test_session_settings_of_the_database_and_odd_schemas_hide_nothing(make_db: 
     wrong = {f["table"] for f in run_summary(tmp_path)["findings"] if f["severity"] == "error"}
     assert {"pgpay.tips", "information_schema.tips"} <= wrong, wrong
     assert "public.tips" not in wrong, wrong  # 0.1 real is 10 cents, read at its shortest decimal
+
+
+def test_a_set_config_in_public_with_the_databases_search_path_is_never_called(
+        make_db: Any, tmp_path: Path) -> None:
+    """The database's owner sets search_path = public, pg_catalog and defines public.set_config (which
+    keeps public on the path) and an "=" that calls every cent right: the pins are set through
+    pg_catalog.set_config, so neither runs in our session and the wrong cents are found."""
+    dsn = str(make_db())
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            CREATE TABLE public.called (who text);
+            CREATE FUNCTION public.set_config(name text, val text, is_local boolean) RETURNS text
+              LANGUAGE plpgsql AS $f$ BEGIN
+                INSERT INTO public.called VALUES (current_user);
+                IF name = 'search_path' THEN
+                  RETURN pg_catalog.set_config(name, 'public, pg_catalog', is_local);
+                END IF;
+                RETURN pg_catalog.set_config(name, val, is_local); END $f$;
+            CREATE FUNCTION public.lie(bigint, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE
+              AS 'SELECT true';
+            CREATE OPERATOR public.= (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = public.lie);
+            CREATE TABLE public.payments (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+            INSERT INTO public.payments SELECT g, g, 1 FROM generate_series(1, 3) g;""")
+        conn.execute(f'ALTER DATABASE "{name}" SET search_path = public, pg_catalog')
+    result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM public.called").fetchone() == (0,)

@@ -65,8 +65,8 @@ class Recorded:
 # A recorded table's fingerprint: its row count and the sum of a 64-bit hash of every row (order
 # free, one read; a migration that rewrites the originals changes it). Not proof against a migration
 # built to forge it: keeping the originals out of the migrations' reach is the rehearsal's sandbox.
-DIGEST_SQL = ("SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(o::text, 0)::numeric), 0)::text "
-              "FROM {} o")
+DIGEST_SQL = ("SELECT pg_catalog.count(*)::text || ':' || coalesce(pg_catalog.sum("
+              "pg_catalog.hashtextextended(o::text, 0)::numeric), 0)::text FROM {} o")
 
 
 def _plain(column: Column) -> sql.Composable:

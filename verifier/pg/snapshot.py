@@ -53,9 +53,14 @@ def limits(config: Config) -> dict[str, str]:
 
 
 def configure(conn: psycopg.Connection, settings: dict[str, str]) -> None:
-    """Set each of ``settings`` for the session of ``conn`` (in autocommit, before any transaction)."""
-    for name, value in settings.items():
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    """Set each of ``settings`` for the session of ``conn`` (in autocommit, before any transaction).
+
+    ``search_path`` first, and every call to ``pg_catalog.set_config`` by its qualified name: the
+    database's own defaults (ALTER DATABASE ... SET search_path = public, pg_catalog) are in force
+    until then, and a ``public.set_config`` would otherwise run in our session, as our role."""
+    ordered = sorted(settings.items(), key=lambda item: item[0] != "search_path")
+    for name, value in ordered:
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
 
 
 def open_pinned(url: str, config: Config, *, what: str) -> psycopg.Connection:

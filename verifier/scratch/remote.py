@@ -19,7 +19,8 @@ def _print_keep(db: ScratchDatabase) -> None:
     print(
         f"Kept scratch database {db.name} on {conninfo.describe(db.server.admin_dsn)}.\n"
         f"  Connect:  psql '{conninfo.redact(db.dsn)}'\n"
-        f"  Drop it:  DROP DATABASE \"{db.name}\";",
+        f"  Drop it:  DROP DATABASE \"{db.name}\";"
+        + "".join(f" DROP ROLE \"{r}\";" for r in (db.reader_role, db.sandbox_role) if r),
         file=sys.stderr,
     )
 
