@@ -106,3 +106,18 @@ def test_per_row_rules_are_documented_in_order_of_precedence() -> None:
     rows = section[:section.index("Per table and run")]
     first_table = re.findall(r"^\| `([a-z_]+)` \|", rows, re.MULTILINE)
     assert tuple(first_table) == rules_of("row")
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """Each line of "What is guaranteed" names its tests (``file.py::name``, or ``::name`` for the file
+    named last); every one must exist, so that a guarantee never outlives its proof."""
+    section = README.split("## What is guaranteed", 1)[1].split("\n## ", 1)[0]
+    tests = Path(__file__).parent
+    named = 0
+    current = None
+    for file, name in re.findall(r"`(test_\w+\.py)?::(test_\w+)`", section):
+        current = file or current
+        assert current is not None, name
+        assert re.search(rf"^def {name}\(", (tests / current).read_text(), re.MULTILINE), f"{current}::{name}"
+        named += 1
+    assert named >= 30

@@ -364,3 +364,128 @@ def test_a_set_config_in_public_with_the_databases_search_path_is_never_called(
     assert result.code == 1, result.stderr
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM public.called").fetchone() == (0,)
+
+
+_TIPS = """
+    CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2));
+    INSERT INTO tips SELECT g, g FROM generate_series(1, 10) g;"""
+_WRONG = "ALTER TABLE tips ADD COLUMN amount_cents bigint;\nUPDATE tips SET amount_cents = amount * 10;\n"
+
+
+@pytest.mark.parametrize(("case", "sql", "table"), [
+    ("rename", "ALTER TABLE tips RENAME TO gratuities; ALTER TABLE gratuities DROP COLUMN amount;",
+     "public.gratuities"),
+    ("move", "CREATE SCHEMA pay; ALTER TABLE tips SET SCHEMA pay; ALTER TABLE pay.tips DROP COLUMN amount;",
+     "pay.tips"),
+    ("rename_key", "ALTER TABLE tips RENAME COLUMN id TO tip_id; ALTER TABLE tips DROP COLUMN amount;",
+     "public.tips"),
+    ("widen_key", "ALTER TABLE tips ALTER COLUMN id TYPE bigint; ALTER TABLE tips DROP COLUMN amount;",
+     "public.tips"),
+])
+def test_a_recorded_table_renamed_or_moved_is_followed_to_its_originals(
+        case: str, sql: str, table: str, make_db: Any, tmp_path: Path, server_dsn: str,
+        leftovers: None) -> None:
+    """Wrong cents, then the table renamed, moved to another schema, its key renamed or widened and
+    its decimals dropped: the originals follow the table (by OID, its key by attribute number) and
+    every wrong cent is found where the table now is."""
+    dump = _custom_dump(make_db, tmp_path, _TIPS)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {"300_cents.sql": _WRONG,
+                                                               "301_reshape.sql": sql + "\n"})
+    assert code == 1, stderr
+    assert not [f for f in data["findings"] if f["rule"] == "migration_failed"], data["findings"]
+    wrong = [f for f in data["findings"] if f["table"] == table and f["rule"] == "scale_error"]
+    assert [f["count"] for f in wrong] == [10], data["findings"]
+
+
+@pytest.mark.parametrize(("case", "sql", "why"), [
+    ("drop", "DROP TABLE tips;", "dropped the table"),
+    ("replace", "CREATE TABLE tips_new AS SELECT id, amount_cents FROM tips; DROP TABLE tips;"
+                "ALTER TABLE tips_new RENAME TO tips;", "dropped the table"),
+    ("drop_key", "ALTER TABLE tips DROP COLUMN id;", "dropped a column of its primary key"),
+    ("key_to_text", "ALTER TABLE tips ALTER COLUMN id TYPE text;", "changed the type of its key"),
+])
+def test_originals_that_match_nothing_after_the_migrations_fail_the_run(
+        case: str, sql: str, why: str, make_db: Any, tmp_path: Path, server_dsn: str,
+        leftovers: None) -> None:
+    """A table dropped (or replaced by another of its name), its key dropped or retyped: its recorded
+    rows cannot be compared, which is an error naming the table and why, never a pass."""
+    dump = _custom_dump(make_db, tmp_path, _TIPS)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {
+        "300_cents.sql": "ALTER TABLE tips ADD COLUMN amount_cents bigint;\n"
+                         "UPDATE tips SET amount_cents = amount * 100;\n",
+        "301_reshape.sql": sql + "\n"})
+    assert code == 1, stderr
+    [lost] = [f for f in data["findings"] if f["rule"] == "originals_unmatched"]
+    assert lost["table"] == "public.tips" and lost["count"] == 10 and why in lost["message"], lost
+
+
+def test_rows_a_migration_copies_after_dropping_the_key_are_counted(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """The primary key dropped and every row inserted twice, each copy with right cents: the money
+    doubled, found as row_duplicated with the cents the copies add."""
+    dump = _custom_dump(make_db, tmp_path, _TIPS)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {
+        "300_cents.sql": "ALTER TABLE tips ADD COLUMN amount_cents bigint;\n"
+                         "UPDATE tips SET amount_cents = amount * 100;\n",
+        "301_copy.sql": "ALTER TABLE tips DROP CONSTRAINT tips_pkey;\n"
+                        "INSERT INTO tips SELECT * FROM tips;\n"})
+    assert code == 1, stderr
+    [dup] = [f for f in data["findings"] if f["rule"] == "row_duplicated"]
+    assert dup["table"] == "public.tips" and dup["count"] == 10, dup
+    assert dup["cents_impact_net"] == sum(range(1, 11)) * 100, dup
+
+
+def test_a_snapshot_with_a_schema_named_like_the_record_is_verified(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """The snapshot's own verifier_originals schema: the record takes another name, and the wrong
+    cents in the user's schema of that name are found."""
+    dump = _custom_dump(make_db, tmp_path, """
+        CREATE SCHEMA verifier_originals;
+        CREATE TABLE verifier_originals.t1 (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+        INSERT INTO verifier_originals.t1 VALUES (1, 1.00, 1), (2, 2.00, 200);""")
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {"300_touch.sql": (
+        "UPDATE verifier_originals.t1 SET amount = amount;\n")})
+    assert code == 1, stderr
+    wrong = [f for f in data["findings"]
+             if f["table"] == "verifier_originals.t1" and f["severity"] == "error"]
+    assert wrong and wrong[0]["count"] == 1, data["findings"]
+
+
+def test_a_cast_from_an_enum_to_text_changes_no_currency(make_db: Any, tmp_path: Path) -> None:
+    """The owner of an enum of currency codes casts it to text with a function that says USD for
+    every row: the rows in JPY (no minor unit) are still read as JPY, so their wrong cents are found."""
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            CREATE TYPE iso AS ENUM ('USD', 'JPY');
+            CREATE FUNCTION public.lie(iso) RETURNS text LANGUAGE sql IMMUTABLE AS $$SELECT 'USD'$$;
+            CREATE CAST (iso AS text) WITH FUNCTION public.lie(iso);
+            CREATE TABLE sales (id int PRIMARY KEY, currency iso, amount numeric(12,2),
+                                amount_cents bigint);
+            INSERT INTO sales VALUES (1, 'USD', 1.00, 100), (2, 'JPY', 500, 50000)""")
+    result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    wrong = [f for f in run_summary(tmp_path)["findings"] if f["table"] == "public.sales"
+             and f["severity"] == "error"]
+    assert [f["count"] for f in wrong if f["rule"] == "scale_error"] == [1], wrong
+
+
+def test_database_settings_a_snapshot_makes_neither_stop_the_rehearsal_nor_blind_the_rule_checks(
+        tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """The snapshot, as the scratch database's owner, sets the database read-only for new sessions and
+    its search_path to public first, with a public.md5 that hashes everything alike: the migrations
+    still run and are tracked, and a migration that changes a row each time it runs is still
+    not_idempotent (the rule checks' digests use pg_catalog's md5)."""
+    dump = _plain_dump(tmp_path / "settings.sql", """
+        ALTER TABLE public.tips ADD COLUMN note text DEFAULT 'n';
+        CREATE FUNCTION public.md5(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$SELECT 'same'$$;
+        DO $$ BEGIN
+          EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database());
+          EXECUTE format('ALTER DATABASE %I SET search_path = public, pg_catalog', current_database());
+        END $$;
+    """)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {
+        "300_note.sql": "UPDATE tips SET note = note || 'x';\n"})
+    assert code == 1, stderr
+    assert not [f for f in data["findings"] if f["rule"] == "migration_failed"], data["findings"]
+    assert [f["migration"] for f in data["findings"] if f["rule"] == "not_idempotent"] == ["300_note.sql"]

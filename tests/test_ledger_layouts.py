@@ -230,3 +230,22 @@ def test_a_reconciliation_key_that_cannot_match_the_owner_is_exit_2(fresh_db: st
         'account_type = "user"\n'))
     assert code == 2 and data["status"] == "error"
     assert "wallets.user_key is text, public.accounts.owner_user_id is bigint" in stderr
+
+
+def test_a_cast_the_database_defines_on_a_ledger_column_type_is_exit_2(
+        fresh_db: str, tmp_path: Path) -> None:
+    """entry_type is an enum whose owner cast it to text with a function that calls every entry a
+    debit: the audit would read what the function says, so it refuses to run (exit 2), naming the
+    cast; without the cast the same ledger passes."""
+    _make(fresh_db, EARLIER, NORMAL_SIGNS, """
+        CREATE TYPE side AS ENUM ('debit', 'credit');
+        ALTER TABLE entries ALTER COLUMN entry_type TYPE side USING entry_type::side;""")
+    config = '[ledger]\ndebit_normal_account_types = ["platform_cash"]\n'
+    code, data, stderr = _audit(fresh_db, tmp_path / "plain", config=config)
+    assert code == 0, (stderr, data["findings"])
+    _make(fresh_db, """
+        CREATE FUNCTION public.lie(side) RETURNS text LANGUAGE sql IMMUTABLE AS $$SELECT 'debit'$$;
+        CREATE CAST (side AS text) WITH FUNCTION public.lie(side);""")
+    code, data, stderr = _audit(fresh_db, tmp_path / "cast", config=config)
+    assert code == 2, (stderr, data["findings"])
+    assert "public.side AS text WITH FUNCTION public.lie(public.side)" in stderr and "DROP CAST" in stderr

@@ -221,3 +221,34 @@ def test_down_block_lines_point_into_the_file(tmp_path: Path) -> None:
     for stmt in down:
         assert lines[stmt.line - 1].startswith("-- " + stmt.sql.split()[0])
     assert "DROP TABLE" not in text.up
+
+
+@pytest.mark.parametrize("kind", ["symlink_out", "fifo", "too_big"])
+def test_only_regular_suite_files_inside_the_expectations_directory_are_read(
+        tmp_path: Path, kind: str) -> None:
+    """The same rule for ``--expectations DIR``: a suite linked from outside (its text would reach the
+    report), a FIFO (never opened) or a file over the limit is a UsageError naming it."""
+    import os
+
+    from verifier.judge.suites import SUITE_BYTES_MAX, suite_files
+
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    (suites / "a.json").write_text('{"expectations": []}')
+    bad = suites / "b.json"
+    if kind == "symlink_out":
+        (tmp_path / "credentials.json").write_text('{"password": "x"}')
+        bad.symlink_to(tmp_path / "credentials.json")
+        expected = "is a symbolic link to"
+    elif kind == "fifo":
+        os.mkfifo(bad)
+        expected = "is a FIFO, not a regular file"
+    else:
+        with bad.open("wb") as fh:
+            fh.truncate(SUITE_BYTES_MAX + 1)
+        expected = "more than the"
+    with pytest.raises(UsageError) as caught:
+        suite_files(suites)
+    assert str(bad) in str(caught.value) and expected in str(caught.value)
+    bad.unlink()
+    assert suite_files(suites) == [suites / "a.json"]

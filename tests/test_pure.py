@@ -129,3 +129,12 @@ def test_redact_hides_keyword_passwords() -> None:
     assert "s3cr3t-pw" not in conninfo.redact(dsn)
     assert conninfo.describe(dsn) == "alice@db:5432/pay"
     assert "'q p'" not in conninfo.redact("host=db password='q p' dbname=x")
+
+
+def test_text_for_the_terminal_shows_controls_and_bidi_overrides_as_escapes() -> None:
+    """An escape sequence or a right-to-left override in a file or table name is shown, not obeyed."""
+    from verifier.errors import printable
+
+    assert printable("300_\x1b[2J\x07pay\u202emoc.sql") == "300_\\u001b[2J\\u0007pay\\u202emoc.sql"
+    assert printable("line one\n\tline two é 💸") == "line one\n\tline two é 💸"
+    assert printable("\x9b31m") == "\\u009b31m"

@@ -39,7 +39,7 @@ traceback_option = click.option(
 
 def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
     """Run ``action``; render its Run (or error) and exit with the right code."""
-    from verifier.errors import VerifierError
+    from verifier.errors import VerifierError, printable
     from verifier.run import VERDICTS
     from verifier.signals import handle_termination
 
@@ -49,7 +49,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
     except VerifierError as exc:
         if show_traceback:
             tb.print_exc()
-        click.echo(f"{name}: {exc}", err=True)
+        click.echo(f"{name}: {printable(str(exc))}", err=True)
         if exc.run_dir is not None:
             click.echo(f"{name}: incomplete report: {exc.run_dir / 'report.html'}", err=True)
         sys.exit(exc.exit_code)
@@ -57,8 +57,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
         if show_traceback:
             tb.print_exc()
         click.echo(
-            f"{name}: internal error: {type(exc).__name__}: {exc}. This is a bug in the verifier; "
-            "run again with --traceback and report it.",
+            f"{name}: internal error: {type(exc).__name__}: {printable(str(exc))}. This is a bug in the "
+            "verifier; run again with --traceback and report it.",
             err=True,
         )
         sys.exit(2)
@@ -270,13 +270,15 @@ def _migrate(name: str, traceback: bool, apply: Callable[[], list[Any]]) -> None
 
 
 def _render_results(results: list[Any]) -> int:
+    from verifier.errors import printable
+
     for r in results:
         mark = "ok" if r.ok else "FAILED"
-        click.echo(f"{r.direction:4s} {r.file.path.name}: {mark} in {r.duration_s:.3f} s")
+        click.echo(printable(f"{r.direction:4s} {r.file.path.name}: {mark} in {r.duration_s:.3f} s"))
         for lock in sorted(r.locks, key=lambda lk: -lk.held_s)[:3]:
-            click.echo(f"       {lock.describe()}")
+            click.echo(printable(f"       {lock.describe()}"))
         if r.failure is not None:
-            click.echo(f"       {r.failure.describe()}", err=True)
+            click.echo(printable(f"       {r.failure.describe()}"), err=True)
     if not results:
         click.echo("nothing to do")
     return 1 if any(not r.ok for r in results) else 0
@@ -291,20 +293,24 @@ def migrations_status(directory: Path, db_url: str, config_path: Path | None, tr
     """List each migration file and whether the database has it (read only)."""
 
     def action() -> None:
+        from verifier.errors import printable
         from verifier.jobs.migrations import status
+
+        def say(text: str) -> None:
+            click.echo(printable(text))
 
         discovery, rows, ambiguous = status(directory, db_url, _config(config_path))
         for row in rows:
-            click.echo(f"{'applied' if row.applied else 'pending':8s} {row.file.path.name}")
+            say(f"{'applied' if row.applied else 'pending':8s} {row.file.path.name}")
         for number, names in discovery.duplicates.items():
-            click.echo(f"note: number {number} is shared by {', '.join(names)}")
+            say(f"note: number {number} is shared by {', '.join(names)}")
         for version, names in ambiguous.items():
-            click.echo(f"note: the tracker records {version} once for {', '.join(names)}: all are taken as "
+            say(f"note: the tracker records {version} once for {', '.join(names)}: all are taken as "
                        "applied; which of them really ran cannot be told")
         for path in discovery.unnumbered:
-            click.echo(f"note: {path.name} is not numbered and is skipped")
+            say(f"note: {path.name} is not numbered and is skipped")
         for path in discovery.down_files:
-            click.echo(f"note: {path.name} is a down file, not an up migration, and is skipped")
+            say(f"note: {path.name} is a down file, not an up migration, and is skipped")
 
     _invoke("verifier migrations status", traceback, action)
 

@@ -7,7 +7,18 @@ user can act on, carrying the thing it names as attributes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# Characters that a terminal would act on rather than show: C0 and C1 controls but newline and tab
+# (an escape sequence in a file or table name could rewrite the screen), and the bidirectional
+# overrides and isolates of Unicode (UAX #9) that reorder what follows them.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: each character of ``_UNPRINTABLE`` written as ``\\uXXXX``."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class VerifierError(Exception):

@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
+
+from verifier.errors import UsageError
 
 OFFENDERS_NAME = "offenders.csv"
 LEDGER_OFFENDERS_NAME = "ledger-offenders.csv"  # a rehearsal's ledger audit, beside the cents' offenders
@@ -68,3 +71,26 @@ def offenders_csv(run_dir: Path, name: str = OFFENDERS_NAME) -> Iterator[RowWrit
         os.replace(partial, run_dir / name)
     finally:
         partial.unlink(missing_ok=True)  # no half a CSV next to the report
+
+
+def check_regular(path: Path, directory: Path, *, what: str, place: str, limit: int, fix: str) -> None:
+    """Raise ``UsageError`` unless ``path`` is a regular file of at most ``limit`` bytes inside
+    ``directory``: a symbolic link may point to one there, never outside it (its target would reach
+    the report), nor to a FIFO (reading it would wait for ever), a device or a directory.
+    ``what`` names the file in the message ("The migration ..."), ``place`` the directory."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(directory.resolve()):
+            raise UsageError(f"{what} is a symbolic link to {target}, outside the {place}.", hint=fix)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{what} cannot be read: {exc.strerror}.", hint=fix) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise UsageError(f"{what} is {kind}, not a regular file.", hint=fix)
+    if st.st_size > limit:
+        raise UsageError(f"{what} is {st.st_size:,} bytes, more than the {limit:,} it may hold.",
+                         hint=fix)

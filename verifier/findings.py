@@ -97,6 +97,13 @@ REGISTRY: tuple[Rule, ...] = (
         ("expectation_failed", "error", "(--gx) an expectation of a Great Expectations suite failed"),
         ("row_missing", "error", "(rehearsal) a row of the originals is gone after the migrations"),
         ("row_added", "error", "(rehearsal) a row the originals did not have"),
+        ("row_duplicated", "error",
+         "(rehearsal) a row of the originals appears more than once after the migrations (its key is "
+         "no longer unique): each copy beyond the first is counted, with the cents it adds"),
+        ("originals_unmatched", "error",
+         "(rehearsal) a table whose amounts were recorded cannot be matched with them after the "
+         "migrations: the table or a key column was dropped, or a key column changed type (a table "
+         "renamed or moved is followed); its cents cannot be verified"),
     ),
     *_rules(
         "migration",

@@ -68,9 +68,9 @@ WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   -- (pg_toast, pg_temp_N: CREATE SCHEMA refuses the prefix to anyone else).
   AND n.oid <> 'pg_catalog'::pg_catalog.regnamespace
   AND NOT (n.nspname = 'information_schema' AND c.oid < 16384) AND n.nspname NOT LIKE 'pg\\_%%'
-  -- A rehearsal's own record (verifier.cents.originals.ORIGINALS_SCHEMA, asserted there); a live
-  -- database's schema of that name is the user's, and read.
-  AND (NOT %(skip_ours)s OR n.nspname <> 'verifier_originals')
+  -- A rehearsal's own record (verifier.cents.originals: its schema's name, unique in the scratch
+  -- database); a live database's schema of any name is the user's, and read.
+  AND (%(ours)s::text IS NULL OR n.nspname <> %(ours)s)
 ORDER BY 1, 2, a.attnum
 """
 
@@ -117,12 +117,12 @@ def looks_minor(column: Column) -> bool:
             or bool(column.comment and MINOR_WORDS.search(column.comment) and column.whole_number_type))
 
 
-def read_columns(conn: psycopg.Connection, *, skip_ours: bool = True) -> dict[tuple[str, str], list[Column]]:
+def read_columns(conn: psycopg.Connection, *, ours: str | None = None) -> dict[tuple[str, str], list[Column]]:
     """Every column of every user table (COLUMNS_SQL), per (schema, table), in column order; with
-    ``skip_ours`` (a rehearsal) not those of the verifier's own record of the originals."""
+    ``ours`` (a rehearsal: the schema of its record of the originals) not those of that schema."""
     tables: dict[tuple[str, str], list[Column]] = {}
     for nsp, rel, col, base, full, scale, domain, enum, not_null, key_pos, comment in conn.execute(
-            COLUMNS_SQL, {"skip_ours": skip_ours}).fetchall():
+            COLUMNS_SQL, {"ours": ours}).fetchall():
         tables.setdefault((nsp, rel), []).append(
             Column(col, base, full, bool(not_null), key_pos, scale, domain, comment, bool(enum)))
     return tables
@@ -174,6 +174,6 @@ def reads(conn: psycopg.Connection) -> Callable[[str, str], sql.Composable]:
     return read
 
 
-def table_names(conn: psycopg.Connection) -> set[tuple[str, str]]:
+def table_names(conn: psycopg.Connection, *, ours: str | None = None) -> set[tuple[str, str]]:
     """Every user table (schema, table), as ``read_columns`` sees them."""
-    return set(read_columns(conn))
+    return set(read_columns(conn, ours=ours))

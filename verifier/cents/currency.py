@@ -28,7 +28,10 @@ FACTOR = "verifier_factor"  # the factor's column in the relation the checks rea
 CURRENCY_NAMES = ("currency", "currency_code", "iso_currency", "currency_iso")
 DETECT_ROWS = 1000  # rows read to tell a currency column by its values
 # The first rows of a candidate column: how many are set, and how many look like ISO codes.
-LOOKS_SQL = ("SELECT count(c), count(*) FILTER (WHERE upper(btrim(c::text)) COLLATE \"C\" ~ '^[A-Z]{{3}}$') "
+# format('%s', c): the text of the type's output function. A cast (c::text) would run a CREATE CAST
+# that the owner of an enum type may define (PostgreSQL 15, "CREATE CAST"), which may lie.
+LOOKS_SQL = ("SELECT count(c), count(*) FILTER ("
+             "WHERE upper(btrim(pg_catalog.format('%%s', c))) COLLATE \"C\" ~ '^[A-Z]{{3}}$') "
              "FROM (SELECT {column} AS c FROM {table} LIMIT %s) s")
 
 
@@ -60,8 +63,8 @@ def join(relation: sql.Composable, column: Column) -> sql.Composable:
     # In the "C" collation: a case-insensitive (nondeterministic) one would match "Usd" to both USD
     # and usd, and read each row twice.
     key = sql.SQL("r.{}").format(sql.Identifier(column.name))
-    if column.enum or column.base_type == "citext":
-        key = sql.SQL("{}::text").format(key)
+    if column.enum or column.base_type == "citext":  # its output function's text, never a CREATE CAST
+        key = sql.SQL("pg_catalog.format('%s', {})").format(key)
     key = sql.SQL('{} COLLATE "C"').format(key)
     return sql.SQL("(SELECT r.*, verifier_iso.factor AS {f} FROM {rel} AS r LEFT JOIN "
                    "(VALUES {rows}) AS verifier_iso(code, factor) ON verifier_iso.code = {key})").format(

@@ -25,9 +25,11 @@ from verifier.cents.pairs import Inventory, TablePlan
 from verifier.cents.sql import (
     DIFF_BUCKETS,
     FLOAT_DIGITS,
+    UNIQUE_KEY_SQL,
     WARNING_CLASSES,
     Check,
     PendingConstraint,
+    build_duplicates_query,
     build_offenders_query,
     build_summary_query,
     checks_of,
@@ -174,7 +176,34 @@ def verify_table(conn: psycopg.Connection, plan: TablePlan, config: Config,
     # Every offending row breaks a check, and no check has more offending rows than the table.
     assert max((s.offending for s in stats.values()), default=0) <= result.offending_rows
     assert result.offending_rows <= sum(s.offending for s in stats.values())
-    return result, _findings(result, samples) + _narrow(plan, headroom)
+    return result, _findings(result, samples) + _narrow(plan, headroom) + _duplicated(conn, plan, config,
+                                                                                       offenders)
+
+
+def _duplicated(conn: psycopg.Connection, plan: TablePlan, config: Config, out: RowWriter) -> list[Finding]:
+    """``row_duplicated``: originals that more than one live row matches. Read only where no unique
+    index covers the live key any longer (a migration dropped it); each copy beyond the first is an
+    offender line of its own key."""
+    if plan.originals is None or conn.execute(UNIQUE_KEY_SQL, {
+            "oid": plan.originals.oid, "names": list(plan.originals.live_key_names)}).fetchone():
+        return []
+    extra, impact = 0, Decimal(0)
+    sample: list[dict[str, Any]] = []
+    for row_key, copies, adds in conn.execute(build_duplicates_query(plan, config.rounding)):
+        extra += int(copies)
+        impact += Decimal(adds)
+        out.writerow((plan.name, None, "row_duplicated", row_key, None, None, None, adds))
+        if len(sample) < config.sample_rows_max:
+            sample.append({"key": json.loads(row_key, parse_float=Decimal),
+                           "copies_beyond_the_first": int(copies)})
+    if not extra:
+        return []
+    return [Finding(rule="row_duplicated", severity="error", table=plan.name, count=extra,
+                    cents_impact=int(abs(impact)), cents_impact_net=int(impact), sample=tuple(sample),
+                    message=f"{extra:,} row(s) of {plan.name} copy a row of the originals (its key "
+                            f"{', '.join(plan.originals.live_key_names)} is no longer unique): they add "
+                            f"{impact} cents",
+                    detail={"copies_beyond_the_first": extra})]
 
 
 def _stream_offenders(conn: psycopg.Connection, plan: TablePlan, config: Config,

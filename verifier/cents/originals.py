@@ -13,14 +13,23 @@ Tables without a primary key cannot be matched row for row after a
 migration rewrote them; they are not recorded, and are verified against
 their live decimal columns, as in place (the stage detail lists them).
 
-The schema is left out of pair discovery and of the migration rule
-fingerprints. Migrations that loop over every table of the database will
-see it; that is the price of joining in the same database.
+The schema (``verifier_originals``, or that name with a random suffix when
+the snapshot already holds a schema so named) is owned by the reader role;
+the sandbox role that runs the migrations cannot read or change it. It is
+left out of pair discovery by name (the name is ours for the rehearsal) and
+of the migration rule fingerprints (the sandbox role may not use it).
+
+Tables are followed by OID (``relocate``): a migration that renames a
+table, moves it to another schema or renames its key columns is still
+compared with its originals; one that drops the table, or a key column,
+leaves originals that match nothing, which is an error
+(``originals_unmatched``), never a silent pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -29,10 +38,10 @@ from verifier.cents.catalog import COLUMNS_SQL, Column, key_of, looks_minor, rea
 from verifier.config import Config
 from verifier.errors import VerifierError
 
-# Where a rehearsal records the originals, in its scratch database only. The
-# catalog's reading (and the migration rule checks' fingerprints) leave it out.
+# Where a rehearsal records the originals, in its scratch database only (with a random suffix
+# when the snapshot has a schema of that name). The catalog's reading leaves it out by name.
 ORIGINALS_SCHEMA = "verifier_originals"
-assert f"<> '{ORIGINALS_SCHEMA}'" in COLUMNS_SQL
+assert "n.nspname <> %(ours)s" in COLUMNS_SQL
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,19 @@ class Source:
 class Originals:
     """A table's key and source values as a rehearsal recorded them before migrating."""
 
-    relation: str  # its table in ORIGINALS_SCHEMA
-    key: tuple[str, ...]
+    relation: str  # its table in ``schema``
+    key: tuple[str, ...]  # the key's columns, as named in the record
     sources: tuple[Source, ...]
+    schema: str = ORIGINALS_SCHEMA  # the record's schema (Recorded.schema)
+    oid: int = 0  # the live table's pg_class OID when recorded: followed through renames
+    key_attnums: tuple[int, ...] = ()  # the live key columns' attribute numbers, in key order
+    key_types: tuple[str, ...] = ()  # their types (format_type) when recorded
+    live_key: tuple[str, ...] = ()  # the key's columns as the live table now names them (relocate)
+    rows: int = 0  # rows recorded
+
+    @property
+    def live_key_names(self) -> tuple[str, ...]:
+        return self.live_key or self.key
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,16 @@ class Recorded:
     rows: int
     keyless: list[str]  # tables with money columns but no primary key: not recorded
     digests: dict[str, str] = field(default_factory=dict)  # relation -> digest() when recorded
+    schema: str = ORIGINALS_SCHEMA  # the schema the record lives in
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """A recorded table whose originals match nothing after the migrations, and why."""
+
+    table: str  # schema.table as recorded
+    rows: int
+    why: str
 
 
 # A recorded table's fingerprint: its row count and the sum of a 64-bit hash of every row (order
@@ -80,12 +109,12 @@ def _plain(column: Column) -> sql.Composable:
                                          sql.Identifier(column.name))
 
 
-def digest(conn: psycopg.Connection, relation: str) -> str | None:
+def digest(conn: psycopg.Connection, relation: str, schema: str = ORIGINALS_SCHEMA) -> str | None:
     """The fingerprint of one recorded table (DIGEST_SQL), None when it is gone."""
     try:
         with conn.transaction():
             row = conn.execute(sql.SQL(DIGEST_SQL).format(
-                sql.Identifier(ORIGINALS_SCHEMA, relation))).fetchone()
+                sql.Identifier(schema, relation))).fetchone()
     except psycopg.errors.UndefinedTable:
         return None
     return None if row is None else str(row[0])
@@ -94,14 +123,77 @@ def digest(conn: psycopg.Connection, relation: str) -> str | None:
 def check_unchanged(conn: psycopg.Connection, recorded: Recorded) -> None:
     """Raise ``VerifierError`` when a migration changed or dropped the recorded originals: comparing
     with them would verify the cents against what the migration left, not against the originals."""
-    changed = [f"{ORIGINALS_SCHEMA}.{relation}" for relation, before in recorded.digests.items()
-               if digest(conn, relation) != before]
+    changed = [f"{recorded.schema}.{relation}" for relation, before in recorded.digests.items()
+               if digest(conn, relation, recorded.schema) != before]
     if changed:
         raise VerifierError(
             f"The migrations changed or dropped the verifier's record of the original amounts "
             f"({', '.join(changed[:5])}): the cents cannot be verified against them.",
-            hint="A migration that loops over every schema reached the verifier_originals schema; "
+            hint=f"A migration that loops over every schema reached the {recorded.schema} schema; "
                  "leave it out of such loops (it exists only in the rehearsal's scratch database).")
+
+
+# Per recorded table: where its OID is now, and the name and type of each recorded key column
+# (by attribute number; a dropped one is absent).
+RELOCATE_SQL = """
+SELECT n.nspname, c.relname,
+       (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
+          FROM pg_catalog.unnest(%(attnums)s::int2[]) WITH ORDINALITY AS k(num, ord)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.num AND NOT a.attisdropped),
+       (SELECT pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
+          FROM pg_catalog.unnest(%(attnums)s::int2[]) WITH ORDINALITY AS k(num, ord)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.num AND NOT a.attisdropped)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(oid)s::oid AND c.relkind IN ('r', 'p')
+"""
+# Key types whose values compare with pg_catalog's cross-type equality after a migration widened them.
+_INTEGERS = frozenset({"smallint", "integer", "bigint"})
+
+
+def relocate(conn: psycopg.Connection, recorded: Recorded
+             ) -> tuple[dict[tuple[str, str], Originals], list[Unmatched]]:
+    """The recorded tables under the names the migrations left them (followed by OID), and those
+    whose originals match nothing: the table dropped, a key column dropped, or a key column whose
+    type changed other than between integer types (smallint, integer, bigint compare exactly)."""
+    found: dict[tuple[str, str], Originals] = {}
+    lost: list[Unmatched] = []
+    for (nsp, rel), o in recorded.tables.items():
+        row = conn.execute(RELOCATE_SQL, {"oid": o.oid, "attnums": list(o.key_attnums)}).fetchone()
+        where = f"{nsp}.{rel}"
+        if row is None:
+            lost.append(Unmatched(where, o.rows, "the migrations dropped the table (or replaced it with "
+                                                 "another of that name): its rows cannot be matched"))
+            continue
+        names, types = list(row[2] or []), list(row[3] or [])
+        if len(names) < len(o.key):
+            lost.append(Unmatched(where, o.rows, "the migrations dropped a column of its primary key "
+                                                 f"({', '.join(o.key)}): its rows cannot be matched"))
+            continue
+        changed = [f"{k} from {a} to {b}" for k, a, b in zip(o.key, o.key_types, types, strict=True)
+                   if a != b and not {a, b} <= _INTEGERS]
+        if changed:
+            lost.append(Unmatched(where, o.rows, f"the migrations changed the type of its key column(s) "
+                                                 f"{'; '.join(changed)}: its rows cannot be matched exactly"))
+            continue
+        found[(str(row[0]), str(row[1]))] = replace(o, live_key=tuple(names))
+    return found, lost
+
+
+KEY_SQL = """
+SELECT c.oid::bigint, (SELECT pg_catalog.array_agg(a.attnum ORDER BY k.ord)
+          FROM pg_catalog.unnest(%(names)s::text[]) WITH ORDINALITY AS k(name, ord)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = k.name)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(nsp)s AND c.relname = %(rel)s
+"""
+SCHEMA_TAKEN_SQL = "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s"
+
+
+def _schema_name(conn: psycopg.Connection) -> str:
+    """ORIGINALS_SCHEMA, or that name with a random suffix when the snapshot holds a schema so named."""
+    if conn.execute(SCHEMA_TAKEN_SQL, (ORIGINALS_SCHEMA,)).fetchone() is None:
+        return ORIGINALS_SCHEMA
+    return f"{ORIGINALS_SCHEMA}_{secrets.token_hex(4)}"
 
 
 def record(conn: psycopg.Connection, config: Config) -> Recorded:
@@ -113,8 +205,9 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
     rows = 0
     with conn.transaction():
         read = reads(conn)
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(ORIGINALS_SCHEMA)))
-        for (nsp, rel), cols in read_columns(conn).items():
+        schema = _schema_name(conn)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        for (nsp, rel), cols in read_columns(conn, ours=schema).items():
             money = [Source(c.name, c.full_type, c.not_null,
                             {"real": "float", "double precision": "float", "money": "money"}.get(
                                 c.base_type, "numeric" if c.source_type else "text"))
@@ -127,7 +220,7 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
                 keyless.append(f"{nsp}.{rel}")
                 continue
             name = f"t{len(tables) + 1}"
-            target = sql.Identifier(ORIGINALS_SCHEMA, name)
+            target = sql.Identifier(schema, name)
             typed = {c.name: c for c in cols}
             cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
                 target, sql.SQL(", ").join(_plain(typed[c]) for c in [*key, *(m.name for m in money)]),
@@ -135,8 +228,12 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
             rows += max(cur.rowcount, 0)
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 target, sql.SQL(", ").join(sql.Identifier(c) for c in key)))
-            tables[(nsp, rel)] = Originals(name, key, tuple(money))
+            where = conn.execute(KEY_SQL, {"names": list(key), "nsp": nsp, "rel": rel}).fetchone()
+            assert where is not None
+            tables[(nsp, rel)] = Originals(name, key, tuple(money), schema, int(where[0]),
+                                           tuple(int(n) for n in where[1]),
+                                           tuple(typed[c].full_type for c in key), rows=max(cur.rowcount, 0))
     for orig in tables.values():
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORIGINALS_SCHEMA, orig.relation)))
-    digests = {o.relation: digest(conn, o.relation) or "" for o in tables.values()}
-    return Recorded(tables, rows, keyless, digests)
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, orig.relation)))
+    digests = {o.relation: digest(conn, o.relation, schema) or "" for o in tables.values()}
+    return Recorded(tables, rows, keyless, digests, schema)

@@ -196,7 +196,8 @@ def discover(conn: psycopg.Connection, config: Config,
     table or column that does not exist, or a column whose type cannot hold
     what its role needs.
     """
-    tables = read_columns(conn, skip_ours=originals is not None)
+    ours = next(iter(originals.values())).schema if originals else None
+    tables = read_columns(conn, ours=ours)
     partitioned = {(str(a), str(b)) for a, b in conn.execute(PARTITIONED_SQL).fetchall()}
     originals = originals or {}
     ledger = ledger or {}

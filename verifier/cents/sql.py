@@ -31,7 +31,6 @@ from decimal import Decimal
 from psycopg import sql
 
 from verifier.cents import currency
-from verifier.cents.originals import ORIGINALS_SCHEMA
 from verifier.cents.pairs import Pair, TablePlan
 from verifier.findings import ROW_RULES, rule
 
@@ -129,18 +128,21 @@ def _relation(plan: TablePlan) -> sql.Composable:
         table = sql.SQL("ONLY {}").format(table)
     if plan.originals is None:
         return table
-    key = plan.originals.key
-    live = [sql.SQL("coalesce(l.{c}, o.{c}) AS {c}").format(c=sql.Identifier(c)) if c in key
-            else sql.SQL("l.{c}").format(c=sql.Identifier(c)) for c in plan.columns]
+    orig = plan.originals
+    by_live = dict(zip(orig.live_key_names, orig.key, strict=True))  # live key column -> recorded name
+    live = [sql.SQL("coalesce(l.{c}, o.{r}) AS {c}").format(c=sql.Identifier(c), r=sql.Identifier(by_live[c]))
+            if c in by_live else sql.SQL("l.{c}").format(c=sql.Identifier(c)) for c in plan.columns]
     recorded = [sql.SQL("o.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"verifier_original_{i}"))
-                for i, name in enumerate(o.name for o in plan.originals.sources)]
-    first = sql.Identifier(key[0])
-    flags = sql.SQL("l.{k} IS NOT NULL AND o.{k} IS NOT NULL AS verifier_matched, "
-                    "l.{k} IS NULL AS row_missing, o.{k} IS NULL AS row_added").format(k=first)
-    on = sql.SQL(" AND ").join(sql.SQL("l.{c} = o.{c}").format(c=sql.Identifier(c)) for c in key)
+                for i, name in enumerate(o.name for o in orig.sources)]
+    flags = sql.SQL("l.{k} IS NOT NULL AND o.{r} IS NOT NULL AS verifier_matched, "
+                    "l.{k} IS NULL AS row_missing, o.{r} IS NULL AS row_added").format(
+        k=sql.Identifier(orig.live_key_names[0]), r=sql.Identifier(orig.key[0]))
+    # Key columns of one type, or of integer types a migration widened: pg_catalog's own equality.
+    on = sql.SQL(" AND ").join(sql.SQL("l.{c} = o.{r}").format(c=sql.Identifier(c), r=sql.Identifier(r))
+                               for c, r in by_live.items())
     return sql.SQL("(SELECT {columns}, {flags} FROM {table} AS l FULL JOIN {orig} AS o ON {on})").format(
         columns=sql.SQL(", ").join(live + recorded), flags=flags, table=table,
-        orig=sql.Identifier(ORIGINALS_SCHEMA, plan.originals.relation), on=on)
+        orig=sql.Identifier(orig.schema, orig.relation), on=on)
 
 
 def _source(pair: Pair) -> sql.Composable:
@@ -393,12 +395,7 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
     """The VALUES row of row_missing (impact: minus the expected cents the row held) or
     row_added (impact: the cents it brings)."""
     if flag == "row_missing":
-        held = []
-        for p in plan.pairs:
-            x, _, h = _pair_terms(p)
-            held.append(_storable(x, _expected(h, rounding), p))
-        impact = sql.SQL("-({})").format(
-            sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held))
+        impact = sql.SQL("-({})").format(_held(plan, rounding))
     else:
         impact = sql.SQL(" + ").join(sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target))
                                      for p in plan.pairs)
@@ -406,6 +403,43 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
         "({i}, CASE WHEN t.{flag} THEN {rule} END, {impact}, NULL::numeric, NULL::numeric, "
         "false, false, false, false, false, NULL::text, NULL::text, NULL::text)"
     ).format(i=sql.Literal(index), flag=sql.Identifier(flag), rule=sql.Literal(flag), impact=impact)
+
+
+def _held(plan: TablePlan, rounding: str) -> sql.Composable:
+    """The expected cents a row's originals hold, over every pair (what a lost row takes away)."""
+    held = []
+    for p in plan.pairs:
+        x, _, h = _pair_terms(p)
+        held.append(_storable(x, _expected(h, rounding), p))
+    return sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held)
+
+
+# Whether a unique, valid, whole-table index on plain columns covers a subset of the given columns
+# (then no key value can repeat). PostgreSQL 15, "CREATE INDEX": a partial or expression index
+# does not make the columns unique.
+UNIQUE_KEY_SQL = """
+SELECT 1 FROM pg_catalog.pg_index i
+WHERE i.indrelid = %(oid)s::oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+  AND i.indexprs IS NULL
+  AND (SELECT pg_catalog.array_agg(a.attname::text) FROM pg_catalog.pg_attribute a
+       WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) <@ %(names)s::text[]
+LIMIT 1
+"""
+
+
+def build_duplicates_query(plan: TablePlan, rounding: str) -> sql.Composed:
+    """Originals matched by more than one live row (a migration dropped the key's uniqueness and
+    copied rows): per such key its JSON, the copies beyond the first, and the expected cents those
+    copies add (copies x the cents the original holds), as text."""
+    assert plan.originals is not None
+    live = plan.originals.live_key_names
+    key = sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(
+        sql.SQL("{}, t.{}").format(sql.Literal(k), sql.Identifier(k)) for k in live))
+    return sql.SQL("SELECT {key}, (count(*) - 1)::text, ((count(*) - 1) * min({held}))::text "
+                   "FROM {table} AS t WHERE t.verifier_matched GROUP BY {cols} HAVING count(*) > 1 "
+                   "ORDER BY 1").format(
+        key=key, held=_held(plan, rounding), table=relation(plan),
+        cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in live))
 
 
 def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],

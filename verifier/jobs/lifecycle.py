@@ -27,7 +27,7 @@ import psycopg
 from verifier import __version__, signals
 from verifier import config as config_
 from verifier.config import Config
-from verifier.errors import Interrupted, UsageError, VerifierError
+from verifier.errors import Interrupted, UsageError, VerifierError, printable
 from verifier.ledger import layout
 from verifier.pg import conninfo
 from verifier.report import write_outputs
@@ -53,7 +53,7 @@ def new_run(command: str, report_dir: Path) -> Run:
 
 
 def _tell(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
 
 
 # SQLSTATEs of a session that the server ended or lost: connection exceptions (class 08), an

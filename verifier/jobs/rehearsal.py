@@ -22,6 +22,7 @@ from verifier.cents import catalog, engine, originals
 from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
+from verifier.findings import Finding
 from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, recorded
 from verifier.ledger import layout, probe
 from verifier.ledger.audit import audit as ledger_audit
@@ -164,7 +165,7 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
         with open_pinned(db.dsn, config, what="scratch database") as conn, \
                 conninfo.reading(db.dsn, config.statement_timeout_s):
             with run.stage("inventory") as detail:
-                before = catalog.table_names(conn)
+                before = catalog.table_names(conn)  # before the record: its schema does not exist yet
                 tables = catalog.money_tables(conn)
                 detail.update(money_tables=len(tables), money_rows=sum(t.rows for t in tables),
                               tables={f"{t.schema}.{t.table}": t.rows for t in tables})
@@ -181,9 +182,16 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
         not_null = announced_not_null(run, discovery)
         with open_snapshot(db.dsn, config) as conn:
             originals.check_unchanged(conn, kept)  # exit 2 if a migration reached our record
-            born = frozenset(catalog.table_names(conn) - before)
+            followed, unmatched = originals.relocate(conn, kept)
+            for lost in unmatched:
+                run.add(Finding("originals_unmatched", "error", table=lost.table, count=lost.rows,
+                                message=f"{lost.table}: {lost.why} ({lost.rows:,} recorded row(s) whose "
+                                        "cents cannot be verified).",
+                                detail={"why": lost.why, "rows_recorded": lost.rows}))
+            # Renamed or moved tables are not born: their originals followed them.
+            born = frozenset(catalog.table_names(conn, ours=kept.schema) - before - set(followed))
             ledger = ledger_verdicts(conn, db.dsn, config, "audited by this rehearsal (its ledger stages)")
-            engine.run_checks(run, conn, config, url=db.dsn, originals=kept.tables,
+            engine.run_checks(run, conn, config, url=db.dsn, originals=followed,
                               required=not migration_failed, ledger=ledger, born=born, not_null=not_null)
             if judging is not None:  # table suites read the state verified, in the same snapshot,
                 # as the sandbox role: GX's SQL resolves names on the table's schema, where the

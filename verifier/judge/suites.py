@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier.errors import UsageError, VerifierError
+from verifier.files import check_regular
 from verifier.findings import Finding
 from verifier.paths import project_expectations_dir
 from verifier.run import Run
@@ -89,8 +90,20 @@ def load_suite(path: Path) -> Suite:
     return Suite(path, name, target, spec["expectations"])
 
 
+SUITE_BYTES_MAX = 16 * 1024 * 1024  # a suite file larger than this is refused (16 MiB)
+
+
 def suite_files(directory: Path | None = None) -> list[Path]:
-    return sorted((directory or project_expectations_dir()).glob("*.json"))
+    """The suite files (``*.json``) of ``directory`` (the project's expectations by default), in
+    name order. Raises ``UsageError`` for one that is not a regular file inside the directory, or
+    larger than SUITE_BYTES_MAX (``verifier.files.check_regular``)."""
+    where = directory or project_expectations_dir()
+    found = sorted(where.glob("*.json"))
+    for path in found:
+        check_regular(path, where, what=f"The expectation suite {path}", place="expectations directory",
+                      limit=SUITE_BYTES_MAX, fix="Keep only regular .json suite files in the expectations "
+                                                 "directory.")
+    return found
 
 
 def load(user_dir: Path | None = None) -> list[Suite]:

@@ -36,6 +36,21 @@ JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdroppe
 WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 """
 RLS_SQL = "SELECT row_security_active(%s::oid), current_user"
+# Casts defined in the database (not by initdb) that run a function, from the type of a column of the
+# given tables to a type the audit's SQL casts to. The audit casts such columns (an enum type, a
+# currency code) with ::text and ::numeric; a cast the type's owner defined would run instead of
+# PostgreSQL's I/O conversion and could change what is read (PostgreSQL 15, "CREATE CAST").
+CASTS_SQL = """
+SELECT DISTINCT pg_catalog.format_type(k.castsource, NULL), pg_catalog.format_type(k.casttarget, NULL),
+       k.castfunc::pg_catalog.regprocedure::text
+FROM pg_catalog.pg_cast k
+JOIN pg_catalog.pg_attribute a ON a.atttypid = k.castsource AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid = ANY(%s::oid[]) AND k.oid >= 16384 AND k.castmethod = 'f'
+  AND k.casttarget IN ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype,
+                       'pg_catalog.numeric'::pg_catalog.regtype, 'pg_catalog.int8'::pg_catalog.regtype,
+                       'pg_catalog.int4'::pg_catalog.regtype, 'pg_catalog.int2'::pg_catalog.regtype)
+ORDER BY 1, 2
+"""
 PLATFORM = "platform 400"
 EARLIER = "verifier 400 (earlier)"
 CUSTOM = "custom"
@@ -146,6 +161,7 @@ def detect(conn: psycopg.Connection, layout: Layout) -> tuple[Layout, Detection]
             hint="Name them in verifier.toml ([ledger]) or pyproject.toml ([tool.verifier.ledger]):\n  "
                  + "\n  ".join(dict.fromkeys(fixes)))
     _check_row_security(conn, layout.schema, tables, oids)
+    _check_casts(conn, layout.schema, [oids[t] for t in tables.values() if t])
     filled = replace(layout, tables=tables, columns=columns, snapshot_entry=snapshot_key)
     name = _name(filled)
     if filled.non_negative_account_types is None:
@@ -193,6 +209,18 @@ def _check_row_security(conn: psycopg.Connection, schema: str, tables: dict[str,
                 "a ledger it has not read.",
                 hint=f"Audit as a role that bypasses it: ALTER ROLE {row[1]} BYPASSRLS (a superuser "
                      "grants it), or as the tables' owner.")
+
+
+def _check_casts(conn: psycopg.Connection, schema: str, oids: list[int]) -> None:
+    """``UsageError`` when a cast defined in the database (CASTS_SQL) could replace what the audit reads."""
+    found = conn.execute(CASTS_SQL, (oids,)).fetchall()
+    if found:
+        casts = "; ".join(f"{a} AS {b} WITH FUNCTION {f}" for a, b, f in found)
+        raise UsageError(
+            f"The ledger in schema {schema} cannot be audited: the database defines cast(s) that would "
+            f"run its own function where the audit reads a column's value ({casts}), and could change "
+            "what the audit sees.",
+            hint="Drop the cast(s) (DROP CAST), or audit a copy of the database without them.")
 
 
 def _name(layout: Layout) -> str:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifier.config.migrations import ORDERS
 from verifier.errors import UsageError
+from verifier.files import check_regular
 from verifier.migrate.sqltext import MigrationText, up_and_down
 
 # ASCII digits only: "３０５_x.sql" (full-width) is no number 305. The extension in any case.
@@ -177,26 +177,10 @@ def discover(directory: Path, order: str = "number") -> Discovery:
 
 def _check_kind(path: Path, directory: Path) -> None:
     """Raise ``UsageError`` unless ``path`` is a regular file of at most FILE_BYTES_MAX bytes inside
-    ``directory`` (a symbolic link may point to one; not outside it, nor to a FIFO or device)."""
-    what = f"The migration {path}"
-    fix = "Keep only regular .sql files in the migrations directory."
-    if path.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(directory.resolve()):
-            raise UsageError(f"{what} is a symbolic link to {target}, outside the migrations directory.",
-                             hint=fix)
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise UsageError(f"{what} cannot be read: {exc.strerror}.", hint=fix) from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise UsageError(f"{what} is {kind}, not a regular file.", hint=fix)
-    if st.st_size > FILE_BYTES_MAX:
-        raise UsageError(f"{what} is {st.st_size:,} bytes, more than the {FILE_BYTES_MAX:,} a migration "
-                         "file may hold.", hint="Split it, or load bulk data outside the migrations.")
+    ``directory`` (``verifier.files.check_regular``)."""
+    check_regular(path, directory, what=f"The migration {path}", place="migrations directory",
+                  limit=FILE_BYTES_MAX, fix="Keep only regular .sql files in the migrations directory; "
+                                            "split a larger one, or load bulk data outside the migrations.")
 
 
 def recorded(values: Iterable[str]) -> set[str]:

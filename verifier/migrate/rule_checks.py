@@ -23,12 +23,15 @@ from verifier.findings import Finding
 from verifier.migrate.plan import MigrationFile
 from verifier.migrate.runner import Runner
 from verifier.pg import conninfo
+from verifier.pg.snapshot import configure
 from verifier.scratch.server import ScratchDatabase, drop_database, unique_name
 from verifier.signals import shielded
 
 # The schema, as rows of text that do not depend on physical details (column
 # order, OIDs, constraint validation state): each row proves one object's
 # shape. NOT VALID is stripped: validating is a data check, not a shape change.
+# Schemas the migrations' role may not use are left out: the rehearsal's record of the originals
+# (owned by its reader role, whatever its name) and nothing the migrations could change.
 SCHEMA_SQL = """
 SELECT 'column', format('%s.%s %s %s default %s', c.relname, a.attname,
        format_type(a.atttypid, a.atttypmod), CASE WHEN a.attnotnull THEN 'not null' ELSE 'null' END,
@@ -37,39 +40,46 @@ FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
   AND n.nspname NOT LIKE 'pg_t%'
 UNION ALL
 SELECT 'constraint', format('%s %s %s', c.conrelid::regclass, c.conname,
        replace(pg_get_constraintdef(c.oid), ' NOT VALID', ''))
 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
 UNION ALL
 SELECT 'index', pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
   AND n.nspname NOT LIKE 'pg_t%'
 UNION ALL
 SELECT 'function', format('%s(%s) %s', p.proname, pg_get_function_identity_arguments(p.oid),
        md5(p.prosrc))
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
 UNION ALL
 SELECT 'trigger', pg_get_triggerdef(t.oid)
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT t.tgisinternal AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+WHERE NOT t.tgisinternal AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
 UNION ALL
 SELECT 'relation', format('%s.%s %s', n.nspname, c.relname, c.relkind)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
   AND n.nspname NOT LIKE 'pg_t%'
 ORDER BY 1, 2
 """
 
 TABLES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'verifier_originals')
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
   AND n.nspname NOT LIKE 'pg_t%%' AND (n.nspname, c.relname) <> (%s, %s)
 ORDER BY 1, 2
 """
@@ -102,13 +112,19 @@ def fingerprint(dsn: str, *, with_data: bool = True, tracker: Tracker = DEFAULT_
     """The schema and (optionally) a digest of every table's rows, order-free; the migration
     tracker's table left out (recording a migration is not a change it makes)."""
     with conninfo.connect(dsn, what="scratch database") as conn:
+        # The migrations' role may define functions and operators in public and set the database's
+        # search_path: ours resolve in pg_catalog (the role may define casts of its row types too,
+        # so a row's text is its output function's, not a ::text cast).
+        configure(conn, {"search_path": "pg_catalog, pg_temp"})
+        conn.commit()
         schema = schema_of(conn, tracker)
         tables: dict[str, tuple[int, str]] = {}
         if with_data:
             for nsp, rel in conn.execute(TABLES_SQL, (tracker.schema, tracker.table)).fetchall():
                 row = conn.execute(sql.SQL(
-                    "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') "
-                    "FROM {}.{} t").format(sql.Identifier(nsp), sql.Identifier(rel))).fetchone()
+                    "SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '') "
+                    "FROM (SELECT md5(format('%s', t)) AS h FROM {}.{} t) r").format(
+                        sql.Identifier(nsp), sql.Identifier(rel))).fetchone()
                 assert row is not None
                 tables[f"{nsp}.{rel}"] = (int(row[0]), str(row[1]))
     return Fingerprint(schema, tables)

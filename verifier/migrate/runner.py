@@ -232,6 +232,9 @@ class Runner:
         try:
             self.observer = conninfo.connect(observer_dsn or dsn, autocommit=True, what="migration database")
             configure(self.observer, {"role": "none", "search_path": "pg_catalog, pg_temp"})
+            # A snapshot may set the database read-only for new sessions (its owner may ALTER
+            # DATABASE ... SET): the migrations and the tracker write. A file's own SET still wins.
+            configure(self.conn, {"default_transaction_read_only": "off"})
             if lock_timeout_s is not None:  # a file's own SET lock_timeout still wins
                 configure(self.conn, {"lock_timeout": timeout_ms(lock_timeout_s)})
         except BaseException:

@@ -40,10 +40,13 @@ def timeout_ms(seconds: float) -> str:
 # is an error naming the table instead of a silent subset ("Row Security Policies", row_security);
 # the session runs as the role that logged in (an ALTER DATABASE ... SET role of the database's owner
 # would make our sessions its own); format_type and quote_ident quote only what needs it
-# (quote_all_identifiers); no idle-in-transaction limit cuts a reading transaction.
+# (quote_all_identifiers); no idle-in-transaction limit cuts a reading transaction; dates and
+# intervals print in the ISO and postgres styles that the text of samples and details shows
+# (DateStyle, IntervalStyle). TimeZone is the database's own: a timestamp without time zone (a
+# pending transaction's expiry) means the application's local time, which only it knows.
 PINNED = {"role": "none", "extra_float_digits": "1", "standard_conforming_strings": "on",
           "search_path": "pg_catalog, pg_temp", "row_security": "off", "quote_all_identifiers": "off",
-          "idle_in_transaction_session_timeout": "0"}
+          "idle_in_transaction_session_timeout": "0", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres"}
 
 
 def limits(config: Config) -> dict[str, str]:
