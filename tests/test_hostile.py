@@ -489,3 +489,112 @@ def test_database_settings_a_snapshot_makes_neither_stop_the_rehearsal_nor_blind
     assert code == 1, stderr
     assert not [f for f in data["findings"] if f["rule"] == "migration_failed"], data["findings"]
     assert [f["migration"] for f in data["findings"] if f["rule"] == "not_idempotent"] == ["300_note.sql"]
+
+
+def test_a_percent_sign_in_a_name_reads_that_table_and_no_other(make_db: Any, tmp_path: Path) -> None:
+    """Names holding "%%" and "%s": the currency detection reads the table named, not a decoy whose name
+    a placeholder-escaping would make of it ("fx%%orders" -> "fx%orders"), and is no internal error.
+    Yen recorded times 100 are found."""
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            CREATE TABLE "fx%%orders" (id bigint PRIMARY KEY, currency text, amount numeric(12,2),
+                                       amount_minor bigint);
+            INSERT INTO "fx%%orders" SELECT g, 'JPY', g * 100, g * 100 * 100 FROM generate_series(1, 10) g;
+            CREATE TABLE "fx%orders" (id bigint PRIMARY KEY, currency text);
+            INSERT INTO "fx%orders" VALUES (1, 'yen, cash'), (2, 'yen, card');
+            CREATE TABLE "pay%sments" (id bigint PRIMARY KEY, currency text, amount numeric(12,2),
+                                       amount_cents bigint);
+            INSERT INTO "pay%sments" VALUES (1, 'USD', 1.00, 100);""")
+    result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    assert "internal error" not in result.stderr
+    wrong = [f for f in run_summary(tmp_path)["findings"] if f["severity"] == "error"]
+    assert {f["table"] for f in wrong} == {"public.fx%%orders"}, wrong
+    assert sum(f["count"] for f in wrong if f["rule"] == "scale_error") == 10, wrong
+
+
+@pytest.mark.parametrize("grant", ["column_update", "noinherit_owner"])
+def test_a_column_grant_or_a_noinherit_owner_role_is_named_as_able_to_write(
+        grant: str, make_db: Any, tmp_path: Path) -> None:
+    """UPDATE on one column, or membership without INHERIT in the owner's role (SET ROLE reaches it):
+    both can write, and the run says so."""
+    dsn = str(make_db())
+    role, owner = f"test_w_{secrets.token_hex(4)}", f"test_o_{secrets.token_hex(4)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {owner}; CREATE ROLE {role} LOGIN BYPASSRLS NOINHERIT")
+        conn.execute("CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);"
+                     "INSERT INTO tips VALUES (1, 1.00, 100)")
+        conn.execute(f"GRANT SELECT ON tips TO {role}")
+        conn.execute(f"GRANT UPDATE (amount_cents) ON tips TO {role}" if grant == "column_update"
+                     else f"ALTER TABLE tips OWNER TO {owner}; GRANT {owner} TO {role}")
+    try:
+        result = run_cli("verify-cents", "--db", psycopg.conninfo.make_conninfo(dsn, user=role),
+                         "--report-dir", str(tmp_path))
+        assert result.code == 0, result.stderr
+        rights = run_summary(tmp_path)["provenance"]["target_role_can_write"]
+        assert rights and "public.tips" in rights[-1], rights
+        assert "can write" in result.stderr
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}; DROP TABLE tips; DROP ROLE {owner}")
+
+
+_PAYMENTS = """
+    CREATE TABLE payments (id bigint PRIMARY KEY, price numeric(12,2));
+    INSERT INTO payments SELECT g, g + 0.25 FROM generate_series(1, 100) g;
+    CREATE TABLE tips (id bigint PRIMARY KEY, amount numeric(12,2));
+    INSERT INTO tips SELECT g, g * 2 FROM generate_series(1, 100) g;
+    CREATE TABLE fx_orders (id bigint PRIMARY KEY, currency text, amount numeric(12,3));
+    INSERT INTO fx_orders VALUES (1, 'USD', 1.25), (2, 'KWD', 1.250), (3, 'USD', 3.33);"""
+_CONVERT = """
+    ALTER TABLE payments ADD COLUMN IF NOT EXISTS price_cents bigint;
+    UPDATE payments SET price_cents = round(price * 100);
+    ALTER TABLE fx_orders ADD COLUMN IF NOT EXISTS amount_minor bigint;
+"""
+_FX = ("UPDATE fx_orders SET amount_minor = round(amount * CASE currency WHEN 'KWD' THEN 1000 "
+       "WHEN 'JPY' THEN 1 ELSE 100 END);\n")
+
+
+@pytest.mark.parametrize(("case", "sql", "expected"), [
+    ("moved_to_a_new_table",
+     "CREATE TABLE tip_amounts (tip_id bigint PRIMARY KEY, amount_cents bigint);"
+     "INSERT INTO tip_amounts SELECT id, round(amount * 100) + (id = 7)::int FROM tips;"
+     "ALTER TABLE tips DROP COLUMN amount;", {("original_dropped", "public.tips", 1)}),
+    ("decimals_changed_without_cents",
+     "UPDATE tips SET amount = amount - 0.01 WHERE id <= 3; UPDATE tips SET amount = 0 WHERE id = 5;",
+     {("original_changed", "public.tips", 4)}),
+    ("rows_deleted_and_added", "DELETE FROM tips WHERE id > 50; INSERT INTO tips VALUES (1000, 999999.99);",
+     {("row_missing", "public.tips", 50), ("row_added", "public.tips", 1)}),
+    ("renamed_source_changed",
+     "ALTER TABLE payments RENAME COLUMN price TO cost; UPDATE payments SET cost = cost + 0.01 WHERE id = 7;"
+     "ALTER TABLE payments RENAME COLUMN price_cents TO cost_cents; UPDATE payments SET cost_cents = "
+     "round(cost * 100);",
+     {("original_changed", "public.payments", 1)}),
+    ("currency_relabelled", "UPDATE fx_orders SET currency = 'JPY' WHERE id = 3;",
+     {("original_changed", "public.fx_orders", 1)}),
+])
+def test_every_recorded_amount_is_compared_whether_or_not_cents_replaced_it(
+        case: str, sql: str, expected: set[tuple[str, str, int]], make_db: Any, tmp_path: Path,
+        server_dsn: str, leftovers: None) -> None:
+    """Found by a break-it run, each passed before: money moved to a new table and its column dropped,
+    decimals changed where no cents exist yet, rows deleted or added there, a source renamed and
+    changed, a row's currency relabelled before its minor units were computed."""
+    dump = _custom_dump(make_db, tmp_path, _PAYMENTS)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {"300_convert.sql": _CONVERT,
+                                                               "301_hostile.sql": sql + "\n" + _FX})
+    assert code == 1, stderr
+    errors = {(f["rule"], f["table"], f["count"] or 0) for f in data["findings"] if f["severity"] == "error"}
+    assert expected <= errors, data["findings"]
+    if case == "renamed_source_changed":  # the cents follow the renamed column to its recorded original
+        assert ("value_mismatch", "public.payments", 1) in errors, errors
+
+
+def test_a_rehearsal_whose_migrations_change_nothing_recorded_still_passes(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """The same tables converted honestly, the decimals and currencies left alone: a pass, with the
+    unconverted tips amount still a warning only."""
+    dump = _custom_dump(make_db, tmp_path, _PAYMENTS)
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {"300_convert.sql": _CONVERT + _FX})
+    assert code == 0, [(f["rule"], f["message"]) for f in data["findings"] if f["severity"] == "error"]
+    assert {f["rule"] for f in data["findings"]} == {"unpaired_column", "down_missing"}, data["findings"]

@@ -383,3 +383,34 @@ def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy
         conn.execute("""UPDATE entries SET meta = '{"note": "edited"}' WHERE id = 321""")
     code, data, _, found = audit()
     assert code == 1 and found == {("history_tampered", "public.entries"): {"321"}}
+
+
+def test_audits_that_cannot_prove_new_history_say_why_and_then_fail(ledger_copy: str, tmp_path: Path) -> None:
+    """Another session holds a transaction open (an xid taken) while new entries arrive: the audit
+    after the one that saw them cannot prove them. It says so as a warning naming that session's
+    pid and application; from ledger.unsettled_audits_max audits in a row it is an error. Once the
+    transaction ends, the next audit proves them and says nothing."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\nunsettled_audits_max = 2\n")
+    holder = psycopg.connect(ledger_copy, application_name="long-report")
+    try:
+        holder.execute("SELECT pg_current_xact_id()")  # an xid below everything posted from now on
+        with load.posting(ledger_copy, writers=1) as posted:
+            time.sleep(0.5)
+        assert posted[0] > 0
+        code, data, stderr, _ = audit("--config", str(config))  # sees the new entries
+        assert code == 0, (stderr, data["findings"])
+        code, data, stderr, _ = audit("--config", str(config))  # cannot prove them: a warning
+        [held] = [f for f in data["findings"] if f["rule"] == "history_not_settled"]
+        assert code == 0 and held["severity"] == "warning", data["findings"]
+        assert f"pid {holder.info.backend_pid} (long-report" in held["message"]
+        code, data, stderr, _ = audit("--config", str(config))  # the second in a row: an error
+        [held] = [f for f in data["findings"] if f["rule"] == "history_not_settled"]
+        assert code == 1 and held["severity"] == "error" and held["detail"]["audits_in_a_row"] == 2, held
+    finally:
+        holder.close()
+    code, data, stderr, _ = audit("--config", str(config))
+    assert code == 0 and data["findings"] == [], (stderr, data["findings"])
+    assert _stage(data, "state saved")["proven"]["entries"] > 20_000 - 1

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("findings",),
     ("config",),
     ("run",),
+    ("terminal",),
     ("files",),
     ("pg",),
     ("source",),

@@ -21,8 +21,10 @@ Shared by the stages, from the bottom up: ``errors.py`` (operating errors,
 exit 2), ``signals.py`` (Ctrl-C and SIGTERM), ``paths.py`` (the project's
 own folders), ``findings.py`` (findings and the one rule registry),
 ``config/`` (verifier.toml, ``[tool.verifier]``), ``run.py`` (the record of
-a run), ``files.py`` (run-folder files, whole or not at all) and ``pg/``
-(connections, snapshots, client tools). A module imports only from its own
+a run), ``terminal.py`` (what a run shows while it works, and its summary:
+rich's live lines on a terminal, one line per stage elsewhere), ``files.py``
+(run-folder files, whole or not at all) and ``pg/`` (connections,
+snapshots, client tools). A module imports only from its own
 package, from the shared modules below it and from the packages above it
 in this list; no two modules import each other, even through others
 (``tests/test_structure.py``).

@@ -35,17 +35,62 @@ report_dir_option = click.option(
 traceback_option = click.option(
     "--traceback", is_flag=True, help="On an error, show the Python stack as well."
 )
+version_option = click.version_option(package_name="financial-migration-verifier",
+                                      message="%(prog)s %(version)s")
+# How much a run shows on stderr while it works: --quiet (the verdict line only), the default (each
+# stage, live on a terminal), --verbose (also each migration statement as its file ends).
+quiet_option = click.option("--quiet", "-q", "quiet", is_flag=True,
+                            help="Show only the verdict line (no progress, no summary).")
+verbose_option = click.option("--verbose", "-v", "verbose", is_flag=True,
+                              help="Also show each migration statement, with its duration.")
+format_option = click.option("--format", "output_format", type=click.Choice(["text", "json"]),
+                             default="text", show_default=True,
+                             help="json: write summary.json to stdout as well (the verdict line goes "
+                                  "to stderr).")
 
 
-def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
+def _mode(quiet: bool, verbose: bool) -> str:
+    if quiet and verbose:
+        raise click.UsageError("Give --quiet or --verbose, not both.")
+    return "quiet" if quiet else "verbose" if verbose else "normal"
+
+
+# libpq's environment variables that name a database to connect to (PostgreSQL 15, "Environment
+# Variables"): with none of --db, --snapshot, --demo and no DATABASE_URL, any of them set means the
+# database they name (an empty conninfo: libpq fills in the rest).
+PG_TARGET_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+
+def _target(ctx: click.Context, db_url: str | None, *, others: bool) -> str | None:
+    """The target's URL: --db, else $DATABASE_URL (unless --snapshot or --demo was given), else ""
+    (libpq's defaults) when a PG* variable names one, else None."""
+    import os
+
+    from_env = ctx.get_parameter_source("db_url") == click.core.ParameterSource.ENVIRONMENT
+    if from_env and others:
+        return None
+    if db_url:
+        return db_url
+    if db_url == "" and not from_env:
+        raise click.UsageError("--db needs a URL or conninfo string; it was empty.")
+    if not others and any(os.environ.get(v) for v in PG_TARGET_VARIABLES):
+        return ""
+    return None
+
+
+def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode: str = "normal",
+            output_format: str = "text") -> None:
     """Run ``action``; render its Run (or error) and exit with the right code."""
+    from verifier import terminal
     from verifier.errors import VerifierError, printable
     from verifier.run import VERDICTS
     from verifier.signals import handle_termination
 
     handle_termination()
+    term = terminal.Terminal(mode)
     try:
-        result = action()
+        with terminal.use(term):
+            result = action()
     except VerifierError as exc:
         if show_traceback:
             tb.print_exc()
@@ -64,18 +109,29 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
         sys.exit(2)
     if result is None:
         return
-    click.echo(f"{VERDICTS[result.status]}: report {result.run_dir / 'report.html'}")
+    term.summary(result)
+    verdict = f"{VERDICTS[result.status]}: report {result.run_dir / 'report.html'}"
+    if output_format == "json":
+        summary = result.run_dir / "summary.json"
+        try:
+            click.echo(summary.read_text(encoding="utf-8"), nl=False)
+        except OSError as exc:
+            click.echo(f"{name}: cannot read {summary}: {exc.strerror}.", err=True)
+        click.echo(verdict, err=True)
+    else:
+        click.echo(verdict)
     sys.exit(result.exit_code)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_url", metavar="URL", help="Verify this live database in place (read only).")
+@click.option("--db", "db_url", metavar="URL", envvar="DATABASE_URL", show_envvar=True,
+              help="Verify this live database in place (read only).")
 @click.option("--snapshot", type=click.Path(path_type=Path), metavar="FILE",
               help="Rehearse: restore this pg_dump file (custom, directory, tar or plain) in scratch.")
 @click.option("--demo", is_flag=True, help="Generate a demo platform and rehearse it on the embedded server.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="verifier.toml or pyproject.toml ([tool.verifier]); default: "
-                                   "./verifier.toml, else ./pyproject.toml.")
+                                   "verifier.toml, else pyproject.toml, in . or its nearest parent.")
 @click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
 @click.option("--gx", is_flag=True,
               help="Also judge the results with the Great Expectations suites in expectations/.")
@@ -101,17 +157,27 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any]) -> None:
               help="With --demo: about this many money rows (1,000 to 10,000,000).")
 @click.option("--seed", type=int, default=None, help="With --demo: the generator's seed.")
 @report_dir_option
+@quiet_option
+@verbose_option
+@format_option
 @traceback_option
-def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_path: Path | None,
-                 strict: bool, gx: bool, expectations_dir: Path | None, scratch: str,
-                 keep_scratch: bool, migrations_dir: Path | None, migration_timeout_s: float | None,
-                 skip_rule_checks: bool, rows: int | None, seed: int | None, report_dir: Path,
+@version_option
+@click.pass_context
+def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, demo: bool,
+                 config_path: Path | None, strict: bool, gx: bool, expectations_dir: Path | None,
+                 scratch: str, keep_scratch: bool, migrations_dir: Path | None,
+                 migration_timeout_s: float | None, skip_rule_checks: bool, rows: int | None,
+                 seed: int | None, report_dir: Path, quiet: bool, verbose: bool, output_format: str,
                  traceback: bool) -> None:
     """Verify that every DECIMAL money value survived its conversion to BIGINT cents.
 
-    Exit codes: 0 verified, 1 findings, 2 could not verify.
+    The database to verify in place is --db URL, else $DATABASE_URL, else libpq's own PG*
+    variables (PGHOST, PGDATABASE, PGSERVICE...) when any is set. Exit codes: 0 verified,
+    1 findings, 2 could not verify.
     """
-    chosen = [flag for flag, on in (("--db", db_url), ("--snapshot", snapshot), ("--demo", demo)) if on]
+    db_url = _target(ctx, db_url, others=bool(snapshot or demo))
+    chosen = [flag for flag, on in (("--db", db_url is not None), ("--snapshot", snapshot), ("--demo", demo))
+              if on]
     if len(chosen) != 1:
         raise click.UsageError("Give exactly one of --db URL, --snapshot FILE or --demo.")
     if (rows is not None or seed is not None) and not demo:
@@ -135,17 +201,18 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
         return in_place.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
                                      strict=strict, gx=gx, expectations=expectations_dir)
 
-    _invoke("verify-cents", traceback, action)
+    _invoke("verify-cents", traceback, action, mode=_mode(quiet, verbose), output_format=output_format)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_url", metavar="URL", help="Audit the ledger of this live database (read only).")
+@click.option("--db", "db_url", metavar="URL", envvar="DATABASE_URL", show_envvar=True,
+              help="Audit the ledger of this live database (read only).")
 @click.option("--demo", is_flag=True,
               help="Build a demo ledger with a defect of every rule planted, on the embedded server, "
                    "and audit it.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="verifier.toml or pyproject.toml ([tool.verifier.ledger]); default: "
-                                   "./verifier.toml, else ./pyproject.toml.")
+                                   "verifier.toml, else pyproject.toml, in . or its nearest parent.")
 @click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
 @click.option("--entries", type=int, default=None, metavar="N",
               help="With --demo: about this many ledger entries (1,000 to 100,000,000).")
@@ -160,15 +227,24 @@ def verify_cents(db_url: str | None, snapshot: Path | None, demo: bool, config_p
               help="With --state: re-hash this share of the proven history per audit, rotating (default 1: "
                    "all of it).")
 @report_dir_option
+@quiet_option
+@verbose_option
+@format_option
 @traceback_option
-def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, strict: bool,
-                  entries: int | None, seed: int | None, state_path: Path | None, full: bool,
-                  history_share: float, report_dir: Path, traceback: bool) -> None:
+@version_option
+@click.pass_context
+def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_path: Path | None,
+                  strict: bool, entries: int | None, seed: int | None, state_path: Path | None,
+                  full: bool, history_share: float, report_dir: Path, quiet: bool, verbose: bool,
+                  output_format: str, traceback: bool) -> None:
     """Audit the double-entry ledger's invariants in one consistent snapshot.
 
-    Exit codes: 0 verified, 1 findings, 2 could not verify.
+    The database is --db URL, else $DATABASE_URL, else libpq's own PG* variables (PGHOST,
+    PGDATABASE, PGSERVICE...) when any is set. Exit codes: 0 verified, 1 findings, 2 could not
+    verify.
     """
-    if bool(db_url) == demo:
+    db_url = _target(ctx, db_url, others=demo)
+    if (db_url is not None) == demo:
         raise click.UsageError("Give exactly one of --db URL or --demo.")
     if (entries is not None or seed is not None) and not demo:
         raise click.UsageError("--entries and --seed go with --demo.")
@@ -191,10 +267,11 @@ def verify_ledger(db_url: str | None, demo: bool, config_path: Path | None, stri
         return audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
                             schedule=Schedule(state_path, full, history_share))
 
-    _invoke("verify-ledger", traceback, action)
+    _invoke("verify-ledger", traceback, action, mode=_mode(quiet, verbose), output_format=output_format)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option
 def verifier() -> None:
     """Housekeeping for the financial migration verifier."""
 
@@ -241,7 +318,7 @@ db_option = click.option("--db", "db_url", required=True, metavar="URL", help="T
 migrations_config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
     help="verifier.toml or pyproject.toml: migration_order and migration_tracker; default: "
-         "./verifier.toml, else ./pyproject.toml.")
+         "verifier.toml, else pyproject.toml, in . or its nearest parent.")
 
 
 def _config(path: Path | None) -> Any:

@@ -100,6 +100,12 @@ REGISTRY: tuple[Rule, ...] = (
         ("row_duplicated", "error",
          "(rehearsal) a row of the originals appears more than once after the migrations (its key is "
          "no longer unique): each copy beyond the first is counted, with the cents it adds"),
+        ("original_changed", "error",
+         "(rehearsal) an amount that no cents column replaced, or a row's currency code, differs from "
+         "its recorded original after the migrations"),
+        ("original_dropped", "error",
+         "(rehearsal) the migrations dropped a recorded amount column and no minor-units column is "
+         "verified against it: its amounts are in no column the run verified"),
         ("originals_unmatched", "error",
          "(rehearsal) a table whose amounts were recorded cannot be matched with them after the "
          "migrations: the table or a key column was dropped, or a key column changed type (a table "
@@ -155,6 +161,10 @@ REGISTRY: tuple[Rule, ...] = (
          "a ledger rule could not be checked: the ledger lacks a table or column it needs, a "
          "reconciliation's key does not fit, or a probe case could not be set up (each named in the "
          "finding)"),
+        ("history_not_settled", "warning / error",
+         "(--state) the audit could not prove the entries the previous audit saw: a transaction still "
+         "running holds them back (the finding names the oldest, its age, pid and application where "
+         "visible); an error once ledger.unsettled_audits_max audits in a row proved nothing new"),
         ("history_tampered", "error",
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
          "or inserted among proven ids, or a proven journal gained entries"),

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from verifier.findings import Finding
 
@@ -25,6 +25,37 @@ STATUSES = ("pass", "fail", "error")
 EXIT_CODES = {"pass": 0, "fail": 1, "error": 2}
 # The verdict word of each status, on the terminal, in the report and in the index.
 VERDICTS = {"pass": "PASS", "fail": "FAIL", "error": "NOT VERIFIED"}
+
+
+class Watch(Protocol):
+    """Who follows a run as it goes (the terminal: ``verifier.terminal.Terminal``): a stage starts,
+    advances (``done`` of ``total`` ``unit``, ``now`` naming the current item) and ends; a line to
+    tell the person watching; a statement run (shown only when asked for)."""
+
+    def tell(self, text: str) -> None: ...
+    def started(self, stage: str) -> None: ...
+    def advanced(self, stage: str, done: int, total: int | None, unit: str, now: str = "") -> None: ...
+    def ended(self, stage: str, duration_s: float, ok: bool) -> None: ...
+    def statement(self, text: str) -> None: ...
+
+
+class Silent:
+    """A ``Watch`` that shows nothing (a run nobody watches: the library's default)."""
+
+    def tell(self, text: str) -> None:
+        pass
+
+    def started(self, stage: str) -> None:
+        pass
+
+    def advanced(self, stage: str, done: int, total: int | None, unit: str, now: str = "") -> None:
+        pass
+
+    def ended(self, stage: str, duration_s: float, ok: bool) -> None:
+        pass
+
+    def statement(self, text: str) -> None:
+        pass
 
 
 @dataclass
@@ -49,8 +80,8 @@ class Run:
     error: str | None = None
     duration_s: float = 0.0
     _t0: float = field(default_factory=time.monotonic, repr=False)
-    # Where a stage tells the person at the terminal what it is about to do (new_run: stderr).
-    tell: Callable[[str], None] = field(default=lambda text: None, repr=False, compare=False)
+    # Who follows the run as it goes (new_run: the terminal the CLI installed, else stderr lines).
+    watch: Watch = field(default_factory=Silent, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
@@ -75,10 +106,23 @@ class Run:
         """Time a stage; the yielded dict collects its details."""
         detail: dict[str, Any] = {}
         started = time.monotonic()
+        self.watch.started(name)
+        ok = False
         try:
             yield detail
+            ok = True
         finally:
-            self.stages.append(Stage(name, round(time.monotonic() - started, 3), detail))
+            duration = round(time.monotonic() - started, 3)
+            self.stages.append(Stage(name, duration, detail))
+            self.watch.ended(name, duration, ok)
+
+    def tell(self, text: str) -> None:
+        """Tell the person watching what a stage is about to do or found (one paragraph)."""
+        self.watch.tell(text)
+
+    def advanced(self, stage: str, done: int, total: int | None, unit: str, now: str = "") -> None:
+        """Stage ``stage`` has done ``done`` of ``total`` ``unit`` (None: unknown), now at ``now``."""
+        self.watch.advanced(stage, done, total, unit, now)
 
     def end(self, status: str, error: str | None = None) -> None:
         assert status in STATUSES

@@ -11,6 +11,7 @@ bounded whatever the table size. Reads only, in whatever transaction
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -306,7 +307,12 @@ def inventory_findings(inventory: Inventory) -> list[Finding]:
         if e.verdict != "unverified":
             continue
         where = f"{e.schema}.{e.table}"
-        if e.role == "minor_units":
+        if e.lost:
+            found.append(Finding(
+                rule="original_dropped", severity="error", table=where, column=e.column,
+                message=f"{where}.{e.column} ({e.type}) held amounts before the migrations: {e.why}.",
+                detail={"why": e.why, "type": e.type}))
+        elif e.role == "minor_units":
             found.append(Finding(
                 rule="unverified_minor_units", severity="error", table=where, column=e.column,
                 message=f"{where}.{e.column} ({e.type}) holds minor units that were not verified: {e.why}.",
@@ -321,16 +327,20 @@ def inventory_findings(inventory: Inventory) -> list[Finding]:
 
 
 def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
-           offenders: RowWriter, not_null: dict[tuple[str, str], list[tuple[str, str]]] | None = None
+           offenders: RowWriter, not_null: dict[tuple[str, str], list[tuple[str, str]]] | None = None,
+           progress: Callable[[int, int, str], None] | None = None,
            ) -> tuple[list[TableResult], list[Finding]]:
     """Verify every table of ``plans``; raise ``VerifierError`` naming a table we may not read.
 
     ``not_null``: per table, (column, why) that a later step will set NOT NULL: its NULL rows are
-    ``constraint_violation``.
+    ``constraint_violation``. ``progress(done, total, table)`` is called before each table and at
+    the end.
     """
     offenders.writerow(OFFENDERS_HEADER)
     results, findings = [], []
-    for plan in plans:
+    for done, plan in enumerate(plans):
+        if progress is not None:
+            progress(done, len(plans), plan.name)
         try:
             result, found = verify_table(conn, plan, config, offenders,
                                          (not_null or {}).get((plan.schema, plan.table), []))
@@ -347,6 +357,8 @@ def verify(conn: psycopg.Connection, plans: list[TablePlan], config: Config,
             ) from None
         results.append(result)
         findings += found
+    if progress is not None:
+        progress(len(plans), len(plans), "")
     return results, findings
 
 
@@ -401,7 +413,9 @@ def run_checks(run: Run, conn: psycopg.Connection, config: Config, *, url: str,
             announced = configured_not_null(config)
             for table, columns in (not_null or {}).items():
                 announced[table] = announced.get(table, []) + columns
-            results, findings = verify(conn, plans, config, out, announced)
+            results, findings = verify(conn, plans, config, out, announced,
+                                       lambda done, total, now: run.advanced("verify", done, total, "tables",
+                                                                             now))
             detail["tables"] = [r.as_json() for r in results]
             detail["rows_checked"] = sum(r.rows for r in results)
     run.add(*findings)

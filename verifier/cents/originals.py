@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 
 from verifier.cents.catalog import COLUMNS_SQL, Column, key_of, looks_minor, read_columns, reads
+from verifier.cents.currency import candidates as currency_candidates
 from verifier.config import Config
 from verifier.errors import VerifierError
 
@@ -46,7 +47,8 @@ assert "n.nspname <> %(ours)s" in COLUMNS_SQL
 
 @dataclass(frozen=True)
 class Source:
-    """A recorded source column: its declared type, NOT NULL, and kind (numeric, float, money, text)."""
+    """A recorded column: its declared type, NOT NULL, and kind (numeric, float, money, text; code: a
+    currency code column, recorded to be compared, never a source)."""
 
     name: str
     type: str
@@ -67,10 +69,23 @@ class Originals:
     key_types: tuple[str, ...] = ()  # their types (format_type) when recorded
     live_key: tuple[str, ...] = ()  # the key's columns as the live table now names them (relocate)
     rows: int = 0  # rows recorded
+    # Each row's currency code columns (named and typed like one, catalog.currency candidates),
+    # recorded so that a migration that relabels a row's currency is seen (``codes``), and the
+    # attribute numbers of sources and codes, to follow a renamed column.
+    codes: tuple[Source, ...] = ()
+    attnums: tuple[int, ...] = ()  # of sources, then codes, in that order
+    # Set by relocate: each source's, then each code's, column name now (None: dropped).
+    live_names: tuple[str | None, ...] = ()
 
     @property
     def live_key_names(self) -> tuple[str, ...]:
         return self.live_key or self.key
+
+    def live_name(self, index: int) -> str | None:
+        """The live name of the ``index``-th recorded column (sources, then codes); its recorded name
+        before relocate."""
+        recorded = (*self.sources, *self.codes)[index].name
+        return self.live_names[index] if self.live_names else recorded
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,8 @@ def check_unchanged(conn: psycopg.Connection, recorded: Recorded) -> None:
 
 
 # Per recorded table: where its OID is now, and the name and type of each recorded key column
-# (by attribute number; a dropped one is absent).
+# (by attribute number; a dropped one is absent); then the name now of each recorded source and
+# code column (NULL: dropped).
 RELOCATE_SQL = """
 SELECT n.nspname, c.relname,
        (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
@@ -142,7 +158,11 @@ SELECT n.nspname, c.relname,
           JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.num AND NOT a.attisdropped),
        (SELECT pg_catalog.array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
           FROM pg_catalog.unnest(%(attnums)s::int2[]) WITH ORDINALITY AS k(num, ord)
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.num AND NOT a.attisdropped)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.num AND NOT a.attisdropped),
+       (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
+          FROM pg_catalog.unnest(%(columns)s::int2[]) WITH ORDINALITY AS k(num, ord)
+          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.num
+                                                 AND NOT a.attisdropped)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = %(oid)s::oid AND c.relkind IN ('r', 'p')
 """
@@ -158,7 +178,8 @@ def relocate(conn: psycopg.Connection, recorded: Recorded
     found: dict[tuple[str, str], Originals] = {}
     lost: list[Unmatched] = []
     for (nsp, rel), o in recorded.tables.items():
-        row = conn.execute(RELOCATE_SQL, {"oid": o.oid, "attnums": list(o.key_attnums)}).fetchone()
+        row = conn.execute(RELOCATE_SQL, {"oid": o.oid, "attnums": list(o.key_attnums),
+                                          "columns": list(o.attnums)}).fetchone()
         where = f"{nsp}.{rel}"
         if row is None:
             lost.append(Unmatched(where, o.rows, "the migrations dropped the table (or replaced it with "
@@ -175,10 +196,12 @@ def relocate(conn: psycopg.Connection, recorded: Recorded
             lost.append(Unmatched(where, o.rows, f"the migrations changed the type of its key column(s) "
                                                  f"{'; '.join(changed)}: its rows cannot be matched exactly"))
             continue
-        found[(str(row[0]), str(row[1]))] = replace(o, live_key=tuple(names))
+        now = tuple(None if n is None else str(n) for n in (row[4] or []))
+        found[(str(row[0]), str(row[1]))] = replace(o, live_key=tuple(names), live_names=now)
     return found, lost
 
 
+# A recorded table's OID and the attribute numbers of the named columns, in the order named.
 KEY_SQL = """
 SELECT c.oid::bigint, (SELECT pg_catalog.array_agg(a.attnum ORDER BY k.ord)
           FROM pg_catalog.unnest(%(names)s::text[]) WITH ORDINALITY AS k(name, ord)
@@ -222,17 +245,20 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
             name = f"t{len(tables) + 1}"
             target = sql.Identifier(schema, name)
             typed = {c.name: c for c in cols}
+            codes = tuple(Source(c.name, c.full_type, c.not_null, "code") for c in currency_candidates(cols)
+                          if c.name not in key and c.name not in {m.name for m in money})
+            recorded = [*key, *(m.name for m in money), *(c.name for c in codes)]
             cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
-                target, sql.SQL(", ").join(_plain(typed[c]) for c in [*key, *(m.name for m in money)]),
-                read(nsp, rel)))
+                target, sql.SQL(", ").join(_plain(typed[c]) for c in recorded), read(nsp, rel)))
             rows += max(cur.rowcount, 0)
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 target, sql.SQL(", ").join(sql.Identifier(c) for c in key)))
-            where = conn.execute(KEY_SQL, {"names": list(key), "nsp": nsp, "rel": rel}).fetchone()
-            assert where is not None
-            tables[(nsp, rel)] = Originals(name, key, tuple(money), schema, int(where[0]),
-                                           tuple(int(n) for n in where[1]),
-                                           tuple(typed[c].full_type for c in key), rows=max(cur.rowcount, 0))
+            where = conn.execute(KEY_SQL, {"names": recorded, "nsp": nsp, "rel": rel}).fetchone()
+            assert where is not None and len(where[1]) == len(recorded)
+            attnums = tuple(int(n) for n in where[1])
+            tables[(nsp, rel)] = Originals(name, key, tuple(money), schema, int(where[0]), attnums[:len(key)],
+                                           tuple(typed[c].full_type for c in key), rows=max(cur.rowcount, 0),
+                                           codes=codes, attnums=attnums[len(key):])
     for orig in tables.values():
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, orig.relation)))
     digests = {o.relation: digest(conn, o.relation, schema) or "" for o in tables.values()}

@@ -90,6 +90,17 @@ class Pair:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """A recorded column that the migrations kept as it was (a source no cents replaced, or a row's
+    currency code): in a rehearsal its live values must still be the recorded ones."""
+
+    column: str  # its live name
+    ref: str  # the recorded value's column in the relation read (verifier_original_<i>, verifier_code_<j>)
+    kind: str  # numeric | float | money | text | code
+    recorded: str  # its name when recorded
+
+
+@dataclass(frozen=True)
 class TablePlan:
     schema: str
     table: str
@@ -103,14 +114,16 @@ class TablePlan:
     currency: Column | None = None  # the column of each row's currency, for pairs without an exponent
     not_null: bool = False  # a later step sets columns of it NOT NULL (checked even without pairs)
     partitioned: bool = False  # read with its partitions; any other table is read ONLY itself
+    kept: tuple[Kept, ...] = ()  # with originals: recorded columns that must be unchanged
 
     def __post_init__(self) -> None:
-        assert self.pairs or self.identities or self.not_null, "a table plan with nothing to check"
+        assert self.pairs or self.identities or self.not_null or self.originals is not None, \
+            "a table plan with nothing to check"
         assert (self.currency is not None) == any(p.exponent is None for p in self.pairs)
         assert set(self.key) <= set(self.columns)
         targets = [p.target for p in self.pairs]
         assert len(targets) == len(set(targets)), "a cents column paired twice"
-        assert self.originals is None or self.pairs
+        assert self.originals is not None or not self.kept
 
     @property
     def name(self) -> str:
@@ -129,9 +142,11 @@ class Entry:
     role: str
     verdict: str
     why: str
+    lost: bool = False  # a recorded source the migrations dropped with no cents verified against it
 
     def __post_init__(self) -> None:
         assert self.role in ROLES and self.verdict in VERDICTS
+        assert not self.lost or (self.role, self.verdict) == ("source", "unverified")
 
     def as_json(self) -> dict[str, str]:
         return {"column": f"{self.schema}.{self.table}.{self.column}", "type": self.type, "role": self.role,
@@ -173,6 +188,8 @@ class _Table:
     sources: dict[str, _Source] = field(default_factory=dict)
     targets: dict[str, Column] = field(default_factory=dict)
     others: dict[str, Column] = field(default_factory=dict)
+    dropped: set[str] = field(default_factory=set)  # recorded sources the migrations dropped
+    kept: list[Kept] = field(default_factory=list)  # recorded columns still there, unconverted
 
 
 def _kind(column_base_type: str) -> str:
@@ -213,14 +230,15 @@ def discover(conn: psycopg.Connection, config: Config,
         entries += found + _sources(t, pairs, config, roles)
         identities = tuple((i.total, i.parts) for i in config.identities if (i.schema, i.table) == (nsp, rel))
         announced = (nsp, rel) in not_null or any((a, b) == (nsp, rel) for a, b, _ in config.not_null)
-        if config.excluded(nsp, rel) or not (pairs or identities or announced):
-            continue
         orig = originals.get((nsp, rel))
+        if config.excluded(nsp, rel) or not (pairs or identities or announced or orig):
+            continue
+        # A recorded table is always read with its originals: rows lost, added or copied, and
+        # amounts changed where no cents replaced them, are found whether or not a pair needs them.
         plans.append(TablePlan(nsp, rel, key_of(columns), tuple(c.name for c in columns),
-                               tuple(sorted(pairs, key=lambda p: (p.source, p.target))),
-                               orig if pairs and orig and any(p.source_ref for p in pairs) else None,
+                               tuple(sorted(pairs, key=lambda p: (p.source, p.target))), orig,
                                identities, unit.currency if pairs and unit.exponent is None else None,
-                               announced, (nsp, rel) in partitioned))
+                               announced, (nsp, rel) in partitioned, tuple(t.kept) if orig else ()))
     total = sum(len(c) for c in tables.values())
     return plans, Inventory(tuple(entries), total)
 
@@ -289,7 +307,8 @@ def _named(tables: dict[tuple[str, str], list[Column]], what: str, schema: str, 
 
 def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: Originals | None) -> _Table:
     t = _Table(nsp, rel, columns)
-    recorded = {o.name for o in orig.sources} if orig else set()
+    # A recorded source's name now (a renamed column is followed by its attribute number).
+    recorded = {orig.live_name(i) for i in range(len(orig.sources))} - {None} if orig else set()
     configured = {pc.target for pc in config.pairs if (pc.schema, pc.table) == (nsp, rel)}
     for c in columns:
         text = config.text_amount(nsp, rel, c.name)
@@ -310,10 +329,30 @@ def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: O
         if c.base_type in SOURCE_TYPES and not c.whole_number_type and suffixed & set(t.targets):
             del t.targets[name]
             t.sources[name] = _Source(c.full_type, c.not_null, None, _kind(c.base_type))
-    for i, o in enumerate(orig.sources if orig else ()):
-        t.sources[o.name] = _Source(o.type, o.not_null, f"verifier_original_{i}", o.kind,
-                                    config.text_amount(nsp, rel, o.name) if o.kind == "text" else None)
+    if orig is None:
+        return t
+    live = {c.name: c for c in columns}
+    for i, o in enumerate(orig.sources):
+        now = orig.live_name(i)
+        name = o.name if now is None else now
+        t.sources[name] = _Source(o.type, o.not_null, f"verifier_original_{i}", o.kind,
+                                  config.text_amount(nsp, rel, o.name) if o.kind == "text" else None)
+        if now is None:
+            t.dropped.add(name)
+        elif now not in t.targets and _same_kind(live[now], o.kind):
+            t.kept.append(Kept(now, f"verifier_original_{i}", o.kind, o.name))
+    for j, code in enumerate(orig.codes):
+        now = orig.live_name(len(orig.sources) + j)
+        if now is not None and live[now].full_type == code.type:
+            t.kept.append(Kept(now, f"verifier_code_{j}", "code", code.name))
     return t
+
+
+def _same_kind(column: Column, kind: str) -> bool:
+    """Whether a live column still holds an amount as the recorded ``kind`` does (not converted)."""
+    if kind == "text":
+        return column.base_type in TEXT_TYPES
+    return column.source_type and _kind(column.base_type) == kind
 
 
 def _candidates(t: _Table, target: Column, config: Config) -> tuple[list[str], str]:
@@ -449,7 +488,15 @@ def _sources(t: _Table, pairs: list[Pair], config: Config, ledger: dict[str, str
             why = "verified by " + ", ".join(p.target for p in pairs if p.source == name)
         elif name in ledger:
             verdict, why = "ledger", ledger[name]
+        elif name in t.dropped:
+            entries.append(Entry(t.schema, t.table, name, source.type, "source", "unverified",
+                                 DROPPED_WHY, lost=True))
+            continue
         else:
             verdict, why = "unverified", "no minor-units column is verified against it"
         entries.append(Entry(t.schema, t.table, name, source.type, "source", verdict, why))
     return entries
+
+
+DROPPED_WHY = ("the migrations dropped it, and no minor-units column is verified against its recorded "
+               "amounts: they are in no column this run verified")

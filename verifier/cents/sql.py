@@ -31,7 +31,7 @@ from decimal import Decimal
 from psycopg import sql
 
 from verifier.cents import currency
-from verifier.cents.pairs import Pair, TablePlan
+from verifier.cents.pairs import Kept, Pair, TablePlan
 from verifier.findings import ROW_RULES, rule
 
 BIGINT_MAX = 9223372036854775807
@@ -76,7 +76,7 @@ class Check:
     """One classified quantity of a table: a pair, an identity or a pending constraint."""
 
     index: int
-    kind: str  # pair | identity | constraint | row
+    kind: str  # pair | identity | constraint | kept | row
     column: str | None  # the cents column (pair), the identity's total, None for a constraint
     label: str  # how the report names it
     source: str | None = None  # the decimal column (pair) or the constraint name
@@ -134,6 +134,8 @@ def _relation(plan: TablePlan) -> sql.Composable:
             if c in by_live else sql.SQL("l.{c}").format(c=sql.Identifier(c)) for c in plan.columns]
     recorded = [sql.SQL("o.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"verifier_original_{i}"))
                 for i, name in enumerate(o.name for o in orig.sources)]
+    recorded += [sql.SQL("o.{} AS {}").format(sql.Identifier(code.name), sql.Identifier(f"verifier_code_{j}"))
+                 for j, code in enumerate(orig.codes)]
     flags = sql.SQL("l.{k} IS NOT NULL AND o.{r} IS NOT NULL AS verifier_matched, "
                     "l.{k} IS NULL AS row_missing, o.{r} IS NULL AS row_added").format(
         k=sql.Identifier(orig.live_key_names[0]), r=sql.Identifier(orig.key[0]))
@@ -394,11 +396,14 @@ def _constraint_row(index: int, constraint: PendingConstraint) -> sql.Composable
 def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Composable:
     """The VALUES row of row_missing (impact: minus the expected cents the row held) or
     row_added (impact: the cents it brings)."""
+    impact: sql.Composable
     if flag == "row_missing":
         impact = sql.SQL("-({})").format(_held(plan, rounding))
-    else:
+    elif plan.pairs:
         impact = sql.SQL(" + ").join(sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target))
                                      for p in plan.pairs)
+    else:
+        impact = sql.SQL("NULL::numeric")
     return sql.SQL(
         "({i}, CASE WHEN t.{flag} THEN {rule} END, {impact}, NULL::numeric, NULL::numeric, "
         "false, false, false, false, false, NULL::text, NULL::text, NULL::text)"
@@ -406,7 +411,10 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
 
 
 def _held(plan: TablePlan, rounding: str) -> sql.Composable:
-    """The expected cents a row's originals hold, over every pair (what a lost row takes away)."""
+    """The expected cents a row's originals hold, over every pair (what a lost row takes away); 0
+    for a table without pairs."""
+    if not plan.pairs:
+        return sql.SQL("0::numeric")
     held = []
     for p in plan.pairs:
         x, _, h = _pair_terms(p)
@@ -442,6 +450,29 @@ def build_duplicates_query(plan: TablePlan, rounding: str) -> sql.Composed:
         cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in live))
 
 
+def _kept_wrong(kept: Kept) -> sql.Composable:
+    """True where a matched row's kept column differs from its recorded value. Never NULL."""
+    return sql.SQL("(t.verifier_matched AND t.{} IS DISTINCT FROM t.{})").format(
+        sql.Identifier(kept.column), sql.Identifier(kept.ref))
+
+
+def _kept_row(index: int, kept: Kept) -> sql.Composable:
+    """The VALUES row of original_changed: the impact is the change in cents for an exact amount
+    (numeric, money; NULL where either side is NaN or infinite), NULL for floats, text and codes."""
+    live = sql.SQL("t.{}").format(sql.Identifier(kept.column))
+    was = sql.SQL("t.{}").format(sql.Identifier(kept.ref))
+    impact: sql.Composable = sql.SQL("NULL::numeric")
+    if kept.kind in ("numeric", "money"):
+        x, y = sql.SQL("{}::numeric").format(live), sql.SQL("{}::numeric").format(was)
+        impact = sql.SQL("CASE WHEN {a} OR {b} THEN NULL ELSE ({x} - coalesce({y}, 0)) * 100 END").format(
+            a=_non_finite(x), b=_non_finite(y), x=sql.SQL("coalesce({}, 0)").format(x), y=y)
+    return sql.SQL(
+        "({i}, CASE WHEN {wrong} THEN 'original_changed' END, {impact}, NULL::numeric, NULL::numeric, "
+        "false, false, false, false, false, pg_catalog.format('%s', {was}), pg_catalog.format('%s', {live}), "
+        "NULL::text)"
+    ).format(i=sql.Literal(index), wrong=_kept_wrong(kept), impact=impact, was=was, live=live)
+
+
 def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
               constraints: list[PendingConstraint]) -> list[Check]:
     result = [Check(i, "pair", p.target, f"{p.source} -> {p.target}", p.source)
@@ -450,6 +481,9 @@ def checks_of(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
         result.append(Check(len(result), "identity", total, f"{total} = {' + '.join(parts)}"))
     for con in constraints:
         result.append(Check(len(result), "constraint", con.column, con.label, con.name))
+    for kept in plan.kept:
+        result.append(Check(len(result), "kept", kept.column, f"{kept.column} as recorded ({kept.recorded})",
+                            kept.recorded))
     for flag in ROW_FLAGS if plan.originals else ():
         result.append(Check(len(result), "row", None, flag))
     return result
@@ -461,6 +495,7 @@ def _wrongs(plan: TablePlan, identities: list[tuple[str, tuple[str, ...]]],
     return ([_pair_wrong(plan, p) for p in plan.pairs]
             + [_identity_wrong(total, parts) for total, parts in identities]
             + [_constraint_wrong(con) for con in constraints]
+            + [_kept_wrong(kept) for kept in plan.kept]
             + [sql.SQL("t.{}").format(sql.Identifier(f)) for f in (ROW_FLAGS if plan.originals else ())])
 
 
@@ -513,6 +548,8 @@ def build_offenders_query(plan: TablePlan, rounding: str,
         rows.append(_identity_row(len(rows), total, parts))
     for con in constraints:
         rows.append(_constraint_row(len(rows), con))
+    for kept in plan.kept:
+        rows.append(_kept_row(len(rows), kept))
     for flag in ROW_FLAGS if plan.originals else ():
         rows.append(_row_row(len(rows), plan, flag, rounding))
     wrongs = _wrongs(plan, identities, constraints)

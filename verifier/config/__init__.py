@@ -1,8 +1,12 @@
 """Configuration: ``[tool.verifier]`` in pyproject.toml, or a verifier.toml.
 
-``load(path)`` reads the file given (``--config``), else ``verifier.toml``,
-else ``pyproject.toml`` in the current directory, else the defaults. It
-raises ``UsageError`` naming the file and the key for anything malformed.
+``load(path)`` reads the file given (``--config``), else the first
+``verifier.toml`` or ``pyproject.toml`` found in the current directory or
+its parents (``verifier.toml`` first in each, as git finds its
+repository), else the defaults. It raises ``UsageError`` naming the file
+and the key for anything malformed, and for a ``[tool.*]`` section of a
+pyproject.toml named like ours but misspelt (``[tool.verifer]``), which
+would otherwise be ignored while the run says the file was applied.
 Identifiers in the configuration are data: they reach SQL only through
 ``psycopg.sql.Identifier``, never as text. The ledger's section
 (``[tool.verifier.ledger]``) has its own module, ``ledger.py``; the
@@ -12,6 +16,7 @@ migrations' order and tracker (``migration_order``,
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,11 +156,8 @@ def _split_name(raw: str, parts: int, where: str) -> list[str]:
 def load(path: Path | None = None) -> Config:
     """Read the configuration (see the module docstring)."""
     if path is None:
-        for candidate in (Path("verifier.toml"), Path("pyproject.toml")):
-            if candidate.is_file():
-                path = candidate
-                break
-        else:
+        path = find()
+        if path is None:
             return Config()
     path = Path(path)
     try:
@@ -164,12 +166,29 @@ def load(path: Path | None = None) -> Config:
         raise UsageError(f"The config file {path} does not exist.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"The config file {path} is not valid TOML: {exc}") from None
-    section = data.get("tool", {}).get("verifier") if path.name == "pyproject.toml" else data
+    tools = data.get("tool", {}) if path.name == "pyproject.toml" else {}
+    section = tools.get("verifier") if path.name == "pyproject.toml" else data
     if path.name == "pyproject.toml" and section is None:
+        near = difflib.get_close_matches("verifier", [str(k) for k in tools], n=1, cutoff=0.75)
+        if near:
+            raise UsageError(f"{path}: [tool.{near[0]}] is not a section the verifier reads; did you mean "
+                             "[tool.verifier]?", hint="Rename the section (its keys are ignored otherwise).")
         return Config(source=str(path))
     if not isinstance(section, dict):
         raise UsageError(f"{path}: [tool.verifier] must be a table.")
     return _parse(section, str(path))
+
+
+def find(start: Path | None = None) -> Path | None:
+    """The configuration file a run without --config reads: in ``start`` (the current directory)
+    or the nearest of its parents that holds one, ``verifier.toml`` before ``pyproject.toml``."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        for name in ("verifier.toml", "pyproject.toml"):
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 def _parse(section: dict[str, Any], where: str) -> Config:

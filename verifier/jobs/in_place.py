@@ -15,7 +15,7 @@ from pathlib import Path
 
 from verifier import judge
 from verifier.cents import engine
-from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, recorded
+from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.run import Run
 from verifier.source.live import connected
 
@@ -27,9 +27,10 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
     With ``gx`` (or a directory of the user's own ``expectations``), GX suites judge the
     results and the live tables, in the same snapshot.
     """
+    config = preflight(config_path, url)
     run = new_run("verify-cents --db", report_dir)
     with recorded(run):
-        config = load_config(run, config_path, rounding=True)
+        config = load_config(run, config, rounding=True)
         judging = judge.load(expectations) if gx or expectations else None
         with connected(run, url, config) as conn:
             ledger = ledger_verdicts(conn, url, config, "verify-ledger audits it, not verify-cents")

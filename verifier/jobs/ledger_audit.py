@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from verifier.config import Config
-from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
+from verifier.jobs.lifecycle import finish, load_config, new_run, preflight, recorded
 from verifier.ledger.audit import Schedule
 from verifier.ledger.audit import audit as audit_stages
 from verifier.run import Run
@@ -22,9 +22,10 @@ from verifier.source.live import connected
 def audit_ledger(url: str, *, report_dir: Path, config_path: Path | None = None, strict: bool = False,
                  schedule: Schedule | None = None) -> Run:
     """Audit the ledger of the database at ``url`` in one snapshot, read only (incremental with a state)."""
+    config = preflight(config_path, url)
     run = new_run("verify-ledger --db", report_dir)
     with recorded(run):
-        config = load_config(run, config_path, rounding=False)
+        config = load_config(run, config, rounding=False)
         audit(run, url, config, schedule)
         finish(run, strict=strict)
     return run

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from verifier import __version__, signals
+from verifier import __version__, signals, terminal
 from verifier import config as config_
 from verifier.config import Config
-from verifier.errors import Interrupted, UsageError, VerifierError, printable
+from verifier.errors import Interrupted, UsageError, VerifierError
 from verifier.ledger import layout
 from verifier.pg import conninfo
 from verifier.report import write_outputs
@@ -47,13 +46,10 @@ def new_run(command: str, report_dir: Path) -> Run:
         run_dir.mkdir(parents=True, exist_ok=False)
     except OSError as exc:
         raise VerifierError(f"Cannot create the report folder {run_dir}: {exc.strerror}.") from None
-    run = Run(command=command, run_dir=run_dir, run_id=run_id, started_at=now, tell=_tell)
+    run = Run(command=command, run_dir=run_dir, run_id=run_id, started_at=now,
+              watch=terminal.current() or terminal.Terminal())
     run.provenance["tool_version"] = __version__
     return run
-
-
-def _tell(text: str) -> None:
-    print(printable(text), file=sys.stderr, flush=True)
 
 
 # SQLSTATEs of a session that the server ended or lost: connection exceptions (class 08), an
@@ -77,16 +73,28 @@ def lost_connection(exc: psycopg.OperationalError) -> VerifierError:
     return VerifierError(f"The database server refused an operation ({state}: {text}). Nothing was verified.")
 
 
-def load_config(run: Run, path: Path | None, *, rounding: bool) -> Config:
-    """The configuration (``verifier.config.load``), recorded in ``run``'s provenance.
+def load_config(run: Run, path: Path | Config | None, *, rounding: bool) -> Config:
+    """The configuration (``verifier.config.load``; one already loaded, with ``preflight``),
+    recorded in ``run``'s provenance.
 
     The provenance names the file; with ``rounding`` (the cents jobs), the
     rounding mode too. Raises ``UsageError`` for a malformed file.
     """
-    config = config_.load(path)
+    config = path if isinstance(path, Config) else config_.load(path)
     if rounding:
         run.provenance["rounding_mode"] = config.rounding
     run.provenance["config"] = config.source
+    return config
+
+
+def preflight(config_path: Path | None, *urls: str) -> Config:
+    """What can be told wrong before a run begins: the configuration (read and checked) and the
+    syntax of each connection string. Raises ``UsageError``, and then no run folder is written:
+    a usage error leaves no NOT VERIFIED run in the index, while a target that cannot be reached
+    (a cron audit that could not connect) still does."""
+    config = config_.load(config_path)
+    for url in urls:
+        conninfo.parse(url)
     return config
 
 

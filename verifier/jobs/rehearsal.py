@@ -23,7 +23,7 @@ from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
 from verifier.findings import Finding
-from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, recorded
+from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.ledger import layout, probe
 from verifier.ledger.audit import audit as ledger_audit
 from verifier.migrate import plan, sqltext
@@ -93,9 +93,13 @@ def rehearse_snapshot(
     options: Options = Options(),
 ) -> Run:
     """Restore the dump at ``path`` into a scratch database and rehearse there."""
+    config = preflight(options.config_path, *([] if scratch in ("embedded", "docker") or scratch.startswith(
+        "docker:") else [scratch]))
+    if not Path(path).exists():
+        raise UsageError(f"The snapshot {path} does not exist.", hint="Give the path of a pg_dump file.")
     run = new_run("verify-cents --snapshot", report_dir)
     with recorded(run):
-        config = load_config(run, options.config_path, rounding=True)
+        config = load_config(run, config, rounding=True)
         judging = suites(options)
         info = inspect(run, Path(path))
         discovery = discover(run, options, config)

@@ -324,7 +324,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
     snapshot_id = export_snapshot(conn)
     run.provenance["exported_snapshot"] = snapshot_id
     with run.stage("audit") as detail:
-        done = in_parallel(jobs, url, config, snapshot_id, config.ledger.workers)
+        done = in_parallel(jobs, url, config, snapshot_id, config.ledger.workers,
+                           lambda n, total: run.advanced("audit", n, total, "passes"))
         results: list[PassResult] = done[:len(passes)]
         digests: list[history.Digests] = done[len(passes):]
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,

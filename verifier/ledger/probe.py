@@ -347,9 +347,10 @@ def _moved(conn: psycopg.Connection, layout: Layout, convention: Convention, tab
     def col(role: str) -> str:
         return layout.column("entries", role)
 
-    query = sql.SQL("SELECT {a}, sum({m})::bigint FROM {e} WHERE {a} = ANY(%s) GROUP BY {a}").format(
-        a=sql.Identifier(col("account")), m=sql.Identifier(col("amount")), e=tables["entries"].ident)
-    rows: dict[Any, Any] = dict(conn.execute(query, ([accounts[0][0], accounts[1][0]],)).fetchall())
+    query = sql.SQL("SELECT {a}, sum({m})::bigint FROM {e} WHERE {a} IN ({x}, {y}) GROUP BY {a}").format(
+        a=sql.Identifier(col("account")), m=sql.Identifier(col("amount")), e=tables["entries"].ident,
+        x=sql.Literal(accounts[0][0]), y=sql.Literal(accounts[1][0]))
+    rows: dict[Any, Any] = dict(conn.execute(query).fetchall())
     want = {accounts[0][0]: convention.debit_sign * TRANSFER_CENTS,
             accounts[1][0]: -convention.debit_sign * TRANSFER_CENTS}
     got = {a: int(rows.get(a) or 0) for a in want}
@@ -417,10 +418,11 @@ def _insert(conn: psycopg.Connection, table: Table, values: dict[str, str], retu
         if column.required and column.name not in row:
             row[column.name] = _value(conn, column, table.name)
             case.filled.add((table.name, column.name))
+    # Values as literals, no parameters: a name holding "%" must reach the server as written.
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
         table.ident, sql.SQL(", ").join(map(sql.Identifier, row)),
-        sql.SQL(", ").join(sql.Placeholder() * len(row)), sql.Identifier(returning))
-    found = conn.execute(query, list(row.values())).fetchone()
+        sql.SQL(", ").join(map(sql.Literal, row.values())), sql.Identifier(returning))
+    found = conn.execute(query).fetchone()
     assert found is not None
     return found[0]
 
@@ -463,9 +465,9 @@ def _post(conn: psycopg.Connection, case: Case, layout: Layout, convention: Conv
     for n, (index, side, cents) in enumerate(case.legs, start=1):
         account, kind, currency = accounts[index]
         case.statement = f"SELECT the balance of test account {account}"
-        row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} = %s").format(
+        row = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} = {}").format(
             sql.Identifier(layout.column("accounts", "balance")), tables["accounts"].ident,
-            sql.Identifier(layout.column("accounts", "id"))), (account,)).fetchone()
+            sql.Identifier(layout.column("accounts", "id")), sql.Literal(account))).fetchone()
         before = int(row[0]) if row and row[0] is not None else OPENING_CENTS
         amount = (convention.debit_sign if side == "debit" else -convention.debit_sign) * cents
         direction = convention.direction * (-1 if kind in layout.debit_normal_account_types else 1)

@@ -81,6 +81,7 @@ class Scope:
     mode: str
     state: st.State | None  # None: an audit without a state file
     settled: dict[str, int]
+    unsettled: bool = False  # an incremental audit that could settle nothing the last one saw
 
     def __post_init__(self) -> None:
         assert self.mode in ("full", "incremental")
@@ -205,7 +206,46 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
                       seen=seen, settled=settled, transactions_in_progress=int(in_progress),
                       history_share=schedule.history_share)
-    return Scope(mode, state, settled)
+        unsettled = bool(before is not None and mode == "incremental" and not standby
+                         and before.seen["entries"] > state.proven["entries"]
+                         and settled["entries"] <= state.proven["entries"])
+        if unsettled and before is not None:
+            run.add(_not_settled(conn, state, layout, before.seen["entries"] - state.proven["entries"]))
+    return Scope(mode, state, settled, unsettled)
+
+
+OLDEST_SQL = """
+SELECT pid, coalesce(nullif(application_name, ''), 'no application name'),
+       extract(epoch FROM now() - xact_start)::bigint, coalesce(usename::text, 'a role not shown')
+FROM pg_catalog.pg_stat_activity
+WHERE (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) AND pid <> pg_catalog.pg_backend_pid()
+  AND xact_start IS NOT NULL
+ORDER BY xact_start LIMIT 1
+"""
+
+
+def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, waiting: int) -> Finding:
+    """``history_not_settled``: nothing the last audit saw could be proven; a warning, an error once
+    ``layout.unsettled_audits_max`` audits in a row (this one included) proved nothing new."""
+    row = conn.execute(OLDEST_SQL).fetchone()
+    oldest = (f"the oldest transaction running is pid {row[0]} ({row[1]}, role {row[3]}), open for "
+              f"{int(row[2]):,} s" if row else "no running transaction is visible to this role "
+              "(pg_stat_activity shows others' only to members of pg_read_all_stats)")
+    in_a_row = 1
+    for earlier in reversed(state.runs):
+        if not earlier.get("unsettled"):
+            break
+        in_a_row += 1
+    error = in_a_row >= layout.unsettled_audits_max
+    return Finding(
+        "history_not_settled", "error" if error else "warning", table=layout.table("entries"), count=waiting,
+        message=f"This audit proved no new history: {waiting:,} entries the previous audit saw are still "
+                f"held back by a transaction that may add rows below them; {oldest}. {in_a_row} audit(s) "
+                f"in a row proved nothing new (an error from {layout.unsettled_audits_max}, "
+                "ledger.unsettled_audits_max).",
+        detail={"entries_waiting": waiting, "audits_in_a_row": in_a_row,
+                "oldest_transaction": None if row is None else
+                {"pid": row[0], "application": row[1], "age_s": int(row[2]), "role": row[3]}})
 
 
 def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Scope,
@@ -220,6 +260,7 @@ def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Sc
         "status": "fail" if findings else "pass", "duration_s": round(time.monotonic() - run._t0, 3),
         "entries": scope.settled["entries"], "proven_entries": state.proven["entries"],
         "checked_entries": checked_entries, "rehashed_chunks": rehashed,
+        "unsettled": scope.unsettled,
         "findings": len(findings), "offending_rows": sum(f.count for f in findings),
         "cents_impact": str(sum(f.cents_impact for f in findings)),
         "rules": sorted({f.rule for f in findings})})

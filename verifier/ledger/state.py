@@ -50,7 +50,8 @@ CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT 
                    status TEXT NOT NULL, duration_s REAL NOT NULL, entries INTEGER NOT NULL,
                    proven_entries INTEGER NOT NULL, checked_entries INTEGER NOT NULL,
                    rehashed_chunks INTEGER NOT NULL, findings INTEGER NOT NULL,
-                   offending_rows INTEGER NOT NULL, cents_impact TEXT NOT NULL, rules TEXT NOT NULL);
+                   offending_rows INTEGER NOT NULL, cents_impact TEXT NOT NULL, rules TEXT NOT NULL,
+                   unsettled INTEGER NOT NULL DEFAULT 0);
 """
 
 
@@ -200,7 +201,9 @@ def save(path: Path, state: State) -> None:
             db.executemany(
                 "INSERT INTO runs VALUES (:run_id, :started_at, :mode, :status, :duration_s, :entries, "
                 ":proven_entries, :checked_entries, :rehashed_chunks, :findings, :offending_rows, "
-                ":cents_impact, :rules)", ({**r, "rules": json.dumps(r["rules"])} for r in state.runs))
+                ":cents_impact, :rules, :unsettled)",
+                ({**r, "rules": json.dumps(r["rules"]), "unsettled": int(bool(r.get("unsettled")))}
+                 for r in state.runs))
             db.commit()
         finally:
             db.close()

@@ -348,19 +348,20 @@ class Runner:
             value = f.number
         times = [n for n, (kind, needs) in columns.items() if needs and n != t.column and kind in TIME_TYPES]
         names = [t.column, *times]
+        # Values as literals, no parameters: a configured name holding "%" reaches the server as written.
         self.conn.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT %s{} WHERE NOT EXISTS (SELECT FROM {} WHERE {}::text = %s)"
+            sql.SQL("INSERT INTO {} ({}) SELECT {}{} WHERE NOT EXISTS (SELECT FROM {} WHERE {}::text = {})"
                     ).format(self._tracker_table(), sql.SQL(", ").join(map(sql.Identifier, names)),
-                             sql.SQL("").join(sql.SQL(", now()") for _ in times), self._tracker_table(),
-                             sql.Identifier(t.column)),
-            (value, str(value)))
+                             sql.Literal(value), sql.SQL("").join(sql.SQL(", now()") for _ in times),
+                             self._tracker_table(), sql.Identifier(t.column), sql.Literal(str(value))))
 
     def unrecord(self, f: MigrationFile) -> None:
         """Forget ``f`` in the tracker (every way it may have been recorded)."""
         self.ensure_table()
         values = [f.version, f.path.stem, f.path.name, *([str(f.number)] if f.number is not None else [])]
-        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)").format(
-            self._tracker_table(), sql.Identifier(self.tracker.column)), (values,))
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE {}::text IN ({})").format(
+            self._tracker_table(), sql.Identifier(self.tracker.column),
+            sql.SQL(", ").join(map(sql.Literal, values))))
 
     # -- applying -----------------------------------------------------------
 

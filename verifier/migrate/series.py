@@ -114,10 +114,17 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
         # The state after one migration is the state before the next: read once.
         before = (rule_checks.fingerprint(db.untrusted_dsn, with_data=False, tracker=tracker)
                   if check_rules and todo else None)
-        for result in apply_files(db.untrusted_dsn, todo, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s,
-                                  tracker=tracker, observer_dsn=db.admin_dsn):
+        if todo:
+            run.advanced("migrate", 0, len(todo), "files", now=todo[0].path.name)
+        for count, result in enumerate(apply_files(db.untrusted_dsn, todo, timeout_s=timeout_s,
+                                                  lock_timeout_s=lock_timeout_s, tracker=tracker,
+                                                  observer_dsn=db.admin_dsn), start=1):
             f = result.file
             timeline.append(result.as_json())
+            for trace in result.statements:
+                run.watch.statement(f"{f.path.name}:{trace.line} {trace.duration_s:.3f} s  {trace.excerpt}")
+            run.advanced("migrate", count, len(todo), "files",
+                         now=todo[count].path.name if count < len(todo) else "")
             if result.failure is not None:
                 run.add(Finding("migration_failed", "error", migration=f.path.name,
                                 message=f"Migration failed: {result.failure.describe()}",

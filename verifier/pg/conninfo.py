@@ -37,14 +37,25 @@ def parse(dsn: str) -> dict[str, str]:
 
     Raises ``UsageError`` naming the (redacted) string when it does not parse.
     """
+    scheme = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://", dsn)
+    if scheme and scheme.group(1).lower() not in ("postgresql", "postgres"):
+        # libpq would read it as key=value pairs and say only 'missing "=" after ...'.
+        raise UsageError(
+            f"The connection string {redact(dsn)!r} is not valid: a PostgreSQL URL starts with "
+            f"postgresql:// or postgres://, not {scheme.group(1)}://.", hint=CONNINFO_HINT)
     try:
         params = pg_conninfo.conninfo_to_dict(dsn)
     except (psycopg.ProgrammingError, ValueError) as exc:
         raise UsageError(
-            f"The connection string {redact(dsn)!r} is not valid: {scrub(str(exc), dsn)}",
-            hint="Use a URL like postgresql://user@host:5432/dbname.",
+            f"The connection string {redact(dsn)!r} is not valid (libpq: {scrub(str(exc), dsn).strip()}).",
+            hint=CONNINFO_HINT,
         ) from None
     return {k: str(v) for k, v in params.items() if v is not None}
+
+
+CONNINFO_HINT = ("Give a URL, postgresql://user@host:5432/dbname, or key=value pairs, host=localhost "
+                 "port=5432 dbname=app user=verifier (PostgreSQL 15, \"Connection Strings\"); keep the "
+                 "password out of it, in PGPASSWORD or ~/.pgpass.")
 
 
 _URL_AUTHORITY = re.compile(r"\s*postgres(?:ql)?://([^/?#]*)")
@@ -138,10 +149,14 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
         )
     except psycopg.OperationalError as exc:
         reason = scrub(str(exc).strip(), dsn).replace("\n", " ")
+        password = any(w in reason for w in ("password authentication failed", "no password supplied",
+                                             "password is required"))
         raise DatabaseUnreachable(
             f"Could not connect to the {what} {describe(dsn)}: {reason}",
             target=describe(dsn),
-            hint="Check the host, port, user, password and database name in the URL.",
+            hint=("Give the password in PGPASSWORD or in ~/.pgpass (hostname:port:database:username:"
+                  "password, mode 0600), not in the URL, and check the user name." if password else
+                  "Check the host, port, user, password and database name in the URL."),
         ) from None
     except (psycopg.ProgrammingError, ValueError) as exc:  # ValueError: a host name IDNA cannot encode
         raise UsageError(

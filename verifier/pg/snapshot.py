@@ -12,6 +12,7 @@ a few such connections, all in one exported snapshot.
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -109,13 +110,16 @@ def export_snapshot(conn: psycopg.Connection) -> str:
 
 
 def in_parallel(jobs: list[Callable[[psycopg.Connection], T]], url: str, config: Config,
-                snapshot_id: str, workers_max: int) -> list[T]:
+                snapshot_id: str, workers_max: int,
+                progress: Callable[[int, int], None] | None = None) -> list[T]:
     """Every job's result, in job order, on up to ``workers_max`` connections importing the snapshot.
 
     Each connection is opened (and imports the snapshot) once; the jobs
     take turns on them. A job that fails (or Ctrl-C) cancels the others'
-    statements and raises.
+    statements and raises. ``progress(done, total)`` is called as jobs end (from their threads).
     """
+    finished = [0]
+    lock = threading.Lock()
     assert workers_max >= 1
     workers = min(workers_max, len(jobs))
     opened: list[psycopg.Connection] = []
@@ -124,9 +128,14 @@ def in_parallel(jobs: list[Callable[[psycopg.Connection], T]], url: str, config:
     def run_job(job: Callable[[psycopg.Connection], T]) -> T:
         conn = idle.get()
         try:
-            return job(conn)
+            result = job(conn)
         finally:
             idle.put(conn)
+        if progress is not None:
+            with lock:
+                finished[0] += 1
+                progress(finished[0], len(jobs))
+        return result
 
     try:
         for _ in range(workers):

@@ -35,8 +35,10 @@ SELECT pg_current_snapshot()::text,
 WRITE_RIGHTS_SQL = """
 WITH t AS (
   SELECT c.oid, pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) AS name,
-         pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owned,
-         pg_catalog.has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') AS writable
+         -- MEMBER, not USAGE: a NOINHERIT member of the owner's role can SET ROLE to it and write.
+         pg_catalog.pg_has_role(c.relowner, 'MEMBER') AS owned,
+         pg_catalog.has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+           OR pg_catalog.has_any_column_privilege(c.oid, 'INSERT, UPDATE') AS writable
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
     AND n.oid <> 'pg_catalog'::pg_catalog.regnamespace AND n.nspname NOT LIKE 'pg\\_toast%'
@@ -64,7 +66,7 @@ def write_rights(conn: psycopg.Connection) -> list[str]:
     if owned:
         rights.append(f"owns {owned} table(s)")
     if writable:
-        rights.append(f"may INSERT, UPDATE, DELETE or TRUNCATE {writable} table(s)")
+        rights.append(f"may INSERT, UPDATE, DELETE or TRUNCATE {writable} table(s) or columns of them")
     if rights and examples:
         rights.append("e.g. " + ", ".join(examples))
     return rights
