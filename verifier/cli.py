@@ -43,6 +43,10 @@ quiet_option = click.option("--quiet", "-q", "quiet", is_flag=True,
                             help="Show only the verdict line (no progress, no summary).")
 verbose_option = click.option("--verbose", "-v", "verbose", is_flag=True,
                               help="Also show each migration statement, with its duration.")
+baseline_option = click.option(
+    "--baseline", "baseline", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="Accepted findings (verifier accept): shown apart, never failing the run; new or grown ones fail "
+         "(default: the configuration's baseline).")
 format_option = click.option("--format", "output_format", type=click.Choice(["text", "json"]),
                              default="text", show_default=True,
                              help="json: write summary.json to stdout as well (the verdict line goes "
@@ -157,6 +161,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
               help="With --demo: about this many money rows (1,000 to 10,000,000).")
 @click.option("--seed", type=int, default=None, help="With --demo: the generator's seed.")
 @report_dir_option
+@baseline_option
 @quiet_option
 @verbose_option
 @format_option
@@ -167,8 +172,8 @@ def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, 
                  config_path: Path | None, strict: bool, gx: bool, expectations_dir: Path | None,
                  scratch: str, keep_scratch: bool, migrations_dir: Path | None,
                  migration_timeout_s: float | None, skip_rule_checks: bool, rows: int | None,
-                 seed: int | None, report_dir: Path, quiet: bool, verbose: bool, output_format: str,
-                 traceback: bool) -> None:
+                 seed: int | None, report_dir: Path, baseline: Path | None, quiet: bool, verbose: bool,
+                 output_format: str, traceback: bool) -> None:
     """Verify that every DECIMAL money value survived its conversion to BIGINT cents.
 
     The database to verify in place is --db URL, else $DATABASE_URL, else libpq's own PG*
@@ -190,7 +195,7 @@ def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, 
 
         options = rehearsal.Options(migrations_dir, migration_timeout_s, not skip_rule_checks,
                                     config_path=config_path, strict=strict, gx=gx,
-                                    expectations=expectations_dir)
+                                    expectations=expectations_dir, baseline=baseline)
         if demo:
             return demos.demo(report_dir=report_dir, rows=rows or generate.DEFAULT_ROWS,
                               seed=generate.DEFAULT_SEED if seed is None else seed, options=options)
@@ -199,7 +204,7 @@ def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, 
                                                keep_scratch=keep_scratch, options=options)
         assert db_url is not None
         return in_place.verify_cents(db_url, report_dir=report_dir, config_path=config_path,
-                                     strict=strict, gx=gx, expectations=expectations_dir)
+                                     strict=strict, gx=gx, expectations=expectations_dir, baseline=baseline)
 
     _invoke("verify-cents", traceback, action, mode=_mode(quiet, verbose), output_format=output_format)
 
@@ -227,6 +232,7 @@ def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, 
               help="With --state: re-hash this share of the proven history per audit, rotating (default 1: "
                    "all of it).")
 @report_dir_option
+@baseline_option
 @quiet_option
 @verbose_option
 @format_option
@@ -235,8 +241,8 @@ def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, 
 @click.pass_context
 def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_path: Path | None,
                   strict: bool, entries: int | None, seed: int | None, state_path: Path | None,
-                  full: bool, history_share: float, report_dir: Path, quiet: bool, verbose: bool,
-                  output_format: str, traceback: bool) -> None:
+                  full: bool, history_share: float, report_dir: Path, baseline: Path | None, quiet: bool,
+                  verbose: bool, output_format: str, traceback: bool) -> None:
     """Audit the double-entry ledger's invariants in one consistent snapshot.
 
     The database is --db URL, else $DATABASE_URL, else libpq's own PG* variables (PGHOST,
@@ -265,7 +271,7 @@ def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_pat
                                      config_path=config_path, strict=strict)
         assert db_url is not None
         return audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
-                            schedule=Schedule(state_path, full, history_share))
+                            schedule=Schedule(state_path, full, history_share), baseline=baseline)
 
     _invoke("verify-ledger", traceback, action, mode=_mode(quiet, verbose), output_format=output_format)
 
@@ -303,6 +309,39 @@ def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, c
                    + ("." if clean else f"; planted defects listed in {demos.manifest_path(out)}."))
 
     _invoke("verifier make-snapshot", traceback, action)
+
+
+@verifier.command("accept")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--reason", required=True, metavar="TEXT", help="Why the findings may stay (kept with them).")
+@click.option("--baseline", "baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="The baseline file to add them to (default: the configuration's "
+                                   "baseline, else ./verifier-baseline.json; created if missing).")
+@click.option("--rule", "rules", multiple=True, metavar="RULE", help="Accept only findings of this rule "
+                                                                     "(repeatable).")
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE",
+              help="Accept only findings on this table (repeatable).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="verifier.toml or pyproject.toml ([tool.verifier]), for its baseline.")
+@traceback_option
+def accept(run_dir: Path, reason: str, baseline: Path | None, rules: tuple[str, ...], tables: tuple[str, ...],
+           config_path: Path | None, traceback: bool) -> None:
+    """Accept the findings of the run in RUN_DIR (reports/<run-id>): write them to the baseline."""
+
+    def action() -> None:
+        from verifier.config import load
+        from verifier.jobs import baseline as baseline_
+
+        target = baseline
+        if target is None:
+            configured = load(config_path).baseline
+            target = Path(configured) if configured else Path(baseline_.DEFAULT_NAME)
+        added, total = baseline_.accept(run_dir, target, reason, rules=rules, tables=tables)
+        click.echo(f"Accepted {added} finding(s) of {run_dir.name} in {target} ({total} in all). Runs with "
+                   f"--baseline {target} (or baseline = \"{target}\" in the configuration) no longer fail on "
+                   "them, and fail on anything new or grown.")
+
+    _invoke("verifier accept", traceback, action)
 
 
 @verifier.group("migrations")

@@ -66,7 +66,9 @@ def offenders_csv(run_dir: Path, name: str = OFFENDERS_NAME) -> Iterator[RowWrit
     """
     partial = run_dir / f".{name}.partial"
     try:
-        with partial.open("w", newline="") as fh:
+        # 0600, as every other file of the run folder (mkstemp's): it holds the rows' own data.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="") as fh:
             yield csv.writer(fh)
         os.replace(partial, run_dir / name)
     finally:

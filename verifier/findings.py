@@ -18,6 +18,7 @@ from here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 SEVERITIES = ("error", "warning")
@@ -95,6 +96,9 @@ REGISTRY: tuple[Rule, ...] = (
         ("narrow_minor_units", "warning",
          "a minor-units column of type integer or smallint: its largest value against the type's limit"),
         ("expectation_failed", "error", "(--gx) an expectation of a Great Expectations suite failed"),
+        ("baseline_stale", "warning",
+         "the baseline (--baseline) accepts a finding that the run no longer finds: remove it from the "
+         "baseline"),
         ("row_missing", "error", "(rehearsal) a row of the originals is gone after the migrations"),
         ("row_added", "error", "(rehearsal) a row the originals did not have"),
         ("row_duplicated", "error",
@@ -230,3 +234,11 @@ class Finding:
         data = asdict(self)
         data["sample"] = list(self.sample)
         return data
+
+
+def money(cents: int | Decimal) -> str:
+    """Cents as an amount in major units with two decimals and thousands separators: 123456 ->
+    "1,234.56", -5 -> "-0.05" (exact: Decimal, never float)."""
+    value = Decimal(cents) / 100
+    sign = "-" if value < 0 else ""
+    return f"{sign}{abs(value):,.2f}"

@@ -76,6 +76,8 @@ class Run:
     provenance: dict[str, Any] = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    # Findings a baseline accepts (verifier.jobs.baseline): shown, never failing the run.
+    accepted: list[dict[str, Any]] = field(default_factory=list)
     status: str | None = None
     error: str | None = None
     duration_s: float = 0.0

@@ -20,10 +20,10 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any, TextIO
 
 from verifier.errors import printable
+from verifier.findings import money
 from verifier.run import Run, Watch
 
 MODES = ("quiet", "normal", "verbose")
@@ -153,14 +153,6 @@ def _Counted() -> Any:  # noqa: N802 (a rich column, built when rich is imported
     return Counted()
 
 
-def money(cents: int | Decimal) -> str:
-    """Cents as an amount in major units with two decimals and thousands separators: 123456 ->
-    "1,234.56", -5 -> "-0.05" (exact: Decimal, never float)."""
-    value = Decimal(cents) / 100
-    sign = "-" if value < 0 else ""
-    return f"{sign}{abs(value):,.2f}"
-
-
 def summary_lines(run: Run) -> list[str]:
     """The verdict, the findings counted per rule (errors, then warnings), the rows checked, the
     cents impact (absolute and net, in cents and as money), what was not verified, and where the
@@ -193,6 +185,19 @@ def summary_lines(run: Run) -> list[str]:
     if impact:
         lines.append(f"  cents impact: {impact:,} cents ({money(impact)}) absolute, "
                      f"{net:+,} cents ({money(net)}) net")
+    if run.accepted:
+        lines.append(f"  accepted (baseline): {len(run.accepted):,} finding(s), not failing the run")
+    base = run.provenance.get("baseline")
+    if base:
+        lines.append(f"  baseline {base['path']}: {base['accepted']} accepted, {base['changed']} changed, "
+                     f"{base['new']} new, {base['stale']} stale")
+    before = run.provenance.get("previous_run")
+    if before:
+        lines.append(f"  since run {before['run_id']} ({before['status']}): {len(before['new'])} new, "
+                     f"{len(before['fixed'])} fixed, {before['unchanged']} unchanged")
+        for label in ("new", "fixed"):
+            for item in before[label][:5]:
+                lines.append(f"    {label}: {item}")
     inventory = (run.detail("pairs") or {}).get("inventory", {}).get("counts")
     if inventory:
         unverified = inventory.get("unverified", 0)

@@ -38,7 +38,7 @@ EXPONENT_MAX = 8  # ISO 4217's largest minor unit is 4 (CLF, UYW); 8 leaves room
 # The keys of [tool.verifier] (the README documents each).
 KEYS = ("rounding", "sample_rows_max", "statement_timeout_s", "lock_timeout_s", "migration_lock_timeout_s",
         "migration_timeout_s", "restore_timeout_s", "migrations", "migration_order", "migration_tracker",
-        "pairs", "exclude", "identities", "text_amounts", "minor_units", "not_null", "ledger")
+        "pairs", "exclude", "identities", "text_amounts", "minor_units", "not_null", "ledger", "baseline")
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class Config:
     not_null: tuple[tuple[str, str, str], ...] = ()  # (schema, table, column) a later step sets NOT NULL
     ledger: Layout = field(default_factory=Layout)
     migrations: str | None = None  # a rehearsal's migrations directory (relative: to the file's folder)
+    baseline: str | None = None  # the accepted findings' file (relative: to the file's folder)
     migration_order: str = "number"  # verifier.config.migrations.ORDERS
     migration_tracker: Tracker = field(default_factory=Tracker)
     source: str | None = None  # the file it came from
@@ -269,6 +270,12 @@ def _parse(section: dict[str, Any], where: str) -> Config:
             raise UsageError(f"{where}: migrations must be the path of a directory (a string), "
                              "relative to this file's folder or absolute.")
         migrations = str(Path(where).parent / migrations)
+    baseline = section.get("baseline")
+    if baseline is not None:
+        if not isinstance(baseline, str) or not baseline.strip():
+            raise UsageError(f"{where}: baseline must be the path of a file (a string), relative to this "
+                             "file's folder or absolute.")
+        baseline = str(Path(where).parent / baseline)
     order = parse_order(section["migration_order"], where) if "migration_order" in section else "number"
     tracker = (parse_tracker(section["migration_tracker"], where) if "migration_tracker" in section
                else Tracker())
@@ -276,7 +283,7 @@ def _parse(section: dict[str, Any], where: str) -> Config:
                   identities=tuple(identities), text_amounts=tuple(text_amounts),
                   minor_units=tuple(minor_units), not_null=not_null_columns,  # type: ignore[arg-type]
                   ledger=ledger,
-                  migrations=migrations, source=where,
+                  migrations=migrations, baseline=baseline, source=where,
                   migration_order=order, migration_tracker=tracker, **numbers)
 
 

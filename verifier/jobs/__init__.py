@@ -9,6 +9,8 @@ Each composes the stages, records them in a run and returns the ended
 - ``demo``: ``verify-cents --demo``, ``verify-ledger --demo``,
   ``verifier make-snapshot``;
 - ``migrations``: ``verifier migrations status|up|down|create|validate``;
+- ``baseline``: ``verifier accept`` (accepted findings) and, at every
+  run's end, the baseline applied and the difference from the previous run;
 - ``lifecycle``: how every job begins and ends (run folder,
   configuration, verdict, outputs).
 """

@@ -15,19 +15,24 @@ from pathlib import Path
 
 from verifier import judge
 from verifier.cents import engine
+from verifier.jobs.baseline import load as load_baseline
 from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.run import Run
 from verifier.source.live import connected
 
 
 def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
-                 strict: bool = False, gx: bool = False, expectations: Path | None = None) -> Run:
+                 strict: bool = False, gx: bool = False, expectations: Path | None = None,
+                 baseline: Path | None = None) -> Run:
     """Verify every (decimal, cents) pair of the database at ``url``, in place.
 
     With ``gx`` (or a directory of the user's own ``expectations``), GX suites judge the
     results and the live tables, in the same snapshot.
     """
     config = preflight(config_path, url)
+    baseline = baseline or (Path(config.baseline) if config.baseline else None)
+    if baseline is not None:
+        load_baseline(baseline)  # a bad file is a usage error: no run folder
     run = new_run("verify-cents --db", report_dir)
     with recorded(run):
         config = load_config(run, config, rounding=True)
@@ -37,5 +42,5 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
             engine.run_checks(run, conn, config, url=url, ledger=ledger)
             if judging is not None:
                 judge.judge(run, judging, live=judge.Live(url, conn, config))
-        finish(run, strict=strict)
+        finish(run, strict=strict, baseline=baseline)
     return run

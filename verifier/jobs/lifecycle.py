@@ -121,11 +121,19 @@ def ledger_verdicts(conn: psycopg.Connection, url: str, config: Config, audited:
     return verdicts
 
 
-def finish(run: Run, *, strict: bool, count_in_error: bool = False) -> None:
+def finish(run: Run, *, strict: bool, count_in_error: bool = False, baseline: Path | None = None) -> None:
     """End ``run``: ``fail`` when a finding fails it (errors; warnings too under ``strict``), else ``pass``.
 
-    With ``count_in_error`` (a rehearsal) a failed run's error text says how many findings fail it.
+    With ``baseline`` (a file of accepted findings, ``verifier.jobs.baseline``) the findings it
+    accepts are set apart and fail nothing. The run is compared with the previous run on the same
+    target either way. With ``count_in_error`` (a rehearsal) a failed run's error text says how many
+    findings fail it. Raises ``UsageError`` for a baseline file that is not one.
     """
+    from verifier.jobs import baseline as baseline_
+
+    if baseline is not None:
+        baseline_.apply(run, baseline)
+    baseline_.previous(run)
     failing = run.failing(strict=strict)
     run.end("fail" if failing else "pass",
             f"{len(failing)} finding(s) fail the run." if failing and count_in_error else None)

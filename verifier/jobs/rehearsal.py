@@ -23,6 +23,7 @@ from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
 from verifier.findings import Finding
+from verifier.jobs.baseline import load as load_baseline
 from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.ledger import layout, probe
 from verifier.ledger.audit import audit as ledger_audit
@@ -49,6 +50,7 @@ class Options:
     strict: bool = False
     gx: bool = False  # judge the results with the Great Expectations suites too
     expectations: Path | None = None  # the user's own suites (implies gx)
+    baseline: Path | None = None  # accepted findings (None: the configuration's baseline, if any)
 
     def __post_init__(self) -> None:
         assert self.migration_timeout_s is None or self.migration_timeout_s >= 0
@@ -97,6 +99,8 @@ def rehearse_snapshot(
         "docker:") else [scratch]))
     if not Path(path).exists():
         raise UsageError(f"The snapshot {path} does not exist.", hint="Give the path of a pg_dump file.")
+    if options.baseline or config.baseline:  # a bad file is a usage error: no run folder
+        load_baseline(options.baseline or Path(str(config.baseline)))
     run = new_run("verify-cents --snapshot", report_dir)
     with recorded(run):
         config = load_config(run, config, rounding=True)
@@ -202,7 +206,8 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
                 # snapshot's own functions and operators may stand in for pg_catalog's.
                 judge.judge(run, judging, live=judge.Live(db.untrusted_dsn, conn, config))
         ledger_stages(run, db, config)
-    finish(run, strict=options.strict, count_in_error=True)
+    baseline = options.baseline or (Path(config.baseline) if config.baseline else None)
+    finish(run, strict=options.strict, count_in_error=True, baseline=baseline)
 
 
 def announced_not_null(run: Run, discovery: plan.Discovery) -> dict[tuple[str, str], list[tuple[str, str]]]:

@@ -27,7 +27,7 @@ from markupsafe import Markup
 
 from verifier.cents.sql import DIFF_BUCKETS
 from verifier.files import OFFENDERS_NAME
-from verifier.findings import rule
+from verifier.findings import money, rule
 from verifier.report import charts
 from verifier.report.summary import stage, totals
 from verifier.run import VERDICTS
@@ -59,6 +59,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     env.globals["cents"] = format_cents
+    env.globals["money"] = money
     return env
 
 
@@ -108,8 +109,12 @@ def _pairs(mapping: dict[str, Any]) -> list[tuple[str, str]]:
 def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
     order = {"error": 0, "warning": 1}
     rows = []
-    for f in sorted(data["findings"], key=lambda f: (order.get(f["severity"], 2), f["rule"], f["table"] or "",
-                                                     f["column"] or "")):
+    # What matters first: errors, then the largest money impact, then the most rows.
+    def weight(f: dict[str, Any]) -> tuple[Any, ...]:
+        return (order.get(f["severity"], 2), -abs(int(f.get("cents_impact") or 0)), -int(f.get("count") or 0),
+                f["rule"], f["table"] or "", f["column"] or "")
+
+    for f in sorted(data["findings"], key=weight):
         sample = list(f.get("sample") or [])
         columns = list(dict.fromkeys(k for row in sample for k in row))
         failure = (f.get("detail") or {}).get("failure") if f["rule"] == "migration_failed" else None
@@ -117,7 +122,8 @@ def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
                      "sample": sample, "sample_columns": columns,
                      "sample_rows": [[_text(row.get(c)) for c in columns] for row in sample],
                      "failure": _pairs(failure) if failure else None,
-                     "offenders": (f.get("detail") or {}).get("offenders") or OFFENDERS_NAME})
+                     "offenders": (f.get("detail") or {}).get("offenders") or OFFENDERS_NAME,
+                     "baseline": f.get("baseline"), "since_previous": f.get("since_previous")})
     return rows
 
 
@@ -262,6 +268,9 @@ def view(data: dict[str, Any], files: list[str]) -> dict[str, Any]:
         **totals(data["findings"], data["stages"]),
         "rows_checked": verify.get("rows_checked") if verify else None,
         "findings": findings, "rules_found": sorted({f["rule"] for f in data["findings"]}),
+        "accepted": [{**f, "meaning": rule(f["rule"]).meaning} for f in data.get("accepted") or []],
+        "baseline": provenance.get("baseline"), "previous_run": provenance.get("previous_run"),
+        "target": provenance.get("target") or provenance.get("snapshot_path") or "",
         "charts": _cents_charts(data) + ledger_charts,
         "cents_tables": verify.get("tables", []) if verify else [],
         "inventory": _inventory(data),

@@ -47,6 +47,7 @@ def summary(run: Run) -> dict[str, Any]:
         "error": run.error,
         "totals": totals(run.findings, stages),
         "findings": run.findings,
+        "accepted": run.accepted,
         "stages": stages,
         "provenance": run.provenance,
     }

@@ -1,0 +1,106 @@
+"""Accepted findings (verifier accept, --baseline) and the difference from the previous run, on a
+real server through the real CLI: accept, new, changed, stale, and a run that passes only because
+of its baseline, saying so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from .conftest import only_run, run_cli
+
+SETUP = """CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
+           INSERT INTO tips SELECT g, g, g * 100 FROM generate_series(1, 100) g;
+           UPDATE tips SET amount_cents = 5 WHERE id = 7;   -- a known legacy row: 695 cents short"""
+
+
+@pytest.fixture
+def known(fresh_db: str) -> str:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SETUP)
+    return fresh_db
+
+
+def _verify(dsn: str, reports: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+    result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(reports), *extra)
+    assert "Traceback" not in result.stderr
+    newest = sorted(p for p in reports.iterdir() if p.is_dir())[-1]
+    return result.code, json.loads((newest / "summary.json").read_text()), result.stderr
+
+
+def test_accept_then_pass_only_because_of_the_baseline_then_new_changed_and_stale(
+        known: str, tmp_path: Path) -> None:
+    reports, baseline = tmp_path / "reports", tmp_path / "verifier-baseline.json"
+    code, first, _ = _verify(known, reports)
+    assert code == 1
+    run_dir = reports / first["run_id"]
+    accepted = run_cli("verifier", "accept", str(run_dir), "--reason", "legacy row, PAY-123",
+                       "--baseline", str(baseline))
+    assert accepted.code == 0, accepted.stderr
+    entries = json.loads(baseline.read_text())["accepted"]
+    value = next(e for e in entries if e["rule"] == "value_mismatch")
+    assert value["rows"] == ['{"id" : 7}'] and value["cents_impact"] == 695
+    assert value["reason"] == "legacy row, PAY-123"
+
+    # The same finding: a pass, only because of the baseline, and saying so.
+    code, data, stderr = _verify(known, reports, "--baseline", str(baseline))
+    assert code == 0 and data["status"] == "pass", stderr
+    assert {f["rule"] for f in data["accepted"]} == {"value_mismatch", "sum_mismatch"}
+    assert all(f["accepted"]["reason"] == "legacy row, PAY-123" for f in data["accepted"])
+    assert data["provenance"]["baseline"]["accepted"] == 2
+    assert "accepted (baseline): 2 finding(s), not failing the run" in stderr
+    assert data["provenance"]["previous_run"]["unchanged"] == 2  # against the first run
+    html = (reports / data["run_id"] / "report.html").read_text()
+    assert "Accepted findings (baseline)" in html and "legacy row, PAY-123" in html
+
+    # Changed: another row of the same rule, table and column.
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = 6 WHERE id = 8")
+    code, data, stderr = _verify(known, reports, "--baseline", str(baseline))
+    assert code == 1
+    value = next(f for f in data["findings"] if f["rule"] == "value_mismatch")
+    assert value["baseline"].startswith("changed: 2 rows, 1 accepted") and '{"id" : 8}' in value["baseline"]
+
+    # New: a finding of another rule; the old row fixed makes the value entry stale only once gone.
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = 800 WHERE id = 8; UPDATE tips SET amount_cents = -300 "
+                     "WHERE id = 3")
+    code, data, stderr = _verify(known, reports, "--baseline", str(baseline))
+    assert code == 1
+    assert [f["baseline"] for f in data["findings"] if f["rule"] == "sign_flip"] == ["new"]
+    assert "sign_flip public.tips.amount_cents" in data["provenance"]["previous_run"]["new"]
+
+    # Stale: everything fixed; the accepted entries no longer match anything.
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = id * 100")
+    code, data, stderr = _verify(known, reports, "--baseline", str(baseline))
+    assert code == 0, stderr
+    stale = [f for f in data["findings"] if f["rule"] == "baseline_stale"]
+    assert len(stale) == 2 and all(f["severity"] == "warning" for f in stale)
+    assert data["provenance"]["baseline"]["stale"] == 2
+    code, _, _ = _verify(known, reports, "--baseline", str(baseline), "--strict")
+    assert code == 1  # a stale entry fails a strict run
+
+
+def test_accept_refuses_a_run_that_did_not_verify_and_a_missing_reason(tmp_path: Path) -> None:
+    result = run_cli("verify-cents", "--db", "host=127.0.0.1 port=1 dbname=x connect_timeout=2",
+                     "--report-dir", str(tmp_path))
+    assert result.code == 2
+    refused = run_cli("verifier", "accept", str(only_run(tmp_path)), "--reason", "x",
+                      "--baseline", str(tmp_path / "b.json"))
+    assert refused.code == 2 and "did not verify" in refused.stderr and not (tmp_path / "b.json").exists()
+    empty = run_cli("verifier", "accept", str(only_run(tmp_path)), "--reason", " ")
+    assert empty.code == 2 and "needs a reason" in empty.stderr
+
+
+def test_a_baseline_file_that_is_not_one_is_exit_2(known: str, tmp_path: Path) -> None:
+    bad = tmp_path / "b.json"
+    bad.write_text('{"accepted": 3}')
+    result = run_cli("verify-cents", "--db", known, "--report-dir", str(tmp_path / "r"),
+                     "--baseline", str(bad))
+    assert result.code == 2 and "is not a verifier baseline" in result.stderr
+    assert not (tmp_path / "r").exists()  # a usage error: no run folder

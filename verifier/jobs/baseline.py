@@ -1,0 +1,249 @@
+"""Accepted findings (a baseline) and the difference from the previous run on the same target.
+
+A team lives with a known, explained finding by accepting it: ``verifier
+accept RUN_DIR --reason TEXT`` writes the findings of a run (or those of
+chosen rules and tables) to a baseline file kept in the team's repository
+(JSON, ``verifier-baseline.json`` by default): per finding its rule, table,
+column and migration, every offending row's key (from the run's
+``offenders.csv`` and ``ledger-offenders.csv``), its rows and cents impact,
+the reason, who accepted it and when. The accepted cents figures are exact
+integers (minor units), never floats.
+
+A run with ``--baseline FILE`` (or the configuration's ``baseline``)
+compares each finding with the entry of the same rule, table, column and
+migration (``apply``): it is **accepted** (listed apart, never failing the
+run) when it has no more rows and no more cents (absolute) than accepted
+and every offending row is one that was accepted; otherwise it stays a
+finding, marked **changed** with what grew, or **new** when no entry
+matches. Entries that match no finding are **stale**: a ``baseline_stale``
+warning names each, so that fixed issues leave the baseline.
+
+Every run also compares itself with the previous run of the same report
+folder on the same target (``previous``): the same ``--db`` target (its
+database and server as described in the provenance), or the same snapshot
+(its SHA-256) and migrations directory. It records the findings that are
+new, fixed and unchanged since then.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from verifier.errors import UsageError
+from verifier.files import LEDGER_OFFENDERS_NAME, OFFENDERS_NAME, write_atomic
+from verifier.findings import Finding
+from verifier.run import Run
+
+FORMAT = "verifier-baseline"
+VERSION = 1
+DEFAULT_NAME = "verifier-baseline.json"
+Identity = tuple[str, str | None, str | None, str | None]  # rule, table, column, migration
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One accepted finding. ``rows``: the offending rows' keys (JSON text, as offenders.csv has
+    them; empty for a finding without rows of its own, such as a sum or a migration rule)."""
+
+    rule: str
+    table: str | None
+    column: str | None
+    migration: str | None
+    count: int
+    cents_impact: int  # absolute, in minor units
+    cents_impact_net: int
+    rows: tuple[str, ...]
+    reason: str
+    accepted_by: str
+    accepted_at: str  # ISO 8601, UTC
+    run_id: str
+
+    @property
+    def identity(self) -> Identity:
+        return (self.rule, self.table, self.column, self.migration)
+
+
+def identity(finding: dict[str, Any]) -> Identity:
+    """What ties a finding to a baseline entry and to the same finding of another run."""
+    return (finding["rule"], finding.get("table"), finding.get("column"), finding.get("migration"))
+
+
+def offender_rows(run_dir: Path) -> dict[tuple[str, str, str], set[str]]:
+    """Per (rule, table, column) the keys of the offending rows a run wrote: offenders.csv (cents:
+    its row_key; ledger: its id) and ledger-offenders.csv (a rehearsal's ledger audit)."""
+    found: dict[tuple[str, str, str], set[str]] = {}
+    for name in (OFFENDERS_NAME, LEDGER_OFFENDERS_NAME):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                key = row.get("row_key") if "row_key" in row else row.get("id")
+                where = (row.get("rule") or "", row.get("table") or "", row.get("column") or "")
+                found.setdefault(where, set()).add(key or "")
+    return found
+
+
+def _rows_of(rows: dict[tuple[str, str, str], set[str]], finding: dict[str, Any]) -> set[str]:
+    return rows.get((finding["rule"], finding.get("table") or "", finding.get("column") or ""), set())
+
+
+def load(path: Path) -> list[Entry]:
+    """The entries of the baseline file at ``path``; ``UsageError`` naming it when it is missing or
+    not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"The baseline file {path} does not exist.",
+                         hint="Write one with: verifier accept RUN_DIR --reason TEXT") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"Cannot read the baseline file {path}: {exc}.") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("accepted"),
+                                                                                      list):
+        raise UsageError(f"{path} is not a verifier baseline (no \"format\": \"{FORMAT}\" with an "
+                         "\"accepted\" list).")
+    entries = []
+    for i, item in enumerate(data["accepted"]):
+        try:
+            entries.append(Entry(**{**item, "rows": tuple(item.get("rows", ()))}))
+        except TypeError as exc:
+            raise UsageError(f"{path}: accepted[{i}] is not an accepted finding ({exc}).") from None
+    return entries
+
+
+def _save(path: Path, entries: list[Entry]) -> None:
+    ordered = sorted(entries, key=lambda e: tuple(str(x or "") for x in e.identity))
+    text = json.dumps({"format": FORMAT, "version": VERSION,
+                       "accepted": [{**asdict(e), "rows": list(e.rows)} for e in ordered]},
+                      indent=2, ensure_ascii=False)
+    write_atomic(path, text + "\n")
+
+
+def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...] = (),
+           tables: tuple[str, ...] = (), who: str | None = None) -> tuple[int, int]:
+    """Add the findings of the run in ``run_dir`` (those of ``rules`` and ``tables`` when given) to
+    the baseline file (created if missing): (entries added or replaced, entries in the file).
+
+    Raises ``UsageError`` for a run folder without a readable summary.json, a run that did not
+    verify (NOT VERIFIED: it found nothing one could accept), an empty reason, or a choice that
+    matches no finding.
+    """
+    if not reason.strip():
+        raise UsageError("An accepted finding needs a reason (--reason TEXT): why it may stay.")
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"Cannot read {run_dir / 'summary.json'}: {exc}.",
+                         hint="Give the folder of one run (reports/<run-id>).") from None
+    if summary.get("status") == "error":
+        raise UsageError(f"The run {run_dir.name} did not verify (NOT VERIFIED): it has no findings to "
+                         "accept.", hint="Accept the findings of a run that ended PASS or FAIL.")
+    chosen = [f for f in summary.get("findings", []) + summary.get("accepted", [])
+              if (not rules or f["rule"] in rules) and (not tables or f.get("table") in tables)
+              and f["rule"] != "baseline_stale"]
+    if not chosen:
+        raise UsageError(f"No finding of the run {run_dir.name} matches the rules and tables given.")
+    rows = offender_rows(run_dir)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    by = who or getpass.getuser()
+    entries = {e.identity: e for e in (load(baseline) if baseline.exists() else [])}
+    for f in chosen:
+        entries[identity(f)] = Entry(
+            f["rule"], f.get("table"), f.get("column"), f.get("migration"), int(f.get("count") or 0),
+            abs(int(f.get("cents_impact") or 0)), int(f.get("cents_impact_net") or 0),
+            tuple(sorted(_rows_of(rows, f))), reason.strip(), by, now, str(summary.get("run_id")))
+    _save(baseline, list(entries.values()))
+    return len(chosen), len(entries)
+
+
+def apply(run: Run, path: Path) -> None:
+    """Mark each finding of ``run`` accepted, changed or new against the baseline at ``path``; move
+    the accepted ones to ``run.accepted``; add a ``baseline_stale`` warning per entry no finding
+    matched. Recorded in the provenance (``baseline``). Raises ``UsageError`` for a bad file."""
+    entries = load(path)
+    by_identity = {e.identity: e for e in entries}
+    rows = offender_rows(run.run_dir)
+    kept, accepted, changed, matched = [], [], 0, set()
+    for f in run.findings:
+        entry = by_identity.get(identity(f))
+        if entry is None:
+            f["baseline"] = "new"
+            kept.append(f)
+            continue
+        matched.add(entry.identity)
+        grew = []
+        if int(f.get("count") or 0) > entry.count:
+            grew.append(f"{f['count']:,} rows, {entry.count:,} accepted")
+        if abs(int(f.get("cents_impact") or 0)) > entry.cents_impact:
+            grew.append(f"{abs(int(f['cents_impact'])):,} cents, {entry.cents_impact:,} accepted")
+        others = sorted(_rows_of(rows, f) - set(entry.rows))
+        if others:
+            grew.append(f"{len(others):,} row(s) not accepted, e.g. {others[0]}")
+        if grew:
+            f["baseline"] = "changed: " + "; ".join(grew)
+            changed += 1
+            kept.append(f)
+        else:
+            f["baseline"] = "accepted"
+            f["accepted"] = {"reason": entry.reason, "by": entry.accepted_by, "at": entry.accepted_at,
+                             "run_id": entry.run_id}
+            accepted.append(f)
+    run.findings = kept
+    run.accepted = accepted
+    stale = [e for e in entries if e.identity not in matched]
+    for e in stale:
+        where = ".".join(x for x in (e.table, e.column) if x) or e.migration or "the run"
+        run.add(Finding("baseline_stale", "warning", table=e.table, column=e.column, migration=e.migration,
+                        count=e.count,
+                        message=f"The baseline accepts {e.rule} on {where} ({e.reason}), which this run no "
+                                f"longer finds: remove it from {path.name} (it was accepted on "
+                                f"{e.accepted_at} by {e.accepted_by}).",
+                        detail={"accepted_rule": e.rule, "reason": e.reason, "accepted_at": e.accepted_at}))
+    new = sum(1 for f in kept if f.get("baseline") == "new")
+    run.provenance["baseline"] = {"path": str(path), "entries": len(entries), "accepted": len(accepted),
+                                  "changed": changed, "new": new, "stale": len(stale)}
+
+
+def _same_target(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    if mine.get("target") is not None:
+        return (mine.get("target"), mine.get("target_database")) == (theirs.get("target"),
+                                                                       theirs.get("target_database"))
+    if mine.get("snapshot_sha256") is not None:
+        return ((mine.get("snapshot_sha256"), mine.get("migrations")) ==
+                (theirs.get("snapshot_sha256"), theirs.get("migrations")))
+    return False
+
+
+def previous(run: Run) -> None:
+    """Compare ``run`` with the newest earlier run of its report folder on the same target, by the
+    same command: the findings new, fixed and unchanged since then (``provenance.previous_run``)."""
+    folder = run.run_dir.parent
+    candidates = sorted((p for p in folder.iterdir() if p.is_dir() and p.name < run.run_id), reverse=True) \
+        if folder.is_dir() else []
+    for candidate in candidates:
+        try:
+            data = json.loads((candidate / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if data.get("command") != run.command or data.get("status") == "error" or not _same_target(
+                run.provenance, data.get("provenance") or {}):
+            continue
+        before = {identity(f) for f in data.get("findings", []) + data.get("accepted", [])}
+        now = {identity(f) for f in run.findings + run.accepted}
+
+        def named(ids: set[Identity]) -> list[str]:
+            return sorted(" ".join(x for x in (i[0], ".".join(y for y in i[1:3] if y), i[3]) if x)
+                          for i in ids)
+
+        run.provenance["previous_run"] = {"run_id": data.get("run_id"), "status": data.get("status"),
+                                          "new": named(now - before), "fixed": named(before - now),
+                                          "unchanged": len(now & before)}
+        for f in run.findings + run.accepted:
+            f["since_previous"] = "unchanged" if identity(f) in before else "new"
+        return
