@@ -283,3 +283,18 @@ def test_an_index_that_cannot_be_written_does_not_change_the_run(tmp_path: Path)
     assert "could not update" in result.stderr and "index.html" in result.stderr
     [run_dir] = [p for p in tmp_path.iterdir() if p.name != "index.html"]
     assert (run_dir / "report.html").exists() and (tmp_path / "index.html").is_dir()
+
+
+def test_bars_spanning_orders_of_magnitude_are_drawn_on_a_log_scale_that_says_so() -> None:
+    """One wrong row beside five thousand warnings: on a linear scale the one is 2 px of 330; on the
+    log scale it is visible, the title says "log scale", and the printed figures stay exact."""
+    import re
+
+    from verifier.report.charts import Bar, bars
+
+    svg = str(bars("Rows per rule", [Bar("sub_cent_loss", 5000, "5,000"), Bar("sign_flip", 9, "9")]))
+    assert "Rows per rule (log scale)" in svg and ">5,000<" in svg and ">9<" in svg
+    widths = [int(w) for w in re.findall(r'<rect [^>]*width="(\d+)"', svg)]
+    assert widths[0] == 330 and widths[1] > 60
+    linear = str(bars("Rows", [Bar("a", 50, "50"), Bar("b", 9, "9")]))
+    assert "log scale" not in linear

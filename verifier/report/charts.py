@@ -19,6 +19,7 @@ WIDTH = 760
 LABEL_W = 200  # left column for bar labels
 VALUE_W = 230  # right column for the printed value
 ROW_H = 22
+LOG_RATIO_MIN = 100  # a bar chart whose largest value is this many times its smallest is drawn on a log scale
 TICKS_MAX = 16  # category labels a column chart prints; beyond, every few (tooltips name them all)
 COLORS = {"bad": "#c0392b", "warn": "#b7791f", "ok": "#2f855a", "neutral": "#4a6fa5", "grid": "#ccd"}
 
@@ -63,10 +64,17 @@ def bars(title: str, rows: Sequence[Bar]) -> Markup:
     zero = LABEL_W + (plot_w // 2 if has_negative else 0)
     span = plot_w // 2 if has_negative else plot_w
     scale = Decimal(span) / top if top else Decimal(0)
+    # Counts that span orders of magnitude (one wrong row beside thousands of warnings): a log
+    # scale, said in the title, so that the small ones stay visible; the printed figures stay exact.
+    nonzero = [abs(Decimal(r.value)) for r in rows if r.value]
+    log = not has_negative and bool(nonzero) and top / min(nonzero) >= LOG_RATIO_MIN
+    if log:
+        title = f"{title} (log scale)"
     parts = []
     for i, r in enumerate(rows):
         y = 6 + i * ROW_H
-        w = _bar_px(r.value, scale)
+        w = (max(2, _px((abs(Decimal(r.value)) + 1).log10(), Decimal(span) / (top + 1).log10()))
+             if log and r.value else _bar_px(r.value, scale))
         x = zero - w if Decimal(r.value) < 0 else zero
         tip = escape(r.title or f"{r.label}: {r.text}")
         parts.append(
