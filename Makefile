@@ -14,7 +14,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: demo test
+.PHONY: demo test test-all
 # The demo's data has defects planted on purpose: finding them is exit 1, the
 # expected outcome, so make succeeds then; exit 0 or 2 would mean it did not.
 demo: $(VENV)/.installed
@@ -22,5 +22,10 @@ demo: $(VENV)/.installed
 	if [ $$code -eq 1 ]; then echo "demo: the planted defects were found (exit 1), as expected"; \
 	else echo "demo: unexpected exit $$code" >&2; exit 1; fi
 
+# The README's test command: the whole suite in CI (CI=true), else the tests not marked slow
+# (tests/slow.txt: measured over 2.5 s each), a few minutes. test-all: everything, locally.
 test: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest $(if $(filter true,$(CI)),,-m "not slow")
+
+test-all: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest

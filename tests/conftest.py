@@ -303,3 +303,16 @@ def targets(server_dsn: str) -> Iterator[dict[str, str]]:
     finally:
         for name in names:
             _drop_db(server_dsn, name)
+
+
+SLOW_LIST = Path(__file__).with_name("slow.txt")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test function named in tests/slow.txt (measured, see its header), so that
+    ``-m "not slow"`` (make test outside CI) runs the rest in a few minutes."""
+    listed = {line.strip() for line in SLOW_LIST.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    for item in items:
+        if item.nodeid.split("[", 1)[0] in listed:
+            item.add_marker(pytest.mark.slow)

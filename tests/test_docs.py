@@ -121,3 +121,15 @@ def test_every_test_the_guarantees_name_exists() -> None:
         assert re.search(rf"^def {name}\(", (tests / current).read_text(), re.MULTILINE), f"{current}::{name}"
         named += 1
     assert named >= 30
+
+
+def test_every_test_the_slow_list_names_exists() -> None:
+    """tests/slow.txt is what make test leaves out locally: a name there that matches no test would
+    silently leave its slow test in, and a typo would hide nothing; each must be a real function."""
+    tests = Path(__file__).parent
+    listed = [line.strip() for line in (tests / "slow.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert listed
+    for nodeid in listed:
+        path, name = nodeid.split("::")
+        assert re.search(rf"^def {name}\(", (tests.parent / path).read_text(), re.MULTILINE), nodeid

@@ -27,12 +27,13 @@ def tips_db(fresh_db: str) -> str:
     return fresh_db
 
 
-@pytest.mark.parametrize("command", ["verify-cents", "verify-ledger", "verifier"])
+@pytest.mark.parametrize("command", ["verify-cents", "verify-ledger", "verifier", "verifier accept",
+                                     "verifier make-snapshot", "verifier migrations status"])
 def test_every_command_says_its_version(command: str) -> None:
     from verifier import __version__
 
-    result = run_cli(command, "--version")
-    assert result.code == 0 and result.stdout.strip() == f"{command} {__version__}", result
+    result = run_cli(*command.split(), "--version")
+    assert result.code == 0 and result.stdout.strip() == f"{command.split()[0]} {__version__}", result
 
 
 def test_the_summary_counts_rules_rows_and_money_and_each_stage_has_a_line(
@@ -49,7 +50,7 @@ def test_the_summary_counts_rules_rows_and_money_and_each_stage_has_a_line(
     assert re.search(r"^  errors:\n    scale_error +1 finding\(s\), 1 row\(s\)$", err, re.MULTILINE), err
     assert "  rows checked: 1,002" in err
     # 5.00 recorded as 50 cents: 450 cents short.
-    assert "  cents impact: 450 cents (4.50) absolute, -450 cents (-4.50) net" in err
+    assert "  cents impact: 450 cent(s) (4.50) absolute, -450 cent(s) (-4.50) net" in err
     [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert f"  report: {run / 'report.html'}" in err
     assert result.stdout == f"FAIL: report {run / 'report.html'}\n"
@@ -149,3 +150,56 @@ def test_the_configuration_is_found_in_a_parent_directory(tips_db: str, tmp_path
                      cwd=tmp_path / "ci" / "jobs")
     assert run_summary(tmp_path / "r")["provenance"]["config"] == str(tmp_path / "pyproject.toml")
     assert result.code == 0, result.stderr  # the table with the wrong row is excluded by name
+
+
+def test_json_goes_to_stdout_for_a_run_that_did_not_verify_too(tmp_path: Path) -> None:
+    result = run_cli("verify-ledger", "--db", "host=127.0.0.1 port=1 dbname=x connect_timeout=2",
+                     "--report-dir", str(tmp_path), "--format", "json")
+    assert result.code == 2 and json.loads(result.stdout)["status"] == "error"
+    assert "NOT VERIFIED: report " in result.stderr
+
+
+def test_libpq_variables_are_named_as_reached_and_a_blank_database_url_is_refused(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    done = subprocess.run([str(BIN_DIR / "verify-cents"), "--report-dir", str(tmp_path), "-q"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**clean, "PGHOST": "127.0.0.1", "PGPORT": "1", "PGDATABASE": "shop",
+                               "PGUSER": "audit", "PGCONNECT_TIMEOUT": "2"})
+    assert done.returncode == 2 and "audit@127.0.0.1:1/shop" in done.stderr, done.stderr
+    blank = subprocess.run([str(BIN_DIR / "verify-cents"), "--report-dir", str(tmp_path / "b")],
+                           capture_output=True, text=True, timeout=120, env={**clean, "DATABASE_URL": "   "})
+    assert blank.returncode == 2 and "DATABASE_URL is set but empty" in blank.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_search_passes_over_another_projects_pyproject(tmp_path: Path) -> None:
+    from verifier.config import find
+
+    (tmp_path / "verifier.toml").write_text('rounding = "half_even"\n')
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    (tmp_path / "b" / "pyproject.toml").write_text("[tool.black]\nline-length = 100\n")
+    assert find(tmp_path / "b" / "c") == tmp_path / "verifier.toml"
+    (tmp_path / "b" / "pyproject.toml").write_text("[tool.verifier]\nrounding = \"truncate\"\n")
+    assert find(tmp_path / "b" / "c") == tmp_path / "b" / "pyproject.toml"
+
+
+def test_a_name_that_looks_like_markup_is_drawn_as_text() -> None:
+    """A table "pay[/]ments": rich would read "[/]" as a closing tag and its refresh thread would die
+    with a MarkupError over the progress line; the name is escaped, and drawn as written."""
+    import io
+
+    from verifier.terminal import Terminal
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Tty()
+    term = Terminal(stream=screen)
+    try:
+        term.started("verify")
+        term.advanced("verify", 1, 3, "tables", now="public.pay[/]ments [bold]x")
+        term._progress.refresh()  # raises rich.errors.MarkupError on unescaped markup
+    finally:
+        term.close()
+    assert "public.pay[/]ments [bold]x" in screen.getvalue()

@@ -73,10 +73,11 @@ def _target(ctx: click.Context, db_url: str | None, *, others: bool) -> str | No
     from_env = ctx.get_parameter_source("db_url") == click.core.ParameterSource.ENVIRONMENT
     if from_env and others:
         return None
+    if db_url is not None and not db_url.strip():
+        raise click.UsageError(("DATABASE_URL is set but" if from_env else "--db was given but")
+                               + " empty: give a URL or conninfo string.")
     if db_url:
         return db_url
-    if db_url == "" and not from_env:
-        raise click.UsageError("--db needs a URL or conninfo string; it was empty.")
     if not others and any(os.environ.get(v) for v in PG_TARGET_VARIABLES):
         return ""
     return None
@@ -101,6 +102,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
         click.echo(f"{name}: {printable(str(exc))}", err=True)
         if exc.run_dir is not None:
             click.echo(f"{name}: incomplete report: {exc.run_dir / 'report.html'}", err=True)
+            _stdout(name, exc.run_dir, f"{VERDICTS['error']}: report {exc.run_dir / 'report.html'}",
+                    output_format)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug in the verifier: say so, never a bare traceback
         if show_traceback:
@@ -114,17 +117,28 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
     if result is None:
         return
     term.summary(result)
-    verdict = f"{VERDICTS[result.status]}: report {result.run_dir / 'report.html'}"
-    if output_format == "json":
-        summary = result.run_dir / "summary.json"
-        try:
-            click.echo(summary.read_text(encoding="utf-8"), nl=False)
-        except OSError as exc:
-            click.echo(f"{name}: cannot read {summary}: {exc.strerror}.", err=True)
-        click.echo(verdict, err=True)
-    else:
-        click.echo(verdict)
+    _stdout(name, result.run_dir, f"{VERDICTS[result.status]}: report {result.run_dir / 'report.html'}",
+            output_format)
     sys.exit(result.exit_code)
+
+
+def _stdout(name: str, run_dir: Path, verdict: str, output_format: str) -> None:
+    """The verdict line on stdout; with json, the run's summary.json there instead (the line on
+    stderr), for a run that ended in error too."""
+    if output_format != "json":
+        click.echo(verdict)
+        return
+    summary = run_dir / "summary.json"
+    try:
+        text = summary.read_text(encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"{name}: cannot read {summary}: {exc.strerror}.", err=True)
+    else:
+        try:
+            click.echo(text, nl=False)
+        except OSError as exc:
+            click.echo(f"{name}: cannot write summary.json to stdout: {exc.strerror}.", err=True)
+    click.echo(verdict, err=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -283,6 +297,7 @@ def verifier() -> None:
 
 
 @verifier.command("make-snapshot")
+@version_option
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--rows", type=int, default=None, metavar="N", help="About this many money rows.")
 @click.option("--seed", type=int, default=None, help="The generator's seed (same seed, same data).")
@@ -312,6 +327,7 @@ def make_snapshot(out: Path, rows: int | None, seed: int | None, scratch: str, c
 
 
 @verifier.command("accept")
+@version_option
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--reason", required=True, metavar="TEXT", help="Why the findings may stay (kept with them).")
 @click.option("--baseline", "baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -345,6 +361,7 @@ def accept(run_dir: Path, reason: str, baseline: Path | None, rules: tuple[str, 
 
 
 @verifier.group("migrations")
+@version_option
 def migrations() -> None:
     """Status, up, down, create and validate for a migrations directory."""
 
@@ -401,6 +418,7 @@ def _render_results(results: list[Any]) -> int:
 
 
 @migrations.command("status")
+@version_option
 @dir_option
 @db_option
 @migrations_config_option
@@ -432,6 +450,7 @@ def migrations_status(directory: Path, db_url: str, config_path: Path | None, tr
 
 
 @migrations.command("up")
+@version_option
 @dir_option
 @db_option
 @click.option("--to", "to_version", default=None, metavar="VERSION",
@@ -454,6 +473,7 @@ def migrations_up(directory: Path, db_url: str, to_version: str | None, migratio
 
 
 @migrations.command("down")
+@version_option
 @dir_option
 @db_option
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
@@ -476,6 +496,7 @@ def migrations_down(directory: Path, db_url: str, steps: int, migration_timeout_
 
 
 @migrations.command("create")
+@version_option
 @dir_option
 @click.argument("name")
 @traceback_option
@@ -491,6 +512,7 @@ def migrations_create(directory: Path, name: str, traceback: bool) -> None:
 
 
 @migrations.command("validate")
+@version_option
 @dir_option
 @migrations_config_option
 @traceback_option

@@ -104,6 +104,10 @@ REGISTRY: tuple[Rule, ...] = (
         ("row_duplicated", "error",
          "(rehearsal) a row of the originals appears more than once after the migrations (its key is "
          "no longer unique): each copy beyond the first is counted, with the cents it adds"),
+        ("originals_not_recorded", "warning",
+         "(rehearsal) a table with amounts but neither a primary key nor a unique NOT NULL key: its "
+         "rows cannot be matched with their originals, and its cents are verified against the "
+         "decimals the migrations left"),
         ("original_changed", "error",
          "(rehearsal) an amount that no cents column replaced, or a row's currency code, differs from "
          "its recorded original after the migrations"),

@@ -76,7 +76,9 @@ class Terminal:
 
     def advanced(self, stage: str, done: int, total: int | None, unit: str, now: str = "") -> None:
         if self.live and stage in self._tasks:
-            what = f"{stage}: {printable(now)}" if now else stage
+            from rich.markup import escape  # a name such as "pay[/]ments" is text, not markup
+
+            what = escape(f"{stage}: {printable(now)}" if now else stage)
             self._progress.update(self._tasks[stage], completed=done, total=total, description=what,
                                   unit=unit)
 
@@ -183,8 +185,8 @@ def summary_lines(run: Run) -> list[str]:
     net = sum(int(f.get("cents_impact_net") or 0) for f in run.findings
               if f["severity"] == "error" and not f.get("restates"))
     if impact:
-        lines.append(f"  cents impact: {impact:,} cents ({money(impact)}) absolute, "
-                     f"{net:+,} cents ({money(net)}) net")
+        lines.append(f"  cents impact: {impact:,} cent(s) ({money(impact)}) absolute, "
+                     f"{net:+,} cent(s) ({money(net)}) net")
     if run.accepted:
         lines.append(f"  accepted (baseline): {len(run.accepted):,} finding(s), not failing the run")
     base = run.provenance.get("baseline")

@@ -61,7 +61,9 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
 LEFT JOIN resolved r ON r.top = a.atttypid
 WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-  AND NOT c.relispartition
+  -- A partition is read through its partitioned table, unless a rehearsal recorded it as a table
+  -- of its own before the migrations attached it (its OID among %(recorded)s).
+  AND (NOT c.relispartition OR c.oid = ANY(%(recorded)s::oid[]))
   -- The system's own relations, by OID: pg_catalog, and information_schema's views and tables made
   -- by initdb (OIDs below FirstNormalObjectId, 16384: PostgreSQL's src/include/access/transam.h);
   -- a table someone created in information_schema is read. Schemas named pg_* are the system's
@@ -117,12 +119,14 @@ def looks_minor(column: Column) -> bool:
             or bool(column.comment and MINOR_WORDS.search(column.comment) and column.whole_number_type))
 
 
-def read_columns(conn: psycopg.Connection, *, ours: str | None = None) -> dict[tuple[str, str], list[Column]]:
+def read_columns(conn: psycopg.Connection, *, ours: str | None = None,
+                 recorded: tuple[int, ...] = ()) -> dict[tuple[str, str], list[Column]]:
     """Every column of every user table (COLUMNS_SQL), per (schema, table), in column order; with
-    ``ours`` (a rehearsal: the schema of its record of the originals) not those of that schema."""
+    ``ours`` (a rehearsal: the schema of its record of the originals) not those of that schema;
+    partitions only when their OID is ``recorded`` (a rehearsal's table that became one)."""
     tables: dict[tuple[str, str], list[Column]] = {}
     for nsp, rel, col, base, full, scale, domain, enum, not_null, key_pos, comment in conn.execute(
-            COLUMNS_SQL, {"ours": ours}).fetchall():
+            COLUMNS_SQL, {"ours": ours, "recorded": list(recorded)}).fetchall():
         tables.setdefault((nsp, rel), []).append(
             Column(col, base, full, bool(not_null), key_pos, scale, domain, comment, bool(enum)))
     return tables

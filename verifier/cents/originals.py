@@ -9,9 +9,11 @@ read each table FULL JOINed with its originals on the key
 ``row_missing`` / ``row_added``, and a decimal column changed in place or
 dropped (as 303 drops them) is still compared with the value it had.
 
-Tables without a primary key cannot be matched row for row after a
-migration rewrote them; they are not recorded, and are verified against
-their live decimal columns, as in place (the stage detail lists them).
+A table without a primary key is matched on its first unique index whose
+columns are all NOT NULL; one with neither cannot be matched row for row
+after a migration rewrote them: it is not recorded, is verified against
+its live decimal columns, as in place, and the run says so
+(``originals_not_recorded``, a warning).
 
 The schema (``verifier_originals``, or that name with a random suffix when
 the snapshot already holds a schema so named) is owned by the reader role;
@@ -212,6 +214,27 @@ WHERE n.nspname = %(nsp)s AND c.relname = %(rel)s
 SCHEMA_TAKEN_SQL = "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s"
 
 
+# A table without a primary key: its first unique, valid, whole-table index on plain columns that
+# are all NOT NULL (as good as a primary key for matching rows: PostgreSQL 15, "Unique Indexes").
+UNIQUE_KEY_SQL = """
+SELECT (SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.ord)
+          FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS k(num, ord)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num)
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class c ON c.oid = i.indrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+  AND i.indexprs IS NULL
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[]) AND NOT a.attnotnull)
+ORDER BY i.indnkeyatts, i.indexrelid LIMIT 1
+"""
+
+
+def _unique_key(conn: psycopg.Connection, nsp: str, rel: str) -> tuple[str, ...]:
+    row = conn.execute(UNIQUE_KEY_SQL, (nsp, rel)).fetchone()
+    return tuple(str(c) for c in row[0]) if row and row[0] else ()
+
+
 def _schema_name(conn: psycopg.Connection) -> str:
     """ORIGINALS_SCHEMA, or that name with a random suffix when the snapshot holds a schema so named."""
     if conn.execute(SCHEMA_TAKEN_SQL, (ORIGINALS_SCHEMA,)).fetchone() is None:
@@ -238,7 +261,7 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
                      and not looks_minor(c) and not config.excluded(nsp, rel, c.name)]
             if not money or config.excluded(nsp, rel):
                 continue
-            key = key_of(cols)
+            key = key_of(cols) or _unique_key(conn, nsp, rel)
             if not key:
                 keyless.append(f"{nsp}.{rel}")
                 continue

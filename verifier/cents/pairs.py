@@ -189,6 +189,7 @@ class _Table:
     targets: dict[str, Column] = field(default_factory=dict)
     others: dict[str, Column] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)  # recorded sources the migrations dropped
+    codes_dropped: list[str] = field(default_factory=list)  # recorded currency columns dropped
     kept: list[Kept] = field(default_factory=list)  # recorded columns still there, unconverted
 
 
@@ -214,7 +215,8 @@ def discover(conn: psycopg.Connection, config: Config,
     what its role needs.
     """
     ours = next(iter(originals.values())).schema if originals else None
-    tables = read_columns(conn, ours=ours)
+    # A recorded table the migrations attached as a partition is still compared with its record.
+    tables = read_columns(conn, ours=ours, recorded=tuple(o.oid for o in (originals or {}).values()))
     partitioned = {(str(a), str(b)) for a, b in conn.execute(PARTITIONED_SQL).fetchall()}
     originals = originals or {}
     ledger = ledger or {}
@@ -224,10 +226,17 @@ def discover(conn: psycopg.Connection, config: Config,
     for (nsp, rel), columns in tables.items():
         t = _classify(nsp, rel, columns, config, originals.get((nsp, rel)))
         detect = t.targets and not config.excluded(nsp, rel)
-        unit = _minor_unit(conn, t, config) if detect else _Unit(2, None, "")
+        orig_here = originals.get((nsp, rel))
+        # A recorded table whose rows had no currency column: a currency column the migrations
+        # added does not decide its minor units (relabelled rows would be read in a new currency).
+        fixed = (orig_here is not None and not orig_here.codes
+                 and config.minor_units_of(nsp, rel) is None)
+        unit = _minor_unit(conn, t, config) if detect and not fixed else _Unit(2, None, "")
         roles = {c: text for (a, b, c), text in ledger.items() if (a, b) == (nsp, rel)}
         pairs, found = _pair(t, config, roles, (nsp, rel) in born, unit)
         entries += found + _sources(t, pairs, config, roles)
+        entries += [Entry(nsp, rel, code, "currency code", "source", "unverified", CODE_DROPPED_WHY,
+                          lost=True) for code in t.codes_dropped]
         identities = tuple((i.total, i.parts) for i in config.identities if (i.schema, i.table) == (nsp, rel))
         announced = (nsp, rel) in not_null or any((a, b) == (nsp, rel) for a, b, _ in config.not_null)
         orig = originals.get((nsp, rel))
@@ -307,8 +316,10 @@ def _named(tables: dict[tuple[str, str], list[Column]], what: str, schema: str, 
 
 def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: Originals | None) -> _Table:
     t = _Table(nsp, rel, columns)
-    # A recorded source's name now (a renamed column is followed by its attribute number).
-    recorded = {orig.live_name(i) for i in range(len(orig.sources))} - {None} if orig else set()
+    # A recorded source's name now (a renamed column is followed by its attribute number); a dropped
+    # one's name, where a whole-number column has taken it (add cents, drop the decimal, rename the
+    # cents to the decimal's name: converted in place in three steps).
+    recorded = ({orig.live_name(i) or o.name for i, o in enumerate(orig.sources)} if orig else set())
     configured = {pc.target for pc in config.pairs if (pc.schema, pc.table) == (nsp, rel)}
     for c in columns:
         text = config.text_amount(nsp, rel, c.name)
@@ -341,10 +352,18 @@ def _classify(nsp: str, rel: str, columns: list[Column], config: Config, orig: O
             t.dropped.add(name)
         elif now not in t.targets and _same_kind(live[now], o.kind):
             t.kept.append(Kept(now, f"verifier_original_{i}", o.kind, o.name))
+        # Renamed, and another column now carries its old name (two names swapped): that column is
+        # read as the original by name too, so that it must hold the recorded values.
+        other = live.get(o.name)
+        if now is not None and now != o.name and other is not None and other.name not in t.targets \
+                and _same_kind(other, o.kind):
+            t.kept.append(Kept(o.name, f"verifier_original_{i}", o.kind, o.name))
     for j, code in enumerate(orig.codes):
         now = orig.live_name(len(orig.sources) + j)
         if now is not None and live[now].full_type == code.type:
             t.kept.append(Kept(now, f"verifier_code_{j}", "code", code.name))
+        elif now is None:
+            t.codes_dropped.append(code.name)
     return t
 
 
@@ -498,5 +517,7 @@ def _sources(t: _Table, pairs: list[Pair], config: Config, ledger: dict[str, str
     return entries
 
 
+CODE_DROPPED_WHY = ("the migrations dropped this column of each row's currency: the minor units its amounts "
+                    "were recorded in are no longer on the rows")
 DROPPED_WHY = ("the migrations dropped it, and no minor-units column is verified against its recorded "
                "amounts: they are in no column this run verified")

@@ -182,14 +182,30 @@ def load(path: Path | None = None) -> Config:
 
 def find(start: Path | None = None) -> Path | None:
     """The configuration file a run without --config reads: in ``start`` (the current directory)
-    or the nearest of its parents that holds one, ``verifier.toml`` before ``pyproject.toml``."""
+    or the nearest of its parents that holds one, ``verifier.toml`` before a ``pyproject.toml``
+    with a [tool.verifier] section (``_ours``)."""
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
-        for name in ("verifier.toml", "pyproject.toml"):
-            candidate = directory / name
-            if candidate.is_file():
-                return candidate
+        if (directory / "verifier.toml").is_file():
+            return directory / "verifier.toml"
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and _ours(candidate):
+            return candidate
     return None
+
+
+def _ours(pyproject: Path) -> bool:
+    """Whether a pyproject.toml speaks to the verifier: a [tool.verifier] section, or one named like
+    it (which ``load`` then refuses), or a file that does not parse (``load`` says so). Another
+    project's pyproject.toml (only [tool.black]) is passed over on the way up."""
+    try:
+        tools = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True
+    if not isinstance(tools, dict):
+        return True
+    return "verifier" in tools or bool(difflib.get_close_matches("verifier", [str(k) for k in tools], n=1,
+                                                                   cutoff=0.75))
 
 
 def _parse(section: dict[str, Any], where: str) -> Config:

@@ -180,6 +180,12 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
             with run.stage("originals") as detail:
                 kept = originals.record(conn, config)
                 detail.update(tables=len(kept.tables), rows=kept.rows, keyless=kept.keyless)
+            for table in kept.keyless:
+                run.add(Finding("originals_not_recorded", "warning", table=table,
+                                message=f"{table} has amounts but neither a primary key nor a unique "
+                                        "NOT NULL key: its rows cannot be matched with their originals "
+                                        "after the migrations, and its cents are verified against the "
+                                        "decimals the migrations left."))
         given = options.migration_timeout_s
         limit = config.migration_timeout_s if given is None else given
         migrate_stage(run, db, discovery.files, timeout_s=limit or None,

@@ -14,6 +14,7 @@ it). Both are connection strings of either form, URL or ``key=value``.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from urllib.parse import unquote
@@ -119,11 +120,17 @@ def describe(dsn: str) -> str:
         p = pg_conninfo.conninfo_to_dict(dsn)
     except (psycopg.Error, ValueError):
         return redact(dsn)
-    host = str(p.get("host") or "localhost")
-    port = str(p.get("port") or "5432")
-    user = str(p.get("user") or "")
-    db = str(p.get("dbname") or "")
-    return scrub(f"{user + '@' if user else ''}{host}:{port}/{db}", dsn)
+    # What the string leaves out, libpq takes from its environment variables (PostgreSQL 15,
+    # "Environment Variables"): a target named by PGHOST, PGPORT... is described as reached.
+    env = os.environ
+    host = str(p.get("host") or p.get("hostaddr") or env.get("PGHOST") or env.get("PGHOSTADDR")
+               or "localhost")
+    port = str(p.get("port") or env.get("PGPORT") or "5432")
+    user = str(p.get("user") or env.get("PGUSER") or "")
+    db = str(p.get("dbname") or env.get("PGDATABASE") or user)
+    service = p.get("service") or env.get("PGSERVICE")
+    named = f"{user + '@' if user else ''}{host}:{port}/{db}"
+    return scrub(f"service {service} ({named})" if service else named, dsn)
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
