@@ -31,6 +31,7 @@ leaves originals that match nothing, which is an error
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -242,10 +243,12 @@ def _schema_name(conn: psycopg.Connection) -> str:
     return f"{ORIGINALS_SCHEMA}_{secrets.token_hex(4)}"
 
 
-def record(conn: psycopg.Connection, config: Config) -> Recorded:
+def record(conn: psycopg.Connection, config: Config,
+           progress: Callable[[int, int, str], None] | None = None) -> Recorded:
     """Record key and source values of every keyed table with sources (commits on ``conn``): the
     columns of an amount type (numeric, real, double precision, money, through domains) and the
-    text columns configured in ``[[text_amounts]]``."""
+    text columns configured in ``[[text_amounts]]``. ``progress(done, total, table)`` before each
+    table."""
     tables: dict[tuple[str, str], Originals] = {}
     keyless: list[str] = []
     rows = 0
@@ -253,7 +256,10 @@ def record(conn: psycopg.Connection, config: Config) -> Recorded:
         read = reads(conn)
         schema = _schema_name(conn)
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        for (nsp, rel), cols in read_columns(conn, ours=schema).items():
+        everything = read_columns(conn, ours=schema)
+        for done, ((nsp, rel), cols) in enumerate(everything.items()):
+            if progress is not None:
+                progress(done, len(everything), f"{nsp}.{rel}")
             money = [Source(c.name, c.full_type, c.not_null,
                             {"real": "float", "double precision": "float", "money": "money"}.get(
                                 c.base_type, "numeric" if c.source_type else "text"))

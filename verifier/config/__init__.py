@@ -180,6 +180,17 @@ def load(path: Path | None = None) -> Config:
     return _parse(section, str(path))
 
 
+def _path(section: dict[str, Any], key: str, kind: str, where: str) -> str | None:
+    """The path the configuration gives at ``key`` (a ``kind``), relative to the file's folder."""
+    value = section.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where}: {key} must be the path of a {kind} (a string), relative to this "
+                         "file's folder or absolute.")
+    return str(Path(where).parent / value)
+
+
 def find(start: Path | None = None) -> Path | None:
     """The configuration file a run without --config reads: in ``start`` (the current directory)
     or the nearest of its parents that holds one, ``verifier.toml`` before a ``pyproject.toml``
@@ -280,18 +291,8 @@ def _parse(section: dict[str, Any], where: str) -> Config:
         raise UsageError(f"{where}: not_null must be a list of [schema.]table.column names.")
     not_null_columns = tuple(tuple(_split_name(n, 3, f"{where}: not_null")) for n in not_null)
     ledger = parse_ledger(section["ledger"], where) if "ledger" in section else Layout()
-    migrations = section.get("migrations")
-    if migrations is not None:
-        if not isinstance(migrations, str) or not migrations.strip():
-            raise UsageError(f"{where}: migrations must be the path of a directory (a string), "
-                             "relative to this file's folder or absolute.")
-        migrations = str(Path(where).parent / migrations)
-    baseline = section.get("baseline")
-    if baseline is not None:
-        if not isinstance(baseline, str) or not baseline.strip():
-            raise UsageError(f"{where}: baseline must be the path of a file (a string), relative to this "
-                             "file's folder or absolute.")
-        baseline = str(Path(where).parent / baseline)
+    migrations = _path(section, "migrations", "directory", where)
+    baseline = _path(section, "baseline", "file", where)
     order = parse_order(section["migration_order"], where) if "migration_order" in section else "number"
     tracker = (parse_tracker(section["migration_tracker"], where) if "migration_tracker" in section
                else Tracker())

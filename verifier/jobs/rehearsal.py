@@ -178,7 +178,8 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
                 detail.update(money_tables=len(tables), money_rows=sum(t.rows for t in tables),
                               tables={f"{t.schema}.{t.table}": t.rows for t in tables})
             with run.stage("originals") as detail:
-                kept = originals.record(conn, config)
+                kept = originals.record(conn, config, lambda done, total, now: run.advanced(
+                    "originals", done, total, "tables", now))
                 detail.update(tables=len(kept.tables), rows=kept.rows, keyless=kept.keyless)
             for table in kept.keyless:
                 run.add(Finding("originals_not_recorded", "warning", table=table,
