@@ -103,10 +103,14 @@ class Terminal:
         if self._progress is None:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.table import Column
 
+            # One line whatever the terminal's width: the description gives way (an ellipsis) before
+            # the line would wrap, which a live display cannot redraw cleanly.
             self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
-                _Counted(), TimeElapsedColumn(),
+                SpinnerColumn(), TextColumn("{task.description}", table_column=Column(
+                    no_wrap=True, overflow="ellipsis", ratio=1)),
+                BarColumn(bar_width=16), _Counted(), TimeElapsedColumn(), expand=True,
                 # transient: the live lines go when the display stops; each stage's line printed
                 # when it ended stays above them.
                 console=Console(file=self.stream, highlight=False), transient=True)
@@ -143,6 +147,11 @@ def _Counted() -> Any:  # noqa: N802 (a rich column, built when rich is imported
     from rich.text import Text
 
     class Counted(ProgressColumn):
+        def __init__(self) -> None:
+            from rich.table import Column
+
+            super().__init__(table_column=Column(no_wrap=True))
+
         def render(self, task: Any) -> Text:
             if task.total is None:
                 return Text("")
