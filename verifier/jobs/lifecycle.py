@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +51,9 @@ def new_run(command: str, report_dir: Path) -> Run:
     run = Run(command=command, run_dir=run_dir, run_id=run_id, started_at=now,
               watch=terminal.current() or terminal.Terminal())
     run.provenance["tool_version"] = __version__
+    # The command line as typed (passwords masked), for the run index: the flags and the target.
+    run.provenance["invocation"] = " ".join(
+        [Path(sys.argv[0]).name, *(shlex.quote(conninfo.redact(a)) for a in sys.argv[1:])])
     return run
 
 

@@ -22,14 +22,15 @@ INDEX_RUNS_MAX = 500  # the newest runs listed; older folders are counted
 def _entry(run_dir: Path) -> dict[str, Any]:
     base = {"run_id": run_dir.name, "report": f"{run_dir.name}/report.html"
             if (run_dir / "report.html").exists() else None,
-            "started_at": "", "command": "", "errors": "", "warnings": "", "duration_s": ""}
+            "started_at": "", "command": "", "target": "", "errors": "", "warnings": "", "duration_s": ""}
     try:
         data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         status = data["status"]
         findings = data["findings"]
         return {**base, "status": status, "verdict": VERDICTS[status],
                 "started_at": str(data["started_at"])[:19].replace("T", " ") + " UTC",
-                "command": data["command"], "duration_s": data["duration_s"],
+                "command": (data.get("provenance") or {}).get("invocation") or data["command"],
+                "target": _target(data.get("provenance") or {}), "duration_s": data["duration_s"],
                 **severity_counts(findings),
                 "what": (data.get("error") if status == "error"
                          else ", ".join(sorted({f["rule"] for f in findings})) or "no findings")}
@@ -38,6 +39,13 @@ def _entry(run_dir: Path) -> dict[str, Any]:
                 "what": "no summary.json: the run is still going, or was killed before it could write one"}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return {**base, "status": "error", "verdict": "UNREADABLE", "what": f"summary.json: {exc}"}
+
+
+def _target(provenance: dict[str, Any]) -> str:
+    """What a run verified, and the baseline it used: the --db target, else the snapshot."""
+    what = str(provenance.get("target") or provenance.get("snapshot_path") or "")
+    baseline = (provenance.get("baseline") or {}).get("path")
+    return what + (f" (baseline {baseline})" if baseline else "")
 
 
 def render_index(report_dir: Path) -> str:
