@@ -14,6 +14,9 @@ writes only to scratch databases it created and to the run folder.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +161,7 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
              options: Options, config: Config, judging: list[judge.Suite] | None) -> None:
     """Restore, record the originals, migrate, verify and judge in a new scratch database; end ``run``."""
     with server.database("rehearsal", sandbox=True) as db:
-        with run.stage("restore") as detail:
+        with run.stage("restore") as detail, copying(run, db):
             result = restore(info, db, timeout_s=config.restore_timeout_s)
             detail.update(restore_s=round(result.duration_s, 3), jobs=result.jobs, tool=result.tool,
                           database=db.name, extensions=list(info.extensions),
@@ -215,6 +218,42 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
         ledger_stages(run, db, config)
     baseline = options.baseline or (Path(config.baseline) if config.baseline else None)
     finish(run, strict=options.strict, count_in_error=True, baseline=baseline)
+
+
+# Rows and bytes the server has copied into the database so far (PostgreSQL 15, "Progress
+# Reporting", pg_stat_progress_copy): COPY statements running now, on any of the restore's jobs.
+COPY_PROGRESS_SQL = """
+SELECT coalesce(sum(tuples_processed), 0), coalesce(sum(bytes_processed), 0), count(*)
+FROM pg_catalog.pg_stat_progress_copy WHERE datname = %s
+"""
+
+
+@contextlib.contextmanager
+def copying(run: Run, db: ScratchDatabase, every_s: float = 0.25) -> Iterator[None]:
+    """While the block runs (the restore), show the rows the COPY statements running on ``db`` have
+    copied, read every ``every_s`` seconds by the scratch server's role from another session. Only
+    shown; never part of the record (a reading that fails ends the showing, not the run)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        try:
+            with conninfo.connect(db.admin_dsn, autocommit=True, what="scratch server") as conn:
+                conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)")
+                while not done.wait(every_s):
+                    rows, size, running = conn.execute(COPY_PROGRESS_SQL, (db.name,)).fetchone() or (0, 0, 0)
+                    if running:
+                        run.advanced("restore", 0, None, "",
+                                     f"{int(rows):,} rows ({int(size) // 1024:,} KiB) in {running} COPY now")
+        except Exception:  # noqa: BLE001 (progress is a courtesy: a failed reading shows nothing more)
+            return
+
+    thread = threading.Thread(target=watch, name="restore-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
 
 
 def announced_not_null(run: Run, discovery: plan.Discovery) -> dict[tuple[str, str], list[tuple[str, str]]]:
