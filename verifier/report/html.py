@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from verifier.cents.sql import DIFF_BUCKETS
 from verifier.files import OFFENDERS_NAME
@@ -60,6 +60,7 @@ def environment() -> jinja2.Environment:
     )
     env.globals["cents"] = format_cents
     env.globals["money"] = money
+    env.filters["breakable"] = breakable
     return env
 
 
@@ -78,6 +79,13 @@ def page_assets() -> dict[str, Markup | str]:
     # Our own files, not data: safe to place as they are.
     return {"style": Markup(_asset("report.css")), "script": Markup(script),
             "script_hash": f"sha256-{digest}"}
+
+
+def breakable(name: Any) -> Markup:
+    """An identifier (schema.table, a column) that may break after its dots and underscores, never
+    inside a word: escaped text with <wbr> there."""
+    text = str(escape("" if name is None else name))
+    return Markup(text.replace("_", "_<wbr>").replace(".", ".<wbr>"))
 
 
 def format_cents(value: Any) -> str:
@@ -109,10 +117,11 @@ def _pairs(mapping: dict[str, Any]) -> list[tuple[str, str]]:
 def _findings(data: dict[str, Any]) -> list[dict[str, Any]]:
     order = {"error": 0, "warning": 1}
     rows = []
-    # What matters first: errors, then the largest money impact, then the most rows.
+    # What matters first: errors, then the largest money impact, then the most rows (a finding that
+    # restates others, a column's sum_mismatch, after those it restates).
     def weight(f: dict[str, Any]) -> tuple[Any, ...]:
-        return (order.get(f["severity"], 2), -abs(int(f.get("cents_impact") or 0)), -int(f.get("count") or 0),
-                f["rule"], f["table"] or "", f["column"] or "")
+        return (order.get(f["severity"], 2), bool(f.get("restates")), -abs(int(f.get("cents_impact") or 0)),
+                -int(f.get("count") or 0), f["rule"], f["table"] or "", f["column"] or "")
 
     for f in sorted(data["findings"], key=weight):
         sample = list(f.get("sample") or [])
