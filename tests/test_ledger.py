@@ -125,6 +125,9 @@ def test_clean_ledger_passes_with_no_configuration(clean_ledger: str, tmp_path: 
     assert opening["accounts_with_opening_balance"] > 0
     usd = opening["by_currency"]["USD"]
     assert int(usd["opening_cents"]) > 0 and usd["opening_cents"] == usd["balances_cents"]
+    # No chart of zeros on a pass: the trial balance and the drift are drawn only when not zero.
+    page = (only_run(tmp_path / "plain") / "report.html").read_text()
+    assert "<svg" not in page and 'id="charts"' not in page
 
 
 def test_clean_ledger_passes(clean_ledger: str, tmp_path: Path) -> None:

@@ -188,7 +188,9 @@ def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str,
               "opening_scope": opening.get("scope")}
     found = []
     trial = next((p for p in audit.get("passes", []) if p["pass"] == "trial"), None)
-    if trial and trial.get("by_currency"):
+    # A chart only where a bar is not zero: a pass says it in a sentence (ledger["balanced"]), not
+    # with empty axes.
+    if trial and trial.get("by_currency") and any(Decimal(v) for v in trial["by_currency"].values()):
         sums = sorted((c, Decimal(v)) for c, v in trial["by_currency"].items())
         found.append({"title": "Trial balance per currency",
                       "note": "Per currency, what its entries sum to in cents (0 when double entry holds).",
@@ -197,7 +199,7 @@ def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str,
                           for c, v in sums])})
     offenders = stage(data, "offenders") or {}
     drift = offenders.get("drift_by_account_type")
-    if drift is not None:
+    if drift:
         types = sorted(set(drift) | set(layout.get("non_negative_account_types") or []))
         found.append({"title": "Balance drift per account type",
                       "note": "Per account type, the sum of |stored balance - what its entries say| "
