@@ -316,3 +316,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.split("[", 1)[0] in listed:
             item.add_marker(pytest.mark.slow)
+
+
+def pg_dump_custom(dsn: str, out: Path) -> Path:
+    """``pg_dump -Fc`` of ``dsn`` to ``out`` with the pg_dump of the server's own major version (the
+    embedded wheel's for the embedded server, the system's for the one of VERIFIER_TEST_DSN)."""
+    from verifier.pg import tools as pgtools
+
+    with psycopg.connect(dsn) as conn:
+        major = conn.info.server_version // 10000
+    done = pgtools.run(pgtools.find("pg_dump", major), ["--format=custom", "--file", str(out)], dsn=dsn)
+    assert done.returncode == 0, done.stderr
+    return out

@@ -28,8 +28,9 @@ def known(fresh_db: str) -> str:
 def _verify(dsn: str, reports: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
     result = run_cli("verify-cents", "--db", dsn, "--report-dir", str(reports), *extra)
     assert "Traceback" not in result.stderr
-    newest = sorted(p for p in reports.iterdir() if p.is_dir())[-1]
-    return result.code, json.loads((newest / "summary.json").read_text()), result.stderr
+    # The run's own folder, from its verdict line (two runs in one second share a timestamp).
+    run_dir = Path(result.stdout.strip().rsplit(" ", 1)[-1]).parent
+    return result.code, json.loads((run_dir / "summary.json").read_text()), result.stderr
 
 
 def test_accept_then_pass_only_because_of_the_baseline_then_new_changed_and_stale(

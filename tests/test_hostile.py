@@ -18,7 +18,6 @@ that creating the source database here, as a superuser, triggers nothing.
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from xml.etree import ElementTree
 import psycopg
 import pytest
 
-from .conftest import _ours, run_cli, run_summary, table_digests
+from .conftest import _ours, pg_dump_custom, run_cli, run_summary, table_digests
 
 # Acts only inside a rehearsal's database, and only with a superuser's rights: creates FILE.
 SPY = """
@@ -87,7 +86,7 @@ def _custom_dump(make_db: Any, tmp_path: Path, setup: str) -> Path:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(setup)
     out = tmp_path / f"snapshot-{secrets.token_hex(3)}.dump"
-    subprocess.run(["pg_dump", "-Fc", "-f", str(out), "-d", dsn], check=True, capture_output=True)
+    pg_dump_custom(dsn, out)
     return out
 
 

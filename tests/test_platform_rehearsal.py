@@ -22,7 +22,6 @@ of our deferred one). One rehearsal after another, as a user would run them:
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import pytest
 
 from verifier.paths import project_migrations_dir
 
-from .conftest import run_cli, run_summary
+from .conftest import pg_dump_custom, run_cli, run_summary
 from .test_ledger_probe import PLATFORM_ROW_TRIGGER
 
 PLATFORM = Path(__file__).parent / "platform"
@@ -51,7 +50,7 @@ def platform_dump(make_module_db: Any, tmp_path_factory: pytest.TempPathFactory)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute((PLATFORM / "pre300.sql").read_text())
     out = tmp_path_factory.mktemp("platform") / "platform.dump"
-    subprocess.run(["pg_dump", "-Fc", "-f", str(out), "-d", dsn], check=True, capture_output=True)
+    pg_dump_custom(dsn, out)
     return out
 
 

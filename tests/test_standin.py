@@ -14,7 +14,6 @@ stands in for stops before the restore, naming it.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from psycopg import sql
 
 from verifier.scratch import standin
 
-from .conftest import run_cli, run_summary
+from .conftest import pg_dump_custom, run_cli, run_summary
 
 ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 MESSAGES = ("", "a", "abc", "tip of 4.99 USD", "x" * 55, "y" * 56, "z" * 64, "é€💸" * 40, "w" * 1000)
@@ -105,7 +104,7 @@ def _dump(make_db: Any, tmp_path: Path, setup: str) -> Path:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(setup)
     out = tmp_path / "platform.dump"
-    subprocess.run(["pg_dump", "-Fc", "-f", str(out), "-d", dsn], check=True, capture_output=True)
+    pg_dump_custom(dsn, out)
     return out
 
 

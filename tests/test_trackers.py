@@ -15,14 +15,13 @@ before any scratch database is made.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from .conftest import run_cli, run_summary
+from .conftest import pg_dump_custom, run_cli, run_summary
 
 TIPS = ("CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2) NOT NULL);\n"
         "INSERT INTO tips SELECT g, g + 0.25 FROM generate_series(1, 50) g;\n")
@@ -40,7 +39,7 @@ def _dump(make_db: Any, tmp_path: Path, setup: str) -> Path:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(TIPS + setup)
     out = tmp_path / "snapshot.dump"
-    subprocess.run(["pg_dump", "-Fc", "-f", str(out), "-d", dsn], check=True, capture_output=True)
+    pg_dump_custom(dsn, out)
     return out
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from psycopg import sql
 
 from verifier.cents.sql import float_exact
 
-from .conftest import only_run, run_cli
+from .conftest import only_run, pg_dump_custom, run_cli
 
 
 def _verify(dsn: str, tmp_path: Path, setup: str, *extra: str) -> tuple[int, dict[str, Any], str]:
@@ -290,7 +289,7 @@ def test_rows_a_later_set_not_null_will_reject(fresh_db: str, tmp_path: Path, ma
         conn.execute("CREATE TABLE wallets (id int PRIMARY KEY, balance numeric(12,2)); "
                      "INSERT INTO wallets VALUES (1, 5.00), (2, NULL), (3, NULL), (4, 1.00);")
     dump = tmp_path / "wallets.dump"
-    subprocess.run(["pg_dump", "-Fc", "-f", str(dump), "-d", source], check=True)
+    pg_dump_custom(source, dump)
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     (migrations / "300_add.sql").write_text("ALTER TABLE wallets ADD COLUMN balance_cents bigint;\n")

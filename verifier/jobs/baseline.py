@@ -224,13 +224,18 @@ def previous(run: Run) -> None:
     """Compare ``run`` with the newest earlier run of its report folder on the same target, by the
     same command: the findings new, fixed and unchanged since then (``provenance.previous_run``)."""
     folder = run.run_dir.parent
-    candidates = sorted((p for p in folder.iterdir() if p.is_dir() and p.name < run.run_id), reverse=True) \
-        if folder.is_dir() else []
-    for candidate in candidates:
+    mine = run.started_at.isoformat()
+    earlier = []
+    # Ordered by start time (microseconds), not by folder name: two runs in one second share the
+    # name's timestamp and differ only in its random suffix.
+    for candidate in (p for p in folder.iterdir() if p.is_dir() and p.name != run.run_id):
         try:
             data = json.loads((candidate / "summary.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
+        if str(data.get("started_at", "")) < mine:
+            earlier.append(data)
+    for data in sorted(earlier, key=lambda d: str(d.get("started_at", "")), reverse=True):
         if data.get("command") != run.command or data.get("status") == "error" or not _same_target(
                 run.provenance, data.get("provenance") or {}):
             continue
