@@ -348,10 +348,7 @@ def accept(run_dir: Path, reason: str, baseline: Path | None, rules: tuple[str, 
         from verifier.config import load
         from verifier.jobs import baseline as baseline_
 
-        target = baseline
-        if target is None:
-            configured = load(config_path).baseline
-            target = Path(configured) if configured else Path(baseline_.DEFAULT_NAME)
+        target = baseline_.chosen(baseline, load(config_path)) or Path(baseline_.DEFAULT_NAME)
         added, total = baseline_.accept(run_dir, target, reason, rules=rules, tables=tables)
         click.echo(f"Accepted {added} finding(s) of {run_dir.name} in {target} ({total} in all). Runs with "
                    f"--baseline {target} (or baseline = \"{target}\" in the configuration) no longer fail on "

@@ -170,9 +170,9 @@ def load(path: Path | None = None) -> Config:
     tools = data.get("tool", {}) if path.name == "pyproject.toml" else {}
     section = tools.get("verifier") if path.name == "pyproject.toml" else data
     if path.name == "pyproject.toml" and section is None:
-        near = difflib.get_close_matches("verifier", [str(k) for k in tools], n=1, cutoff=0.75)
+        near = _misspelt(tools)
         if near:
-            raise UsageError(f"{path}: [tool.{near[0]}] is not a section the verifier reads; did you mean "
+            raise UsageError(f"{path}: [tool.{near}] is not a section the verifier reads; did you mean "
                              "[tool.verifier]?", hint="Rename the section (its keys are ignored otherwise).")
         return Config(source=str(path))
     if not isinstance(section, dict):
@@ -215,8 +215,13 @@ def _ours(pyproject: Path) -> bool:
         return True
     if not isinstance(tools, dict):
         return True
-    return "verifier" in tools or bool(difflib.get_close_matches("verifier", [str(k) for k in tools], n=1,
-                                                                   cutoff=0.75))
+    return "verifier" in tools or _misspelt(tools) is not None
+
+
+def _misspelt(tools: dict[str, Any]) -> str | None:
+    """A [tool.*] section named like ours but not ours (verifer, Verifier, verifiers), if any."""
+    near = difflib.get_close_matches("verifier", [str(k) for k in tools], n=1, cutoff=0.75)
+    return near[0] if near else None
 
 
 def _parse(section: dict[str, Any], where: str) -> Config:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME, OFFENDERS_NAME, write_atomic
 from verifier.findings import Finding
@@ -92,6 +93,11 @@ def offender_rows(run_dir: Path) -> dict[tuple[str, str, str], set[str]]:
 
 def _rows_of(rows: dict[tuple[str, str, str], set[str]], finding: dict[str, Any]) -> set[str]:
     return rows.get((finding["rule"], finding.get("table") or "", finding.get("column") or ""), set())
+
+
+def chosen(given: Path | None, config: Config) -> Path | None:
+    """The baseline a run uses: ``given`` (--baseline), else the configuration's, else none."""
+    return given or (Path(config.baseline) if config.baseline else None)
 
 
 def load(path: Path) -> list[Entry]:

@@ -18,6 +18,7 @@ from verifier.config.ledger import Layout
 from verifier.demo import generate, plant
 from verifier.demo import ledger as demo_ledger
 from verifier.demo.manifest import write_manifest
+from verifier.jobs import baseline as baseline_
 from verifier.jobs.ledger_audit import audit
 from verifier.jobs.lifecycle import finish, load_config, new_run, recorded
 from verifier.jobs.rehearsal import Options, discover, inspect, record_server, rehearse, suites
@@ -40,6 +41,7 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
         config = load_config(run, options.config_path, rounding=True)
         config = dataclasses.replace(  # the platform's identity, once even if configured too
             config, identities=tuple(dict.fromkeys(config.identities + plant.DEMO_IDENTITIES)))
+        options = dataclasses.replace(options, baseline=baseline_.chosen(options.baseline, config))
         judging = suites(options, demo=True)
         discovery = discover(run, options, config, demo=True)
         with provision("embedded") as server:

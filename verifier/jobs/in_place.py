@@ -15,7 +15,6 @@ from pathlib import Path
 
 from verifier import judge
 from verifier.cents import engine
-from verifier.jobs.baseline import load as load_baseline
 from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.run import Run
 from verifier.source.live import connected
@@ -29,10 +28,7 @@ def verify_cents(url: str, *, report_dir: Path, config_path: Path | None = None,
     With ``gx`` (or a directory of the user's own ``expectations``), GX suites judge the
     results and the live tables, in the same snapshot.
     """
-    config = preflight(config_path, url)
-    baseline = baseline or (Path(config.baseline) if config.baseline else None)
-    if baseline is not None:
-        load_baseline(baseline)  # a bad file is a usage error: no run folder
+    config, baseline = preflight(config_path, url, baseline=baseline)
     run = new_run("verify-cents --db", report_dir)
     with recorded(run):
         config = load_config(run, config, rounding=True)

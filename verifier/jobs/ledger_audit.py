@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from verifier.config import Config
-from verifier.jobs.baseline import load as load_baseline
 from verifier.jobs.lifecycle import finish, load_config, new_run, preflight, recorded
 from verifier.ledger.audit import Schedule
 from verifier.ledger.audit import audit as audit_stages
@@ -23,10 +22,7 @@ from verifier.source.live import connected
 def audit_ledger(url: str, *, report_dir: Path, config_path: Path | None = None, strict: bool = False,
                  schedule: Schedule | None = None, baseline: Path | None = None) -> Run:
     """Audit the ledger of the database at ``url`` in one snapshot, read only (incremental with a state)."""
-    config = preflight(config_path, url)
-    baseline = baseline or (Path(config.baseline) if config.baseline else None)
-    if baseline is not None:
-        load_baseline(baseline)  # a bad file is a usage error: no run folder
+    config, baseline = preflight(config_path, url, baseline=baseline)
     run = new_run("verify-ledger --db", report_dir)
     with recorded(run):
         config = load_config(run, config, rounding=False)

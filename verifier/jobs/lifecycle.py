@@ -29,6 +29,7 @@ from verifier import __version__, signals, terminal
 from verifier import config as config_
 from verifier.config import Config
 from verifier.errors import Interrupted, UsageError, VerifierError
+from verifier.jobs import baseline as baseline_
 from verifier.ledger import layout
 from verifier.pg import conninfo
 from verifier.report import write_outputs
@@ -92,15 +93,21 @@ def load_config(run: Run, path: Path | Config | None, *, rounding: bool) -> Conf
     return config
 
 
-def preflight(config_path: Path | None, *urls: str) -> Config:
-    """What can be told wrong before a run begins: the configuration (read and checked) and the
-    syntax of each connection string. Raises ``UsageError``, and then no run folder is written:
-    a usage error leaves no NOT VERIFIED run in the index, while a target that cannot be reached
-    (a cron audit that could not connect) still does."""
+def preflight(config_path: Path | None, *urls: str, baseline: Path | None = None
+              ) -> tuple[Config, Path | None]:
+    """What can be told wrong before a run begins: the configuration (read and checked), the
+    syntax of each connection string and the baseline file (``baseline``, else the configuration's;
+    read and checked). Returns the configuration and the baseline the run uses. Raises
+    ``UsageError``, and then no run folder is written: a usage error leaves no NOT VERIFIED run in
+    the index, while a target that cannot be reached (a cron audit that could not connect) still
+    does."""
     config = config_.load(config_path)
     for url in urls:
         conninfo.parse(url)
-    return config
+    path = baseline_.chosen(baseline, config)
+    if path is not None:
+        baseline_.load(path)
+    return config, path
 
 
 def ledger_verdicts(conn: psycopg.Connection, url: str, config: Config, audited: str
@@ -134,8 +141,6 @@ def finish(run: Run, *, strict: bool, count_in_error: bool = False, baseline: Pa
     target either way. With ``count_in_error`` (a rehearsal) a failed run's error text says how many
     findings fail it. Raises ``UsageError`` for a baseline file that is not one.
     """
-    from verifier.jobs import baseline as baseline_
-
     if baseline is not None:
         baseline_.apply(run, baseline)
     baseline_.previous(run)

@@ -15,6 +15,7 @@ writes only to scratch databases it created and to the run folder.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
 from verifier.findings import Finding
-from verifier.jobs.baseline import load as load_baseline
 from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.ledger import layout, probe
 from verifier.ledger.audit import audit as ledger_audit
@@ -34,7 +34,7 @@ from verifier.migrate import plan, sqltext
 from verifier.migrate.series import migrate_stage
 from verifier.paths import project_expectations_dir, project_migrations_dir
 from verifier.pg import conninfo
-from verifier.pg.snapshot import open_pinned, open_snapshot
+from verifier.pg.snapshot import configure, open_pinned, open_snapshot
 from verifier.run import Run
 from verifier.scratch import DEFAULT_SPEC, ScratchDatabase, ScratchServer, provision
 from verifier.scratch.restore import restore
@@ -53,7 +53,7 @@ class Options:
     strict: bool = False
     gx: bool = False  # judge the results with the Great Expectations suites too
     expectations: Path | None = None  # the user's own suites (implies gx)
-    baseline: Path | None = None  # accepted findings (None: the configuration's baseline, if any)
+    baseline: Path | None = None  # accepted findings (rehearse_snapshot: --baseline, else the config's)
 
     def __post_init__(self) -> None:
         assert self.migration_timeout_s is None or self.migration_timeout_s >= 0
@@ -98,12 +98,12 @@ def rehearse_snapshot(
     options: Options = Options(),
 ) -> Run:
     """Restore the dump at ``path`` into a scratch database and rehearse there."""
-    config = preflight(options.config_path, *([] if scratch in ("embedded", "docker") or scratch.startswith(
-        "docker:") else [scratch]))
+    config, baseline = preflight(options.config_path, *([] if scratch in ("embedded", "docker")
+                                                        or scratch.startswith("docker:") else [scratch]),
+                                 baseline=options.baseline)
+    options = dataclasses.replace(options, baseline=baseline)
     if not Path(path).exists():
         raise UsageError(f"The snapshot {path} does not exist.", hint="Give the path of a pg_dump file.")
-    if options.baseline or config.baseline:  # a bad file is a usage error: no run folder
-        load_baseline(options.baseline or Path(str(config.baseline)))
     run = new_run("verify-cents --snapshot", report_dir)
     with recorded(run):
         config = load_config(run, config, rounding=True)
@@ -216,8 +216,7 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
                 # snapshot's own functions and operators may stand in for pg_catalog's.
                 judge.judge(run, judging, live=judge.Live(db.untrusted_dsn, conn, config))
         ledger_stages(run, db, config)
-    baseline = options.baseline or (Path(config.baseline) if config.baseline else None)
-    finish(run, strict=options.strict, count_in_error=True, baseline=baseline)
+    finish(run, strict=options.strict, count_in_error=True, baseline=options.baseline)
 
 
 # Rows and bytes the server has copied into the database so far (PostgreSQL 15, "Progress
@@ -238,7 +237,7 @@ def copying(run: Run, db: ScratchDatabase, every_s: float = 0.25) -> Iterator[No
     def watch() -> None:
         try:
             with conninfo.connect(db.admin_dsn, autocommit=True, what="scratch server") as conn:
-                conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)")
+                configure(conn, {"search_path": "pg_catalog, pg_temp"})
                 while not done.wait(every_s):
                     rows, size, running = conn.execute(COPY_PROGRESS_SQL, (db.name,)).fetchone() or (0, 0, 0)
                     if running:

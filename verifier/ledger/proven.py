@@ -190,7 +190,6 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         standby = bool((conn.execute("SELECT pg_is_in_recovery()").fetchone() or (False,))[0])
         settled = dict(state.proven) if standby else settle(
             state.proven, before.seen if before else None, before.seen_xmax if before else None, int(xmin))
-        by_xmin = dict(settled)  # what running transactions allowed, before open journals are held back
         # Ids interleave across transactions: a journal below the journals' watermark may own
         # entries above the entries' one. It is proven complete only with all of its entries.
         open_journal = conn.execute(inv.compose(OPEN_JOURNAL_SQL, {
@@ -208,11 +207,11 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         detail.update(path=str(schedule.state), mode=mode, proven_before=dict(state.proven),
                       seen=seen, settled=settled, transactions_in_progress=int(in_progress),
                       history_share=schedule.history_share)
-        # Held back by a running transaction (not by a journal whose entries are still arriving):
-        # what the last audit saw lies above what may be proven, and the xmin moved nothing.
+        # Held back by a running transaction: what the last audit saw lies above what may be proven,
+        # and the xmin moved nothing (open journals hold back the journals' watermark only).
         unsettled = bool(last_seen is not None and mode == "incremental" and not standby
                          and last_seen["entries"] > state.proven["entries"]
-                         and by_xmin["entries"] <= state.proven["entries"])
+                         and settled["entries"] <= state.proven["entries"])
         if unsettled and last_seen is not None:
             run.add(_not_settled(conn, state, layout, last_seen["entries"] - state.proven["entries"]))
     return Scope(mode, state, settled, unsettled)
