@@ -105,3 +105,76 @@ def test_a_baseline_file_that_is_not_one_is_exit_2(known: str, tmp_path: Path) -
                      "--baseline", str(bad))
     assert result.code == 2 and "is not a verifier baseline" in result.stderr
     assert not (tmp_path / "r").exists()  # a usage error: no run folder
+
+
+def test_a_constraint_s_rows_are_accepted_for_that_constraint_only(fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: a pending CHECK constraint's finding has no column, and its accepted
+    entry matched any rows, even another constraint's. The constraint is part of the identity and
+    its rows are recorded: other rows, or a second constraint, fail the run."""
+    reports, baseline = tmp_path / "reports", tmp_path / "b.json"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id int PRIMARY KEY, balance numeric(12,2), balance_cents bigint);"
+                     "INSERT INTO users SELECT g, g, g * 100 FROM generate_series(1, 100) g;"
+                     "UPDATE users SET balance = -1, balance_cents = -100 WHERE id IN (1, 2);"
+                     "ALTER TABLE users ADD CONSTRAINT bal_nonneg CHECK (balance_cents >= 0) NOT VALID")
+    code, first, _ = _verify(fresh_db, reports)
+    assert code == 1
+    assert run_cli("verifier", "accept", str(reports / first["run_id"]), "--reason", "known",
+                   "--baseline", str(baseline)).code == 0
+    [entry] = [e for e in json.loads(baseline.read_text())["accepted"]
+               if e["rule"] == "constraint_violation"]
+    assert entry["column"] == "bal_nonneg" and len(entry["rows"]) == 2
+    assert _verify(fresh_db, reports, "--baseline", str(baseline))[0] == 0
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users DROP CONSTRAINT bal_nonneg;"
+                     "UPDATE users SET balance = id, balance_cents = id * 100 WHERE id IN (1, 2);"
+                     "UPDATE users SET balance = -50000, balance_cents = -5000000 WHERE id IN (50, 60);"
+                     "ALTER TABLE users ADD CONSTRAINT bal_nonneg CHECK (balance_cents >= 0) NOT VALID")
+    code, data, _ = _verify(fresh_db, reports, "--baseline", str(baseline))
+    assert code == 1, data["findings"]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users DROP CONSTRAINT bal_nonneg;"
+                     "UPDATE users SET balance = id, balance_cents = id * 100;"
+                     "UPDATE users SET balance = -1, balance_cents = -100 WHERE id IN (1, 2);"
+                     "ALTER TABLE users ADD CONSTRAINT bal_nonneg CHECK (balance_cents >= 0) NOT VALID;"
+                     "UPDATE users SET balance = 999999.99, balance_cents = 99999999 WHERE id IN (7, 8);"
+                     "ALTER TABLE users ADD CONSTRAINT bal_cap CHECK (balance_cents < 1000000) NOT VALID")
+    code, data, _ = _verify(fresh_db, reports, "--baseline", str(baseline))
+    assert code == 1 and [f["baseline"] for f in data["findings"] if f["rule"] == "constraint_violation"] == [
+        "new"], data["findings"]
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("count", 1e308, "not a whole number"), ("cents_impact", float("inf"), "not a whole number"),
+    ("count", "2", "not a whole number"), ("count", True, "not a whole number"),
+    ("cents_impact", -5, "cannot be negative"), ("rows", None, "not a list"),
+])
+def test_a_hand_edited_baseline_with_figures_that_are_not_whole_numbers_is_exit_2(
+        known: str, tmp_path: Path, key: str, value: Any, words: str) -> None:
+    """Found by a break-it run: count 1e308 or cents_impact Infinity accepted any amount (every
+    comparison with them holds); a string count was an internal error."""
+    reports, baseline = tmp_path / "reports", tmp_path / "b.json"
+    code, first, _ = _verify(known, reports)
+    assert run_cli("verifier", "accept", str(reports / first["run_id"]), "--reason", "known",
+                   "--baseline", str(baseline)).code == 0
+    data = json.loads(baseline.read_text())
+    data["accepted"][0][key] = value
+    baseline.write_text(json.dumps(data))
+    result = run_cli("verify-cents", "--db", known, "--report-dir", str(tmp_path / "r"),
+                     "--baseline", str(baseline))
+    assert result.code == 2 and words in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_a_net_impact_that_changes_sign_is_changed(known: str, tmp_path: Path) -> None:
+    """Accepted: a row 695 cents short; then the same row 695 cents over. Same rows, same absolute
+    cents, the other way: changed, and the run fails."""
+    reports, baseline = tmp_path / "reports", tmp_path / "b.json"
+    code, first, _ = _verify(known, reports)
+    assert run_cli("verifier", "accept", str(reports / first["run_id"]), "--reason", "known",
+                   "--baseline", str(baseline)).code == 0
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = 1395 WHERE id = 7")
+    code, data, _ = _verify(known, reports, "--baseline", str(baseline))
+    assert code == 1
+    assert any("net +695 cents, -695 accepted" in str(f.get("baseline")) for f in data["findings"])

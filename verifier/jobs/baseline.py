@@ -70,9 +70,16 @@ class Entry:
         return (self.rule, self.table, self.column, self.migration)
 
 
+def _column(finding: dict[str, Any]) -> str | None:
+    """The column a finding is on, as offenders.csv names it: for a check without a column (a pending
+    CHECK constraint's ``constraint_violation``), the check's own name (``detail.source``), so
+    that one constraint's rows are never taken for another's."""
+    return finding.get("column") or (finding.get("detail") or {}).get("source")
+
+
 def identity(finding: dict[str, Any]) -> Identity:
     """What ties a finding to a baseline entry and to the same finding of another run."""
-    return (finding["rule"], finding.get("table"), finding.get("column"), finding.get("migration"))
+    return (finding["rule"], finding.get("table"), _column(finding), finding.get("migration"))
 
 
 def offender_rows(run_dir: Path) -> dict[tuple[str, str, str], set[str]]:
@@ -92,7 +99,7 @@ def offender_rows(run_dir: Path) -> dict[tuple[str, str, str], set[str]]:
 
 
 def _rows_of(rows: dict[tuple[str, str, str], set[str]], finding: dict[str, Any]) -> set[str]:
-    return rows.get((finding["rule"], finding.get("table") or "", finding.get("column") or ""), set())
+    return rows.get((finding["rule"], finding.get("table") or "", _column(finding) or ""), set())
 
 
 def chosen(given: Path | None, config: Config) -> Path | None:
@@ -114,13 +121,48 @@ def load(path: Path) -> list[Entry]:
                                                                                       list):
         raise UsageError(f"{path} is not a verifier baseline (no \"format\": \"{FORMAT}\" with an "
                          "\"accepted\" list).")
+    if data.get("version") != VERSION:
+        raise UsageError(f"{path} is a verifier baseline of version {data.get('version')!r}; this verifier "
+                         f"reads version {VERSION}.")
     entries = []
     for i, item in enumerate(data["accepted"]):
-        try:
-            entries.append(Entry(**{**item, "rows": tuple(item.get("rows", ()))}))
-        except TypeError as exc:
-            raise UsageError(f"{path}: accepted[{i}] is not an accepted finding ({exc}).") from None
+        problem = _malformed(item)
+        if problem:
+            raise UsageError(f"{path}: accepted[{i}] is not an accepted finding: {problem}.",
+                             hint="Write baselines with verifier accept; edit them only to delete entries.")
+        entries.append(Entry(**{**item, "rows": tuple(item["rows"])}))
     return entries
+
+
+_TEXTS = ("rule", "reason", "accepted_by", "accepted_at", "run_id")
+_NAMES = ("table", "column", "migration")
+_WHOLE = ("count", "cents_impact", "cents_impact_net")
+
+
+def _malformed(item: Any) -> str | None:
+    """What makes one entry of a baseline file unusable, or None: its figures must be exact
+    integers (not floats, which JSON's 1e308 or Infinity would be, nor booleans), count and the
+    absolute impact not negative, its rows a list of keys (text)."""
+    if not isinstance(item, dict):
+        return "not an object"
+    unknown = set(item) - {*_TEXTS, *_NAMES, *_WHOLE, "rows"}
+    missing = {*_TEXTS, *_NAMES, *_WHOLE, "rows"} - set(item)
+    if unknown or missing:
+        return f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
+    for key in _TEXTS:
+        if not isinstance(item[key], str):
+            return f"{key} is not text"
+    for key in _NAMES:
+        if item[key] is not None and not isinstance(item[key], str):
+            return f"{key} is not text or null"
+    for key in _WHOLE:
+        if isinstance(item[key], bool) or not isinstance(item[key], int):
+            return f"{key} is {item[key]!r}, not a whole number"
+    if item["count"] < 0 or item["cents_impact"] < 0:
+        return "count and cents_impact cannot be negative"
+    if not isinstance(item["rows"], list) or not all(isinstance(r, str) for r in item["rows"]):
+        return "rows is not a list of row keys"
+    return None
 
 
 def _save(path: Path, entries: list[Entry]) -> None:
@@ -128,7 +170,10 @@ def _save(path: Path, entries: list[Entry]) -> None:
     text = json.dumps({"format": FORMAT, "version": VERSION,
                        "accepted": [{**asdict(e), "rows": list(e.rows)} for e in ordered]},
                       indent=2, ensure_ascii=False)
-    write_atomic(path, text + "\n")
+    try:
+        write_atomic(path, text + "\n")
+    except OSError as exc:
+        raise UsageError(f"Cannot write the baseline file {path}: {exc.strerror}.") from None
 
 
 def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...] = (),
@@ -161,7 +206,7 @@ def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...]
     entries = {e.identity: e for e in (load(baseline) if baseline.exists() else [])}
     for f in chosen:
         entries[identity(f)] = Entry(
-            f["rule"], f.get("table"), f.get("column"), f.get("migration"), int(f.get("count") or 0),
+            f["rule"], f.get("table"), _column(f), f.get("migration"), int(f.get("count") or 0),
             abs(int(f.get("cents_impact") or 0)), int(f.get("cents_impact_net") or 0),
             tuple(sorted(_rows_of(rows, f))), reason.strip(), by, now, str(summary.get("run_id")))
     _save(baseline, list(entries.values()))
@@ -188,6 +233,9 @@ def apply(run: Run, path: Path) -> None:
             grew.append(f"{f['count']:,} rows, {entry.count:,} accepted")
         if abs(int(f.get("cents_impact") or 0)) > entry.cents_impact:
             grew.append(f"{abs(int(f['cents_impact'])):,} cents, {entry.cents_impact:,} accepted")
+        net = int(f.get("cents_impact_net") or 0)
+        if abs(net) > abs(entry.cents_impact_net) or net * entry.cents_impact_net < 0:
+            grew.append(f"net {net:+,} cents, {entry.cents_impact_net:+,} accepted")
         others = sorted(_rows_of(rows, f) - set(entry.rows))
         if others:
             grew.append(f"{len(others):,} row(s) not accepted, e.g. {others[0]}")
