@@ -41,7 +41,7 @@ import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 from psycopg import sql
 
-from verifier.scratch import provision, unique_name
+from verifier.scratch import provision
 
 # The console script of this environment, as a user runs it.
 VERIFY_CENTS = str(Path(sys.executable).with_name("verify-cents"))
@@ -101,8 +101,7 @@ def _options(parser: Any) -> None:
 def main() -> None:
     args = arguments(__doc__.splitlines()[0], "--rows", 5_000_000, _options)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
-        full, empty = unique_name("bench_full"), unique_name("bench_empty")
-        with server.database(full) as full_db, server.database(empty) as empty_db:
+        with server.database("bench_full") as full_db, server.database("bench_empty") as empty_db:
             for db in (full_db, empty_db):
                 with psycopg.connect(db.dsn, autocommit=True) as conn:
                     conn.execute(SCHEMA_SQL)

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from benchlib import arguments, run_measured  # scripts/, beside this file
 
-from verifier.scratch import provision, unique_name
+from verifier.scratch import provision
 
 VERIFY_CENTS = str(Path(sys.executable).with_name("verify-cents"))
 FILL_SQL = """
@@ -55,7 +55,7 @@ def main() -> None:
         suites = Path(tmp) / "suites"
         suites.mkdir()
         (suites / "payments_live.json").write_text(json.dumps(SUITE))
-        with server.database(unique_name("bench_gx")) as db:
+        with server.database("bench_gx") as db:
             with psycopg.connect(db.dsn, autocommit=True) as conn:
                 conn.execute(FILL_SQL.replace("%(rows)s", str(int(args.rows))))
                 conn.execute("VACUUM ANALYZE payments")

@@ -2,7 +2,7 @@
 
 Not a test (timings on a shared machine are noisy): run it and read the
 ratios, which compare runs interleaved on one server in one go.
-Usage: python scripts/bench_ledger.py [--entries 10000000] [--rounds 3] [--server URL]
+Usage: python scripts/bench_ledger.py [--entries 10000000] [--rounds 3] [--server URL] [--baseline PATH]
 (without --server: an embedded server in a temporary directory).
 
 A generated clean ledger of ENTRIES entries (``verifier.demo.ledger``) in
@@ -11,13 +11,25 @@ another. Each round runs, interleaved:
 
 - floor: one SELECT reading every entry once (count and sums of its columns);
 - audit: ``verify-ledger --db`` as a subprocess, whole command, minus the
-  same command on the small ledger (its fixed cost: start-up, catalog, report).
+  same command on the small ledger (its fixed cost: start-up, catalog, report);
+- naive: one hand-written query per invariant (``NAIVE``), one after the
+  other in one REPEATABLE READ transaction, as a team's own checks would run;
+- chain, index order: the chain pass as one statement with the planner's
+  own plan (an index scan on the account: how audits ran it before);
+- chain, sorted ranges: the chain pass as the audit runs it now
+  (``verifier.ledger.audit.split_chain``: a sort per account range, on the
+  workers importing one exported snapshot);
+- journals: the journals pass alone;
+- baseline (``--baseline PATH``): another ``verify-ledger`` (an earlier
+  version's, in its own environment), for a before/after of the audit work.
 
-Then the scheduled audit: ``--state --full`` (the full audit plus the
-digests of all history), 1% more entries posted through ``transfer_tokens``,
-and per round, from a copy of that state, the incremental audit re-hashing
-all proven history, and one re-hashing a tenth of it
-(``--verify-history-share 0.1``).
+Then the scheduled audit: ``--state --full`` (a full audit that starts a
+state; it proves nothing yet), a second audit (still full: it proves the
+history the first saw, and writes its digests), 1% more entries posted
+through ``transfer_tokens``, and per round, from a copy of that state, the
+incremental audit re-hashing all proven history, and one re-hashing a tenth
+of it (``--verify-history-share 0.1``). Each figure says the mode its
+audit's state stage reported.
 
 Also: peak resident memory of verify-ledger on both, and how many postings
 four writers (``transfer_tokens``) complete per second alone and while audits run
@@ -26,60 +38,171 @@ back to back, on a copy of the small ledger's accounts in the big one.
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 
+from verifier.config import Config
+from verifier.config.ledger import Layout
 from verifier.demo import ledger, load
-from verifier.scratch import provision, unique_name
+from verifier.ledger import audit
+from verifier.ledger import invariants as inv
+from verifier.ledger.convention import detect_convention
+from verifier.ledger.layout import detect
+from verifier.pg.snapshot import export_snapshot, in_parallel, open_snapshot, planned
+from verifier.scratch import provision
 
 VERIFY_LEDGER = str(Path(sys.executable).with_name("verify-ledger"))
 FLOOR_SQL = ("SELECT count(*), sum(amount_cents), sum(balance_before_cents), sum(balance_after_cents), "
              "max(journal_id), max(account_id), max(id) FROM entries")
 WRITERS = 4
 WINDOW_S = 5.0
+# One hand-written query per invariant, on the platform's layout: what a team writes without a tool.
+NAIVE = {
+    "journal_unbalanced": "SELECT journal_id FROM entries GROUP BY 1 HAVING sum(amount_cents) <> 0",
+    "journal_too_few_entries": "SELECT journal_id FROM entries GROUP BY 1 HAVING count(*) < 2",
+    "journal_mixed_currency": "SELECT e.journal_id FROM entries e JOIN accounts a ON a.id = e.account_id "
+                              "GROUP BY 1 HAVING count(DISTINCT a.currency) > 1",
+    "empty_journal": "SELECT j.id FROM journals j WHERE NOT EXISTS "
+                     "(SELECT 1 FROM entries e WHERE e.journal_id = j.id)",
+    "orphan_entry (journal)": "SELECT e.id FROM entries e LEFT JOIN journals j ON j.id = e.journal_id "
+                              "WHERE j.id IS NULL",
+    "orphan_entry (account)": "SELECT e.id FROM entries e LEFT JOIN accounts a ON a.id = e.account_id "
+                              "WHERE a.id IS NULL",
+    "entry_sign_mismatch": "SELECT id FROM entries WHERE NOT ((entry_type = 'debit' AND amount_cents > 0) "
+                           "OR (entry_type = 'credit' AND amount_cents < 0))",
+    "running_balance_break": "SELECT id FROM (SELECT id, balance_before_cents AS b, "
+                             "balance_after_cents AS a, amount_cents AS m, lag(balance_after_cents) "
+                             "OVER (PARTITION BY account_id ORDER BY id) AS p FROM entries) x "
+                             "WHERE (p IS NOT NULL AND b <> p) OR a <> b - m",
+    "negative_balance": "SELECT id FROM entries WHERE balance_after_cents < 0",
+    "account_balance_drift": "SELECT a.id FROM accounts a JOIN (SELECT DISTINCT ON (account_id) account_id, "
+                             "balance_after_cents FROM entries ORDER BY account_id, id DESC) l "
+                             "ON l.account_id = a.id WHERE a.balance_cents <> l.balance_after_cents",
+    "trial_balance_nonzero": "SELECT a.currency FROM entries e JOIN accounts a ON a.id = e.account_id "
+                             "GROUP BY 1 HAVING sum(e.amount_cents) <> 0",
+    "reversal_mismatch": "SELECT j.id FROM journals j LEFT JOIN journals r ON r.id = j.reversed_by "
+                         "WHERE j.is_reversed AND r.id IS NULL",
+    "snapshot_mismatch": "SELECT s.id FROM ledger_snapshots s JOIN entries e ON e.id = s.last_entry_id "
+                         "WHERE e.balance_after_cents <> s.balance_cents",
+    "pending_stale": "SELECT id FROM pending_transactions WHERE status = 'pending' AND expires_at < now()",
+    "idempotency_conflict": "SELECT idempotency_key FROM journals WHERE idempotency_key IS NOT NULL "
+                            "GROUP BY 1 HAVING count(*) > 1",
+}
 
 
-def run_audit(url: str, report_dir: Path, config: Path, *extra: str) -> tuple[float, int]:
+def naive(dsn: str) -> None:
+    """Every ``NAIVE`` query, one after the other, in one snapshot; on a clean ledger none finds a row."""
+    with psycopg.connect(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        for name, query in NAIVE.items():
+            found = conn.execute(query).fetchall()
+            assert not found, f"naive {name} found {len(found)} row(s) on a clean ledger"
+
+
+class Chain:
+    """The chain pass of the ledger at ``dsn``, in index order (one statement, the planner's plan)
+    or sorted in account ranges on ``workers`` connections (as the audit runs it)."""
+
+    def __init__(self, dsn: str, workers: int) -> None:
+        self.dsn, self.config = dsn, Config()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            layout, _ = detect(conn, Layout())
+            convention, _ = detect_convention(conn, layout)
+            currencies = audit._currencies(conn, layout)
+        self.layout = replace(layout, workers=workers)
+        self.filled = inv.names(self.layout, convention, currencies)
+
+    def index_order(self) -> None:
+        with open_snapshot(self.dsn, self.config) as conn:
+            conn.execute(inv.summary_query(inv.CHAIN, self.filled)).fetchone()
+
+    def sorted_ranges(self) -> int:
+        with open_snapshot(self.dsn, self.config) as conn:
+            parts = audit.split_chain(conn, [audit.Planned(inv.CHAIN, self.filled)], self.layout)
+            jobs: list[Callable[[psycopg.Connection], None]] = [
+                functools.partial(self._one, part=p) for p in parts]
+            in_parallel(jobs, self.dsn, self.config, export_snapshot(conn), self.layout.workers)
+        return len(parts)
+
+    @staticmethod
+    def _one(conn: psycopg.Connection, *, part: audit.Planned) -> None:
+        with planned(conn, part.settings):
+            conn.execute(inv.summary_query(part.p, part.filled)).fetchone()
+
+
+def journals_pass(dsn: str) -> None:
+    chain = Chain(dsn, 1)
+    with open_snapshot(dsn, chain.config) as conn:
+        conn.execute(inv.summary_query(inv.JOURNALS, chain.filled)).fetchone()
+
+
+def run_audit(url: str, report_dir: Path, config: Path, *extra: str, command: str = VERIFY_LEDGER
+              ) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one ``verify-ledger --db`` subprocess (which must pass)."""
-    wall, peak, _ = run_measured([VERIFY_LEDGER, "--db", url, "--report-dir", str(report_dir),
+    wall, peak, _ = run_measured([command, "--db", url, "--report-dir", str(report_dir),
                                   "--config", str(config), *extra])
     return wall, peak
 
 
+def last_mode(report_dir: Path) -> str:
+    """The mode (full, incremental) that the newest run in ``report_dir`` says its state stage had."""
+    newest = max((p for p in report_dir.iterdir() if (p / "summary.json").is_file()),
+                 key=lambda p: (p / "summary.json").stat().st_mtime)
+    stages = json.loads((newest / "summary.json").read_text())["stages"]
+    return str(next((s.get("mode") for s in stages if s.get("name") == "state"), "no state"))
+
+
 def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[float]]:
-    """Full audit with a state, then incremental audits after 1% new entries (see the module docstring)."""
+    """A state started and proven, then incremental audits after 1% new entries (see the module
+    docstring). Keys name each figure's mode as its audit reported it."""
     state = tmp / "ledger.state"
-    times: dict[str, list[float]] = {"full+state": [], "incremental": [], "incremental 0.1": []}
-    times["full+state"].append(run_audit(dsn, tmp, config, "--state", str(state), "--full")[0])
+    reports = tmp / "scheduled"
+    reports.mkdir()
+    times: dict[str, list[float]] = {}
+    steps: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("--state --full", ("--full",)), ("--state, second", ()))
+    for name, extra in steps:
+        wall = run_audit(dsn, reports, config, "--state", str(state), *extra)[0]
+        times[f"{name} ({last_mode(reports)})"] = [wall]
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM entries").fetchone()
         target = int(row[0]) // 100 if row else 0
-        start = row[0] if row else 0
+        start = int(row[0]) if row else 0
 
         def enough() -> bool:
             now = conn.execute("SELECT count(*) FROM entries").fetchone()
-            return bool(now) and int(now[0]) - int(start) >= target
+            return now is not None and int(now[0]) - start >= target
 
         with load.posting(dsn, WRITERS):
             while not enough():
                 time.sleep(0.5)
         conn.execute("VACUUM ANALYZE entries")
         added = conn.execute("SELECT count(*) FROM entries").fetchone()
-    print(f"scheduled: {int(added[0]) - int(start) if added else '?':,} entries added after the full audit")
+    print(f"scheduled: {int(added[0]) - int(start) if added else '?':,} entries added after the state "
+          "was proven")
     for rnd in range(rounds):
-        for name, extra in (("incremental", ()), ("incremental 0.1", ("--verify-history-share", "0.1"))):
+        shares: tuple[tuple[str, tuple[str, ...]], ...] = (
+            ("share 1.0", ()), ("share 0.1", ("--verify-history-share", "0.1")))
+        for name, extra in shares:
             copy = tmp / f"state-{rnd}-{len(extra)}"
             shutil.copyfile(state, copy)
-            times[name].append(run_audit(dsn, tmp, config, "--state", str(copy), *extra)[0])
-        print(f"scheduled round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items() if v))
+            wall = run_audit(dsn, reports, config, "--state", str(copy), *extra)[0]
+            times.setdefault(f"{name} ({last_mode(reports)})", []).append(wall)
+        print(f"scheduled round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
     return times
 
 
@@ -89,13 +212,21 @@ def throughput(dsn: str, seconds: float) -> float:
     return sum(counts) / seconds
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):8.3f} s  ({min(values):.3f}..{max(values):.3f})"
+
+
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0], "--entries", 10_000_000)
+    def baseline_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--baseline", metavar="PATH",
+                            help="another verify-ledger, timed in the same rounds")
+
+    args = arguments(__doc__.splitlines()[0], "--entries", 10_000_000, baseline_option)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "verifier.toml"
         config.write_text("statement_timeout_s = 3600\n[ledger]\nreconcile = []\n")  # writers move money
-        with server.database(unique_name("bench_ledger")) as big, \
-                server.database(unique_name("bench_small")) as small:
+        with server.database("bench_ledger") as big, \
+                server.database("bench_small") as small:
             built = ledger.build(big.dsn, args.entries)
             ledger.build(small.dsn, ledger.ENTRIES_MIN)
             with psycopg.connect(big.dsn, autocommit=True) as conn:
@@ -105,17 +236,33 @@ def main() -> None:
             print(f"server {version[0] if version else '?'} ({server.kind}); {built.entries:,} entries, "
                   f"{built.journals:,} journals, {built.accounts:,} accounts; entries with indexes "
                   f"{size[0] if size else '?'}; built in {built.duration_s:.1f} s")
-            figures: dict[str, list[float]] = {"floor": [], "audit": [], "small": []}
+            chain = Chain(big.dsn, Layout().workers)
+            runs: dict[str, Any] = {
+                "floor": None, "audit": lambda: run_audit(big.dsn, Path(tmp), config),
+                "small": lambda: run_audit(small.dsn, Path(tmp), config),
+                "naive": lambda: naive(big.dsn),
+                "chain, index order": chain.index_order, "chain, sorted ranges": chain.sorted_ranges,
+                "journals pass": lambda: journals_pass(big.dsn)}
+            if args.baseline:
+                runs["baseline"] = lambda: run_audit(big.dsn, Path(tmp), config, command=args.baseline)
+                runs["baseline small"] = lambda: run_audit(small.dsn, Path(tmp), config,
+                                                           command=args.baseline)
+            figures: dict[str, list[float]] = {name: [] for name in runs}
             rss: dict[str, list[int]] = {"audit": [], "small": []}
             with psycopg.connect(big.dsn, autocommit=True) as conn:
                 conn.execute(FLOOR_SQL).fetchall()  # warm the cache once before measuring
+                runs["floor"] = lambda: conn.execute(FLOOR_SQL).fetchall()
                 for rnd in range(args.rounds):
-                    figures["floor"].append(timed(lambda: conn.execute(FLOOR_SQL).fetchall()))
-                    for name, dsn in (("audit", big.dsn), ("small", small.dsn)):
-                        wall, peak = run_audit(dsn, Path(tmp), config)
-                        figures[name].append(wall)
-                        rss[name].append(peak)
-                    print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()))
+                    for name, fn in runs.items():
+                        if name in rss:
+                            wall, peak = fn()
+                            figures[name].append(wall)
+                            rss[name].append(peak)
+                        else:
+                            figures[name].append(timed(fn))
+                    print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()),
+                          flush=True)
+            ranges = chain.sorted_ranges()
             incremental = scheduled(big.dsn, Path(tmp), config, args.rounds)
             alone = throughput(big.dsn, WINDOW_S)
             stop = threading.Event()
@@ -139,16 +286,20 @@ def main() -> None:
                 auditor.join()
     med = {k: statistics.median(v) for k, v in figures.items()}
     work = med["audit"] - med["small"]
-    print("\nmedians over rounds:")
-    for k, v in med.items():
-        print(f"  {k:6s} {v:8.3f} s")
-    print(f"  audit work (audit - small) {work:.3f} s")
-    print(f"audit work / floor           {work / med['floor']:.2f}  (goal <= 3)")
+    print(f"\nmedians over {args.rounds} interleaved rounds (min..max):")
+    for k, v in figures.items():
+        print(f"  {k:22s} {spread(v)}")
+    print(f"  audit work (audit - small) {work:.3f} s; the chain pass in {ranges} account range(s)")
+    print(f"audit work / floor           {work / med['floor']:.2f}  (goal <= 8, aim 5)")
+    print(f"naive / audit work           {med['naive'] / work:.2f}  (goal >= 5)")
+    print(f"chain: index order / sorted ranges {med['chain, index order'] / med['chain, sorted ranges']:.2f}")
+    if args.baseline:
+        before = med["baseline"] - med["baseline small"]
+        print(f"baseline audit work {before:.3f} s; now {work:.3f} s ({before / work:.2f}x faster)")
     for name, values in incremental.items():
         inc_work = statistics.median(values) - med["small"]
-        goal = "  (goal <= 0.10)" if name.startswith("incremental") else ""
-        print(f"{name:16s} {statistics.median(values):8.3f} s, work {inc_work:.3f} s = "
-              f"{inc_work / work:.3f} of the full audit's work{goal}")
+        print(f"{name:28s} {spread(values)}, work {inc_work:.3f} s = {inc_work / work:.3f} of the full "
+              "audit's" + ("  (goal <= 0.05 at share 0.1)" if "share 0.1" in name else ""))
     print(f"peak RSS: full {max(rss['audit']) / 1024:.1f} MiB, small {max(rss['small']) / 1024:.1f} MiB, "
           f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB")
     print(f"writers ({WRITERS}, transfer_tokens): {alone:.0f} postings/s alone, {under:.0f}/s while "

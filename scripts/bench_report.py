@@ -26,7 +26,7 @@ import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 
 from verifier.report.html import render_html
-from verifier.scratch import provision, unique_name
+from verifier.scratch import provision
 
 BIN = Path(sys.executable).parent
 
@@ -80,7 +80,7 @@ def main() -> None:
             wall, _, _ = run_measured([str(BIN / command), "--demo", "--report-dir", str(reports)], ok=(1,))
             measure(f"{command} --demo (run {wall:.1f} s)", only_run(reports), args.rounds)
         with provision(args.server or "embedded") as server, \
-                server.database(unique_name("bench_report")) as db:
+                server.database("bench_report") as db:
             with psycopg.connect(db.dsn, autocommit=True) as conn:
                 conn.execute("CREATE TABLE tips (id bigint PRIMARY KEY, amount numeric(12,2), "
                              "amount_cents bigint)")

@@ -185,6 +185,50 @@ def test_select_only_read_only_role_finds_the_plants_and_writes_nothing(
     assert table_digests(copy) == digests_before
 
 
+def _sums(data: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per rule: rows and cents impact, over the run's findings."""
+    sums: dict[str, tuple[int, int]] = {}
+    for f in data["findings"]:
+        rows, cents = sums.get(f["rule"], (0, 0))
+        sums[f["rule"]] = (rows + f["count"], cents + f["cents_impact"])
+    return sums
+
+
+def test_chain_split_into_account_ranges_finds_what_one_pass_finds(
+        clean_ledger: str, make_db: Any, tmp_path: Path) -> None:
+    """The full chain pass in account ranges (a sort per range, on the workers) proves what the one
+    pass proves: every planted id, the same counts and impacts, and entries whose account lies
+    outside every sampled value (below, above, NULL) in the open-ended first and last ranges."""
+    copy = copy_db(make_db, clean_ledger)
+    wanted = _planted(ledger.plant(copy))
+    with psycopg.connect(copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # no foreign key: orphans by design
+        conn.execute("ALTER TABLE entries ALTER COLUMN account_id DROP NOT NULL")
+        journal = conn.execute("SELECT max(id) + 1 FROM journals").fetchone()
+        assert journal is not None
+        conn.execute("INSERT INTO journals (id, ref_type, ref_id, description) SELECT %s, ref_type, "
+                     "gen_random_uuid(), 'outside every range' FROM journals LIMIT 1", (journal[0],))
+        ids = [r[0] for r in conn.execute(
+            "INSERT INTO entries (journal_id, account_id, entry_type, amount_cents, balance_before_cents, "
+            "balance_after_cents) SELECT %s, a, t, m, 0, -m FROM (VALUES (-987654321::bigint, 'debit', "
+            "70::bigint), (987654321987, 'credit', -30), (NULL, 'credit', -40)) v(a, t, m) "
+            "RETURNING id::text",
+            (journal[0],)).fetchall()]
+    wanted.setdefault("orphan_entry", set()).update(ids)
+    runs = {}
+    for ranges in (1, 5):
+        config = DEMO_CONFIG + f"[ledger]\nchain_ranges = {ranges}\n"
+        code, data, stderr = _audit(copy, tmp_path / str(ranges), config=config)
+        assert code == 1, stderr
+        chain = [p for p in {s["name"]: s for s in data["stages"]}["audit"]["passes"] if p["pass"] == "chain"]
+        assert len(chain) == ranges, chain
+        runs[ranges] = data
+        assert _offenders(only_run(tmp_path / str(ranges))) == wanted
+    assert _sums(runs[5]) == _sums(runs[1])
+    chain = [p for p in {s["name"]: s for s in runs[5]["stages"]}["audit"]["passes"] if p["pass"] == "chain"]
+    assert chain[0]["accounts"].startswith("account <") and chain[-1]["accounts"].startswith("account >=")
+
+
 def test_opposite_sign_convention_is_detected(clean_ledger: str, make_db: Any, tmp_path: Path) -> None:
     copy = copy_db(make_db, clean_ledger)
     with psycopg.connect(copy, autocommit=True) as conn:

@@ -60,7 +60,7 @@ MUTABLE_BY_DEFAULT = ("updated_at",)
 # The keys of [tool.verifier.ledger] (the README documents each).
 KEYS = ("schema", "tables", "columns", "non_negative_account_types", "debit_normal_account_types",
         "balance_rule", "positive_is", "debit_value", "credit_value", "reconcile", "mutable_columns",
-        "workers", "unsettled_audits_max")
+        "workers", "chain_ranges", "unsettled_audits_max")
 # The two halves of a sign convention. "detect" reads them from the entries.
 BALANCE_RULES = ("after_is_before_minus_amount", "after_is_before_plus_amount")
 POSITIVE_IS = ("debit", "credit")
@@ -108,6 +108,9 @@ class Layout:
         Reconcile("public", "users", "id", "balance_cents", "user", configured=False),)
     mutable_columns: tuple[str, ...] = ()  # "table.column": left out of the history digests too
     workers: int = 3  # connections reading the one exported snapshot in parallel
+    # Account ranges the full chain pass is split into (None: up to ``workers``, on a ledger large
+    # enough for it to pay; 1: not split).
+    chain_ranges: int | None = None
     # --state: audits in a row that may prove nothing new (a transaction held history back) before
     # that is an error rather than a warning.
     unsettled_audits_max: int = 3
@@ -197,6 +200,10 @@ def parse(section: Any, where: str) -> Layout:
     workers = section.get("workers", layout.workers)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 32:
         raise UsageError(f"{where}: ledger.workers must be an integer from 1 to 32.")
+    chain_ranges = section.get("chain_ranges", layout.chain_ranges)
+    if chain_ranges is not None and (isinstance(chain_ranges, bool) or not isinstance(chain_ranges, int)
+                                     or not 1 <= chain_ranges <= 64):
+        raise UsageError(f"{where}: ledger.chain_ranges must be an integer from 1 to 64.")
     unsettled = section.get("unsettled_audits_max", layout.unsettled_audits_max)
     if isinstance(unsettled, bool) or not isinstance(unsettled, int) or not 1 <= unsettled <= 1000:
         raise UsageError(f"{where}: ledger.unsettled_audits_max must be an integer from 1 to 1000.")
@@ -207,7 +214,8 @@ def parse(section: Any, where: str) -> Layout:
     return replace(layout, schema=schema, tables=tables, columns=columns,
                    non_negative_account_types=None if types is None else tuple(types),
                    debit_normal_account_types=tuple(normal), mutable_columns=tuple(mutable),
-                   reconcile=reconcile, workers=workers, unsettled_audits_max=unsettled, **chosen, **values)
+                   reconcile=reconcile, workers=workers, chain_ranges=chain_ranges,
+                   unsettled_audits_max=unsettled, **chosen, **values)
 
 
 def _str_table(section: dict[str, Any], key: str, where: str, *, empty: bool = False) -> dict[str, str]:

@@ -53,15 +53,33 @@ from verifier.ledger.convention import detect_convention
 from verifier.ledger.layout import Detection, detect
 from verifier.ledger.proven import Schedule, Scope
 from verifier.pg import conninfo
-from verifier.pg.snapshot import export_snapshot, in_parallel
+from verifier.pg.snapshot import export_snapshot, in_parallel, planned
 from verifier.run import Run
 
 __all__ = ["Schedule", "audit"]
 
 OFFENDERS_HEADER = ("rule", "table", "id", "cents_impact", "detail")
 CURRENCIES_MAX = 200  # distinct account currencies the per-currency figures are read for
-# A pass to run: its SQL and the placeholders that fill it.
-Planned = tuple[inv.Pass, dict[str, sql.Composable]]
+# The full chain pass reads the entries in (account, seq) order. Through an index on the account,
+# that is a random read of the table per entry (on 10^7 entries each heap page was fetched about
+# 50 times); a sequential scan and a sort read each page once. So the full chain pass sorts, split
+# into account ranges that the workers sort at once; work_mem larger than this made the sorts
+# slower here, not faster (measured: scripts/bench_ledger.py --chain, README "Speed").
+CHAIN_SORTED = {"enable_indexscan": "off", "enable_bitmapscan": "off", "work_mem": "4MB"}
+CHAIN_SAMPLE_PERCENT = 1  # of the entries' pages, sampled for the account ranges' bounds
+CHAIN_RANGE_ROWS_MIN = 2_000  # sampled entries per range, at least (else fewer ranges)
+CHAIN_QUANTILES = 64  # of the sampled accounts, grouped into ranges of about equal weight
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A pass to run: its SQL, the placeholders that fill it, its planner settings; ``part`` names
+    the account range of a pass split into several (``None``: the whole pass)."""
+
+    p: inv.Pass
+    filled: dict[str, sql.Composable]
+    settings: dict[str, str] = field(default_factory=dict)
+    part: str | None = None
 
 
 @dataclass
@@ -77,9 +95,11 @@ class PassResult:
     groups: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 
 
-def _summary(conn: psycopg.Connection, *, p: inv.Pass, filled: dict[str, sql.Composable]) -> PassResult:
+def _summary(conn: psycopg.Connection, *, p: inv.Pass, filled: dict[str, sql.Composable],
+             settings: dict[str, str]) -> PassResult:
     started = time.monotonic()
-    row = conn.execute(inv.summary_query(p, filled)).fetchone()
+    with planned(conn, settings):
+        row = conn.execute(inv.summary_query(p, filled)).fetchone()
     assert row is not None
     n = len(p.totals)
     return PassResult(p.name, {name: v if isinstance(v, dict) else int(v)
@@ -192,10 +212,11 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     scope = (proven.read_state(run, conn, layout, convention, filled, schedule, detection.mutable)
              if schedule.state is not None else proven.UNSCHEDULED)
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
+    passes = split_chain(conn, passes, layout, scope.mode)
     rehash = _plan_rehash(scope, schedule)
-    results, digests = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
-    findings, carried, tampered = _offenders_stage(run, conn, config, scope, passes, results, digests, rehash,
-                                                   offenders)
+    parts, digests = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
+    findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, digests,
+                                                            rehash, offenders)
     _opening_stage(run, scope, results)
     if not_checked:
         findings.append(_not_checked_finding(not_checked))
@@ -260,13 +281,109 @@ def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, curre
         assert scope.state is not None
         placeholders = inv.incremental(filled, scope.state.proven["entries"], scope.state.proven["journals"],
                                        scope.state.trial)
-        passes = [(p, placeholders) for p in runnable]
+        passes = [Planned(p, placeholders) for p in runnable]
     else:
-        passes = [(p, filled) for p in runnable]
+        passes = [Planned(p, filled) for p in runnable]
     not_checked += [("reconciliation_mismatch", f"{r.schema}.{r.table}.{r.column}: {why}")
                     for r, why in detection.skipped]
-    return passes + [(inv.reconcile_pass(r), inv.names(layout, convention, currencies, r))
+    return passes + [Planned(inv.reconcile_pass(r), inv.names(layout, convention, currencies, r))
                      for r in detection.reconciles], not_checked
+
+
+def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout, mode: str = "full"
+                 ) -> list[Planned]:
+    """The full chain pass as a sort (``CHAIN_SORTED``), split into up to ``layout.workers``
+    ranges of account ids holding about as many entries each (bounds from a sample of the entries'
+    pages, ``TABLESAMPLE SYSTEM``). The first range is open below and holds the NULL accounts, the
+    last is open above: every entry falls in exactly one, whatever the sample saw. An incremental
+    chain pass (``mode``) reads only the new entries, through the index, and is not split."""
+    if mode == "incremental":
+        return passes
+    out = []
+    for planned_pass in passes:
+        if planned_pass.p.name != "chain":
+            out.append(planned_pass)
+            continue
+        bounds = _account_bounds(conn, layout, planned_pass.filled)
+        account = sql.SQL("e.{}").format(planned_pass.filled["entries_account"])
+        ranges: list[tuple[str, sql.Composable]] = []
+        edges: list[Any] = [None, *bounds, None]
+        for low, high in zip(edges, edges[1:], strict=False):
+            where = []
+            if low is not None:
+                where.append(sql.SQL("{} >= {}").format(account, sql.Literal(low)))
+            if high is not None:
+                where.append(sql.SQL("({} < {} OR {} IS NULL)").format(account, sql.Literal(high), account)
+                             if low is None else sql.SQL("{} < {}").format(account, sql.Literal(high)))
+            ranges.append((f"account {'' if low is None else f'>= {low} '}"
+                           f"{'and ' if low is not None and high is not None else ''}"
+                           f"{'' if high is None else f'< {high}'}".strip()
+                           if where else "every account",
+                           sql.SQL(" AND ").join(where) if where else sql.SQL("true")))
+        out += [Planned(planned_pass.p, {**planned_pass.filled, "chain_range": where}, CHAIN_SORTED,
+                        part=label if len(ranges) > 1 else None) for label, where in ranges]
+    return out
+
+
+def _account_bounds(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable]
+                    ) -> list[str]:
+    """Increasing account ids (as text) that cut the entries into ranges of about as many entries
+    each, from ``CHAIN_QUANTILES`` quantiles of a sample of the entries' pages: up to
+    ``layout.chain_ranges`` ranges where configured, else up to ``layout.workers`` on a ledger large
+    enough to pay (``CHAIN_RANGE_ROWS_MIN`` sampled entries per range). None for an entries
+    relation that is not a table (a view cannot be sampled). An account that holds many entries (a
+    platform's fee account) repeats among the quantiles; the range it starts is given its weight."""
+    ranges_max = layout.chain_ranges or layout.workers
+    if ranges_max < 2:
+        return []
+    kind = conn.execute(sql.SQL(
+        "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {}").format(
+        sql.Literal(layout.schema), sql.Literal(layout.tables["entries"]))).fetchone()
+    if kind is None or kind[0] not in ("r", "p", "m"):
+        return []
+    # Ordered as the range predicates compare: by the column's own type, collation and operators,
+    # resolved in pg_catalog (the session's search_path). A constant seed: the same ranges each run.
+    # A small ledger's sample of 1% may be empty; configured ranges then sample every page.
+    for percent in (CHAIN_SAMPLE_PERCENT, 100):
+        row = conn.execute(inv.compose(
+            "SELECT count(*), (percentile_disc({fractions}::float8[]) WITHIN GROUP "
+            "(ORDER BY e.{entries_account}))::text[] "
+            "FROM {entries} e TABLESAMPLE SYSTEM ({percent}) REPEATABLE (0) "
+            "WHERE e.{entries_account} IS NOT NULL",
+            {**filled, "percent": sql.Literal(percent),
+             "fractions": sql.Literal([i / CHAIN_QUANTILES for i in range(CHAIN_QUANTILES)])})).fetchone()
+        assert row is not None
+        sampled, quantiles = int(row[0]), list(row[1] or [])
+        if layout.chain_ranges is None or sampled >= CHAIN_QUANTILES:
+            break
+    ranges = (ranges_max if layout.chain_ranges is not None
+              else min(ranges_max, sampled // CHAIN_RANGE_ROWS_MIN))
+    if ranges < 2 or not sampled:
+        return []
+    return balanced(quantiles, ranges)
+
+
+def balanced(quantiles: list[str], ranges: int) -> list[str]:
+    """Cuts (values among ``quantiles``, increasing) that split the sampled values into up to
+    ``ranges`` ranges ``[cut_i, cut_i+1)`` of about equal weight.
+
+    ``quantiles``: the values at fractions 0, 1/q, 2/q, ... of the sample, in order; each stands
+    for 1/q of it, and a value that repeats stands for as many shares (one range, however heavy:
+    one account's entries are never split)."""
+    weight: dict[str, int] = {}
+    for value in quantiles:
+        weight[value] = weight.get(value, 0) + 1
+    share = len(quantiles) / ranges
+    cuts: list[str] = []
+    held = 0
+    for value, n in weight.items():
+        if held >= share and len(cuts) < ranges - 1:
+            cuts.append(value)
+            held = 0
+        held += n
+    return cuts
+
 
 
 def _opening_stage(run: Run, scope: Scope, results: list[PassResult]) -> None:
@@ -313,7 +430,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                  filled: dict[str, sql.Composable]) -> tuple[list[PassResult], list[history.Digests]]:
     """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot."""
     jobs: list[Callable[[psycopg.Connection], Any]] = [
-        functools.partial(_summary, p=p, filled=f) for p, f in passes]
+        functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings) for x in passes]
     if scope.state is not None:
         for table in st.HISTORY_TABLES:
             old = scope.state.proven[table] if scope.mode == "incremental" else proven.FULL_FROM
@@ -329,17 +446,44 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         results: list[PassResult] = done[:len(passes)]
         digests: list[history.Digests] = done[len(passes):]
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
-                      passes=[{"pass": r.name, "rules": [rule.rule for rule in p.rules],
+                      passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
+                               "rules": [rule.rule for rule in x.p.rules],
                                "duration_s": r.duration_s, **r.totals, "offending": sum(r.counts)}
-                              for (p, _), r in zip(passes, results, strict=True)])
+                              for x, r in zip(passes, results, strict=True)])
     return results, digests
 
 
+def _merged(parts: list[PassResult]) -> PassResult:
+    """One pass's result from those of its account ranges: counts, impacts and totals added up
+    (a breakdown by currency per currency, exactly), durations too (the ranges ran at once)."""
+    if len(parts) == 1:
+        return parts[0]
+    totals: dict[str, Any] = {}
+    for part in parts:
+        for name, value in part.totals.items():
+            if isinstance(value, dict):
+                into = totals.setdefault(name, {})
+                for key, figure in value.items():
+                    into[key] = str(Decimal(into.get(key, "0")) + Decimal(figure))
+            else:
+                totals[name] = totals.get(name, 0) + value
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for part in parts:
+        for key, (n, cents) in part.groups.items():
+            tally = groups.setdefault(key, [0, Decimal(0)])
+            tally[0] += n
+            tally[1] += cents
+    return PassResult(parts[0].name, totals, [sum(c) for c in zip(*(p.counts for p in parts), strict=True)],
+                      [sum(i, Decimal(0)) for i in zip(*(p.impacts for p in parts), strict=True)],
+                      round(sum(p.duration_s for p in parts), 3), groups)
+
+
 def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: Scope, passes: list[Planned],
-                     results: list[PassResult], digests: list[history.Digests],
+                     parts: list[PassResult], digests: list[history.Digests],
                      rehash: dict[str, list[tuple[int, int]]], offenders: str
-                     ) -> tuple[list[Finding], list[st.Carried], list[history.Tampered]]:
-    """The "offenders" stage: offending rows to offenders.csv; the findings, carried rows and tampering."""
+                     ) -> tuple[list[Finding], list[st.Carried], list[history.Tampered], list[PassResult]]:
+    """The "offenders" stage: offending rows to offenders.csv; the findings, carried rows and tampering,
+    and each pass's result (its account ranges' merged)."""
     layout = config.ledger
     findings: list[Finding] = []
     carried = scope.carried
@@ -347,12 +491,25 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
     tampered: list[history.Tampered] = []
     with run.stage("offenders") as detail, offenders_csv(run.run_dir, offenders) as out:
         out.writerow(OFFENDERS_HEADER)
-        for (p, placeholders), result in zip(passes, results, strict=True):
+        results: list[PassResult] = []
+        by_pass: dict[str, list[tuple[Planned, PassResult]]] = {}
+        for planned_pass, part in zip(passes, parts, strict=True):
+            by_pass.setdefault(planned_pass.p.name, []).append((planned_pass, part))
+        for group in by_pass.values():
+            p = group[0][0].p
             samples: dict[int, list[dict[str, Any]]] = {}
-            if any(result.counts):
-                samples, found = stream_offenders(conn, p, placeholders, result, layout, out,
-                                                  config.sample_rows_max, scope.settled, run.run_id)
-                new_carried += found
+            for planned_pass, part in group:
+                if any(part.counts):
+                    with planned(conn, planned_pass.settings):
+                        found_samples, found = stream_offenders(
+                            conn, p, planned_pass.filled, part, layout, out, config.sample_rows_max,
+                            scope.settled, run.run_id)
+                    new_carried += found
+                    for index, rows in found_samples.items():
+                        bucket = samples.setdefault(index, [])
+                        bucket += rows[:config.sample_rows_max - len(bucket)]
+            result = _merged([part for _, part in group])
+            results.append(result)
             add_carried(p, result, [c for c in carried if c.pass_name == p.name], layout, out, samples,
                         config.sample_rows_max)
             findings += findings_of(p, result, samples, layout, offenders)
@@ -364,7 +521,7 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
         findings += _tampered_findings(tampered, layout, config.sample_rows_max, offenders)
         detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered)
         detail["drift_by_account_type"] = _drift_by_type(results)
-    return findings, carried + new_carried, tampered
+    return findings, carried + new_carried, tampered, results
 
 
 def _drift_by_type(results: list[PassResult]) -> dict[str, dict[str, Any]]:

@@ -11,9 +11,10 @@ a few such connections, all in one exported snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -100,6 +101,28 @@ def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -
         conn.close()
         raise
     return conn
+
+
+@contextlib.contextmanager
+def planned(conn: psycopg.Connection, settings: dict[str, str]) -> Iterator[None]:
+    """Planner settings (``enable_indexscan``, ``work_mem``) for the statements run inside, in
+    ``conn``'s open transaction only (``set_config(..., is_local => true)``), restored afterwards.
+
+    The workers of ``in_parallel`` run several passes in one transaction, each wanting its own plan.
+    A failed statement leaves the transaction aborted, and nothing is restored (the transaction ends).
+    """
+    old = {}
+    for name, value in settings.items():
+        row = conn.execute("SELECT pg_catalog.current_setting(%s), pg_catalog.set_config(%s, %s, true)",
+                           (name, name, value)).fetchone()
+        assert row is not None
+        old[name] = str(row[0])
+    try:
+        yield
+    finally:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            for name, value in old.items():
+                conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
 
 
 def export_snapshot(conn: psycopg.Connection) -> str:
