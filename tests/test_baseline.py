@@ -178,3 +178,65 @@ def test_a_net_impact_that_changes_sign_is_changed(known: str, tmp_path: Path) -
     code, data, _ = _verify(known, reports, "--baseline", str(baseline))
     assert code == 1
     assert any("net +695 cents, -695 accepted" in str(f.get("baseline")) for f in data["findings"])
+
+
+def test_a_finding_that_grew_or_turned_since_the_previous_run_is_changed_not_unchanged(
+        known: str, tmp_path: Path) -> None:
+    """Found by a tester: a finding of the same identity as the previous run's but with more rows,
+    more cents, other rows or a net impact of the other sign was "unchanged". It is changed, with
+    what changed (the baseline's comparison), in summary.json, on the terminal and in the report."""
+    reports = tmp_path / "reports"
+    code, first, _ = _verify(known, reports)
+    assert code == 1
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = 6 WHERE id = 8")  # another row, 794 cents short
+    code, data, stderr = _verify(known, reports)
+    since = data["provenance"]["previous_run"]
+    assert since["run_id"] == first["run_id"]
+    assert (since["new"], since["fixed"], since["unchanged"]) == ([], [], 0), since
+    [value] = [c for c in since["changed"] if c.startswith("value_mismatch public.tips.amount_cents")]
+    assert "2 rows, 1 in the previous run" in value and "1,489 cents, 695 in the previous run" in value
+    assert '1 row(s) not in the previous run, e.g. {"id" : 8}' in value
+    marks = {f["rule"]: f["since_previous"] for f in data["findings"]}
+    assert marks["value_mismatch"].startswith("changed: 2 rows, 1 in the previous run"), marks
+    assert marks["sum_mismatch"].startswith("changed: "), marks
+    assert f"since run {first['run_id']} (fail): 0 new, 0 fixed, 2 changed, 0 unchanged" in stderr
+    assert "    changed: value_mismatch public.tips.amount_cents" in stderr
+    html = (reports / data["run_id"] / "report.html").read_text()
+    assert "0 new, 0 fixed, 2 changed, 0 unchanged" in html and "<p>Changed (" in html
+    assert f"changed since {first['run_id']}" in html
+
+    # Fewer rows and cents, but the net impact turned: 695 cents over where 1,489 were short.
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = 800 WHERE id = 8; UPDATE tips SET amount_cents = 1395 "
+                     "WHERE id = 7")
+    code, data, _ = _verify(known, reports)
+    assert len(data["provenance"]["previous_run"]["changed"]) == 2
+    assert all("net +695 cents, -1,489 in the previous run" in f["since_previous"] for f in data["findings"])
+
+    # Nothing changed: unchanged.
+    code, data, _ = _verify(known, reports)
+    since = data["provenance"]["previous_run"]
+    assert (since["changed"], since["unchanged"]) == ([], 2)
+    assert {f["since_previous"] for f in data["findings"]} == {"unchanged"}
+
+
+def test_baseline_stale_warnings_are_left_out_of_the_previous_run_diff(known: str, tmp_path: Path) -> None:
+    """Found by a tester: a baseline_stale warning describes the baseline file, not the database, yet
+    it appeared as a new finding since the previous run (and as fixed once the file was cleaned)."""
+    reports, baseline = tmp_path / "reports", tmp_path / "b.json"
+    code, first, _ = _verify(known, reports)
+    assert run_cli("verifier", "accept", str(reports / first["run_id"]), "--reason", "known",
+                   "--baseline", str(baseline)).code == 0
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("UPDATE tips SET amount_cents = id * 100")
+    code, data, _ = _verify(known, reports, "--baseline", str(baseline))
+    assert code == 0 and data["provenance"]["baseline"]["stale"] == 2
+    since = data["provenance"]["previous_run"]
+    assert since["run_id"] == first["run_id"] and since["new"] == [], since
+    assert sorted(since["fixed"]) == ["sum_mismatch public.tips.amount_cents",
+                                      "value_mismatch public.tips.amount_cents"]
+    assert not any("since_previous" in f for f in data["findings"])
+    code, data, _ = _verify(known, reports)  # the baseline left out: nothing fixed since
+    since = data["provenance"]["previous_run"]
+    assert (since["new"], since["fixed"], since["changed"], since["unchanged"]) == ([], [], [], 0), since

@@ -20,9 +20,11 @@ warning names each, so that fixed issues leave the baseline.
 
 Every run also compares itself with the previous run of the same report
 folder on the same target (``previous``): the same ``--db`` target (its
-database and server as described in the provenance), or the same snapshot
-(its SHA-256) and migrations directory. It records the findings that are
-new, fixed and unchanged since then.
+database and server as described in the provenance), or the same
+snapshot (its SHA-256) and migrations directory. It records the
+findings that are new, fixed, changed (grown or turned, as ``apply`` tells
+them) and unchanged since then; ``baseline_stale`` warnings, about the
+baseline file and not the target, are left out.
 """
 
 from __future__ import annotations
@@ -100,6 +102,33 @@ def offender_rows(run_dir: Path) -> dict[tuple[str, str, str], set[str]]:
 
 def _rows_of(rows: dict[tuple[str, str, str], set[str]], finding: dict[str, Any]) -> set[str]:
     return rows.get((finding["rule"], finding.get("table") or "", _column(finding) or ""), set())
+
+
+def _entry(finding: dict[str, Any], rows: dict[tuple[str, str, str], set[str]], reason: str, by: str,
+           at: str, run_id: str) -> Entry:
+    """``finding`` (of a run's summary.json) as an entry: its identity, figures and offending rows."""
+    return Entry(finding["rule"], finding.get("table"), _column(finding), finding.get("migration"),
+                 int(finding.get("count") or 0), abs(int(finding.get("cents_impact") or 0)),
+                 int(finding.get("cents_impact_net") or 0), tuple(sorted(_rows_of(rows, finding))), reason,
+                 by, at, run_id)
+
+
+def _grown(finding: dict[str, Any], rows: set[str], entry: Entry, *, than: str) -> list[str]:
+    """What ``finding`` (with the offending rows ``rows``) has that ``entry`` does not, in words, or
+    nothing: more rows, more cents (absolute), a larger net impact or one of the other sign, rows
+    the entry does not hold. ``than`` names the entry in the words ("accepted")."""
+    grew = []
+    if int(finding.get("count") or 0) > entry.count:
+        grew.append(f"{finding['count']:,} rows, {entry.count:,} {than}")
+    if abs(int(finding.get("cents_impact") or 0)) > entry.cents_impact:
+        grew.append(f"{abs(int(finding['cents_impact'])):,} cents, {entry.cents_impact:,} {than}")
+    net = int(finding.get("cents_impact_net") or 0)
+    if abs(net) > abs(entry.cents_impact_net) or net * entry.cents_impact_net < 0:
+        grew.append(f"net {net:+,} cents, {entry.cents_impact_net:+,} {than}")
+    others = sorted(rows - set(entry.rows))
+    if others:
+        grew.append(f"{len(others):,} row(s) not {than}, e.g. {others[0]}")
+    return grew
 
 
 def chosen(given: Path | None, config: Config) -> Path | None:
@@ -205,10 +234,7 @@ def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...]
     by = who or getpass.getuser()
     entries = {e.identity: e for e in (load(baseline) if baseline.exists() else [])}
     for f in chosen:
-        entries[identity(f)] = Entry(
-            f["rule"], f.get("table"), _column(f), f.get("migration"), int(f.get("count") or 0),
-            abs(int(f.get("cents_impact") or 0)), int(f.get("cents_impact_net") or 0),
-            tuple(sorted(_rows_of(rows, f))), reason.strip(), by, now, str(summary.get("run_id")))
+        entries[identity(f)] = _entry(f, rows, reason.strip(), by, now, str(summary.get("run_id")))
     _save(baseline, list(entries.values()))
     return len(chosen), len(entries)
 
@@ -228,17 +254,7 @@ def apply(run: Run, path: Path) -> None:
             kept.append(f)
             continue
         matched.add(entry.identity)
-        grew = []
-        if int(f.get("count") or 0) > entry.count:
-            grew.append(f"{f['count']:,} rows, {entry.count:,} accepted")
-        if abs(int(f.get("cents_impact") or 0)) > entry.cents_impact:
-            grew.append(f"{abs(int(f['cents_impact'])):,} cents, {entry.cents_impact:,} accepted")
-        net = int(f.get("cents_impact_net") or 0)
-        if abs(net) > abs(entry.cents_impact_net) or net * entry.cents_impact_net < 0:
-            grew.append(f"net {net:+,} cents, {entry.cents_impact_net:+,} accepted")
-        others = sorted(_rows_of(rows, f) - set(entry.rows))
-        if others:
-            grew.append(f"{len(others):,} row(s) not accepted, e.g. {others[0]}")
+        grew = _grown(f, _rows_of(rows, f), entry, than="accepted")
         if grew:
             f["baseline"] = "changed: " + "; ".join(grew)
             changed += 1
@@ -274,9 +290,18 @@ def _same_target(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
     return False
 
 
+def _compared(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings a comparison with the previous run takes: a ``baseline_stale`` warning is about
+    the baseline file, not the target, and is left out."""
+    return [f for f in findings if f["rule"] != "baseline_stale"]
+
+
 def previous(run: Run) -> None:
     """Compare ``run`` with the newest earlier run of its report folder on the same target, by the
-    same command: the findings new, fixed and unchanged since then (``provenance.previous_run``)."""
+    same command: the findings new, fixed, changed (as ``apply`` tells a grown finding: more rows,
+    more cents, a net impact larger or of the other sign, other rows; with what changed) and
+    unchanged since then (``provenance.previous_run``; each finding's ``since_previous``). Reads the
+    folder's summary.json, offenders.csv and ledger-offenders.csv files; writes nothing."""
     folder = run.run_dir.parent
     mine = run.started_at.isoformat()
     earlier = []
@@ -288,21 +313,32 @@ def previous(run: Run) -> None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         if str(data.get("started_at", "")) < mine:
-            earlier.append(data)
-    for data in sorted(earlier, key=lambda d: str(d.get("started_at", "")), reverse=True):
+            earlier.append((candidate, data))
+    for candidate, data in sorted(earlier, key=lambda c: str(c[1].get("started_at", "")), reverse=True):
         if data.get("command") != run.command or data.get("status") == "error" or not _same_target(
                 run.provenance, data.get("provenance") or {}):
             continue
-        before = {identity(f) for f in data.get("findings", []) + data.get("accepted", [])}
-        now = {identity(f) for f in run.findings + run.accepted}
+        before = {identity(f): f for f in _compared(data.get("findings", []) + data.get("accepted", []))}
+        findings = _compared(run.findings + run.accepted)
+        now = {identity(f) for f in findings}
+        rows_before, rows_now = offender_rows(candidate), offender_rows(run.run_dir)
 
-        def named(ids: set[Identity]) -> list[str]:
-            return sorted(" ".join(x for x in (i[0], ".".join(y for y in i[1:3] if y), i[3]) if x)
-                          for i in ids)
+        def named(i: Identity) -> str:
+            return " ".join(x for x in (i[0], ".".join(y for y in i[1:3] if y), i[3]) if x)
 
-        run.provenance["previous_run"] = {"run_id": data.get("run_id"), "status": data.get("status"),
-                                          "new": named(now - before), "fixed": named(before - now),
-                                          "unchanged": len(now & before)}
-        for f in run.findings + run.accepted:
-            f["since_previous"] = "unchanged" if identity(f) in before else "new"
+        changed: dict[Identity, str] = {}
+        for f in findings:
+            if identity(f) not in before:
+                f["since_previous"] = "new"
+                continue
+            was = _entry(before[identity(f)], rows_before, "", "", "", str(data.get("run_id")))
+            grew = _grown(f, _rows_of(rows_now, f), was, than="in the previous run")
+            f["since_previous"] = "changed: " + "; ".join(grew) if grew else "unchanged"
+            if grew:
+                changed[identity(f)] = f"{named(identity(f))}: {'; '.join(grew)}"
+        run.provenance["previous_run"] = {
+            "run_id": data.get("run_id"), "status": data.get("status"),
+            "new": sorted(named(i) for i in now - before.keys()),
+            "fixed": sorted(named(i) for i in before.keys() - now),
+            "changed": sorted(changed.values()), "unchanged": len(now & before.keys() - changed.keys())}
         return
