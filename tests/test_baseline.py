@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from .conftest import only_run, run_cli
+from .conftest import only_run, reader_role, run_cli
 
 SETUP = """CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
            INSERT INTO tips SELECT g, g, g * 100 FROM generate_series(1, 100) g;
@@ -240,3 +240,39 @@ def test_baseline_stale_warnings_are_left_out_of_the_previous_run_diff(known: st
     code, data, _ = _verify(known, reports)  # the baseline left out: nothing fixed since
     since = data["provenance"]["previous_run"]
     assert (since["new"], since["fixed"], since["changed"], since["unchanged"]) == ([], [], [], 0), since
+
+
+def test_the_previous_run_is_found_by_the_database_s_identity_not_its_connection_string(
+        known: str, make_db: Any, tmp_path: Path) -> None:
+    """Found by a tester: two runs on one database were compared only when their connection strings
+    described it alike. The server's system identifier and the database's name decide: the same
+    database reached as another role is the same target; another database of the server is not."""
+    reports = tmp_path / "reports"
+    code, first, _ = _verify(known, reports)
+    with psycopg.connect(known) as conn:
+        row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+    assert row is not None and first["provenance"]["target_system_identifier"] == row[0]
+    with reader_role(known) as reader:
+        code, data, _ = _verify(reader, reports)
+    assert data["provenance"]["target"] != first["provenance"]["target"]
+    assert data["provenance"]["previous_run"]["run_id"] == first["run_id"]
+    other = str(make_db())
+    with psycopg.connect(other, autocommit=True) as conn:
+        conn.execute(SETUP)
+    code, data, _ = _verify(other, reports)
+    assert code == 1 and "previous_run" not in data["provenance"]
+
+
+def test_a_role_that_may_not_read_the_system_identifier_is_matched_by_its_connection_string(
+        known: str, tmp_path: Path) -> None:
+    """pg_control_system() may be revoked from PUBLIC: the run records no identifier (it does not
+    fail), and the previous run is the one of the same connection string."""
+    reports = tmp_path / "reports"
+    with psycopg.connect(known, autocommit=True) as conn:
+        conn.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")  # in this database only
+    with reader_role(known) as reader:
+        code, first, stderr = _verify(reader, reports)
+        assert code == 1, stderr
+        assert "target_system_identifier" not in first["provenance"]
+        code, data, _ = _verify(reader, reports)
+    assert data["provenance"]["previous_run"]["run_id"] == first["run_id"]

@@ -20,8 +20,9 @@ warning names each, so that fixed issues leave the baseline.
 
 Every run also compares itself with the previous run of the same report
 folder on the same target (``previous``): the same ``--db`` target (its
-database and server as described in the provenance), or the same
-snapshot (its SHA-256) and migrations directory. It records the
+server's system identifier and its database's name; the connection string
+as described in the provenance where a run could not read the identifier),
+or the same snapshot (its SHA-256) and migrations directory. It records the
 findings that are new, fixed, changed (grown or turned, as ``apply`` tells
 them) and unchanged since then; ``baseline_stale`` warnings, about the
 baseline file and not the target, are left out.
@@ -282,6 +283,13 @@ def apply(run: Run, path: Path) -> None:
 
 def _same_target(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
     if mine.get("target") is not None:
+        if mine.get("target_system_identifier") and theirs.get("target_system_identifier"):
+            # The same server (by its system identifier) and database, however each run spelt its
+            # connection string (another host name, port forward or role).
+            return ((mine["target_system_identifier"], mine.get("target_database")) ==
+                    (theirs["target_system_identifier"], theirs.get("target_database")))
+        # A run whose role could not read the identifier (verifier.source.live): the connection
+        # string as described, and the database's name.
         return (mine.get("target"), mine.get("target_database")) == (theirs.get("target"),
                                                                        theirs.get("target_database"))
     if mine.get("snapshot_sha256") is not None:
