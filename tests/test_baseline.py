@@ -5,13 +5,16 @@ of its baseline, saying so."""
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from .conftest import only_run, reader_role, run_cli
+from .conftest import BIN_DIR, only_run, reader_role, run_cli
 
 SETUP = """CREATE TABLE tips (id int PRIMARY KEY, amount numeric(12,2), amount_cents bigint);
            INSERT INTO tips SELECT g, g, g * 100 FROM generate_series(1, 100) g;
@@ -276,3 +279,74 @@ def test_a_role_that_may_not_read_the_system_identifier_is_matched_by_its_connec
         assert "target_system_identifier" not in first["provenance"]
         code, data, _ = _verify(reader, reports)
     assert data["provenance"]["previous_run"]["run_id"] == first["run_id"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_the_baseline_is_written_with_the_ordinary_mode(known: str, tmp_path: Path, umask: int,
+                                                        mode: int) -> None:
+    """Found by a tester: the baseline, a file for the team's repository, was written 0600 (the
+    temporary file's mode). It is 0644 less the umask, and still written whole (no file left aside)."""
+    reports, baseline = tmp_path / "reports", tmp_path / "repo" / "b.json"
+    baseline.parent.mkdir()
+    code, first, _ = _verify(known, reports)
+    old = os.umask(umask)
+    try:
+        for _ in range(2):  # created, then replaced
+            result = run_cli("verifier", "accept", str(reports / first["run_id"]), "--reason", "known",
+                             "--baseline", str(baseline))
+            assert result.code == 0, result.stderr
+            assert stat.S_IMODE(baseline.stat().st_mode) == mode
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in baseline.parent.iterdir() if not p.name.endswith(".lock")) == ["b.json"]
+
+
+def test_accept_writes_through_a_symbolic_link_to_its_target(known: str, tmp_path: Path) -> None:
+    """Found by a tester: accepting on a baseline path that is a symbolic link replaced the link with
+    a regular file. The link stays; its target (created if missing) gets the entries."""
+    reports, repo, elsewhere = tmp_path / "reports", tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    target, link = repo / "verifier-baseline.json", elsewhere / "b.json"
+    link.symlink_to(target)
+    code, first, _ = _verify(known, reports)
+    for rule in ("value_mismatch", "sum_mismatch"):
+        result = run_cli("verifier", "accept", str(reports / first["run_id"]), "--reason", "known",
+                         "--rule", rule, "--baseline", str(link))
+        assert result.code == 0, result.stderr
+        assert link.is_symlink() and link.resolve() == target.resolve() and target.is_file()
+    assert {e["rule"] for e in json.loads(target.read_text())["accepted"]} == {"value_mismatch",
+                                                                              "sum_mismatch"}
+    assert [p.name for p in elsewhere.iterdir()] == ["b.json"]
+    assert not [p for p in repo.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+
+
+def test_two_accepts_at_once_keep_both_sets_of_entries(make_db: Any, tmp_path: Path) -> None:
+    """Found by a tester: two ``verifier accept`` at once on one baseline each read the file, added
+    their own entries and wrote it: the later write lost the other's. They take turns now (a lock
+    beside the file). The baseline already holds a large entry, as a long-lived one may, so that each
+    read and write takes long enough for two processes started together to overlap; every round
+    must keep both."""
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in ("tips", "fees"):
+            conn.execute(SETUP.replace("tips", name))
+    reports, baseline = tmp_path / "reports", tmp_path / "b.json"
+    code, first, _ = _verify(dsn, reports)
+    assert code == 1
+    run_dir = reports / first["run_id"]
+    big = {"rule": "value_mismatch", "table": "public.legacy", "column": "amount_cents", "migration": None,
+           "count": 200_000, "cents_impact": 200_000, "cents_impact_net": -200_000,
+           "rows": [f'{{"id" : {i}}}' for i in range(200_000)], "reason": "legacy", "accepted_by": "test",
+           "accepted_at": "2024-01-01T00:00:00+00:00", "run_id": "r"}
+    for _ in range(3):
+        baseline.write_text(json.dumps({"format": "verifier-baseline", "version": 1, "accepted": [big]}))
+        accepts = [subprocess.Popen([str(BIN_DIR / "verifier"), "accept", str(run_dir), "--reason", table,
+                                     "--table", table, "--baseline", str(baseline)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for table in ("public.tips", "public.fees")]
+        for p in accepts:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        tables = sorted(e["table"] for e in json.loads(baseline.read_text())["accepted"])
+        assert tables == ["public.fees", "public.fees", "public.legacy", "public.tips", "public.tips"]

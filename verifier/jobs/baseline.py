@@ -30,9 +30,14 @@ baseline file and not the target, are left out.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import getpass
 import json
+import os
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +53,9 @@ FORMAT = "verifier-baseline"
 VERSION = 1
 DEFAULT_NAME = "verifier-baseline.json"
 Identity = tuple[str, str | None, str | None, str | None]  # rule, table, column, migration
+MODE = 0o644  # less the umask: a file for the team's repository, not a run's private output
+LOCK_WAIT_S = 60.0  # how long ``accept`` waits for another accept on the same baseline to finish
+LOCK_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -201,9 +209,39 @@ def _save(path: Path, entries: list[Entry]) -> None:
                        "accepted": [{**asdict(e), "rows": list(e.rows)} for e in ordered]},
                       indent=2, ensure_ascii=False)
     try:
-        write_atomic(path, text + "\n")
+        write_atomic(path, text + "\n", mode=MODE)
     except OSError as exc:
         raise UsageError(f"Cannot write the baseline file {path}: {exc.strerror}.") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the baseline ``path`` (``.<name>.lock`` beside it, left there),
+    waiting up to ``LOCK_WAIT_S`` for another holder; ``UsageError`` when it cannot be had.
+
+    The lock is a file of its own: the baseline is replaced by a rename on every write, so a lock
+    on the baseline itself would be on a file the next writer no longer opens.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, MODE)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the baseline file {path}: {exc.strerror} ({lock}).") from None
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UsageError(f"The baseline file {path} has been in use by another verifier accept "
+                                     f"for {LOCK_WAIT_S:.0f} s ({lock}).",
+                                     hint="Wait for the other one to end, then accept again.") from None
+                time.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...] = (),
@@ -211,9 +249,13 @@ def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...]
     """Add the findings of the run in ``run_dir`` (those of ``rules`` and ``tables`` when given) to
     the baseline file (created if missing): (entries added or replaced, entries in the file).
 
+    A ``baseline`` that is a symbolic link is written through to its target. The file is read,
+    changed and replaced (atomically, mode 0644 less the umask) under an exclusive lock, so that
+    two accepts at once both keep their entries.
+
     Raises ``UsageError`` for a run folder without a readable summary.json, a run that did not
-    verify (NOT VERIFIED: it found nothing one could accept), an empty reason, or a choice that
-    matches no finding.
+    verify (NOT VERIFIED: it found nothing one could accept), an empty reason, a choice that
+    matches no finding, or a baseline that cannot be written.
     """
     if not reason.strip():
         raise UsageError("An accepted finding needs a reason (--reason TEXT): why it may stay.")
@@ -233,10 +275,16 @@ def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...]
     rows = offender_rows(run_dir)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     by = who or getpass.getuser()
-    entries = {e.identity: e for e in (load(baseline) if baseline.exists() else [])}
-    for f in chosen:
-        entries[identity(f)] = _entry(f, rows, reason.strip(), by, now, str(summary.get("run_id")))
-    _save(baseline, list(entries.values()))
+    try:
+        # The link's target is the file to change (the rename replaces what it is given).
+        path = baseline.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links: RuntimeError before Python 3.13
+        raise UsageError(f"Cannot write the baseline file {baseline}: {exc}.") from None
+    with _locked(path):
+        entries = {e.identity: e for e in (load(path) if path.exists() else [])}
+        for f in chosen:
+            entries[identity(f)] = _entry(f, rows, reason.strip(), by, now, str(summary.get("run_id")))
+        _save(path, list(entries.values()))
     return len(chosen), len(entries)
 
 
