@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -31,9 +32,17 @@ class RowWriter(Protocol):
     def writerow(self, row: Any, /) -> Any: ...
 
 
-def written_aside(path: Path, text: str) -> Path:
-    """``text`` in a new hidden file next to ``path``, synced to disk; removed again if that fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def written_aside(path: Path, text: str, *, mode: int | None = None) -> Path:
+    """``text`` in a new hidden file next to ``path``, synced to disk; removed again if that fails.
+    The file is 0600 (mkstemp's, as every file of a run folder), or ``mode`` less the umask."""
+    if mode is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    else:
+        # os.open applies the umask to ``mode``, as any program creating a file does; widening
+        # mkstemp's 0600 afterwards would need the umask, which only a process-wide os.umask reads.
+        # O_EXCL: a random name that exists already (or is a link) is an error, never followed.
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         # Text that is not UTF-8 (a path's stray bytes, as surrogate escapes) is written escaped, not fatal.
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
@@ -46,9 +55,10 @@ def written_aside(path: Path, text: str) -> Path:
     return Path(tmp)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that it is either all there or not at all."""
-    tmp = written_aside(path, text)
+def write_atomic(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` so that it is either all there or not at all (0600, or ``mode``
+    less the umask). ``path`` itself is replaced: a symbolic link there becomes a regular file."""
+    tmp = written_aside(path, text, mode=mode)
     try:
         os.replace(tmp, path)
     except BaseException:

@@ -205,8 +205,9 @@ def summary_lines(run: Run) -> list[str]:
     before = run.provenance.get("previous_run")
     if before:
         lines.append(f"  since run {before['run_id']} ({before['status']}): {len(before['new'])} new, "
-                     f"{len(before['fixed'])} fixed, {before['unchanged']} unchanged")
-        for label in ("new", "fixed"):
+                     f"{len(before['fixed'])} fixed, {len(before['changed'])} changed, "
+                     f"{before['unchanged']} unchanged")
+        for label in ("new", "changed", "fixed"):
             for item in before[label][:5]:
                 lines.append(f"    {label}: {item}")
     inventory = (run.detail("pairs") or {}).get("inventory", {}).get("counts")

@@ -20,16 +20,24 @@ warning names each, so that fixed issues leave the baseline.
 
 Every run also compares itself with the previous run of the same report
 folder on the same target (``previous``): the same ``--db`` target (its
-database and server as described in the provenance), or the same snapshot
-(its SHA-256) and migrations directory. It records the findings that are
-new, fixed and unchanged since then.
+server's system identifier and its database's name; the connection string
+as described in the provenance where a run could not read the identifier),
+or the same snapshot (its SHA-256) and migrations directory. It records the
+findings that are new, fixed, changed (grown or turned, as ``apply`` tells
+them) and unchanged since then; ``baseline_stale`` warnings, about the
+baseline file and not the target, are left out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import getpass
 import json
+import os
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +53,9 @@ FORMAT = "verifier-baseline"
 VERSION = 1
 DEFAULT_NAME = "verifier-baseline.json"
 Identity = tuple[str, str | None, str | None, str | None]  # rule, table, column, migration
+MODE = 0o644  # less the umask: a file for the team's repository, not a run's private output
+LOCK_WAIT_S = 60.0  # how long ``accept`` waits for another accept on the same baseline to finish
+LOCK_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,33 @@ def offender_rows(run_dir: Path) -> dict[tuple[str, str, str], set[str]]:
 
 def _rows_of(rows: dict[tuple[str, str, str], set[str]], finding: dict[str, Any]) -> set[str]:
     return rows.get((finding["rule"], finding.get("table") or "", _column(finding) or ""), set())
+
+
+def _entry(finding: dict[str, Any], rows: dict[tuple[str, str, str], set[str]], reason: str, by: str,
+           at: str, run_id: str) -> Entry:
+    """``finding`` (of a run's summary.json) as an entry: its identity, figures and offending rows."""
+    return Entry(finding["rule"], finding.get("table"), _column(finding), finding.get("migration"),
+                 int(finding.get("count") or 0), abs(int(finding.get("cents_impact") or 0)),
+                 int(finding.get("cents_impact_net") or 0), tuple(sorted(_rows_of(rows, finding))), reason,
+                 by, at, run_id)
+
+
+def _grown(finding: dict[str, Any], rows: set[str], entry: Entry, *, than: str) -> list[str]:
+    """What ``finding`` (with the offending rows ``rows``) has that ``entry`` does not, in words, or
+    nothing: more rows, more cents (absolute), a larger net impact or one of the other sign, rows
+    the entry does not hold. ``than`` names the entry in the words ("accepted")."""
+    grew = []
+    if int(finding.get("count") or 0) > entry.count:
+        grew.append(f"{finding['count']:,} rows, {entry.count:,} {than}")
+    if abs(int(finding.get("cents_impact") or 0)) > entry.cents_impact:
+        grew.append(f"{abs(int(finding['cents_impact'])):,} cents, {entry.cents_impact:,} {than}")
+    net = int(finding.get("cents_impact_net") or 0)
+    if abs(net) > abs(entry.cents_impact_net) or net * entry.cents_impact_net < 0:
+        grew.append(f"net {net:+,} cents, {entry.cents_impact_net:+,} {than}")
+    others = sorted(rows - set(entry.rows))
+    if others:
+        grew.append(f"{len(others):,} row(s) not {than}, e.g. {others[0]}")
+    return grew
 
 
 def chosen(given: Path | None, config: Config) -> Path | None:
@@ -171,9 +209,39 @@ def _save(path: Path, entries: list[Entry]) -> None:
                        "accepted": [{**asdict(e), "rows": list(e.rows)} for e in ordered]},
                       indent=2, ensure_ascii=False)
     try:
-        write_atomic(path, text + "\n")
+        write_atomic(path, text + "\n", mode=MODE)
     except OSError as exc:
         raise UsageError(f"Cannot write the baseline file {path}: {exc.strerror}.") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the baseline ``path`` (``.<name>.lock`` beside it, left there),
+    waiting up to ``LOCK_WAIT_S`` for another holder; ``UsageError`` when it cannot be had.
+
+    The lock is a file of its own: the baseline is replaced by a rename on every write, so a lock
+    on the baseline itself would be on a file the next writer no longer opens.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, MODE)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the baseline file {path}: {exc.strerror} ({lock}).") from None
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UsageError(f"The baseline file {path} has been in use by another verifier accept "
+                                     f"for {LOCK_WAIT_S:.0f} s ({lock}).",
+                                     hint="Wait for the other one to end, then accept again.") from None
+                time.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...] = (),
@@ -181,9 +249,13 @@ def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...]
     """Add the findings of the run in ``run_dir`` (those of ``rules`` and ``tables`` when given) to
     the baseline file (created if missing): (entries added or replaced, entries in the file).
 
+    A ``baseline`` that is a symbolic link is written through to its target. The file is read,
+    changed and replaced (atomically, mode 0644 less the umask) under an exclusive lock, so that
+    two accepts at once both keep their entries.
+
     Raises ``UsageError`` for a run folder without a readable summary.json, a run that did not
-    verify (NOT VERIFIED: it found nothing one could accept), an empty reason, or a choice that
-    matches no finding.
+    verify (NOT VERIFIED: it found nothing one could accept), an empty reason, a choice that
+    matches no finding, or a baseline that cannot be written.
     """
     if not reason.strip():
         raise UsageError("An accepted finding needs a reason (--reason TEXT): why it may stay.")
@@ -203,13 +275,16 @@ def accept(run_dir: Path, baseline: Path, reason: str, *, rules: tuple[str, ...]
     rows = offender_rows(run_dir)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     by = who or getpass.getuser()
-    entries = {e.identity: e for e in (load(baseline) if baseline.exists() else [])}
-    for f in chosen:
-        entries[identity(f)] = Entry(
-            f["rule"], f.get("table"), _column(f), f.get("migration"), int(f.get("count") or 0),
-            abs(int(f.get("cents_impact") or 0)), int(f.get("cents_impact_net") or 0),
-            tuple(sorted(_rows_of(rows, f))), reason.strip(), by, now, str(summary.get("run_id")))
-    _save(baseline, list(entries.values()))
+    try:
+        # The link's target is the file to change (the rename replaces what it is given).
+        path = baseline.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links: RuntimeError before Python 3.13
+        raise UsageError(f"Cannot write the baseline file {baseline}: {exc}.") from None
+    with _locked(path):
+        entries = {e.identity: e for e in (load(path) if path.exists() else [])}
+        for f in chosen:
+            entries[identity(f)] = _entry(f, rows, reason.strip(), by, now, str(summary.get("run_id")))
+        _save(path, list(entries.values()))
     return len(chosen), len(entries)
 
 
@@ -228,17 +303,7 @@ def apply(run: Run, path: Path) -> None:
             kept.append(f)
             continue
         matched.add(entry.identity)
-        grew = []
-        if int(f.get("count") or 0) > entry.count:
-            grew.append(f"{f['count']:,} rows, {entry.count:,} accepted")
-        if abs(int(f.get("cents_impact") or 0)) > entry.cents_impact:
-            grew.append(f"{abs(int(f['cents_impact'])):,} cents, {entry.cents_impact:,} accepted")
-        net = int(f.get("cents_impact_net") or 0)
-        if abs(net) > abs(entry.cents_impact_net) or net * entry.cents_impact_net < 0:
-            grew.append(f"net {net:+,} cents, {entry.cents_impact_net:+,} accepted")
-        others = sorted(_rows_of(rows, f) - set(entry.rows))
-        if others:
-            grew.append(f"{len(others):,} row(s) not accepted, e.g. {others[0]}")
+        grew = _grown(f, _rows_of(rows, f), entry, than="accepted")
         if grew:
             f["baseline"] = "changed: " + "; ".join(grew)
             changed += 1
@@ -266,6 +331,13 @@ def apply(run: Run, path: Path) -> None:
 
 def _same_target(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
     if mine.get("target") is not None:
+        if mine.get("target_system_identifier") and theirs.get("target_system_identifier"):
+            # The same server (by its system identifier) and database, however each run spelt its
+            # connection string (another host name, port forward or role).
+            return ((mine["target_system_identifier"], mine.get("target_database")) ==
+                    (theirs["target_system_identifier"], theirs.get("target_database")))
+        # A run whose role could not read the identifier (verifier.source.live): the connection
+        # string as described, and the database's name.
         return (mine.get("target"), mine.get("target_database")) == (theirs.get("target"),
                                                                        theirs.get("target_database"))
     if mine.get("snapshot_sha256") is not None:
@@ -274,9 +346,18 @@ def _same_target(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
     return False
 
 
+def _compared(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings a comparison with the previous run takes: a ``baseline_stale`` warning is about
+    the baseline file, not the target, and is left out."""
+    return [f for f in findings if f["rule"] != "baseline_stale"]
+
+
 def previous(run: Run) -> None:
     """Compare ``run`` with the newest earlier run of its report folder on the same target, by the
-    same command: the findings new, fixed and unchanged since then (``provenance.previous_run``)."""
+    same command: the findings new, fixed, changed (as ``apply`` tells a grown finding: more rows,
+    more cents, a net impact larger or of the other sign, other rows; with what changed) and
+    unchanged since then (``provenance.previous_run``; each finding's ``since_previous``). Reads the
+    folder's summary.json, offenders.csv and ledger-offenders.csv files; writes nothing."""
     folder = run.run_dir.parent
     mine = run.started_at.isoformat()
     earlier = []
@@ -288,21 +369,32 @@ def previous(run: Run) -> None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         if str(data.get("started_at", "")) < mine:
-            earlier.append(data)
-    for data in sorted(earlier, key=lambda d: str(d.get("started_at", "")), reverse=True):
+            earlier.append((candidate, data))
+    for candidate, data in sorted(earlier, key=lambda c: str(c[1].get("started_at", "")), reverse=True):
         if data.get("command") != run.command or data.get("status") == "error" or not _same_target(
                 run.provenance, data.get("provenance") or {}):
             continue
-        before = {identity(f) for f in data.get("findings", []) + data.get("accepted", [])}
-        now = {identity(f) for f in run.findings + run.accepted}
+        before = {identity(f): f for f in _compared(data.get("findings", []) + data.get("accepted", []))}
+        findings = _compared(run.findings + run.accepted)
+        now = {identity(f) for f in findings}
+        rows_before, rows_now = offender_rows(candidate), offender_rows(run.run_dir)
 
-        def named(ids: set[Identity]) -> list[str]:
-            return sorted(" ".join(x for x in (i[0], ".".join(y for y in i[1:3] if y), i[3]) if x)
-                          for i in ids)
+        def named(i: Identity) -> str:
+            return " ".join(x for x in (i[0], ".".join(y for y in i[1:3] if y), i[3]) if x)
 
-        run.provenance["previous_run"] = {"run_id": data.get("run_id"), "status": data.get("status"),
-                                          "new": named(now - before), "fixed": named(before - now),
-                                          "unchanged": len(now & before)}
-        for f in run.findings + run.accepted:
-            f["since_previous"] = "unchanged" if identity(f) in before else "new"
+        changed: dict[Identity, str] = {}
+        for f in findings:
+            if identity(f) not in before:
+                f["since_previous"] = "new"
+                continue
+            was = _entry(before[identity(f)], rows_before, "", "", "", str(data.get("run_id")))
+            grew = _grown(f, _rows_of(rows_now, f), was, than="in the previous run")
+            f["since_previous"] = "changed: " + "; ".join(grew) if grew else "unchanged"
+            if grew:
+                changed[identity(f)] = f"{named(identity(f))}: {'; '.join(grew)}"
+        run.provenance["previous_run"] = {
+            "run_id": data.get("run_id"), "status": data.get("status"),
+            "new": sorted(named(i) for i in now - before.keys()),
+            "fixed": sorted(named(i) for i in before.keys() - now),
+            "changed": sorted(changed.values()), "unchanged": len(now & before.keys() - changed.keys())}
         return

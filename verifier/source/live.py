@@ -3,7 +3,8 @@
 ``connected(run, url, config)`` is a run's "connect" stage: it opens one
 ``REPEATABLE READ, READ ONLY`` snapshot of the database at ``url``
 (``verifier.pg.snapshot``) and records in the run's provenance which
-server, role, database, snapshot and WAL position it reads. Nothing here
+server (its system identifier, where the role may read it), role,
+database, snapshot and WAL position it reads. Nothing here
 writes to the database.
 """
 
@@ -26,6 +27,14 @@ SELECT pg_current_snapshot()::text,
        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
        current_setting('server_version'), current_user, current_database()
 """
+
+# The server's identity, the same whichever host name, port or role reaches it ("Control Data
+# Functions"): with the database's name, it tells a later run the same target. pg_control_system()
+# may be revoked from PUBLIC, so the right is asked first: its permission is checked when the
+# statement starts, even where a CASE would never call it, and the error would end the snapshot.
+SYSTEM_IDENTIFIER_ALLOWED_SQL = (
+    "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')")
+SYSTEM_IDENTIFIER_SQL = "SELECT system_identifier::text FROM pg_catalog.pg_control_system()"
 
 
 # What the connected role could write, though the verifier never does: superuser, tables of the
@@ -73,7 +82,8 @@ def write_rights(conn: psycopg.Connection) -> list[str]:
 
 
 def probe(run: Run, conn: psycopg.Connection, url: str) -> None:
-    """Record the target, its server and the snapshot ``conn`` reads in ``run``'s provenance, and
+    """Record the target, its server (``target_system_identifier``: text, absent when the role may
+    not execute pg_control_system()) and the snapshot ``conn`` reads in ``run``'s provenance, and
     say (on the record and the terminal) when the role could write to it."""
     row = conn.execute(SNAPSHOT_SQL).fetchone()
     assert row is not None
@@ -81,6 +91,13 @@ def probe(run: Run, conn: psycopg.Connection, url: str) -> None:
     run.provenance.update(target=conninfo.describe(url), target_server_version=version,
                           target_role=user, target_database=database, snapshot=snapshot, wal_lsn=lsn,
                           isolation="REPEATABLE READ, READ ONLY")
+    allowed = conn.execute(SYSTEM_IDENTIFIER_ALLOWED_SQL).fetchone()
+    if allowed is not None and allowed[0]:
+        identifier = conn.execute(SYSTEM_IDENTIFIER_SQL).fetchone()
+        assert identifier is not None
+        run.provenance["target_system_identifier"] = identifier[0]
+    # Otherwise none is recorded, and the next run finds this one by what is recorded without it:
+    # the connection string as described (target) and the database's name (verifier.jobs.baseline).
     rights = write_rights(conn)
     run.provenance["target_role_can_write"] = rights
     if rights:
