@@ -404,3 +404,39 @@ def test_configured_columns_of_the_wrong_type_are_exit_2(fresh_db: str, tmp_path
         result = run_cli("verify-cents", "--db", fresh_db, "--config", str(config),
                          "--report-dir", str(tmp_path / "r"))
         assert result.code == 2 and "Traceback" not in result.stderr and words in result.stderr, result.stderr
+
+
+def test_tables_named_as_a_ledger_that_are_not_one_fail_the_rehearsal_beside_its_cents(
+        tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """A CRM's accounts, a blog's journals and entries: the rehearsal's cents verdicts stand, and the
+    ledger it could not audit is an error finding (not a run that verified nothing); excluding the
+    entries table by name says they are not a ledger."""
+    dump = tmp_path / "snapshot.sql"
+    dump.write_text("--\n-- PostgreSQL database dump\n--\n\n"
+                    "CREATE TABLE public.tips (id integer PRIMARY KEY, amount numeric(12,2), "
+                    "amount_cents bigint);\n"
+                    "INSERT INTO public.tips VALUES (1, 1.50, 150), (2, 0.07, 7);\n"
+                    "CREATE TABLE public.accounts (id integer PRIMARY KEY, name text);\n"
+                    "CREATE TABLE public.journals (id integer PRIMARY KEY, title text);\n"
+                    "CREATE TABLE public.entries (id integer PRIMARY KEY, journal_id integer, body text);\n"
+                    "\n--\n-- PostgreSQL database dump complete\n--\n\n")
+    (tmp_path / "migrations").mkdir()
+    runs = {}
+    for name, config in (("plain", ""), ("excluded", 'exclude = ["public.entries"]\n')):
+        (tmp_path / f"{name}.toml").write_text(config)
+        report = tmp_path / name
+        result = run_cli("verify-cents", "--snapshot", str(dump), "--migrations",
+                         str(tmp_path / "migrations"), "--scratch", server_dsn, "--report-dir", str(report),
+                         "--config", str(tmp_path / f"{name}.toml"))
+        assert "Traceback" not in result.stderr
+        runs[name] = (result.code, json.loads((only_run(report) / "summary.json").read_text()))
+    code, data = runs["plain"]
+    assert code == 1, data
+    assert [(f["rule"], f["severity"], f["table"]) for f in data["findings"]] == [
+        ("ledger_not_audited", "error", "public.entries")]
+    assert "not audited" in data["provenance"]["ledger"]
+    counts = _stage(data, "pairs")["inventory"]["counts"]
+    assert (counts["verified_source"], counts["verified_minor_units"], counts["unverified"]) == (1, 1, 0)
+    code, data = runs["excluded"]
+    assert code == 0 and data["findings"] == [], data
+    assert data["provenance"]["ledger"] == "not audited: excluded by name ('public.entries')"

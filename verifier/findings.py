@@ -169,6 +169,10 @@ REGISTRY: tuple[Rule, ...] = (
          "a ledger rule could not be checked: the ledger lacks a table or column it needs, a "
          "reconciliation's key does not fit, or a probe case could not be set up (each named in the "
          "finding)"),
+        ("ledger_not_audited", "error",
+         "(rehearsal) tables named as the ledger's are there after the migrations, but they are not a "
+         "ledger the audit can read (the finding says what is missing); configure the ledger's layout, "
+         "or exclude its entries table by name if those tables are not a ledger"),
         ("history_not_settled", "warning / error",
          "(--state) the audit could not prove the entries the previous audit saw: a transaction still "
          "running holds them back (the finding names the oldest, its age, pid and application where "

@@ -26,7 +26,7 @@ from verifier.cents import catalog, engine, originals
 from verifier.config import Config
 from verifier.errors import UsageError
 from verifier.files import LEDGER_OFFENDERS_NAME
-from verifier.findings import Finding
+from verifier.findings import Finding, rule
 from verifier.jobs.lifecycle import finish, ledger_verdicts, load_config, new_run, preflight, recorded
 from verifier.ledger import layout, probe
 from verifier.ledger.audit import audit as ledger_audit
@@ -303,15 +303,36 @@ def ledger_stages(run: Run, db: ScratchDatabase, config: Config) -> None:
     """The ledger the migrations created (if they created one), audited as ``verify-ledger`` audits
     it, in the state they reached, then probed (``verifier.ledger.probe``).
 
-    Raises ``UsageError`` when the ledger's layout cannot be audited (as ``verify-ledger`` does).
+    Tables named as the ledger's that are not a ledger it can read (a layout ``verify-ledger``
+    would refuse with exit 2) are a ``ledger_not_audited`` error finding, beside the cents
+    verdicts this rehearsal reached, unless the entries table is excluded by name.
     """
     dsn = db.dsn
+    entries = config.ledger.tables["entries"]
     with open_snapshot(dsn, config) as conn:
         if not layout.present(conn, config.ledger):
             tables = ", ".join(layout.required(config.ledger))
             run.provenance["ledger"] = (f"none: no ledger tables ({tables}) in schema "
                                         f"{config.ledger.schema} after the migrations")
             return
-        detected, convention = ledger_audit(run, conn, dsn, config, offenders=LEDGER_OFFENDERS_NAME)
+        excluded = config.exclusion(config.ledger.schema, entries)
+        if excluded is not None:
+            run.provenance["ledger"] = f"not audited: excluded by name ({excluded!r})"
+            return
+        try:
+            detected, convention = ledger_audit(run, conn, dsn, config, offenders=LEDGER_OFFENDERS_NAME)
+        except UsageError as exc:
+            where = f"{config.ledger.schema}.{entries}"
+            run.add(Finding(
+                "ledger_not_audited", "error", table=where, count=1,
+                message=f"The ledger's tables ({', '.join(layout.required(config.ledger))}) are there "
+                        f"after the migrations, but the audit cannot read them: {exc.message} If they "
+                        f"are your ledger, name its tables and columns in [tool.verifier.ledger]; if "
+                        f"they are not a ledger, add \"{where}\" to exclude "
+                        f"({rule('ledger_not_audited').meaning})",
+                detail={"check": "layout", "why": exc.message, "hint": exc.hint or "",
+                        "exclude": where}))
+            run.provenance["ledger"] = f"not audited: {exc.message}"
+            return
     run.provenance["ledger"] = "audited and probed after the migrations"
     probe.probe(run, db.untrusted_dsn, detected, convention)  # posts journals: the user's SQL runs
