@@ -3,7 +3,7 @@
 Not a test (timings on a shared machine are noisy): run it and read the
 ratios, which compare runs interleaved on one server in one go.
 Usage: python scripts/bench_cents.py [--rows 5000000] [--rounds 3] [--server URL] [--currency]
-       [--baseline PATH]
+       [--baseline PATH] [--no-reladiff]
 (without --server: an embedded server in a temporary directory).
 
 One clean table of ROWS rows with four (decimal, cents) pairs, in a
@@ -16,20 +16,37 @@ interleaved:
 - verify: ``verify-cents --db`` as a subprocess, whole command, minus the
   same command on the empty copy (its fixed cost: start-up, catalog, report);
 - naive: one query per check per column, as the team's verification file
-  and a one-expectation-per-check suite do.
+  and a one-expectation-per-check suite do;
+- hashdiff, joindiff: reladiff (the maintained fork of datafold's data-diff),
+  each of its two algorithms diffing, by ``id``, a view of every decimal times
+  100 against a view of every ``*_cents`` column (both ``numeric(24,4)``) on
+  the same table: the exact comparison verify makes, as that tool makes it;
+  whole command (its start-up included; one thread, its default), minus the
+  same command on the empty copy's views (``--allow-empty-tables``), as for
+  verify. Each run must report every row and no difference, and before the
+  rounds a probe on planted differences (a cent too many, a cent too few, a
+  hundredth of a cent) must find all three, or the figures are skipped.
+  reladiff is never installed into this environment: it is installed on first
+  use into a venv of its own under ~/.cache/verifier-bench (see
+  scripts/reladiff_peer.py), and run there; where that install fails (no
+  network, an incompatible release), one line says so and its figures are
+  skipped. ``--no-reladiff`` skips them too.
 
-Also: peak resident memory of verify-cents on the full table and on the
-empty copy, and the wall time of ``verify-cents --help``.
+Medians are printed with each figure's min..max over the rounds. Also:
+peak resident memory of verify-cents on the full table and on the empty
+copy, and the wall time of ``verify-cents --help``.
 
 ``--currency``: the table also has a ``currency`` column (USD, EUR, JPY, KWD;
 its cents follow each row's minor unit), so verify joins every row to ISO
-4217's table. ``--baseline PATH``: another ``verify-cents`` (an earlier
+4217's table (and reladiff's expected view multiplies by each row's minor
+unit instead of 100). ``--baseline PATH``: another ``verify-cents`` (an earlier
 version's, in its own environment) run in the same rounds, interleaved,
 for a before/after of the verify work.
 """
 
 from __future__ import annotations
 
+import shlex
 import statistics
 import subprocess
 import sys
@@ -40,6 +57,7 @@ from typing import Any
 import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
 from psycopg import sql
+from reladiff_peer import ALGORITHMS, Reladiff, install, views_sql
 
 from verifier.scratch import provision
 
@@ -96,10 +114,13 @@ def run_verify(url: str, report_dir: Path, command: str = VERIFY_CENTS) -> tuple
 def _options(parser: Any) -> None:
     parser.add_argument("--currency", action="store_true", help="a currency column, ISO 4217 per row")
     parser.add_argument("--baseline", metavar="PATH", help="another verify-cents, timed in the same rounds")
+    parser.add_argument("--no-reladiff", action="store_true", help="skip reladiff's hashdiff and joindiff")
 
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0], "--rows", 5_000_000, _options)
+    command = None if args.no_reladiff else install()
+    peer = Reladiff(command, PAIRS) if command else None
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
         with server.database("bench_full") as full_db, server.database("bench_empty") as empty_db:
             for db in (full_db, empty_db):
@@ -117,6 +138,19 @@ def main() -> None:
                 size = conn.execute("SELECT pg_size_pretty(pg_table_size('payments'))").fetchone()
             print(f"server {version[0] if version else '?'} ({server.kind}); {args.rows:,} rows, "
                   f"{len(PAIRS)} pairs, table {size[0] if size else '?'}; filled in {fill:.1f} s")
+            if peer is not None:
+                for db in (full_db, empty_db):
+                    with psycopg.connect(db.dsn, autocommit=True) as conn:
+                        conn.execute(views_sql(PAIRS, args.currency))
+                failed = peer.probe(full_db.dsn)
+                if failed:
+                    print(f"reladiff {peer.version}: skipped, its probe on planted differences "
+                          f"failed: {failed}")
+                    peer = None
+                else:
+                    for algorithm in ALGORITHMS:
+                        line = shlex.join(peer.argv("URL", algorithm))
+                        print(f"reladiff {peer.version} {algorithm}: {line}")
             help_times = [timed(lambda: subprocess.run(
                 [VERIFY_CENTS, "--help"],
                 check=True, stdout=subprocess.DEVNULL)) for _ in range(5)]
@@ -124,6 +158,9 @@ def main() -> None:
                                                ("floor", "minimal", "verify", "empty", "naive")}
             if args.baseline:
                 figures.update(baseline=[], baseline_empty=[])
+            if peer is not None:
+                for algorithm in ALGORITHMS:
+                    figures.update({algorithm: [], f"{algorithm}_empty": []})
             rss: dict[str, list[int]] = {"verify": [], "empty": []}
             with psycopg.connect(full_db.dsn, autocommit=True) as conn:
                 conn.execute(FLOOR_SQL).fetchall()  # warm the cache once before measuring
@@ -146,12 +183,16 @@ def main() -> None:
                                 conn.execute(sql.SQL(check).format(
                                     x=sql.Identifier(c), c=sql.Identifier(f"{c}_cents"))).fetchall()
                     figures["naive"].append(timed(naive))
+                    if peer is not None:
+                        for algorithm in ALGORITHMS:
+                            figures[algorithm].append(peer.timed(full_db.dsn, algorithm, args.rows))
+                            figures[f"{algorithm}_empty"].append(peer.timed(empty_db.dsn, algorithm, 0))
                     print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()))
     med = {k: statistics.median(v) for k, v in figures.items()}
     work = med["verify"] - med["empty"]
-    print("\nmedians over rounds:")
+    print("\nmedians over rounds (min..max):")
     for k, v in med.items():
-        print(f"  {k:8s} {v:7.3f} s")
+        print(f"  {k:16s} {v:7.3f} s  ({min(figures[k]):.3f}..{max(figures[k]):.3f})")
     print(f"  verify work (verify - empty) {work:.3f} s")
     print(f"verify work / floor            {work / med['floor']:.2f}  (goal <= 1.5)")
     print(f"verify work / minimal exact    {work / med['minimal']:.2f}")
@@ -160,6 +201,13 @@ def main() -> None:
           f"{len(PAIRS) * len(NAIVE_CHECKS)} queries)")
     print(f"peak RSS: full {max(rss['verify']) / 1024:.1f} MiB, empty {max(rss['empty']) / 1024:.1f} MiB, "
           f"growth {(max(rss['verify']) - max(rss['empty'])) / 1024:.1f} MiB (goal < 100)")
+    if peer is not None:
+        for algorithm in ALGORITHMS:
+            theirs = med[algorithm] - med[f"{algorithm}_empty"]
+            print(f"reladiff {algorithm} / verify work {theirs / work:6.1f}  (its work {theirs:.3f} s = "
+                  f"{med[algorithm]:.3f} s whole - {med[f'{algorithm}_empty']:.3f} s on the empty copy; "
+                  f"its work / minimal exact {theirs / med['minimal']:.1f}; "
+                  f"whole / verify whole {med[algorithm] / med['verify']:.1f})")
     print(f"verify-cents --help: median {statistics.median(help_times):.3f} s over 5 (goal < 0.5)")
     if args.baseline:
         before = med["baseline"] - med["baseline_empty"]
