@@ -203,3 +203,34 @@ def test_a_name_that_looks_like_markup_is_drawn_as_text() -> None:
     finally:
         term.close()
     assert "public.pay[/]ments [bold]x" in screen.getvalue()
+
+
+def test_verbose_prints_each_migration_statement_as_it_ends_not_when_its_file_ends(
+        tmp_path: Path, small_dump: Path, server_dsn: str) -> None:
+    """A file's first statement is on the terminal while its second (a three-second sleep) still
+    runs: a long migration shows where it is."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "500_slow.sql").write_text("SELECT 1 AS first_statement;\nSELECT pg_sleep(3);\n")
+    proc = subprocess.Popen([str(BIN_DIR / "verify-cents"), "--snapshot", str(small_dump), "--scratch",
+                             server_dsn, "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"),
+                             "--skip-rule-checks", "--verbose"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "500_slow.sql:1 " in line:
+            # Printed as the first statement ended: the sleep is still running, the file not done.
+            assert proc.poll() is None
+            with psycopg.connect(server_dsn, autocommit=True) as conn:
+                sleeping = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                        "AND query LIKE 'SELECT pg!_sleep(3)%' ESCAPE '!' "
+                                        "AND pid <> pg_backend_pid()").fetchone()
+            assert sleeping is not None and sleeping[0] == 1, "the file's second statement is running"
+            break
+    else:
+        raise AssertionError("".join(lines))
+    rest = proc.stdout.read()
+    assert proc.wait() in (0, 1), rest
+    assert "500_slow.sql:2 " in rest and "first_statement" in "".join(lines)

@@ -69,6 +69,7 @@ def judge(run: Run, suites: list[Suite] | None = None, *, live: Live | None = No
         if verify is None:
             detail["skipped"] = "nothing was verified"
             return
+        run.advanced("judge", 0, len(suites), "suites", now="loading Great Expectations")
         gx, context = gx_context()
         outcomes = detail.setdefault("expectations", [])
         results = [s for s in suites if s.target == "results"]
@@ -78,7 +79,8 @@ def judge(run: Run, suites: list[Suite] | None = None, *, live: Live | None = No
             batch = (context.data_sources.add_pandas("verifier").add_dataframe_asset("results")
                      .add_batch_definition_whole_dataframe("all"))
             frame = pd.DataFrame(results_rows(verify), dtype=object)
-            for suite in results:
+            for n, suite in enumerate(results):
+                run.advanced("judge", n, len(suites), "suites", now=suite.name)
                 prepared = prepare(gx, context, suite)
                 record(run, prepared, batch.get_batch(batch_parameters={"dataframe": frame}).validate(
                     prepared.gx_suite), outcomes, where=None)

@@ -87,8 +87,9 @@ def judge_tables(run: Run, gx: Any, context: Any, suites: list[Suite], live: Liv
     stats: dict[str, int] = {"statements": 0, "rows_fetched": 0, "transactions": 0}
     for suite in suites:
         _check_table(live, suite)
-    for suite in suites:
+    for n, suite in enumerate(suites):
         assert suite.schema is not None and suite.table is not None
+        run.advanced("judge", n, len(suites), "table suites", now=f"{suite.schema}.{suite.table}")
         schema = suite.schema
         # The URL only names the dialect: connections come from the creator, so GX's
         # configuration never holds the target's address or password.

@@ -167,7 +167,8 @@ def probe(run: Run, dsn: str, layout: Layout, convention: Convention) -> list[Ca
             tables = {t: _table(conn, layout, t) for t in ("accounts", "journals", "entries")}
             functions = conn.execute(FUNCTIONS_SQL, (layout.schema, FUNCTIONS_MAX)).fetchall()
             done = cases(functions)
-            for case in done:
+            for n, case in enumerate(done):
+                run.advanced("ledger probe", n, len(done), "cases", now=case.name)
                 conn = _watched(conn, observer, dsn, case, lambda c, case=case: _run_case(
                     c, case, layout, convention, tables))
         finally:

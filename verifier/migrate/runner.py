@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,8 +221,10 @@ class Runner:
 
     def __init__(self, dsn: str, *, timeout_s: float | None = None,
                  lock_timeout_s: float | None = None, tracker: Tracker = DEFAULT_TRACKER,
-                 observer_dsn: str | None = None) -> None:
+                 observer_dsn: str | None = None,
+                 on_statement: Callable[[MigrationFile, StatementTrace], None] | None = None) -> None:
         assert timeout_s is None or timeout_s > 0
+        self.on_statement = on_statement
         assert lock_timeout_s is None or lock_timeout_s > 0
         self.dsn = dsn
         self.tracker = tracker
@@ -480,6 +482,8 @@ class Runner:
                 tx.observe(locks, t0, stmt.line)
             traces.append(StatementTrace(stmt.number, stmt.line, stmt.excerpt(EXCERPT_CHARS_MAX),
                                          now - t0, tuple(locks)))
+            if self.on_statement is not None:
+                self.on_statement(f, traces[-1])
             if stmt.opens_transaction:
                 in_block = True
             elif stmt.closes_transaction:

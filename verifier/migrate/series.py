@@ -14,13 +14,13 @@ scratch database (``rule_checks``). Writes only to the database it is given
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from verifier.config.migrations import DEFAULT_TRACKER, Tracker
 from verifier.errors import UsageError
 from verifier.findings import Finding
 from verifier.migrate import plan, rule_checks
-from verifier.migrate.runner import MigrationResult, Runner
+from verifier.migrate.runner import MigrationResult, Runner, StatementTrace
 from verifier.run import Run
 from verifier.scratch.server import ScratchDatabase
 
@@ -44,9 +44,10 @@ def applied(dsn: str, tracker: Tracker = DEFAULT_TRACKER) -> set[str]:
 def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str = "up",
                 timeout_s: float | None = None, lock_timeout_s: float | None = None,
                 tracker: Tracker = DEFAULT_TRACKER, observer_dsn: str | None = None,
+                on_statement: Callable[[plan.MigrationFile, StatementTrace], None] | None = None,
                 ) -> Iterator[MigrationResult]:
     """Apply ``files`` in order (their up SQL, or their down blocks); yield each result
-    (``observer_dsn``: see ``Runner``).
+    (``observer_dsn``, ``on_statement``, called as each statement ends: see ``Runner``).
 
     Stops after the first result that failed. Raises ``UsageError`` for a
     file without a down block when ``direction`` is ``down`` (the files
@@ -58,7 +59,7 @@ def apply_files(dsn: str, files: Iterable[plan.MigrationFile], *, direction: str
         if direction == "down" and f.text.down is None:
             raise UsageError(f"{f.path.name} has no -- Down Migration block to run.")
         with Runner(dsn, timeout_s=timeout_s, lock_timeout_s=lock_timeout_s, tracker=tracker,
-                    observer_dsn=observer_dsn) as runner:
+                    observer_dsn=observer_dsn, on_statement=on_statement) as runner:
             result = runner.apply(f, direction=direction)
         yield result
         if result.failure is not None:
@@ -116,13 +117,15 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
                   if check_rules and todo else None)
         if todo:
             run.advanced("migrate", 0, len(todo), "files", now=todo[0].path.name)
+
+        def said(f: plan.MigrationFile, trace: StatementTrace) -> None:  # --verbose: as each one ends
+            run.watch.statement(f"{f.path.name}:{trace.line} {trace.duration_s:.3f} s  {trace.excerpt}")
+
         for count, result in enumerate(apply_files(db.untrusted_dsn, todo, timeout_s=timeout_s,
                                                   lock_timeout_s=lock_timeout_s, tracker=tracker,
-                                                  observer_dsn=db.admin_dsn), start=1):
+                                                  observer_dsn=db.admin_dsn, on_statement=said), start=1):
             f = result.file
             timeline.append(result.as_json())
-            for trace in result.statements:
-                run.watch.statement(f"{f.path.name}:{trace.line} {trace.duration_s:.3f} s  {trace.excerpt}")
             run.advanced("migrate", count, len(todo), "files",
                          now=todo[count].path.name if count < len(todo) else "")
             if result.failure is not None:
