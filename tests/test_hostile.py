@@ -589,6 +589,9 @@ def test_every_recorded_amount_is_compared_whether_or_not_cents_replaced_it(
     assert expected <= errors, data["findings"]
     if case == "renamed_source_changed":  # the cents follow the renamed column to its recorded original
         assert ("value_mismatch", "public.payments", 1) in errors, errors
+    if case == "rows_deleted_and_added":  # no cents there: the decimals' cents are what moved
+        impacts = {f["rule"]: f["cents_impact"] for f in data["findings"] if f["table"] == "public.tips"}
+        assert impacts["row_missing"] == 2 * sum(range(51, 101)) * 100 and impacts["row_added"] == 99999999
 
 
 def test_a_rehearsal_whose_migrations_change_nothing_recorded_still_passes(

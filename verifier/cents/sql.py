@@ -399,26 +399,40 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
     impact: sql.Composable
     if flag == "row_missing":
         impact = sql.SQL("-({})").format(_held(plan, rounding))
-    elif plan.pairs:
-        impact = sql.SQL(" + ").join(sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target))
-                                     for p in plan.pairs)
     else:
-        impact = sql.SQL("NULL::numeric")
+        brought = [sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target)) for p in plan.pairs]
+        for column in _unpaired_exact(plan, live=True):
+            now = sql.SQL("t.{}::numeric").format(sql.Identifier(column))
+            brought.append(sql.SQL("coalesce(CASE WHEN {} THEN NULL ELSE {} * 100 END, 0)").format(
+                _non_finite(now), now))
+        impact = sql.SQL(" + ").join(brought) if brought else sql.SQL("NULL::numeric")
     return sql.SQL(
         "({i}, CASE WHEN t.{flag} THEN {rule} END, {impact}, NULL::numeric, NULL::numeric, "
         "false, false, false, false, false, NULL::text, NULL::text, NULL::text)"
     ).format(i=sql.Literal(index), flag=sql.Identifier(flag), rule=sql.Literal(flag), impact=impact)
 
 
+def _unpaired_exact(plan: TablePlan, *, live: bool) -> list[str]:
+    """The exact amounts (numeric, money) that the migrations kept and no pair verifies: their
+    columns in the relation read, live or as recorded (``Kept.ref``), each once."""
+    paired = {p.source_ref for p in plan.pairs}
+    kept = [k for k in plan.kept if k.kind in ("numeric", "money") and k.ref not in paired]
+    return list(dict.fromkeys(k.column if live else k.ref for k in kept))
+
+
 def _held(plan: TablePlan, rounding: str) -> sql.Composable:
-    """The expected cents a row's originals hold, over every pair (what a lost row takes away); 0
-    for a table without pairs."""
-    if not plan.pairs:
-        return sql.SQL("0::numeric")
+    """The cents a row's originals hold (what a lost row takes away, a copied one adds): the
+    expected cents of every pair, and each exact amount no cents replaced (numeric, money) times
+    100, as ``original_changed`` counts it; 0 for a row with neither."""
     held = []
     for p in plan.pairs:
         x, _, h = _pair_terms(p)
         held.append(_storable(x, _expected(h, rounding), p))
+    for ref in _unpaired_exact(plan, live=False):
+        was = sql.SQL("t.{}::numeric").format(sql.Identifier(ref))
+        held.append(sql.SQL("CASE WHEN {} THEN NULL ELSE {} * 100 END").format(_non_finite(was), was))
+    if not held:
+        return sql.SQL("0::numeric")
     return sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held)
 
 
