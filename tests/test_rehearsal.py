@@ -136,7 +136,7 @@ def test_a_backfill_that_never_ends_stops_at_the_default_limit_with_a_stall_repo
     assert 1.5 <= float(stall["statement_running_s"]) <= float(stall["transaction_running_s"])
     assert "RowExclusiveLock on public.tips" in stall["locks"]
     assert stall["rows_changed"].startswith("not known")
-    report = next((tmp_path / "r").glob("*/report.html")).read_text()
+    report = next((tmp_path / "r").glob("*/report.html")).read_text().replace("<wbr>", "")  # names' breaks
     assert "statement_running_s" in report
 
 

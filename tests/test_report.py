@@ -6,7 +6,10 @@ the verdict and every planted rule, and work without JavaScript. Data
 values carrying HTML or script, from a real database, must render as text
 and run nothing. A run that could not even connect still leaves a report
 that says so. A screenshot of each report's first screen is written to
-test-artifacts/.
+test-artifacts/, and of the whole page at 1280 and 800 pixels wide for the
+demos, a pass and the runs index: the findings table fits its column (long
+identifiers break after their dots and underscores), no page scrolls
+sideways, and every chart label is whole and inside its chart.
 
 Chromium is Debian's (``chromium``), driven by Playwright through its
 ``executable_path``; CI installs it (.ci/run). Elsewhere, without it, the
@@ -62,12 +65,12 @@ def browser() -> Iterator[Any]:
 class Opened:
     """A page opened from a file with the network refused, and everything it tried or said."""
 
-    def __init__(self, browser: Any, path: Path, *, javascript: bool = True) -> None:
+    def __init__(self, browser: Any, path: Path, *, javascript: bool = True, width: int = 1280) -> None:
         self.requests: list[str] = []  # anything but the file itself
         self.console: list[str] = []
         self.dialogs: list[str] = []
         self.context = browser.new_context(java_script_enabled=javascript, offline=True,
-                                           viewport={"width": 1280, "height": 900})
+                                           viewport={"width": width, "height": 900})
         self.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
                            else route.abort())
         self.page = self.context.new_page()
@@ -82,6 +85,13 @@ class Opened:
         ARTIFACTS.mkdir(exist_ok=True)
         target = ARTIFACTS / name
         self.page.screenshot(path=str(target))  # the first screen, what a reviewer sees first
+        return target
+
+    def screenshot_page(self, name: str) -> Path:
+        """The whole page, to look at every section at this width."""
+        ARTIFACTS.mkdir(exist_ok=True)
+        target = ARTIFACTS / name
+        self.page.screenshot(path=str(target), full_page=True)
         return target
 
     def clean(self) -> None:
@@ -157,6 +167,8 @@ def test_ledger_demo_report_charts_the_trial_balance_drift_and_trend(tmp_path: P
     assert any(Decimal(v) != 0 for v in trial["by_currency"].values())
     for currency, total in trial["by_currency"].items():
         assert f"{report_html.format_cents(total)} cents" in page, currency
+    # The platform layout's non-negative types are "*", every type: that is no bar of its own.
+    assert ">*</text>" not in page
 
 
 @pytest.fixture
@@ -266,6 +278,18 @@ def test_index_lists_runs_newest_first_and_says_which_it_cannot_read(tmp_path: P
     assert "UNREADABLE" in page and "UNFINISHED" in page and "PASS" in page and "FAIL" in page
 
 
+def test_identifiers_break_after_their_words_never_inside() -> None:
+    """<wbr> after underscores, dots (not decimal points), a folder's slash and, in identifiers, before a
+    CamelCase word's capital; the text stays escaped."""
+    breakable = report_html.breakable
+    assert str(breakable("public.creator_payouts.amount_cents")) == (
+        "public.<wbr>creator_<wbr>payouts.<wbr>amount_<wbr>cents")
+    assert str(breakable("public.CreatorPayouts")) == "public.<wbr>Creator<wbr>Payouts"
+    assert str(breakable("PostgreSQL sums 1.25 of 1/2 in /tmp/run", camel=False)) == (
+        "PostgreSQL sums 1.25 of 1/2 in /tmp/<wbr>run")
+    assert str(breakable("<b>a_b</b>")) == "&lt;b&gt;a_<wbr>b&lt;/b&gt;" and str(breakable(None)) == ""
+
+
 def test_chart_labels_are_escaped_and_values_exact() -> None:
     huge = "-12,345,678,901,234,567,890"
     svg = str(bars("t<script>", [Bar("<b>USD</b>", Decimal(huge.replace(",", "")), huge)]))
@@ -298,3 +322,179 @@ def test_bars_spanning_orders_of_magnitude_are_drawn_on_a_log_scale_that_says_so
     assert widths[0] == 330 and widths[1] > 60
     linear = str(bars("Rows", [Bar("a", 50, "50"), Bar("b", 9, "9")]))
     assert "log scale" not in linear
+
+
+# Where each chart's text lies, in the page: the chart's box, every text's box, each label's shown text
+# and its own tooltip (a <title> inside the <text>, for a name shown abbreviated), and where the bars start.
+CHART_GEOMETRY = """() => [...document.querySelectorAll("svg.chart")].map(svg => {
+  const box = svg.getBoundingClientRect();
+  const shown = t => [...t.childNodes].filter(n => n.nodeType === Node.TEXT_NODE).map(n => n.data).join("");
+  const own = t => {
+    const title = t.querySelector(":scope > title");
+    return title ? title.textContent : null;
+  };
+  const labels = [...svg.querySelectorAll("text[text-anchor=end], text.tick")]
+    .filter(t => t.closest("g"))  // category labels (a bar's, a column's), not the legend
+    .map(t => ({shown: shown(t), title: own(t), right: t.getBoundingClientRect().right}));
+  return {title: svg.getAttribute("aria-label"), box: [box.left, box.top, box.right, box.bottom],
+          texts: [...svg.querySelectorAll("text")].map(t => {
+            const r = t.getBoundingClientRect();
+            return {text: shown(t), box: [r.left, r.top, r.right, r.bottom]}; }),
+          bars_left: Math.min(...[...svg.querySelectorAll("rect")].map(r => r.getBoundingClientRect().left)),
+          kind: svg.querySelector("text.tick") ? "columns" : "bars", labels};
+})"""
+
+
+def _charts_are_whole_and_inside(charts: list[dict[str, Any]], names: set[str] | None = None) -> None:
+    """Every text inside its chart; every bar label left of the bars; every label shown whole or, when
+    abbreviated (with "…"), whole in its own tooltip: never cut silently."""
+    for chart in charts:
+        left, top, right, bottom = chart["box"]
+        for t in chart["texts"]:
+            tl, tt, tr, tb = t["box"]
+            assert tl >= left - 0.5 and tr <= right + 0.5 and tt >= top - 0.5 and tb <= bottom + 0.5, (
+                chart["title"], t["text"], t["box"], chart["box"])
+        for label in chart["labels"]:
+            if chart["kind"] == "bars":
+                assert label["right"] <= chart["bars_left"], (chart["title"], label)
+            # An ellipsis if and only if the name is whole in the label's own tooltip.
+            assert ("\u2026" in label["shown"]) == (label["title"] is not None), (chart["title"], label)
+            whole = label["title"] if label["title"] is not None else label["shown"]
+            assert names is None or whole in names, (chart["title"], label)
+
+
+def test_chart_labels_are_whole_and_inside_the_chart(browser: Any, tmp_path: Path) -> None:
+    """Long schema.table.column names, a negative bar, a name too long for any chart, 60 dated columns:
+    in Chromium, each label is inside its chart and shows its whole name, or an abbreviation with
+    the whole name in its tooltip."""
+    from verifier.report.charts import columns
+
+    long_names = ["public.creator_subscription_payments.amount_cents",
+                  "billing.creator_payout_adjustments.net_amount_cents", "public.tips.amount_cents"]
+    absurd = "audit_" * 30 + "amount_cents"  # no chart could print this: abbreviated, whole in its tooltip
+    dates = [f"2026-12-{d:02d} 21:{m:02d}" for d in range(1, 31) for m in (15, 45)]
+    buckets = ["public.creator_subscription_payments", "<= -100,000", "-1,000 to -99,999"]
+    charts = [bars("Offending rows per column", [Bar(n, 10 ** i, f"{10 ** i:,}", "bad")
+                                                 for i, n in enumerate(long_names)]),
+              bars("Trial balance", [Bar(long_names[0], -250, "-250 cents", "bad"),
+                                     Bar("USD", 90, "90 cents")]),
+              bars("Too long", [Bar(absurd, 3, "3")]),
+              columns("Findings across runs", [Bar(d, i % 7, str(i % 7)) for i, d in enumerate(dates)]),
+              columns("Buckets", [Bar(b, i, str(i)) for i, b in enumerate(buckets)])]
+    page = tmp_path / "charts.html"
+    page.write_text(f"<!doctype html><meta charset=utf-8><style>{report_html.page_assets()['style']}</style>"
+                    + "".join(str(c) for c in charts))
+    opened = Opened(browser, page)
+    try:
+        found = opened.page.evaluate(CHART_GEOMETRY)
+        _charts_are_whole_and_inside(found, {*long_names, absurd, "USD", *dates, *buckets})
+        # Names a chart can hold (schema.table.column, some 50 characters) are printed whole.
+        [by_column, trial, too_long, *_] = found
+        assert [label["shown"] for label in by_column["labels"]] == long_names
+        assert [label["shown"] for label in trial["labels"]] == [long_names[0], "USD"]
+        assert too_long["labels"][0]["title"] == absurd
+        opened.screenshot_page("charts-long-labels-1280.png")
+        opened.clean()
+    finally:
+        opened.close()
+
+
+def _findings_table_fits(browser: Any, report: Path, name: str) -> None:
+    """At 1280 and at 800 pixels wide: the findings table is no wider than its container's content
+    box (nor than its clientWidth, padding included), and nothing makes the page scroll sideways."""
+    for width in (1280, 800):
+        opened = Opened(browser, report, width=width)
+        try:
+            fit = opened.page.evaluate("""() => {
+              const table = document.getElementById("findings-table"), box = table.parentElement;
+              const style = getComputedStyle(box), page = document.documentElement;
+              const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+              return {scroll: table.scrollWidth, width: table.getBoundingClientRect().width,
+                      client: box.clientWidth, content: box.clientWidth - padding,
+                      page: page.scrollWidth, viewport: page.clientWidth};
+            }""")
+            opened.page.locator("#findings-table").screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"))
+            assert fit["scroll"] <= fit["client"], (width, fit)
+            assert fit["width"] <= fit["content"] + 0.5, (width, fit)
+            assert fit["page"] <= fit["viewport"], (width, fit)
+            opened.clean()
+        finally:
+            opened.close()
+
+
+@pytest.fixture(scope="module")
+def cents_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of one ``verify-cents --demo`` (its report has every planted finding)."""
+    out = tmp_path_factory.mktemp("cents-demo")
+    result = run_cli("verify-cents", "--demo", "--report-dir", str(out))
+    assert result.code == 1, result.stderr
+    return only_run(out)
+
+
+def test_the_demo_findings_table_fits_at_1280_and_800_pixels(browser: Any, cents_demo: Path) -> None:
+    _findings_table_fits(browser, cents_demo / "report.html", "verify-cents-demo-findings")
+
+
+@pytest.fixture
+def long_names_db(fresh_db: str) -> str:
+    """Wrong cents in tables and columns whose names are long (up to PostgreSQL's 63 bytes): a schema,
+    snake_case names with underscores, and a quoted CamelCase table."""
+    long_table = "creator_subscription_payments_adjustments_2026_q4"
+    source, target = "subscription_gross_amount_before_platform_fees_usd", (
+        "subscription_gross_amount_before_platform_fees_cents")
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA creator_billing_archive_2026")
+        for table in (sql.Identifier("creator_billing_archive_2026", long_table),
+                      sql.Identifier("CreatorSubscriptionPaymentAdjustmentsArchive")):
+            conn.execute(sql.SQL("CREATE TABLE {} (k text PRIMARY KEY, {} numeric(12,2), {} bigint)").format(
+                table, sql.Identifier(source), sql.Identifier(target)))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES ('mismatch', 1.23, 124), ('sign', 2.00, -200), "
+                                 "('null', 3.00, NULL), ('fine', 4.00, 400)").format(table))
+    return fresh_db
+
+
+def test_long_identifiers_fit_the_findings_table_at_1280_and_800_pixels(browser: Any, long_names_db: str,
+                                                                         tmp_path: Path) -> None:
+    result = run_cli("verify-cents", "--db", long_names_db, "--report-dir", str(tmp_path))
+    assert result.code == 1, result.stderr
+    report = only_run(tmp_path) / "report.html"
+    tables = {f["table"] for f in run_summary(tmp_path)["findings"]}
+    assert "creator_billing_archive_2026.creator_subscription_payments_adjustments_2026_q4" in tables
+    _findings_table_fits(browser, report, "verify-cents-long-names-findings")
+    opened = Opened(browser, report)
+    try:  # the chart of offending rows per table names both tables whole
+        _charts_are_whole_and_inside(opened.page.evaluate(CHART_GEOMETRY))
+        opened.clean()
+    finally:
+        opened.close()
+
+
+def test_demo_and_pass_reports_at_1280_and_800_pixels(browser: Any, cents_demo: Path, tmp_path: Path,
+                                                      small_dump: Path, server_dsn: str) -> None:
+    """The cents demo, the ledger demo and a passing rehearsal (its migration timeline names long
+    files), and the runs index (the ledger demo's target is a long path), whole pages at both widths
+    (test-artifacts/*-full-*.png): no page scrolls sideways and every chart's labels are whole and
+    inside it."""
+    from verifier.paths import project_migrations_dir
+
+    assert run_cli("verify-ledger", "--demo", "--report-dir", str(tmp_path / "ledger")).code == 1
+    passed = run_cli("verify-cents", "--snapshot", str(small_dump), "--scratch", server_dsn,
+                     "--migrations", str(project_migrations_dir()), "--skip-rule-checks",
+                     "--report-dir", str(tmp_path / "pass"))
+    assert passed.code == 0, passed.stderr
+    pages = {"verify-cents-demo": cents_demo / "report.html",
+             "verify-ledger-demo": only_run(tmp_path / "ledger") / "report.html",
+             "verify-cents-pass": only_run(tmp_path / "pass") / "report.html",
+             "runs-index": tmp_path / "ledger" / "index.html"}
+    for name, path in pages.items():
+        for width in (1280, 800):
+            opened = Opened(browser, path, width=width)
+            try:
+                opened.screenshot_page(f"{name}-full-{width}.png")
+                page = opened.page.evaluate("[document.documentElement.scrollWidth, "
+                                            "document.documentElement.clientWidth]")
+                assert page[0] <= page[1], (name, width, page)
+                _charts_are_whole_and_inside(opened.page.evaluate(CHART_GEOMETRY))
+                opened.clean()
+            finally:
+                opened.close()

@@ -181,7 +181,7 @@ def test_c_an_identity_holds_on_a_table_without_decimals(fresh_db: str, tmp_path
     # The decimals are gone: no cents column here can be verified, and the run says so.
     assert {f["column"] for f in data["findings"] if f["rule"] == "unverified_minor_units"} == {
         "amount_cents", "fee_cents", "net_amount_cents"}
-    report = (only_run(tmp_path / "r") / "report.html").read_text()
+    report = (only_run(tmp_path / "r") / "report.html").read_text().replace("<wbr>", "")  # names' breaks
     inventory = report[report.index('<h2 id="inventory">'):report.index('<h2 id="tables">')]
     assert "Not verified by this run" in inventory and "public.payments.net_amount_cents" in inventory
     assert "unverified <b>3</b>" in inventory

@@ -66,6 +66,8 @@ CURRENCIES_MAX = 200  # distinct account currencies the per-currency figures are
 # into account ranges that the workers sort at once; work_mem larger than this made the sorts
 # slower here, not faster (measured: scripts/bench_ledger.py --chain, README "Speed").
 CHAIN_SORTED = {"enable_indexscan": "off", "enable_bitmapscan": "off", "work_mem": "4MB"}
+# Split, the ranges are the parallelism: no parallel workers of PostgreSQL's own on top of them.
+CHAIN_SPLIT = {**CHAIN_SORTED, "max_parallel_workers_per_gather": "0"}
 CHAIN_SAMPLE_PERCENT = 1  # of the entries' pages, sampled for the account ranges' bounds
 CHAIN_RANGE_ROWS_MIN = 2_000  # sampled entries per range, at least (else fewer ranges)
 CHAIN_QUANTILES = 64  # of the sampled accounts, grouped into ranges of about equal weight
@@ -320,8 +322,10 @@ def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout,
                            f"{'' if high is None else f'< {high}'}".strip()
                            if where else "every account",
                            sql.SQL(" AND ").join(where) if where else sql.SQL("true")))
-        out += [Planned(planned_pass.p, {**planned_pass.filled, "chain_range": where}, CHAIN_SORTED,
-                        part=label if len(ranges) > 1 else None) for label, where in ranges]
+        split = len(ranges) > 1
+        out += [Planned(planned_pass.p, {**planned_pass.filled, "chain_range": where},
+                        CHAIN_SPLIT if split else CHAIN_SORTED, part=label if split else None)
+                for label, where in ranges]
     return out
 
 

@@ -16,9 +16,17 @@ from decimal import ROUND_HALF_UP, Decimal
 from markupsafe import Markup, escape
 
 WIDTH = 760
-LABEL_W = 200  # left column for bar labels
+LABEL_W = 200  # left column for bar labels, at least; wider when a label needs it, up to LABEL_W_MAX
+LABEL_W_MAX = 400  # about 52 characters: a schema.table.column name; a longer one is abbreviated
+PLOT_W_MIN = 250  # the bars keep this much when labels widen the label column (the chart grows beyond WIDTH)
 VALUE_W = 230  # right column for the printed value
 ROW_H = 22
+# Category labels are names (tables, columns, files): printed in monospace, whose every character is
+# about 0.6 em wide in any such font, so that the chart can reserve their width without measuring text.
+MONO = "ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+LABEL_PX, TICK_PX = 12, 11  # the font sizes of bar labels and of column (tick) labels
+CHAR_EM = Decimal("0.62")  # a monospace character's advance, with a margin (DejaVu Sans Mono: 0.602 em)
+TICK_CHARS_MAX = 24  # a column label longer than this is abbreviated (the slanted labels need room below)
 LOG_RATIO_MIN = 100  # a bar chart whose largest value is this many times its smallest is drawn on a log scale
 TICKS_MAX = 16  # category labels a column chart prints; beyond, every few (tooltips name them all)
 COLORS = {"bad": "#c0392b", "warn": "#b7791f", "ok": "#2f855a", "neutral": "#4a6fa5", "grid": "#ccd"}
@@ -50,8 +58,29 @@ def _svg(height: int, title: str, body: str, width: int = WIDTH) -> Markup:
         f"<title>{escape(title)}</title>{body}</svg>")
 
 
-def _clip(text: str, limit: int = 30) -> str:  # 30 characters fit LABEL_W
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+def _text_px(chars: int, font_px: int) -> int:
+    """The width of ``chars`` monospace characters at ``font_px`` (rounded up: room to spare)."""
+    return math.ceil(chars * CHAR_EM * font_px)
+
+
+def _abbreviated(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and its end around an ellipsis
+    (a name's schema and its column are what tell it apart)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    shown = text[:head] + "\u2026" + text[len(text) - (limit - 1 - head):]
+    assert len(shown) == limit
+    return shown
+
+
+def _label(text: str, limit: int, font_px: int, attributes: str) -> str:
+    """A category label's <text>: the name whole, or abbreviated with the whole name in its own
+    tooltip (<title>), never cut silently."""
+    shown = _abbreviated(text, limit)
+    title = f"<title>{escape(text)}</title>" if shown != text else ""
+    return (f'<text {attributes} font-family="{MONO}" font-size="{font_px}">'
+            f"{title}{escape(shown)}</text>")
 
 
 def bars(title: str, rows: Sequence[Bar]) -> Markup:
@@ -60,8 +89,15 @@ def bars(title: str, rows: Sequence[Bar]) -> Markup:
         return Markup("")
     top = max((abs(Decimal(r.value)) for r in rows), default=Decimal(0))
     has_negative = any(Decimal(r.value) < 0 for r in rows)
-    plot_w = WIDTH - LABEL_W - VALUE_W
-    zero = LABEL_W + (plot_w // 2 if has_negative else 0)
+    # The label column takes the width its longest label needs (8 px before the axis, 4 px at the
+    # edge), within LABEL_W..LABEL_W_MAX; the chart grows beyond WIDTH rather than leave the bars
+    # less than PLOT_W_MIN.
+    label_w = min(max(LABEL_W, _text_px(max(len(r.label) for r in rows), LABEL_PX) + 12), LABEL_W_MAX)
+    label_chars = int((label_w - 12) / (CHAR_EM * LABEL_PX))
+    width = max(WIDTH, label_w + PLOT_W_MIN + VALUE_W)
+    plot_w = width - label_w - VALUE_W
+    assert plot_w >= PLOT_W_MIN and _text_px(label_chars, LABEL_PX) + 12 <= label_w
+    zero = label_w + (plot_w // 2 if has_negative else 0)
     span = plot_w // 2 if has_negative else plot_w
     scale = Decimal(span) / top if top else Decimal(0)
     # Counts that span orders of magnitude (one wrong row beside thousands of warnings): a log
@@ -79,12 +115,12 @@ def bars(title: str, rows: Sequence[Bar]) -> Markup:
         tip = escape(r.title or f"{r.label}: {r.text}")
         parts.append(
             f'<g><title>{tip}</title>'
-            f'<text x="{LABEL_W - 8}" y="{y + 14}" text-anchor="end">{escape(_clip(r.label))}</text>'
-            f'<rect x="{x}" y="{y + 3}" width="{w}" height="{ROW_H - 8}" fill="{COLORS[r.tone]}"/>'
-            f'<text x="{LABEL_W + plot_w + 8}" y="{y + 14}">{escape(r.text)}</text></g>')
+            + _label(r.label, label_chars, LABEL_PX, f'x="{label_w - 8}" y="{y + 14}" text-anchor="end"')
+            + f'<rect x="{x}" y="{y + 3}" width="{w}" height="{ROW_H - 8}" fill="{COLORS[r.tone]}"/>'
+            f'<text x="{label_w + plot_w + 8}" y="{y + 14}">{escape(r.text)}</text></g>')
     height = 12 + len(rows) * ROW_H
     parts.append(f'<line x1="{zero}" y1="4" x2="{zero}" y2="{height - 4}" stroke="#555"/>')
-    return _svg(height, title, "".join(parts))
+    return _svg(height, title, "".join(parts), width)
 
 
 def columns(title: str, rows: Sequence[Bar], height: int = 240) -> Markup:
@@ -92,11 +128,15 @@ def columns(title: str, rows: Sequence[Bar], height: int = 240) -> Markup:
     if not rows:
         return Markup("")
     top = max((Decimal(r.value) for r in rows), default=Decimal(0))
-    plot_h = height - 100  # room below for the slanted category labels
-    left = 60  # the first slanted label needs room on the left
+    every = math.ceil(len(rows) / TICKS_MAX)  # with many columns, label every few and print no counts
+    # The labels slant at 30 degrees, down and to the left of their column: the longest needs room
+    # below the axis (half its length), the first room on the left (cos 30 of its length, < 0.87).
+    longest = max(min(len(r.label), TICK_CHARS_MAX) for r in rows[::every])
+    plot_h = height - 20 - max(80, 24 + _text_px(longest, TICK_PX) // 2)
+    first = min(len(rows[0].label), TICK_CHARS_MAX)
+    left = max(60, math.ceil(_text_px(first, TICK_PX) * Decimal("0.87")) + 4)
     slot = (WIDTH - left - 10) // len(rows)
     scale = Decimal(plot_h) / top if top else Decimal(0)
-    every = math.ceil(len(rows) / TICKS_MAX)  # with many columns, label every few and print no counts
     parts = []
     for i, r in enumerate(rows):
         h = _bar_px(r.value, scale)
@@ -109,8 +149,9 @@ def columns(title: str, rows: Sequence[Bar], height: int = 240) -> Markup:
             f'<rect x="{bar_x}" y="{base - h}" width="{bar_w}" height="{h}" fill="{COLORS[r.tone]}"/>'
             + (f'<text x="{x + slot // 2}" y="{base - h - 4}" text-anchor="middle">{escape(r.text)}</text>'
                if every == 1 else "")
-            + (f'<text x="{x + slot // 2 + 4}" y="{base + 14}" text-anchor="end" class="tick" '
-               f'transform="rotate(-30 {x + slot // 2 + 4} {base + 14})">{escape(_clip(r.label, 20))}</text>'
+            + (_label(r.label, TICK_CHARS_MAX, TICK_PX,
+                      f'x="{x + slot // 2 + 4}" y="{base + 14}" text-anchor="end" class="tick" '
+                      f'transform="rotate(-30 {x + slot // 2 + 4} {base + 14})"')
                if i % every == 0 else "")
             + "</g>")
     parts.append(f'<line x1="{left}" y1="{20 + plot_h}" x2="{WIDTH - 10}" y2="{20 + plot_h}" stroke="#555"/>')

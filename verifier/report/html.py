@@ -19,6 +19,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -26,6 +27,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from verifier.cents.sql import DIFF_BUCKETS
+from verifier.config.ledger import ALL_TYPES
 from verifier.files import OFFENDERS_NAME
 from verifier.findings import money, rule
 from verifier.report import charts
@@ -43,6 +45,10 @@ HEADLINES = {  # status -> (headline after the verdict word, what it means)
 STAGE_DETAIL_ELSEWHERE = ("tables", "timeline", "passes", "expectations", "live", "inventory", "pairing")
 PROVENANCE_ELSEWHERE = ("migrations", "ledger_history")
 PROVEN, CHECKED = "#2f855a", "#4a6fa5"  # the trend chart's two series
+# Where an identifier's word ends: after "_", after a "/" that follows a letter (a path's folder, not
+# the root nor 1/2), after a "." not before a digit (not a decimal point).
+WORD_END = re.compile(r"(?<=_)|(?<=[A-Za-z]/)|(?<=\.)(?=\D)")
+CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # where a CamelCase name's next word starts
 STAGE_DETAIL_CHARS_MAX = 600  # characters of a stage's remaining detail shown in the stages table
 DIFF_CHART_NOTE = ("Offending rows of decimal/cents pairs by their difference, cents minus the expected "
                    "cents, bucketed by sign and order of magnitude. Rows that are right are not drawn; "
@@ -81,11 +87,14 @@ def page_assets() -> dict[str, Markup | str]:
             "script_hash": f"sha256-{digest}"}
 
 
-def breakable(name: Any) -> Markup:
-    """An identifier (schema.table, a column) that may break after its dots and underscores, never
-    inside a word: escaped text with <wbr> there."""
-    text = str(escape("" if name is None else name))
-    return Markup(text.replace("_", "_<wbr>").replace(".", ".<wbr>"))
+def breakable(name: Any, camel: bool = True) -> Markup:
+    """An identifier (schema.table, a column, a rule, a path) that may break after its underscores,
+    slashes and dots (not a decimal point) and, with ``camel``, before the capital of a CamelCase word;
+    never inside a word: escaped text with <wbr> there. Text that names identifiers (a message, a
+    command line) takes ``camel=False``, so that its words (PostgreSQL) stay whole. (Escaped text's
+    entities hold no "_", "/", "." or capital.)"""
+    text = WORD_END.sub("<wbr>", str(escape("" if name is None else name)))
+    return Markup(CAMEL_HUMP.sub("<wbr>", text) if camel else text)
 
 
 def format_cents(value: Any) -> str:
@@ -200,7 +209,8 @@ def _ledger(data: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str,
     offenders = stage(data, "offenders") or {}
     drift = offenders.get("drift_by_account_type")
     if drift:
-        types = sorted(set(drift) | set(layout.get("non_negative_account_types") or []))
+        # "*" (every type, the platform layout's default) is no account type: not a bar of its own.
+        types = sorted(set(drift) | set(layout.get("non_negative_account_types") or []) - {ALL_TYPES})
         found.append({"title": "Balance drift per account type",
                       "note": "Per account type, the sum of |stored balance - what its entries say| "
                               "(account_balance_drift). Types without drift are drawn at 0.",
