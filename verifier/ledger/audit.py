@@ -11,7 +11,8 @@ READ, READ ONLY transaction the caller opened), in these stages:
    proved, and how far history is settled now (``verifier.ledger.proven``);
 3. ``audit``: every pass's summary (``invariants.summary_query``), in
    parallel on up to ``workers`` connections that import ``conn``'s
-   exported snapshot, so every pass sees exactly the same ledger; with a
+   exported snapshot, so every pass sees exactly the same ledger (a full
+   chain pass sorts, in account ranges: ``split_chain``); with a
    state, the incremental passes (only what lies beyond the proven
    watermarks) and the digests of proven history (``verifier.ledger.history``)
    share those connections;
@@ -294,9 +295,9 @@ def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, curre
 
 def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout, mode: str = "full"
                  ) -> list[Planned]:
-    """The full chain pass as a sort (``CHAIN_SORTED``), split into up to ``layout.workers``
-    ranges of account ids holding about as many entries each (bounds from a sample of the entries'
-    pages, ``TABLESAMPLE SYSTEM``). The first range is open below and holds the NULL accounts, the
+    """The full chain pass as a sort (``CHAIN_SORTED``), split into ranges of account ids holding
+    about as many entries each (``_account_bounds``: ``layout.chain_ranges``, else up to
+    ``layout.workers`` on a large ledger; bounds from a sample of the entries' pages). The first range is open below and holds the NULL accounts, the
     last is open above: every entry falls in exactly one, whatever the sample saw. An incremental
     chain pass (``mode``) reads only the new entries, through the index, and is not split."""
     if mode == "incremental":

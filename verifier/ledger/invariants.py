@@ -21,8 +21,9 @@ What the passes prove, and what they cost on a ledger of n entries:
   to the journals. A journal balances (sum zero), has at least two entries and
   one currency (its own); no journal is empty; no entry names a journal
   that does not exist.
-- ``chain``: one scan of the entries in (account, id) order with a window,
-  joined to the accounts. Every entry's sign matches its type; its before
+- ``chain``: the entries in (account, seq) order with a window, joined to
+  the accounts (a full audit sorts them, in account ranges that the
+  workers read at once: ``verifier.ledger.audit.split_chain``). Every entry's sign matches its type; its before
   equals its account's previous after (0 for the first), and its after
   follows from before and amount; no account that must not go negative
   ever did; every entry names an account; every account's balance equals
