@@ -249,3 +249,45 @@ def test_a_cast_the_database_defines_on_a_ledger_column_type_is_exit_2(
     code, data, stderr = _audit(fresh_db, tmp_path / "cast", config=config)
     assert code == 2, (stderr, data["findings"])
     assert "public.side AS text WITH FUNCTION public.lie(public.side)" in stderr and "DROP CAST" in stderr
+
+
+TEXT_ACCOUNTS = """
+CREATE TABLE accounts (id text PRIMARY KEY, account_type text NOT NULL, owner_user_id bigint,
+  currency char(3) NOT NULL, balance_cents bigint NOT NULL);
+CREATE TABLE journals (id bigint PRIMARY KEY, journal_type text NOT NULL, idempotency_key text,
+  reverses_journal_id bigint, currency char(3) NOT NULL);
+CREATE TABLE entries (id bigint PRIMARY KEY, journal_id bigint NOT NULL, account_id text,
+  entry_type text NOT NULL, amount_cents bigint NOT NULL, balance_before_cents bigint NOT NULL,
+  balance_after_cents bigint NOT NULL);
+INSERT INTO accounts SELECT 'u' || lpad(k::text, 2, '0'), 'user', k, 'USD', 100
+  FROM generate_series(1, 40) k;
+INSERT INTO accounts VALUES ('cash', 'platform_cash', NULL, 'USD', -4000);
+INSERT INTO journals SELECT k, 'deposit', NULL, NULL, 'USD' FROM generate_series(1, 40) k;
+INSERT INTO entries SELECT 2 * k - 1, k, 'cash', 'debit', 100, -(k - 1) * 100, -k * 100
+  FROM generate_series(1, 40) k;
+INSERT INTO entries SELECT 2 * k, k, 'u' || lpad(k::text, 2, '0'), 'credit', -100, 0, 100
+  FROM generate_series(1, 40) k;
+"""
+
+
+def test_text_account_ids_split_into_ranges_lose_no_entry(fresh_db: str, tmp_path: Path) -> None:
+    """The chain pass cut into account ranges by text ids (one account, the platform's cash, holding
+    half the entries): drift in three ranges, and entries of accounts that sort before, after and
+    outside every id (NULL) are all found, as the unsplit pass finds them."""
+    _make(fresh_db, TEXT_ACCOUNTS)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE accounts SET balance_cents = 101 WHERE id IN ('u05', 'u20', 'u35')")
+        conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
+        conn.execute("INSERT INTO entries VALUES (81, 41, '!first', 'debit', 7, 0, -7), "
+                     "(82, 41, '~last', 'credit', -3, 0, 3), (83, 41, NULL, 'credit', -4, 0, 4)")
+    found = {}
+    for ranges in (1, 3):
+        code, data, stderr = _audit(fresh_db, tmp_path / str(ranges),
+                                    config=f"[ledger]\nreconcile = []\nchain_ranges = {ranges}\n")
+        assert code == 1, stderr
+        chain = [p for p in {s["name"]: s for s in data["stages"]}["audit"]["passes"] if p["pass"] == "chain"]
+        assert len(chain) == ranges, chain
+        found[ranges] = _rules(data)
+    assert found[3] == found[1]
+    assert found[3]["account_balance_drift"] == {"u05", "u20", "u35"}
+    assert found[3]["orphan_entry"] >= {"81", "82", "83"}

@@ -295,11 +295,12 @@ def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, curre
 
 def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout, mode: str = "full"
                  ) -> list[Planned]:
-    """The full chain pass as a sort (``CHAIN_SORTED``), split into ranges of account ids holding
-    about as many entries each (``_account_bounds``: ``layout.chain_ranges``, else up to
-    ``layout.workers`` on a large ledger; bounds from a sample of the entries' pages). The first range is open below and holds the NULL accounts, the
-    last is open above: every entry falls in exactly one, whatever the sample saw. An incremental
-    chain pass (``mode``) reads only the new entries, through the index, and is not split."""
+    """The full chain pass as a sort (``CHAIN_SORTED``), split into ranges of account ids holding about as
+    many entries each (``_account_bounds``: ``layout.chain_ranges``, else up to ``layout.workers`` on a
+    large ledger; bounds from a sample of the entries' pages). The first range is open below and holds
+    the NULL accounts, the last is open above: every entry falls in exactly one, whatever the sample
+    saw. An incremental chain pass (``mode``) reads only the new entries, through the index, and is not
+    split."""
     if mode == "incremental":
         return passes
     out = []
@@ -350,14 +351,21 @@ def _account_bounds(conn: psycopg.Connection, layout: Layout, filled: dict[str, 
     # Ordered as the range predicates compare: by the column's own type, collation and operators,
     # resolved in pg_catalog (the session's search_path). A constant seed: the same ranges each run.
     # A small ledger's sample of 1% may be empty; configured ranges then sample every page.
+    # An account type without an ordering (json) cannot be cut: one range, the transaction kept
+    # (a savepoint).
     for percent in (CHAIN_SAMPLE_PERCENT, 100):
-        row = conn.execute(inv.compose(
-            "SELECT count(*), (percentile_disc({fractions}::float8[]) WITHIN GROUP "
-            "(ORDER BY e.{entries_account}))::text[] "
-            "FROM {entries} e TABLESAMPLE SYSTEM ({percent}) REPEATABLE (0) "
-            "WHERE e.{entries_account} IS NOT NULL",
-            {**filled, "percent": sql.Literal(percent),
-             "fractions": sql.Literal([i / CHAIN_QUANTILES for i in range(CHAIN_QUANTILES)])})).fetchone()
+        try:
+            with conn.transaction():
+                row = conn.execute(inv.compose(
+                    "SELECT count(*), (percentile_disc({fractions}::float8[]) WITHIN GROUP "
+                    "(ORDER BY e.{entries_account}))::text[] "
+                    "FROM {entries} e TABLESAMPLE SYSTEM ({percent}) REPEATABLE (0) "
+                    "WHERE e.{entries_account} IS NOT NULL",
+                    {**filled, "percent": sql.Literal(percent),
+                     "fractions": sql.Literal([i / CHAIN_QUANTILES for i in range(CHAIN_QUANTILES)])}
+                )).fetchone()
+        except psycopg.errors.UndefinedFunction:
+            return []
         assert row is not None
         sampled, quantiles = int(row[0]), list(row[1] or [])
         if layout.chain_ranges is None or sampled >= CHAIN_QUANTILES:
