@@ -74,6 +74,28 @@ CHAIN_RANGE_ROWS_MIN = 2_000  # sampled entries per range, at least (else fewer 
 CHAIN_QUANTILES = 64  # of the sampled accounts, grouped into ranges of about equal weight
 
 
+# Whether the entries can be cut into account ranges: a table (not a view), and an account column
+# whose type (under any domains) is built in or an enum. Its "<" and ">=", resolved in pg_catalog,
+# then order as its sort does. An extension's type (citext) sorts by its own operators, which
+# pg_catalog does not hold: its ranges would be cut in one order and read in another (text's).
+SPLITTABLE_SQL = """
+WITH RECURSIVE base(oid, typtype, typnamespace, typbasetype) AS (
+    SELECT t.oid, t.typtype, t.typnamespace, t.typbasetype
+    FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
+                        ON n.oid = c.relnamespace WHERE n.nspname = {schema} AND c.relname = {table})
+      AND a.attname = {column} AND NOT a.attisdropped
+    UNION ALL
+    SELECT t.oid, t.typtype, t.typnamespace, t.typbasetype
+    FROM pg_catalog.pg_type t JOIN base b ON b.typtype = 'd' AND t.oid = b.typbasetype)
+SELECT c.relkind::text,
+       (SELECT b.typtype = 'e' OR b.typnamespace = 'pg_catalog'::pg_catalog.regnamespace
+        FROM base b WHERE b.typtype <> 'd')
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = {schema} AND c.relname = {table}
+"""
+
+
 @dataclass(frozen=True)
 class Planned:
     """A pass to run: its SQL, the placeholders that fill it, its planner settings; ``part`` names
@@ -342,14 +364,14 @@ def _account_bounds(conn: psycopg.Connection, layout: Layout, filled: dict[str, 
     ranges_max = layout.chain_ranges or layout.workers
     if ranges_max < 2:
         return []
-    kind = conn.execute(sql.SQL(
-        "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-        "ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {}").format(
-        sql.Literal(layout.schema), sql.Literal(layout.tables["entries"]))).fetchone()
-    if kind is None or kind[0] not in ("r", "p", "m"):
+    kind = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
+        schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
+        column=sql.Literal(layout.column("entries", "account")))).fetchone()
+    if kind is None or kind[0] not in ("r", "p", "m") or not kind[1]:
         return []
-    # Ordered as the range predicates compare: by the column's own type, collation and operators,
-    # resolved in pg_catalog (the session's search_path). A constant seed: the same ranges each run.
+    # Sorted as the range predicates compare: by the column's type's default ordering and its
+    # collation, which for the types of SPLITTABLE_SQL are the operators found in pg_catalog (the
+    # session's search_path). A constant seed: the same ranges each run.
     # A small ledger's sample of 1% may be empty; configured ranges then sample every page.
     # An account type without an ordering (json) cannot be cut: one range, the transaction kept
     # (a savepoint).

@@ -195,7 +195,7 @@ _CHAIN = """
                  <<prev_after>> AS prev_after,
                  lead(e.{entries_seq}) OVER w IS NULL AS is_last
           FROM {entries} e <<seed>> WHERE <<entries>> AND {chain_range}
-          WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_seq})) w
+          WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_seq}, e.{entries_id})) w
     LEFT JOIN (SELECT a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type,
                       a.{accounts_balance} AS a_balance, a.{accounts_currency}::text AS a_currency,
                       CASE WHEN a.{accounts_type}::text = ANY({debit_normal}) THEN -{direction}
@@ -251,16 +251,19 @@ CHAIN = Pass(
              "count(*) FILTER (WHERE x.prev_after IS NULL AND x.before <> 0)"),
             ("opening_by_currency", "{opening_by_currency}")),
 )
-# Each account's last entry up to seq {w} (its seq and balance after): one
+# Each account's last entry up to seq {w} (its seq and balance after; of
+# entries that share its seq, the one of the highest id, as the chain's
+# window orders them): one
 # scan, aggregated per account, then each found by its seq. Not a probe per
 # account: without an index on (account, seq), as the platform has none,
 # "its newest entry" walks an index of the account's every entry, or the
 # table's newest ids back to the account's, for each account (20 s on 10^7).
 _LAST_PROVEN = """
-    (SELECT lp.account, p.{entries_seq} AS seq, p.{entries_after} AS after
+    (SELECT DISTINCT ON (lp.account) lp.account, p.{entries_seq} AS seq, p.{entries_after} AS after
      FROM (SELECT l.{entries_account} AS account, max(l.{entries_seq}) AS seq FROM {entries} l
            WHERE l.{entries_seq} <= {w} GROUP BY 1) lp
-     JOIN {entries} p ON p.{entries_seq} = lp.seq AND p.{entries_account} = lp.account)"""
+     JOIN {entries} p ON p.{entries_seq} = lp.seq AND p.{entries_account} = lp.account
+     ORDER BY lp.account, p.{entries_id} DESC)"""
 # The entries beyond the watermark; an account's first of them follows its
 # last proven entry.
 INC_CHAIN = replace(CHAIN, source=_fill(
@@ -296,10 +299,11 @@ INC_ACCOUNTS = Pass(
            a.{accounts_currency}::text AS a_currency, l.id AS last_id, l.after,
            l.id IS NOT NULL AS has_entries
     FROM {accounts} a
-    LEFT JOIN (SELECT m.account, e.{entries_seq} AS id, e.{entries_after} AS after
+    LEFT JOIN (SELECT DISTINCT ON (m.account) m.account, e.{entries_seq} AS id, e.{entries_after} AS after
                FROM (SELECT l.{entries_account} AS account, max(l.{entries_seq}) AS seq FROM {entries} l
                      GROUP BY 1) m
-               JOIN {entries} e ON e.{entries_seq} = m.seq AND e.{entries_account} = m.account) l
+               JOIN {entries} e ON e.{entries_seq} = m.seq AND e.{entries_account} = m.account
+               ORDER BY m.account, e.{entries_id} DESC) l
       ON l.account = a.{accounts_id}
     WHERE l.id IS NULL OR l.id <= {w}
     """,
