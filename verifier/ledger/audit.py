@@ -250,6 +250,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
         with run.stage("state saved") as detail:
             rehashed = sum(b - a + 1 for r in rehash.values() for a, b in r)
             checked = next((r.totals.get("entries", 0) for r in results if r.name == "journals"), 0)
+            scope.state.tampered = tampered
             proven.advance(scope.state, run, digests, scope, carried, rehashed, checked, findings)
             st.save(schedule.state, scope.state)
             detail.update(path=str(schedule.state), proven=dict(scope.state.proven),
@@ -516,14 +517,14 @@ def _merged(parts: list[PassResult]) -> PassResult:
 def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: Scope, passes: list[Planned],
                      parts: list[PassResult], digests: list[history.Digests],
                      rehash: dict[str, list[tuple[int, int]]], offenders: str
-                     ) -> tuple[list[Finding], list[st.Carried], list[history.Tampered], list[PassResult]]:
+                     ) -> tuple[list[Finding], list[st.Carried], list[st.Tampered], list[PassResult]]:
     """The "offenders" stage: offending rows to offenders.csv; the findings, carried rows and tampering,
     and each pass's result (its account ranges' merged)."""
     layout = config.ledger
     findings: list[Finding] = []
     carried = scope.carried
     new_carried: list[st.Carried] = []
-    tampered: list[history.Tampered] = []
+    tampered: list[st.Tampered] = []
     with run.stage("offenders") as detail, offenders_csv(run.run_dir, offenders) as out:
         out.writerow(OFFENDERS_HEADER)
         results: list[PassResult] = []
@@ -550,10 +551,16 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
             findings += findings_of(p, result, samples, layout, offenders)
         if scope.state is not None:
             for table, found_digests in zip(st.HISTORY_TABLES, digests, strict=True):
-                tampered += history.compare(scope.state, table, rehash[table], found_digests.rehashed)
+                tampered += [dataclasses.replace(t, found_by=run.run_id) for t in history.compare(
+                    scope.state, table, rehash[table], found_digests.rehashed)]
+            # Found by an earlier audit in a chunk this one did not re-hash: still so, as far as
+            # anyone knows (a re-hash that finds the chunk as proven again ends it; --full starts anew).
+            tampered += [t for t in scope.state.tampered if scope.mode == "incremental"
+                         and not any(a <= t.chunk <= b for a, b in rehash[t.table])]
         for t in tampered:
-            out.writerow(("history_tampered", layout.table(t.table), t.id, t.cents_impact, t.detail))
-        findings += _tampered_findings(tampered, layout, config.sample_rows_max, offenders)
+            out.writerow(("history_tampered", layout.table(t.table), t.id, t.cents_impact,
+                          _told(t, run.run_id)))
+        findings += _tampered_findings(tampered, layout, config.sample_rows_max, offenders, run.run_id)
         detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered)
         detail["drift_by_account_type"] = _drift_by_type(results)
     return findings, carried + new_carried, tampered, results
@@ -571,8 +578,13 @@ def _drift_by_type(results: list[PassResult]) -> dict[str, dict[str, Any]]:
     return {t: {"accounts": n, "drift_cents": str(cents)} for t, (n, cents) in sorted(by_type.items())}
 
 
-def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
-                       sample_rows_max: int, offenders: str) -> list[Finding]:
+def _told(t: st.Tampered, run_id: str) -> str:
+    """A tampering's detail, and which earlier audit found it (when not this one)."""
+    return t.detail if t.found_by == run_id else f"{t.detail} (found by audit {t.found_by})"
+
+
+def _tampered_findings(tampered: list[st.Tampered], layout: Layout,
+                       sample_rows_max: int, offenders: str, run_id: str) -> list[Finding]:
     found = []
     for table in st.HISTORY_TABLES:
         mine = [t for t in tampered if t.table == table]
@@ -580,7 +592,7 @@ def _tampered_findings(tampered: list[history.Tampered], layout: Layout,
             found.append(Finding(
                 rule="history_tampered", severity="error", table=layout.table(table), count=len(mine),
                 cents_impact=sum(t.cents_impact for t in mine),
-                sample=tuple({"id": t.id, "cents_impact": t.cents_impact, "detail": t.detail}
+                sample=tuple({"id": t.id, "cents_impact": t.cents_impact, "detail": _told(t, run_id)}
                              for t in mine[:sample_rows_max]),
                 message=f"{len(mine):,} change(s) to {layout.table(table)} rows an earlier audit had proven: "
                         f"history_tampered ({rule('history_tampered').meaning})",

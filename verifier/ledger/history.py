@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 
 from verifier.config.ledger import Layout
-from verifier.ledger.state import Chunk, State
+from verifier.ledger.state import Chunk, State, Tampered
 
 CHUNK_BITS = 10
 P = (1 << 31) - 1
@@ -78,15 +78,6 @@ def row_hash_kind(conn: psycopg.Connection, layout: Layout, table: str) -> str:
 
 
 EMPTY = Chunk(0, 0, 0, Decimal(0))  # the digest of no rows
-
-
-@dataclass(frozen=True)
-class Tampered:
-    table: str  # logical: entries or journals
-    id: str  # the row's id, or "first..last" for a chunk with several changes
-    what: str  # changed, deleted, inserted, or several
-    cents_impact: int
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -197,10 +188,10 @@ def _pinpoint(table: str, chunk: int, old: Chunk, cur: Chunk, proven: int) -> Ta
                       "inserted": "inserted among ids an earlier audit had proven"}[what]
             if table == "entries" and impact:
                 detail += f" (amounts off by {impact} cents)"
-            return Tampered(table, str(candidate), what, impact, detail)
+            return Tampered(table, str(candidate), what, impact, detail, chunk)
     return Tampered(table, f"{lo}..{upto}", "several", impact,
                     f"more than one row changed, deleted or inserted among ids {lo}..{upto} since an "
-                    f"earlier audit proved them ({old.n} rows then, {cur.n} now)")
+                    f"earlier audit proved them ({old.n} rows then, {cur.n} now)", chunk)
 
 
 def extend(state: State, table: str, found: Digests, new: int) -> None:

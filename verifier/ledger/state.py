@@ -46,6 +46,8 @@ CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NU
 CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
 CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT, impact TEXT,
                         weight INTEGER NOT NULL, detail TEXT, found_by TEXT NOT NULL);
+CREATE TABLE tampered (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, id TEXT NOT NULL, what TEXT NOT NULL,
+                       impact INTEGER NOT NULL, detail TEXT NOT NULL, found_by TEXT NOT NULL);
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT NOT NULL,
                    status TEXT NOT NULL, duration_s REAL NOT NULL, entries INTEGER NOT NULL,
                    proven_entries INTEGER NOT NULL, checked_entries INTEGER NOT NULL,
@@ -84,6 +86,17 @@ class Carried:
     found_by: str  # the run id of the audit that found it
 
 
+@dataclass(frozen=True)
+class Tampered:
+    table: str  # logical: entries or journals
+    id: str  # the row's id, or "first..last" for a chunk with several changes
+    what: str  # changed, deleted, inserted, or several
+    cents_impact: int
+    detail: str
+    chunk: int = 0  # the chunk of ids whose digest told it
+    found_by: str = ""  # the run id of the audit that found it (set once reported)
+
+
 @dataclass
 class State:
     identity: dict[str, Any]
@@ -94,6 +107,9 @@ class State:
     chunks: dict[str, dict[int, Chunk]] = field(default_factory=lambda: {t: {} for t in HISTORY_TABLES})
     trial: dict[str | None, Decimal] = field(default_factory=dict)
     carried: list[Carried] = field(default_factory=list)
+    # Changes to proven history found by an earlier audit, whose chunk has not been re-hashed since:
+    # reported by every audit until a re-hash finds the chunk as proven again, or --full starts anew.
+    tampered: list[Tampered] = field(default_factory=list)
     rotation: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
     runs: list[dict[str, Any]] = field(default_factory=list)
     proven_at: str | None = None  # the run id of the audit that last extended the proven history
@@ -170,6 +186,12 @@ def _read(db: sqlite3.Connection) -> State:
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
     state.carried = [Carried(*row) for row in db.execute(
         "SELECT pass, rule_index, id, impact, weight, detail, found_by FROM offenders ORDER BY rowid")]
+    # A state written before tampering was carried has no such table: none was.
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tampered'").fetchone():
+        state.tampered = [Tampered(tbl, str(i), what, int(impact), detail, int(chunk), found_by)
+                          for tbl, chunk, i, what, impact, detail, found_by in db.execute(
+                              "SELECT tbl, chunk, id, what, impact, detail, found_by FROM tampered "
+                              "ORDER BY rowid")]
     columns = [d[0] for d in db.execute("SELECT * FROM runs LIMIT 0").description]
     state.runs = [dict(zip(columns, row, strict=True)) for row in
                   db.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
@@ -195,6 +217,9 @@ def save(path: Path, state: State) -> None:
                            ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
+            db.executemany("INSERT INTO tampered VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           ((t.table, t.chunk, t.id, t.what, t.cents_impact, t.detail, t.found_by)
+                            for t in state.tampered))
             db.executemany("INSERT INTO offenders VALUES (?, ?, ?, ?, ?, ?, ?)",
                            ((c.pass_name, c.rule_index, c.id, c.impact, c.weight, c.detail, c.found_by)
                             for c in state.carried))
