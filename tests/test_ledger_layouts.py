@@ -217,7 +217,7 @@ def test_a_missing_optional_table_is_said_and_fails_under_strict(fresh_db: str, 
     [warning] = data["findings"]
     assert warning["rule"] == "ledger_rule_not_checked" and warning["severity"] == "warning"
     assert set(warning["detail"]["rules"]) == {"pending_stale", "pending_unlinked"}
-    assert "the pending table" in warning["message"]
+    assert "the ledger has no pending table" in warning["message"]
     code, _, _ = _audit(fresh_db, tmp_path / "strict", "--strict")
     assert code == 1
 

@@ -342,16 +342,20 @@ def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout,
             if high is not None:
                 where.append(sql.SQL("({} < {} OR {} IS NULL)").format(account, sql.Literal(high), account)
                              if low is None else sql.SQL("{} < {}").format(account, sql.Literal(high)))
-            ranges.append((f"account {'' if low is None else f'>= {low} '}"
-                           f"{'and ' if low is not None and high is not None else ''}"
-                           f"{'' if high is None else f'< {high}'}".strip()
-                           if where else "every account",
+            bounds = ([f">= {_quoted(low)}"] if low is not None else []) + (
+                [f"< {_quoted(high)}"] if high is not None else [])
+            ranges.append(("account " + " and ".join(bounds) if bounds else "every account",
                            sql.SQL(" AND ").join(where) if where else sql.SQL("true")))
         split = len(ranges) > 1
         out += [Planned(planned_pass.p, {**planned_pass.filled, "chain_range": where},
                         CHAIN_SPLIT if split else CHAIN_SORTED, part=label if split else None)
                 for label, where in ranges]
     return out
+
+
+def _quoted(value: str) -> str:
+    """An account id of a range's label, quoted as SQL quotes a literal (an empty id shows as '')."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _account_bounds(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable]

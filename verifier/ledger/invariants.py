@@ -522,7 +522,7 @@ def plan(layout: Layout, incremental: bool) -> tuple[list[Pass], list[tuple[str,
         if table is not None and not layout.has(table, role):
             if p.name in ("reversals", "reversed"):
                 continue  # one direction is enough; neither is said below
-            what = f"{table}.{role}" if role else f"the {table} table ({layout.tables[table] or 'none'})"
+            what = f"{table}.{role}" if role else f"{table} table"
             not_checked += [(r.rule, f"the ledger has no {what}") for r in p.rules]
             continue
         if p.name == "chain" and layout.has("entries", "currency"):
