@@ -14,7 +14,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: demo test test-all
+.PHONY: demo test test-all example-report
 # The demo's data has defects planted on purpose: finding them is exit 1, the
 # expected outcome, so make succeeds then; exit 0 or 2 would mean it did not.
 demo: $(VENV)/.installed
@@ -29,3 +29,13 @@ test: $(VENV)/.installed-test
 
 test-all: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest
+
+# docs/example-report: both demos' reports as this version writes them (the snapshot dump and the
+# ledger state left out), and their index. Exit 1 of each demo is its planted defects, found.
+example-report: $(VENV)/.installed
+	rm -rf docs/example-report
+	$(VENV)/bin/verify-cents --demo --quiet --report-dir docs/example-report; test $$? -eq 1
+	$(VENV)/bin/verify-ledger --demo --quiet --report-dir docs/example-report; test $$? -eq 1
+	find docs/example-report \( -name '*.dump' -o -name 'ledger.state*' -o -name '*.lock' \) -delete
+	cd docs && ../$(VENV)/bin/python -c "from pathlib import Path; from verifier.report.index import \
+	render_index; Path('example-report/index.html').write_text(render_index(Path('example-report')))"
