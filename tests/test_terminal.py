@@ -212,6 +212,7 @@ def test_verbose_prints_each_migration_statement_as_it_ends_not_when_its_file_en
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     (migrations / "500_slow.sql").write_text("SELECT 1 AS first_statement;\nSELECT pg_sleep(3);\n")
+    (migrations / "501_fails.sql").write_text("SELECT 1 / 0 AS divided;\n")
     proc = subprocess.Popen([str(BIN_DIR / "verify-cents"), "--snapshot", str(small_dump), "--scratch",
                              server_dsn, "--migrations", str(migrations), "--report-dir", str(tmp_path / "r"),
                              "--skip-rule-checks", "--verbose"],
@@ -234,3 +235,5 @@ def test_verbose_prints_each_migration_statement_as_it_ends_not_when_its_file_en
     rest = proc.stdout.read()
     assert proc.wait() in (0, 1), rest
     assert "500_slow.sql:2 " in rest and "first_statement" in "".join(lines)
+    # The statement that failed is shown too, with its SQLSTATE and message.
+    assert "501_fails.sql:1 failed  SELECT 1 / 0 AS divided  [22012] division by zero" in rest, rest

@@ -129,6 +129,8 @@ def migrate_stage(run: Run, db: ScratchDatabase, files: tuple[plan.MigrationFile
             run.advanced("migrate", count, len(todo), "files",
                          now=todo[count].path.name if count < len(todo) else "")
             if result.failure is not None:
+                run.watch.statement(f"{f.path.name}:{result.failure.line} failed  {result.failure.excerpt}  "
+                                    f"[{result.failure.sqlstate or '-'}] {result.failure.message}")
                 run.add(Finding("migration_failed", "error", migration=f.path.name,
                                 message=f"Migration failed: {result.failure.describe()}",
                                 detail={"failure": result.failure.__dict__}))
