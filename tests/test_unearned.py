@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
@@ -406,23 +407,27 @@ def test_configured_columns_of_the_wrong_type_are_exit_2(fresh_db: str, tmp_path
         assert result.code == 2 and "Traceback" not in result.stderr and words in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("schema", ["public", "crm"])
 def test_tables_named_as_a_ledger_that_are_not_one_fail_the_rehearsal_beside_its_cents(
-        tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+        schema: str, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
     """A CRM's accounts, a blog's journals and entries: the rehearsal's cents verdicts stand, and the
     ledger it could not audit is an error finding (not a run that verified nothing); excluding the
-    entries table by name says they are not a ledger."""
+    entries table by name says they are not a ledger. In another schema than the configured one
+    they are not audited either, and say so (before, that was a pass: found by a break-it run)."""
     dump = tmp_path / "snapshot.sql"
     dump.write_text("--\n-- PostgreSQL database dump\n--\n\n"
                     "CREATE TABLE public.tips (id integer PRIMARY KEY, amount numeric(12,2), "
                     "amount_cents bigint);\n"
                     "INSERT INTO public.tips VALUES (1, 1.50, 150), (2, 0.07, 7);\n"
-                    "CREATE TABLE public.accounts (id integer PRIMARY KEY, name text);\n"
-                    "CREATE TABLE public.journals (id integer PRIMARY KEY, title text);\n"
-                    "CREATE TABLE public.entries (id integer PRIMARY KEY, journal_id integer, body text);\n"
+                    f"CREATE SCHEMA IF NOT EXISTS {schema};\n"
+                    f"CREATE TABLE {schema}.accounts (id integer PRIMARY KEY, name text);\n"
+                    f"CREATE TABLE {schema}.journals (id integer PRIMARY KEY, title text);\n"
+                    f"CREATE TABLE {schema}.entries (id integer PRIMARY KEY, journal_id integer, "
+                    "body text);\n"
                     "\n--\n-- PostgreSQL database dump complete\n--\n\n")
     (tmp_path / "migrations").mkdir()
     runs = {}
-    for name, config in (("plain", ""), ("excluded", 'exclude = ["public.entries"]\n')):
+    for name, config in (("plain", ""), ("excluded", f'exclude = ["{schema}.entries"]\n')):
         (tmp_path / f"{name}.toml").write_text(config)
         report = tmp_path / name
         result = run_cli("verify-cents", "--snapshot", str(dump), "--migrations",
@@ -433,10 +438,13 @@ def test_tables_named_as_a_ledger_that_are_not_one_fail_the_rehearsal_beside_its
     code, data = runs["plain"]
     assert code == 1, data
     assert [(f["rule"], f["severity"], f["table"]) for f in data["findings"]] == [
-        ("ledger_not_audited", "error", "public.entries")]
+        ("ledger_not_audited", "error", f"{schema}.entries")]
     assert "not audited" in data["provenance"]["ledger"]
     counts = _stage(data, "pairs")["inventory"]["counts"]
     assert (counts["verified_source"], counts["verified_minor_units"], counts["unverified"]) == (1, 1, 0)
     code, data = runs["excluded"]
     assert code == 0 and data["findings"] == [], data
-    assert data["provenance"]["ledger"] == "not audited: excluded by name ('public.entries')"
+    assert data["provenance"]["ledger"] == ("not audited: excluded by name ('public.entries')"
+                                            if schema == "public" else
+                                            "none: no ledger tables (accounts, journals, entries) in schema "
+                                            "public after the migrations")

@@ -215,7 +215,7 @@ def rehearse(run: Run, info: dump.DumpInfo, server: ScratchServer, discovery: pl
                 # as the sandbox role: GX's SQL resolves names on the table's schema, where the
                 # snapshot's own functions and operators may stand in for pg_catalog's.
                 judge.judge(run, judging, live=judge.Live(db.untrusted_dsn, conn, config))
-        ledger_stages(run, db, config)
+        ledger_stages(run, db, config, ours=kept.schema)
     finish(run, strict=options.strict, count_in_error=True, baseline=options.baseline)
 
 
@@ -299,21 +299,47 @@ def record_sandbox(run: Run, db: ScratchDatabase, precreated: tuple[str, ...]) -
              "(see the README, Sandbox).")
 
 
-def ledger_stages(run: Run, db: ScratchDatabase, config: Config) -> None:
+# Schemas (but the configured one, the system's and our record's) that hold every table the ledger's
+# layout requires, by name: a ledger the migrations put where the configuration does not look.
+ELSEWHERE_SQL = """
+SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname <> ALL(%(skip)s) AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+GROUP BY n.nspname HAVING count(DISTINCT c.relname) = %(count)s ORDER BY 1
+"""
+
+
+def ledger_stages(run: Run, db: ScratchDatabase, config: Config, *, ours: str) -> None:
     """The ledger the migrations created (if they created one), audited as ``verify-ledger`` audits
     it, in the state they reached, then probed (``verifier.ledger.probe``).
 
     Tables named as the ledger's that are not a ledger it can read (a layout ``verify-ledger``
-    would refuse with exit 2) are a ``ledger_not_audited`` error finding, beside the cents
-    verdicts this rehearsal reached, unless the entries table is excluded by name.
+    would refuse with exit 2), or that are in another schema than the configured one (``ours``:
+    the record of the originals, never looked at), are a ``ledger_not_audited`` error finding,
+    beside the cents verdicts this rehearsal reached, unless their entries table is excluded by name.
     """
     dsn = db.dsn
     entries = config.ledger.tables["entries"]
     with open_snapshot(dsn, config) as conn:
         if not layout.present(conn, config.ledger):
-            tables = ", ".join(layout.required(config.ledger))
+            required = layout.required(config.ledger)
+            tables = ", ".join(required)
+            elsewhere = [str(r[0]) for r in conn.execute(ELSEWHERE_SQL, {
+                "tables": required, "skip": [config.ledger.schema, ours], "count": len(required)})]
             run.provenance["ledger"] = (f"none: no ledger tables ({tables}) in schema "
                                         f"{config.ledger.schema} after the migrations")
+            for schema in elsewhere:
+                if config.exclusion(schema, entries) is not None:
+                    continue
+                run.add(Finding(
+                    "ledger_not_audited", "error", table=f"{schema}.{entries}", count=1,
+                    message=f"Tables named as the ledger's ({tables}) are in schema {schema} after the "
+                            f"migrations, but the ledger is looked for in schema {config.ledger.schema}: "
+                            f"set schema = \"{schema}\" in [tool.verifier.ledger] to audit them, or add "
+                            f"\"{schema}.{entries}\" to exclude if they are not a ledger "
+                            f"({rule('ledger_not_audited').meaning})",
+                    detail={"check": "layout", "schema": schema, "exclude": f"{schema}.{entries}"}))
+                run.provenance["ledger"] = f"not audited: the ledger's tables are in schema {schema}"
             return
         excluded = config.exclusion(config.ledger.schema, entries)
         if excluded is not None:
