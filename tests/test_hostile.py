@@ -17,8 +17,10 @@ that creating the source database here, as a superuser, triggers nothing.
 
 from __future__ import annotations
 
+import csv
 import secrets
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -26,7 +28,7 @@ from xml.etree import ElementTree
 import psycopg
 import pytest
 
-from .conftest import _ours, pg_dump_custom, run_cli, run_summary, table_digests
+from .conftest import _ours, only_run, pg_dump_custom, run_cli, run_summary, table_digests
 
 # Acts only inside a rehearsal's database, and only with a superuser's rights: creates FILE.
 SPY = """
@@ -670,3 +672,25 @@ def test_honest_conversions_pass(case: str, sql: str, make_db: Any, tmp_path: Pa
     errors = [(f["rule"], f["table"], f["message"]) for f in data["findings"] if f["severity"] == "error"]
     assert not [e for e in errors if e[1] in ("public.tips", "public.payments") and e[0] != "not_idempotent"
                 and e[0] != "down_mismatch"], errors
+
+
+def test_rows_lost_from_tables_of_floats_and_sub_cent_decimals_count_their_cents(
+        make_db: Any, tmp_path: Path, server_dsn: str, leftovers: None) -> None:
+    """A deleted row's impact is its amounts' cents under the rounding mode, whole cents per row
+    (a float read at its shortest round-trip decimal), as a pair's expected cents are; before, real
+    and double amounts counted 0 and sub-cent decimals left fractions (found by a break-it run)."""
+    dump = _custom_dump(make_db, tmp_path, """
+        CREATE TABLE t_real (id int PRIMARY KEY, r real, d double precision);
+        INSERT INTO t_real VALUES (1, 12.5, 0.25), (2, 1.75, 3);
+        CREATE TABLE t_sub (id int PRIMARY KEY, x numeric(12,4));
+        INSERT INTO t_sub VALUES (1, 0.004), (2, 0.004), (3, 0.005), (4, -0.005), (5, 2.3456);""")
+    code, stderr, data = _rehearse(tmp_path, dump, server_dsn, {
+        "300_lose.sql": "DELETE FROM t_real; DELETE FROM t_sub;\n"})
+    assert code == 1, stderr
+    missing = {f["table"]: (f["count"], f["cents_impact"], f["cents_impact_net"])
+               for f in data["findings"] if f["rule"] == "row_missing"}
+    # 1,250 + 25 + 175 + 300; 0 + 0 + 1 - 1 + 235 (half away from zero, per row).
+    assert missing == {"public.t_real": (2, 1750, -1750), "public.t_sub": (5, 237, -235)}, missing
+    with (only_run(tmp_path / "r") / "offenders.csv").open() as fh:
+        impacts = [row["cents_impact"] for row in csv.DictReader(fh) if row["rule"] == "row_missing"]
+    assert impacts and all(Decimal(i) == Decimal(i).to_integral_value() for i in impacts), impacts

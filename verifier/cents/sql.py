@@ -401,10 +401,7 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
         impact = sql.SQL("-({})").format(_held(plan, rounding))
     else:
         brought = [sql.SQL("coalesce(t.{}, 0)::numeric").format(sql.Identifier(p.target)) for p in plan.pairs]
-        for column in _unpaired_exact(plan, live=True):
-            now = sql.SQL("t.{}::numeric").format(sql.Identifier(column))
-            brought.append(sql.SQL("coalesce(CASE WHEN {} THEN NULL ELSE {} * 100 END, 0)").format(
-                _non_finite(now), now))
+        brought += [sql.SQL("coalesce({}, 0)").format(e) for e in _unpaired_cents(plan, rounding, live=True)]
         impact = sql.SQL(" + ").join(brought) if brought else sql.SQL("NULL::numeric")
     return sql.SQL(
         "({i}, CASE WHEN t.{flag} THEN {rule} END, {impact}, NULL::numeric, NULL::numeric, "
@@ -412,25 +409,34 @@ def _row_row(index: int, plan: TablePlan, flag: str, rounding: str) -> sql.Compo
     ).format(i=sql.Literal(index), flag=sql.Identifier(flag), rule=sql.Literal(flag), impact=impact)
 
 
-def _unpaired_exact(plan: TablePlan, *, live: bool) -> list[str]:
-    """The exact amounts (numeric, money) that the migrations kept and no pair verifies: their
-    columns in the relation read, live or as recorded (``Kept.ref``), each once."""
+def _unpaired_cents(plan: TablePlan, rounding: str, *, live: bool) -> list[sql.Composable]:
+    """The cents of each amount (numeric, money, real, double) that the migrations kept and no pair
+    verifies, live or as recorded (``Kept.ref``), each once: the amount times 100 under the
+    rounding mode, as a pair's expected cents (a float read at its shortest round-trip decimal);
+    NULL where it is NaN or infinite."""
     paired = {p.source_ref for p in plan.pairs}
-    kept = [k for k in plan.kept if k.kind in ("numeric", "money") and k.ref not in paired]
-    return list(dict.fromkeys(k.column if live else k.ref for k in kept))
+    columns: dict[str, str] = {}
+    for k in plan.kept:
+        if k.kind in ("numeric", "money", "float") and k.ref not in paired:
+            columns.setdefault(k.column if live else k.ref, k.kind)
+    cents: list[sql.Composable] = []
+    for column, kind in columns.items():
+        x = sql.SQL("t.{}::text::numeric" if kind == "float" else "t.{}::numeric").format(
+            sql.Identifier(column))
+        cents.append(sql.SQL("CASE WHEN {} THEN NULL ELSE {} END").format(
+            _non_finite(x), _expected(sql.SQL("({} * 100)").format(x), rounding)))
+    return cents
 
 
 def _held(plan: TablePlan, rounding: str) -> sql.Composable:
     """The cents a row's originals hold (what a lost row takes away, a copied one adds): the
-    expected cents of every pair, and each exact amount no cents replaced (numeric, money) times
-    100, as ``original_changed`` counts it; 0 for a row with neither."""
+    expected cents of every pair, and of each amount no cents replaced (``_unpaired_cents``); 0
+    for a row with neither. NaN and infinite amounts count 0."""
     held = []
     for p in plan.pairs:
         x, _, h = _pair_terms(p)
         held.append(_storable(x, _expected(h, rounding), p))
-    for ref in _unpaired_exact(plan, live=False):
-        was = sql.SQL("t.{}::numeric").format(sql.Identifier(ref))
-        held.append(sql.SQL("CASE WHEN {} THEN NULL ELSE {} * 100 END").format(_non_finite(was), was))
+    held += _unpaired_cents(plan, rounding, live=False)
     if not held:
         return sql.SQL("0::numeric")
     return sql.SQL(" + ").join(sql.SQL("coalesce({}, 0)").format(e) for e in held)
