@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
@@ -288,6 +289,19 @@ def test_identifiers_break_after_their_words_never_inside() -> None:
     assert str(breakable("PostgreSQL sums 1.25 of 1/2 in /tmp/run", camel=False)) == (
         "PostgreSQL sums 1.25 of 1/2 in /tmp/<wbr>run")
     assert str(breakable("<b>a_b</b>")) == "&lt;b&gt;a_<wbr>b&lt;/b&gt;" and str(breakable(None)) == ""
+    # A word too long for any column (PostgreSQL's 63 characters, no underscore) breaks every 20.
+    assert str(breakable("public." + "x" * 63)) == "public.<wbr>" + "<wbr>".join(["x" * 20] * 3 + ["xxx"])
+    assert str(breakable("a" * 23)) == "a" * 23
+
+
+def test_chart_labels_that_differ_only_in_their_middle_stay_apart() -> None:
+    """25 long names alike but for a number in their middle: abbreviated, each still tells its table
+    (before, all 25 showed the same text: found by a break-it run)."""
+    names = [f"a_very_long_schema_name_for_the_shop.t{i:02d}_creator_payouts_extraordinary_amount_cents"
+             for i in range(25)]
+    svg = str(bars("rows", [Bar(n, i + 1, str(i + 1)) for i, n in enumerate(names)]))
+    shown = re.findall(r"</title>([^<]*)</text>", svg)
+    assert len(shown) == 25 and len(set(shown)) == 25, shown
 
 
 def test_chart_labels_are_escaped_and_values_exact() -> None:

@@ -9,6 +9,7 @@ a value a reader sees: the labels print the exact figures.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -74,10 +75,23 @@ def _abbreviated(text: str, limit: int) -> str:
     return shown
 
 
-def _label(text: str, limit: int, font_px: int, attributes: str) -> str:
-    """A category label's <text>: the name whole, or abbreviated with the whole name in its own
-    tooltip (<title>), never cut silently."""
-    shown = _abbreviated(text, limit)
+def _distinct(labels: Sequence[str], limit: int) -> dict[str, str]:
+    """Each label as shown in ``limit`` characters (``_abbreviated``). Where that would show two
+    names alike (long names that differ only in their middle), the part all of them share at the
+    start gives way to an ellipsis first."""
+    shown = {text: _abbreviated(text, limit) for text in labels}
+    if len(set(shown.values())) == len(shown):
+        return shown
+    common = len(os.path.commonprefix(list(shown)))
+    tails = {text: _abbreviated("\u2026" + text[common:], limit) if len(text) > limit else text
+             for text in shown}
+    return tails if len(set(tails.values())) == len(tails) else shown
+
+
+def _label(text: str, limit: int, font_px: int, attributes: str, shown: str | None = None) -> str:
+    """A category label's <text>: the name whole, or abbreviated (``shown``, else ``_abbreviated``)
+    with the whole name in its own tooltip (<title>), never cut silently."""
+    shown = _abbreviated(text, limit) if shown is None else shown
     title = f"<title>{escape(text)}</title>" if shown != text else ""
     return (f'<text {attributes} font-family="{MONO}" font-size="{font_px}">'
             f"{title}{escape(shown)}</text>")
@@ -107,6 +121,7 @@ def bars(title: str, rows: Sequence[Bar]) -> Markup:
     if log:
         title = f"{title} (log scale)"
     parts = []
+    shown = _distinct([r.label for r in rows], label_chars)
     for i, r in enumerate(rows):
         y = 6 + i * ROW_H
         w = (max(2, _px((abs(Decimal(r.value)) + 1).log10(), Decimal(span) / (top + 1).log10()))
@@ -115,7 +130,8 @@ def bars(title: str, rows: Sequence[Bar]) -> Markup:
         tip = escape(r.title or f"{r.label}: {r.text}")
         parts.append(
             f'<g><title>{tip}</title>'
-            + _label(r.label, label_chars, LABEL_PX, f'x="{label_w - 8}" y="{y + 14}" text-anchor="end"')
+            + _label(r.label, label_chars, LABEL_PX, f'x="{label_w - 8}" y="{y + 14}" text-anchor="end"',
+                     shown[r.label])
             + f'<rect x="{x}" y="{y + 3}" width="{w}" height="{ROW_H - 8}" fill="{COLORS[r.tone]}"/>'
             f'<text x="{label_w + plot_w + 8}" y="{y + 14}">{escape(r.text)}</text></g>')
     height = 12 + len(rows) * ROW_H

@@ -87,6 +87,10 @@ def page_assets() -> dict[str, Markup | str]:
             "script_hash": f"sha256-{digest}"}
 
 
+LONG_WORD_BREAK = 20
+LONG_WORD = re.compile(rf"[A-Za-z0-9]{{{LONG_WORD_BREAK + 4},}}")
+
+
 def breakable(name: Any, camel: bool = True) -> Markup:
     """An identifier (schema.table, a column, a rule, a path) that may break after its underscores,
     slashes and dots (not a decimal point) and, with ``camel``, before the capital of a CamelCase word;
@@ -94,7 +98,11 @@ def breakable(name: Any, camel: bool = True) -> Markup:
     command line) takes ``camel=False``, so that its words (PostgreSQL) stay whole. (Escaped text's
     entities hold no "_", "/", "." or capital.)"""
     text = WORD_END.sub("<wbr>", str(escape("" if name is None else name)))
-    return Markup(CAMEL_HUMP.sub("<wbr>", text) if camel else text)
+    text = CAMEL_HUMP.sub("<wbr>", text) if camel else text
+    # A word too long for any column (a 63-character name without an underscore) may break
+    # every LONG_WORD_BREAK characters rather than widen the page.
+    return Markup(LONG_WORD.sub(lambda m: "<wbr>".join(
+        m.group()[i:i + LONG_WORD_BREAK] for i in range(0, len(m.group()), LONG_WORD_BREAK)), text))
 
 
 def format_cents(value: Any) -> str:
