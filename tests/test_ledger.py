@@ -301,6 +301,8 @@ def test_database_without_a_ledger(fresh_db: str, tmp_path: Path) -> None:
     ('[ledger.tables]\nbooks = "x"\n', "ledger.tables.books is not one of"),
     ('[ledger]\nbalance_rule = "sideways"\n', "ledger.balance_rule 'sideways'"),
     ('[ledger]\nworkers = 0\n', "ledger.workers must be"),
+    ('[ledger]\nchain_ranges = 65\n', "ledger.chain_ranges must be an integer from 1 to 64"),
+    ('[ledger]\naudit_in_rehearsal = "no"\n', "ledger.audit_in_rehearsal must be true or false"),
     ('[[ledger.reconcile]]\ntable = "users"\n', "ledger.reconcile[0] needs exactly"),
 ])
 def test_bad_ledger_config_is_a_clear_error(tmp_path: Path, toml: str, words: str) -> None:

@@ -427,7 +427,8 @@ def test_tables_named_as_a_ledger_that_are_not_one_fail_the_rehearsal_beside_its
                     "\n--\n-- PostgreSQL database dump complete\n--\n\n")
     (tmp_path / "migrations").mkdir()
     runs = {}
-    for name, config in (("plain", ""), ("excluded", f'exclude = ["{schema}.entries"]\n')):
+    for name, config in (("plain", ""), ("excluded", f'exclude = ["{schema}.entries"]\n'),
+                         ("no_ledger", "[ledger]\naudit_in_rehearsal = false\n")):
         (tmp_path / f"{name}.toml").write_text(config)
         report = tmp_path / name
         result = run_cli("verify-cents", "--snapshot", str(dump), "--migrations",
@@ -444,6 +445,10 @@ def test_tables_named_as_a_ledger_that_are_not_one_fail_the_rehearsal_beside_its
     assert (counts["verified_source"], counts["verified_minor_units"], counts["unverified"]) == (1, 1, 0)
     code, data = runs["excluded"]
     assert code == 0 and data["findings"] == [], data
+    code, data = runs["no_ledger"]
+    assert code == 0 and data["findings"] == [], data
+    assert data["provenance"]["ledger"] == "not audited: [tool.verifier.ledger] audit_in_rehearsal = false"
+    code, data = runs["excluded"]
     assert data["provenance"]["ledger"] == ("not audited: excluded by name ('public.entries')"
                                             if schema == "public" else
                                             "none: no ledger tables (accounts, journals, entries) in schema "

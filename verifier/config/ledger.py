@@ -60,7 +60,7 @@ MUTABLE_BY_DEFAULT = ("updated_at",)
 # The keys of [tool.verifier.ledger] (the README documents each).
 KEYS = ("schema", "tables", "columns", "non_negative_account_types", "debit_normal_account_types",
         "balance_rule", "positive_is", "debit_value", "credit_value", "reconcile", "mutable_columns",
-        "workers", "chain_ranges", "unsettled_audits_max")
+        "workers", "chain_ranges", "unsettled_audits_max", "audit_in_rehearsal")
 # The two halves of a sign convention. "detect" reads them from the entries.
 BALANCE_RULES = ("after_is_before_minus_amount", "after_is_before_plus_amount")
 POSITIVE_IS = ("debit", "credit")
@@ -114,6 +114,9 @@ class Layout:
     # --state: audits in a row that may prove nothing new (a transaction held history back) before
     # that is an error rather than a warning.
     unsettled_audits_max: int = 3
+    # A rehearsal audits the ledger its migrations reached; false says the tables named as the
+    # ledger's are no ledger (their own money columns are still verified as cents).
+    audit_in_rehearsal: bool = True
     name: str = ""
     snapshot_entry: str = "id"  # the entries' role that snapshots.last_entry names: id, or seq (detected)
 
@@ -204,6 +207,9 @@ def parse(section: Any, where: str) -> Layout:
     if chain_ranges is not None and (isinstance(chain_ranges, bool) or not isinstance(chain_ranges, int)
                                      or not 1 <= chain_ranges <= 64):
         raise UsageError(f"{where}: ledger.chain_ranges must be an integer from 1 to 64.")
+    audit_in_rehearsal = section.get("audit_in_rehearsal", layout.audit_in_rehearsal)
+    if not isinstance(audit_in_rehearsal, bool):
+        raise UsageError(f"{where}: ledger.audit_in_rehearsal must be true or false.")
     unsettled = section.get("unsettled_audits_max", layout.unsettled_audits_max)
     if isinstance(unsettled, bool) or not isinstance(unsettled, int) or not 1 <= unsettled <= 1000:
         raise UsageError(f"{where}: ledger.unsettled_audits_max must be an integer from 1 to 1000.")
@@ -215,7 +221,7 @@ def parse(section: Any, where: str) -> Layout:
                    non_negative_account_types=None if types is None else tuple(types),
                    debit_normal_account_types=tuple(normal), mutable_columns=tuple(mutable),
                    reconcile=reconcile, workers=workers, chain_ranges=chain_ranges,
-                   unsettled_audits_max=unsettled, **chosen, **values)
+                   unsettled_audits_max=unsettled, audit_in_rehearsal=audit_in_rehearsal, **chosen, **values)
 
 
 def _str_table(section: dict[str, Any], key: str, where: str, *, empty: bool = False) -> dict[str, str]:
