@@ -351,3 +351,19 @@ def test_audit_under_concurrent_postings_finds_nothing_and_blocks_no_one(
     # And the ledger the writers left is still whole.
     code, data, stderr = _audit(posting_ledger, tmp_path / "after", "--config", str(config))
     assert code == 0, (stderr, data["findings"])
+
+
+def test_the_journals_pass_joins_the_accounts_only_where_a_journal_could_mix_currencies(
+        clean_ledger: str) -> None:
+    """One currency among the accounts, none on entries or journals (the platform's): no journal can
+    mix currencies, and the journals pass reads the entries alone; with two, each entry's account's."""
+    from verifier.ledger import invariants as inv
+    from verifier.ledger.layout import detect
+
+    with psycopg.connect(clean_ledger) as conn:
+        layout, _ = detect(conn, Layout())
+        convention = inv.Convention(-1, 1)
+        one = inv.compose(inv.JOURNALS.source, inv.names(layout, convention, ("USD",))).as_string(conn)
+        two = inv.compose(inv.JOURNALS.source, inv.names(layout, convention, ("EUR", "USD"))).as_string(conn)
+    assert "LEFT JOIN" not in one.split(") g")[0] and "'USD'::text" in one
+    assert "LEFT JOIN" in two.split(") g")[0]

@@ -138,3 +138,4 @@ def test_text_for_the_terminal_shows_controls_and_bidi_overrides_as_escapes() ->
     assert printable("300_\x1b[2J\x07pay\u202emoc.sql") == "300_\\u001b[2J\\u0007pay\\u202emoc.sql"
     assert printable("line one\n\tline two é 💸") == "line one\n\tline two é 💸"
     assert printable("\x9b31m") == "\\u009b31m"
+
