@@ -12,6 +12,7 @@ not blocked by it.
 from __future__ import annotations
 
 import csv
+import stat
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -80,6 +81,8 @@ def test_demo_finds_exactly_the_planted_ids(tmp_path: Path, leftovers: None) -> 
     assert set(wanted) == set(layout_rules())
     assert (run / "ledger.state").is_file()
     assert _offenders(run) == wanted
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
+    assert set(modes.values()) == {0o600}, modes  # every file of a run folder the owner's alone
     data = run_summary(tmp_path)
     for f in data["findings"]:
         assert f["severity"] == "error"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -67,6 +68,10 @@ def test_demo_finds_exactly_what_it_planted(tmp_path: Path) -> None:
     data = run_summary(tmp_path)
     assert data["status"] == "fail" and data["exit_code"] == 1
     _assert_exactly_planted(tmp_path, only_run(tmp_path) / "planted.json")
+    # Every file of the run folder is the owner's alone, as the rows it holds are (planted.json was
+    # 0644 beside 0600 reports).
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in only_run(tmp_path).iterdir()}
+    assert set(modes.values()) == {0o600}, modes
     # The snapshot is "after the backfill": 302's gate refuses it, and the
     # verifier still verifies the state reached and explains each row.
     [failed] = [f for f in data["findings"] if f["rule"] == "migration_failed"]

@@ -13,12 +13,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from verifier.files import write_atomic
+
 T = TypeVar("T")
 
 
 def write_manifest(planted: Sequence[Any], path: Path) -> None:
-    """Write the planted defects (dataclass instances) to ``path``."""
-    path.write_text(json.dumps({"planted": [asdict(p) for p in planted]}, indent=2) + "\n")
+    """Write the planted defects (dataclass instances) to ``path``, as every file of a run folder
+    is written (0600, atomically)."""
+    write_atomic(path, json.dumps({"planted": [asdict(p) for p in planted]}, indent=2) + "\n")
 
 
 def read_manifest(path: Path, kind: type[T]) -> list[T]:

@@ -59,7 +59,11 @@ def demo(*, report_dir: Path, rows: int = generate.DEFAULT_ROWS,
                     detail.update(planted=len(planted), manifest=PLANTED_NAME,
                                   rules=sorted({p.rule for p in planted}))
                 with run.stage("dump") as detail:
+                    # The owner's alone, as every file of a run folder (pg_dump keeps the mode of a
+                    # file it truncates).
+                    snapshot.touch(mode=0o600)
                     generate.write_snapshot(source.dsn, snapshot)
+                    snapshot.chmod(0o600)
                     detail.update(path=str(snapshot), size_bytes=snapshot.stat().st_size)
             info = inspect(run, snapshot)
             rehearse(run, info, server, discovery, options, config, judging)

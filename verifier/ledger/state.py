@@ -205,6 +205,8 @@ def save(path: Path, state: State) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.unlink(missing_ok=True)
     try:
+        # The owner's alone (0600): it names offending rows and their amounts, as offenders.csv does.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         db = sqlite3.connect(tmp)
         try:
             db.executescript(SCHEMA)
