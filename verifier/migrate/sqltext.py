@@ -88,7 +88,9 @@ def parse_statements(text: str, *, first_line: int = 1) -> list[tuple[Statement,
     try:
         parsed = parse_sql(text)
     except ParseError as exc:
-        message, index = str(exc.args[0]), int(exc.args[1]) if len(exc.args) > 1 else 0
+        # The error's offset in the text; none for an error at the end of the input ("TABLE").
+        where = exc.args[1] if len(exc.args) > 1 else None
+        message, index = str(exc.args[0]), len(text) if where is None else int(where)
         line, column = _line_col(text, max(index, 0))
         raise SqlSyntaxError(message, line + first_line - 1, column) from None
     result = []
