@@ -311,6 +311,15 @@ GROUP BY n.nspname HAVING count(DISTINCT c.relname) = %(count)s ORDER BY 1
 """
 
 
+def _not_audited(entries: str, what: str, **detail: str) -> Finding:
+    """The ``ledger_not_audited`` error of the tables whose entries table is ``entries``
+    (``schema.table``): ``what`` happened and how to audit them, then how to say they are no ledger."""
+    return Finding("ledger_not_audited", "error", table=entries, count=1,
+                   message=f"{what}; if they are not a ledger, add \"{entries}\" to exclude "
+                           f"({rule('ledger_not_audited').meaning})",
+                   detail={"check": "layout", **detail, "exclude": entries})
+
+
 def ledger_stages(run: Run, db: ScratchDatabase, config: Config, *, ours: str) -> None:
     """The ledger the migrations created (if they created one), audited as ``verify-ledger`` audits
     it, in the state they reached, then probed (``verifier.ledger.probe``).
@@ -336,14 +345,10 @@ def ledger_stages(run: Run, db: ScratchDatabase, config: Config, *, ours: str) -
             for schema in elsewhere:
                 if config.exclusion(schema, entries) is not None:
                     continue
-                run.add(Finding(
-                    "ledger_not_audited", "error", table=f"{schema}.{entries}", count=1,
-                    message=f"Tables named as the ledger's ({tables}) are in schema {schema} after the "
-                            f"migrations, but the ledger is looked for in schema {config.ledger.schema}: "
-                            f"set schema = \"{schema}\" in [tool.verifier.ledger] to audit them, or add "
-                            f"\"{schema}.{entries}\" to exclude if they are not a ledger "
-                            f"({rule('ledger_not_audited').meaning})",
-                    detail={"check": "layout", "schema": schema, "exclude": f"{schema}.{entries}"}))
+                run.add(_not_audited(
+                    f"{schema}.{entries}", f"Tables named as the ledger's ({tables}) are in schema {schema} "
+                    f"after the migrations, but the ledger is looked for in schema {config.ledger.schema}: "
+                    f"set schema = \"{schema}\" in [tool.verifier.ledger] to audit them", schema=schema))
                 run.provenance["ledger"] = f"not audited: the ledger's tables are in schema {schema}"
             return
         excluded = config.exclusion(config.ledger.schema, entries)
@@ -353,16 +358,11 @@ def ledger_stages(run: Run, db: ScratchDatabase, config: Config, *, ours: str) -
         try:
             detected, convention = ledger_audit(run, conn, dsn, config, offenders=LEDGER_OFFENDERS_NAME)
         except UsageError as exc:
-            where = f"{config.ledger.schema}.{entries}"
-            run.add(Finding(
-                "ledger_not_audited", "error", table=where, count=1,
-                message=f"The ledger's tables ({', '.join(layout.required(config.ledger))}) are there "
-                        f"after the migrations, but the audit cannot read them: {exc.message} If they "
-                        f"are your ledger, name its tables and columns in [tool.verifier.ledger]; if "
-                        f"they are not a ledger, add \"{where}\" to exclude "
-                        f"({rule('ledger_not_audited').meaning})",
-                detail={"check": "layout", "why": exc.message, "hint": exc.hint or "",
-                        "exclude": where}))
+            run.add(_not_audited(
+                f"{config.ledger.schema}.{entries}",
+                f"The ledger's tables ({', '.join(layout.required(config.ledger))}) are there after the "
+                f"migrations, but the audit cannot read them: {exc.message} If they are your ledger, name "
+                "its tables and columns in [tool.verifier.ledger]", why=exc.message, hint=exc.hint or ""))
             run.provenance["ledger"] = f"not audited: {exc.message}"
             return
     run.provenance["ledger"] = "audited and probed after the migrations"

@@ -256,24 +256,25 @@ CHAIN = Pass(
              "count(*) FILTER (WHERE x.prev_after IS NULL AND x.before <> 0)"),
             ("opening_by_currency", "{opening_by_currency}")),
 )
-# Each account's last entry up to seq {w} (its seq and balance after; of
-# entries that share its seq, the one of the highest id, as the chain's
-# window orders them): one
-# scan, aggregated per account, then each found by its seq. Not a probe per
-# account: without an index on (account, seq), as the platform has none,
-# "its newest entry" walks an index of the account's every entry, or the
-# table's newest ids back to the account's, for each account (20 s on 10^7).
-_LAST_PROVEN = """
-    (SELECT DISTINCT ON (lp.account) lp.account, p.{entries_seq} AS seq, p.{entries_after} AS after
+# Each account's last entry among those <<upto>> admits (account, seq,
+# after; of entries that share its seq, the one of the highest id, as the
+# chain's window orders them): one scan, aggregated per account, then each
+# found by its seq. Not a probe per account: without an index on (account,
+# seq), as the platform has none, "its newest entry" walks an index of the
+# account's every entry, or the table's newest ids back to the account's,
+# for each account (20 s on 10^7).
+_LAST_ENTRIES = """
+    (SELECT DISTINCT ON (m.account) m.account, p.{entries_seq} AS seq, p.{entries_after} AS after
      FROM (SELECT l.{entries_account} AS account, max(l.{entries_seq}) AS seq FROM {entries} l
-           WHERE l.{entries_seq} <= {w} GROUP BY 1) lp
-     JOIN {entries} p ON p.{entries_seq} = lp.seq AND p.{entries_account} = lp.account
-     ORDER BY lp.account, p.{entries_id} DESC)"""
+           WHERE <<upto>> GROUP BY 1) m
+     JOIN {entries} p ON p.{entries_seq} = m.seq AND p.{entries_account} = m.account
+     ORDER BY m.account, p.{entries_id} DESC)"""
 # The entries beyond the watermark; an account's first of them follows its
 # last proven entry.
 INC_CHAIN = replace(CHAIN, source=_fill(
     _CHAIN, entries="e.{entries_seq} > {w}",
-    seed="LEFT JOIN " + _LAST_PROVEN + " lp ON lp.account = e.{entries_account}",
+    seed="LEFT JOIN " + _fill(_LAST_ENTRIES, upto="l.{entries_seq} <= {w}")
+         + " lp ON lp.account = e.{entries_account}",
     prev_after="CASE WHEN lag(e.{entries_seq}) OVER w IS NULL THEN lp.after "
                "ELSE lag(e.{entries_after}) OVER w END"))
 
@@ -296,22 +297,17 @@ ACCOUNTS = Pass(
 )
 # Incremental: accounts with entries beyond the watermark are held against
 # their last entry by the chain pass; every other account with entries,
-# against its last entry (one scan aggregated per account, as _LAST_PROVEN).
+# against its last entry (_LAST_ENTRIES of every entry).
 INC_ACCOUNTS = Pass(
     "accounts",
-    """
+    _fill("""
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
-           a.{accounts_currency}::text AS a_currency, l.id AS last_id, l.after,
-           l.id IS NOT NULL AS has_entries
+           a.{accounts_currency}::text AS a_currency, l.seq AS last_id, l.after,
+           l.seq IS NOT NULL AS has_entries
     FROM {accounts} a
-    LEFT JOIN (SELECT DISTINCT ON (m.account) m.account, e.{entries_seq} AS id, e.{entries_after} AS after
-               FROM (SELECT l.{entries_account} AS account, max(l.{entries_seq}) AS seq FROM {entries} l
-                     GROUP BY 1) m
-               JOIN {entries} e ON e.{entries_seq} = m.seq AND e.{entries_account} = m.account
-               ORDER BY m.account, e.{entries_id} DESC) l
-      ON l.account = a.{accounts_id}
-    WHERE l.id IS NULL OR l.id <= {w}
-    """,
+    LEFT JOIN <<last>> l ON l.account = a.{accounts_id}
+    WHERE l.seq IS NULL OR l.seq <= {w}
+    """, last=_fill(_LAST_ENTRIES, upto="true")),
     (
         Rule("account_balance_drift", "accounts",
              "x.last_id IS NOT NULL AND x.balance IS DISTINCT FROM x.after",

@@ -92,11 +92,12 @@ LONG_WORD = re.compile(rf"[A-Za-z0-9]{{{LONG_WORD_BREAK + 4},}}")
 
 
 def breakable(name: Any, camel: bool = True) -> Markup:
-    """An identifier (schema.table, a column, a rule, a path) that may break after its underscores,
-    slashes and dots (not a decimal point) and, with ``camel``, before the capital of a CamelCase word;
-    never inside a word: escaped text with <wbr> there. Text that names identifiers (a message, a
-    command line) takes ``camel=False``, so that its words (PostgreSQL) stay whole. (Escaped text's
-    entities hold no "_", "/", "." or capital.)"""
+    """An identifier (schema.table, a column, a rule, a path) that may break after its underscores, slashes
+    and dots (not a decimal point) and, with ``camel``, before the capital of a CamelCase word; inside a
+    word only when it is longer than any column (every ``LONG_WORD_BREAK`` characters of a run of more
+    than ``LONG_WORD_BREAK + 3`` letters and digits): escaped text with <wbr> there. Text that names
+    identifiers (a message, a command line) takes ``camel=False``, so that its words (PostgreSQL) stay
+    whole. (Escaped text's entities hold no "_", "/", "." or capital.)"""
     text = WORD_END.sub("<wbr>", str(escape("" if name is None else name)))
     text = CAMEL_HUMP.sub("<wbr>", text) if camel else text
     # A word too long for any column (a 63-character name without an underscore) may break
