@@ -71,6 +71,15 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert result.code == 2 and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("share", ["nan", "0", "1.5", "inf"])
+def test_a_history_share_that_is_no_share_is_a_usage_error(share: str, tmp_path: Path) -> None:
+    """nan slipped past the range check into an internal error (found by a break-it run)."""
+    result = run_cli("verify-ledger", "--db", "postgresql://postgres@127.0.0.1/postgres", "--state",
+                     str(tmp_path / "s.state"), "--verify-history-share", share)
+    assert result.code == 2 and "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "Invalid value for '--verify-history-share'" in result.stderr, result.stderr
+
+
 def test_keep_scratch_keeps_the_database_and_prints_how_to_connect(
     tmp_path: Path, small_dump: Path, server_dsn: str
 ) -> None:

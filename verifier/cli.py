@@ -25,7 +25,7 @@ MIGRATION_TIMEOUT_MAX_S = 7 * 86400.0
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Refuse NaN, which a FloatRange lets through (no comparison with NaN is false)."""
     if value is not None and value != value:
-        raise click.BadParameter("nan is not a number of seconds.", ctx=ctx, param=param)
+        raise click.BadParameter("nan is not a number.", ctx=ctx, param=param)
     return value
 
 report_dir_option = click.option(
@@ -242,7 +242,7 @@ def verify_cents(ctx: click.Context, db_url: str | None, snapshot: Path | None, 
 @click.option("--full", is_flag=True, help="With --state: check every entry again and start a new proven "
                                            "history (the state's audit history is kept).")
 @click.option("--verify-history-share", "history_share", default=1.0, metavar="SHARE",
-              type=click.FloatRange(0, 1, min_open=True),
+              type=click.FloatRange(0, 1, min_open=True), callback=_finite,
               help="With --state: re-hash this share of the proven history per audit, rotating (default 1: "
                    "all of it).")
 @report_dir_option
