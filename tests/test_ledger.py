@@ -370,3 +370,30 @@ def test_the_journals_pass_joins_the_accounts_only_where_a_journal_could_mix_cur
         two = inv.compose(inv.JOURNALS.source, inv.names(layout, convention, ("EUR", "USD"))).as_string(conn)
     assert "LEFT JOIN" not in one.split(") g")[0] and "'USD'::text" in one
     assert "LEFT JOIN" in two.split(") g")[0]
+
+
+def test_an_account_without_a_currency_is_a_finding_in_full_and_incremental_audits(
+        clean_ledger: str, make_db: Any, tmp_path: Path) -> None:
+    """Found by a break-it run: a journal between a USD account and one whose currency is NULL passed
+    (min and max pass over NULL, and the one-currency journals pass assumes every account has it)."""
+    dsn = copy_db(make_db, clean_ledger)
+    state = tmp_path / "ledger.state"
+    for n in range(2):  # the second audit proves what the first saw
+        code, data, stderr = _audit(dsn, tmp_path / f"prove{n}", "--state", str(state))
+        assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE accounts ALTER COLUMN currency DROP NOT NULL")
+        row = conn.execute("SELECT a.id, a.balance_cents FROM accounts a "
+                           "JOIN entries e ON e.account_id = a.id "
+                           "WHERE a.type = 'user' ORDER BY a.id LIMIT 1").fetchone()
+        assert row
+        conn.execute("UPDATE accounts SET currency = NULL WHERE id = %s", (row[0],))
+    for name, extra in (("full", ()), ("incremental", ("--state", str(state)))):
+        code, data, stderr = _audit(dsn, tmp_path / name, *extra)
+        assert code == 1, (name, stderr)
+        found = [f for f in data["findings"] if f["rule"] == "account_currency_missing"]
+        assert len(found) == 1 and found[0]["table"] == "public.accounts", (name, data["findings"])
+        assert [s["id"] for s in found[0]["sample"]] == [str(row[0])], name
+        assert found[0]["cents_impact"] == abs(row[1]), name
+        if extra:
+            assert next(s for s in data["stages"] if s["name"] == "state")["mode"] == "incremental"

@@ -191,6 +191,35 @@ def test_deleted_and_inserted_entries_are_named(ledger_copy: str, tmp_path: Path
     assert samples["9000"]["cents_impact"] == abs(saved[4])
 
 
+@pytest.mark.parametrize("share", ["1", "0.25"])
+def test_rows_inserted_below_every_proven_id_are_found_by_the_next_audit(ledger_copy: str, tmp_path: Path,
+                                                                        share: str) -> None:
+    # Found by a break-it run: the re-hash plan started at chunk 0, so an incremental audit never
+    # looked below it, and a journal or entry with a negative id passed (a full audit finds them).
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the ledger's own triggers
+        conn.execute("INSERT INTO journals (id, ref_type, ref_id) "
+                     "SELECT -424242, ref_type, ref_id FROM journals WHERE id = 1")
+        conn.execute("INSERT INTO journals (id, ref_type, ref_id) "
+                     "SELECT -77, ref_type, ref_id FROM journals WHERE id = 1")
+        conn.execute("INSERT INTO entries (id, journal_id, account_id, entry_type, amount_cents, "
+                     "balance_before_cents, balance_after_cents) "
+                     "SELECT -9, -424242, account_id, entry_type, amount_cents, 0, 0 "
+                     "FROM entries WHERE id = 1")
+    code, data, stderr, found = audit("--verify-history-share", share)
+    assert code == 1, stderr
+    assert _stage(data, "state")["mode"] == "incremental"
+    assert found[("history_tampered", "public.journals")] == {"-424242", "-77"}
+    assert found[("history_tampered", "public.entries")] == {"-9"}
+    # The range below every chunk is not counted as re-hashed history.
+    chunks = 20_000 // (1 << history.CHUNK_BITS) + 1 + 7
+    assert _stage(data, "state saved")["rehashed_chunks"] <= chunks, data["stages"]
+    code, data, stderr, found = audit("--full")
+    assert code == 1 and ("empty_journal", "public.journals") in found, data["findings"]
+
+
 def test_a_rotating_share_of_history_finds_a_change_within_its_rotation(ledger_copy: str,
                                                                       tmp_path: Path) -> None:
     audit = Auditor(ledger_copy, tmp_path)
@@ -425,3 +454,40 @@ def test_audits_that_cannot_prove_new_history_say_why_and_then_fail(ledger_copy:
     code, data, stderr, _ = audit("--config", str(config))
     assert code == 0 and data["findings"] == [], (stderr, data["findings"])
     assert _stage(data, "state saved")["proven"]["entries"] > 20_000 - 1
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_accounts_are_held_against_their_last_proven_entry_kept_in_the_state(
+        ledger_copy: str, tmp_path: Path, kept: bool) -> None:
+    """The state keeps each account's last proven entry (seq, balance after), so that an incremental
+    audit seeds the new entries' chains and checks the other accounts without reading every entry.
+    A state written before it kept them (``kept`` False: the table dropped) is filled by the next audit."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        wanted = {str(a): (int(s), str(b)) for a, s, b in conn.execute(
+            "SELECT DISTINCT ON (account_id) account_id, id, balance_after_cents FROM entries "
+            "ORDER BY account_id, id DESC")}
+        # An account whose last entry is proven and which has no new one: its balance moves.
+        account = conn.execute("SELECT a.id FROM accounts a WHERE EXISTS (SELECT 1 FROM entries e "
+                               "WHERE e.account_id = a.id) ORDER BY a.id LIMIT 1 OFFSET 3").fetchone()
+        assert account
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents + 7 WHERE id = %s", account)
+    db = sqlite3.connect(audit.state)
+    assert {a: (s, b) for a, s, b in db.execute("SELECT account, seq, after FROM last_entries")} == wanted
+    if not kept:
+        db.execute("DROP TABLE last_entries")
+        db.commit()
+    db.close()
+    code, data, stderr, found = audit()
+    assert code == 1, stderr
+    assert _stage(data, "state")["mode"] == "incremental"
+    # (The legacy wallet of its owner no longer matches it either.)
+    assert found[("account_balance_drift", "public.accounts")] == {str(account[0])}, data["findings"]
+    assert set(found) <= {("account_balance_drift", "public.accounts"),
+                          ("reconciliation_mismatch", "public.accounts")}, found
+    drift = next(f for f in data["findings"] if f["rule"] == "account_balance_drift")
+    assert drift["cents_impact"] == 7
+    db = sqlite3.connect(audit.state)
+    assert {a: (s, b) for a, s, b in db.execute("SELECT account, seq, after FROM last_entries")} == wanted
+    db.close()

@@ -143,6 +143,9 @@ REGISTRY: tuple[Rule, ...] = (
          "currency is its account's where entries carry none)"),
         ("entry_currency_mismatch", "error",
          "an entry carries a currency other than its account's"),
+        ("account_currency_missing", "error",
+         "an account has no currency (NULL): its entries belong to no currency's trial balance, and "
+         "no journal with its entries can be shown to be in one currency"),
         ("empty_journal", "error", "a journal has no entries"),
         ("orphan_entry", "error", "an entry names a journal or an account that does not exist"),
         ("trial_balance_nonzero", "error", "the entries of a currency do not sum to zero"),

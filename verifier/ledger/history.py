@@ -78,6 +78,9 @@ def row_hash_kind(conn: psycopg.Connection, layout: Layout, table: str) -> str:
 
 
 EMPTY = Chunk(0, 0, 0, Decimal(0))  # the digest of no rows
+# The chunk number that stands for every id below a plan's first chunk (a row inserted there, a
+# negative id, say, is re-hashed by every incremental audit: no proven chunk would ever cover it).
+BELOW = -(1 << (63 - CHUNK_BITS))
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ def plan_rehash(state: State, table: str, share: float) -> list[tuple[int, int]]
     ``share`` 1: every chunk of proven history. Less: that share of the
     chunks (at least one), continuing where the last audit's rotation
     stopped, so that every chunk is re-hashed within ``ceil(1 / share)`` audits.
+    Whatever the share, the first range is ``(BELOW, first - 1)``: every id
+    below the first proven chunk, where no row was proven, so that a row
+    inserted there is found by the next audit (its digest is read by index
+    where the table has one on its id, and costs nothing more where that
+    range is empty).
     """
     upto = state.proven[table]
     if upto <= 0 and not state.chunks[table]:
@@ -104,15 +112,21 @@ def plan_rehash(state: State, table: str, share: float) -> list[tuple[int, int]]
     first = min([0, *state.chunks[table]])
     last = upto >> CHUNK_BITS
     total = last - first + 1
+    below = (BELOW, first - 1)
     if share >= 1:
-        return [(first, last)]
+        return [below, (first, last)]
     count = max(1, min(total, math.ceil(total * share)))
     start = first + state.rotation[table] % total
     end = start + count - 1
     state.rotation[table] = (start - first + count) % total
     if end <= last:
-        return [(start, end)]
-    return [(start, last), (first, end - total)]
+        return [below, (start, end)]
+    return [below, (start, last), (first, end - total)]
+
+
+def chunk_count(ranges: list[tuple[int, int]]) -> int:
+    """How many chunks of proven history ``ranges`` re-hash (the range below every chunk not counted)."""
+    return sum(b - a + 1 for a, b in ranges if a != BELOW)
 
 
 def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
@@ -127,8 +141,9 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
     """
     ident = sql.Identifier(layout.column(table, "seq" if table == "entries" else "id"))
     col = sql.SQL("r.{}").format(ident)
-    ranges = [sql.SQL("{} BETWEEN {} AND {}").format(col, sql.Literal(chunk_range(a)[0]),
-                                                     sql.Literal(min(chunk_range(b)[1], old)))
+    ranges = [sql.SQL("{} <= {}").format(col, sql.Literal(min(chunk_range(b)[1], old))) if a == BELOW
+              else sql.SQL("{} BETWEEN {} AND {}").format(col, sql.Literal(chunk_range(a)[0]),
+                                                         sql.Literal(min(chunk_range(b)[1], old)))
               for a, b in chunks]
     if new > old:
         ranges.append(sql.SQL("{} > {} AND {} <= {}").format(col, sql.Literal(old), col, sql.Literal(new)))
@@ -165,8 +180,9 @@ def compare(state: State, table: str, chunks: list[tuple[int, int]], rehashed: d
             ) -> list[Tampered]:
     """Every re-hashed chunk whose digest differs from the proven one, pinpointed where it can be."""
     found = []
+    known = set(state.chunks[table]) | set(rehashed)
     for a, b in chunks:
-        for chunk in sorted(set(range(a, b + 1)) & (set(state.chunks[table]) | set(rehashed))):
+        for chunk in sorted(c for c in known if a <= c <= b):
             old, cur = state.chunks[table].get(chunk, EMPTY), rehashed.get(chunk, EMPTY)
             if old != cur:
                 found.append(_pinpoint(table, chunk, old, cur, state.proven[table]))

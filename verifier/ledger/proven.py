@@ -251,6 +251,17 @@ def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, wait
                 {"pid": row[0], "application": row[1], "age_s": int(row[2]), "role": row[3]}})
 
 
+def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
+                      ) -> dict[str, tuple[int, str | None]]:
+    """Each account's last entry among the entries whose seq is in ``(old, new]``: account id (as text)
+    -> (seq, balance after as text). One scan of those entries, aggregated per account."""
+    if new <= old:
+        return {}
+    rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {**filled, "old": sql.Literal(old),
+                                                            "new": sql.Literal(new)})).fetchall()
+    return {str(a): (int(seq), None if after is None else str(after)) for a, seq, after in rows}
+
+
 def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Scope,
             carried: list[st.Carried], rehashed: int, checked_entries: int, findings: list[Finding]) -> None:
     """The state after this audit: proven history extended to what settled, this audit in its history."""

@@ -10,7 +10,9 @@ It holds no secrets and no connection details: the ledger's identity
 (server system identifier, database, schema, tables and the entries' and
 journals' columns), the random salt of the history digests, per table the
 watermark up to which rows are proven and the digests of that history in
-chunks of ids, the trial balance of the proven entries, the offending rows
+chunks of ids, the trial balance of the proven entries, each account's last
+proven entry (its seq and balance after: about 100 bytes per account, in the
+file and in memory while an audit runs), the offending rows
 found in proven history (reported again by every audit), where the
 rotating re-hash stopped, and one line per audit for the trend charts.
 
@@ -44,6 +46,7 @@ CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NU
                      s0 TEXT NOT NULL, s1 INTEGER NOT NULL, amount TEXT NOT NULL,
                      PRIMARY KEY (tbl, chunk));
 CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
+CREATE TABLE last_entries (account TEXT PRIMARY KEY, seq INTEGER NOT NULL, after TEXT);
 CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT, impact TEXT,
                         weight INTEGER NOT NULL, detail TEXT, found_by TEXT NOT NULL);
 CREATE TABLE tampered (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, id TEXT NOT NULL, what TEXT NOT NULL,
@@ -106,6 +109,9 @@ class State:
     seen_xmax: int | None = None  # an xid above every transaction running when ``seen`` was read
     chunks: dict[str, dict[int, Chunk]] = field(default_factory=lambda: {t: {} for t in HISTORY_TABLES})
     trial: dict[str | None, Decimal] = field(default_factory=dict)
+    # Each account's last proven entry: account id (as text) -> (seq, balance after as text). None: a
+    # state written before it kept them (the next audit finds them by a scan of the proven entries).
+    last: dict[str, tuple[int, str | None]] | None = field(default_factory=dict)
     carried: list[Carried] = field(default_factory=list)
     # Changes to proven history found by an earlier audit, whose chunk has not been re-hashed since:
     # reported by every audit until a re-hash finds the chunk as proven again, or --full starts anew.
@@ -184,6 +190,11 @@ def _read(db: sqlite3.Connection) -> State:
         state.chunks[tbl][int(chunk)] = Chunk(int(n), int(s0), int(s1), Decimal(amount))
     state.trial = {currency: Decimal(total)
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
+    # A state written before the last proven entries were kept has no such table.
+    state.last = ({str(a): (int(seq), None if after is None else str(after)) for a, seq, after in db.execute(
+        "SELECT account, seq, after FROM last_entries")}
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_entries'").fetchone()
+        else None)
     state.carried = [Carried(*row) for row in db.execute(
         "SELECT pass, rule_index, id, impact, weight, detail, found_by FROM offenders ORDER BY rowid")]
     # A state written before tampering was carried has no such table: none was.
@@ -219,6 +230,8 @@ def save(path: Path, state: State) -> None:
                            ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
+            db.executemany("INSERT INTO last_entries VALUES (?, ?, ?)",
+                           ((a, seq, after) for a, (seq, after) in (state.last or {}).items()))
             db.executemany("INSERT INTO tampered VALUES (?, ?, ?, ?, ?, ?, ?)",
                            ((t.table, t.chunk, t.id, t.what, t.cents_impact, t.detail, t.found_by)
                             for t in state.tampered))
