@@ -1,9 +1,9 @@
-"""Benchmark: the cents engine against the floor and the naive alternative.
+"""Benchmark: the cents engine against the floor, the naive alternative, reladiff and GX.
 
 Not a test (timings on a shared machine are noisy): run it and read the
 ratios, which compare runs interleaved on one server in one go.
 Usage: python scripts/bench_cents.py [--rows 5000000] [--rounds 3] [--server URL] [--currency]
-       [--baseline PATH] [--no-reladiff]
+       [--baseline PATH] [--no-reladiff] [--no-gx]
 (without --server: an embedded server in a temporary directory).
 
 One clean table of ROWS rows with four (decimal, cents) pairs, in a
@@ -31,6 +31,26 @@ interleaved:
   scripts/reladiff_peer.py), and run there; where that install fails (no
   network, an incompatible release), one line says so and its figures are
   skipped. ``--no-reladiff`` skips them too.
+- gx, gx_empty ("GX column-pair"): Great Expectations Core 1.x validating,
+  on the same table, that each cents column equals its decimal times 100:
+  one suite of one ``UnexpectedRowsExpectation`` per pair, whose query
+  selects ``{batch}``'s rows where the cents are distinct from the decimal
+  times 100 (exact, in ``numeric``, no ``round()``), validated on a
+  whole-table batch through GX's PostgreSQL data source (SQLAlchemy over
+  psycopg). Not GX's column-pair expectation proper
+  (``ExpectColumnPairValuesToBeEqual``): it compares two stored columns and
+  takes no expression, so it would need a derived column (a view) first;
+  GX's documentation sends a SQL condition to ``UnexpectedRowsExpectation``,
+  which is what a team would write (see scripts/gx_peer.py). Timed in a
+  worker process of GX's own (so that GX's memory does not count towards
+  verify's peak), GX imported and its context and data sources made
+  beforehand: one validation (getting the batch and validating the suite),
+  minus the same on the empty copy, for its work. Each run must succeed with no
+  unexpected row in any pair, in ``payments`` of that database, having run
+  statements; before the rounds GX must count every row of both tables, and
+  a probe on the planted differences above (on a copy of 100 rows) must be
+  unsuccessful with exactly the planted rows, or the figures are skipped.
+  Without GX installed one line says so; ``--no-gx`` skips them too.
 
 Medians are printed with each figure's min..max over the rounds. Also:
 peak resident memory of verify-cents on the full table and on the empty
@@ -56,6 +76,7 @@ from typing import Any
 
 import psycopg
 from benchlib import arguments, run_measured, timed  # scripts/, beside this file
+from gx_peer import load as load_gx
 from psycopg import sql
 from reladiff_peer import ALGORITHMS, Reladiff, install, views_sql
 
@@ -115,12 +136,14 @@ def _options(parser: Any) -> None:
     parser.add_argument("--currency", action="store_true", help="a currency column, ISO 4217 per row")
     parser.add_argument("--baseline", metavar="PATH", help="another verify-cents, timed in the same rounds")
     parser.add_argument("--no-reladiff", action="store_true", help="skip reladiff's hashdiff and joindiff")
+    parser.add_argument("--no-gx", action="store_true", help="skip Great Expectations' column-pair suite")
 
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0], "--rows", 5_000_000, _options)
     command = None if args.no_reladiff else install()
     peer = Reladiff(command, PAIRS) if command else None
+    gx = None if args.no_gx else load_gx(PAIRS, args.currency)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
         with server.database("bench_full") as full_db, server.database("bench_empty") as empty_db:
             for db in (full_db, empty_db):
@@ -151,6 +174,17 @@ def main() -> None:
                     for algorithm in ALGORITHMS:
                         line = shlex.join(peer.argv("URL", algorithm))
                         print(f"reladiff {peer.version} {algorithm}: {line}")
+            if gx is not None:
+                gx.check_rows(full_db.dsn, args.rows)
+                gx.check_rows(empty_db.dsn, 0)
+                failed = gx.probe(full_db.dsn)
+                if failed:
+                    print(f"GX {gx.version}: skipped, its probe on planted differences failed: {failed}")
+                    gx.close()
+                    gx = None
+                else:
+                    print(f"GX {gx.version} UnexpectedRowsExpectation, one per pair: "
+                          f"{gx.queries[PAIRS[0]]}")
             help_times = [timed(lambda: subprocess.run(
                 [VERIFY_CENTS, "--help"],
                 check=True, stdout=subprocess.DEVNULL)) for _ in range(5)]
@@ -161,6 +195,8 @@ def main() -> None:
             if peer is not None:
                 for algorithm in ALGORITHMS:
                     figures.update({algorithm: [], f"{algorithm}_empty": []})
+            if gx is not None:
+                figures.update(gx=[], gx_empty=[])
             rss: dict[str, list[int]] = {"verify": [], "empty": []}
             with psycopg.connect(full_db.dsn, autocommit=True) as conn:
                 conn.execute(FLOOR_SQL).fetchall()  # warm the cache once before measuring
@@ -187,7 +223,12 @@ def main() -> None:
                         for algorithm in ALGORITHMS:
                             figures[algorithm].append(peer.timed(full_db.dsn, algorithm, args.rows))
                             figures[f"{algorithm}_empty"].append(peer.timed(empty_db.dsn, algorithm, 0))
+                    if gx is not None:
+                        figures["gx"].append(gx.timed(full_db.dsn))
+                        figures["gx_empty"].append(gx.timed(empty_db.dsn))
                     print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()))
+            if gx is not None:
+                gx.close()  # its pooled connections, before the databases are dropped
     med = {k: statistics.median(v) for k, v in figures.items()}
     work = med["verify"] - med["empty"]
     print("\nmedians over rounds (min..max):")
@@ -208,6 +249,12 @@ def main() -> None:
                   f"{med[algorithm]:.3f} s whole - {med[f'{algorithm}_empty']:.3f} s on the empty copy; "
                   f"its work / minimal exact {theirs / med['minimal']:.1f}; "
                   f"whole / verify whole {med[algorithm] / med['verify']:.1f})")
+    if gx is not None:
+        theirs = med["gx"] - med["gx_empty"]
+        print(f"GX column-pair / verify work   {theirs / work:6.1f}  (its work {theirs:.3f} s = "
+              f"{med['gx']:.3f} s whole - {med['gx_empty']:.3f} s on the empty copy; "
+              f"its work / minimal exact {theirs / med['minimal']:.1f}; "
+              f"{len(PAIRS)} expectations)")
     print(f"verify-cents --help: median {statistics.median(help_times):.3f} s over 5 (goal < 0.5)")
     if args.baseline:
         before = med["baseline"] - med["baseline_empty"]
