@@ -221,3 +221,21 @@ def test_a_posting_function_that_never_ends_or_kills_the_session_is_a_rejection(
     assert killing.outcome == "rejected" and killing.message.startswith("the session was lost")
     # The cases after them ran on a new session.
     assert done["a journal of a single leg"].outcome == "rejected"
+
+
+def test_keys_without_a_default_get_values_above_every_row(fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: with accounts.id a bigint key without a default, the probe gave both
+    of its test accounts the id 0 (the second was a duplicate key) and ran none of its cases."""
+    ledger_sql = (project_migrations_dir() / "400_create_double_entry_ledger.sql").read_text()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(ledger_sql)
+        for table in ("accounts", "journals", "entries"):
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN id DROP DEFAULT")  # noqa: S608
+        layout, _ = detect(conn, Layout())
+    run = new_run("probe", tmp_path)
+    done = probe.probe(run, fresh_db, layout, Convention(direction=-1, debit_sign=1))
+    # The platform's transfer_tokens inserts without ids: the ledger's own refusal, a verdict.
+    assert [(c.name, c.outcome) for c in done] == [
+        ("balanced_two_legs", "accepted"), ("balanced_three_legs", "accepted"),
+        ("posting_function", "rejected"), ("unbalanced", "rejected"), ("one_leg", "rejected")], \
+        [(c.name, c.outcome, c.message) for c in done]

@@ -67,7 +67,9 @@ JOURNAL_TYPES = ("token_transfer", "transfer", "adjustment")
 # Each column of a table: name, whether an INSERT must supply it, its type and the type's kind.
 COLUMNS_SQL = """
 SELECT a.attname, a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '',
-       t.typname, t.typtype, t.typcategory, a.atttypmod, t.oid::bigint
+       t.typname, t.typtype, t.typcategory, a.atttypmod, t.oid::bigint,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisunique
+                 AND a.attnum = ANY(i.indkey))
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
 """
@@ -126,6 +128,7 @@ class Column:
     category: str
     typmod: int
     oid: int
+    unique: bool = False  # part of a unique index or primary key
 
 
 @dataclass
@@ -263,9 +266,10 @@ def _table(conn: psycopg.Connection, layout: Layout, logical: str) -> Table:
     name = layout.table(logical)
     table = Table(sql.Identifier(layout.schema, layout.tables[logical]), name)
     regclass = table.ident.as_string(conn)
-    for col, required, typname, typtype, category, typmod, oid in conn.execute(COLUMNS_SQL, (regclass,)):
+    for col, required, typname, typtype, category, typmod, oid, unique in conn.execute(
+            COLUMNS_SQL, (regclass,)):
         table.columns[str(col)] = Column(str(col), bool(required), str(typname), str(typtype),
-                                         str(category), int(typmod), int(oid))
+                                         str(category), int(typmod), int(oid), bool(unique))
     return table
 
 
@@ -418,6 +422,10 @@ def _insert(conn: psycopg.Connection, table: Table, values: dict[str, str], retu
     for column in table.columns.values():
         if column.required and column.name not in row:
             row[column.name] = _value(conn, column, table.name)
+            if column.unique and column.category == "N":  # a key without a default: one above the rest
+                found = conn.execute(sql.SQL("SELECT (coalesce(max({}), 0) + 1)::text FROM {}").format(
+                    sql.Identifier(column.name), table.ident)).fetchone()
+                row[column.name] = str(found[0]) if found else "1"
             case.filled.add((table.name, column.name))
     # Values as literals, no parameters: a name holding "%" must reach the server as written.
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
