@@ -338,3 +338,27 @@ def test_entries_that_share_a_seq_are_ordered_by_id_in_full_and_incremental_audi
     assert code == 0, (stderr, data["findings"])
     code, data, stderr = _audit(fresh_db, tmp_path / "full")
     assert code == 0, (stderr, data["findings"])
+
+
+def test_entries_without_a_seq_are_read_by_every_incremental_audit(fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: entries whose (nullable) seq is NULL were never read by an incremental
+    audit (``seq > watermark`` is not true of NULL), while a full audit orders them last and checks
+    them. They are never proven either, so every incremental audit reads them, as a full audit does."""
+    _make(fresh_db, EARLIER, TIED_SEQ.replace("seq bigint NOT NULL", "seq bigint"))
+    state = tmp_path / "ledger.state"
+    for n in (1, 2):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state))
+        assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO journals VALUES (2,'deposit',NULL,NULL,'USD')")
+        # Unbalanced, a chain that starts from nothing, and an account left as it was: three breaks.
+        conn.execute("INSERT INTO entries VALUES ('00000000-0000-4000-8000-00000000000d',NULL,2,2,'credit',"
+                     "-100,'USD',5,105)")
+    found = {}
+    with_state = ("--state", str(state))
+    for name, extra in (("full", ()), ("incremental", with_state), ("again", with_state)):
+        code, data, stderr = _audit(fresh_db, tmp_path / name, *extra)
+        assert code == 1, (name, stderr)
+        found[name] = _rules(data)
+    assert found["incremental"] == found["full"] == found["again"], found
+    assert {"running_balance_break", "account_balance_drift", "journal_too_few_entries"} <= set(found["full"])

@@ -475,6 +475,7 @@ def test_accounts_are_held_against_their_last_proven_entry_kept_in_the_state(
         conn.execute("UPDATE accounts SET balance_cents = balance_cents + 7 WHERE id = %s", account)
     db = sqlite3.connect(audit.state)
     assert {a: (s, b) for a, s, b in db.execute("SELECT account, seq, after FROM last_entries")} == wanted
+    assert {c for (c,) in db.execute("SELECT currency FROM last_entries")} == {"USD"}
     if not kept:
         db.execute("DROP TABLE last_entries")
         db.commit()
@@ -491,3 +492,61 @@ def test_accounts_are_held_against_their_last_proven_entry_kept_in_the_state(
     db = sqlite3.connect(audit.state)
     assert {a: (s, b) for a, s, b in db.execute("SELECT account, seq, after FROM last_entries")} == wanted
     db.close()
+
+
+
+def test_an_account_deleted_or_moved_to_another_currency_after_its_entries_were_proven(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: both passed incremental audits (exit 0, every night), while a full
+    audit finds the proven journals in two currencies, the trial balance off, and orphan entries.
+    Accounts are mutable; the state keeps the currency each account's entries were proven in."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        moved, deleted = [str(r[0]) for r in conn.execute(
+            "SELECT a.id FROM accounts a WHERE a.type = 'user' AND EXISTS (SELECT 1 FROM entries e "
+            "WHERE e.account_id = a.id) ORDER BY a.id LIMIT 2 OFFSET 5")]
+        conn.execute("SET session_replication_role = replica")  # past the foreign keys
+        conn.execute("UPDATE accounts SET currency = 'EUR' WHERE id = %s", (moved,))
+        conn.execute("DELETE FROM accounts WHERE id = %s", (deleted,))
+    for _ in range(2):  # every night, until --full
+        code, data, stderr, found = audit()
+        assert code == 1, stderr
+        assert found[("history_tampered", "public.accounts")] == {moved, deleted}, data["findings"]
+    samples = {s["id"]: s["detail"] for f in data["findings"] if f["rule"] == "history_tampered"
+               for s in f["sample"]}
+    assert samples[moved] == "in EUR, but an earlier audit proved its entries in USD"
+    assert samples[deleted].startswith("deleted, though an earlier audit proved its entries")
+    code, data, stderr, found = audit("--full")
+    assert code == 1 and ("journal_mixed_currency", "public.journals") in found, data["findings"]
+    assert ("orphan_entry", "public.entries") in found
+
+
+def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: the state's history (and the report's trend) said "fail" for audits
+    that exited 0 with only warnings (the platform's missing reconciliation, here)."""
+    audit = Auditor(ledger_copy, tmp_path)
+    config = tmp_path / "none.toml"
+    config.write_text("")
+    code, data, stderr, _ = audit("--config", str(config))
+    assert code == 0 and data["findings"], (stderr, data["findings"])
+    assert {f["severity"] for f in data["findings"]} == {"warning"}
+    db = sqlite3.connect(audit.state)
+    assert [s for (s,) in db.execute("SELECT status FROM runs")] == ["pass"]
+    db.close()
+
+
+@pytest.mark.parametrize("damage", ["UPDATE last_entries SET after = 'xyz'",
+                                    "UPDATE trial SET total = 'abc'"])
+def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: str, tmp_path: Path,
+                                                                  damage: str) -> None:
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    db = sqlite3.connect(audit.state)
+    db.execute(damage)
+    db.commit()
+    db.close()
+    before = _sha(audit.state)
+    code, data, stderr, _ = audit()
+    assert code == 2 and "is not a ledger audit state, or is damaged" in stderr, stderr
+    assert _sha(audit.state) == before

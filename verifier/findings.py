@@ -182,7 +182,8 @@ REGISTRY: tuple[Rule, ...] = (
          "visible); an error once ledger.unsettled_audits_max audits in a row proved nothing new"),
         ("history_tampered", "error",
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
-         "or inserted among proven ids, or a proven journal gained entries"),
+         "or inserted among proven ids, or a proven journal gained entries, or an account whose entries "
+         "were proven was deleted or moved to another currency"),
         ("ledger_rejects_balanced", "error",
          "(rehearsal probe) the database rejects a balanced journal posted the way applications post "
          "it (leg by leg, or through its posting function)"),

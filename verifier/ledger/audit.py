@@ -500,7 +500,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         digests: list[history.Digests] = done[len(passes):len(passes) + len(st.HISTORY_TABLES)]
         if scope.state is not None:
             last = done[-1]
-            scope.state.last = last if old == proven.FULL_FROM else {**(scope.state.last or {}), **last}
+            scope.state.last = last if old == proven.FULL_FROM else proven.merged_last(scope.state.last, last)
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
                       passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
                                "rules": [rule.rule for rule in x.p.rules],

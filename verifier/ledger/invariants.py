@@ -146,7 +146,8 @@ JOURNALS = Pass(
 # incremental audit of 10^7 entries).
 INC_JOURNALS = replace(JOURNALS, source=_fill(
     _JOURNALS_GROUPED, proven="j.{journals_id} <= {jw}",
-    entries="e.{entries_seq} > {w} OR e.{entries_journal} > {jw}", join="LEFT JOIN LATERAL",
+    entries="e.{entries_seq} > {w} OR e.{entries_seq} IS NULL OR e.{entries_journal} > {jw}",
+    join="LEFT JOIN LATERAL",
     journals="jj.{journals_id} = g.journal_id OFFSET 0") + _NEW_EMPTY_JOURNALS)
 
 # Per currency, every entry of the ledger: few groups, so PostgreSQL's own
@@ -179,7 +180,7 @@ INC_TRIAL = replace(TRIAL, source=_fill("""
     FROM (SELECT n.currency, n.total::numeric FROM (<<new>>) n
           UNION ALL SELECT * FROM {carried}) u
     GROUP BY 1
-    """, new=_fill(_TRIAL, entries="e.{entries_seq} > {w}")))
+    """, new=_fill(_TRIAL, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL)")))
 
 # Below 2^62 in magnitude, before + direction * amount cannot overflow a
 # bigint; beyond (corrupt values), the same comparison runs in numeric.
@@ -203,7 +204,7 @@ _CHAIN = """
                  e.{entries_type}::text AS entry_type, {own_currency} AS e_currency,
                  e.{entries_amount} AS amount, e.{entries_before} AS before, e.{entries_after} AS after,
                  <<prev_after>> AS prev_after,
-                 lead(e.{entries_seq}) OVER w IS NULL AS is_last
+                 lead(true) OVER w IS NULL AS is_last
           FROM {entries} e <<seed>> WHERE <<entries>> AND {chain_range}
           WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_seq}, e.{entries_id})) w
     LEFT JOIN (SELECT a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type,
@@ -276,20 +277,24 @@ _LAST_ENTRIES = """
      ORDER BY m.account, p.{entries_id} DESC)"""
 # An incremental audit's {proven_last}: each account's last proven entry (account, seq, after), from
 # the state file (``proven_last``), or, for a state written before it kept them, this scan.
-PROVEN_LAST_SCAN = _fill(_LAST_ENTRIES, upto="l.{entries_seq} <= {w}")
+PROVEN_LAST_SCAN = _fill("(SELECT s.*, NULL::text AS currency FROM <<last>> s)",
+                         last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} <= {w}"))
 # The state's: a json array of objects keyed by the entries' own column names, read into the
 # entries' row type, so that each value has its column's type (a citext account compares as citext).
 PROVEN_LAST_STATE = """
-    (SELECT t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after
-     FROM json_populate_recordset(NULL::{entries}, {proven_last_json}::json) t)"""
+    (SELECT t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after,
+            j ->> 'verifier_currency' AS currency
+     FROM json_array_elements({proven_last_json}::json) j
+     CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t)"""
 # The newly proven entries' last per account (as text), for the state: those in (old, new].
 NEWLY_PROVEN_LAST = _fill(
-    "SELECT n.account::text, n.seq, n.after::text FROM <<last>> n",
+    "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text FROM <<last>> n "
+    "LEFT JOIN {accounts} ca ON ca.{accounts_id} = n.account",
     last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} > {old} AND l.{entries_seq} <= {new}"))
 # The entries beyond the watermark; an account's first of them follows its
 # last proven entry.
 INC_CHAIN = replace(CHAIN, source=_fill(
-    _CHAIN, entries="e.{entries_seq} > {w}",
+    _CHAIN, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL)",
     seed="LEFT JOIN {proven_last} lp ON lp.account = e.{entries_account}",
     prev_after="CASE WHEN lag(e.{entries_seq}) OVER w IS NULL THEN lp.after "
                "ELSE lag(e.{entries_after}) OVER w END"))
@@ -298,7 +303,7 @@ INC_CHAIN = replace(CHAIN, source=_fill(
 # balance, and no journal can be shown to be in one currency (min and max
 # pass over NULL; the journals pass's one-currency shortcut assumes it).
 _CURRENCY_MISSING = Rule(
-    "account_currency_missing", "accounts", "x.a_currency IS NULL", "x.id",
+    "account_currency_missing", "accounts", "x.id IS NOT NULL AND x.a_currency IS NULL", "x.id",
     impact="abs(coalesce(x.balance::numeric, 0))", group="x.a_type",
     detail="'no currency, balance ' || coalesce(x.balance::text, 'NULL')")
 # Accounts without a single entry hold their opening balance (stated, per
@@ -312,9 +317,9 @@ ACCOUNTS = Pass(
     FROM {accounts} a
     """,
     (_CURRENCY_MISSING,),
-    totals=(("accounts", "count(*)"),
+    totals=(("accounts", "count(x.id)"),
             ("accounts_without_entries_holding_money",
-             "count(*) FILTER (WHERE NOT x.has_entries AND x.balance <> 0)"),
+             "count(x.id) FILTER (WHERE NOT x.has_entries AND x.balance <> 0)"),
             ("opening_without_entries_by_currency", "{opening_idle_by_currency}"),
             ("balances_by_currency", "{balances_by_currency}")),
 )
@@ -322,22 +327,39 @@ ACCOUNTS = Pass(
 # with entries beyond the watermark are held against their last entry by the
 # chain pass; every other account with entries, against its last proven one.
 # Reads the new entries only (and no entry at all where the state keeps the
-# last proven ones: a scan of every entry was 1.6 s of 3.4 on 10^7).
+# last proven ones: a scan of every entry was 1.6 s of 3.4 on 10^7). An
+# account whose entries were proven must still be there, in the currency its
+# entries were proven in (x.id NULL: deleted; the proven journals' currencies
+# and the proven trial balance would no longer hold, and only a full audit
+# reads the entries again): history_tampered, until --full starts anew.
+# Entries without a seq are never proven: every incremental audit reads them.
 INC_ACCOUNTS = Pass(
     "accounts",
     """
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
-           a.{accounts_currency}::text AS a_currency, l.seq AS last_id, l.after,
+           a.{accounts_currency}::text AS a_currency, l.account AS l_account, l.seq AS last_id, l.after,
+           l.currency AS proven_currency,
            l.seq IS NOT NULL OR n.account IS NOT NULL AS has_entries, n.account IS NOT NULL AS has_new
     FROM {accounts} a
-    LEFT JOIN {proven_last} l ON l.account = a.{accounts_id}
-    LEFT JOIN (SELECT DISTINCT e.{entries_account} AS account FROM {entries} e WHERE e.{entries_seq} > {w}) n
+    FULL JOIN {proven_last} l ON l.account = a.{accounts_id}
+    LEFT JOIN (SELECT DISTINCT e.{entries_account} AS account FROM {entries} e
+               WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL) n
       ON n.account = a.{accounts_id}
     """,
     (
         _CURRENCY_MISSING,
+        Rule("history_tampered", "accounts",
+             "x.l_account IS NOT NULL AND (x.id IS NULL OR (x.proven_currency IS NOT NULL "
+             "AND x.proven_currency IS DISTINCT FROM x.a_currency))",
+             "coalesce(x.id::text, x.l_account::text)", impact="abs(coalesce(x.after::numeric, 0))",
+             detail="CASE WHEN x.id IS NULL "
+                    "THEN 'deleted, though an earlier audit proved its entries (up to ' || x.last_id "
+                    "|| ', balance after ' || coalesce(x.after::text, 'NULL') || ')' "
+                    "ELSE 'in ' || coalesce(x.a_currency, 'NULL') || ', but an earlier audit proved its "
+                    "entries in ' || x.proven_currency END"),
         Rule("account_balance_drift", "accounts",
-             "NOT x.has_new AND x.last_id IS NOT NULL AND x.balance IS DISTINCT FROM x.after",
+             "x.id IS NOT NULL AND NOT x.has_new AND x.last_id IS NOT NULL "
+             "AND x.balance IS DISTINCT FROM x.after",
              "x.id", impact="coalesce(x.balance::numeric, 0) - coalesce(x.after, 0)", group="x.a_type",
              detail="'balance ' || coalesce(x.balance::text, 'NULL') "
                     "|| ', its last entry says ' || coalesce(x.after::text, 'NULL')"),
@@ -655,10 +677,12 @@ def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Com
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: dict[str, tuple[int, str | None]] | None = None) -> dict[str, sql.Composable]:
+                last: dict[str, tuple[int, str | None, str | None]] | None = None
+                ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and each account's last
-    proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text),
-    from the state file; None: found by a scan of the proven entries (``PROVEN_LAST_SCAN``)."""
+    proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
+    the account's currency when its first entries were proven), from the state file; None: found by a
+    scan of the proven entries (``PROVEN_LAST_SCAN``)."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
@@ -668,8 +692,8 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
         out["proven_last"] = compose(PROVEN_LAST_SCAN, out)
     else:
         keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
-        found = json.dumps([dict(zip(keys, (a, seq, after), strict=True))
-                            for a, (seq, after) in last.items()])
+        found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency}
+                            for a, (seq, after, currency) in last.items()])
         out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
     return out
 

@@ -252,14 +252,28 @@ def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, wait
 
 
 def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
-                      ) -> dict[str, tuple[int, str | None]]:
+                      ) -> dict[str, tuple[int, str | None, str | None]]:
     """Each account's last entry among the entries whose seq is in ``(old, new]``: account id (as text)
-    -> (seq, balance after as text). One scan of those entries, aggregated per account."""
+    -> (seq, balance after as text, the account's currency now). One scan of those entries, aggregated
+    per account."""
     if new <= old:
         return {}
     rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {**filled, "old": sql.Literal(old),
                                                             "new": sql.Literal(new)})).fetchall()
-    return {str(a): (int(seq), None if after is None else str(after)) for a, seq, after in rows}
+    return {str(a): (int(seq), None if after is None else str(after), None if cur is None else str(cur))
+            for a, seq, after, cur in rows}
+
+
+def merged_last(kept: dict[str, tuple[int, str | None, str | None]] | None,
+                new: dict[str, tuple[int, str | None, str | None]]
+                ) -> dict[str, tuple[int, str | None, str | None]]:
+    """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s, each
+    account keeping the currency its first entries were proven in (a change is history_tampered on
+    every audit until --full, not only on the first)."""
+    out = dict(kept or {})
+    for account, (seq, after, currency) in new.items():
+        out[account] = (seq, after, out[account][2] if account in out else currency)
+    return out
 
 
 def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Scope,
@@ -271,7 +285,9 @@ def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Sc
     state.proven_at = run.run_id
     state.runs.append({
         "run_id": run.run_id, "started_at": run.started_at.isoformat(), "mode": scope.mode,
-        "status": "fail" if findings else "pass", "duration_s": round(time.monotonic() - run._t0, 3),
+        # An audit whose findings are warnings only passed (exit 0), as its run says.
+        "status": "fail" if any(f.severity == "error" for f in findings) else "pass",
+        "duration_s": round(time.monotonic() - run._t0, 3),
         "entries": scope.settled["entries"], "proven_entries": state.proven["entries"],
         "checked_entries": checked_entries, "rehashed_chunks": rehashed,
         "unsettled": scope.unsettled,
