@@ -362,3 +362,27 @@ def test_entries_without_a_seq_are_read_by_every_incremental_audit(fresh_db: str
         found[name] = _rules(data)
     assert found["incremental"] == found["full"] == found["again"], found
     assert {"running_balance_break", "account_balance_drift", "journal_too_few_entries"} <= set(found["full"])
+
+
+def test_an_account_type_change_that_changes_its_entries_floor_is_history_tampered(
+        fresh_db: str, tmp_path: Path) -> None:
+    """An incremental audit does not read proven entries again: an account moved to a type that must
+    not go negative (its proven entries did) is history_tampered; a move that changes no rule is
+    nothing. (A move that changes its sign rule is refused by the sign convention's detection.)"""
+    _make(fresh_db, EARLIER, UUID_IDS)
+    state = tmp_path / "ledger.state"
+    for n in (1, 2):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state))
+        assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE accounts SET account_type = 'escrow' WHERE id = 2")  # non-negative still
+        conn.execute("UPDATE accounts SET account_type = 'user' WHERE id = 1")  # at -1000 once
+    code, data, stderr = _audit(fresh_db, tmp_path / "moved", "--state", str(state))
+    assert code == 1, stderr
+    assert _rules(data) == {"history_tampered": {"1"}}, data["findings"]
+    sample = next(f for f in data["findings"] if f["rule"] == "history_tampered")["sample"][0]
+    assert sample["detail"] == ("of type user, but an earlier audit proved its entries as platform_cash, "
+                                "whose sign or floor differs")
+    code, data, stderr = _audit(fresh_db, tmp_path / "full")
+    assert code == 1 and _rules(data) == {"negative_balance": {"8d1f6f5e-0000-4000-8000-000000000001"}}, \
+        data["findings"]

@@ -183,7 +183,7 @@ REGISTRY: tuple[Rule, ...] = (
         ("history_tampered", "error",
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
          "or inserted among proven ids, or a proven journal gained entries, or an account whose entries "
-         "were proven was deleted or moved to another currency"),
+         "were proven was deleted or moved to another currency or to a type held to other rules"),
         ("ledger_rejects_balanced", "error",
          "(rehearsal probe) the database rejects a balanced journal posted the way applications post "
          "it (leg by leg, or through its posting function)"),

@@ -277,18 +277,19 @@ _LAST_ENTRIES = """
      ORDER BY m.account, p.{entries_id} DESC)"""
 # An incremental audit's {proven_last}: each account's last proven entry (account, seq, after), from
 # the state file (``proven_last``), or, for a state written before it kept them, this scan.
-PROVEN_LAST_SCAN = _fill("(SELECT s.*, NULL::text AS currency FROM <<last>> s)",
+PROVEN_LAST_SCAN = _fill("(SELECT s.*, NULL::text AS currency, NULL::text AS type FROM <<last>> s)",
                          last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} <= {w}"))
 # The state's: a json array of objects keyed by the entries' own column names, read into the
 # entries' row type, so that each value has its column's type (a citext account compares as citext).
 PROVEN_LAST_STATE = """
     (SELECT t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after,
-            j ->> 'verifier_currency' AS currency
+            j ->> 'verifier_currency' AS currency, j ->> 'verifier_type' AS type
      FROM json_array_elements({proven_last_json}::json) j
      CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t)"""
 # The newly proven entries' last per account (as text), for the state: those in (old, new].
 NEWLY_PROVEN_LAST = _fill(
-    "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text FROM <<last>> n "
+    "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text, ca.{accounts_type}::text "
+    "FROM <<last>> n "
     "LEFT JOIN {accounts} ca ON ca.{accounts_id} = n.account",
     last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} > {old} AND l.{entries_seq} <= {new}"))
 # The entries beyond the watermark; an account's first of them follows its
@@ -331,14 +332,16 @@ ACCOUNTS = Pass(
 # account whose entries were proven must still be there, in the currency its
 # entries were proven in (x.id NULL: deleted; the proven journals' currencies
 # and the proven trial balance would no longer hold, and only a full audit
-# reads the entries again): history_tampered, until --full starts anew.
+# reads the entries again): history_tampered, until --full starts anew. So is
+# a type change that changes which sign or floor its proven entries were held
+# to (debit-normal, non-negative types); one that changes neither is not.
 # Entries without a seq are never proven: every incremental audit reads them.
 INC_ACCOUNTS = Pass(
     "accounts",
     """
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
            a.{accounts_currency}::text AS a_currency, l.account AS l_account, l.seq AS last_id, l.after,
-           l.currency AS proven_currency,
+           l.currency AS proven_currency, l.type AS proven_type,
            l.seq IS NOT NULL OR n.account IS NOT NULL AS has_entries, n.account IS NOT NULL AS has_new
     FROM {accounts} a
     FULL JOIN {proven_last} l ON l.account = a.{accounts_id}
@@ -350,13 +353,18 @@ INC_ACCOUNTS = Pass(
         _CURRENCY_MISSING,
         Rule("history_tampered", "accounts",
              "x.l_account IS NOT NULL AND (x.id IS NULL OR (x.proven_currency IS NOT NULL "
-             "AND x.proven_currency IS DISTINCT FROM x.a_currency))",
+             "AND x.proven_currency IS DISTINCT FROM x.a_currency) OR (x.proven_type IS NOT NULL "
+             "AND ((x.proven_type = ANY({debit_normal})) IS DISTINCT FROM (x.a_type = ANY({debit_normal})) "
+             "OR (x.proven_type = ANY({non_negative})) IS DISTINCT FROM (x.a_type = ANY({non_negative})))))",
              "coalesce(x.id::text, x.l_account::text)", impact="abs(coalesce(x.after::numeric, 0))",
              detail="CASE WHEN x.id IS NULL "
                     "THEN 'deleted, though an earlier audit proved its entries (up to ' || x.last_id "
                     "|| ', balance after ' || coalesce(x.after::text, 'NULL') || ')' "
-                    "ELSE 'in ' || coalesce(x.a_currency, 'NULL') || ', but an earlier audit proved its "
-                    "entries in ' || x.proven_currency END"),
+                    "WHEN x.proven_currency IS DISTINCT FROM x.a_currency "
+                    "THEN 'in ' || coalesce(x.a_currency, 'NULL') || ', but an earlier audit proved its "
+                    "entries in ' || x.proven_currency "
+                    "ELSE 'of type ' || coalesce(x.a_type, 'NULL') || ', but an earlier audit proved its "
+                    "entries as ' || x.proven_type || ', whose sign or floor differs' END"),
         Rule("account_balance_drift", "accounts",
              "x.id IS NOT NULL AND NOT x.has_new AND x.last_id IS NOT NULL "
              "AND x.balance IS DISTINCT FROM x.after",
@@ -677,11 +685,11 @@ def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Com
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: dict[str, tuple[int, str | None, str | None]] | None = None
+                last: dict[str, tuple[int, str | None, str | None, str | None]] | None = None
                 ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and each account's last
     proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
-    the account's currency when its first entries were proven), from the state file; None: found by a
+    the account's currency and type when its first entries were proven), from the state file; None: found by a
     scan of the proven entries (``PROVEN_LAST_SCAN``)."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
@@ -692,8 +700,8 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
         out["proven_last"] = compose(PROVEN_LAST_SCAN, out)
     else:
         keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
-        found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency}
-                            for a, (seq, after, currency) in last.items()])
+        found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
+                             "verifier_type": kind} for a, (seq, after, currency, kind) in last.items()])
         out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
     return out
 

@@ -252,27 +252,29 @@ def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, wait
 
 
 def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
-                      ) -> dict[str, tuple[int, str | None, str | None]]:
+                      ) -> dict[str, tuple[int, str | None, str | None, str | None]]:
     """Each account's last entry among the entries whose seq is in ``(old, new]``: account id (as text)
-    -> (seq, balance after as text, the account's currency now). One scan of those entries, aggregated
-    per account."""
+    -> (seq, balance after as text, the account's currency and type now). One scan of those entries,
+    aggregated per account."""
     if new <= old:
         return {}
     rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {**filled, "old": sql.Literal(old),
                                                             "new": sql.Literal(new)})).fetchall()
-    return {str(a): (int(seq), None if after is None else str(after), None if cur is None else str(cur))
-            for a, seq, after, cur in rows}
+    return {str(a): (int(seq), None if after is None else str(after), None if cur is None else str(cur),
+                     None if kind is None else str(kind))
+            for a, seq, after, cur, kind in rows}
 
 
-def merged_last(kept: dict[str, tuple[int, str | None, str | None]] | None,
-                new: dict[str, tuple[int, str | None, str | None]]
-                ) -> dict[str, tuple[int, str | None, str | None]]:
+Last = dict[str, tuple[int, str | None, str | None, str | None]]
+
+
+def merged_last(kept: Last | None, new: Last) -> Last:
     """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s, each
-    account keeping the currency its first entries were proven in (a change is history_tampered on
-    every audit until --full, not only on the first)."""
+    account keeping the currency and type its first entries were proven in (a change is
+    history_tampered on every audit until --full, not only on the first)."""
     out = dict(kept or {})
-    for account, (seq, after, currency) in new.items():
-        out[account] = (seq, after, out[account][2] if account in out else currency)
+    for account, (seq, after, currency, kind) in new.items():
+        out[account] = (seq, after, *out[account][2:]) if account in out else (seq, after, currency, kind)
     return out
 
 
