@@ -277,18 +277,21 @@ _LAST_ENTRIES = """
      ORDER BY m.account, p.{entries_id} DESC)"""
 # An incremental audit's {proven_last}: each account's last proven entry (account, seq, after), from
 # the state file (``proven_last``), or, for a state written before it kept them, this scan.
-PROVEN_LAST_SCAN = _fill("(SELECT s.*, NULL::text AS currency, NULL::text AS type FROM <<last>> s)",
+PROVEN_LAST_SCAN = _fill("(SELECT s.*, NULL::text AS currency, NULL::text AS type, NULL::boolean AS existed "
+                         "FROM <<last>> s)",
                          last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} <= {w}"))
 # The state's: a json array of objects keyed by the entries' own column names, read into the
 # entries' row type, so that each value has its column's type (a citext account compares as citext).
 PROVEN_LAST_STATE = """
     (SELECT t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after,
-            j ->> 'verifier_currency' AS currency, j ->> 'verifier_type' AS type
+            j ->> 'verifier_currency' AS currency, j ->> 'verifier_type' AS type,
+            (j ->> 'verifier_existed')::boolean AS existed
      FROM json_array_elements({proven_last_json}::json) j
      CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t)"""
 # The newly proven entries' last per account (as text), for the state: those in (old, new].
 NEWLY_PROVEN_LAST = _fill(
-    "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text, ca.{accounts_type}::text "
+    "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text, ca.{accounts_type}::text, "
+    "ca.{accounts_id} IS NOT NULL "
     "FROM <<last>> n "
     "LEFT JOIN {accounts} ca ON ca.{accounts_id} = n.account",
     last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} > {old} AND l.{entries_seq} <= {new}"))
@@ -341,7 +344,7 @@ INC_ACCOUNTS = Pass(
     """
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
            a.{accounts_currency}::text AS a_currency, l.account AS l_account, l.seq AS last_id, l.after,
-           l.currency AS proven_currency, l.type AS proven_type,
+           l.currency AS proven_currency, l.type AS proven_type, l.existed AS proven_existed,
            l.seq IS NOT NULL OR n.account IS NOT NULL AS has_entries, n.account IS NOT NULL AS has_new
     FROM {accounts} a
     FULL JOIN {proven_last} l ON l.account = a.{accounts_id}
@@ -352,8 +355,9 @@ INC_ACCOUNTS = Pass(
     (
         _CURRENCY_MISSING,
         Rule("history_tampered", "accounts",
-             "x.l_account IS NOT NULL AND (x.id IS NULL OR (x.proven_currency IS NOT NULL "
-             "AND x.proven_currency IS DISTINCT FROM x.a_currency) OR (x.proven_type IS NOT NULL "
+             "x.l_account IS NOT NULL AND ((x.id IS NULL AND x.proven_existed) "
+             "OR (x.proven_currency IS NOT NULL AND x.proven_currency IS DISTINCT FROM x.a_currency) "
+             "OR (x.proven_type IS NOT NULL "
              "AND ((x.proven_type = ANY({debit_normal})) IS DISTINCT FROM (x.a_type = ANY({debit_normal})) "
              "OR (x.proven_type = ANY({non_negative})) IS DISTINCT FROM (x.a_type = ANY({non_negative})))))",
              "coalesce(x.id::text, x.l_account::text)", impact="abs(coalesce(x.after::numeric, 0))",
@@ -685,11 +689,12 @@ def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Com
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: dict[str, tuple[int, str | None, str | None, str | None]] | None = None
+                last: dict[str, tuple[int, str | None, str | None, str | None, bool]] | None = None
                 ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and each account's last
     proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
-    the account's currency and type when its first entries were proven), from the state file; None: found by a
+    the account's currency and type when its first entries were proven, and whether it existed then:
+    an orphan's were proven too), from the state file; None: found by a
     scan of the proven entries (``PROVEN_LAST_SCAN``)."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
@@ -701,7 +706,8 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
     else:
         keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
         found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
-                             "verifier_type": kind} for a, (seq, after, currency, kind) in last.items()])
+                             "verifier_type": kind, "verifier_existed": existed}
+                            for a, (seq, after, currency, kind, existed) in last.items()])
         out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
     return out
 

@@ -251,30 +251,31 @@ def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, wait
                 {"pid": row[0], "application": row[1], "age_s": int(row[2]), "role": row[3]}})
 
 
+Last = dict[str, tuple[int, str | None, str | None, str | None, bool]]
+
+
 def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
-                      ) -> dict[str, tuple[int, str | None, str | None, str | None]]:
+                      ) -> Last:
     """Each account's last entry among the entries whose seq is in ``(old, new]``: account id (as text)
-    -> (seq, balance after as text, the account's currency and type now). One scan of those entries,
-    aggregated per account."""
+    -> (seq, balance after as text, the account's currency and type now, whether it exists). One scan
+    of those entries, aggregated per account."""
     if new <= old:
         return {}
     rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {**filled, "old": sql.Literal(old),
                                                             "new": sql.Literal(new)})).fetchall()
     return {str(a): (int(seq), None if after is None else str(after), None if cur is None else str(cur),
-                     None if kind is None else str(kind))
-            for a, seq, after, cur, kind in rows}
-
-
-Last = dict[str, tuple[int, str | None, str | None, str | None]]
+                     None if kind is None else str(kind), bool(existed))
+            for a, seq, after, cur, kind, existed in rows}
 
 
 def merged_last(kept: Last | None, new: Last) -> Last:
     """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s, each
-    account keeping the currency and type its first entries were proven in (a change is
+    account keeping the currency, type and existence its first entries were proven with (a change is
     history_tampered on every audit until --full, not only on the first)."""
     out = dict(kept or {})
-    for account, (seq, after, currency, kind) in new.items():
-        out[account] = (seq, after, *out[account][2:]) if account in out else (seq, after, currency, kind)
+    for account, (seq, after, currency, kind, existed) in new.items():
+        old = out.get(account)
+        out[account] = (seq, after, old[2], old[3], old[4]) if old else (seq, after, currency, kind, existed)
     return out
 
 

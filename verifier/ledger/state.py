@@ -47,7 +47,7 @@ CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NU
                      PRIMARY KEY (tbl, chunk));
 CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
 CREATE TABLE last_entries (account TEXT PRIMARY KEY, seq INTEGER NOT NULL, after TEXT, currency TEXT,
-                           type TEXT);
+                           type TEXT, existed INTEGER NOT NULL);
 CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT, impact TEXT,
                         weight INTEGER NOT NULL, detail TEXT, found_by TEXT NOT NULL);
 CREATE TABLE tampered (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, id TEXT NOT NULL, what TEXT NOT NULL,
@@ -111,9 +111,10 @@ class State:
     chunks: dict[str, dict[int, Chunk]] = field(default_factory=lambda: {t: {} for t in HISTORY_TABLES})
     trial: dict[str | None, Decimal] = field(default_factory=dict)
     # Each account's last proven entry: account id (as text) -> (seq, balance after as text, the
-    # account's currency and type when its first entries were proven). None: a state written before
-    # it kept them (the next audit finds them by a scan of the proven entries).
-    last: dict[str, tuple[int, str | None, str | None, str | None]] | None = field(default_factory=dict)
+    # account's currency and type when its first entries were proven, and whether it existed then: an
+    # orphan's entries are proven too). None: a state written before it kept them (the next audit
+    # finds them by a scan of the proven entries).
+    last: dict[str, tuple[int, str | None, str | None, str | None, bool]] | None = field(default_factory=dict)
     carried: list[Carried] = field(default_factory=list)
     # Changes to proven history found by an earlier audit, whose chunk has not been re-hashed since:
     # reported by every audit until a re-hash finds the chunk as proven again, or --full starts anew.
@@ -194,9 +195,10 @@ def _read(db: sqlite3.Connection) -> State:
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
     # A state written before the last proven entries were kept has no such table.
     state.last = ({str(a): (int(seq), None if after is None else str(Decimal(after)),
-                            None if currency is None else str(currency), None if kind is None else str(kind))
-                   for a, seq, after, currency, kind in db.execute(
-                       "SELECT account, seq, after, currency, type FROM last_entries")}
+                            None if currency is None else str(currency), None if kind is None else str(kind),
+                            bool(existed))
+                   for a, seq, after, currency, kind, existed in db.execute(
+                       "SELECT account, seq, after, currency, type, existed FROM last_entries")}
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_entries'").fetchone()
         else None)
     state.carried = [Carried(*row) for row in db.execute(
@@ -234,7 +236,7 @@ def save(path: Path, state: State) -> None:
                            ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
-            db.executemany("INSERT INTO last_entries VALUES (?, ?, ?, ?, ?)",
+            db.executemany("INSERT INTO last_entries VALUES (?, ?, ?, ?, ?, ?)",
                            ((a, *last) for a, last in (state.last or {}).items()))
             db.executemany("INSERT INTO tampered VALUES (?, ?, ?, ?, ?, ?, ?)",
                            ((t.table, t.chunk, t.id, t.what, t.cents_impact, t.detail, t.found_by)
