@@ -550,3 +550,25 @@ def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: 
     code, data, stderr, _ = audit()
     assert code == 2 and "is not a ledger audit state, or is damaged" in stderr, stderr
     assert _sha(audit.state) == before
+
+
+
+def test_an_audit_in_another_time_zone_finds_the_proven_history_unchanged(ledger_copy: str,
+                                                                         tmp_path: Path) -> None:
+    """Found by a break-it run: the platform's rows are hashed as text (entry_type is varchar), which
+    prints created_at in the session's time zone; an audit from a host with another PGTZ, or after
+    ALTER DATABASE ... SET timezone, reported every chunk as tampered. The digests are now computed
+    in UTC, whatever the session's zone."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    config = tmp_path / "demo.verifier.toml"
+    for zone in ("Asia/Kolkata", "America/St_Johns"):
+        report_dir = tmp_path / zone.replace("/", "-")
+        result = run_cli("verify-ledger", "--db", ledger_copy, "--report-dir", str(report_dir),
+                         "--state", str(audit.state), "--config", str(config), env={"PGTZ": zone})
+        assert result.code == 0, (zone, result.stderr)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET timezone = 'Pacific/Chatham'").format(
+            sql.Identifier(conn.info.dbname)))
+    code, data, stderr, _ = audit()
+    assert code == 0, (stderr, data["findings"])

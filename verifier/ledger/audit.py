@@ -484,7 +484,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
             jobs.append(functools.partial(history.digest, layout=config.ledger, table=table,
                                           leave_out=detection.mutable[table], filled=filled,
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
-                                          chunks=rehash[table], old=old, new=scope.settled[table]))
+                                          chunks=rehash[table], old=old, new=scope.settled[table],
+                                          timezone=scope.state.digest_timezone))
         # Each account's last entry among those this audit proves (all proven ones, for a state
         # written before they were kept), for the next audit's chains and accounts.
         old = (scope.state.proven["entries"] if scope.mode == "incremental" and scope.state.last is not None

@@ -34,6 +34,7 @@ from psycopg import sql
 
 from verifier.config.ledger import Layout
 from verifier.ledger.state import Chunk, State, Tampered
+from verifier.pg.snapshot import planned
 
 CHUNK_BITS = 10
 P = (1 << 31) - 1
@@ -131,13 +132,14 @@ def chunk_count(ranges: list[tuple[int, int]]) -> int:
 
 def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
            chunks: list[tuple[int, int]], old: int, new: int, leave_out: list[str] | None = None,
-           filled: dict[str, sql.Composable] | None = None) -> Digests:
+           filled: dict[str, sql.Composable] | None = None, timezone: str | None = None) -> Digests:
     """Digests of ``table``'s rows per chunk: of the ``chunks`` ranges (ids up to ``old``), and of
     the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance).
 
     Ids are the table's order: ``entries.seq``, ``journals.id``. A row's hash covers every column
     but those of ``leave_out`` (columns that legitimately change after posting). ``filled``: the
-    audit's placeholders (``verifier.ledger.invariants.names``), for the trial sums.
+    audit's placeholders (``verifier.ledger.invariants.names``), for the trial sums. ``timezone``: the
+    session's TimeZone while hashing (``State.digest_timezone``; None: the session's own).
     """
     ident = sql.Identifier(layout.column(table, "seq" if table == "entries" else "id"))
     col = sql.SQL("r.{}").format(ident)
@@ -165,7 +167,9 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         bits=sql.Literal(CHUNK_BITS), old=sql.Literal(old), id=ident, row_hash=row_hash, amount=amount,
         p=sql.Literal(P), table=name,
         ranges=sql.SQL(" OR ").join(sql.SQL("({})").format(r) for r in ranges))
-    for chunk, is_beyond, n, s0, s1, amount_sum in conn.execute(query):
+    with planned(conn, {"TimeZone": timezone} if timezone else {}):
+        rows = conn.execute(query).fetchall()
+    for chunk, is_beyond, n, s0, s1, amount_sum in rows:
         into = found.beyond if is_beyond else found.rehashed
         into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
     if table == "entries" and new > old:

@@ -123,6 +123,10 @@ class State:
     rotation: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
     runs: list[dict[str, Any]] = field(default_factory=list)
     proven_at: str | None = None  # the run id of the audit that last extended the proven history
+    # The TimeZone the digests are computed in: rows hashed as text print their timestamptz columns in
+    # it, so a session of another time zone (PGTZ, ALTER DATABASE ... SET timezone) saw every chunk as
+    # changed. None: a state written before it was pinned (the session's own, as then).
+    digest_timezone: str | None = None
 
     @property
     def seed(self) -> int:
@@ -135,7 +139,7 @@ class State:
 
 
 def new(identity: dict[str, Any]) -> State:
-    return State(identity=identity, salt=secrets.token_hex(16))
+    return State(identity=identity, salt=secrets.token_hex(16), digest_timezone="UTC")
 
 
 @contextlib.contextmanager
@@ -186,7 +190,7 @@ def _read(db: sqlite3.Connection) -> State:
     state = State(identity=json.loads(meta["identity"]), salt=str(meta["salt"]),
                   proven=json.loads(meta["proven"]), seen=json.loads(meta["seen"]),
                   seen_xmax=json.loads(meta["seen_xmax"]), rotation=json.loads(meta["rotation"]),
-                  proven_at=json.loads(meta["proven_at"]))
+                  proven_at=json.loads(meta["proven_at"]), digest_timezone=meta.get("digest_timezone"))
     if set(state.proven) != set(HISTORY_TABLES) or set(state.seen) != set(HISTORY_TABLES):
         raise ValueError("watermarks of unknown tables")
     for tbl, chunk, n, s0, s1, amount in db.execute(
@@ -231,7 +235,8 @@ def save(path: Path, state: State) -> None:
             meta = {"format": FORMAT, "version": str(VERSION), "identity": json.dumps(state.identity),
                     "salt": state.salt, "proven": json.dumps(state.proven), "seen": json.dumps(state.seen),
                     "seen_xmax": json.dumps(state.seen_xmax), "rotation": json.dumps(state.rotation),
-                    "proven_at": json.dumps(state.proven_at)}
+                    "proven_at": json.dumps(state.proven_at),
+                    **({"digest_timezone": state.digest_timezone} if state.digest_timezone else {})}
             db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
                            ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
