@@ -536,8 +536,12 @@ def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, 
     db.close()
 
 
-@pytest.mark.parametrize("damage", ["UPDATE last_entries SET after = 'xyz'",
-                                    "UPDATE trial SET total = 'abc'"])
+@pytest.mark.parametrize("damage", [
+    "UPDATE last_entries SET after = 'xyz'", "UPDATE last_entries SET after = 'Infinity'",
+    "UPDATE trial SET total = 'abc'", "UPDATE trial SET total = 'NaN'",
+    "UPDATE meta SET value = 'zz' WHERE key = 'salt'",
+    "UPDATE meta SET value = '\"abc\"' WHERE key = 'seen_xmax'",
+    "UPDATE meta SET value = '{\"entries\": \"x\", \"journals\": 0}' WHERE key = 'proven'"])
 def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: str, tmp_path: Path,
                                                                   damage: str) -> None:
     audit = Auditor(ledger_copy, tmp_path)
@@ -572,3 +576,10 @@ def test_an_audit_in_another_time_zone_finds_the_proven_history_unchanged(ledger
             sql.Identifier(conn.info.dbname)))
     code, data, stderr, _ = audit()
     assert code == 0, (stderr, data["findings"])
+
+
+def test_an_empty_state_path_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("verify-ledger", "--db", "postgresql://nowhere.invalid/x", "--state", "",
+                     "--report-dir", str(tmp_path))
+    assert result.code == 2 and "--state needs a file name" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

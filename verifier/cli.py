@@ -272,6 +272,8 @@ def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_pat
         raise click.UsageError("--full and --verify-history-share go with --state.")
     if state_path is not None and demo:
         raise click.UsageError("--state goes with --db (the demo builds a new ledger every time).")
+    if state_path is not None and not state_path.name:
+        raise click.UsageError("--state needs a file name (it was empty, or names a directory).")
 
     def action() -> Any:
         from verifier.demo import generate, ledger

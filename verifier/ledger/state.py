@@ -193,13 +193,17 @@ def _read(db: sqlite3.Connection) -> State:
                   proven_at=json.loads(meta["proven_at"]), digest_timezone=meta.get("digest_timezone"))
     if set(state.proven) != set(HISTORY_TABLES) or set(state.seen) != set(HISTORY_TABLES):
         raise ValueError("watermarks of unknown tables")
+    int(state.salt[:15], 16)  # the digests' key (State.seed): a salt that is not hex raises ValueError
+    if not all(type(v) is int for d in (state.proven, state.seen, state.rotation) for v in d.values()) \
+            or not (state.seen_xmax is None or type(state.seen_xmax) is int):
+        raise ValueError("watermarks, rotation or xid that are not integers")
     for tbl, chunk, n, s0, s1, amount in db.execute(
             "SELECT tbl, chunk, n, s0, s1, amount FROM chunks ORDER BY tbl, chunk"):
         state.chunks[tbl][int(chunk)] = Chunk(int(n), int(s0), int(s1), Decimal(amount))
-    state.trial = {currency: Decimal(total)
+    state.trial = {currency: _finite(total)
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
     # A state written before the last proven entries were kept has no such table.
-    state.last = ({str(a): (int(seq), None if after is None else str(Decimal(after)),
+    state.last = ({str(a): (int(seq), None if after is None else _exact_text(after),
                             None if currency is None else str(currency), None if kind is None else str(kind),
                             bool(existed))
                    for a, seq, after, currency, kind, existed in db.execute(
@@ -220,6 +224,21 @@ def _read(db: sqlite3.Connection) -> State:
     for run in state.runs:
         run["rules"] = json.loads(run["rules"])
     return state
+
+
+def _finite(text: Any) -> Decimal:
+    """A figure of the file as a Decimal; ``ValueError`` for one that is not a finite number."""
+    value = Decimal(str(text))
+    if not value.is_finite():
+        raise ValueError(f"a figure that is not a finite number: {text!r}")
+    return value
+
+
+def _exact_text(text: Any) -> str:
+    """A balance of the file as SQL reads it back into its column: an integral value without a
+    fraction (``31732.0`` fits a bigint column as ``31732``); ``ValueError`` for one not finite."""
+    value = _finite(text)
+    return str(int(value)) if value == value.to_integral_value() else str(value)
 
 
 def save(path: Path, state: State) -> None:
