@@ -488,9 +488,9 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                           timezone=scope.state.digest_timezone))
         # Each account's last entry among those this audit proves (all proven ones, for a state
         # written before they were kept), for the next audit's chains and accounts.
-        old = (scope.state.proven["entries"] if scope.mode == "incremental" and scope.state.last is not None
-               else proven.FULL_FROM)
-        jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=old,
+        last_from = (scope.state.proven["entries"]
+                     if scope.mode == "incremental" and scope.state.last is not None else proven.FULL_FROM)
+        jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=last_from,
                                       new=scope.settled["entries"]))
     snapshot_id = export_snapshot(conn)
     run.provenance["exported_snapshot"] = snapshot_id
@@ -501,7 +501,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         digests: list[history.Digests] = done[len(passes):len(passes) + len(st.HISTORY_TABLES)]
         if scope.state is not None:
             last = done[-1]
-            scope.state.last = last if old == proven.FULL_FROM else proven.merged_last(scope.state.last, last)
+            scope.state.last = (last if last_from == proven.FULL_FROM
+                                else proven.merged_last(scope.state.last, last))
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
                       passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
                                "rules": [rule.rule for rule in x.p.rules],

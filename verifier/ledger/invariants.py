@@ -47,6 +47,7 @@ from decimal import Decimal
 from psycopg import sql
 
 from verifier.config.ledger import Layout, Reconcile
+from verifier.ledger.state import LastEntries
 
 
 @dataclass(frozen=True)
@@ -691,7 +692,7 @@ def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Com
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: dict[str, tuple[int, str | None, str | None, str | None, bool]] | None = None
+                last: LastEntries | None = None
                 ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and each account's last
     proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,

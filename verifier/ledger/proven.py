@@ -251,11 +251,8 @@ def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, wait
                 {"pid": row[0], "application": row[1], "age_s": int(row[2]), "role": row[3]}})
 
 
-Last = dict[str, tuple[int, str | None, str | None, str | None, bool]]
-
-
 def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
-                      ) -> Last:
+                      ) -> st.LastEntries:
     """Each account's last entry among the entries whose seq is in ``(old, new]``: account id (as text)
     -> (seq, balance after as text, the account's currency and type now, whether it exists). One scan
     of those entries, aggregated per account."""
@@ -268,7 +265,7 @@ def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable
             for a, seq, after, cur, kind, existed in rows}
 
 
-def merged_last(kept: Last | None, new: Last) -> Last:
+def merged_last(kept: st.LastEntries | None, new: st.LastEntries) -> st.LastEntries:
     """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s, each
     account keeping the currency, type and existence its first entries were proven with (a change is
     history_tampered on every audit until --full, not only on the first)."""

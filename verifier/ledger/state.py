@@ -40,6 +40,9 @@ from verifier.errors import UsageError
 FORMAT = "verifier-ledger-state"
 VERSION = 1
 HISTORY_TABLES = ("entries", "journals")  # the logical tables whose rows, once proven, never change
+# Each account's last proven entry: account id (as text) -> (seq, balance after as text, the account's
+# currency and type when its first entries were proven, and whether it existed then).
+LastEntries = dict[str, tuple[int, str | None, str | None, str | None, bool]]
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,7 +118,7 @@ class State:
     # account's currency and type when its first entries were proven, and whether it existed then: an
     # orphan's entries are proven too). None: a state written before it kept them (the next audit
     # finds them by a scan of the proven entries).
-    last: dict[str, tuple[int, str | None, str | None, str | None, bool]] | None = field(default_factory=dict)
+    last: LastEntries | None = field(default_factory=dict)
     carried: list[Carried] = field(default_factory=list)
     # Changes to proven history found by an earlier audit, whose chunk has not been re-hashed since:
     # reported by every audit until a re-hash finds the chunk as proven again, or --full starts anew.
