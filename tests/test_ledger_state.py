@@ -583,3 +583,28 @@ def test_an_empty_state_path_is_a_usage_error(tmp_path: Path) -> None:
                      "--report-dir", str(tmp_path))
     assert result.code == 2 and "--state needs a file name" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("column, words", [
+    ("entries.amount_cents", "public.entries.amount_cents is the amount the audit checks"),
+    ("entries.account_id", "public.entries.account_id is the account the audit checks"),
+    ("entries.journal_id", "public.entries.journal_id is the journal the audit checks"),
+    ("journals.id", "public.journals.id is the id the audit checks"),
+    ("journals.metdata", "public.journals has no column metdata")])
+def test_mutable_columns_refuse_what_the_audit_checks_and_what_does_not_exist(
+        ledger_copy: str, tmp_path: Path, column: str, words: str) -> None:
+    """Found by a break-it run: an entry's account or journal listed as mutable was left out of the
+    history digests, so an incremental audit passed an entry moved to another account."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    before = _sha(audit.state)
+    config = tmp_path / "mutable.toml"
+    config.write_text(f"[ledger]\nmutable_columns = [\"{column}\"]\n" + DEMO_CONFIG)
+    code, data, stderr, _ = audit("--config", str(config))
+    assert code == 2 and words in stderr, stderr
+    assert _sha(audit.state) == before
+    allowed = tmp_path / "allowed.toml"
+    allowed.write_text("[ledger]\nmutable_columns = [\"journals.metadata\", \"journals.is_reversed\"]\n"
+                       + DEMO_CONFIG)
+    code, data, stderr, _ = audit("--config", str(allowed), state=False)
+    assert code == 0, stderr

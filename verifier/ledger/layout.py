@@ -265,15 +265,37 @@ def _reconciles(conn: psycopg.Connection, layout: Layout, found: dict[str, dict[
     return present, skipped
 
 
+# The roles whose columns may change after posting, and are checked on every audit as they are.
+MUTABLE_ROLES = {"journals": ("reversed_by", "is_reversed")}
+
+
 def _mutable(layout: Layout, found: dict[str, dict[str, Column]]) -> dict[str, list[str]]:
-    """Per history table, the columns left out of its digests: they may change after posting."""
+    """Per history table, the columns left out of its digests: they may change after posting.
+
+    Raises UsageError for a configured ``mutable_columns`` name that the table does not have, or that
+    plays a role in the audit (an entry's amount, account, journal, balances...): a change there
+    is what the history digests exist to find, and an incremental audit does not read it again.
+    """
     out: dict[str, list[str]] = {}
     for table in ("entries", "journals"):
-        have = found.get(layout.tables[table], {})
+        name = layout.tables[table]
+        have = found.get(name, {})
+        allowed = MUTABLE_ROLES.get(table, ())
         names = [c for c in MUTABLE_BY_DEFAULT if c in have]
-        if table == "journals":
-            names += [c for c in (layout.columns["journals"]["reversed_by"],
-                                  layout.columns["journals"]["is_reversed"]) if c]
-        names += [c.partition(".")[2] for c in layout.mutable_columns if c.partition(".")[0] == table]
+        names += [c for c in (layout.columns[table].get(r) for r in allowed) if c]
+        for column in (c.partition(".")[2] for c in layout.mutable_columns if c.partition(".")[0] == table):
+            roles = [r for r, c in layout.columns[table].items() if c == column and r not in allowed]
+            if column not in have:
+                problem = f"{layout.schema}.{name} has no column {column}"
+            elif roles:
+                problem = (f"{layout.schema}.{name}.{column} is the {' and '.join(roles)} the audit "
+                           "checks; a proven row whose " + column + " changed must be found, not left out "
+                           "of the history digests")
+            else:
+                names.append(column)
+                continue
+            raise UsageError(f"ledger.mutable_columns names {table}.{column}: {problem}.",
+                             hint="List only columns that may change after posting and that the audit "
+                                  "does not check (metadata, a description, updated_at).")
         out[table] = list(dict.fromkeys(names))
     return out
