@@ -230,6 +230,7 @@ def test_chain_split_into_account_ranges_finds_what_one_pass_finds(
     assert _sums(runs[5]) == _sums(runs[1])
     chain = [p for p in {s["name"]: s for s in runs[5]["stages"]}["audit"]["passes"] if p["pass"] == "chain"]
     assert chain[0]["accounts"].startswith("account <") and chain[-1]["accounts"].startswith("account >=")
+    assert "'" not in chain[0]["accounts"], chain[0]  # integer ids are shown as numbers
 
 
 def test_opposite_sign_convention_is_detected(clean_ledger: str, make_db: Any, tmp_path: Path) -> None:

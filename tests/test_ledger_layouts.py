@@ -389,3 +389,69 @@ def test_an_account_type_change_that_changes_its_entries_floor_is_history_tamper
     code, data, stderr = _audit(fresh_db, tmp_path / "full")
     assert code == 1 and _rules(data) == {"negative_balance": {"8d1f6f5e-0000-4000-8000-000000000001"}}, \
         data["findings"]
+
+
+ONE_KEY_CHAIN = """
+CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint, journal_id bigint NOT NULL, account_id integer,
+  entry_type text NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL,
+  balance_before_cents bigint NOT NULL, balance_after_cents bigint NOT NULL);
+INSERT INTO accounts SELECT k, 'user', k, 'USD', 0 FROM generate_series(1, 30) k;
+INSERT INTO journals SELECT k, 'deposit', NULL, NULL, 'USD' FROM generate_series(1, 2000) k;
+-- Accounts -2..30 (-2, -1 and 0 do not exist), some NULL; seqs from -2997 up, some shared by two
+-- entries of an account, some NULL; ids (uuid) not in seq order; every account's chain from 0, with
+-- breaks.
+INSERT INTO entries
+SELECT id, seq, k, account_id, 'credit', -100, 'USD',
+       sum(100) OVER w - 100 + CASE WHEN k % 37 = 0 THEN 1 ELSE 0 END, sum(100) OVER w
+FROM (SELECT k, md5(k::text)::uuid AS id, CASE WHEN k % 61 = 0 THEN NULL WHEN k % 50 = 0 THEN k * 3 - 3003
+                                     ELSE k * 3 - 3000 END AS seq,
+             CASE WHEN k % 97 = 0 THEN NULL ELSE k * 7 % 33 - 2 END AS account_id
+      FROM generate_series(1, 2000) k) g
+WINDOW w AS (PARTITION BY account_id ORDER BY seq, id);
+UPDATE accounts a SET balance_cents = coalesce((SELECT e.balance_after_cents FROM entries e
+  WHERE e.account_id = a.id ORDER BY e.seq DESC NULLS FIRST, e.id DESC LIMIT 1), 0) + (a.id % 3);
+"""
+
+
+def _chain_in_both_orders(dsn: str) -> tuple[bool, list[Any]]:
+    """The full chain pass's summary and offenders with the window partitioned by account and with
+    one sort key (``audit._packed``), in one snapshot."""
+    from verifier.config import Config
+    from verifier.config.ledger import Layout
+    from verifier.ledger import audit
+    from verifier.ledger import invariants as inv
+    from verifier.ledger.convention import detect_convention
+    from verifier.ledger.layout import detect
+    from verifier.pg.snapshot import open_snapshot
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        layout, _ = detect(conn, Layout(reconcile=()))
+        convention, _ = detect_convention(conn, layout)
+        currencies = audit._currencies(conn, layout)
+    filled = inv.names(layout, convention, currencies)
+    out = []
+    with open_snapshot(dsn, Config()) as conn:
+        assert set(audit._types(conn, filled)) <= audit.INTEGER_OIDS
+        packed = audit._packed(conn, filled)
+        for f in (filled, packed):
+            out.append((conn.execute(inv.summary_query(inv.CHAIN, f)).fetchone(),
+                        sorted(conn.execute(inv.offenders_query(inv.CHAIN, f)).fetchall(), key=repr)))
+    return packed is not filled, out
+
+
+def test_the_chain_ordered_by_one_key_finds_what_the_partitioned_chain_finds(fresh_db: str) -> None:
+    """The full chain pass sorts by one bigint key, (account, seq) packed, where the ids fit: the same
+    counts, impacts, opening balances and offenders as the window partitioned by account, with
+    negative and NULL accounts and seqs, seqs shared within an account, ids in another order than
+    seqs, and chains that must not run on from one account into the next. Where the ids do not fit
+    one key, the partitioned window is kept."""
+    _make(fresh_db, EARLIER, ONE_KEY_CHAIN)
+    packed, (partitioned, one_key) = _chain_in_both_orders(fresh_db)
+    assert packed
+    assert one_key == partitioned
+    rules = {r[0] for r in one_key[1]}
+    assert rules == {1, 3, 4}, rules  # running_balance_break, orphan_entry, account_balance_drift
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO entries VALUES (gen_random_uuid(), 4611686018427387904, 1, 2147483647, "
+                     "'credit', -100, 'USD', 0, 100)")
+    packed, (partitioned, one_key) = _chain_in_both_orders(fresh_db)
+    assert not packed and one_key == partitioned

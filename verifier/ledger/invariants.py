@@ -206,10 +206,9 @@ _CHAIN = """
     FROM (SELECT e.{entries_id} AS id, e.{entries_seq} AS seq, e.{entries_account} AS account_id,
                  e.{entries_type}::text AS entry_type, {own_currency} AS e_currency,
                  e.{entries_amount} AS amount, e.{entries_before} AS before, e.{entries_after} AS after,
-                 <<prev_after>> AS prev_after,
-                 lead(true) OVER w IS NULL AS is_last
+                 <<prev_after>> AS prev_after, <<is_last>> AS is_last
           FROM {entries} e <<seed>> WHERE <<entries>> AND {chain_range}
-          WINDOW w AS (PARTITION BY e.{entries_account} ORDER BY e.{entries_seq}, e.{entries_id})) w
+          WINDOW w AS (<<window>>)) w
     LEFT JOIN (SELECT a.{accounts_id} AS a_id, a.{accounts_type}::text AS a_type,
                       a.{accounts_balance} AS a_balance, a.{accounts_currency}::text AS a_currency,
                       CASE WHEN a.{accounts_type}::text = ANY({debit_normal}) THEN -{direction}
@@ -255,9 +254,14 @@ ENTRY_CURRENCY = Rule(
     impact="abs(x.amount::numeric)",
     detail="'entry in ' || coalesce(x.e_currency, 'NULL') || ', account ' || x.account_id || ' in ' "
            "|| coalesce(x.a_currency, 'NULL')", scope=("entries", "x.seq"))
+# The window: each account's entries in seq order, or (``packed_chain``) every entry in the order of
+# one integer key that orders them alike, where prev_after and is_last look at the account.
+_PARTITIONED = dict(window="PARTITION BY e.{entries_account} ORDER BY e.{entries_seq}, e.{entries_id}",
+                    is_last="lead(true) OVER w IS NULL")
 CHAIN = Pass(
     "chain",
-    _fill(_CHAIN, prev_after="lag(e.{entries_after}) OVER w", entries="true", seed=""),
+    _fill(_CHAIN, prev_after="{chain_prev_after}", is_last="{chain_is_last}", window="{chain_window}",
+          entries="true", seed=""),
     _CHAIN_RULES,
     totals=(("accounts_with_entries", "count(*) FILTER (WHERE x.is_last AND x.a_id IS NOT NULL)"),
             # Opening balances: each account's first entry starts from one (0 is none).
@@ -301,7 +305,7 @@ NEWLY_PROVEN_LAST = _fill(
 # The entries beyond the watermark; an account's first of them follows its
 # last proven entry.
 INC_CHAIN = replace(CHAIN, source=_fill(
-    _CHAIN, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL)",
+    _CHAIN, **_PARTITIONED, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL)",
     seed="LEFT JOIN {proven_last} lp ON lp.account = e.{entries_account}",
     prev_after="CASE WHEN lag(e.{entries_seq}) OVER w IS NULL THEN lp.after "
                "ELSE lag(e.{entries_after}) OVER w END"))
@@ -672,6 +676,9 @@ def names(layout: Layout, convention: Convention, currencies: tuple[str, ...] = 
     if layout.has("snapshots"):
         filled["snapshot_entry"] = filled[f"entries_{layout.snapshot_entry}"]
     filled["chain_range"] = sql.SQL("true")  # every account (``chain_ranges`` splits the pass)
+    filled.update(chain_window=compose(_PARTITIONED["window"], filled),
+                  chain_is_last=sql.SQL(_PARTITIONED["is_last"]),
+                  chain_prev_after=sql.SQL("lag(e.{}) OVER w").format(filled["entries_after"]))
     filled["opening_by_currency"] = _by_currency(currencies, "x.before", "x.prev_after IS NULL")
     filled["opening_idle_by_currency"] = _by_currency(currencies, "x.balance", "NOT x.has_entries")
     filled["balances_by_currency"] = _by_currency(currencies, "x.balance", "true")
@@ -681,6 +688,36 @@ def names(layout: Layout, convention: Convention, currencies: tuple[str, ...] = 
                       legacy_column=sql.Identifier(reconcile.column),
                       account_type=sql.Literal(reconcile.account_type))
     return filled
+
+
+def packed_chain(filled: dict[str, sql.Composable], account_min: int, seq_min: int, seq_slots: int
+                 ) -> dict[str, sql.Composable]:
+    """``filled`` with the full chain pass's window ordered by one bigint key instead of (account,
+    seq, id): ``(account - account_min) * seq_slots + (seq - seq_min)``, with a NULL seq in the last
+    slot of its account (after every other, as NULLS LAST puts it) and a NULL account's entries last
+    (NULL key), each in (seq, id) order. Each entry's previous entry and whether it is its account's
+    last are then read from its neighbours in that order, when they belong to the same account
+    (is_last is not computed for a NULL account's entries: the rules that read it need an account).
+
+    The caller guarantees, from the minimum and maximum of the same snapshot, that every seq lies in
+    ``[seq_min, seq_min + seq_slots - 2]`` and every key fits a bigint (an overflow raises; the key's
+    arithmetic never wraps). Why: PostgreSQL sorts by a first key alone while it differs, and calls
+    the full comparison, which reads each further key from the tuples, on ties; with (account, seq),
+    nearly every comparison is a tie on the account (5 * 10^6 entries of 795 accounts: 3.4 s of sort
+    against 1.5 s with one key)."""
+    account = sql.SQL("e.{}").format(filled["entries_account"])
+    key = sql.SQL("({}::int8 - {}) * {} + (coalesce(e.{}::int8, {}) - {})").format(
+        account, sql.Literal(account_min), sql.Literal(seq_slots), filled["entries_seq"],
+        sql.Literal(seq_min + seq_slots - 1), sql.Literal(seq_min))
+    return {**filled,
+            "chain_window": sql.SQL("ORDER BY {}, e.{}, e.{}").format(key, filled["entries_seq"],
+                                                                      filled["entries_id"]),
+            "chain_prev_after": sql.SQL("CASE WHEN lag({a}) OVER w IS NOT DISTINCT FROM {a} "
+                                        "THEN lag(e.{after}) OVER w END").format(
+                a=account, after=filled["entries_after"]),
+            # Not for a NULL account's entries (a NULL account joins no account: every rule that reads
+            # is_last holds an account).
+            "chain_is_last": sql.SQL("lead({a}) OVER w IS DISTINCT FROM {a}").format(a=account)}
 
 
 def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Composable:
