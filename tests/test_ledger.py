@@ -398,3 +398,63 @@ def test_an_account_without_a_currency_is_a_finding_in_full_and_incremental_audi
         assert found[0]["cents_impact"] == abs(row[1]), name
         if extra:
             assert next(s for s in data["stages"] if s["name"] == "state")["mode"] == "incremental"
+
+
+def _trial_alone_and_folded(dsn: str, ranges: int) -> tuple[Any, Any]:
+    """The trial pass's summary and offenders run alone, and folded into the full chain pass (its
+    figures summed by the chain in ``ranges`` account ranges, then ``TRIAL_FOLDED``), in one snapshot."""
+    from verifier.config import Config
+    from verifier.ledger import audit
+    from verifier.ledger import invariants as inv
+    from verifier.ledger.convention import detect_convention
+    from verifier.ledger.layout import detect
+    from verifier.pg.snapshot import open_snapshot
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        layout, _ = detect(conn, Layout(reconcile=(), chain_ranges=ranges))
+        convention, _ = detect_convention(conn, layout)
+        currencies = audit._currencies(conn, layout)
+    filled = inv.names(layout, convention, currencies)
+    with open_snapshot(dsn, Config()) as conn:
+        def read(p: inv.Pass, f: dict[str, Any]) -> tuple[Any, list[Any]]:
+            return (conn.execute(inv.summary_query(p, f)).fetchone(),
+                    sorted(conn.execute(inv.offenders_query(p, f)).fetchall(), key=repr))
+
+        alone = read(inv.TRIAL, filled)
+        chain = audit.split_chain(conn, [audit.Planned(inv.CHAIN, inv.fold_trial(filled, currencies))],
+                                  layout)
+        assert len(chain) == ranges
+        passes = [*chain, audit.Planned(inv.TRIAL_FOLDED, filled, after_chain=True)]
+        results = audit._after_chain(conn, passes, [audit._summary(conn, p=x.p, filled=x.filled,
+                                                                   settings=x.settings) for x in chain])
+        assert all(name not in r.totals for r in results[:-1] for name in inv.TRIAL_FIGURES)
+        folded = read(inv.TRIAL_FOLDED, passes[-1].filled)
+        assert results[-1].counts == [len(folded[1])]
+    return alone, folded
+
+
+@pytest.mark.parametrize("ranges", [1, 3])
+def test_the_trial_balance_summed_by_the_chain_pass_is_the_trial_pass(
+        clean_ledger: str, make_db: Any, ranges: int) -> None:
+    """Where entries take their account's currency, a full audit sums the trial balance in the chain
+    pass (one scan fewer): per currency the same rows, totals and offenders as the trial pass alone,
+    with accounts in another currency, one without a currency, one in a currency with no entries,
+    entries of a missing account (the NULL bucket), and the chain split into account ranges."""
+    copy = copy_db(make_db, clean_ledger)
+    ledger.plant(copy)
+    with psycopg.connect(copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the foreign keys
+        conn.execute("ALTER TABLE accounts ALTER COLUMN currency DROP NOT NULL")
+        eur, none = [r[0] for r in conn.execute(
+            "SELECT a.id FROM accounts a WHERE EXISTS (SELECT 1 FROM entries e WHERE e.account_id = a.id) "
+            "ORDER BY a.id LIMIT 2 OFFSET 3")]
+        conn.execute("UPDATE accounts SET currency = 'EUR' WHERE id = %s", (eur,))
+        conn.execute("UPDATE accounts SET currency = NULL WHERE id = %s", (none,))
+        conn.execute("INSERT INTO accounts (owner_id, type, currency) "
+                     "VALUES (gen_random_uuid(), 'user', 'XTS')")
+        conn.execute("INSERT INTO entries (journal_id, account_id, entry_type, amount_cents, "
+                     "balance_before_cents, balance_after_cents) "
+                     "SELECT min(id), 987654321, 'debit', 70, 0, -70 FROM journals")
+    alone, folded = _trial_alone_and_folded(copy, ranges)
+    assert folded == alone
+    currencies = {r[1] for r in alone[1]}
+    assert {"EUR", "NULL"} <= currencies, alone  # trial_balance_nonzero in EUR and the NULL bucket

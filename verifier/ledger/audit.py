@@ -112,6 +112,8 @@ class Planned:
     filled: dict[str, sql.Composable]
     settings: dict[str, str] = field(default_factory=dict)
     part: str | None = None
+    # Run after the others, from the chain pass's figures (``inv.TRIAL_FOLDED``), not on a worker.
+    after_chain: bool = False
 
 
 @dataclass
@@ -315,6 +317,12 @@ def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, curre
         placeholders = inv.incremental(filled, scope.state.proven["entries"], scope.state.proven["journals"],
                                        scope.state.trial, layout, scope.state.last)
         passes = [Planned(p, placeholders, dict(NO_JIT)) for p in runnable]
+    elif not layout.has("entries", "currency"):
+        # Entries take their account's currency: the trial balance is summed by the chain pass.
+        folded = inv.fold_trial(filled, currencies)
+        passes = [Planned(inv.TRIAL_FOLDED, filled, dict(NO_JIT), after_chain=True) if p.name == "trial"
+                  else Planned(p, folded if p.name == "chain" else filled,
+                               {} if p.name in JIT_PASSES else dict(NO_JIT)) for p in runnable]
     else:
         passes = [Planned(p, filled, {} if p.name in JIT_PASSES else dict(NO_JIT)) for p in runnable]
     not_checked += [("reconciliation_mismatch", f"{r.schema}.{r.table}.{r.column}: {why}")
@@ -521,7 +529,9 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                  filled: dict[str, sql.Composable]) -> tuple[list[PassResult], list[history.Digests]]:
     """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot."""
     jobs: list[Callable[[psycopg.Connection], Any]] = [
-        functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings) for x in passes]
+        functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings)
+        for x in passes if not x.after_chain]
+    on_workers = len(jobs)
     if scope.state is not None:
         for table in st.HISTORY_TABLES:
             old = scope.state.proven[table] if scope.mode == "incremental" else proven.FULL_FROM
@@ -541,8 +551,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
     with run.stage("audit") as detail:
         done = in_parallel(jobs, url, config, snapshot_id, config.ledger.workers,
                            lambda n, total: run.advanced("audit", n, total, "passes"))
-        results: list[PassResult] = done[:len(passes)]
-        digests: list[history.Digests] = done[len(passes):len(passes) + len(st.HISTORY_TABLES)]
+        results = _after_chain(conn, passes, done[:on_workers])
+        digests: list[history.Digests] = done[on_workers:on_workers + len(st.HISTORY_TABLES)]
         if scope.state is not None:
             last = done[-1]
             scope.state.last = (last if last_from == proven.FULL_FROM
@@ -553,6 +563,29 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                "duration_s": r.duration_s, **r.totals, "offending": sum(r.counts)}
                               for x, r in zip(passes, results, strict=True)])
     return results, digests
+
+
+def _after_chain(conn: psycopg.Connection, passes: list[Planned], done: list[PassResult]
+                 ) -> list[PassResult]:
+    """Every pass's result, in ``passes``' order: ``done`` (the workers', in order) with those of the
+    passes run after the chain (``after_chain``) from its figures, on ``conn``. Each such pass in
+    ``passes`` is given the filled placeholders it ran with (the offenders stage reads them); the
+    chain's trial figures are taken out of its results."""
+    chain = [r for x, r in zip((x for x in passes if not x.after_chain), done, strict=True)
+             if x.p.name == "chain"]
+    figures = dict(_merged(chain).totals) if chain else {}
+    for r in chain:
+        for name in inv.TRIAL_FIGURES:
+            r.totals.pop(name, None)
+    results = iter(done)
+    out = []
+    for i, x in enumerate(passes):
+        if x.after_chain:
+            passes[i] = dataclasses.replace(x, filled=inv.trial_from_chain(x.filled, figures))
+            out.append(_summary(conn, p=x.p, filled=passes[i].filled, settings=x.settings))
+        else:
+            out.append(next(results))
+    return out
 
 
 def _merged(parts: list[PassResult]) -> PassResult:
