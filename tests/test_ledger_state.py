@@ -28,7 +28,7 @@ import pytest
 from psycopg import sql
 
 from verifier.demo import ledger, load
-from verifier.ledger import history
+from verifier.ledger import history, proven
 from verifier.pg import conninfo
 
 from .conftest import BIN_DIR, copy_db, only_run, reader_role, run_cli, run_summary
@@ -409,6 +409,23 @@ def test_a_transfer_that_commits_late_below_what_an_audit_saw_is_not_tampering(
     assert newest is not None and _stage(data, "state saved")["proven"]["journals"] == newest[0]
 
 
+def test_the_platforms_rows_are_hashed_by_value_and_a_state_hashed_as_text_goes_on_so(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """The platform's entries (entry_type varchar, binary-coercible to text, whose hash operator
+    class it uses) are hashed by hash_record_extended, not as text. A state written when varchar
+    counted as unhashable holds "text": it is the same ledger, and goes on hashing as text."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    state = sqlite3.connect(audit.state)
+    identity = json.loads(state.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0])
+    state.close()
+    assert identity["row_hash"] == {"entries": "record", "journals": "record"}
+    older = {**identity, "row_hash": {"entries": "text", "journals": "record"}}
+    assert proven.as_written(older, identity) == older
+    # A table that can no longer be hashed by value (a json column added) is another identity.
+    assert proven.as_written(identity, older) == older != identity
+
+
 def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy: str,
                                                                       tmp_path: Path) -> None:
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
@@ -559,10 +576,12 @@ def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: 
 
 def test_an_audit_in_another_time_zone_finds_the_proven_history_unchanged(ledger_copy: str,
                                                                          tmp_path: Path) -> None:
-    """Found by a break-it run: the platform's rows are hashed as text (entry_type is varchar), which
-    prints created_at in the session's time zone; an audit from a host with another PGTZ, or after
-    ALTER DATABASE ... SET timezone, reported every chunk as tampered. The digests are now computed
-    in UTC, whatever the session's zone."""
+    """Found by a break-it run: rows hashed as text (the platform's were, while varchar counted as
+    unhashable; here a json column makes them so) print created_at in the session's time zone; an
+    audit from a host with another PGTZ, or after ALTER DATABASE ... SET timezone, reported every
+    chunk as tampered. The digests are now computed in UTC, whatever the session's zone."""
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TABLE entries ADD COLUMN meta json")  # json has no hash operator class
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     config = tmp_path / "demo.verifier.toml"

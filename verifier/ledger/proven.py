@@ -113,6 +113,18 @@ def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Conventio
             "order": layout.column("entries", "seq"), "left_out": mutable}
 
 
+def as_written(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """``current`` (``identity``) with the row hashing a state was written with, where it hashed as
+    text a table this version hashes by record (varchar counted as unhashable before): the same
+    ledger, whose state goes on with the digests it holds until ``--full`` starts it anew."""
+    kinds = stored.get("row_hash")
+    if not isinstance(kinds, dict):
+        return current
+    row_hash = {t: ("text" if k == "record" and kinds.get(t) == "text" else k)
+                for t, k in current["row_hash"].items()}
+    return {**current, "row_hash": row_hash}
+
+
 def check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
     """Raise ``UsageError`` when the state file at ``path`` was written for another ledger."""
     differ = [k for k in current if stored.get(k) != current[k]]
@@ -173,7 +185,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         before = st.load(schedule.state)
         current = identity(conn, layout, convention, mutable)
         if before is not None:
-            check_identity(schedule.state, before.identity, current)
+            check_identity(schedule.state, before.identity, as_written(before.identity, current))
         last_seen = dict(before.seen) if before is not None else None  # before this audit overwrites it
         if before is None or schedule.full or before.empty:
             state, mode = st.new(current), "full"
