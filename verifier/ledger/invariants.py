@@ -276,7 +276,7 @@ CHAIN = Pass(
             ("opening_by_currency", "{opening_by_currency}"),
             # The trial balance's figures, where a full audit folds that pass into this one
             # (``fold_trial``); else empty.
-            *((name, "{chain_" + name + "}") for name in ("trial_rows", "trial_sums", "trial_null"))),
+            *((name, "{chain_" + name + "}") for name in TRIAL_FIGURES)),
 )
 # Each account's last entry among those <<upto>> admits (account, seq,
 # after; of entries that share its seq, the one of the highest id, as the
