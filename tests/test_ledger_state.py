@@ -100,6 +100,14 @@ def _counts(data: dict[str, Any]) -> dict[tuple[str, str], tuple[int, int]]:
     return totals
 
 
+def _identity(path: Path) -> dict[str, Any]:
+    """The identity a state file holds (``verifier.ledger.proven.identity``)."""
+    state = sqlite3.connect(path)
+    row = state.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+    state.close()
+    return dict(json.loads(row[0]))
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -416,9 +424,7 @@ def test_the_platforms_rows_are_hashed_by_value_and_a_state_hashed_as_text_goes_
     counted as unhashable holds "text": it is the same ledger, and goes on hashing as text."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
-    state = sqlite3.connect(audit.state)
-    identity = json.loads(state.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0])
-    state.close()
+    identity = _identity(audit.state)
     assert identity["row_hash"] == {"entries": "record", "journals": "record"}
     older = {**identity, "row_hash": {"entries": "text", "journals": "record"}}
     assert proven.as_written(older, identity) == older
@@ -432,9 +438,7 @@ def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy
         conn.execute("ALTER TABLE entries ADD COLUMN meta json")  # json has no hash operator class
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
-    state = sqlite3.connect(audit.state)
-    identity = json.loads(state.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0])
-    state.close()
+    identity = _identity(audit.state)
     assert identity["row_hash"] == {"entries": "text", "journals": "record"}
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("""UPDATE entries SET meta = '{"note": "edited"}' WHERE id = 321""")
