@@ -455,3 +455,39 @@ def test_the_chain_ordered_by_one_key_finds_what_the_partitioned_chain_finds(fre
                      "'credit', -100, 'USD', 0, 100)")
     packed, (partitioned, one_key) = _chain_in_both_orders(fresh_db)
     assert not packed and one_key == partitioned
+
+
+MANY_CURRENCIES = """
+CREATE TABLE accounts (id bigint PRIMARY KEY, type text NOT NULL, currency text,
+  balance_cents bigint NOT NULL);
+CREATE TABLE journals (id bigint PRIMARY KEY);
+CREATE TABLE entries (id bigint PRIMARY KEY, journal_id bigint NOT NULL, account_id bigint,
+  entry_type varchar(10) NOT NULL, amount_cents bigint NOT NULL, balance_before_cents bigint NOT NULL,
+  balance_after_cents bigint NOT NULL);
+INSERT INTO accounts SELECT g, 'user', 'C' || lpad(g::text, 3, '0'), 1000 FROM generate_series(1, 120) g;
+INSERT INTO journals SELECT g FROM generate_series(1, 60) g;
+-- Journal g moves 10 cents between two accounts of currency g (accounts g and g + 60 hold it).
+UPDATE accounts SET currency = 'C' || lpad((id - 60)::text, 3, '0') WHERE id > 60;
+INSERT INTO entries SELECT 2 * g - 1, g, g, 'debit', 10, 1000, 990 FROM generate_series(1, 60) g;
+INSERT INTO entries SELECT 2 * g, g, g + 60, 'credit', -10, 1000, 1010 FROM generate_series(1, 60) g;
+UPDATE accounts SET balance_cents = CASE WHEN id <= 60 THEN 990 ELSE 1010 END;
+"""
+
+
+def test_a_ledger_of_many_currencies_is_audited(fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: the per-currency figures were one jsonb_build_object call, which takes
+    at most 100 arguments: a ledger of 51 currencies or more was exit 2 ("the connection failed").
+    60 currencies, full and with a state; then one currency's trial balance off."""
+    _make(fresh_db, MANY_CURRENCIES)
+    state = ("--state", str(tmp_path / "ledger.state"))
+    for n, extra in enumerate(((), state, state, state)):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"run{n}", *extra,
+                                    config="[ledger]\nreconcile = []\n")
+        assert code == 0, (stderr, data["findings"])
+    trial = next(p for p in {s["name"]: s for s in data["stages"]}["audit"]["passes"] if p["pass"] == "trial")
+    assert len(trial["by_currency"]) == 60 and set(trial["by_currency"].values()) == {"0"}, trial
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET amount_cents = 11, balance_after_cents = 989 WHERE id = 113")
+        conn.execute("UPDATE accounts SET balance_cents = 989 WHERE id = 57")
+    code, data, stderr = _audit(fresh_db, tmp_path / "off", config="[ledger]\nreconcile = []\n")
+    assert code == 1 and _rules(data)["trial_balance_nonzero"] == {"C057"}, (stderr, data["findings"])

@@ -417,29 +417,55 @@ def test_a_transfer_that_commits_late_below_what_an_audit_saw_is_not_tampering(
     assert newest is not None and _stage(data, "state saved")["proven"]["journals"] == newest[0]
 
 
-def test_the_platforms_rows_are_hashed_by_value_and_a_state_hashed_as_text_goes_on_so(
+def test_the_platforms_rows_are_hashed_by_value_and_an_older_state_goes_on_as_it_was_written(
         ledger_copy: str, tmp_path: Path) -> None:
-    """The platform's entries (entry_type varchar, binary-coercible to text, whose hash operator
-    class it uses) are hashed by hash_record_extended, not as text. A state written when varchar
-    counted as unhashable holds "text": it is the same ledger, and goes on hashing as text."""
+    """New states hash rows "exact"ly (by value where a type's hash tells every two texts apart, as
+    text elsewhere). A state written by an earlier release ("text", or "record" where every type
+    had a hash) is the same ledger, and goes on hashing as it was written until --full."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     identity = _identity(audit.state)
-    assert identity["row_hash"] == {"entries": "record", "journals": "record"}
-    older = {**identity, "row_hash": {"entries": "text", "journals": "record"}}
-    assert proven.as_written(older, identity) == older
-    # A table that can no longer be hashed by value (a json column added) is another identity.
+    assert identity["row_hash"] == {"entries": "exact", "journals": "exact"}
+    for kinds in ({"entries": "text", "journals": "record"}, {"entries": "record", "journals": "text"}):
+        older = {**identity, "row_hash": kinds}
+        assert proven.as_written(older, identity) == older
+    # A state written "exact" that meets a "text" identity (a server before PostgreSQL 14) is another.
+    older = {**identity, "row_hash": {"entries": "text", "journals": "text"}}
     assert proven.as_written(identity, older) == older != identity
 
 
-def test_rows_with_a_column_without_hash_function_are_hashed_as_text(ledger_copy: str,
-                                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize("column, before, after", [
+    ("metadata", "'{\"fee\": 1.5}'", "'{\"fee\": 1.50}'"),  # jsonb: equal numbers, other text
+    ("fee numeric", "1.0", "1.00"),
+    ("rate float8", "'0'", "'-0'"),
+    ("took interval", "'1 day'", "'24 hours'"),
+    ("code bpchar", "'a'", "'a '")])
+def test_an_edit_that_keeps_a_value_equal_but_changes_its_text_is_history_tampered(
+        ledger_copy: str, tmp_path: Path, column: str, before: str, after: str) -> None:
+    """Found by a break-it run: hashed by their types' hash functions, values that compare equal but
+    read differently (jsonb 1.5 and 1.50, numeric scale, -0, an interval's units, trailing blanks)
+    hashed alike, and such an edit of a proven row passed; such columns are hashed as their text."""
+    name = column.split()[0]
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        if " " in column:
+            conn.execute(f"ALTER TABLE entries ADD COLUMN {column}")  # noqa: S608 (constant cases)
+        conn.execute(f"UPDATE entries SET {name} = {before} WHERE id = 321")  # noqa: S608
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute(f"UPDATE entries SET {name} = {after} WHERE id = 321")  # noqa: S608
+    code, data, stderr, found = audit()
+    assert code == 1 and found == {("history_tampered", "public.entries"): {"321"}}, (stderr, found)
+
+
+def test_rows_with_a_column_without_hash_function_are_hashed_with_its_text(ledger_copy: str,
+                                                                           tmp_path: Path) -> None:
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("ALTER TABLE entries ADD COLUMN meta json")  # json has no hash operator class
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     identity = _identity(audit.state)
-    assert identity["row_hash"] == {"entries": "text", "journals": "record"}
+    assert identity["row_hash"] == {"entries": "exact", "journals": "exact"}
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("""UPDATE entries SET meta = '{"note": "edited"}' WHERE id = 321""")
     code, data, _, found = audit()

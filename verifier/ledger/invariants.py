@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -742,8 +743,7 @@ def fold_trial(filled: dict[str, sql.Composable], currencies: tuple[str, ...]) -
     sums = [sql.SQL("{c}, coalesce(sum(x.amount) FILTER (WHERE x.a_currency = {c}), 0)::text").format(
         c=sql.Literal(c)) for c in currencies]
     return {**filled,
-            "chain_trial_rows": sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(rows)),
-            "chain_trial_sums": sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(sums)),
+            "chain_trial_rows": jsonb_object(rows), "chain_trial_sums": jsonb_object(sums),
             "chain_trial_null": sql.SQL(
                 "jsonb_build_object('rows', (count(*) FILTER (WHERE x.a_currency IS NULL))::text, "
                 "'sum', coalesce(sum(x.amount) FILTER (WHERE x.a_currency IS NULL), 0)::text)")}
@@ -764,7 +764,22 @@ def _by_currency(currencies: tuple[str, ...], value: str, where: str) -> sql.Com
     """A jsonb of currency -> the exact sum (as text) of ``value`` over the rows of x where ``where``."""
     parts = [sql.SQL("{}, coalesce(sum({}) FILTER (WHERE {} AND x.a_currency = {}), 0)::text").format(
         sql.Literal(c), sql.SQL(value), sql.SQL(where), sql.Literal(c)) for c in currencies]
-    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(parts))
+    return jsonb_object(parts)
+
+
+# jsonb_build_object takes at most 100 arguments (a function's, PostgreSQL Limits,
+# https://www.postgresql.org/docs/current/limits.html): 50 key-value pairs.
+JSONB_PAIRS_MAX = 50
+
+
+def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
+    """A jsonb object of ``pairs`` (each "key, value"), however many: built 50 pairs at a time and
+    joined with ``||`` (a ledger of 51 currencies was exit 2 before, found by a break-it run)."""
+    if not pairs:
+        return sql.SQL("jsonb_build_object()")
+    groups = [pairs[i:i + JSONB_PAIRS_MAX] for i in range(0, len(pairs), JSONB_PAIRS_MAX)]
+    return sql.SQL("({})").format(sql.SQL(" || ").join(
+        sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(g)) for g in groups))
 
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,

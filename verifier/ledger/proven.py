@@ -114,13 +114,13 @@ def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Conventio
 
 
 def as_written(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    """``current`` (``identity``) with the row hashing a state was written with, where it hashed as
-    text a table this version hashes by record (varchar counted as unhashable before): the same
-    ledger, whose state goes on with the digests it holds until ``--full`` starts it anew."""
+    """``current`` (``identity``) with the row hashing a state was written with (``text`` or
+    ``record``, by releases before ``exact``): the same ledger, whose state goes on with the
+    digests it holds until ``--full`` (``history.row_hash_kind``)."""
     kinds = stored.get("row_hash")
     if not isinstance(kinds, dict):
         return current
-    row_hash = {t: ("text" if k == "record" and kinds.get(t) == "text" else k)
+    row_hash = {t: (kinds[t] if k == "exact" and kinds.get(t) in ("text", "record") else k)
                 for t, k in current["row_hash"].items()}
     return {**current, "row_hash": row_hash}
 
