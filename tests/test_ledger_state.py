@@ -657,29 +657,3 @@ def test_mutable_columns_refuse_what_the_audit_checks_and_what_does_not_exist(
                        + DEMO_CONFIG)
     code, data, stderr, _ = audit("--config", str(allowed), state=False)
     assert code == 0, stderr
-
-
-@pytest.mark.parametrize("table", ["entries", "journals"])
-def test_history_digests_in_pieces_add_up_to_the_whole(clean_ledger: str, table: str) -> None:
-    """The digests an audit computes in pieces on its workers (``history.pieces``), added up, are
-    those of one statement: per chunk re-hashed and newly proven, and the newly proven entries'
-    amounts per currency."""
-    from verifier.config.ledger import Layout
-    from verifier.ledger.layout import detect
-    with psycopg.connect(clean_ledger, autocommit=True) as conn:
-        layout, _ = detect(conn, Layout(reconcile=()))
-        from verifier.ledger import invariants as inv
-        from verifier.ledger.convention import detect_convention
-        filled = inv.names(layout, detect_convention(conn, layout)[0], ("USD",))
-        top = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(table))).fetchone()
-        assert top is not None and top[0] > 4 * 1024
-        old, new = int(top[0]) // 2 + 5, int(top[0]) - 3
-        chunks = [(history.BELOW, -1), (0, old >> history.CHUNK_BITS)]
-        args = dict(layout=layout, table=table, seed=12345, kind="record", old=old, new=new, filled=filled,
-                    leave_out=[])
-        whole = history.digest(conn, chunks=chunks, **args)  # type: ignore[arg-type]
-        cut = history.pieces(chunks, old, new, 3, chunks_min=1)
-        assert len(cut) == 3
-        parts = [history.digest(conn, chunks=c, part=p, **args) for c, p in cut]  # type: ignore[arg-type]
-    assert history.merged(parts) == whole
-    assert whole.rehashed and whole.beyond and (whole.trial or table == "journals")

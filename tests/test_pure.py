@@ -139,35 +139,3 @@ def test_text_for_the_terminal_shows_controls_and_bidi_overrides_as_escapes() ->
     assert printable("line one\n\tline two é 💸") == "line one\n\tline two é 💸"
     assert printable("\x9b31m") == "\\u009b31m"
 
-
-
-@given(first=st.integers(-3, 40), length=st.integers(0, 2_000), below=st.booleans(),
-       wrap=st.booleans(), old_chunks=st.integers(-2, 2_100), beyond=st.integers(-5_000, 3_000_000),
-       full=st.booleans(), count=st.integers(1, 5))
-def test_history_digest_pieces_cover_each_chunk_and_id_once(first: int, length: int, below: bool, wrap: bool,
-                                                           old_chunks: int, beyond: int, full: bool,
-                                                           count: int) -> None:
-    """The re-hash and the newly proven ids of one table, split among the workers, cover each chunk
-    to re-hash and each newly proven id exactly once, in at most ``count`` + 1 pieces."""
-    from verifier.ledger import history
-    from verifier.ledger.proven import FULL_FROM
-    bits = history.CHUNK_BITS
-    chunks = ([(history.BELOW, first - 1)] if below else []) + (
-        [(first + length // 2, first + length), (first, first + length // 2 - 1)] if wrap
-        else [(first, first + length)])
-    old = FULL_FROM if full else (old_chunks << bits) + 17
-    new = old + beyond if not full else beyond
-    cut = history.pieces(chunks, old, new, count, chunks_min=1)
-    assert len(cut) <= count + 1
-    wanted = [c for a, b in chunks if a != history.BELOW for c in range(a, b + 1)]
-    got = [c for group, _ in cut for a, b in group if a != history.BELOW for c in range(a, b + 1)]
-    assert sorted(got) == sorted(wanted)
-    assert [r for group, _ in cut for r in group if r[0] == history.BELOW] == [r for r in chunks
-                                                                               if r[0] == history.BELOW]
-    ranges = sorted((lo, hi) for _, (lo, hi) in cut if hi > lo)
-    if new > old:
-        assert ranges[0][0] == old and ranges[-1][1] == new
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # no gap, no overlap
-        assert all(((hi + 1) >> bits << bits) == hi + 1 for _, hi in ranges[:-1])  # on chunk boundaries
-    else:
-        assert ranges == []

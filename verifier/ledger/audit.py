@@ -532,18 +532,14 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings)
         for x in passes if not x.after_chain]
     on_workers = len(jobs)
-    pieces: dict[str, int] = {}  # per history table, how many jobs digest it (history.pieces)
     if scope.state is not None:
         for table in st.HISTORY_TABLES:
             old = scope.state.proven[table] if scope.mode == "incremental" else proven.FULL_FROM
-            new = scope.settled[table]
-            cut = history.pieces(rehash[table], old, new, config.ledger.workers)
-            pieces[table] = len(cut)
-            jobs += [functools.partial(history.digest, layout=config.ledger, table=table,
-                                       leave_out=detection.mutable[table], filled=filled,
-                                       seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
-                                       chunks=chunks, old=old, new=new, part=part,
-                                       timezone=scope.state.digest_timezone) for chunks, part in cut]
+            jobs.append(functools.partial(history.digest, layout=config.ledger, table=table,
+                                          leave_out=detection.mutable[table], filled=filled,
+                                          seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
+                                          chunks=rehash[table], old=old, new=scope.settled[table],
+                                          timezone=scope.state.digest_timezone))
         # Each account's last entry among those this audit proves (all proven ones, for a state
         # written before they were kept), for the next audit's chains and accounts.
         last_from = (scope.state.proven["entries"]
@@ -556,11 +552,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         done = in_parallel(jobs, url, config, snapshot_id, config.ledger.workers,
                            lambda n, total: run.advanced("audit", n, total, "passes"))
         results = _after_chain(conn, passes, done[:on_workers])
-        digests: list[history.Digests] = []
-        at = on_workers
-        for table in pieces:
-            digests.append(history.merged(done[at:at + pieces[table]]))
-            at += pieces[table]
+        digests: list[history.Digests] = done[on_workers:on_workers + len(st.HISTORY_TABLES)]
         if scope.state is not None:
             last = done[-1]
             scope.state.last = (last if last_from == proven.FULL_FROM

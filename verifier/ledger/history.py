@@ -140,75 +140,11 @@ def chunk_count(ranges: list[tuple[int, int]]) -> int:
     return sum(b - a + 1 for a, b in ranges if a != BELOW)
 
 
-# Pieces of at least this many chunks get a worker of their own: a piece costs one statement more
-# (milliseconds), and a table of 10^7 entries, hashed in one, took 7 s of the audit's critical path.
-PIECE_CHUNKS_MIN = 4
-
-
-def pieces(chunks: list[tuple[int, int]], old: int, new: int, count: int, chunks_min: int = PIECE_CHUNKS_MIN
-           ) -> list[tuple[list[tuple[int, int]], tuple[int, int]]]:
-    """``digest``'s work split into up to ``count`` pieces of about as many chunks (each of at least
-    ``chunks_min``), for as many workers: each a list of chunk ranges to re-hash and an id range
-    ``(lo, hi]`` within ``(old, new]`` to digest as newly proven (``lo == hi``: none). Cuts fall on
-    chunk boundaries; the range below every chunk (``BELOW``) and ids below 0 go to the first piece.
-    Every chunk and id of the whole is in exactly one piece."""
-    spans = [(a, b) for a, b in chunks if a != BELOW]
-    below = [(a, b) for a, b in chunks if a == BELOW]
-    rehash = sum(b - a + 1 for a, b in spans)
-    start = max(old, -1)
-    beyond = max(0, new - start) >> CHUNK_BITS  # in chunks, counted from id 0 when old is below it
-    total = rehash + beyond
-    count = max(1, min(count, total // chunks_min))
-    share = -(-total // count) if total else 1
-    out: list[tuple[list[tuple[int, int]], tuple[int, int]]] = []
-    group: list[tuple[int, int]] = list(below)
-    held = 0
-    for a, b in spans:
-        while a <= b:
-            take = min(b - a + 1, share - held)
-            group.append((a, a + take - 1))
-            a, held = a + take, held + take
-            if held >= share:
-                out.append((group, (old, old)))
-                group, held = [], 0
-    if new > old:
-        # The newly proven ids, cut at chunk boundaries where a piece has its share of chunks.
-        lo = old
-        while True:
-            room = share - held
-            cut = ((max(lo, start) + 1 + (room << CHUNK_BITS)) >> CHUNK_BITS << CHUNK_BITS) - 1
-            if len(out) >= count - 1 or cut >= new:
-                out.append((group, (lo, new)))
-                group = []
-                break
-            out.append((group, (lo, cut)))
-            group, held, lo = [], 0, cut
-    if group:
-        out.append((group, (old, old)))
-    return out
-
-
-def merged(parts: list[Digests]) -> Digests:
-    """One table's digests from those of its ``pieces``: each chunk's and currency's figures added up
-    (a chunk cut between two pieces is whole again; ``Chunk``'s figures add over sub-ranges)."""
-    out = Digests({}, {}, {})
-    for part in parts:
-        for into, found in ((out.rehashed, part.rehashed), (out.beyond, part.beyond)):
-            for chunk, c in found.items():
-                had = into.get(chunk, EMPTY)
-                into[chunk] = Chunk(had.n + c.n, had.s0 + c.s0, (had.s1 + c.s1) % P, had.amount + c.amount)
-        for currency, total in part.trial.items():
-            out.trial[currency] = out.trial.get(currency, Decimal(0)) + total
-    return out
-
-
 def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
            chunks: list[tuple[int, int]], old: int, new: int, leave_out: list[str] | None = None,
-           filled: dict[str, sql.Composable] | None = None, timezone: str | None = None,
-           part: tuple[int, int] | None = None) -> Digests:
+           filled: dict[str, sql.Composable] | None = None, timezone: str | None = None) -> Digests:
     """Digests of ``table``'s rows per chunk: of the ``chunks`` ranges (ids up to ``old``), and of
-    the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance),
-    or of those in ``part`` only, a range ``(lo, hi]`` within it (``pieces``).
+    the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance).
 
     Ids are the table's order: ``entries.seq``, ``journals.id``. A row's hash covers every column
     but those of ``leave_out`` (columns that legitimately change after posting). ``filled``: the
@@ -221,9 +157,8 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
               else sql.SQL("{} BETWEEN {} AND {}").format(col, sql.Literal(chunk_range(a)[0]),
                                                          sql.Literal(min(chunk_range(b)[1], old)))
               for a, b in chunks]
-    lo, hi = part if part is not None else (old, new)
-    if hi > lo:
-        ranges.append(sql.SQL("{} > {} AND {} <= {}").format(col, sql.Literal(lo), col, sql.Literal(hi)))
+    if new > old:
+        ranges.append(sql.SQL("{} > {} AND {} <= {}").format(col, sql.Literal(old), col, sql.Literal(new)))
     found = Digests({}, {}, {})
     if not ranges:
         return found
@@ -255,10 +190,10 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
     for chunk, is_beyond, n, s0, s1, amount_sum in rows:
         into = found.beyond if is_beyond else found.rehashed
         into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
-    if table == "entries" and hi > lo:
+    if table == "entries" and new > old:
         assert filled is not None
         for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
-                **filled, old=sql.Literal(lo), new=sql.Literal(hi))):  # noqa: S608 (constant text)
+                **filled, old=sql.Literal(old), new=sql.Literal(new))):  # noqa: S608 (constant text)
             found.trial[currency] = Decimal(total)
     return found
 
