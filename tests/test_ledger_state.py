@@ -657,3 +657,25 @@ def test_mutable_columns_refuse_what_the_audit_checks_and_what_does_not_exist(
                        + DEMO_CONFIG)
     code, data, stderr, _ = audit("--config", str(allowed), state=False)
     assert code == 0, stderr
+
+
+def test_a_renamed_enum_label_is_history_tampered_and_bytea_output_is_no_edit(ledger_copy: str,
+                                                                                 tmp_path: Path) -> None:
+    """Found by a break-it run: enums were hashed by value (the label's oid), so renaming a label
+    changed what every proven row reads and passed; a bytea inside an array is hashed as its text,
+    which bytea_output printed differently, and a database's bytea_output raised a false alarm."""
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("CREATE TYPE mood AS ENUM ('ok', 'hold')")
+        conn.execute("ALTER TABLE journals ADD COLUMN en mood, ADD COLUMN blobs bytea[]")
+        conn.execute("UPDATE journals SET en = 'ok', blobs = '{\"\\\\x01ff\"}' WHERE id <= 50")
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET bytea_output = 'escape'").format(
+            sql.Identifier(conn.info.dbname)))
+    code, data, stderr, found = audit()
+    assert code == 0, (stderr, found)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TYPE mood RENAME VALUE 'ok' TO 'reversed'")
+    code, data, stderr, found = audit()
+    assert code == 1 and ("history_tampered", "public.journals") in found, (stderr, found)

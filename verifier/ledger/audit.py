@@ -299,10 +299,12 @@ def _currencies(conn: psycopg.Connection, layout: Layout) -> tuple[str, ...]:
         sql.Literal(CURRENCIES_MAX + 1))
     found = tuple(str(c) for (c,) in conn.execute(query).fetchall())
     if len(found) > CURRENCIES_MAX:
-        raise VerifierError(f"The ledger's accounts hold more than {CURRENCIES_MAX} currencies: this is "
-                            "not a currency column the audit can read.",
-                            hint="Name the accounts' currency column in [tool.verifier.ledger.columns] "
-                                 '("accounts.currency").')
+        raise VerifierError(f"The ledger's accounts hold more than {CURRENCIES_MAX} currencies in "
+                            f"{layout.table('accounts')}.{layout.column('accounts', 'currency')}; this "
+                            f"version reads per-currency figures for at most {CURRENCIES_MAX}.",
+                            hint="If that is not the accounts' currency column, name the right one in "
+                                 '[tool.verifier.ledger.columns] ("accounts.currency"); a ledger of more '
+                                 "currencies cannot be audited by this version.")
     return found
 
 

@@ -58,19 +58,19 @@ ORDER BY attnum
 """
 # A table's columns in order, each with whether its type's hash tells apart every two values whose
 # text differs: integers, bool, oid, "char", name, text and varchar in a deterministic collation,
-# bytea, uuid, date, timestamp(tz) and enums (pg_type oids, fixed since PostgreSQL 7-8.3). Not so:
-# numeric (1.0 and 1.00 hash alike), float (0 and -0), jsonb (its numbers), interval ('1 day' and
-# '24 hours'), bpchar ('a' and 'a '), citext and nondeterministic collations (case), and every
-# other type, which an "exact" digest hashes as its text in the "C" collation: its output function's,
-# through ROW(column)::text (a cast of bpchar to text drops its trailing blanks; the audit's session
-# pins DateStyle, IntervalStyle and extra_float_digits; lc_monetary is pinned while hashing).
+# bytea, uuid, date and timestamp(tz) (pg_type oids, fixed since PostgreSQL 7-8.3). Not so: numeric
+# (1.0 and 1.00 hash alike), float (0 and -0), jsonb (its numbers), interval ('1 day' and '24
+# hours'), bpchar ('a' and 'a '), citext and nondeterministic collations (case), enums (a renamed
+# label keeps its hash), and every other type, which an "exact" digest hashes as its text in the
+# "C" collation: its output function's, through ROW(column)::text (a cast of bpchar to text drops
+# its trailing blanks; the audit's session pins DateStyle, IntervalStyle and extra_float_digits;
+# lc_monetary and bytea_output, which a bytea inside an array prints by, are pinned while hashing).
 EXACT_COLUMNS_SQL = """
 SELECT a.attname,
-       (a.atttypid IN (16, 17, 18, 19, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950)
-        OR t.typtype = 'e')
+       a.atttypid IN (16, 17, 18, 19, 20, 21, 23, 25, 26, 1043, 1082, 1114, 1184, 2950)
        AND (a.attcollation = 0 OR coalesce((SELECT c.collisdeterministic FROM pg_collation c
                                             WHERE c.oid = a.attcollation), false))
-FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+FROM pg_attribute a
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -173,7 +173,7 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         row = sql.SQL("ROW({})").format(sql.SQL(", ").join(
             sql.SQL("r.{}" if exact else '(ROW(r.{})::text COLLATE "C")').format(sql.Identifier(c))
             for c, exact in columns))
-        settings["lc_monetary"] = "C"
+        settings.update(lc_monetary="C", bytea_output="hex")
     elif leave_out:
         kept = [str(c) for (c,) in conn.execute(COLUMN_NAMES_SQL, (name.as_string(conn),)).fetchall()
                 if c not in leave_out]
