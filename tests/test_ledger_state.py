@@ -607,9 +607,10 @@ def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: 
 def test_an_audit_in_another_time_zone_finds_the_proven_history_unchanged(ledger_copy: str,
                                                                          tmp_path: Path) -> None:
     """Found by a break-it run: rows hashed as text (the platform's were, while varchar counted as
-    unhashable; here a json column makes them so) print created_at in the session's time zone; an
-    audit from a host with another PGTZ, or after ALTER DATABASE ... SET timezone, reported every
-    chunk as tampered. The digests are now computed in UTC, whatever the session's zone."""
+    unhashable) print created_at in the session's time zone; an audit from a host with another
+    PGTZ, or after ALTER DATABASE ... SET timezone, reported every chunk as tampered. The digests
+    are computed in UTC, whatever the session's zone; a new state hashes timestamps by value, and
+    a json column here is hashed as its text."""
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("ALTER TABLE entries ADD COLUMN meta json")  # json has no hash operator class
     audit = Auditor(ledger_copy, tmp_path)
