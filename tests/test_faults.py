@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from verifier.demo import generate
+from verifier.errors import VerifierError
 from verifier.jobs.migrations import up
 from verifier.paths import project_migrations_dir
 from verifier.pg import conninfo
@@ -131,6 +132,21 @@ def test_lock_timeout_while_reading(targets: dict[str, str], tmp_path: Path, com
                          "--report-dir", str(tmp_path / "r"))
     _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", None,
                   "waited longer than lock_timeout_s", "lock_timeout_s in [tool.verifier]")
+
+
+def test_a_statement_beyond_a_limit_of_postgresql_is_not_called_a_lost_connection(fresh_db: str) -> None:
+    """An OperationalError the server raises on a live connection (here SQLSTATE 54023, too many
+    arguments) names the statement's error and its SQLSTATE, not "the connection failed" (as it did,
+    for a ledger of more than 50 currencies); the connection is still usable afterwards."""
+    arguments = ", ".join(f"'k{i}', {i}" for i in range(60))  # 120 > 100, FUNC_MAX_ARGS
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        with pytest.raises(VerifierError) as caught, conninfo.reading(fresh_db, 30):
+            conn.execute(f"SELECT jsonb_build_object({arguments})")  # constant text
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    message = str(caught.value)
+    assert "SQLSTATE 54023" in message and "cannot pass more than 100 arguments" in message, message
+    assert "connection" not in message, message
+    assert "limit of PostgreSQL" in (caught.value.hint or ""), caught.value.hint
 
 
 def _sleeping_migrations(directory: Path, seconds: int = 600) -> Path:

@@ -508,7 +508,9 @@ def test_accounts_are_held_against_their_last_proven_entry_kept_in_the_state(
         ledger_copy: str, tmp_path: Path, kept: bool) -> None:
     """The state keeps each account's last proven entry (seq, balance after), so that an incremental
     audit seeds the new entries' chains and checks the other accounts without reading every entry.
-    A state written before it kept them (``kept`` False: the table dropped) is filled by the next audit."""
+    A state written before it kept them (``kept`` False: the table dropped) does not say which
+    currency each account's entries were proven in: its next audit is a full one, which finds the
+    same drift, and writes them."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
@@ -529,7 +531,8 @@ def test_accounts_are_held_against_their_last_proven_entry_kept_in_the_state(
     db.close()
     code, data, stderr, found = audit()
     assert code == 1, stderr
-    assert _stage(data, "state")["mode"] == "incremental"
+    assert _stage(data, "state")["mode"] == ("incremental" if kept else "full")
+    assert ("full_because" in _stage(data, "state")) is not kept
     # (The legacy wallet of its owner no longer matches it either.)
     assert found[("account_balance_drift", "public.accounts")] == {str(account[0])}, data["findings"]
     assert set(found) <= {("account_balance_drift", "public.accounts"),
@@ -567,6 +570,33 @@ def test_an_account_deleted_or_moved_to_another_currency_after_its_entries_were_
     code, data, stderr, found = audit("--full")
     assert code == 1 and ("journal_mixed_currency", "public.journals") in found, data["findings"]
     assert ("orphan_entry", "public.entries") in found
+
+
+def test_an_account_moved_before_a_state_of_an_earlier_release_goes_on_is_found(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """A state written before the accounts' currencies were kept (its last_entries table dropped):
+    an account moved to another currency since its last audit passed the next one (exit 0), which
+    filled the table in from the accounts as they are now. That audit is now a full one."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    db = sqlite3.connect(audit.state)
+    db.execute("DROP TABLE last_entries")
+    db.commit()
+    db.close()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        moved = conn.execute(
+            "SELECT a.id FROM accounts a WHERE a.type = 'user' AND EXISTS (SELECT 1 FROM entries e "
+            "WHERE e.account_id = a.id) ORDER BY a.id LIMIT 1 OFFSET 5").fetchone()
+        assert moved
+        conn.execute("UPDATE accounts SET currency = 'EUR' WHERE id = %s", moved)
+    code, data, stderr, found = audit()
+    assert code == 1, (stderr, data["findings"])
+    assert _stage(data, "state")["mode"] == "full"
+    assert ("journal_mixed_currency", "public.journals") in found, data["findings"]
+    db = sqlite3.connect(audit.state)
+    assert db.execute("SELECT currency FROM last_entries WHERE account = ?",
+                      (str(moved[0]),)).fetchone() == ("EUR",)
+    db.close()
 
 
 def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, tmp_path: Path) -> None:

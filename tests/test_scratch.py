@@ -8,9 +8,14 @@ container from the locally built image (CI builds it; see .ci/run).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -20,6 +25,7 @@ from psycopg import sql
 from verifier.errors import ScratchError, UsageError
 from verifier.pg import conninfo
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
+from verifier.scratch.embedded import LOCK_NAME, TEMP_PREFIX
 
 from .conftest import embedded_dirs, new_of_ours, scratch_databases
 
@@ -66,6 +72,57 @@ def test_embedded_server_is_removed_when_the_block_raises() -> None:
         raise RuntimeError("boom")
     assert new_of_ours(embedded_dirs(), before) == set()
     assert not _alive(pid)
+
+
+# A run that starts an embedded server and waits, to be killed with SIGKILL.
+_VICTIM = """
+import time
+from verifier.pg import conninfo
+from verifier.scratch.embedded import embedded_server
+with embedded_server() as server:
+    print(conninfo.parse(server.admin_dsn)["host"], flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() -> None:
+    """SIGKILL leaves the server running and its directory in place; the next embedded server's
+    start stops that server and removes the directory, and says so (``reaped``). Kept: a directory
+    whose maker's process id has ended but whose lock is held (a run in another PID namespace
+    sharing the folder), and one whose maker runs."""
+    root = Path(tempfile.mkdtemp(prefix="reap-"))  # short: the server's socket lives in it
+    held_fd = postmaster = -1
+    try:
+        env = {**os.environ, "VERIFIER_SCRATCH_DIR": str(root)}
+        victim = subprocess.Popen([sys.executable, "-c", _VICTIM], env=env, stdout=subprocess.PIPE, text=True)
+        assert victim.stdout is not None
+        base = Path(victim.stdout.readline().strip())
+        postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
+        victim.kill()
+        victim.wait()
+        assert base.is_dir() and _alive(postmaster)  # what SIGKILL leaves
+        held = root / f"{TEMP_PREFIX}{victim.pid}-held"
+        (held / "data").mkdir(parents=True)
+        held_fd = os.open(held / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(held_fd, fcntl.LOCK_EX)
+        live = root / f"{TEMP_PREFIX}{os.getpid()}-live"
+        (live / "data").mkdir(parents=True)
+        os.environ["VERIFIER_SCRATCH_DIR"] = str(root)
+        try:
+            with provision("embedded") as server:
+                assert server.reaped == (str(base),)
+                assert _write_and_read(server.admin_dsn) == 2
+        finally:
+            os.environ.pop("VERIFIER_SCRATCH_DIR", None)
+        assert not base.exists() and not _alive(postmaster)
+        assert held.is_dir() and live.is_dir()
+        assert sorted(p.name for p in root.iterdir()) == sorted([held.name, live.name])
+    finally:
+        if held_fd >= 0:
+            os.close(held_fd)
+        if postmaster > 0 and _alive(postmaster):  # not reaped: stopped here (immediate shutdown)
+            os.kill(postmaster, signal.SIGQUIT)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_embedded_refuses_without_disk_space(tmp_path: Path) -> None:

@@ -131,6 +131,8 @@ def inspect(run: Run, path: Path) -> dump.DumpInfo:
 
 def record_server(run: Run, server: ScratchServer) -> None:
     run.provenance.update(scratch_kind=server.kind, scratch_server_version=server.version)
+    if server.reaped:
+        run.provenance["scratch_reaped"] = list(server.reaped)
 
 
 def discover(run: Run, options: Options, config: Config, *, demo: bool = False) -> plan.Discovery:

@@ -316,6 +316,7 @@ def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, curre
     runnable, not_checked = inv.plan(layout, scope.mode == "incremental")
     if scope.mode == "incremental":
         assert scope.state is not None
+        assert scope.state.last is not None  # else a full audit (``proven.read_state``)
         placeholders = inv.incremental(filled, scope.state.proven["entries"], scope.state.proven["journals"],
                                        scope.state.trial, layout, scope.state.last)
         passes = [Planned(p, placeholders, dict(NO_JIT)) for p in runnable]
@@ -542,10 +543,9 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
                                           chunks=rehash[table], old=old, new=scope.settled[table],
                                           timezone=scope.state.digest_timezone))
-        # Each account's last entry among those this audit proves (all proven ones, for a state
-        # written before they were kept), for the next audit's chains and accounts.
-        last_from = (scope.state.proven["entries"]
-                     if scope.mode == "incremental" and scope.state.last is not None else proven.FULL_FROM)
+        # Each account's last entry among those this audit proves (all of them, in full), for the
+        # next audit's chains and accounts.
+        last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
         jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=last_from,
                                       new=scope.settled["entries"]))
     snapshot_id = export_snapshot(conn)
@@ -557,8 +557,9 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         digests: list[history.Digests] = done[on_workers:on_workers + len(st.HISTORY_TABLES)]
         if scope.state is not None:
             last = done[-1]
-            scope.state.last = (last if last_from == proven.FULL_FROM
-                                else proven.merged_last(scope.state.last, last))
+            kept = scope.state.last  # not None in an incremental audit (``proven.read_state``)
+            scope.state.last = (proven.merged_last(kept, last)
+                                if scope.mode == "incremental" and kept is not None else last)
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
                       passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
                                "rules": [rule.rule for rule in x.p.rules],

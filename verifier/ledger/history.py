@@ -52,10 +52,6 @@ SELECT {entry_currency}, sum(e.{entries_amount}) FROM {entries} e {currency_join
 WHERE e.{entries_seq} > {old} AND e.{entries_seq} <= {new} GROUP BY 1
 """
 # A table's columns in order, for a digest that leaves some out.
-COLUMN_NAMES_SQL = """
-SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
-ORDER BY attnum
-"""
 # A table's columns in order, each with whether its type's hash tells apart every two values whose
 # text differs: integers, bool, oid, "char", name, text and varchar in a deterministic collation,
 # bytea, uuid, date and timestamp(tz) (pg_type oids, fixed since PostgreSQL 7-8.3). Not so: numeric
@@ -167,18 +163,16 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
     name = sql.Identifier(layout.schema, layout.tables[table])
     row: sql.Composable = sql.SQL("r")
     settings = {"TimeZone": timezone} if timezone else {}
-    if kind == "exact":
+    if kind == "exact" or leave_out:
+        # "text" and "record" (earlier releases' states): the row of the columns kept, each as it is.
         kinds = conn.execute(EXACT_COLUMNS_SQL, (name.as_string(conn),)).fetchall()
-        columns = [(str(c), bool(exact)) for c, exact in kinds if c not in (leave_out or [])]
+        columns = [(str(c), bool(exact) or kind != "exact") for c, exact in kinds
+                   if c not in (leave_out or [])]
         row = sql.SQL("ROW({})").format(sql.SQL(", ").join(
             sql.SQL("r.{}" if exact else '(ROW(r.{})::text COLLATE "C")').format(sql.Identifier(c))
             for c, exact in columns))
+    if kind == "exact":
         settings.update(lc_monetary="C", bytea_output="hex")
-    elif leave_out:
-        kept = [str(c) for (c,) in conn.execute(COLUMN_NAMES_SQL, (name.as_string(conn),)).fetchall()
-                if c not in leave_out]
-        row = sql.SQL("ROW({})").format(
-            sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in kept))
     row_hash = (sql.SQL("hash_record_extended({}, {})") if kind in ("record", "exact")
                 else sql.SQL("hashtextextended({}::text, {})")).format(row, sql.Literal(seed))
     query = sql.SQL(DIGEST_SQL).format(

@@ -292,11 +292,6 @@ _LAST_ENTRIES = """
            WHERE <<upto>> GROUP BY 1) m
      JOIN {entries} p ON p.{entries_seq} = m.seq AND p.{entries_account} = m.account
      ORDER BY m.account, p.{entries_id} DESC)"""
-# An incremental audit's {proven_last}: each account's last proven entry (account, seq, after), from
-# the state file (``proven_last``), or, for a state written before it kept them, this scan.
-PROVEN_LAST_SCAN = _fill("(SELECT s.*, NULL::text AS currency, NULL::text AS type, NULL::boolean AS existed "
-                         "FROM <<last>> s)",
-                         last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} <= {w}"))
 # The state's: a json array of objects keyed by the entries' own column names, read into the
 # entries' row type, so that each value has its column's type (a citext account compares as citext).
 PROVEN_LAST_STATE = """
@@ -784,26 +779,21 @@ def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: LastEntries | None = None
-                ) -> dict[str, sql.Composable]:
+                last: LastEntries) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and each account's last
     proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
     the account's currency and type when its first entries were proven, and whether it existed then:
-    an orphan's were proven too), from the state file; None: found by a
-    scan of the proven entries (``PROVEN_LAST_SCAN``)."""
+    an orphan's were proven too), from the state file."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
                else sql.SQL("(SELECT NULL::text, NULL::numeric WHERE false) c(currency, total)"))
     out = {**filled, "w": sql.Literal(proven_entries), "jw": sql.Literal(proven_journals), "carried": carried}
-    if last is None:
-        out["proven_last"] = compose(PROVEN_LAST_SCAN, out)
-    else:
-        keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
-        found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
-                             "verifier_type": kind, "verifier_existed": existed}
-                            for a, (seq, after, currency, kind, existed) in last.items()])
-        out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
+    keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
+    found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
+                         "verifier_type": kind, "verifier_existed": existed}
+                        for a, (seq, after, currency, kind, existed) in last.items()])
+    out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
     return out
 
 

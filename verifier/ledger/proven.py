@@ -187,9 +187,18 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         if before is not None:
             check_identity(schedule.state, before.identity, as_written(before.identity, current))
         last_seen = dict(before.seen) if before is not None else None  # before this audit overwrites it
-        if before is None or schedule.full or before.empty:
+        # A state written before the accounts' last proven entries were kept (releases before
+        # 2026-12-07) does not say which currency and type each account's entries were proven in:
+        # an account moved since would pass every incremental audit (the full journals and trial
+        # passes find it), so its next audit proves all history again, as --full does.
+        unkept = before is not None and not before.empty and before.last is None
+        if before is None or schedule.full or before.empty or unkept:
             state, mode = st.new(current), "full"
             state.runs = before.runs if before else []
+            if unkept and not schedule.full:
+                detail["full_because"] = ("the state file does not keep each account's last proven entry "
+                                          "and currency (written by an earlier release): all history is "
+                                          "proven again")
         else:
             state, mode = before, "incremental"
         xmin, xmax, in_progress, max_entry, max_journal = conn.execute(
@@ -277,11 +286,11 @@ def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable
             for a, seq, after, cur, kind, existed in rows}
 
 
-def merged_last(kept: st.LastEntries | None, new: st.LastEntries) -> st.LastEntries:
+def merged_last(kept: st.LastEntries, new: st.LastEntries) -> st.LastEntries:
     """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s, each
     account keeping the currency, type and existence its first entries were proven with (a change is
     history_tampered on every audit until --full, not only on the first)."""
-    out = dict(kept or {})
+    out = dict(kept)
     for account, (seq, after, currency, kind, existed) in new.items():
         old = out.get(account)
         out[account] = (seq, after, old[2], old[3], old[4]) if old else (seq, after, currency, kind, existed)

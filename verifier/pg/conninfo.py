@@ -171,9 +171,24 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
         ) from None
 
 
+# SQLSTATE classes of an OperationalError that mean the connection is gone (PostgreSQL's
+# documentation, Appendix A "PostgreSQL Error Codes"): 08 connection exception, 57P operator
+# intervention (the server shutting down or restarting); no SQLSTATE at all is a failure on our side
+# of the socket.
+LOST_CONNECTION_CLASSES = ("08", "57P")
+OPERATIONAL_HINTS = {
+    "53": "The server ran out of a resource (disk, memory or connections): free it, or run when the "
+          "server is less busy.",
+    "54": "The ledger or the tables exceed a limit of PostgreSQL for a statement this version writes: "
+          "report this with the run's report folder.",
+}
+
+
 @contextlib.contextmanager
 def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
-    """Turn a timed-out statement or a dropped connection on ``url`` into a ``VerifierError``."""
+    """Turn a timed-out statement, a lock wait, a statement the server refused for want of
+    resources or beyond one of its limits, or a dropped connection on ``url`` into a
+    ``VerifierError`` that says which."""
     where = describe(url)
     try:
         yield
@@ -187,5 +202,13 @@ def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
                             hint="Run when no migration holds the tables, or raise lock_timeout_s in "
                                  "[tool.verifier].") from None
     except psycopg.OperationalError as exc:
+        state = exc.sqlstate or ""
+        if state and not state.startswith(LOST_CONNECTION_CLASSES):
+            # The server refused a statement and the connection is fine: out of resources (class
+            # 53), a limit of PostgreSQL's exceeded (54), an I/O error (58), ...
+            raise VerifierError(
+                f"A statement on {where} failed: {exc.diag.message_primary} (SQLSTATE {state}, "
+                f"{type(exc).__name__}).",
+                hint=OPERATIONAL_HINTS.get(state[:2], "Report this with the run's report folder.")) from None
         raise VerifierError(f"The connection to {where} failed during the run: "
                             f"{scrub(str(exc).strip(), url)}") from None

