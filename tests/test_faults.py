@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,12 +27,14 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
+from verifier.config import Config
 from verifier.demo import generate
 from verifier.errors import VerifierError
 from verifier.jobs.migrations import up
 from verifier.paths import project_migrations_dir
 from verifier.pg import conninfo
 from verifier.pg.conninfo import APPLICATION_NAME
+from verifier.pg.snapshot import open_snapshot
 from verifier.pg.tools import embedded_bin_dir
 from verifier.scratch import provision
 from verifier.scratch.embedded import SYSTEM_USER
@@ -147,6 +150,43 @@ def test_a_statement_beyond_a_limit_of_postgresql_is_not_called_a_lost_connectio
     assert "SQLSTATE 54023" in message and "cannot pass more than 100 arguments" in message, message
     assert "connection" not in message, message
     assert "limit of PostgreSQL" in (caught.value.hint or ""), caught.value.hint
+
+
+def test_a_session_the_server_ends_or_another_cancels_is_said_so(fresh_db: str) -> None:
+    """Found by a break-it run. A session the server ends with FATAL outside the connection classes
+    (here idle_in_transaction_session_timeout, FATAL 25P03; a hot standby's recovery conflict is
+    FATAL 40001) is a lost connection, not an internal error or a statement that failed; a statement
+    another session cancels (pg_cancel_backend) is not a statement_timeout; a snapshot whose
+    exporting session ended is a lost connection (it was an internal error: "invalid snapshot
+    identifier")."""
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("SET idle_in_transaction_session_timeout = '100ms'")
+        conn.execute("SELECT 1")
+        time.sleep(0.5)
+        lost = "The connection to .* failed during the run: terminating connection due to idle-in-transaction"
+        with pytest.raises(VerifierError, match=lost), conninfo.reading(fresh_db, 30):
+            conn.execute("SELECT 2")
+    with psycopg.connect(fresh_db, autocommit=True) as conn, \
+            psycopg.connect(fresh_db, autocommit=True) as admin:
+        pid = conn.info.backend_pid
+        timer = threading.Timer(0.5, lambda: admin.execute("SELECT pg_cancel_backend(%s)", (pid,)))
+        timer.start()
+        try:
+            with pytest.raises(VerifierError) as caught, conninfo.reading(fresh_db, 30):
+                conn.execute("SELECT pg_sleep(30)")
+        finally:
+            timer.cancel()
+    message = str(caught.value)
+    assert "cancelled by another session" in message and "statement_timeout" not in message, message
+    exporter = psycopg.connect(fresh_db)
+    exporter.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    row = exporter.execute("SELECT pg_export_snapshot()").fetchone()
+    assert row
+    exporter.close()
+    with pytest.raises(VerifierError, match="The connection to .* failed during the run: the session that "
+                                            "exported the audit's snapshot ended"), \
+            conninfo.reading(fresh_db, 30):
+        open_snapshot(fresh_db, Config(), snapshot_id=str(row[0])).close()
 
 
 def _sleeping_migrations(directory: Path, seconds: int = 600) -> Path:

@@ -599,6 +599,46 @@ def test_an_account_moved_before_a_state_of_an_earlier_release_goes_on_is_found(
     db.close()
 
 
+def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_every_night(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: the full audit that continues a state of an earlier release (no
+    last_entries) started the state anew without its proven history's digests, and passed (exit 0,
+    every night after) an account's balances raised by $1,000 consistently in every entry and
+    balance, which only those digests can see. It now re-hashes all of that proven history first;
+    changed, it is history_tampered, and the state file is left as it was, every night, until --full."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    db = sqlite3.connect(audit.state)
+    db.execute("DROP TABLE last_entries")
+    db.commit()
+    db.close()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        row = conn.execute("SELECT account_id FROM entries GROUP BY 1 ORDER BY count(*) DESC, 1 "
+                           "LIMIT 1").fetchone()
+        assert row
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute("UPDATE entries SET balance_before_cents = balance_before_cents + 100000, "
+                         "balance_after_cents = balance_after_cents + 100000 WHERE account_id = %s", row)
+            conn.execute("UPDATE accounts SET balance_cents = balance_cents + 100000 WHERE id = %s", row)
+            conn.execute("UPDATE ledger_snapshots SET balance_cents = balance_cents + 100000 "
+                         "WHERE account_id = %s", row)
+    written = audit.state.read_bytes()
+    for _ in range(2):  # every night, until --full
+        code, data, stderr, found = audit()
+        assert code == 1, (stderr, data["findings"])
+        assert _stage(data, "state")["mode"] == "full"
+        assert ("history_tampered", "public.entries") in found, data["findings"]
+        assert _stage(data, "state saved")["saved"] is False
+        assert audit.state.read_bytes() == written
+    code, data, stderr, found = audit("--full")
+    assert _stage(data, "state")["mode"] == "full" and "full_because" not in _stage(data, "state")
+    assert ("history_tampered", "public.entries") not in found, data["findings"]
+    db = sqlite3.connect(audit.state)
+    assert db.execute("SELECT count(*) FROM last_entries").fetchone()[0] > 0
+    db.close()
+
+
 def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, tmp_path: Path) -> None:
     """Found by a break-it run: the state's history (and the report's trend) said "fail" for audits
     that exited 0 with only warnings (the platform's missing reconciliation, here)."""

@@ -25,7 +25,7 @@ from psycopg import sql
 from verifier.errors import ScratchError, UsageError
 from verifier.pg import conninfo
 from verifier.scratch import SCRATCH_DB_PREFIX, provision
-from verifier.scratch.embedded import LOCK_NAME, TEMP_PREFIX
+from verifier.scratch.embedded import TEMP_PREFIX
 
 from .conftest import embedded_dirs, new_of_ours, scratch_databases
 
@@ -89,7 +89,9 @@ def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() 
     """SIGKILL leaves the server running and its directory in place; the next embedded server's
     start stops that server and removes the directory, and says so (``reaped``). Kept: a directory
     whose maker's process id has ended but whose lock is held (a run in another PID namespace
-    sharing the folder), and one whose maker runs."""
+    sharing the folder), one whose maker runs, an empty one (being made), a link to a directory, a
+    file, and a name whose process id no process can have (that raised OverflowError, an internal
+    error on every run)."""
     root = Path(tempfile.mkdtemp(prefix="reap-"))  # short: the server's socket lives in it
     held_fd = postmaster = -1
     try:
@@ -101,12 +103,22 @@ def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() 
         victim.kill()
         victim.wait()
         assert base.is_dir() and _alive(postmaster)  # what SIGKILL leaves
-        held = root / f"{TEMP_PREFIX}{victim.pid}-held"
-        (held / "data").mkdir(parents=True)
-        held_fd = os.open(held / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        dead = victim.pid
+        kept = {}
+        for name in ("held", "live", "empty", "link", "file", "big"):
+            path = root / f"{TEMP_PREFIX}{os.getpid() if name == 'live' else dead}-{name}"
+            if name == "big":
+                path = root / f"{TEMP_PREFIX}99999999999999999999-{name}"
+            kept[name] = path
+        precious = root / "precious"
+        (precious / "data").mkdir(parents=True)
+        kept["link"].symlink_to(precious)
+        kept["file"].write_text("x")
+        kept["empty"].mkdir()
+        for name in ("held", "live", "big"):
+            (kept[name] / "data").mkdir(parents=True)
+        held_fd = os.open(kept["held"], os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(held_fd, fcntl.LOCK_EX)
-        live = root / f"{TEMP_PREFIX}{os.getpid()}-live"
-        (live / "data").mkdir(parents=True)
         os.environ["VERIFIER_SCRATCH_DIR"] = str(root)
         try:
             with provision("embedded") as server:
@@ -115,8 +127,9 @@ def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() 
         finally:
             os.environ.pop("VERIFIER_SCRATCH_DIR", None)
         assert not base.exists() and not _alive(postmaster)
-        assert held.is_dir() and live.is_dir()
-        assert sorted(p.name for p in root.iterdir()) == sorted([held.name, live.name])
+        left = sorted(p.name for p in root.iterdir())
+        assert left == sorted([precious.name, *(k.name for k in kept.values())]), left
+        assert (precious / "data").is_dir()
     finally:
         if held_fd >= 0:
             os.close(held_fd)

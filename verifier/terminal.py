@@ -215,5 +215,9 @@ def summary_lines(run: Run) -> list[str]:
         unverified = inventory.get("unverified", 0)
         if unverified:
             lines.append(f"  money columns not verified: {unverified:,} (see the report's inventory)")
+    reaped = run.provenance.get("scratch_reaped")
+    if reaped:
+        lines.append(f"  removed {len(reaped)} embedded server(s) that runs killed earlier had left: "
+                     + ", ".join(reaped))
     lines.append(f"  report: {run.run_dir / 'report.html'}")
     return lines

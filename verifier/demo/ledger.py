@@ -189,8 +189,11 @@ def plant(dsn: str) -> list[LedgerPlanted]:
 def tamper(dsn: str) -> LedgerPlanted:
     """Backdate one entry an earlier audit proved, keeping every arithmetic invariant: history_tampered."""
     with conninfo.connect(dsn, what="demo database") as conn, conn.transaction():
+        # An entry of the clean ledger the audits proved (built before the plants, which follow
+        # it in id order; a planted journal's entry fails the journals' deferred balance check).
         row = conn.execute("UPDATE entries SET created_at = created_at - interval '30 days' "
-                           "WHERE id = (SELECT min(id) + 1000 FROM entries) RETURNING id").fetchone()
+                           "WHERE id = (SELECT min(id) + least(1000, (max(id) - min(id)) / 4) FROM entries) "
+                           "RETURNING id").fetchone()
     assert row is not None
     return LedgerPlanted("history_tampered", "public.entries", str(row[0]))
 

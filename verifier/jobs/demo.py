@@ -11,6 +11,7 @@ databases it created and to its run folder (or ``OUT``).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,6 +81,9 @@ def make_snapshot(out: Path, *, rows: int = generate.DEFAULT_ROWS,
     """
     generate.plan(rows, seed)
     with provision(scratch) as server, server.database("demo") as source:
+        for reaped in server.reaped:
+            print(f"Removed {reaped}: an embedded server that a run killed earlier left (stopped).",
+                  file=sys.stderr)
         made = generate.generate(source.dsn, rows, seed)
         if planted:
             write_manifest(plant.backfill_and_plant(source.dsn), manifest_path(Path(out)))
@@ -104,6 +108,7 @@ def ledger_demo(*, report_dir: Path, entries: int = demo_ledger.DEFAULT_ENTRIES,
             config = dataclasses.replace(config, ledger=dataclasses.replace(
                 config.ledger, reconcile=(demo_ledger.DEMO_RECONCILE,)))
         with provision("embedded") as server, server.database("ledger_demo") as db:
+            record_server(run, server)
             with run.stage("generate") as detail:
                 built = demo_ledger.build(db.dsn, entries, seed)
                 detail.update(seed=seed, entries=built.entries, journals=built.journals,

@@ -248,14 +248,22 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
     passes = split_chain(conn, passes, layout, scope.mode)
     rehash = _plan_rehash(scope, schedule)
-    parts, digests = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
-    findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, digests,
+    parts, digests, compared = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
+    findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, compared,
                                                             rehash, offenders)
     _opening_stage(run, scope, results)
     if not_checked:
         findings.append(_not_checked_finding(not_checked))
     run.add(*findings)
-    if scope.state is not None and schedule.state is not None:
+    if scope.previous is not None and tampered and schedule.state is not None:
+        # History an earlier release's audits proved has changed: the state is not started anew
+        # from the ledger as it is now (the next audit finds the same), until --full says to.
+        with run.stage("state saved") as detail:
+            detail.update(path=str(schedule.state), saved=False, tampered=len(tampered),
+                          why="history that earlier audits proved has changed: the state file is left as "
+                              "it was (run --full to start a new proven history from the ledger as it is)")
+        run.provenance["ledger_history"] = scope.previous.runs[-proven.TREND_RUNS_MAX:]
+    elif scope.state is not None and schedule.state is not None:
         with run.stage("state saved") as detail:
             rehashed = sum(history.chunk_count(r) for r in rehash.values())
             checked = next((r.totals.get("entries", 0) for r in results if r.name == "journals"), 0)
@@ -519,9 +527,12 @@ def _not_checked_finding(not_checked: list[tuple[str, str]]) -> Finding:
 
 
 def _plan_rehash(scope: Scope, schedule: Schedule) -> dict[str, list[tuple[int, int]]]:
-    """Per history table, the chunks of proven history this audit re-hashes (none without a state)."""
+    """Per history table, the chunks of proven history this audit re-hashes (none without a state):
+    a share of the state's, or all of an earlier release's state (``Scope.previous``)."""
     if scope.state is None:
         return {}
+    if scope.previous is not None:
+        return {table: history.plan_rehash(scope.previous, table, 1) for table in st.HISTORY_TABLES}
     return {table: (history.plan_rehash(scope.state, table, schedule.history_share)
                     if scope.mode == "incremental" else [])
             for table in st.HISTORY_TABLES}
@@ -529,8 +540,11 @@ def _plan_rehash(scope: Scope, schedule: Schedule) -> dict[str, list[tuple[int, 
 
 def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, scope: Scope,
                  passes: list[Planned], rehash: dict[str, list[tuple[int, int]]], detection: Detection,
-                 filled: dict[str, sql.Composable]) -> tuple[list[PassResult], list[history.Digests]]:
-    """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot."""
+                 filled: dict[str, sql.Composable]
+                 ) -> tuple[list[PassResult], list[history.Digests], list[history.Digests]]:
+    """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot.
+    Returns the passes' results, the digests of the state this audit saves, and those of the state
+    whose proven chunks it re-hashed (``rehash``: the same, but for ``Scope.previous``'s)."""
     jobs: list[Callable[[psycopg.Connection], Any]] = [
         functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings)
         for x in passes if not x.after_chain]
@@ -541,8 +555,17 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
             jobs.append(functools.partial(history.digest, layout=config.ledger, table=table,
                                           leave_out=detection.mutable[table], filled=filled,
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
-                                          chunks=rehash[table], old=old, new=scope.settled[table],
-                                          timezone=scope.state.digest_timezone))
+                                          chunks=[] if scope.previous else rehash[table], old=old,
+                                          new=scope.settled[table], timezone=scope.state.digest_timezone))
+        if scope.previous is not None:
+            # Its proven history as it proved it (its seed, row hashing and time zone); nothing beyond.
+            was = scope.previous
+            jobs += [functools.partial(history.digest, layout=config.ledger, table=table,
+                                       leave_out=detection.mutable[table], filled=filled, seed=was.seed,
+                                       kind=was.identity["row_hash"][table], chunks=rehash[table],
+                                       old=was.proven[table], new=was.proven[table],
+                                       timezone=was.digest_timezone)
+                     for table in st.HISTORY_TABLES]
         # Each account's last entry among those this audit proves (all of them, in full), for the
         # next audit's chains and accounts.
         last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
@@ -554,7 +577,9 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         done = in_parallel(jobs, url, config, snapshot_id, config.ledger.workers,
                            lambda n, total: run.advanced("audit", n, total, "passes"))
         results = _after_chain(conn, passes, done[:on_workers])
-        digests: list[history.Digests] = done[on_workers:on_workers + len(st.HISTORY_TABLES)]
+        tables = len(st.HISTORY_TABLES)
+        digests: list[history.Digests] = done[on_workers:on_workers + tables]
+        compared = done[on_workers + tables:on_workers + 2 * tables] if scope.previous else digests
         if scope.state is not None:
             last = done[-1]
             kept = scope.state.last  # not None in an incremental audit (``proven.read_state``)
@@ -565,7 +590,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                "rules": [rule.rule for rule in x.p.rules],
                                "duration_s": r.duration_s, **r.totals, "offending": sum(r.counts)}
                               for x, r in zip(passes, results, strict=True)])
-    return results, digests
+    return results, digests, compared
 
 
 def _after_chain(conn: psycopg.Connection, passes: list[Planned], done: list[PassResult]
@@ -652,9 +677,10 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                         config.sample_rows_max)
             findings += findings_of(p, result, samples, layout, offenders)
         if scope.state is not None:
+            proved = scope.previous or scope.state  # the state whose proven chunks were re-hashed
             for table, found_digests in zip(st.HISTORY_TABLES, digests, strict=True):
                 tampered += [dataclasses.replace(t, found_by=run.run_id) for t in history.compare(
-                    scope.state, table, rehash[table], found_digests.rehashed)]
+                    proved, table, rehash[table], found_digests.rehashed)]
             # Found by an earlier audit in a chunk this one did not re-hash: still so, as far as
             # anyone knows (a re-hash that finds the chunk as proven again ends it; --full starts anew).
             tampered += [t for t in scope.state.tampered if scope.mode == "incremental"

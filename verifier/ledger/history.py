@@ -51,7 +51,6 @@ TRIAL_SQL = """
 SELECT {entry_currency}, sum(e.{entries_amount}) FROM {entries} e {currency_join}
 WHERE e.{entries_seq} > {old} AND e.{entries_seq} <= {new} GROUP BY 1
 """
-# A table's columns in order, for a digest that leaves some out.
 # A table's columns in order, each with whether its type's hash tells apart every two values whose
 # text differs: integers, bool, oid, "char", name, text and varchar in a deterministic collation,
 # bytea, uuid, date and timestamp(tz) (pg_type oids, fixed since PostgreSQL 7-8.3). Not so: numeric

@@ -82,6 +82,9 @@ class Scope:
     state: st.State | None  # None: an audit without a state file
     settled: dict[str, int]
     unsettled: bool = False  # an incremental audit that could settle nothing the last one saw
+    # A full audit of a state file an earlier release wrote (``read_state``): that state, whose
+    # proven history this audit re-hashes all of, before the state starts anew (if it is intact).
+    previous: st.State | None = None
 
     def __post_init__(self) -> None:
         assert self.mode in ("full", "incremental")
@@ -190,15 +193,18 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # A state written before the accounts' last proven entries were kept (releases before
         # 2026-12-07) does not say which currency and type each account's entries were proven in:
         # an account moved since would pass every incremental audit (the full journals and trial
-        # passes find it), so its next audit proves all history again, as --full does.
-        unkept = before is not None and not before.empty and before.last is None
+        # passes find it). So its next audit is a full one, which also re-hashes all of the history
+        # it proved (an edit that breaks no rule is found only so); the state starts anew only if
+        # that history is intact (``verifier.ledger.audit``).
+        unkept = before is not None and not before.empty and before.last is None and not schedule.full
+        previous = before if unkept else None
         if before is None or schedule.full or before.empty or unkept:
             state, mode = st.new(current), "full"
             state.runs = before.runs if before else []
-            if unkept and not schedule.full:
+            if unkept:
                 detail["full_because"] = ("the state file does not keep each account's last proven entry "
                                           "and currency (written by an earlier release): all history is "
-                                          "proven again")
+                                          "checked again, and its proven history re-hashed")
         else:
             state, mode = before, "incremental"
         xmin, xmax, in_progress, max_entry, max_journal = conn.execute(
@@ -235,7 +241,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          and settled["entries"] <= state.proven["entries"])
         if unsettled and last_seen is not None:
             run.add(_not_settled(conn, state, layout, last_seen["entries"] - state.proven["entries"]))
-    return Scope(mode, state, settled, unsettled)
+    return Scope(mode, state, settled, unsettled, previous)
 
 
 OLDEST_SQL = """

@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from typing import NoReturn
 from urllib.parse import unquote
 
 import psycopg
@@ -158,11 +159,15 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
         reason = scrub(str(exc).strip(), dsn).replace("\n", " ")
         password = any(w in reason for w in ("password authentication failed", "no password supplied",
                                              "password is required"))
+        crowded = exc.sqlstate == "53300"  # too_many_connections: of the server, or of the role
         raise DatabaseUnreachable(
             f"Could not connect to the {what} {describe(dsn)}: {reason}",
             target=describe(dsn),
             hint=("Give the password in PGPASSWORD or in ~/.pgpass (hostname:port:database:username:"
                   "password, mode 0600), not in the URL, and check the user name." if password else
+                  "The server, or the role's CONNECTION LIMIT, admits no more connections: a ledger "
+                  "audit opens one and up to `workers` more ([ledger] workers in the configuration); "
+                  "lower it, or raise the limit." if crowded else
                   "Check the host, port, user, password and database name in the URL."),
         ) from None
     except (psycopg.ProgrammingError, ValueError) as exc:  # ValueError: a host name IDNA cannot encode
@@ -173,12 +178,17 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
 
 # SQLSTATE classes of an OperationalError that mean the connection is gone (PostgreSQL's
 # documentation, Appendix A "PostgreSQL Error Codes"): 08 connection exception, 57P operator
-# intervention (the server shutting down or restarting); no SQLSTATE at all is a failure on our side
-# of the socket.
+# intervention (the server shutting down or restarting); so is an error of severity FATAL or PANIC
+# (the server ends the session: "Message Severity Levels"), and one without a SQLSTATE (on our side
+# of the socket).
 LOST_CONNECTION_CLASSES = ("08", "57P")
+LOST_SEVERITIES = ("FATAL", "PANIC")
+STANDBY_HINT = ("On a hot standby, recovery cancels what conflicts with it: set hot_standby_feedback "
+                "or raise max_standby_streaming_delay on the standby, or audit the primary.")
 OPERATIONAL_HINTS = {
-    "53": "The server ran out of a resource (disk, memory or connections): free it, or run when the "
-          "server is less busy.",
+    "40": STANDBY_HINT,  # 40001 "conflict with recovery"
+    "53": "The server ran out of a resource (disk, memory, connections) or reached a limit it is "
+          "configured with (temp_file_limit): free it or raise it, or run when the server is less busy.",
     "54": "The ledger or the tables exceed a limit of PostgreSQL for a statement this version writes: "
           "report this with the run's report folder.",
 }
@@ -193,6 +203,12 @@ def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
     try:
         yield
     except psycopg.errors.QueryCanceled as exc:  # before OperationalError: it is one
+        # The server's text, in English unless its lc_messages says otherwise (then: as a timeout).
+        if "due to user request" in (exc.diag.message_primary or ""):
+            raise VerifierError(f"A statement on {where} was cancelled by another session "
+                                f"({exc.diag.message_primary}).",
+                                hint="Run again; if it recurs, find who cancels sessions on this server "
+                                     "(pg_cancel_backend, a pooler, a watchdog).") from None
         raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
                             f"the statement_timeout of {statement_timeout_s} s was reached.",
                             hint="Raise statement_timeout_s in [tool.verifier].") from None
@@ -203,12 +219,27 @@ def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
                                  "[tool.verifier].") from None
     except psycopg.OperationalError as exc:
         state = exc.sqlstate or ""
-        if state and not state.startswith(LOST_CONNECTION_CLASSES):
+        severity = exc.diag.severity_nonlocalized or exc.diag.severity or ""
+        if state and not state.startswith(LOST_CONNECTION_CLASSES) and severity not in LOST_SEVERITIES:
             # The server refused a statement and the connection is fine: out of resources (class
             # 53), a limit of PostgreSQL's exceeded (54), an I/O error (58), ...
             raise VerifierError(
                 f"A statement on {where} failed: {exc.diag.message_primary} (SQLSTATE {state}, "
                 f"{type(exc).__name__}).",
                 hint=OPERATIONAL_HINTS.get(state[:2], "Report this with the run's report folder.")) from None
-        raise VerifierError(f"The connection to {where} failed during the run: "
-                            f"{scrub(str(exc).strip(), url)}") from None
+        _lost(exc, where, url)
+    except psycopg.Error as exc:
+        # Another class the server ends the session with (idle_in_transaction_session_timeout is
+        # FATAL 25P03): the connection is gone all the same. Else not ours to explain.
+        if (exc.diag.severity_nonlocalized or exc.diag.severity or "") not in LOST_SEVERITIES:
+            raise
+        _lost(exc, where, url)
+
+
+def _lost(exc: psycopg.Error, where: str, url: str) -> NoReturn:
+    """Raise the ``VerifierError`` of a connection lost during the run (the server's reason, with
+    ``url``'s password scrubbed)."""
+    state = exc.sqlstate or ""
+    reason = exc.diag.message_primary or str(exc).strip()
+    raise VerifierError(f"The connection to {where} failed during the run: {scrub(reason, url)}",
+                        hint=STANDBY_HINT if state.startswith("40") else None) from None

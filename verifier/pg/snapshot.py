@@ -96,7 +96,14 @@ def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         if snapshot_id is not None:
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            try:
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            except psycopg.errors.InvalidParameterValue as exc:
+                # The exporting transaction ended first: its session was lost (ended by an
+                # administrator, by a hot standby's recovery conflict, a restart).
+                raise psycopg.OperationalError(
+                    f"the session that exported the audit's snapshot ended before this one could "
+                    f"import it ({exc.diag.message_primary})") from None
     except BaseException:
         conn.close()
         raise

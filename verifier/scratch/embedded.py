@@ -9,8 +9,8 @@ the server runs as the unprivileged system user the wheel uses
 A run killed with SIGKILL (the OOM killer, a scheduler's hard timeout) cannot
 clean up: its server keeps running and its directory stays. The next start
 reaps those (``reap_leftovers``): a directory whose maker has ended and whose
-lock (``LOCK_NAME``, held by the maker for its whole life and released by the
-kernel however it ends) nobody holds.
+lock nobody holds (flock(2) on the directory itself, taken by its maker before
+it writes anything there and released by the kernel however the maker ends).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from verifier.signals import shielded
 
 SYSTEM_USER = "embedded_postgres"
 TEMP_PREFIX = "verifier-embedded-"
-LOCK_NAME = "in-use.lock"  # flock(2)ed by the run that made the directory, for as long as it runs
 # Refuse to start below this much free space: initdb alone writes ~40 MB and
 # a rehearsal restores a dump on top; failing early beats a half-made cluster.
 FREE_BYTES_MIN = 256 * 1024 * 1024
@@ -133,7 +132,7 @@ def embedded_server() -> Iterator[ScratchServer]:
     user: str | None = None
     lock = -1
     try:
-        lock = _lock(base)
+        lock = _lock(base)  # before anything is written there (``reap_leftovers``)
         user = _run_as()
         if user is not None:
             _grant_access(bin_dir, base, user)
@@ -162,21 +161,37 @@ def embedded_server() -> Iterator[ScratchServer]:
 
 
 def _lock(base: Path) -> int:
-    """Take the lock of the directory this run made: a descriptor, held until the run closes it
-    or ends (not inherited by the server: O_CLOEXEC, and subprocess closes it anyway)."""
-    fd = os.open(base / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    """Lock the directory this run made (flock(2) on the directory): a descriptor, held until the
+    run closes it or ends (not inherited by the server: O_CLOEXEC). Waits while another run's
+    ``reap_leftovers`` holds it (it finds the directory empty and lets go)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (of any user); a number no process can have is not one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
+    except (OverflowError, ValueError):  # beyond pid_t (a name we did not make)
+        return False
     return True
+
+
+def _owners() -> set[int]:
+    """The users whose embedded directories and servers are ours: this one, and the server's
+    user when we run as root."""
+    owners = {os.geteuid()}
+    if os.geteuid() == 0:
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            owners.add(pwd.getpwnam(SYSTEM_USER).pw_uid)
+    return owners
 
 
 def reap_leftovers(root: Path, bin_dir: Path) -> list[Path]:
@@ -184,63 +199,60 @@ def reap_leftovers(root: Path, bin_dir: Path) -> list[Path]:
     killed with SIGKILL left; return the directories removed.
 
     A directory is reaped only when all of these hold: its name is ours
-    (``verifier-embedded-PID-...``); it belongs to this user (or, run as
-    root, to ``SYSTEM_USER``); process PID has ended; and its ``LOCK_NAME``
-    can be locked (a directory of a release before the lock has none: the
-    process id alone decides). A lock held means its run is alive, in this
-    or another PID namespace sharing the folder. Its server is stopped only
-    if the process of its ``postmaster.pid`` runs from that directory (a
+    (``verifier-embedded-PID-...``, PID a process id), it is a directory (not
+    a link) of this user (or, run as root, of ``SYSTEM_USER``), process PID
+    has ended, its lock (``_lock``) can be taken, and it is not empty. A lock
+    held means its run is alive, in this or another PID namespace sharing the
+    folder; a run takes it before it writes anything, so an empty directory
+    may be one being made. Its server is stopped only if the process of its
+    ``postmaster.pid`` is one of those users' and runs from that directory (a
     reused process id is left alone). Errors are not raised: what cannot be
-    reaped stays, as before.
+    reaped stays.
     """
-    owners = {os.geteuid()}
-    if os.geteuid() == 0:
-        import pwd
-
-        with contextlib.suppress(KeyError):
-            owners.add(pwd.getpwnam(SYSTEM_USER).pw_uid)
+    owners = _owners()
     reaped = []
     for base in sorted(root.glob(TEMP_PREFIX + "*")):
-        found = re.fullmatch(re.escape(TEMP_PREFIX) + r"(\d+)-\w+", base.name)
-        try:
-            if (found is None or base.is_symlink() or not base.is_dir() or base.stat().st_uid not in owners
-                    or _alive(int(found.group(1)))):
-                continue
-        except OSError:
+        found = re.fullmatch(re.escape(TEMP_PREFIX) + r"(\d{1,10})-\w+", base.name)
+        if found is None or _alive(int(found.group(1))):
             continue
-        with contextlib.ExitStack() as held:
-            try:
-                fd = os.open(base / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                held.callback(os.close, fd)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except FileNotFoundError:
-                pass  # a release before the lock, or another run reaping it now (then gone below)
-            except OSError:  # held (its run is alive), or not ours to open
+        try:
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # gone, a link, not a directory, not ours to open
+            continue
+        try:
+            if os.fstat(fd).st_uid not in owners:
                 continue
             try:
-                if not any(base.iterdir()):
-                    continue  # being made (mkdtemp, then the lock) by a run in another PID namespace
-            except OSError:
-                continue  # gone: another run reaped it
-            _stop_orphan(bin_dir, base)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: its run is alive
+                continue
+            if not os.listdir(fd):
+                continue  # being made by a run in another PID namespace (or gone)
+            _stop_orphan(bin_dir, base, owners)
             shutil.rmtree(base, ignore_errors=True)
             if not base.exists():
                 reaped.append(base)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
     return reaped
 
 
-def _stop_orphan(bin_dir: Path, base: Path) -> None:
-    """Stop the server a killed run left running from ``base``, if it still runs from there."""
+def _stop_orphan(bin_dir: Path, base: Path, owners: set[int]) -> None:
+    """Stop the server a killed run left running from ``base``, if it still runs from there as one
+    of ``owners``."""
     pgdata = base / "data"
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        process = Path(f"/proc/{pid}")
+        command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if process.stat().st_uid not in owners or str(pgdata) not in command:
+            return  # a reused process id
     except (OSError, ValueError, IndexError):
-        return  # no server, or not ours to stop
-    if str(pgdata) in command:
-        user = SYSTEM_USER if os.geteuid() == 0 else None
-        with shielded():
-            _stop(bin_dir, user, base, pgdata)
+        return  # no server
+    with shielded():
+        _stop(bin_dir, SYSTEM_USER if os.geteuid() == 0 else None, base, pgdata)
 
 
 def _tool(bin_dir: Path, name: str, user: str | None, cwd: Path, args: list[str],
