@@ -84,6 +84,14 @@ class Auditor:
         return result
 
 
+def _as_an_earlier_release_wrote_it(state: Path) -> None:
+    """A state file as releases before the accounts' last proven entries were kept wrote it."""
+    db = sqlite3.connect(state)
+    db.execute("DROP TABLE last_entries")
+    db.commit()
+    db.close()
+
+
 def _stage(data: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in data["stages"] if s["name"] == name)
 
@@ -579,10 +587,7 @@ def test_an_account_moved_before_a_state_of_an_earlier_release_goes_on_is_found(
     filled the table in from the accounts as they are now. That audit is now a full one."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
-    db = sqlite3.connect(audit.state)
-    db.execute("DROP TABLE last_entries")
-    db.commit()
-    db.close()
+    _as_an_earlier_release_wrote_it(audit.state)
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         moved = conn.execute(
             "SELECT a.id FROM accounts a WHERE a.type = 'user' AND EXISTS (SELECT 1 FROM entries e "
@@ -608,10 +613,7 @@ def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_e
     changed, it is history_tampered, and the state file is left as it was, every night, until --full."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
-    db = sqlite3.connect(audit.state)
-    db.execute("DROP TABLE last_entries")
-    db.commit()
-    db.close()
+    _as_an_earlier_release_wrote_it(audit.state)
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         row = conn.execute("SELECT account_id FROM entries GROUP BY 1 ORDER BY count(*) DESC, 1 "
                            "LIMIT 1").fetchone()
