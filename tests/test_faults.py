@@ -189,6 +189,23 @@ def test_a_session_the_server_ends_or_another_cancels_is_said_so(fresh_db: str) 
         open_snapshot(fresh_db, Config(), snapshot_id=str(row[0])).close()
 
 
+def test_a_role_that_may_open_one_connection_is_told_about_the_workers(
+        targets: dict[str, str], server_dsn: str, tmp_path: Path) -> None:
+    """Found by a break-it run: a reader role with CONNECTION LIMIT 1 stopped the audit when its
+    workers connected, with "check the host, port, user, password and database name"."""
+    role = f"test_faults_one_connection_{os.getpid()}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN BYPASSRLS CONNECTION LIMIT 1 IN ROLE pg_read_all_data')
+    try:
+        target = psycopg.conninfo.make_conninfo(targets["verify-ledger"], user=role)
+        result = run_cli("verify-ledger", "--db", target, "--report-dir", str(tmp_path / "r"))
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')
+    _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", None,
+                  "too many connections", "CONNECTION LIMIT", "workers")
+
+
 def _sleeping_migrations(directory: Path, seconds: int = 600) -> Path:
     directory.mkdir()
     (directory / "300_slow.sql").write_text(f"SELECT pg_sleep({seconds});\n")

@@ -584,7 +584,9 @@ def test_an_account_moved_before_a_state_of_an_earlier_release_goes_on_is_found(
         ledger_copy: str, tmp_path: Path) -> None:
     """A state written before the accounts' currencies were kept (its last_entries table dropped):
     an account moved to another currency since its last audit passed the next one (exit 0), which
-    filled the table in from the accounts as they are now. That audit is now a full one."""
+    filled the table in from the accounts as they are now. That audit is now a full one, which finds
+    the journals in two currencies, and the proven entries' sums per currency moved (the state file
+    is left as it was)."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     _as_an_earlier_release_wrote_it(audit.state)
@@ -598,19 +600,20 @@ def test_an_account_moved_before_a_state_of_an_earlier_release_goes_on_is_found(
     assert code == 1, (stderr, data["findings"])
     assert _stage(data, "state")["mode"] == "full"
     assert ("journal_mixed_currency", "public.journals") in found, data["findings"]
-    db = sqlite3.connect(audit.state)
-    assert db.execute("SELECT currency FROM last_entries WHERE account = ?",
-                      (str(moved[0]),)).fetchone() == ("EUR",)
-    db.close()
+    assert found[("history_tampered", "public.entries")] == {"USD", "EUR"}, data["findings"]
+    assert _stage(data, "state saved")["saved"] is False
 
 
+@pytest.mark.parametrize("change", ["balances", "currency"])
 def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_every_night(
-        ledger_copy: str, tmp_path: Path) -> None:
-    """Found by a break-it run: the full audit that continues a state of an earlier release (no
-    last_entries) started the state anew without its proven history's digests, and passed (exit 0,
-    every night after) an account's balances raised by $1,000 consistently in every entry and
-    balance, which only those digests can see. It now re-hashes all of that proven history first;
-    changed, it is history_tampered, and the state file is left as it was, every night, until --full."""
+        ledger_copy: str, tmp_path: Path, change: str) -> None:
+    """Found by two break-it runs: the full audit that continues a state of an earlier release (no
+    last_entries) started the state anew from the ledger as it is, and passed (exit 0, every night
+    after) an account's balances raised by $1,000 consistently in every entry and balance, which only
+    the proven history's digests can see, and every account moved to another currency, which only
+    its trial sums per currency can. It now re-hashes all of that proven history and sums its entries
+    per currency first; changed, it is history_tampered, and the state file is left as it was, every
+    night, until --full."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     _as_an_earlier_release_wrote_it(audit.state)
@@ -618,19 +621,18 @@ def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_e
         row = conn.execute("SELECT account_id FROM entries GROUP BY 1 ORDER BY count(*) DESC, 1 "
                            "LIMIT 1").fetchone()
         assert row
-        with conn.transaction():
-            conn.execute("SET LOCAL session_replication_role = replica")
-            conn.execute("UPDATE entries SET balance_before_cents = balance_before_cents + 100000, "
-                         "balance_after_cents = balance_after_cents + 100000 WHERE account_id = %s", row)
-            conn.execute("UPDATE accounts SET balance_cents = balance_cents + 100000 WHERE id = %s", row)
-            conn.execute("UPDATE ledger_snapshots SET balance_cents = balance_cents + 100000 "
-                         "WHERE account_id = %s", row)
+        if change == "currency":
+            conn.execute("UPDATE accounts SET currency = 'EUR'")
+        else:
+            _raise_consistently(conn, row[0])
     written = audit.state.read_bytes()
     for _ in range(2):  # every night, until --full
         code, data, stderr, found = audit()
         assert code == 1, (stderr, data["findings"])
         assert _stage(data, "state")["mode"] == "full"
-        assert ("history_tampered", "public.entries") in found, data["findings"]
+        assert found.get(("history_tampered", "public.entries")), data["findings"]
+        if change == "currency":
+            assert found[("history_tampered", "public.entries")] == {"USD", "EUR"}, data["findings"]
         assert _stage(data, "state saved")["saved"] is False
         assert audit.state.read_bytes() == written
     code, data, stderr, found = audit("--full")
@@ -639,6 +641,19 @@ def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_e
     db = sqlite3.connect(audit.state)
     assert db.execute("SELECT count(*) FROM last_entries").fetchone()[0] > 0
     db.close()
+
+
+def _raise_consistently(conn: psycopg.Connection, account: object) -> None:
+    """Raise ``account``'s balance by $1,000 in every entry, its balance and its snapshots: every
+    arithmetic rule still holds."""
+    row = (account,)
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE entries SET balance_before_cents = balance_before_cents + 100000, "
+                     "balance_after_cents = balance_after_cents + 100000 WHERE account_id = %s", row)
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents + 100000 WHERE id = %s", row)
+        conn.execute("UPDATE ledger_snapshots SET balance_cents = balance_cents + 100000 "
+                     "WHERE account_id = %s", row)
 
 
 def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, tmp_path: Path) -> None:

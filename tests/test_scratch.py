@@ -74,6 +74,16 @@ def test_embedded_server_is_removed_when_the_block_raises() -> None:
     assert not _alive(pid)
 
 
+def test_a_server_whose_directory_is_removed_under_it_is_stopped() -> None:
+    """Found by a break-it run: with its directory removed while it ran (rm -rf, a tmp cleaner),
+    pg_ctl could not stop the server (no postmaster.pid), and it ran on, for good."""
+    with provision("embedded") as server:
+        host = Path(conninfo.parse(server.admin_dsn)["host"])
+        pid = int((host / "data" / "postmaster.pid").read_text().split()[0])
+        shutil.rmtree(host)
+    assert not _alive(pid)
+
+
 # A run that starts an embedded server and waits, to be killed with SIGKILL.
 _VICTIM = """
 import time
@@ -93,7 +103,7 @@ def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() 
     file, and a name whose process id no process can have (that raised OverflowError, an internal
     error on every run)."""
     root = Path(tempfile.mkdtemp(prefix="reap-"))  # short: the server's socket lives in it
-    held_fd = postmaster = -1
+    held_fd = postmaster = dead = -1
     try:
         env = {**os.environ, "VERIFIER_SCRATCH_DIR": str(root)}
         victim = subprocess.Popen([sys.executable, "-c", _VICTIM], env=env, stdout=subprocess.PIPE, text=True)
@@ -119,6 +129,16 @@ def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() 
             (kept[name] / "data").mkdir(parents=True)
         held_fd = os.open(kept["held"], os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(held_fd, fcntl.LOCK_EX)
+        # A dead run's name over a mount point (rmtree would empty another file system), where we
+        # may mount (root, as CI runs).
+        mounted = root / f"{TEMP_PREFIX}{dead}-mnt"
+        (mounted / "data").mkdir(parents=True)
+        (precious / "data" / "keep").write_text("x")
+        if subprocess.run(["mount", "--bind", str(precious / "data"), str(mounted / "data")],
+                          capture_output=True).returncode == 0:
+            kept["mnt"] = mounted
+        else:
+            shutil.rmtree(mounted)
         os.environ["VERIFIER_SCRATCH_DIR"] = str(root)
         try:
             with provision("embedded") as server:
@@ -129,10 +149,11 @@ def test_a_server_left_by_a_run_killed_with_sigkill_is_reaped_by_the_next_run() 
         assert not base.exists() and not _alive(postmaster)
         left = sorted(p.name for p in root.iterdir())
         assert left == sorted([precious.name, *(k.name for k in kept.values())]), left
-        assert (precious / "data").is_dir()
+        assert (precious / "data" / "keep").is_file()
     finally:
         if held_fd >= 0:
             os.close(held_fd)
+        subprocess.run(["umount", str(root / f"{TEMP_PREFIX}{dead}-mnt" / "data")], capture_output=True)
         if postmaster > 0 and _alive(postmaster):  # not reaped: stopped here (immediate shutdown)
             os.kill(postmaster, signal.SIGQUIT)
         shutil.rmtree(root, ignore_errors=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg.types.numeric import Int8
 
-from verifier.errors import ToolError, UsageError
+from verifier.errors import ScratchError, ToolError, UsageError
 from verifier.migrate import plan as migration_plan
 from verifier.migrate import series
 from verifier.paths import base_schema_file, project_migrations_dir
@@ -148,7 +148,13 @@ def apply_own_migrations(dsn: str, wanted: Callable[[migration_plan.MigrationFil
     files = [f for f in migration_plan.discover(project_migrations_dir()).files if wanted(f)]
     series.applied(dsn)
     for result in series.apply_files(dsn, files):
-        assert result.failure is None, result.failure.describe()
+        if result.failure is not None:
+            # Our own migrations apply to our own demo database; failing, the scratch server broke
+            # (its directory removed, its disk full), or a migration in this release is wrong.
+            raise ScratchError(f"The demo database could not be built: {result.failure.describe()}",
+                               spec="embedded",
+                               hint="Check the scratch folder (VERIFIER_SCRATCH_DIR) and its free space, "
+                                    "and run again; if it recurs, report it.")
     return [f.version for f in files]
 
 

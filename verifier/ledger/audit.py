@@ -566,6 +566,10 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                        old=was.proven[table], new=was.proven[table],
                                        timezone=was.digest_timezone)
                      for table in st.HISTORY_TABLES]
+            # Its proven entries' sums per currency, under the accounts' currencies now: it kept them
+            # (``State.trial``), though not each account's currency.
+            jobs.append(functools.partial(history.trial, filled=filled, old=proven.FULL_FROM,
+                                          new=was.proven["entries"]))
         # Each account's last entry among those this audit proves (all of them, in full), for the
         # next audit's chains and accounts.
         last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
@@ -579,7 +583,10 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         results = _after_chain(conn, passes, done[:on_workers])
         tables = len(st.HISTORY_TABLES)
         digests: list[history.Digests] = done[on_workers:on_workers + tables]
-        compared = done[on_workers + tables:on_workers + 2 * tables] if scope.previous else digests
+        compared = digests
+        if scope.previous is not None:  # its digests, the entries' with their trial by currency now
+            entries, journals = done[on_workers + tables:on_workers + 2 * tables]
+            compared = [dataclasses.replace(entries, trial=done[on_workers + 2 * tables]), journals]
         if scope.state is not None:
             last = done[-1]
             kept = scope.state.last  # not None in an incremental audit (``proven.read_state``)
@@ -681,6 +688,9 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
             for table, found_digests in zip(st.HISTORY_TABLES, digests, strict=True):
                 tampered += [dataclasses.replace(t, found_by=run.run_id) for t in history.compare(
                     proved, table, rehash[table], found_digests.rehashed)]
+            if scope.previous is not None:
+                tampered += [dataclasses.replace(t, found_by=run.run_id)
+                             for t in history.moved(scope.previous.trial, digests[0].trial)]
             # Found by an earlier audit in a chunk this one did not re-hash: still so, as far as
             # anyone knows (a re-hash that finds the chunk as proven again ends it; --full starts anew).
             tampered += [t for t in scope.state.tampered if scope.mode == "incremental"

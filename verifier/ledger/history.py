@@ -185,9 +185,33 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
     if table == "entries" and new > old:
         assert filled is not None
-        for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
-                **filled, old=sql.Literal(old), new=sql.Literal(new))):  # noqa: S608 (constant text)
-            found.trial[currency] = Decimal(total)
+        found.trial.update(trial(conn, filled, old, new))
+    return found
+
+
+def trial(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
+          ) -> dict[str | None, Decimal]:
+    """The entries' amounts summed per currency (as the trial balance takes it: the entry's own, or
+    its account's; None: none) over the seqs in ``(old, new]``, in cents."""
+    return {currency: Decimal(total) for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
+        **filled, old=sql.Literal(old), new=sql.Literal(new)))}  # noqa: S608 (constant text)
+
+
+def moved(proved: dict[str | None, Decimal], now: dict[str | None, Decimal]) -> list[Tampered]:
+    """The currencies whose proven entries' sum ``proved`` (a state's trial, kept per currency since
+    its first audit) differs from ``now`` (the same entries summed under the accounts' currencies as
+    they are now: ``trial``): an account moved to another currency after its entries were proven.
+    One ``history_tampered`` row of the entries per currency, its id the currency."""
+    found = []
+    for currency in sorted(set(proved) | set(now), key=lambda c: (c is None, c or "")):
+        was, cur = proved.get(currency), now.get(currency)
+        if was != cur:
+            shown = "no currency" if currency is None else currency
+            found.append(Tampered(
+                "entries", shown, "moved", int(abs((cur or Decimal(0)) - (was or Decimal(0)))),
+                f"the proven entries in {shown} summed to {'none' if was is None else was} cents when "
+                f"earlier audits proved them, {'none' if cur is None else cur} under the accounts' "
+                f"currencies now: an account moved to another currency since", BELOW))
     return found
 
 

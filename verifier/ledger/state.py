@@ -97,8 +97,8 @@ class Carried:
 @dataclass(frozen=True)
 class Tampered:
     table: str  # logical: entries or journals
-    id: str  # the row's id, or "first..last" for a chunk with several changes
-    what: str  # changed, deleted, inserted, or several
+    id: str  # the row's id, "first..last" for a chunk with several changes, or a currency (moved)
+    what: str  # changed, deleted, inserted, several, or moved (``history.moved``)
     cents_impact: int
     detail: str
     chunk: int = 0  # the chunk of ids whose digest told it

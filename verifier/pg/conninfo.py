@@ -159,7 +159,10 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
         reason = scrub(str(exc).strip(), dsn).replace("\n", " ")
         password = any(w in reason for w in ("password authentication failed", "no password supplied",
                                              "password is required"))
-        crowded = exc.sqlstate == "53300"  # too_many_connections: of the server, or of the role
+        # too_many_connections (53300), of the server, the role or the database: psycopg gives no
+        # SQLSTATE for a connection refused at startup, so the server's (English) text tells it.
+        crowded = exc.sqlstate == "53300" or any(w in reason for w in ("too many connections",
+                                                                      "too many clients"))
         raise DatabaseUnreachable(
             f"Could not connect to the {what} {describe(dsn)}: {reason}",
             target=describe(dsn),

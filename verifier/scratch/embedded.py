@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,7 @@ def embedded_server() -> Iterator[ScratchServer]:
     started = False
     user: str | None = None
     lock = -1
+    postmaster: int | None = None  # its process id, once it runs
     try:
         lock = _lock(base)  # before anything is written there (``reap_leftovers``)
         user = _run_as()
@@ -149,12 +151,13 @@ def embedded_server() -> Iterator[ScratchServer]:
                "-o", f"-k {base} {options}", "start"], log=log)
         server = ScratchServer(kind="embedded", admin_dsn=f"host={base} user=postgres dbname=postgres",
                                reaped=tuple(str(r) for r in reaped))
+        postmaster = _postmaster(pgdata)
         server.read_version()
         yield server
     finally:
         with shielded():
             if started:
-                _stop(bin_dir, user, base, pgdata)
+                _stop(bin_dir, user, base, pgdata, postmaster)
             shutil.rmtree(base, ignore_errors=True)
             if lock >= 0:
                 os.close(lock)
@@ -212,7 +215,9 @@ def reap_leftovers(root: Path, bin_dir: Path) -> list[Path]:
     owners = _owners()
     reaped = []
     for base in sorted(root.glob(TEMP_PREFIX + "*")):
-        found = re.fullmatch(re.escape(TEMP_PREFIX) + r"(\d{1,10})-\w+", base.name)
+        # As mkdtemp names ours: a process id (ASCII digits, no leading zero, at most pid_max's
+        # 4194304), then its random letters.
+        found = re.fullmatch(re.escape(TEMP_PREFIX) + r"([1-9][0-9]{0,6})-[a-z0-9_]+", base.name)
         if found is None or _alive(int(found.group(1))):
             continue
         try:
@@ -228,6 +233,8 @@ def reap_leftovers(root: Path, bin_dir: Path) -> list[Path]:
                 continue
             if not os.listdir(fd):
                 continue  # being made by a run in another PID namespace (or gone)
+            if _mounts_below(base):
+                continue  # rmtree would cross into another file system: not ours to empty
             _stop_orphan(bin_dir, base, owners)
             shutil.rmtree(base, ignore_errors=True)
             if not base.exists():
@@ -239,20 +246,35 @@ def reap_leftovers(root: Path, bin_dir: Path) -> list[Path]:
     return reaped
 
 
+def _mounts_below(base: Path) -> bool:
+    """Whether a mount point lies at or below ``base``, as /proc/self/mountinfo lists them (a bind
+    mount on the same file system shows in no stat); True when that cannot be read."""
+    inside = os.path.realpath(base)
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:  # the 5th: the mount point, with space, tab, newline, \ in octal escapes
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point == inside or point.startswith(inside + "/"):
+                return True
+    return False
+
+
 def _stop_orphan(bin_dir: Path, base: Path, owners: set[int]) -> None:
     """Stop the server a killed run left running from ``base``, if it still runs from there as one
-    of ``owners``."""
+    of ``owners`` (else its process id was reused: left alone)."""
     pgdata = base / "data"
+    pid = _postmaster(pgdata)
     try:
-        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-        process = Path(f"/proc/{pid}")
-        command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        if process.stat().st_uid not in owners or str(pgdata) not in command:
-            return  # a reused process id
-    except (OSError, ValueError, IndexError):
-        return  # no server
-    with shielded():
-        _stop(bin_dir, SYSTEM_USER if os.geteuid() == 0 else None, base, pgdata)
+        ours = pid is not None and Path(f"/proc/{pid}").stat().st_uid in owners
+    except OSError:
+        ours = False  # no server
+    if ours and pid is not None and _runs_from(pid, pgdata):
+        with shielded():
+            _stop(bin_dir, SYSTEM_USER if os.geteuid() == 0 else None, base, pgdata, pid)
 
 
 def _tool(bin_dir: Path, name: str, user: str | None, cwd: Path, args: list[str],
@@ -280,8 +302,29 @@ def _tool(bin_dir: Path, name: str, user: str | None, cwd: Path, args: list[str]
         )
 
 
-def _stop(bin_dir: Path, user: str | None, base: Path, pgdata: Path) -> None:
-    """Stop the server at once (its data is disposable); kill it if pg_ctl cannot."""
+def _postmaster(pgdata: Path) -> int | None:
+    """The process id in ``pgdata``'s postmaster.pid (None: none to read)."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _runs_from(pid: int, pgdata: Path) -> bool:
+    """Whether process ``pid`` is a server started on ``pgdata`` (its command line names it; a
+    server whose directory was removed under it still does)."""
+    try:
+        return str(pgdata) in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return False
+
+
+def _stop(bin_dir: Path, user: str | None, base: Path, pgdata: Path, postmaster: int | None = None) -> None:
+    """Stop the server at once (its data is disposable); if pg_ctl cannot (its directory removed
+    under it, say), signal it: SIGQUIT, PostgreSQL's immediate shutdown, which ends its backends too,
+    then SIGKILL. ``postmaster``: its process id as read when it started, for when postmaster.pid is
+    gone."""
     try:
         subprocess.run(
             [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w",
@@ -291,9 +334,18 @@ def _stop(bin_dir: Path, user: str | None, base: Path, pgdata: Path) -> None:
         )
     except (OSError, subprocess.SubprocessError):
         pass
-    pid_file = pgdata / "postmaster.pid"
-    if pid_file.exists():
+    pid = _postmaster(pgdata) or postmaster
+    if pid is None or not _runs_from(pid, pgdata):
+        return
+    for signum, wait_s in ((signal.SIGQUIT, 10.0), (signal.SIGKILL, 0.0)):
         try:
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
+            os.kill(pid, signum)
+        except OSError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _runs_from(pid, pgdata):
+            time.sleep(0.05)
+        if not _runs_from(pid, pgdata):
+            return
+
+
