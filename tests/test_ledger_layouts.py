@@ -367,18 +367,21 @@ def test_entries_without_a_seq_are_read_by_every_incremental_audit(fresh_db: str
     assert {"running_balance_break", "account_balance_drift", "journal_too_few_entries"} <= set(found["full"])
 
 
+@pytest.mark.parametrize("other", ["escrow", "platform_cash"])
 def test_an_account_type_change_that_changes_its_entries_floor_is_history_tampered(
-        fresh_db: str, tmp_path: Path) -> None:
+        fresh_db: str, tmp_path: Path, other: str) -> None:
     """An incremental audit does not read proven entries again: an account moved to a type that must
-    not go negative (its proven entries did) is history_tampered; a move that changes no rule is
-    nothing. (A move that changes its sign rule is refused by the sign convention's detection.)"""
+    not go negative (its proven entries did) is history_tampered; a move that changes no rule
+    (``other`` escrow) is nothing, nor one that lifts the floor (platform_cash: it was
+    history_tampered, while a full audit passes it; found by a break-it run). (A move that changes
+    its sign rule is refused by the sign convention's detection.)"""
     _make(fresh_db, EARLIER, UUID_IDS)
     state = tmp_path / "ledger.state"
     for n in (1, 2):
         code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state))
         assert code == 0, (stderr, data["findings"])
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute("UPDATE accounts SET account_type = 'escrow' WHERE id = 2")  # non-negative still
+        conn.execute("UPDATE accounts SET account_type = %s WHERE id = 2", (other,))
         conn.execute("UPDATE accounts SET account_type = 'user' WHERE id = 1")  # at -1000 once
     code, data, stderr = _audit(fresh_db, tmp_path / "moved", "--state", str(state))
     assert code == 1, stderr

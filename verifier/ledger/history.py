@@ -197,6 +197,10 @@ def trial(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int,
         **filled, old=sql.Literal(old), new=sql.Literal(new)))}  # noqa: S608 (constant text)
 
 
+def _cents(total: Decimal | None) -> str:
+    return "none" if total is None else f"{total} cents in all"
+
+
 def moved(proved: dict[str | None, Decimal], now: dict[str | None, Decimal]) -> list[Tampered]:
     """The currencies whose proven entries' sum ``proved`` (a state's trial, kept per currency since
     its first audit) differs from ``now`` (the same entries summed under the accounts' currencies as
@@ -209,9 +213,9 @@ def moved(proved: dict[str | None, Decimal], now: dict[str | None, Decimal]) -> 
             shown = "no currency" if currency is None else currency
             found.append(Tampered(
                 "entries", shown, "moved", int(abs((cur or Decimal(0)) - (was or Decimal(0)))),
-                f"the proven entries in {shown} summed to {'none' if was is None else was} cents when "
-                f"earlier audits proved them, {'none' if cur is None else cur} under the accounts' "
-                f"currencies now: an account moved to another currency since", BELOW))
+                f"the proven entries in {shown}: {_cents(was)} when earlier audits proved them, "
+                f"{_cents(cur)} under the accounts' currencies now (an account moved to another "
+                f"currency since)", BELOW))
     return found
 
 

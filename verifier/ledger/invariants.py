@@ -348,8 +348,10 @@ ACCOUNTS = Pass(
 # entries were proven in (x.id NULL: deleted; the proven journals' currencies
 # and the proven trial balance would no longer hold, and only a full audit
 # reads the entries again): history_tampered, until --full starts anew. So is
-# a type change that changes which sign or floor its proven entries were held
-# to (debit-normal, non-negative types); one that changes neither is not.
+# a type change that changes the sign its proven entries were held to
+# (debit-normal types), or holds them to a floor they were not held to
+# (non-negative types; a floor lifted asks nothing of them, as a full audit
+# would not); one that does neither is not.
 # Entries without a seq are never proven: every incremental audit reads them.
 INC_ACCOUNTS = Pass(
     "accounts",
@@ -371,7 +373,7 @@ INC_ACCOUNTS = Pass(
              "OR (x.proven_currency IS NOT NULL AND x.proven_currency IS DISTINCT FROM x.a_currency) "
              "OR (x.proven_type IS NOT NULL "
              "AND ((x.proven_type = ANY({debit_normal})) IS DISTINCT FROM (x.a_type = ANY({debit_normal})) "
-             "OR (x.proven_type = ANY({non_negative})) IS DISTINCT FROM (x.a_type = ANY({non_negative})))))",
+             "OR (x.a_type = ANY({non_negative}) AND NOT x.proven_type = ANY({non_negative})))))",
              "coalesce(x.id::text, x.l_account::text)", impact="abs(coalesce(x.after::numeric, 0))",
              detail="CASE WHEN x.id IS NULL "
                     "THEN 'deleted, though an earlier audit proved its entries (up to ' || x.last_id "
