@@ -394,6 +394,30 @@ def test_an_account_type_change_that_changes_its_entries_floor_is_history_tamper
         data["findings"]
 
 
+def test_floors_configured_after_the_entries_were_proven_are_held_against_all_of_them(
+        fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: entries proven while their type had no floor, then a floor configured
+    (non_negative_account_types; or the configuration left out, whose default is every type), passed
+    every incremental audit, which holds only new entries to it, while a full audit finds the
+    negative balance; a floor lifted kept its carried offender. A state records the floors and sign
+    rules its entries were proven under; other ones are a full audit."""
+    _make(fresh_db, EARLIER, UUID_IDS)
+    state = tmp_path / "ledger.state"
+    loose = '[ledger]\nnon_negative_account_types = ["user", "escrow"]\n'
+    tight = '[ledger]\nnon_negative_account_types = ["user", "escrow", "platform_cash"]\n'
+    for n in (1, 2):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state), config=loose)
+        assert code == 0, (stderr, data["findings"])
+    for name, config, wanted in (("tight", tight, 1), ("tight again", tight, 1), ("loose", loose, 0)):
+        code, data, stderr = _audit(fresh_db, tmp_path / name, "--state", str(state), config=config)
+        assert code == wanted, (name, stderr, data["findings"])
+        full = {s["name"]: s for s in data["stages"]}["state"].get("full_because")
+        assert (full is not None) is (name != "tight again"), (name, full)
+        if wanted:
+            assert _rules(data) == {"negative_balance": {"8d1f6f5e-0000-4000-8000-000000000001"}}, \
+                data["findings"]
+
+
 ONE_KEY_CHAIN = """
 CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint, journal_id bigint NOT NULL, account_id integer,
   entry_type text NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL,

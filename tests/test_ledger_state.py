@@ -604,16 +604,17 @@ def test_an_account_moved_before_a_state_of_an_earlier_release_goes_on_is_found(
     assert _stage(data, "state saved")["saved"] is False
 
 
-@pytest.mark.parametrize("change", ["balances", "currency"])
+@pytest.mark.parametrize("change", ["balances", "currency", "journal"])
 def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_every_night(
         ledger_copy: str, tmp_path: Path, change: str) -> None:
     """Found by two break-it runs: the full audit that continues a state of an earlier release (no
     last_entries) started the state anew from the ledger as it is, and passed (exit 0, every night
     after) an account's balances raised by $1,000 consistently in every entry and balance, which only
-    the proven history's digests can see, and every account moved to another currency, which only
-    its trial sums per currency can. It now re-hashes all of that proven history and sums its entries
-    per currency first; changed, it is history_tampered, and the state file is left as it was, every
-    night, until --full."""
+    the proven history's digests can see, every account moved to another currency, which only its
+    trial sums per currency can, and entries added to a journal it proved complete. It now re-hashes
+    all of that proven history, sums its entries per currency and looks for such journals first;
+    changed, it is history_tampered, and the state file is left as it was, every night, until
+    --full."""
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     _as_an_earlier_release_wrote_it(audit.state)
@@ -623,6 +624,13 @@ def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_e
         assert row
         if change == "currency":
             conn.execute("UPDATE accounts SET currency = 'EUR'")
+        elif change == "journal":  # two entries more in a journal proven complete: it still balances
+            journal, a, b = conn.execute(
+                "SELECT e.journal_id, min(e.account_id), max(e.account_id) FROM entries e "
+                "GROUP BY 1 HAVING min(e.account_id) <> max(e.account_id) ORDER BY 1 DESC LIMIT 1").fetchone()
+            with conn.transaction():
+                conn.execute("SELECT ledger_add_entry(%s, %s, 100, 'late')", (journal, a))
+                conn.execute("SELECT ledger_add_entry(%s, %s, -100, 'late')", (journal, b))
         else:
             _raise_consistently(conn, row[0])
     written = audit.state.read_bytes()
@@ -630,14 +638,15 @@ def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_e
         code, data, stderr, found = audit()
         assert code == 1, (stderr, data["findings"])
         assert _stage(data, "state")["mode"] == "full"
-        assert found.get(("history_tampered", "public.entries")), data["findings"]
+        table = "public.journals" if change == "journal" else "public.entries"
+        assert found.get(("history_tampered", table)), data["findings"]
         if change == "currency":
             assert found[("history_tampered", "public.entries")] == {"USD", "EUR"}, data["findings"]
         assert _stage(data, "state saved")["saved"] is False
         assert audit.state.read_bytes() == written
     code, data, stderr, found = audit("--full")
     assert _stage(data, "state")["mode"] == "full" and "full_because" not in _stage(data, "state")
-    assert ("history_tampered", "public.entries") not in found, data["findings"]
+    assert ("history_tampered", table) not in found, data["findings"]
     db = sqlite3.connect(audit.state)
     assert db.execute("SELECT count(*) FROM last_entries").fetchone()[0] > 0
     db.close()

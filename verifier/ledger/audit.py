@@ -248,9 +248,10 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
     passes = split_chain(conn, passes, layout, scope.mode)
     rehash = _plan_rehash(scope, schedule)
-    parts, digests, compared = _audit_stage(run, conn, url, config, scope, passes, rehash, detection, filled)
+    parts, digests, compared, gained = _audit_stage(run, conn, url, config, scope, passes, rehash, detection,
+                                                    filled)
     findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, compared,
-                                                            rehash, offenders)
+                                                            rehash, offenders, gained)
     _opening_stage(run, scope, results)
     if not_checked:
         findings.append(_not_checked_finding(not_checked))
@@ -541,10 +542,12 @@ def _plan_rehash(scope: Scope, schedule: Schedule) -> dict[str, list[tuple[int, 
 def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, scope: Scope,
                  passes: list[Planned], rehash: dict[str, list[tuple[int, int]]], detection: Detection,
                  filled: dict[str, sql.Composable]
-                 ) -> tuple[list[PassResult], list[history.Digests], list[history.Digests]]:
+                 ) -> tuple[list[PassResult], list[history.Digests], list[history.Digests],
+                            list[st.Tampered]]:
     """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot.
-    Returns the passes' results, the digests of the state this audit saves, and those of the state
-    whose proven chunks it re-hashed (``rehash``: the same, but for ``Scope.previous``'s)."""
+    Returns the passes' results, the digests of the state this audit saves, those of the state whose
+    proven chunks it re-hashed (``rehash``: the same, but for ``Scope.previous``'s), and the journals
+    ``Scope.previous`` proved complete that gained entries (``history.gained``)."""
     jobs: list[Callable[[psycopg.Connection], Any]] = [
         functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings)
         for x in passes if not x.after_chain]
@@ -570,6 +573,9 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
             # (``State.trial``), though not each account's currency.
             jobs.append(functools.partial(history.trial, filled=filled, old=proven.FULL_FROM,
                                           new=was.proven["entries"]))
+            # And the journals it proved complete that have gained entries since.
+            jobs.append(functools.partial(history.gained, filled=filled, entries=was.proven["entries"],
+                                          journals=was.proven["journals"]))
         # Each account's last entry among those this audit proves (all of them, in full), for the
         # next audit's chains and accounts.
         last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
@@ -583,10 +589,11 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         results = _after_chain(conn, passes, done[:on_workers])
         tables = len(st.HISTORY_TABLES)
         digests: list[history.Digests] = done[on_workers:on_workers + tables]
-        compared = digests
+        compared, gained = digests, []
         if scope.previous is not None:  # its digests, the entries' with their trial by currency now
             entries, journals = done[on_workers + tables:on_workers + 2 * tables]
             compared = [dataclasses.replace(entries, trial=done[on_workers + 2 * tables]), journals]
+            gained = done[on_workers + 2 * tables + 1]
         if scope.state is not None:
             last = done[-1]
             kept = scope.state.last  # not None in an incremental audit (``proven.read_state``)
@@ -597,7 +604,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                "rules": [rule.rule for rule in x.p.rules],
                                "duration_s": r.duration_s, **r.totals, "offending": sum(r.counts)}
                               for x, r in zip(passes, results, strict=True)])
-    return results, digests, compared
+    return results, digests, compared, gained
 
 
 def _after_chain(conn: psycopg.Connection, passes: list[Planned], done: list[PassResult]
@@ -650,7 +657,7 @@ def _merged(parts: list[PassResult]) -> PassResult:
 
 def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: Scope, passes: list[Planned],
                      parts: list[PassResult], digests: list[history.Digests],
-                     rehash: dict[str, list[tuple[int, int]]], offenders: str
+                     rehash: dict[str, list[tuple[int, int]]], offenders: str, gained: list[st.Tampered]
                      ) -> tuple[list[Finding], list[st.Carried], list[st.Tampered], list[PassResult]]:
     """The "offenders" stage: offending rows to offenders.csv; the findings, carried rows and tampering,
     and each pass's result (its account ranges' merged)."""
@@ -690,7 +697,7 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                     proved, table, rehash[table], found_digests.rehashed)]
             if scope.previous is not None:
                 tampered += [dataclasses.replace(t, found_by=run.run_id)
-                             for t in history.moved(scope.previous.trial, digests[0].trial)]
+                             for t in [*history.moved(scope.previous.trial, digests[0].trial), *gained]]
             # Found by an earlier audit in a chunk this one did not re-hash: still so, as far as
             # anyone knows (a re-hash that finds the chunk as proven again ends it; --full starts anew).
             tampered += [t for t in scope.state.tampered if scope.mode == "incremental"

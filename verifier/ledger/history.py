@@ -197,6 +197,28 @@ def trial(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int,
         **filled, old=sql.Literal(old), new=sql.Literal(new)))}  # noqa: S608 (constant text)
 
 
+# Entries beyond the entries' watermark in a journal at or below the journals' (an incremental
+# audit's INC_JOURNALS finds the same: a journal is proven complete only with all of its entries).
+GAINED_SQL = """
+SELECT e.{entries_journal}, count(*), max(e.{entries_seq}),
+       coalesce(sum(e.{entries_amount}) FILTER (WHERE e.{entries_amount} > 0), 0)
+FROM {entries} e JOIN {journals} j ON j.{journals_id} = e.{entries_journal}
+WHERE e.{entries_seq} > {w} AND j.{journals_id} <= {jw}
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def gained(conn: psycopg.Connection, filled: dict[str, sql.Composable], entries: int, journals: int
+           ) -> list[Tampered]:
+    """The journals proven complete (ids up to ``journals``) that have entries beyond ``entries``
+    (the entries' watermark) now: one ``history_tampered`` row of the journals each."""
+    rows = conn.execute(sql.SQL(GAINED_SQL).format(  # noqa: S608 (constant text)
+        **filled, w=sql.Literal(entries), jw=sql.Literal(journals))).fetchall()
+    return [Tampered("journals", str(j), "gained", int(moved),
+                     f"{n} new entries (up to id {last}) added to journal {j}, which an earlier audit "
+                     f"proved complete", BELOW) for j, n, last, moved in rows]
+
+
 def _cents(total: Decimal | None) -> str:
     return "none" if total is None else f"{total} cents in all"
 

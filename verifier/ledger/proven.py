@@ -100,10 +100,17 @@ class Scope:
 UNSCHEDULED = Scope("full", None, dict.fromkeys(st.HISTORY_TABLES, 0))
 
 
+# The identity's record of which account types the proven entries were held to (the configured
+# floors and sign rules): proven under others, they are audited in full again.
+RULES = "rules"
+
+
 def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
              mutable: dict[str, list[str]]) -> dict[str, Any]:
     """What makes a state file this ledger's: the server, database, tables, their columns, the
-    convention, the order of the entries and the columns the digests leave out."""
+    convention, the order of the entries and the columns the digests leave out; and (``RULES``,
+    not checked by ``check_identity``) the account types its entries were held to a floor or the
+    other sign by."""
     tables = [layout.tables[t] for t in st.HISTORY_TABLES]
     row = conn.execute(IDENTITY_SQL, (layout.schema, tables)).fetchone()
     assert row is not None
@@ -113,7 +120,9 @@ def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Conventio
             "columns": {t: columns.get(layout.tables[t]) for t in st.HISTORY_TABLES},
             "convention": convention.describe(),
             "row_hash": {t: history.row_hash_kind(conn, layout, t) for t in st.HISTORY_TABLES},
-            "order": layout.column("entries", "seq"), "left_out": mutable}
+            "order": layout.column("entries", "seq"), "left_out": mutable,
+            RULES: {"non_negative_account_types": sorted(layout.non_negative_account_types or ()),
+                    "debit_normal_account_types": sorted(layout.debit_normal_account_types)}}
 
 
 def as_written(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +138,9 @@ def as_written(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, Any
 
 
 def check_identity(path: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
-    """Raise ``UsageError`` when the state file at ``path`` was written for another ledger."""
-    differ = [k for k in current if stored.get(k) != current[k]]
+    """Raise ``UsageError`` when the state file at ``path`` was written for another ledger (its
+    ``RULES`` changed: the same ledger, audited in full again by ``read_state``)."""
+    differ = [k for k in current if k != RULES and stored.get(k) != current[k]]
     if differ:
         what = "; ".join(f"{k}: {stored.get(k)} in the state, {current[k]} here" for k in differ)
         raise UsageError(f"The state file {path} was written for another ledger ({what}).",
@@ -196,15 +206,24 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # passes find it). So its next audit is a full one, which also re-hashes all of the history
         # it proved (an edit that breaks no rule is found only so); the state starts anew only if
         # that history is intact (``verifier.ledger.audit``).
-        unkept = before is not None and not before.empty and before.last is None and not schedule.full
-        previous = before if unkept else None
-        if before is None or schedule.full or before.empty or unkept:
+        # So is a state whose entries were proven under other floors or sign rules than this
+        # audit's (non_negative_account_types, debit_normal_account_types; a state written before
+        # it recorded them, too): an incremental audit would hold only the new entries to them.
+        again = None
+        if before is not None and not before.empty and not schedule.full:
+            if before.last is None:
+                again = ("the state file does not keep each account's last proven entry and currency "
+                         "(written by an earlier release)")
+            elif before.identity.get(RULES) != current[RULES]:
+                again = (f"the account types held to a floor or to the other sign differ from those its "
+                         f"entries were proven under ({before.identity.get(RULES) or 'not recorded'} then, "
+                         f"{current[RULES]} now)")
+        previous = before if again else None
+        if before is None or schedule.full or before.empty or again:
             state, mode = st.new(current), "full"
             state.runs = before.runs if before else []
-            if unkept:
-                detail["full_because"] = ("the state file does not keep each account's last proven entry "
-                                          "and currency (written by an earlier release): all history is "
-                                          "checked again, and its proven history re-hashed")
+            if again:
+                detail["full_because"] = f"{again}: all is checked again, its proven history re-hashed"
         else:
             state, mode = before, "incremental"
         xmin, xmax, in_progress, max_entry, max_journal = conn.execute(

@@ -164,13 +164,13 @@ def connect(dsn: str, *, autocommit: bool = False, what: str = "database") -> ps
         crowded = exc.sqlstate == "53300" or any(w in reason for w in ("too many connections",
                                                                       "too many clients"))
         raise DatabaseUnreachable(
-            f"Could not connect to the {what} {describe(dsn)}: {reason}",
+            f"Could not connect to the {what} {describe(dsn)}: {reason.rstrip('.')}.",
             target=describe(dsn),
             hint=("Give the password in PGPASSWORD or in ~/.pgpass (hostname:port:database:username:"
                   "password, mode 0600), not in the URL, and check the user name." if password else
-                  "The server, or the role's CONNECTION LIMIT, admits no more connections: a ledger "
-                  "audit opens one and up to `workers` more ([ledger] workers in the configuration); "
-                  "lower it, or raise the limit." if crowded else
+                  "The server, or the role's or database's CONNECTION LIMIT, admits no more "
+                  "connections: a ledger audit needs `workers` + 1 of them at once ([ledger] workers in "
+                  "the configuration, at least 1): raise the limit to that, or lower workers." if crowded else
                   "Check the host, port, user, password and database name in the URL."),
         ) from None
     except (psycopg.ProgrammingError, ValueError) as exc:  # ValueError: a host name IDNA cannot encode
