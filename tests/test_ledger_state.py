@@ -652,6 +652,35 @@ def test_history_changed_before_a_state_of_an_earlier_release_goes_on_is_found_e
     db.close()
 
 
+def test_a_transaction_open_across_the_upgrade_does_not_make_the_state_forget_its_proven_history(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: the full audit that goes on from an earlier release's state started
+    the new state from nothing proven; with a transaction open since the last audit, nothing settled,
+    so the state forgot all it had proven, and an entry forged just after passed every audit. The new
+    state keeps what the earlier one proved (held against its digests by that audit)."""
+    audit = Auditor(ledger_copy, tmp_path)
+    audit.prove()
+    with psycopg.connect(ledger_copy) as open_tx:
+        open_tx.execute("SELECT txid_current()")  # an xid, running across the next two audits
+        code, data, stderr, _ = audit()
+        assert code == 0, (stderr, data["findings"])
+        db = sqlite3.connect(audit.state)
+        proven = json.loads(db.execute("SELECT value FROM meta WHERE key = 'proven'").fetchone()[0])
+        db.close()
+        assert proven["entries"] > 0
+        _as_an_earlier_release_wrote_it(audit.state)
+        code, data, stderr, _ = audit()
+        assert code == 0 and _stage(data, "state")["mode"] == "full", (stderr, data["findings"])
+        open_tx.rollback()
+    db = sqlite3.connect(audit.state)
+    assert json.loads(db.execute("SELECT value FROM meta WHERE key = 'proven'").fetchone()[0]) == proven
+    db.close()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET description = 'forged' WHERE id = (SELECT min(id) + 5 FROM entries)")
+    code, data, stderr, found = audit()
+    assert code == 1 and ("history_tampered", "public.entries") in found, (stderr, data["findings"])
+
+
 def _raise_consistently(conn: psycopg.Connection, account: object) -> None:
     """Raise ``account``'s balance by $1,000 in every entry, its balance and its snapshots: every
     arithmetic rule still holds."""

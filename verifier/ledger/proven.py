@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from verifier.config.ledger import Layout
+from verifier.config.ledger import ALL_TYPES, Layout
 from verifier.errors import UsageError
 from verifier.findings import Finding
 from verifier.ledger import history
@@ -121,8 +121,14 @@ def identity(conn: psycopg.Connection, layout: Layout, convention: inv.Conventio
             "convention": convention.describe(),
             "row_hash": {t: history.row_hash_kind(conn, layout, t) for t in st.HISTORY_TABLES},
             "order": layout.column("entries", "seq"), "left_out": mutable,
-            RULES: {"non_negative_account_types": sorted(layout.non_negative_account_types or ()),
-                    "debit_normal_account_types": sorted(layout.debit_normal_account_types)}}
+            RULES: {"non_negative_account_types": _types(layout.non_negative_account_types or ()),
+                    "debit_normal_account_types": _types(layout.debit_normal_account_types)}}
+
+
+def _types(listed: tuple[str, ...]) -> list[str]:
+    """Account types as a set: in order, once each; every type (``ALL_TYPES``) alone, whatever else
+    is listed."""
+    return [ALL_TYPES] if ALL_TYPES in listed else sorted(set(listed))
 
 
 def as_written(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -234,16 +240,20 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # snapshot leaves out those that took their xid after the newest commit, so nothing bounds
         # what may still commit below what an earlier audit saw (see running_bound).
         standby = bool((conn.execute("SELECT pg_is_in_recovery()").fetchone() or (False,))[0])
-        settled = dict(state.proven) if standby else settle(
-            state.proven, before.seen if before else None, before.seen_xmax if before else None, int(xmin))
+        # Proven already: the state's, or, in the full audit that goes on from an earlier state
+        # (``previous``), that state's, which this audit holds against its digests before it saves
+        # anything (a transaction open since its last audit must not make the new state forget it:
+        # found by a break-it run).
+        base = previous.proven if previous is not None else state.proven
+        settled = dict(base) if standby else settle(
+            base, before.seen if before else None, before.seen_xmax if before else None, int(xmin))
         # Ids interleave across transactions: a journal below the journals' watermark may own
         # entries above the entries' one. It is proven complete only with all of its entries.
         open_journal = conn.execute(inv.compose(OPEN_JOURNAL_SQL, {
-            **filled, "w": sql.Literal(settled["entries"]), "jw": sql.Literal(state.proven["journals"])
+            **filled, "w": sql.Literal(settled["entries"]), "jw": sql.Literal(base["journals"])
         })).fetchone()
         if open_journal and open_journal[0] is not None:
-            settled["journals"] = max(state.proven["journals"],
-                                      min(settled["journals"], int(open_journal[0]) - 1))
+            settled["journals"] = max(base["journals"], min(settled["journals"], int(open_journal[0]) - 1))
         # Saved only if the audit completes: what the next audit may settle, and when.
         if not standby:
             state.seen, state.seen_xmax = seen, running_bound(conn, int(xmax))
