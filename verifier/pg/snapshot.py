@@ -98,9 +98,10 @@ def open_snapshot(url: str, config: Config, *, snapshot_id: str | None = None) -
         if snapshot_id is not None:
             try:
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
-            except psycopg.errors.InvalidParameterValue as exc:
+            except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject) as exc:
                 # The exporting transaction ended first: its session was lost (ended by an
-                # administrator, by a hot standby's recovery conflict, a restart).
+                # administrator, by a hot standby's recovery conflict, a restart). PostgreSQL 15
+                # says "invalid snapshot identifier" (22023), 18 "snapshot ... does not exist" (42704).
                 raise psycopg.OperationalError(
                     f"the session that exported the audit's snapshot ended before this one could "
                     f"import it ({exc.diag.message_primary})") from None
