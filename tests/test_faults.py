@@ -34,7 +34,7 @@ from verifier.jobs.migrations import up
 from verifier.paths import project_migrations_dir
 from verifier.pg import conninfo
 from verifier.pg.conninfo import APPLICATION_NAME
-from verifier.pg.snapshot import open_snapshot
+from verifier.pg.snapshot import export_snapshot, in_parallel, open_snapshot
 from verifier.pg.tools import embedded_bin_dir
 from verifier.scratch import provision
 from verifier.scratch.embedded import SYSTEM_USER
@@ -476,3 +476,24 @@ def test_a_backend_ended_by_an_administrator_is_an_operating_error(
                           "VERIFIER_FAULT_SIGNAL": "TERMINATE", "VERIFIER_FAULT_ADMIN_DSN": server_dsn})
     _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", stage, "connection",
                   "administrator command")
+
+
+def test_jobs_handed_out_first_start_first_and_results_keep_the_jobs_order(fresh_db: str) -> None:
+    """``in_parallel(first=...)``: on one worker the jobs run one after the other, so the order they
+    ran in is the order they were handed out: ``first``'s, then the rest in job order; the results
+    come back in job order whatever the order they ran in."""
+    ran: list[int] = []
+
+    def job(i: int) -> Callable[[psycopg.Connection], int]:
+        def run(conn: psycopg.Connection) -> int:
+            ran.append(i)
+            row = conn.execute("SELECT %s::int * 10", (i,)).fetchone()
+            assert row is not None
+            return int(row[0])
+        return run
+
+    with open_snapshot(fresh_db, Config()) as conn:
+        snapshot = export_snapshot(conn)
+        results = in_parallel([job(i) for i in range(5)], fresh_db, Config(), snapshot, 1, first=[3, 1, 3])
+    assert ran == [3, 1, 0, 2, 4]
+    assert results == [0, 10, 20, 30, 40]

@@ -552,9 +552,15 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         functools.partial(_summary, p=x.p, filled=x.filled, settings=x.settings)
         for x in passes if not x.after_chain]
     on_workers = len(jobs)
+    # Handed out first, the longest: the chain's ranges, the history digests (a full audit's digest
+    # of every entry takes about as long as a chain range), the journals pass. The last to end is
+    # then a short job, not a long one started last.
+    names = [x.p.name for x in passes if not x.after_chain]
+    first = [i for i, name in enumerate(names) if name == "chain"]
     if scope.state is not None:
         for table in st.HISTORY_TABLES:
             old = scope.state.proven[table] if scope.mode == "incremental" else proven.FULL_FROM
+            first.append(len(jobs))
             jobs.append(functools.partial(history.digest, layout=config.ledger, table=table,
                                           leave_out=detection.mutable[table], filled=filled,
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
@@ -563,6 +569,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         if scope.previous is not None:
             # Its proven history as it proved it (its seed, row hashing and time zone); nothing beyond.
             was = scope.previous
+            first += range(len(jobs), len(jobs) + len(st.HISTORY_TABLES))
             jobs += [functools.partial(history.digest, layout=config.ledger, table=table,
                                        leave_out=detection.mutable[table], filled=filled, seed=was.seed,
                                        kind=was.identity["row_hash"][table], chunks=rehash[table],
@@ -581,11 +588,12 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
         jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=last_from,
                                       new=scope.settled["entries"]))
+    first += [i for i, name in enumerate(names) if name == "journals"]
     snapshot_id = export_snapshot(conn)
     run.provenance["exported_snapshot"] = snapshot_id
     with run.stage("audit") as detail:
         done = in_parallel(jobs, url, config, snapshot_id, config.ledger.workers,
-                           lambda n, total: run.advanced("audit", n, total, "passes"))
+                           lambda n, total: run.advanced("audit", n, total, "passes"), first)
         results = _after_chain(conn, passes, done[:on_workers])
         tables = len(st.HISTORY_TABLES)
         digests: list[history.Digests] = done[on_workers:on_workers + tables]

@@ -10,8 +10,8 @@ function. Per chunk the state keeps the row count, the exact sum of the
 hashes, ``s1 = sum((id mod P) * (h mod P))`` modulo the prime
 ``P = 2**31 - 1``, and the sum of the entries' amounts. All of them add up
 over sub-ranges, so the proven history grows chunk by chunk without
-reading it again, and PostgreSQL computes them in one parallel aggregate
-of bigint sums.
+reading it again, and PostgreSQL computes them in one aggregate of bigint
+sums (one statement per table, each row hashed once: ``DIGEST_SQL``).
 
 Re-hashing a chunk and comparing tells whether anything in it changed (a
 change goes unseen only if a row's 64-bit keyed hash stays the same). When
@@ -54,9 +54,14 @@ GROUP BY 1, 2
 # One group per chunk of 2**CHUNK_BITS ids, which PostgreSQL cannot know: it estimates a group per
 # row and sorts them all. A hash of the chunks holds one entry per chunk.
 DIGEST_PLAN = {"enable_sort": "off"}
+# As the trial pass sums them (``invariants._TRIAL``): per account first, then per currency, where
+# entries take their account's (10^7 entries, one process: 2.0 s against 2.9 s for joining each
+# entry with its account).
 TRIAL_SQL = """
-SELECT {entry_currency}, sum(e.{entries_amount}) FROM {entries} e {currency_join}
-WHERE e.{entries_seq} > {old} AND e.{entries_seq} <= {new} GROUP BY 1
+SELECT {trial_currency}, sum(t.total)
+FROM (SELECT {trial_key} AS key, sum(e.{entries_amount}) AS total FROM {entries} e
+      WHERE e.{entries_seq} > {old} AND e.{entries_seq} <= {new} GROUP BY 1) t {trial_join}
+GROUP BY 1
 """
 # A table's columns in order, each with whether its type's hash tells apart every two values whose
 # text differs: integers, bool, oid, "char", name, text and varchar in a deterministic collation,

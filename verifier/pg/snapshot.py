@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -142,12 +142,14 @@ def export_snapshot(conn: psycopg.Connection) -> str:
 
 def in_parallel(jobs: list[Callable[[psycopg.Connection], T]], url: str, config: Config,
                 snapshot_id: str, workers_max: int,
-                progress: Callable[[int, int], None] | None = None) -> list[T]:
+                progress: Callable[[int, int], None] | None = None, first: Sequence[int] = ()) -> list[T]:
     """Every job's result, in job order, on up to ``workers_max`` connections importing the snapshot.
 
     Each connection is opened (and imports the snapshot) once; the jobs
-    take turns on them. A job that fails (or Ctrl-C) cancels the others'
-    statements and raises. ``progress(done, total)`` is called as jobs end (from their threads).
+    take turns on them, in job order, except that the jobs at the indexes ``first`` are handed
+    out before the others (the longest first: the last to end then is a short one). A job that fails
+    (or Ctrl-C) cancels the others' statements and raises. ``progress(done, total)`` is called as
+    jobs end (from their threads).
     """
     finished = [0]
     lock = threading.Lock()
@@ -173,7 +175,10 @@ def in_parallel(jobs: list[Callable[[psycopg.Connection], T]], url: str, config:
             opened.append(open_snapshot(url, config, snapshot_id=snapshot_id))
             idle.put(opened[-1])
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(run_job, job) for job in jobs]
+            early = set(first)
+            order = [*dict.fromkeys(first), *(i for i in range(len(jobs)) if i not in early)]
+            submitted = {i: pool.submit(run_job, jobs[i]) for i in order}
+            futures = [submitted[i] for i in range(len(jobs))]
             try:
                 results = [f.result() for f in futures]
             except BaseException:
