@@ -16,6 +16,7 @@ import stat
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +435,54 @@ def _trial_alone_and_folded(dsn: str, ranges: int) -> tuple[Any, Any]:
         folded = read(inv.TRIAL_FOLDED, passes[-1].filled)
         assert results[-1].counts == [len(folded[1])]
     return alone, folded
+
+
+def test_the_chain_read_per_currency_sums_to_the_chain_read_in_one_row(clean_ledger: str,
+                                                                         make_db: Any) -> None:
+    """Where the accounts hold several currencies, the chain's summary is read per currency
+    (``CHAIN.group_by``: its per-currency figures cost one aggregate each, not one per currency and
+    entry). Its rows add up to the one-row summary: every count, impact and total, with offenders,
+    accounts in three currencies and none, a currency with no entries, and entries of a missing
+    account; and with no entry at all."""
+    from verifier.config import Config
+    from verifier.ledger import audit
+    from verifier.ledger import invariants as inv
+    from verifier.ledger.convention import detect_convention
+    from verifier.ledger.layout import detect
+    from verifier.pg.snapshot import open_snapshot
+    copy = copy_db(make_db, clean_ledger)
+    ledger.plant(copy)
+    with psycopg.connect(copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the foreign keys
+        conn.execute("ALTER TABLE accounts ALTER COLUMN currency DROP NOT NULL")
+        conn.execute("UPDATE accounts SET currency = CASE id % 4 WHEN 1 THEN 'EUR' WHEN 2 THEN 'GBP' "
+                     "WHEN 3 THEN NULL ELSE currency END WHERE id % 5 = 0")
+        conn.execute("INSERT INTO accounts (owner_id, type, currency) "
+                     "VALUES (gen_random_uuid(), 'user', 'XTS')")
+        conn.execute("INSERT INTO entries (journal_id, account_id, entry_type, amount_cents, "
+                     "balance_before_cents, balance_after_cents) "
+                     "SELECT min(id), 987654321, 'debit', 70, 0, -70 FROM journals")
+        layout, _ = detect(conn, Layout(reconcile=()))
+        convention, _ = detect_convention(conn, layout)
+        currencies = audit._currencies(conn, layout)
+    assert len(currencies) == 4, currencies
+    for where in ("true", "false"):
+        read = {}
+        with open_snapshot(copy, Config()) as conn:
+            for grouped in (True, False):
+                filled = inv.fold_trial(inv.names(layout, convention, currencies, grouped=grouped),
+                                        currencies)
+                filled["chain_range"] = psycopg.sql.SQL(where)
+                result = audit._summary(conn, p=inv.CHAIN, filled=filled, settings={})
+                # Read per currency, a currency without entries has no figures rather than zeros.
+                read[grouped] = (result.counts, result.impacts, {
+                    k: {c: v for c, v in t.items() if Decimal(v)} if isinstance(t, dict) else t
+                    for k, t in result.totals.items()})
+        assert read[True] == read[False], where
+        if where == "true":
+            counts, _, totals = read[True]
+            assert sum(counts) > 0 and set(totals["trial_sums"]) == {"USD", "EUR", "GBP"}, read[True]
+            assert int(totals["trial_null"]["rows"]) > 1, totals
 
 
 @pytest.mark.parametrize("ranges", [1, 3])

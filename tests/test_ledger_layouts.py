@@ -304,6 +304,49 @@ def test_text_account_ids_split_into_ranges_lose_no_entry(kind: str, fresh_db: s
     assert found[3]["orphan_entry"] >= {"81", "82", "83"}
 
 
+def test_an_entry_of_a_citext_account_no_account_has_is_in_the_null_bucket_of_every_trial_balance(
+        fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: the trial balance summed per account first grouped citext account
+    ids case-insensitively (citext's own operators), while the audit's joins compare them as text: an
+    entry of 'u01', which no account has (U01 does), was summed with U01 and took its currency. The
+    NULL bucket's trial_balance_nonzero, which the full audit finds, went unseen by the incremental
+    audits, while the entry was new and once it was proven. The per-account sums are keyed by the
+    account's text where its type is an extension's."""
+    _make(fresh_db, TEXT_ACCOUNTS)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'").fetchone():
+            pytest.skip("this server has no citext extension")
+        conn.execute("CREATE EXTENSION citext")
+        conn.execute("UPDATE accounts SET id = upper(id) WHERE id ~ '[13579]$'")
+        conn.execute("UPDATE entries SET account_id = upper(account_id) WHERE account_id ~ '[13579]$'")
+        conn.execute("ALTER TABLE accounts ALTER COLUMN id TYPE citext")
+        conn.execute("ALTER TABLE entries ALTER COLUMN account_id TYPE citext")
+    config = "[ledger]\nreconcile = []\n"
+    state = tmp_path / "ledger.state"
+    for n in (1, 2):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state), config=config)
+        assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
+        conn.execute("INSERT INTO entries VALUES (81, 41, 'U01', 'debit', 50, 100, 50), "
+                     "(82, 41, 'u01', 'credit', -50, 0, 50)")
+        conn.execute("UPDATE accounts SET balance_cents = 50 WHERE id = 'U01'")
+    code, data, stderr = _audit(fresh_db, tmp_path / "full", config=config)
+    assert code == 1, stderr
+    full = _rules(data)
+    assert full["orphan_entry"] == {"82"} and full["trial_balance_nonzero"] == {"USD", "NULL"}, full
+    # New, then proven (the second audit proves what the first saw), then held in the proven sums.
+    for night in ("new", "proving", "proven"):
+        code, data, stderr = _audit(fresh_db, tmp_path / night, "--state", str(state), config=config)
+        assert code == 1, (night, stderr)
+        assert {s["name"]: s for s in data["stages"]}["state"]["mode"] == "incremental", night
+        found = _rules(data)
+        # Not the whole of the full audit's findings: citext ids group case-insensitively elsewhere
+        # too (an account's last proven entry), a known limit.
+        assert found["trial_balance_nonzero"] == {"USD", "NULL"}, (night, data["findings"])
+        assert found["orphan_entry"] == {"82"}, (night, data["findings"])
+
+
 TIED_SEQ = """
 CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint NOT NULL, journal_id bigint NOT NULL,
   account_id bigint NOT NULL, entry_type text NOT NULL, amount_cents bigint NOT NULL,
@@ -367,28 +410,55 @@ def test_entries_without_a_seq_are_read_by_every_incremental_audit(fresh_db: str
     assert {"running_balance_break", "account_balance_drift", "journal_too_few_entries"} <= set(found["full"])
 
 
+# A platform_cash account that never went below zero (a journal with account 2, which it leaves at 500).
+NEVER_NEGATIVE = """
+INSERT INTO accounts VALUES (3,'platform_cash',NULL,'USD',500);
+UPDATE accounts SET balance_cents = 500 WHERE id = 2;
+INSERT INTO journals VALUES (2,'deposit',NULL,NULL,'USD');
+INSERT INTO entries VALUES ('8d1f6f5e-0000-4000-8000-000000000003',3,2,3,'credit',-500,'USD',0,500),
+                           ('8d1f6f5e-0000-4000-8000-000000000004',4,2,2,'debit',500,'USD',1000,500);
+"""
+
+
 @pytest.mark.parametrize("other", ["escrow", "platform_cash"])
-def test_an_account_type_change_that_changes_its_entries_floor_is_history_tampered(
+def test_an_account_moved_onto_a_floor_its_proven_entries_were_not_held_to_is_audited_in_full(
         fresh_db: str, tmp_path: Path, other: str) -> None:
-    """An incremental audit does not read proven entries again: an account moved to a type that must
-    not go negative (its proven entries did) is history_tampered; a move that changes no rule
-    (``other`` escrow) is nothing, nor one that lifts the floor (platform_cash: it was
-    history_tampered, while a full audit passes it; found by a break-it run). (A move that changes
-    its sign rule is refused by the sign convention's detection.)"""
-    _make(fresh_db, EARLIER, UUID_IDS)
+    """An incremental audit does not read proven entries again. An account moved to a type that must
+    not go negative, whose proven entries were held to no floor, makes the audit a full one (it was
+    history_tampered every night, while a full audit passes such an account that never went below
+    zero: found by a break-it run): its entries are held to the floor, as a full audit holds them,
+    and the state goes on. A move that changes no rule (``other`` escrow) is nothing, nor one that
+    lifts the floor (platform_cash). (A move that changes its sign rule is refused by the sign
+    convention's detection.)"""
+    _make(fresh_db, EARLIER, UUID_IDS, NEVER_NEGATIVE)
     state = tmp_path / "ledger.state"
     for n in (1, 2):
         code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state))
         assert code == 0, (stderr, data["findings"])
+
+    def audit(name: str, code: int, full_because: str | None) -> dict[str, Any]:
+        got, data, stderr = _audit(fresh_db, tmp_path / name, "--state", str(state))
+        assert got == code, (name, stderr, data["findings"])
+        stage = {s["name"]: s for s in data["stages"]}["state"]
+        assert stage["mode"] == ("full" if full_because else "incremental"), (name, stage)
+        assert (full_because or "") in stage.get("full_because", ""), (name, stage)
+        return data
+
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("UPDATE accounts SET account_type = %s WHERE id = 2", (other,))
+    audit("lifted or the same", 0, None)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE accounts SET account_type = 'user' WHERE id = 3")  # never below zero
+    audit("never negative", 0, "1 account(s) moved onto a type held to a floor since their entries were "
+                               "proven, which those entries were not held to (e.g. account 3, "
+                               "platform_cash then, user now)")
+    audit("never negative, again", 0, None)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("UPDATE accounts SET account_type = 'user' WHERE id = 1")  # at -1000 once
-    code, data, stderr = _audit(fresh_db, tmp_path / "moved", "--state", str(state))
-    assert code == 1, stderr
-    assert _rules(data) == {"history_tampered": {"1"}}, data["findings"]
-    sample = next(f for f in data["findings"] if f["rule"] == "history_tampered")["sample"][0]
-    assert sample["detail"] == ("of type user, but an earlier audit proved its entries as platform_cash, "
-                                "whose sign or floor differs")
+    data = audit("moved", 1, "e.g. account 1, platform_cash then, user now")
+    assert _rules(data) == {"negative_balance": {"8d1f6f5e-0000-4000-8000-000000000001"}}, data["findings"]
+    data = audit("moved, again", 1, None)  # the offender is carried
+    assert _rules(data) == {"negative_balance": {"8d1f6f5e-0000-4000-8000-000000000001"}}, data["findings"]
     code, data, stderr = _audit(fresh_db, tmp_path / "full")
     assert code == 1 and _rules(data) == {"negative_balance": {"8d1f6f5e-0000-4000-8000-000000000001"}}, \
         data["findings"]

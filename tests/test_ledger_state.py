@@ -337,6 +337,30 @@ def test_corrupt_foreign_and_busy_state_files_are_left_as_they_are(
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
 
 
+def test_a_state_path_that_is_a_link_is_its_targets_state(clean_ledger: str, tmp_path: Path) -> None:
+    """Found by a break-it run: --state through a symbolic link replaced the link with a file of its
+    own (the state forked, its target left behind), and an audit through the link and one through
+    its target held two locks. The link is followed: its target is written and locked."""
+    audit = Auditor(clean_ledger, tmp_path)
+    audit.prove()
+    real = audit.state
+    runs = sqlite3.connect(real).execute("SELECT count(*) FROM runs").fetchone()[0]
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.state"
+    link.symlink_to(real)
+    audit.state = link
+    code, data, stderr, _ = audit()
+    assert code == 0, (stderr, data["findings"])
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    db = sqlite3.connect(real)
+    assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == runs + 1
+    db.close()
+    with real.with_name(real.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code, _, stderr, _ = audit()
+    assert code == 2 and "is in use by another ledger audit" in stderr
+
+
 def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy: str,
                                                                      tmp_path: Path) -> None:
     audit = Auditor(ledger_copy, tmp_path)

@@ -286,8 +286,12 @@ def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_pat
                                      seed=generate.DEFAULT_SEED if seed is None else seed,
                                      config_path=config_path, strict=strict)
         assert db_url is not None
+        # A link is followed: its target is the state (written, and locked, there). Written at the
+        # link's own path, the link became a file of its own, and two audits through the link and
+        # its target held two locks (found by a break-it run).
+        state = state_path.resolve() if state_path is not None else None
         return audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
-                            schedule=Schedule(state_path, full, history_share), baseline=baseline)
+                            schedule=Schedule(state, full, history_share), baseline=baseline)
 
     _invoke("verify-ledger", traceback, action, mode=_mode(quiet, verbose), output_format=output_format)
 

@@ -133,13 +133,16 @@ def _summary(conn: psycopg.Connection, *, p: inv.Pass, filled: dict[str, sql.Com
              settings: dict[str, str]) -> PassResult:
     started = time.monotonic()
     with planned(conn, settings):
-        row = conn.execute(inv.summary_query(p, filled)).fetchone()
-    assert row is not None
+        rows = conn.execute(inv.summary_query(p, filled)).fetchall()
     n = len(p.totals)
-    return PassResult(p.name, {name: v if isinstance(v, dict) else int(v)
-                               for (name, _), v in zip(p.totals, row[:n], strict=True)},
-                      [int(v) for v in row[n::2]], [Decimal(v) for v in row[n + 1::2]],
-                      round(time.monotonic() - started, 3))
+    # A summary read in groups (``Pass.group_by``) has a row per group, none where x is empty.
+    parts = [PassResult(p.name, {name: v if isinstance(v, dict) else int(v)
+                                 for (name, _), v in zip(p.totals, row[:n], strict=True)},
+                        [int(v) for v in row[n::2]], [Decimal(v) for v in row[n + 1::2]])
+             for row in rows] or [PassResult(p.name, {name: {} if name in inv.BREAKDOWNS else 0
+                                                      for name, _ in p.totals},
+                                             [0] * len(p.rules), [Decimal(0)] * len(p.rules))]
+    return dataclasses.replace(_merged(parts), duration_s=round(time.monotonic() - started, 3))
 
 
 def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Composable],
@@ -242,7 +245,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
            offenders: str) -> tuple[Layout, inv.Convention]:
     layout, detection, convention, currencies = _layout_stage(run, conn, config.ledger)
     config = dataclasses.replace(config, ledger=layout)
-    filled = inv.names(layout, convention, currencies)
+    filled = _exact_account_key(conn, layout, inv.names(layout, convention, currencies))
     scope = (proven.read_state(run, conn, layout, convention, filled, schedule, detection.mutable)
              if schedule.state is not None else proven.UNSCHEDULED)
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
@@ -384,6 +387,30 @@ def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout,
     return out
 
 
+def _builtin_account(conn: psycopg.Connection, layout: Layout) -> bool:
+    """Whether the entries' account column is of a type built in or an enum (``SPLITTABLE_SQL``): its
+    "=" under the audit's search_path (pg_catalog) then groups as its GROUP BY does."""
+    row = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
+        schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
+        column=sql.Literal(layout.column("entries", "account")))).fetchone()
+    return row is None or bool(row[1])
+
+
+def _exact_account_key(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable]
+                       ) -> dict[str, sql.Composable]:
+    """``filled`` with the trial balance's per-account sums keyed by the account's text, where the
+    account is of an extension's type: GROUP BY groups a citext account by citext's own operators
+    (case-insensitively), while every join of the audit compares ids as text (the pinned
+    search_path sees pg_catalog's "=" only), so an entry of 'c1', which no account has, was summed
+    with account 'C1' and took its currency: the NULL bucket's trial_balance_nonzero went unseen
+    (found by a break-it run)."""
+    if layout.has("entries", "currency") or _builtin_account(conn, layout):
+        return filled
+    return {**filled, "trial_key": sql.SQL("e.{}::text").format(filled["entries_account"]),
+            "trial_join": sql.SQL("LEFT JOIN {} ca ON ca.{}::text = t.key").format(
+                filled["accounts"], filled["accounts_id"])}
+
+
 def _types(conn: psycopg.Connection, filled: dict[str, sql.Composable]) -> tuple[int, int]:
     """The type oids of the entries' account and seq columns, as a result reports them (a domain's
     base type: PostgreSQL's RowDescription message)."""
@@ -501,12 +528,15 @@ def _opening_stage(run: Run, scope: Scope, results: list[PassResult]) -> None:
     """The opening balances, stated per currency, and the trial balance arithmetic that includes them."""
     totals = {r.name: r.totals for r in results}
     chain, accounts = totals.get("chain", {}), totals.get("accounts", {})
+    first = chain.get("opening_by_currency", {})  # of the currencies with entries, where read per currency
+    idle = accounts.get("opening_without_entries_by_currency", {})
+    balances = accounts.get("balances_by_currency", {})
     by_currency: dict[str, dict[str, Any]] = {}
-    for currency, first in chain.get("opening_by_currency", {}).items():
-        idle = Decimal(accounts.get("opening_without_entries_by_currency", {}).get(currency, "0"))
-        by_currency[currency] = {"opening_cents": str(Decimal(first) + idle)}
-    for currency, balance in accounts.get("balances_by_currency", {}).items():
-        by_currency.setdefault(currency, {"opening_cents": "0"})["balances_cents"] = balance
+    for currency in sorted({*first, *idle, *balances}):
+        by_currency[currency] = {"opening_cents": str(Decimal(first.get(currency, "0"))
+                                                      + Decimal(idle.get(currency, "0")))}
+        if currency in balances:
+            by_currency[currency]["balances_cents"] = balances[currency]
     with run.stage("opening balances") as detail:
         detail.update(
             scope="every account" if scope.mode == "full" else "accounts whose first entry is new since the "
