@@ -270,6 +270,19 @@ INSERT INTO entries SELECT 2 * k, k, 'u' || lpad(k::text, 2, '0'), 'credit', -10
 """
 
 
+def _citext_ids(dsn: str) -> None:
+    """TEXT_ACCOUNTS' ids as citext, those ending in an odd digit upper case (skips where the server
+    has no citext)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'").fetchone():
+            pytest.skip("this server has no citext extension")
+        conn.execute("CREATE EXTENSION citext")
+        conn.execute("UPDATE accounts SET id = upper(id) WHERE id ~ '[13579]$'")
+        conn.execute("UPDATE entries SET account_id = upper(account_id) WHERE account_id ~ '[13579]$'")
+        conn.execute("ALTER TABLE accounts ALTER COLUMN id TYPE citext")
+        conn.execute("ALTER TABLE entries ALTER COLUMN account_id TYPE citext")
+
+
 @pytest.mark.parametrize("kind", ["text", "citext"])
 def test_text_account_ids_split_into_ranges_lose_no_entry(kind: str, fresh_db: str, tmp_path: Path) -> None:
     """The chain pass cut into account ranges by text ids (one account, the platform's cash, holding
@@ -278,15 +291,9 @@ def test_text_account_ids_split_into_ranges_lose_no_entry(kind: str, fresh_db: s
     are not split: citext sorts by its own operators, which the pinned search_path does not see, so
     ranges cut in its order would be read in text's and overlap (found by a break-it run)."""
     _make(fresh_db, TEXT_ACCOUNTS)
+    if kind == "citext":
+        _citext_ids(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        if kind == "citext":
-            if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'").fetchone():
-                pytest.skip("this server has no citext extension")
-            conn.execute("CREATE EXTENSION citext")
-            conn.execute("UPDATE accounts SET id = upper(id) WHERE id ~ '[13579]$'")
-            conn.execute("UPDATE entries SET account_id = upper(account_id) WHERE account_id ~ '[13579]$'")
-            conn.execute("ALTER TABLE accounts ALTER COLUMN id TYPE citext")
-            conn.execute("ALTER TABLE entries ALTER COLUMN account_id TYPE citext")
         conn.execute("UPDATE accounts SET balance_cents = 101 WHERE id IN ('u05', 'u20', 'u35')")
         conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
         conn.execute("INSERT INTO entries VALUES (81, 41, '!first', 'debit', 7, 0, -7), "
@@ -312,15 +319,7 @@ def test_an_entry_of_a_citext_account_no_account_has_is_in_the_null_bucket_of_ev
     NULL bucket's trial_balance_nonzero, which the full audit finds, went unseen by the incremental
     audits, while the entry was new and once it was proven. The per-account sums are keyed by the
     account's text where its type is an extension's."""
-    _make(fresh_db, TEXT_ACCOUNTS)
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'").fetchone():
-            pytest.skip("this server has no citext extension")
-        conn.execute("CREATE EXTENSION citext")
-        conn.execute("UPDATE accounts SET id = upper(id) WHERE id ~ '[13579]$'")
-        conn.execute("UPDATE entries SET account_id = upper(account_id) WHERE account_id ~ '[13579]$'")
-        conn.execute("ALTER TABLE accounts ALTER COLUMN id TYPE citext")
-        conn.execute("ALTER TABLE entries ALTER COLUMN account_id TYPE citext")
+    _citext_ids(_make(fresh_db, TEXT_ACCOUNTS))
     config = "[ledger]\nreconcile = []\n"
     state = tmp_path / "ledger.state"
     for n in (1, 2):
