@@ -361,6 +361,23 @@ def test_a_state_path_that_is_a_link_is_its_targets_state(clean_ledger: str, tmp
     assert code == 2 and "is in use by another ledger audit" in stderr
 
 
+def test_the_partial_file_of_an_audit_killed_while_saving_is_removed_by_the_next_save(
+        clean_ledger: str, tmp_path: Path) -> None:
+    """Found by a break-it run: an audit killed (SIGKILL) while writing the state left its partial
+    file, which no later audit removed. The next save removes those of the state's own name and of
+    another process; nothing else."""
+    audit = Auditor(clean_ledger, tmp_path)
+    leftover = tmp_path / f".{audit.state.name}.4194304.partial"
+    leftover.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    kept = [tmp_path / f".{audit.state.name}.x1.partial", tmp_path / ".other.state.12.partial",
+            tmp_path / f"{audit.state.name}.12.partial"]
+    for path in kept:
+        path.write_bytes(b"")
+    code, data, stderr, _ = audit()
+    assert code == 0, (stderr, data["findings"])
+    assert not leftover.exists() and all(p.exists() for p in kept)
+
+
 def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy: str,
                                                                      tmp_path: Path) -> None:
     audit = Auditor(ledger_copy, tmp_path)

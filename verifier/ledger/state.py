@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -244,6 +246,16 @@ def _exact_text(text: Any) -> str:
     return str(int(value)) if value == value.to_integral_value() else str(value)
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Remove the partial files of ``path`` that audits killed while saving left (``save``'s own name,
+    of another process id): ``save`` runs under the state's lock (``locked``), so no other audit is
+    writing one (found by a break-it run: they stayed for good)."""
+    mine = re.compile(r"\." + re.escape(path.name) + r"\.[0-9]+\.partial")
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        if mine.fullmatch(leftover.name) and not leftover.is_dir():
+            leftover.unlink(missing_ok=True)
+
+
 def save(path: Path, state: State) -> None:
     """Write ``state`` to ``path`` atomically: a new file, synced, then renamed over the old one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -284,6 +296,7 @@ def save(path: Path, state: State) -> None:
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _remove_leftovers(path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
