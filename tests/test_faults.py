@@ -134,7 +134,7 @@ def test_lock_timeout_while_reading(targets: dict[str, str], tmp_path: Path, com
         result = run_cli(command, "--db", target, "--config", str(config),
                          "--report-dir", str(tmp_path / "r"))
     _not_verified(result.code, result.stdout, result.stderr, tmp_path / "r", None,
-                  "waited longer than lock_timeout_s", "lock_timeout_s in [tool.verifier]")
+                  "waited longer than lock_timeout_s", "lock_timeout_s in verifier.toml")
 
 
 def test_a_statement_beyond_a_limit_of_postgresql_is_not_called_a_lost_connection(fresh_db: str) -> None:

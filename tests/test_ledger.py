@@ -294,6 +294,7 @@ def test_statement_timeout_is_a_clear_error(clean_ledger: str, tmp_path: Path) -
     code, data, stderr = _audit(clean_ledger, tmp_path / "run", "--config", str(config))
     assert code == 2 and data["status"] == "error"
     assert "statement_timeout of 0.001 s was reached" in stderr
+    assert "statement_timeout_s in verifier.toml" in stderr
 
 
 def test_database_without_a_ledger(fresh_db: str, tmp_path: Path) -> None:

@@ -214,12 +214,13 @@ def reading(url: str, statement_timeout_s: float) -> Iterator[None]:
                                      "(pg_cancel_backend, a pooler, a watchdog).") from None
         raise VerifierError(f"A statement on {where} was cancelled ({exc.diag.message_primary}): "
                             f"the statement_timeout of {statement_timeout_s} s was reached.",
-                            hint="Raise statement_timeout_s in [tool.verifier].") from None
+                            hint="Raise statement_timeout_s in verifier.toml (or in [tool.verifier] of "
+                                 "pyproject.toml).") from None
     except psycopg.errors.LockNotAvailable as exc:  # also an OperationalError, but not a lost connection
         raise VerifierError(f"A statement on {where} waited longer than lock_timeout_s for a lock that "
                             f"another session holds ({exc.diag.message_primary}).",
                             hint="Run when no migration holds the tables, or raise lock_timeout_s in "
-                                 "[tool.verifier].") from None
+                                 "verifier.toml (or in [tool.verifier] of pyproject.toml).") from None
     except psycopg.OperationalError as exc:
         state = exc.sqlstate or ""
         severity = exc.diag.severity_nonlocalized or exc.diag.severity or ""
