@@ -463,6 +463,22 @@ def test_an_account_moved_onto_a_floor_its_proven_entries_were_not_held_to_is_au
         data["findings"]
 
 
+def test_the_rehashed_chunks_counted_are_those_that_hold_proven_rows(fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: with ids far apart, the count of re-hashed chunks (the state saved
+    stage, the trend) counted every number between the first and the last, 8.8 * 10^15 where 148
+    chunks held rows. It counts the proven chunks re-hashed."""
+    _make(fresh_db, EARLIER, UUID_IDS)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET seq = 5000000000000 WHERE seq = 2")
+    state = tmp_path / "ledger.state"
+    for name in ("prove1", "prove2", "again"):
+        code, data, stderr = _audit(fresh_db, tmp_path / name, "--state", str(state))
+        assert code == 0, (stderr, data["findings"])
+    saved = {s["name"]: s for s in data["stages"]}["state saved"]
+    assert saved["chunks"] == {"entries": 2, "journals": 1}, saved
+    assert saved["rehashed_chunks"] == 3, saved
+
+
 def test_floors_configured_after_the_entries_were_proven_are_held_against_all_of_them(
         fresh_db: str, tmp_path: Path) -> None:
     """Found by a break-it run: entries proven while their type had no floor, then a floor configured

@@ -269,7 +269,8 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
         run.provenance["ledger_history"] = scope.previous.runs[-proven.TREND_RUNS_MAX:]
     elif scope.state is not None and schedule.state is not None:
         with run.stage("state saved") as detail:
-            rehashed = sum(history.chunk_count(r) for r in rehash.values())
+            proved = scope.previous or scope.state  # the state whose proven chunks were re-hashed
+            rehashed = sum(history.chunk_count(proved, t, r) for t, r in rehash.items())
             checked = next((r.totals.get("entries", 0) for r in results if r.name == "journals"), 0)
             scope.state.tampered = tampered
             proven.advance(scope.state, run, digests, scope, carried, rehashed, checked, findings)

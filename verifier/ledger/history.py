@@ -142,9 +142,11 @@ def plan_rehash(state: State, table: str, share: float) -> list[tuple[int, int]]
     return [below, (start, last), (first, end - total)]
 
 
-def chunk_count(ranges: list[tuple[int, int]]) -> int:
-    """How many chunks of proven history ``ranges`` re-hash (the range below every chunk not counted)."""
-    return sum(b - a + 1 for a, b in ranges if a != BELOW)
+def chunk_count(state: State, table: str, ranges: list[tuple[int, int]]) -> int:
+    """How many of ``state``'s proven chunks of ``table`` ``ranges`` re-hash: those that hold rows,
+    not every number in the ranges (ids far apart leave most of them empty: a share of ids up to
+    9 * 10^18 counted 8.8 * 10^15 chunks where 148 held rows; found by a break-it run)."""
+    return sum(1 for c in state.chunks[table] if any(a <= c <= b for a, b in ranges))
 
 
 def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
