@@ -359,6 +359,12 @@ def test_a_state_path_that_is_a_link_is_its_targets_state(clean_ledger: str, tmp
         fcntl.flock(lock, fcntl.LOCK_EX)
         code, _, stderr, _ = audit()
     assert code == 2 and "is in use by another ledger audit" in stderr
+    loop = tmp_path / "elsewhere" / "loop.state"
+    loop.symlink_to(loop.name)
+    result = run_cli("verify-ledger", "--db", clean_ledger, "--report-dir", str(tmp_path / "loop"),
+                     "--state", str(loop))
+    assert result.code == 2 and "cannot be followed to a file" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_partial_file_of_an_audit_killed_while_saving_is_removed_by_the_next_save(
@@ -369,13 +375,15 @@ def test_the_partial_file_of_an_audit_killed_while_saving_is_removed_by_the_next
     audit = Auditor(clean_ledger, tmp_path)
     leftover = tmp_path / f".{audit.state.name}.4194304.partial"
     leftover.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    journal = tmp_path / f".{audit.state.name}.4194304.partial-journal"  # SQLite's, beside it
+    journal.write_bytes(b"\x00" * 100)
     kept = [tmp_path / f".{audit.state.name}.x1.partial", tmp_path / ".other.state.12.partial",
             tmp_path / f"{audit.state.name}.12.partial"]
     for path in kept:
         path.write_bytes(b"")
     code, data, stderr, _ = audit()
     assert code == 0, (stderr, data["findings"])
-    assert not leftover.exists() and all(p.exists() for p in kept)
+    assert not leftover.exists() and not journal.exists() and all(p.exists() for p in kept)
 
 
 def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy: str,

@@ -274,6 +274,14 @@ def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_pat
         raise click.UsageError("--state goes with --db (the demo builds a new ledger every time).")
     if state_path is not None and not state_path.name:
         raise click.UsageError("--state needs a file name (it was empty, or names a directory).")
+    # A link is followed: its target is the state (written, and locked, there). Written at the
+    # link's own path, the link became a file of its own, and two audits through the link and its
+    # target held two locks (found by a break-it run).
+    try:
+        state = state_path.resolve() if state_path is not None else None
+    except (RuntimeError, OSError) as exc:  # a loop of links (RuntimeError before Python 3.13)
+        raise click.UsageError(f"--state {state_path} cannot be followed to a file ({exc}); name the "
+                               "state file itself.") from None
 
     def action() -> Any:
         from verifier.demo import generate, ledger
@@ -286,10 +294,6 @@ def verify_ledger(ctx: click.Context, db_url: str | None, demo: bool, config_pat
                                      seed=generate.DEFAULT_SEED if seed is None else seed,
                                      config_path=config_path, strict=strict)
         assert db_url is not None
-        # A link is followed: its target is the state (written, and locked, there). Written at the
-        # link's own path, the link became a file of its own, and two audits through the link and
-        # its target held two locks (found by a break-it run).
-        state = state_path.resolve() if state_path is not None else None
         return audit_ledger(db_url, report_dir=report_dir, config_path=config_path, strict=strict,
                             schedule=Schedule(state, full, history_share), baseline=baseline)
 

@@ -245,7 +245,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
            offenders: str) -> tuple[Layout, inv.Convention]:
     layout, detection, convention, currencies = _layout_stage(run, conn, config.ledger)
     config = dataclasses.replace(config, ledger=layout)
-    filled = _exact_account_key(conn, layout, inv.names(layout, convention, currencies))
+    filled = inv.names(layout, convention, currencies, account_as_text=not _builtin_account(conn, layout))
     scope = (proven.read_state(run, conn, layout, convention, filled, schedule, detection.mutable)
              if schedule.state is not None else proven.UNSCHEDULED)
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
@@ -390,26 +390,12 @@ def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout,
 
 def _builtin_account(conn: psycopg.Connection, layout: Layout) -> bool:
     """Whether the entries' account column is of a type built in or an enum (``SPLITTABLE_SQL``): its
-    "=" under the audit's search_path (pg_catalog) then groups as its GROUP BY does."""
+    "=" under the audit's search_path (pg_catalog) then groups as its GROUP BY does (else the audit
+    groups accounts by their text: ``inv.names``, ``account_as_text``)."""
     row = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
         schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
         column=sql.Literal(layout.column("entries", "account")))).fetchone()
     return row is None or bool(row[1])
-
-
-def _exact_account_key(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable]
-                       ) -> dict[str, sql.Composable]:
-    """``filled`` with the trial balance's per-account sums keyed by the account's text, where the
-    account is of an extension's type: GROUP BY groups a citext account by citext's own operators
-    (case-insensitively), while every join of the audit compares ids as text (the pinned
-    search_path sees pg_catalog's "=" only), so an entry of 'c1', which no account has, was summed
-    with account 'C1' and took its currency: the NULL bucket's trial_balance_nonzero went unseen
-    (found by a break-it run)."""
-    if layout.has("entries", "currency") or _builtin_account(conn, layout):
-        return filled
-    return {**filled, "trial_key": sql.SQL("e.{}::text").format(filled["entries_account"]),
-            "trial_join": sql.SQL("LEFT JOIN {} ca ON ca.{}::text = t.key").format(
-                filled["accounts"], filled["accounts_id"])}
 
 
 def _types(conn: psycopg.Connection, filled: dict[str, sql.Composable]) -> tuple[int, int]:

@@ -268,7 +268,8 @@ ENTRY_CURRENCY = Rule(
            "|| coalesce(x.a_currency, 'NULL')", scope=("entries", "x.seq"))
 # The window: each account's entries in seq order, or (``packed_chain``) every entry in the order of
 # one integer key that orders them alike, where prev_after and is_last look at the account.
-_PARTITIONED = dict(window="PARTITION BY e.{entries_account} ORDER BY e.{entries_seq}, e.{entries_id}",
+_PARTITIONED = dict(window="PARTITION BY e.{entries_account}{as_text} "
+                           "ORDER BY e.{entries_seq}, e.{entries_id}",
                     is_last="lead(true) OVER w IS NULL")
 CHAIN = Pass(
     "chain",
@@ -297,9 +298,9 @@ CHAIN = Pass(
 # for each account (20 s on 10^7).
 _LAST_ENTRIES = """
     (SELECT DISTINCT ON (m.account) m.account, p.{entries_seq} AS seq, p.{entries_after} AS after
-     FROM (SELECT l.{entries_account} AS account, max(l.{entries_seq}) AS seq FROM {entries} l
+     FROM (SELECT l.{entries_account}{as_text} AS account, max(l.{entries_seq}) AS seq FROM {entries} l
            WHERE <<upto>> GROUP BY 1) m
-     JOIN {entries} p ON p.{entries_seq} = m.seq AND p.{entries_account} = m.account
+     JOIN {entries} p ON p.{entries_seq} = m.seq AND p.{entries_account}{as_text} = m.account
      ORDER BY m.account, p.{entries_id} DESC)"""
 # The state's: a json array of objects keyed by the entries' own column names, read into the
 # entries' row type, so that each value has its column's type (a citext account compares as citext).
@@ -360,9 +361,9 @@ ACCOUNTS = Pass(
 # a type change that changes the sign its proven entries were held to
 # (debit-normal types), or holds them to a floor they were not held to
 # (non-negative types; a floor lifted asks nothing of them, as a full audit
-# would not); one that does neither is not. (A move onto a floor makes the
-# audit a full one before this pass runs, ``proven.MOVED_ONTO_FLOOR_SQL``, in
-# the same snapshot: the rule stands where that read finds no such account.)
+# would not); one that does neither is not. (A move onto or off a floor makes
+# the audit a full one before this pass runs, ``proven.MOVED_ACROSS_FLOOR_SQL``,
+# in the same snapshot: the rule stands where that read finds no such account.)
 # Entries without a seq are never proven: every incremental audit reads them.
 INC_ACCOUNTS = Pass(
     "accounts",
@@ -373,7 +374,7 @@ INC_ACCOUNTS = Pass(
            l.seq IS NOT NULL OR n.account IS NOT NULL AS has_entries, n.account IS NOT NULL AS has_new
     FROM {accounts} a
     FULL JOIN {proven_last} l ON l.account = a.{accounts_id}
-    LEFT JOIN (SELECT DISTINCT e.{entries_account} AS account FROM {entries} e
+    LEFT JOIN (SELECT DISTINCT e.{entries_account}{as_text} AS account FROM {entries} e
                WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL) n
       ON n.account = a.{accounts_id}
     """,
@@ -415,11 +416,11 @@ _REVERSALS = """
     LEFT JOIN LATERAL (
       SELECT coalesce(sum(abs(per_account.total)), 0) AS residual,
              coalesce(sum(per_account.moved), 0) AS moved
-      FROM (SELECT e.{entries_account}, sum(e.{entries_amount}) AS total,
+      FROM (SELECT e.{entries_account}{as_text}, sum(e.{entries_amount}) AS total,
                    sum(e.{entries_amount}) FILTER (WHERE e.{entries_journal} = r.id
                                                    AND e.{entries_amount} > 0) AS moved
             FROM {entries} e WHERE e.{entries_journal} IN (r.id, r.original)
-            GROUP BY e.{entries_account}) per_account) s ON true
+            GROUP BY e.{entries_account}{as_text}) per_account) s ON true
     """
 REVERSALS = Pass(
     "reversals",
@@ -462,11 +463,11 @@ REVERSED = Pass(
     LEFT JOIN LATERAL (
       SELECT coalesce(sum(abs(per_account.total)), 0) AS residual,
              coalesce(sum(per_account.moved), 0) AS moved
-      FROM (SELECT e.{entries_account}, sum(e.{entries_amount}) AS total,
+      FROM (SELECT e.{entries_account}{as_text}, sum(e.{entries_amount}) AS total,
                    sum(e.{entries_amount}) FILTER (WHERE e.{entries_journal} = o.id
                                                    AND e.{entries_amount} > 0) AS moved
             FROM {entries} e WHERE e.{entries_journal} IN (o.id, o.reverser)
-            GROUP BY e.{entries_account}) per_account) s ON true
+            GROUP BY e.{entries_account}{as_text}) per_account) s ON true
     """,
     (
         Rule("reversal_mismatch", "journals",
@@ -641,13 +642,16 @@ class Convention:
 
 
 def names(layout: Layout, convention: Convention, currencies: tuple[str, ...] = (),
-          reconcile: Reconcile | None = None, grouped: bool | None = None) -> dict[str, sql.Composable]:
+          reconcile: Reconcile | None = None, grouped: bool | None = None,
+          account_as_text: bool = False) -> dict[str, sql.Composable]:
     """The placeholders of every pass: the layout's names (identifiers), the convention and the
     configured values (literals), and the fragments that stand in for optional roles.
 
     ``currencies``: the accounts' currencies, for the per-currency figures
     (opening balances, balances). ``grouped``: whether the chain's summary is read per currency
-    (``CHAIN.group_by``); by default where there are several.
+    (``CHAIN.group_by``); by default where there are several. ``account_as_text``: the entries'
+    account is of an extension's type (``verifier.ledger.audit._builtin_account``), grouped by its
+    text.
     """
     filled: dict[str, sql.Composable] = {}
     for logical, table in layout.tables.items():
@@ -673,9 +677,16 @@ def names(layout: Layout, convention: Convention, currencies: tuple[str, ...] = 
         filled["accounts_currency"]))
     filled["currency_join"] = sql.SQL("") if own else sql.SQL("LEFT JOIN {} ca ON ca.{} = e.{}").format(
         filled["accounts"], filled["accounts_id"], filled["entries_account"])
-    filled["trial_key"] = filled["own_currency"] if own else sql.SQL("e.{}").format(filled["entries_account"])
-    filled["trial_join"] = sql.SQL("") if own else sql.SQL("LEFT JOIN {} ca ON ca.{} = t.key").format(
-        filled["accounts"], filled["accounts_id"])
+    # An account of an extension's type (citext) is grouped and partitioned by its text: GROUP BY,
+    # DISTINCT and PARTITION BY use the type's own equality (citext's: case-insensitive), while
+    # every join of the audit compares ids as text (the pinned search_path sees pg_catalog's "="
+    # only). Grouped so, an entry of 'c1', which no account has, joined account C1's chain or
+    # sums (found by break-it runs).
+    filled["as_text"] = sql.SQL("::text" if account_as_text else "")
+    filled["trial_key"] = filled["own_currency"] if own else sql.SQL("e.{}{}").format(
+        filled["entries_account"], filled["as_text"])
+    filled["trial_join"] = sql.SQL("") if own else sql.SQL("LEFT JOIN {} ca ON ca.{}{} = t.key").format(
+        filled["accounts"], filled["accounts_id"], filled["as_text"])
     filled["trial_currency"] = (sql.SQL("t.key") if own else
                                 sql.SQL("ca.{}::text").format(filled["accounts_currency"]))
     has_journal_currency = layout.has("journals", "currency")

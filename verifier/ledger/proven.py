@@ -55,13 +55,14 @@ RUNNING_XIDS_SQL = """
 SELECT transactionid::text FROM pg_locks
 WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
 """
-# Accounts whose proven entries were held to no floor, of a type held to one now (a type change
-# since): an incremental audit reads only new entries, so none of theirs would be held to it.
-MOVED_ONTO_FLOOR_SQL = """
+# Accounts moved onto a type held to a floor, or off one, since their entries were proven (a type
+# change): an incremental audit reads only new entries, so none of theirs would be held to a new
+# floor, and the offenders a lifted floor no longer makes would be carried on.
+MOVED_ACROSS_FLOOR_SQL = """
 SELECT l.account::text, l.type, a.{accounts_type}::text, count(*) OVER ()
 FROM {proven_last} l JOIN {accounts} a ON a.{accounts_id} = l.account
-WHERE NOT {all_non_negative} AND l.type IS NOT NULL AND a.{accounts_type}::text = ANY({non_negative})
-  AND NOT l.type = ANY({non_negative})
+WHERE NOT {all_non_negative} AND l.type IS NOT NULL
+  AND (a.{accounts_type}::text = ANY({non_negative})) IS DISTINCT FROM (l.type = ANY({non_negative}))
 ORDER BY 1 LIMIT 1
 """
 # The first journal beyond the proven ones that has an entry beyond the entries' watermark.
@@ -201,21 +202,23 @@ def settle(proven: dict[str, int], last_seen: dict[str, int] | None, last_bound:
     return {t: max(proven[t], last_seen[t]) for t in st.HISTORY_TABLES}
 
 
-def _moved_onto_floor(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable],
-                      before: st.State) -> str | None:
+def _moved_across_floor(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable],
+                        before: st.State) -> str | None:
     """Why the audit must be a full one, where accounts moved onto a type held to a floor
-    (``non_negative_account_types``) since their entries were proven under a type without one: the
-    floor holds for all of their entries, as a full audit holds it (it was ``history_tampered`` every
-    night, while a full audit passed an account that never went below zero). None where none did."""
+    (``non_negative_account_types``) since their entries were proven under a type without one, or
+    off one: all of their entries are held to the floor they have now, as a full audit holds them.
+    Before, a move onto a floor was ``history_tampered`` every night, while a full audit passed an
+    account that never went below zero; and a move off one carried its ``negative_balance``
+    offenders on, which a full audit no longer makes (found by break-it runs). None where none did."""
     assert before.last is not None
-    row = conn.execute(inv.compose(MOVED_ONTO_FLOOR_SQL, inv.incremental(
+    row = conn.execute(inv.compose(MOVED_ACROSS_FLOOR_SQL, inv.incremental(
         filled, before.proven["entries"], before.proven["journals"], before.trial, layout,
         before.last))).fetchone()
     if row is None:
         return None
     account, was, now, count = row
-    return (f"{count} account(s) moved onto a type held to a floor since their entries were proven, "
-            f"which those entries were not held to (e.g. account {account}, {was} then, {now} now)")
+    return (f"{count} account(s) moved onto or off a type held to a floor since their entries were "
+            f"proven (e.g. account {account}, {was} then, {now} now)")
 
 
 def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
@@ -251,7 +254,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          f"entries were proven under ({before.identity.get(RULES) or 'not recorded'} then, "
                          f"{current[RULES]} now)")
             else:
-                again = _moved_onto_floor(conn, layout, filled, before)
+                again = _moved_across_floor(conn, layout, filled, before)
         previous = before if again else None
         if before is None or schedule.full or before.empty or again:
             state, mode = st.new(current), "full"

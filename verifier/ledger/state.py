@@ -250,8 +250,8 @@ def _remove_leftovers(path: Path) -> None:
     """Remove the partial files of ``path`` that audits killed while saving left (``save``'s own name,
     of another process id): ``save`` runs under the state's lock (``locked``), so no other audit is
     writing one (found by a break-it run: they stayed for good)."""
-    mine = re.compile(r"\." + re.escape(path.name) + r"\.[0-9]+\.partial")
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+    mine = re.compile(r"\." + re.escape(path.name) + r"\.[0-9]+\.partial(-journal)?")  # and SQLite's
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.partial*"):
         if mine.fullmatch(leftover.name) and not leftover.is_dir():
             leftover.unlink(missing_ok=True)
 
