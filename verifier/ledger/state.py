@@ -249,11 +249,13 @@ def _exact_text(text: Any) -> str:
 def _remove_leftovers(path: Path) -> None:
     """Remove the partial files of ``path`` that audits killed while saving left (``save``'s own name,
     of another process id): ``save`` runs under the state's lock (``locked``), so no other audit is
-    writing one (found by a break-it run: they stayed for good)."""
+    writing one (found by a break-it run: they stayed for good). One that cannot be removed (another
+    user's, in a shared directory) is left: the state is saved already."""
     mine = re.compile(r"\." + re.escape(path.name) + r"\.[0-9]+\.partial(-journal)?")  # and SQLite's
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.partial*"):
         if mine.fullmatch(leftover.name) and not leftover.is_dir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 def save(path: Path, state: State) -> None:
