@@ -243,9 +243,9 @@ def audit(run: Run, conn: psycopg.Connection, url: str, config: Config,
 
 def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedule: Schedule,
            offenders: str) -> tuple[Layout, inv.Convention]:
-    layout, detection, convention, currencies = _layout_stage(run, conn, config.ledger)
+    layout, detection, convention, currencies, builtin = _layout_stage(run, conn, config.ledger)
     config = dataclasses.replace(config, ledger=layout)
-    filled = inv.names(layout, convention, currencies, account_as_text=not _builtin_account(conn, layout))
+    filled = inv.names(layout, convention, currencies, account_as_text=not builtin)
     scope = (proven.read_state(run, conn, layout, convention, filled, schedule, detection.mutable)
              if schedule.state is not None else proven.UNSCHEDULED)
     passes, not_checked = _plan_passes(scope, layout, convention, currencies, filled, detection)
@@ -284,10 +284,12 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
 
 
 def _layout_stage(run: Run, conn: psycopg.Connection, configured: Layout
-                  ) -> tuple[Layout, Detection, inv.Convention, tuple[str, ...]]:
-    """The "layout" stage: the ledger's layout detected from the catalog; its sign convention."""
+                  ) -> tuple[Layout, Detection, inv.Convention, tuple[str, ...], bool]:
+    """The "layout" stage: the ledger's layout detected from the catalog; its sign convention; its
+    currencies; whether its account ids are of a type built in (``_builtin_account``)."""
     with run.stage("layout") as detail:
         layout, detection = detect(conn, configured)
+        builtin = _builtin_account(conn, layout)
         convention, evidence = detect_convention(conn, layout)
         currencies = _currencies(conn, layout)
         detail.update(layout=detection.name, schema=layout.schema,
@@ -301,7 +303,7 @@ def _layout_stage(run: Run, conn: psycopg.Connection, configured: Layout
                       history_leaves_out=detection.mutable)
         run.provenance["ledger_convention"] = convention.describe()
         run.provenance["ledger_layout"] = detection.name
-    return layout, detection, convention, currencies
+    return layout, detection, convention, currencies, builtin
 
 
 def _currencies(conn: psycopg.Connection, layout: Layout) -> tuple[str, ...]:
@@ -395,7 +397,26 @@ def _builtin_account(conn: psycopg.Connection, layout: Layout) -> bool:
     row = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
         schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
         column=sql.Literal(layout.column("entries", "account")))).fetchone()
-    return row is None or bool(row[1])
+    if row is None or row[1]:
+        return True
+    # An extension's type with no "=" that pg_catalog's operators reach (ltree; citext reaches text's
+    # through its implicit cast) cannot be joined at all: say so, not "internal error" (found by a
+    # break-it run).
+    entries, accounts = (sql.Identifier(layout.schema, layout.tables[t]) for t in ("entries", "accounts"))
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SELECT 1 FROM {} a JOIN {} e ON a.{} = e.{} WHERE false").format(
+                accounts, entries, sql.Identifier(layout.column("accounts", "id")),
+                sql.Identifier(layout.column("entries", "account"))))
+    except psycopg.errors.UndefinedFunction as exc:
+        raise VerifierError(
+            f"The ledger's account ids ({layout.table('accounts')}.{layout.column('accounts', 'id')}, "
+            f"{layout.table('entries')}.{layout.column('entries', 'account')}) cannot be compared by the "
+            f"audit: {exc.diag.message_primary}. It reads with search_path set to pg_catalog, so that no "
+            "operator of another schema can change a verdict, and their type's \"=\" is not there.",
+            hint="Audit views that give the ids as text (name them as the ledger's tables in "
+                 "[ledger.tables] of verifier.toml).") from None
+    return False
 
 
 def _types(conn: psycopg.Connection, filled: dict[str, sql.Composable]) -> tuple[int, int]:

@@ -304,12 +304,19 @@ _LAST_ENTRIES = """
      ORDER BY m.account, p.{entries_id} DESC)"""
 # The state's: a json array of objects keyed by the entries' own column names, read into the
 # entries' row type, so that each value has its column's type (a citext account compares as citext).
+# One per account as the audit tells accounts apart (``as_text``; else the column's own equality, a
+# nondeterministic collation's too): the state keys them by their text, so ids that such a
+# collation holds equal ('A1', 'a1') were two last entries, and an account's next entries were
+# chained from both (false running_balance_break, every night; found by a break-it run). Its last
+# is the one of the highest seq.
 PROVEN_LAST_STATE = """
-    (SELECT t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after,
+    (SELECT DISTINCT ON (t.{entries_account}{as_text})
+            t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after,
             j ->> 'verifier_currency' AS currency, j ->> 'verifier_type' AS type,
             (j ->> 'verifier_existed')::boolean AS existed
      FROM json_array_elements({proven_last_json}::json) j
-     CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t)"""
+     CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t
+     ORDER BY t.{entries_account}{as_text}, t.{entries_seq} DESC)"""
 # The newly proven entries' last per account (as text), for the state: those in (old, new].
 NEWLY_PROVEN_LAST = _fill(
     "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text, ca.{accounts_type}::text, "
