@@ -270,17 +270,36 @@ INSERT INTO entries SELECT 2 * k, k, 'u' || lpad(k::text, 2, '0'), 'credit', -10
 """
 
 
-def _citext_ids(dsn: str) -> None:
-    """TEXT_ACCOUNTS' ids as citext, those ending in an odd digit upper case (skips where the server
-    has no citext)."""
+def _ids_of(dsn: str, extension: str, mixed_case: bool = False) -> None:
+    """TEXT_ACCOUNTS' ids of the type of ``extension`` (skips where the server has none); with
+    ``mixed_case``, those ending in an odd digit upper case."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'").fetchone():
-            pytest.skip("this server has no citext extension")
-        conn.execute("CREATE EXTENSION citext")
-        conn.execute("UPDATE accounts SET id = upper(id) WHERE id ~ '[13579]$'")
-        conn.execute("UPDATE entries SET account_id = upper(account_id) WHERE account_id ~ '[13579]$'")
-        conn.execute("ALTER TABLE accounts ALTER COLUMN id TYPE citext")
-        conn.execute("ALTER TABLE entries ALTER COLUMN account_id TYPE citext")
+        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (extension,)).fetchone():
+            pytest.skip(f"this server has no {extension} extension")
+        conn.execute(sql.SQL("CREATE EXTENSION {}").format(sql.Identifier(extension)))
+        if mixed_case:
+            conn.execute("UPDATE accounts SET id = upper(id) WHERE id ~ '[13579]$'")
+            conn.execute("UPDATE entries SET account_id = upper(account_id) WHERE account_id ~ '[13579]$'")
+        for table, column in (("accounts", "id"), ("entries", "account_id")):
+            conn.execute(sql.SQL("ALTER TABLE {t} ALTER COLUMN {c} TYPE {x} USING {c}::{x}").format(
+                t=sql.Identifier(table), c=sql.Identifier(column), x=sql.Identifier(extension)))
+
+
+def _citext_ids(dsn: str) -> None:
+    """TEXT_ACCOUNTS' ids as citext, those ending in an odd digit upper case."""
+    _ids_of(dsn, "citext", mixed_case=True)
+
+
+def _proven_citext_ledger(dsn: str, tmp_path: Path) -> tuple[Path, str]:
+    """TEXT_ACCOUNTS with citext ids (``_citext_ids``), its history proven by two audits with a state:
+    the state file and the configuration they ran with."""
+    _citext_ids(_make(dsn, TEXT_ACCOUNTS))
+    config = "[ledger]\nreconcile = []\n"
+    state = tmp_path / "ledger.state"
+    for n in (1, 2):
+        code, data, stderr = _audit(dsn, tmp_path / f"prove{n}", "--state", str(state), config=config)
+        assert code == 0, (stderr, data["findings"])
+    return state, config
 
 
 @pytest.mark.parametrize("kind", ["text", "citext"])
@@ -319,12 +338,7 @@ def test_an_entry_of_a_citext_account_no_account_has_is_in_the_null_bucket_of_ev
     NULL bucket's trial_balance_nonzero, which the full audit finds, went unseen by the incremental
     audits, while the entry was new and once it was proven. The per-account sums are keyed by the
     account's text where its type is an extension's."""
-    _citext_ids(_make(fresh_db, TEXT_ACCOUNTS))
-    config = "[ledger]\nreconcile = []\n"
-    state = tmp_path / "ledger.state"
-    for n in (1, 2):
-        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state), config=config)
-        assert code == 0, (stderr, data["findings"])
+    state, config = _proven_citext_ledger(fresh_db, tmp_path)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
         conn.execute("INSERT INTO entries VALUES (81, 41, 'U01', 'debit', 50, 100, 50), "
@@ -353,12 +367,7 @@ def test_an_entry_of_a_citext_account_no_account_has_joins_no_accounts_chain(fre
     running_balance_break of U05's whole balance, and it became U05's last entry, so U05's own
     balance drift went unseen. Accounts are partitioned, grouped and told apart by their text, as
     every join of the audit compares them; full and incremental audits find the same."""
-    _citext_ids(_make(fresh_db, TEXT_ACCOUNTS))
-    config = "[ledger]\nreconcile = []\n"
-    state = tmp_path / "ledger.state"
-    for n in (1, 2):
-        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state), config=config)
-        assert code == 0, (stderr, data["findings"])
+    state, config = _proven_citext_ledger(fresh_db, tmp_path)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
         conn.execute("INSERT INTO entries VALUES (81, 41, 'u05', 'debit', 40, 40, 0), "
@@ -381,13 +390,7 @@ def test_account_ids_of_a_type_without_an_equality_in_pg_catalog_are_a_clear_err
         fresh_db: str, tmp_path: Path) -> None:
     """Found by a break-it run: ltree account ids (an extension's type whose "=" is not in pg_catalog,
     where the audit's search_path points) ended in "internal error: operator does not exist"."""
-    _make(fresh_db, TEXT_ACCOUNTS)
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'ltree'").fetchone():
-            pytest.skip("this server has no ltree extension")
-        conn.execute("CREATE EXTENSION ltree")
-        conn.execute("ALTER TABLE accounts ALTER COLUMN id TYPE ltree USING id::ltree")
-        conn.execute("ALTER TABLE entries ALTER COLUMN account_id TYPE ltree USING account_id::ltree")
+    _ids_of(_make(fresh_db, TEXT_ACCOUNTS), "ltree")
     code, data, stderr = _audit(fresh_db, tmp_path / "run", config="[ledger]\nreconcile = []\n")
     assert code == 2 and data["findings"] == [], stderr
     assert "cannot be compared by the audit: operator does not exist" in " ".join(stderr.split()), stderr
