@@ -390,13 +390,20 @@ def split_chain(conn: psycopg.Connection, passes: list[Planned], layout: Layout,
     return out
 
 
+def _entries_account_kind(conn: psycopg.Connection, layout: Layout) -> tuple[str, bool | None] | None:
+    """``SPLITTABLE_SQL`` of the entries' account column: the entries relation's relkind, and whether
+    the column's type (under any domains) is built in or an enum; None without such a relation."""
+    row = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
+        schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
+        column=sql.Literal(layout.column("entries", "account")))).fetchone()
+    return None if row is None else (str(row[0]), row[1])
+
+
 def _builtin_account(conn: psycopg.Connection, layout: Layout) -> bool:
     """Whether the entries' account column is of a type built in or an enum (``SPLITTABLE_SQL``): its
     "=" under the audit's search_path (pg_catalog) then groups as its GROUP BY does (else the audit
     groups accounts by their text: ``inv.names``, ``account_as_text``)."""
-    row = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
-        schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
-        column=sql.Literal(layout.column("entries", "account")))).fetchone()
+    row = _entries_account_kind(conn, layout)
     if row is None or row[1]:
         return True
     # An extension's type with no "=" that pg_catalog's operators reach (ltree; citext reaches text's
@@ -475,9 +482,7 @@ def _account_bounds(conn: psycopg.Connection, layout: Layout, filled: dict[str, 
     ranges_max = layout.chain_ranges or chain_ranges_default(layout.workers)
     if ranges_max < 2:
         return []
-    kind = conn.execute(sql.SQL(SPLITTABLE_SQL).format(
-        schema=sql.Literal(layout.schema), table=sql.Literal(layout.tables["entries"]),
-        column=sql.Literal(layout.column("entries", "account")))).fetchone()
+    kind = _entries_account_kind(conn, layout)
     if kind is None or kind[0] not in ("r", "p", "m") or not kind[1]:
         return []
     # Sorted as the range predicates compare: by the column's type's default ordering and its
