@@ -854,3 +854,110 @@ def test_a_renamed_enum_label_is_history_tampered_and_bytea_output_is_no_edit(le
         conn.execute("ALTER TYPE mood RENAME VALUE 'ok' TO 'reversed'")
     code, data, stderr, found = audit()
     assert code == 1 and ("history_tampered", "public.journals") in found, (stderr, found)
+
+
+def _post_with_journal_id(conn: psycopg.Connection, journal_id: int) -> None:
+    """A transfer posted through ``transfer_tokens`` whose journal takes ``journal_id``, the journals'
+    sequence put back where it stood: a journal inserted by hand with an explicit id."""
+    stood = conn.execute("SELECT last_value FROM journals_id_seq").fetchone()
+    assert stood is not None
+    conn.execute("SELECT setval('journals_id_seq', %s, false)", (journal_id,))
+    conn.execute("SELECT transfer_tokens(a, b, 100, 'tip', gen_random_uuid()) FROM "
+                 "(SELECT min(id) AS a, max(id) AS b FROM accounts WHERE type = 'user') u")
+    conn.execute("SELECT setval('journals_id_seq', %s)", (stood[0],))
+
+
+def test_a_journal_with_an_id_beyond_its_sequence_is_checked_as_new_and_proves_no_later_journal_tampered(
+        ledger_copy: str, tmp_path: Path) -> None:
+    # Found by a break-it run: a journal inserted with the explicit id 900001 became the journals'
+    # watermark once proven, and each journal the application posted after it, below that id, was
+    # history_tampered every night; --full proved the same watermark again.
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")  # the transfers leave the legacy wallets as they are
+    auditor = Auditor(ledger_copy, tmp_path)
+
+    def audit(*extra: str, state: bool = True
+              ) -> tuple[int, dict[str, Any], str, dict[tuple[str, str], set[str]]]:
+        return auditor("--config", str(config), *extra, state=state)
+
+    audit(), audit()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        _post_with_journal_id(conn, 900_001)
+        position = conn.execute("SELECT last_value FROM journals_id_seq").fetchone()
+    for night in range(3):
+        code, data, stderr, found = audit()
+        assert code == 0, (night, data["findings"])
+        assert _stage(data, "state")["mode"] == "incremental"
+        assert not found, data["findings"]
+        [warning] = data["findings"]
+        assert (warning["rule"], warning["table"], warning["count"]) == (
+            "id_beyond_sequence", "public.journals", 1)
+        assert [s["id"] for s in warning["sample"]] == ["900001"]
+        assert _stage(data, "state")["seen"]["journals"] == position[0] + night  # not 900001
+        with psycopg.connect(ledger_copy, autocommit=True) as conn:  # the application posts on
+            conn.execute("SELECT transfer_tokens(a, b, 100, 'tip', gen_random_uuid()) FROM "
+                         "(SELECT min(id) AS a, max(id) AS b FROM accounts WHERE type = 'user') u")
+    # Not proven: each audit checks it as a new journal, as a full audit does. (Its entries' ids
+    # are the sequence's: proven, so the edit is history_tampered of that entry too.)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        edited = conn.execute(
+            "UPDATE entries SET amount_cents = amount_cents + 1, "
+            "balance_after_cents = balance_after_cents + 1 "
+            "WHERE id = (SELECT min(id) FROM entries WHERE journal_id = 900001) RETURNING id").fetchone()
+    assert edited is not None
+    code, data, stderr, found = audit()
+    full = audit(state=False)
+    assert code == full[0] == 1
+    unbalanced = ("journal_unbalanced", "public.journals")
+    assert found[unbalanced] == full[3][unbalanced] == {"900001"}
+    assert ("history_tampered", "public.journals") not in found, data["findings"]
+    assert found[("history_tampered", "public.entries")] == {str(edited[0])}
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:  # put back as it was
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE entries SET amount_cents = amount_cents - 1, "
+                     "balance_after_cents = balance_after_cents - 1 WHERE id = %s", edited)
+    # Once the sequence passes it, it is proven as any other journal.
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SELECT setval('journals_id_seq', 900001)")
+    audit("--full")
+    audit()
+    code, data, stderr, found = audit()
+    assert code == 0, data["findings"]
+    assert "id_beyond_sequence" not in {f["rule"] for f in data["findings"]}
+    assert _stage(data, "state")["proven_before"]["journals"] >= 900_001
+
+
+def test_the_sequence_an_id_column_draws_from_and_how_far_it_has_handed_out(make_db: Any) -> None:
+    dsn = str(make_db())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            CREATE SEQUENCE shared_seq; CREATE SEQUENCE down_seq INCREMENT -1;
+            CREATE TABLE serial_ids (id bigserial PRIMARY KEY);
+            CREATE TABLE identity_ids (id bigint GENERATED ALWAYS AS IDENTITY);
+            CREATE TABLE default_ids (id bigint DEFAULT nextval('shared_seq'));
+            CREATE TABLE fresh_ids (id bigserial);
+            CREATE TABLE down_ids (id bigint DEFAULT nextval('down_seq'));
+            CREATE TABLE plain_ids (id bigint);
+            INSERT INTO serial_ids DEFAULT VALUES; INSERT INTO serial_ids DEFAULT VALUES;
+            INSERT INTO identity_ids DEFAULT VALUES;
+            SELECT setval('shared_seq', 41); INSERT INTO down_ids DEFAULT VALUES;""")
+
+        def read(table: str, role: str | None = None) -> list[tuple[str, int | None]]:
+            if role:
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            try:
+                return [tuple(r) for r in conn.execute(proven.SEQUENCE_SQL, {
+                    "schema": "public", "table": table, "column": "id"}).fetchall()]
+            finally:
+                conn.execute("RESET ROLE")
+
+        assert read("serial_ids") == [("serial_ids_id_seq", 2)]
+        assert read("identity_ids") == [("identity_ids_id_seq", 1)]
+        assert read("default_ids") == [("shared_seq", 41)]
+        assert read("fresh_ids") == [("fresh_ids_id_seq", None)]  # never handed out a value
+        assert read("down_ids") == [("down_seq", None)]  # counts down
+        assert read("plain_ids") == []
+        with reader_role(dsn) as reader:  # may select the tables, not the sequences
+            role = psycopg.conninfo.conninfo_to_dict(reader)["user"]
+            assert read("serial_ids", str(role)) == [("serial_ids_id_seq", None)]

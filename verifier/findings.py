@@ -184,6 +184,11 @@ REGISTRY: tuple[Rule, ...] = (
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
          "or inserted among proven ids, or a proven journal gained entries, or an account whose entries "
          "were proven was deleted or moved to another currency or to a type held to other rules"),
+        ("id_beyond_sequence", "warning",
+         "(--state) rows of the entries or journals have ids beyond the last value their id column's "
+         "sequence handed out (inserted with explicit ids): they are checked as new on every audit and "
+         "proven only once the sequence passes them; the insert that draws such an id from the sequence "
+         "will fail on a unique key"),
         ("ledger_rejects_balanced", "error",
          "(rehearsal probe) the database rejects a balanced journal posted the way applications post "
          "it (leg by leg, or through its posting function)"),

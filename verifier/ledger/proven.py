@@ -55,6 +55,41 @@ RUNNING_XIDS_SQL = """
 SELECT transactionid::text FROM pg_locks
 WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted
 """
+# The sequences a history table's id column draws from: a serial's or an identity column's own
+# (pg_depend: 'a' or 'i' on the column) or one its default calls (pg_depend from pg_attrdef), each
+# with the last value it handed out: NULL where it never has, counts down, or this role may read
+# neither it nor its value (as the pg_sequences system view reads it: PostgreSQL's system_views.sql).
+SEQUENCE_SQL = """
+WITH col AS (
+  SELECT a.attrelid, a.attnum FROM pg_catalog.pg_attribute a
+  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND a.attname = %(column)s AND NOT a.attisdropped
+), seqs AS (
+  SELECT d.refobjid AS seq FROM col
+  JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = col.attrelid AND ad.adnum = col.attnum
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  UNION
+  SELECT d.objid FROM col
+  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid = col.attrelid AND d.refobjsubid = col.attnum
+   AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i')
+)
+SELECT s.seq::pg_catalog.regclass::text,
+       CASE WHEN q.seqincrement > 0 AND pg_catalog.has_sequence_privilege(s.seq, 'SELECT,USAGE')
+            THEN pg_catalog.pg_sequence_last_value(s.seq) END
+FROM seqs s JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.seq
+ORDER BY 1
+"""
+# The rows of a history table with ids beyond what its sequence has handed out: how many, the
+# first of them.
+BEYOND_SQL = """
+SELECT count(*), (SELECT array_agg(i ORDER BY i) FROM (
+         SELECT {id} AS i FROM {table} WHERE {id} > {position} ORDER BY {id} LIMIT {sample}) f)
+FROM {table} WHERE {id} > {position}
+"""
+
+
 # Accounts moved onto a type held to a floor, or off one, since their entries were proven (a type
 # change): an incremental audit reads only new entries, so none of theirs would be held to a new
 # floor, and the offenders a lifted floor no longer makes would be carried on.
@@ -221,6 +256,51 @@ def _moved_across_floor(conn: psycopg.Connection, layout: Layout, filled: dict[s
             f"proven (e.g. account {account}, {was} then, {now} now)")
 
 
+BEYOND_SAMPLE = 5  # ids an id_beyond_sequence warning names
+
+
+def within_sequences(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable],
+                     seen: dict[str, int]) -> tuple[dict[str, int], list[Finding]]:
+    """``seen`` (the newest id per history table) held to what the table's id sequence has handed
+    out, and one ``id_beyond_sequence`` warning per table with rows beyond it.
+
+    A journal inserted by hand with an explicit id far beyond its sequence (900001 while the
+    sequence stood at 37,000) became the watermark once proven, and every journal the application
+    posted afterwards lay below it: ``history_tampered`` every night, and ``--full`` proved the
+    same watermark again (found by a break-it run). Rows beyond the sequence are not proven: they
+    are checked as new on every audit, until the sequence passes them. ``seen`` is unchanged for a
+    column that draws from no sequence, whose sequence has handed out nothing or counts down, or
+    that this role may not read (``SEQUENCE_SQL``)."""
+    held, found = dict(seen), []
+    for table, role in (("entries", "seq"), ("journals", "id")):
+        column = layout.column(table, role)
+        rows = conn.execute(SEQUENCE_SQL, {"schema": layout.schema, "table": layout.tables[table],
+                                           "column": column}).fetchall()
+        known = [(str(name), int(value)) for name, value in rows if value is not None]
+        if not known:
+            continue
+        sequence, position = max(known, key=lambda k: k[1])
+        if seen[table] <= position:
+            continue
+        held[table] = position
+        count, first = conn.execute(sql.SQL(BEYOND_SQL).format(
+            id=sql.Identifier(column), table=filled[table], position=sql.Literal(position),
+            sample=sql.Literal(BEYOND_SAMPLE))).fetchone() or (0, None)
+        where = layout.table(table)
+        found.append(Finding(
+            "id_beyond_sequence", "warning", table=where, column=column, count=int(count),
+            sample=tuple({"id": str(i), "cents_impact": 0, "detail": f"beyond {sequence} at {position:,}"}
+                         for i in first or ()),
+            message=f"{int(count):,} row(s) of {where} have ids beyond the last value its sequence "
+                    f"{sequence} handed out ({position:,}; the newest id is {seen[table]:,}): rows "
+                    "inserted with explicit ids. They are checked as new on every audit and proven "
+                    "only once the sequence passes them; when the sequence reaches one, the insert "
+                    "that draws that id fails on a unique key. If they are meant to stay, move the "
+                    f"sequence past them (SELECT setval('{sequence}', {seen[table]})).",
+            detail={"sequence": sequence, "last_value": position, "newest_id": seen[table]}))
+    return held, found
+
+
 def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
                filled: dict[str, sql.Composable], schedule: Schedule, mutable: dict[str, list[str]]) -> Scope:
     """The "state" stage: what earlier audits proved, and what this audit covers.
@@ -271,6 +351,9 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # snapshot leaves out those that took their xid after the newest commit, so nothing bounds
         # what may still commit below what an earlier audit saw (see running_bound).
         standby = bool((conn.execute("SELECT pg_is_in_recovery()").fetchone() or (False,))[0])
+        if not standby:  # (a standby proves nothing: what it sees is not kept)
+            seen, beyond = within_sequences(conn, layout, filled, seen)
+            run.add(*beyond)
         # Proven already: the state's, or, in the full audit that goes on from an earlier state
         # (``previous``), that state's, which this audit holds against its digests before it saves
         # anything (a transaction open since its last audit must not make the new state forget it:
