@@ -3,7 +3,11 @@
 Not a test (timings on a shared machine are noisy): run it and read the
 ratios, which compare runs interleaved on one server in one go.
 Usage: python scripts/bench_ledger.py [--entries 10000000] [--rounds 3] [--server URL] [--baseline PATH]
-(without --server: an embedded server in a temporary directory).
+[--accounts N] (without --server: an embedded server in a temporary directory).
+
+With ``--accounts N``, N more user wallets of one entry each are added to the
+ledger (``verifier.demo.ledger.add_wallets``): a platform of many wallets,
+where an incremental audit's cost follows the accounts, not the new entries.
 
 A generated clean ledger of ENTRIES entries (``verifier.demo.ledger``) in
 a database of its own, and the smallest generated ledger (1,000 entries) in
@@ -220,6 +224,8 @@ def main() -> None:
     def baseline_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--baseline", metavar="PATH",
                             help="another verify-ledger, timed in the same rounds")
+        parser.add_argument("--accounts", type=int, default=0, metavar="N",
+                            help="add N user wallets of one entry each (many accounts, few entries)")
 
     args = arguments(__doc__.splitlines()[0], "--entries", 10_000_000, baseline_option)
     with provision(args.server or "embedded") as server, tempfile.TemporaryDirectory() as tmp:
@@ -229,12 +235,16 @@ def main() -> None:
                 server.database("bench_small") as small:
             built = ledger.build(big.dsn, args.entries)
             ledger.build(small.dsn, ledger.ENTRIES_MIN)
+            if args.accounts:
+                ledger.add_wallets(big.dsn, args.accounts)
             with psycopg.connect(big.dsn, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
                 version = conn.execute("SHOW server_version").fetchone()
                 size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('entries'))").fetchone()
-            print(f"server {version[0] if version else '?'} ({server.kind}); {built.entries:,} entries, "
-                  f"{built.journals:,} journals, {built.accounts:,} accounts; entries with indexes "
+                counts = conn.execute("SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM "
+                                      "journals), (SELECT count(*) FROM accounts)").fetchone() or (0, 0, 0)
+            print(f"server {version[0] if version else '?'} ({server.kind}); {counts[0]:,} entries, "
+                  f"{counts[1]:,} journals, {counts[2]:,} accounts; entries with indexes "
                   f"{size[0] if size else '?'}; built in {built.duration_s:.1f} s")
             chain = Chain(big.dsn, Layout().workers)
             runs: dict[str, Any] = {

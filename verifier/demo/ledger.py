@@ -93,6 +93,44 @@ def build(dsn: str, entries: int = DEFAULT_ENTRIES, seed: int = generate.DEFAULT
     return Built(int(row[0]), int(row[1]), int(row[2]), round(time.monotonic() - started, 3))
 
 
+# Pairs of new user wallets, the first tipping the second 1.00 from an opening balance of 100.00 each:
+# a journal and two entries per pair, ids after every existing one, sequences moved past them.
+WALLETS_SQL = """
+CREATE TEMP TABLE verifier_pairs ON COMMIT DROP AS
+SELECT k, (SELECT max(id) FROM accounts) + 2 * k - 1 AS payer,
+       (SELECT max(id) FROM accounts) + 2 * k AS payee,
+       (SELECT max(id) FROM journals) + k AS journal, (SELECT max(id) FROM entries) + 2 * k - 1 AS entry
+FROM generate_series(1, %(pairs)s) k;
+INSERT INTO accounts (id, owner_id, type, currency, balance_cents, available_balance_cents)
+SELECT payer, gen_random_uuid(), 'user'::account_type, 'USD', 9900, 9900 FROM verifier_pairs
+UNION ALL SELECT payee, gen_random_uuid(), 'user'::account_type, 'USD', 10100, 10100 FROM verifier_pairs;
+INSERT INTO journals (id, ref_type, ref_id, description, idempotency_key)
+SELECT journal, 'tip'::transaction_type, gen_random_uuid(), 'wallet tip', 'wallet-' || journal
+FROM verifier_pairs;
+INSERT INTO entries (id, journal_id, account_id, amount_cents, balance_before_cents, balance_after_cents,
+                     entry_type)
+SELECT entry, journal, payer, 100, 10000, 9900, 'debit' FROM verifier_pairs
+UNION ALL SELECT entry + 1, journal, payee, -100, 10000, 10100, 'credit' FROM verifier_pairs;
+SELECT setval(pg_get_serial_sequence('accounts', 'id'), (SELECT max(id) FROM accounts)),
+       setval(pg_get_serial_sequence('journals', 'id'), (SELECT max(id) FROM journals)),
+       setval(pg_get_serial_sequence('entries', 'id'), (SELECT max(id) FROM entries));
+"""
+
+
+def add_wallets(dsn: str, accounts: int) -> None:
+    """``accounts`` more user wallets (rounded down to pairs) on a built demo ledger, each with one
+    entry: a platform of many wallets, few entries each (the benchmark's ``--accounts``). Their legacy
+    wallets are not added: audit with ``reconcile = []``."""
+    with conninfo.connect(dsn, what="demo database") as conn:
+        conn.execute("SET session_replication_role = replica")  # built consistent, as ``build``
+        for statement in WALLETS_SQL.split(";\n"):
+            if statement.strip():
+                conn.execute(statement, {"pairs": Int8(accounts // 2)} if "%(" in statement else None)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")
+
+
 class _Book:
     """Posts hand-made journals on fresh accounts, keeping each account's running balance."""
 

@@ -331,10 +331,8 @@ def _plan_passes(scope: Scope, layout: Layout, convention: inv.Convention, curre
     runnable, not_checked = inv.plan(layout, scope.mode == "incremental")
     if scope.mode == "incremental":
         assert scope.state is not None
-        assert scope.state.last is not None  # else a full audit (``proven.read_state``)
-        placeholders = inv.incremental(filled, scope.state.proven["entries"], scope.state.proven["journals"],
-                                       scope.state.trial, layout, scope.state.last)
-        passes = [Planned(p, placeholders, dict(NO_JIT)) for p in runnable]
+        assert scope.placeholders is not None  # built by ``proven.read_state``
+        passes = [Planned(p, scope.placeholders, dict(NO_JIT)) for p in runnable]
     elif not layout.has("entries", "currency"):
         # Entries take their account's currency: the trial balance is summed by the chain pass.
         folded = inv.fold_trial(filled, currencies)

@@ -372,15 +372,21 @@ ACCOUNTS = Pass(
 # the audit a full one before this pass runs, ``proven.MOVED_ACROSS_FLOOR_SQL``,
 # in the same snapshot: the rule stands where that read finds no such account.)
 # Entries without a seq are never proven: every incremental audit reads them.
+# The accounts an audit found as they were when their entries were proven (same balance as the last
+# proven entry's, currency and type, by their text) are not sent with their last entries: none of
+# these rules holds for them, and they have entries. ``proven_unchanged`` names them, or the accounts
+# without proven entries, whichever are fewer (``verifier.ledger.proven.shipped``).
 INC_ACCOUNTS = Pass(
     "accounts",
     """
     SELECT a.{accounts_id} AS id, a.{accounts_balance} AS balance, a.{accounts_type}::text AS a_type,
            a.{accounts_currency}::text AS a_currency, l.account AS l_account, l.seq AS last_id, l.after,
            l.currency AS proven_currency, l.type AS proven_type, l.existed AS proven_existed,
-           l.seq IS NOT NULL OR n.account IS NOT NULL AS has_entries, n.account IS NOT NULL AS has_new
+           l.seq IS NOT NULL OR n.account IS NOT NULL OR {proven_has} AS has_entries,
+           n.account IS NOT NULL AS has_new
     FROM {accounts} a
     FULL JOIN {proven_last} l ON l.account = a.{accounts_id}
+    LEFT JOIN {proven_unchanged} k(id) ON k.id = a.{accounts_id}::text
     LEFT JOIN (SELECT DISTINCT e.{entries_account}{as_text} AS account FROM {entries} e
                WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL) n
       ON n.account = a.{accounts_id}
@@ -829,11 +835,15 @@ def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: LastEntries) -> dict[str, sql.Composable]:
-    """``filled`` plus the watermarks, the proven entries' trial balance and each account's last
-    proven entry, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
+                last: LastEntries, unchanged: list[str] | None = None, unproven: list[str] | None = None
+                ) -> dict[str, sql.Composable]:
+    """``filled`` plus the watermarks, the proven entries' trial balance and accounts' last proven
+    entries, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
     the account's currency and type when its first entries were proven, and whether it existed then:
-    an orphan's were proven too), from the state file."""
+    an orphan's were proven too), from the state file: all of them, or all but those of the accounts
+    as they were when their entries were proven (``verifier.ledger.proven.shipped``), named by id
+    (as text) in ``unchanged``, or as every account but those of ``unproven`` (the accounts without
+    proven entries), whichever list is shorter."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
@@ -844,6 +854,10 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
                          "verifier_type": kind, "verifier_existed": existed}
                         for a, (seq, after, currency, kind, existed) in last.items()])
     out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
+    named = unproven if unproven is not None else unchanged
+    out["proven_unchanged"] = (sql.SQL("unnest({}::text[])").format(sql.Literal(named)) if named
+                               else sql.SQL("(SELECT NULL::text WHERE false)"))
+    out["proven_has"] = sql.SQL("k.id IS NULL" if unproven is not None else "k.id IS NOT NULL")
     return out
 
 
