@@ -1039,3 +1039,46 @@ def test_a_sequence_the_ids_do_not_come_from_or_this_role_cannot_read_is_not_fol
         code, data, stderr, found = auditor("--config", str(config), dsn=reader)
     assert code == 0, data["findings"]
     assert "may not read the sequence public.entries_id_seq" in _stage(data, "state")["sequences"]["entries"]
+
+
+@pytest.mark.parametrize("idle_accounts", [0, 3_000])
+def test_account_ids_twice_or_null_are_counted_as_a_full_audit_counts_them(
+        ledger_copy: str, tmp_path: Path, idle_accounts: int) -> None:
+    """Found by a break-it run: in an accounts table without a primary key, an id named twice in
+    the list of unchanged accounts counted each of its rows twice, and an account with a NULL id
+    counted as one with entries (its opening balance left out). An id twice whose second row
+    drifted from its last entry is found."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TABLE accounts DROP CONSTRAINT accounts_pkey CASCADE")
+        conn.execute("ALTER TABLE accounts DROP CONSTRAINT accounts_owner_id_type_currency_key")
+        conn.execute("ALTER TABLE accounts ALTER COLUMN id DROP NOT NULL")
+        conn.execute("INSERT INTO accounts (owner_id, type, currency, balance_cents) "
+                     "SELECT gen_random_uuid(), 'user', 'USD', 0 FROM generate_series(1, %s)",
+                     (idle_accounts,))
+        idle = conn.execute("INSERT INTO accounts (owner_id, type, currency, balance_cents) "
+                            "VALUES (gen_random_uuid(), 'user', 'USD', 500) RETURNING id").fetchone()
+    auditor("--config", str(config)), auditor("--config", str(config))
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts SELECT * FROM accounts WHERE id = %s", idle)
+        conn.execute("INSERT INTO accounts (id, owner_id, type, currency, balance_cents) "
+                     "VALUES (NULL, gen_random_uuid(), 'user', 'USD', 777)")
+    code, data, stderr, found = auditor("--config", str(config))
+    full = auditor("--config", str(config), state=False)
+    assert _stage(data, "state")["mode"] == "incremental"
+    assert code == full[0] == 0, (data["findings"], full[1]["findings"])
+
+    def totals(summary: dict[str, Any]) -> dict[str, Any]:
+        figures = next(p for p in _stage(summary, "audit")["passes"] if p["pass"] == "accounts")
+        return {k: v for k, v in figures.items() if k not in ("duration_s", "rules", "offending")}
+
+    assert totals(data) == totals(full[1])
+    assert totals(data)["opening_without_entries_by_currency"] == {"USD": "1777"}
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:  # a second row of an account with entries
+        drifted = conn.execute("INSERT INTO accounts SELECT id, owner_id, type, currency, balance_cents + 5 "
+                               "FROM accounts WHERE id = (SELECT min(account_id) FROM entries "
+                               "WHERE account_id > 20) RETURNING id").fetchone()
+    code, data, stderr, found = auditor("--config", str(config))
+    assert code == 1 and found[("account_balance_drift", "public.accounts")] == {str(drifted[0])}, found

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from verifier.demo import generate
 from verifier.errors import SnapshotError, UsageError
+from verifier.ledger.proven import _same
 from verifier.pg import conninfo
 from verifier.scratch import restore
 from verifier.source import dump
@@ -139,3 +140,11 @@ def test_text_for_the_terminal_shows_controls_and_bidi_overrides_as_escapes() ->
     assert printable("line one\n\tline two é 💸") == "line one\n\tline two é 💸"
     assert printable("\x9b31m") == "\\u009b31m"
 
+
+
+def test_a_balance_equals_its_last_proven_entry_as_a_number_not_as_text() -> None:
+    # Found by a break-it run: numeric(14, 2) balances read "10000.00" where the state keeps "10000",
+    # so every account was sent every night as changed.
+    assert _same("10000", "10000.00") and _same("-5", "-5") and _same(None, None)
+    assert not _same("10000", "10000.01") and not _same(None, "0") and not _same("0", None)
+    assert not _same("NaN", "NaN ") and not _same("1", "one")

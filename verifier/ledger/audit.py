@@ -402,11 +402,11 @@ def _builtin_account(conn: psycopg.Connection, layout: Layout) -> bool:
     "=" under the audit's search_path (pg_catalog) then groups as its GROUP BY does (else the audit
     groups accounts by their text: ``inv.names``, ``account_as_text``)."""
     row = _entries_account_kind(conn, layout)
-    if row is None or row[1]:
-        return True
-    # An extension's type with no "=" that pg_catalog's operators reach (ltree; citext reaches text's
-    # through its implicit cast) cannot be joined at all: say so, not "internal error" (found by a
-    # break-it run).
+    builtin = row is None or bool(row[1])
+    # Ids that cannot be joined at all: an extension's type with no "=" that pg_catalog's operators
+    # reach (ltree; citext reaches text's through its implicit cast), or two types without an "="
+    # between them (integer and text, uuid and text): say so, not "internal error" (found by break-it
+    # runs).
     entries, accounts = (sql.Identifier(layout.schema, layout.tables[t]) for t in ("entries", "accounts"))
     try:
         with conn.transaction():
@@ -414,14 +414,16 @@ def _builtin_account(conn: psycopg.Connection, layout: Layout) -> bool:
                 accounts, entries, sql.Identifier(layout.column("accounts", "id")),
                 sql.Identifier(layout.column("entries", "account"))))
     except psycopg.errors.UndefinedFunction as exc:
+        why = ("their types have no \"=\" between them" if builtin else
+               "it reads with search_path set to pg_catalog, so that no operator of another schema can "
+               "change a verdict, and their type's \"=\" is not there")
         raise VerifierError(
             f"The ledger's account ids ({layout.table('accounts')}.{layout.column('accounts', 'id')}, "
             f"{layout.table('entries')}.{layout.column('entries', 'account')}) cannot be compared by the "
-            f"audit: {exc.diag.message_primary}. It reads with search_path set to pg_catalog, so that no "
-            "operator of another schema can change a verdict, and their type's \"=\" is not there.",
-            hint="Audit views that give the ids as text (name them as the ledger's tables in "
-                 "[ledger.tables] of verifier.toml).") from None
-    return False
+            f"audit: {exc.diag.message_primary}; {why}.",
+            hint="Audit views that give both ids as one type, such as text (name them as the ledger's "
+                 "tables in [ledger.tables] of verifier.toml).") from None
+    return builtin
 
 
 def _types(conn: psycopg.Connection, filled: dict[str, sql.Composable]) -> tuple[int, int]:

@@ -857,7 +857,8 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
     named = unproven if unproven is not None else unchanged
     out["proven_unchanged"] = (sql.SQL("unnest({}::text[])").format(sql.Literal(named)) if named
                                else sql.SQL("(SELECT NULL::text WHERE false)"))
-    out["proven_has"] = sql.SQL("k.id IS NULL" if unproven is not None else "k.id IS NOT NULL")
+    out["proven_has"] = (sql.SQL("(k.id IS NULL AND a.{} IS NOT NULL)").format(filled["accounts_id"])
+                         if unproven is not None else sql.SQL("k.id IS NOT NULL"))
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,19 @@ WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL
 """
 
 
+def _same(after: str | None, balance: str | None) -> bool:
+    """Whether a last proven entry's balance after and an account's balance, as text, are equal
+    numbers (``10000`` as the state keeps it, ``10000.00`` as a numeric(14, 2) column reads)."""
+    if after == balance:
+        return True
+    if after is None or balance is None:
+        return False
+    try:
+        return Decimal(after) == Decimal(balance)
+    except ArithmeticError:
+        return False
+
+
 def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
             ) -> tuple[dict[str, sql.Composable], dict[str, int]]:
     """An incremental audit's placeholders (``invariants.incremental``) and how many accounts' last
@@ -289,20 +303,27 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
             **filled, "w": sql.Literal(state.proven["entries"])}))}
         needed = {}
         seen: set[str] = set()
+        twice: set[str] = set()
         with conn.cursor(name="verifier_accounts") as cursor:
             cursor.execute(inv.compose(ACCOUNTS_NOW_SQL, filled))
             while rows := cursor.fetchmany(10_000):
                 for account, balance, currency, kind in rows:
+                    if account is None:  # a NULL id: no entry can name it
+                        continue
+                    if account in seen:  # an id twice (no primary key): each row is held to its entry
+                        twice.add(account)
+                        continue
                     seen.add(account)
                     proven = last.get(account)
                     if proven is None:
                         unproven.append(account)
-                    elif (proven[4] and proven[1] == balance and proven[2] == currency and proven[3] == kind
-                          and account not in fresh):
+                    elif (proven[4] and _same(proven[1], balance) and proven[2] == currency
+                          and proven[3] == kind and account not in fresh):
                         unchanged.append(account)
                     else:
                         needed[account] = proven
-        needed.update((a, e) for a, e in last.items() if a not in seen or a in fresh)
+        needed.update((a, e) for a, e in last.items() if a not in seen or a in fresh or a in twice)
+        unchanged = [a for a in unchanged if a not in twice]  # (found once, named once)
     fewer = unproven if len(unproven) < len(unchanged) else None
     return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
                             needed, unchanged, fewer),
