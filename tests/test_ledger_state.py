@@ -29,6 +29,7 @@ from psycopg import sql
 
 from verifier.demo import ledger, load
 from verifier.ledger import history, proven
+from verifier.ledger import state as st
 from verifier.pg import conninfo
 
 from .conftest import BIN_DIR, copy_db, only_run, reader_role, run_cli, run_summary
@@ -1082,3 +1083,37 @@ def test_account_ids_twice_or_null_are_counted_as_a_full_audit_counts_them(
                                "WHERE account_id > 20) RETURNING id").fetchone()
     code, data, stderr, found = auditor("--config", str(config))
     assert code == 1 and found[("account_balance_drift", "public.accounts")] == {str(drifted[0])}, found
+
+
+def test_a_state_that_goes_on_rewrites_only_the_changed_last_entries_and_reads_as_one_written_whole(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """An incremental audit's save copies the state file and rewrites the last proven entries of the
+    accounts whose changed only (``State.last_changed``): what it holds is each account's last entry
+    up to the proven watermark, and it loads as the same state as a file written whole."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    auditor("--config", str(config)), auditor("--config", str(config))
+    for _ in range(2):
+        with psycopg.connect(ledger_copy, autocommit=True) as conn:
+            for _ in range(3):
+                conn.execute("SELECT transfer_tokens(a, b, 100, 'tip', gen_random_uuid()) FROM "
+                             "(SELECT min(id) AS a, max(id) AS b FROM accounts WHERE type = 'user' "
+                             "AND id IN (SELECT account_id FROM entries)) u")
+        code, data, stderr, found = auditor("--config", str(config))
+        assert code == 0 and _stage(data, "state")["mode"] == "incremental", data["findings"]
+    watermark = _stage(data, "state saved")["proven"]["entries"]
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        wanted = {str(a): (int(s), str(b)) for a, s, b in conn.execute(
+            "SELECT DISTINCT ON (account_id) account_id, id, balance_after_cents FROM entries "
+            "WHERE id <= %s ORDER BY account_id, id DESC", (watermark,))}
+        newest = conn.execute("SELECT max(id) FROM entries").fetchone()
+    assert newest and newest[0] > watermark > 20_000  # the first night's transfers proven, not the second's
+    db = sqlite3.connect(auditor.state)
+    assert {a: (s, b) for a, s, b in db.execute("SELECT account, seq, after FROM last_entries")} == wanted
+    db.close()
+    went_on = st.load(auditor.state)
+    assert went_on is not None
+    whole = tmp_path / "whole.state"
+    st.save(whole, went_on)  # (loaded: last_changed None, every row written)
+    assert st.load(whole) == went_on

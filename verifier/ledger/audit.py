@@ -648,8 +648,10 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         if scope.state is not None:
             last = done[-1]
             kept = scope.state.last  # not None in an incremental audit (``proven.read_state``)
-            scope.state.last = (proven.merged_last(kept, last)
-                                if scope.mode == "incremental" and kept is not None else last)
+            if scope.mode == "incremental" and kept is not None:
+                scope.state.last, scope.state.last_changed = proven.merged_last(kept, last), set(last)
+            else:
+                scope.state.last = last
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
                       passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
                                "rules": [rule.rule for rule in x.p.rules],

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -132,6 +133,11 @@ class State:
     # it, so a session of another time zone (PGTZ, ALTER DATABASE ... SET timezone) saw every chunk as
     # changed. None: a state written before it was pinned (the session's own, as then).
     digest_timezone: str | None = None
+    # The accounts whose last proven entry this audit changed, where the state goes on from the file
+    # it was loaded from (an incremental audit): ``save`` copies that file and rewrites only their rows
+    # of ``last_entries`` (400,000 accounts: 0.9 s of a 4 s audit went to writing them all again).
+    # None: every row is written.
+    last_changed: set[str] | None = None
 
     @property
     def seed(self) -> int:
@@ -264,16 +270,32 @@ def _remove_leftovers(path: Path) -> None:
                 leftover.unlink(missing_ok=True)
 
 
+# Every table a save writes whole, where it goes on from the file (``State.last_changed``).
+WHOLE_TABLES = ("meta", "chunks", "trial", "offenders", "tampered", "runs")
+
+
 def save(path: Path, state: State) -> None:
-    """Write ``state`` to ``path`` atomically: a new file, synced, then renamed over the old one."""
+    """Write ``state`` to ``path`` atomically: a new file, synced, then renamed over the old one.
+
+    Where ``state.last_changed`` is set (the state was loaded from ``path`` and goes on from it), the
+    new file is a copy of it whose tables are written again, but for ``last_entries``, where only
+    the rows of those accounts are."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.unlink(missing_ok=True)
+    go_on = state.last_changed is not None and state.last is not None and path.is_file()
     try:
         # The owner's alone (0600): it names offending rows and their amounts, as offenders.csv does.
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if go_on:
+            shutil.copyfile(path, tmp)  # (into the file made above: its mode stays 0600)
         db = sqlite3.connect(tmp)
         try:
-            db.executescript(SCHEMA)
+            if go_on:  # (tables as this release makes them: an earlier one's may lack a column)
+                for table in WHOLE_TABLES:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.executescript(SCHEMA.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS "))
+            else:
+                db.executescript(SCHEMA)
             meta = {"format": FORMAT, "version": str(VERSION), "identity": json.dumps(state.identity),
                     "salt": state.salt, "proven": json.dumps(state.proven), "seen": json.dumps(state.seen),
                     "seen_xmax": json.dumps(state.seen_xmax), "rotation": json.dumps(state.rotation),
@@ -284,8 +306,10 @@ def save(path: Path, state: State) -> None:
                            ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
-            db.executemany("INSERT INTO last_entries VALUES (?, ?, ?, ?, ?, ?)",
-                           ((a, *last) for a, last in (state.last or {}).items()))
+            last = state.last or {}
+            db.executemany("INSERT OR REPLACE INTO last_entries VALUES (?, ?, ?, ?, ?, ?)",
+                           ((a, *last[a]) for a in (state.last_changed or ()) if a in last) if go_on
+                           else ((a, *entry) for a, entry in last.items()))
             db.executemany("INSERT INTO tampered VALUES (?, ?, ?, ?, ?, ?, ?)",
                            ((t.table, t.chunk, t.id, t.what, t.cents_impact, t.detail, t.found_by)
                             for t in state.tampered))
