@@ -1094,6 +1094,8 @@ def test_a_state_that_goes_on_rewrites_only_the_changed_last_entries_and_reads_a
     config.write_text("[ledger]\nreconcile = []\n")
     auditor = Auditor(ledger_copy, tmp_path)
     auditor("--config", str(config)), auditor("--config", str(config))
+    backup = tmp_path / "backup.state"
+    backup.write_bytes(auditor.state.read_bytes())
     for _ in range(2):
         with psycopg.connect(ledger_copy, autocommit=True) as conn:
             for _ in range(3):
@@ -1117,3 +1119,31 @@ def test_a_state_that_goes_on_rewrites_only_the_changed_last_entries_and_reads_a
     whole = tmp_path / "whole.state"
     st.save(whole, went_on)  # (loaded: last_changed None, every row written)
     assert st.load(whole) == went_on
+    # Found by a break-it run: a backup put back over the file while an audit ran was the file the
+    # save copied (its last entries under this audit's watermarks: false drifts every night after).
+    went_on.last_changed = set()
+    auditor.state.write_bytes(backup.read_bytes())
+    st.save(auditor.state, went_on)
+    assert st.load(auditor.state) == went_on
+
+
+def test_a_state_that_cannot_be_written_for_want_of_space_is_a_clear_error(tmp_path: Path) -> None:
+    # Found by a break-it run: SQLite's "database or disk is full" was "internal error".
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from verifier.errors import UsageError\n"
+        "from verifier.ledger import state as st\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "state = st.new({'ledger': 'test'})\n"
+        "state.last = {str(i): (i, '100', 'USD', 'user', True) for i in range(20000)}\n"
+        "try:\n"
+        "    st.save(Path(sys.argv[1]), state)\n"
+        "except UsageError as exc:\n"
+        "    print('UsageError:', exc)\n")
+    result = subprocess.run([str(BIN_DIR / "python"), "-c", script, str(tmp_path / "ledger.state")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("UsageError: Cannot write the state file"), (result.stdout, result.stderr)
+    assert not (tmp_path / "ledger.state").exists()
+    assert list(tmp_path.iterdir()) == []  # (no partial file left)

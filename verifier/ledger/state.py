@@ -137,7 +137,11 @@ class State:
     # it was loaded from (an incremental audit): ``save`` copies that file and rewrites only their rows
     # of ``last_entries`` (400,000 accounts: 0.9 s of a 4 s audit went to writing them all again).
     # None: every row is written.
-    last_changed: set[str] | None = None
+    last_changed: set[str] | None = field(default=None, compare=False)
+    # The file this state was loaded from, as it stood then (``_stamp``): ``save`` goes on from it only
+    # if it still stands so (a backup put back during an audit held other rows: found by a break-it
+    # run). None: not loaded from a file.
+    loaded_from: tuple[int, int, int, int] | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -180,12 +184,15 @@ def load(path: Path) -> State | None:
     if not path.is_file():
         raise UsageError(f"The state file {path} is not a file.")
     try:
+        stamp = _stamp(path)
         # Read only: a file that is not ours is never modified, not even by SQLite.
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            return _read(db)
+            state = _read(db)
         finally:
             db.close()
+        state.loaded_from = stamp if _stamp(path) == stamp else None
+        return state
     except (sqlite3.DatabaseError, KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise UsageError(f"The state file {path} is not a ledger audit state, or is damaged ({exc}).",
                          hint="Give --state a file of its own; to start a new proven history, move this "
@@ -237,6 +244,13 @@ def _read(db: sqlite3.Connection) -> State:
     return state
 
 
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    """What tells one content of the file at ``path`` from another, short of reading it: its device,
+    inode, size and time of last change (a copy put back, in place or by a rename, changes them)."""
+    info = path.stat()
+    return info.st_dev, info.st_ino, info.st_size, info.st_ctime_ns
+
+
 def _finite(text: Any) -> Decimal:
     """A figure of the file as a Decimal; ``ValueError`` for one that is not a finite number."""
     value = Decimal(str(text))
@@ -270,6 +284,17 @@ def _remove_leftovers(path: Path) -> None:
                 leftover.unlink(missing_ok=True)
 
 
+def _still(path: Path, state: State) -> bool:
+    """Whether a save may go on from the file at ``path``: ``state`` changed only some last entries
+    (``State.last_changed``) and was loaded from that file, which stands as it did then."""
+    if state.last_changed is None or state.last is None or state.loaded_from is None:
+        return False
+    try:
+        return _stamp(path) == state.loaded_from
+    except OSError:
+        return False
+
+
 # Every table a save writes whole, where it goes on from the file (``State.last_changed``).
 WHOLE_TABLES = ("meta", "chunks", "trial", "offenders", "tampered", "runs")
 
@@ -282,12 +307,15 @@ def save(path: Path, state: State) -> None:
     the rows of those accounts are."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.unlink(missing_ok=True)
-    go_on = state.last_changed is not None and state.last is not None and path.is_file()
     try:
         # The owner's alone (0600): it names offending rows and their amounts, as offenders.csv does.
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        go_on = _still(path, state)
         if go_on:
             shutil.copyfile(path, tmp)  # (into the file made above: its mode stays 0600)
+            go_on = _still(path, state)
+            if not go_on:
+                tmp.write_bytes(b"")
         db = sqlite3.connect(tmp)
         try:
             if go_on:  # (tables as this release makes them: an earlier one's may lack a column)
@@ -334,8 +362,9 @@ def save(path: Path, state: State) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as exc:
-        raise UsageError(f"Cannot write the state file {path}: {exc.strerror or exc}.",
+    except (OSError, sqlite3.Error) as exc:  # (SQLite's own for a full disk: found by a break-it run)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"Cannot write the state file {path}: {why}.",
                          hint="The previous state is unchanged.") from None
     finally:
         tmp.unlink(missing_ok=True)
