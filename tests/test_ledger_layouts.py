@@ -290,15 +290,21 @@ def _citext_ids(dsn: str) -> None:
     _ids_of(dsn, "citext", mixed_case=True)
 
 
-def _proven_citext_ledger(dsn: str, tmp_path: Path) -> tuple[Path, str]:
-    """TEXT_ACCOUNTS with citext ids (``_citext_ids``), its history proven by two audits with a state:
-    the state file and the configuration they ran with."""
+def _proven_citext_ledger(dsn: str, tmp_path: Path, entries: str, *then: str) -> tuple[Path, str]:
+    """TEXT_ACCOUNTS with citext ids (``_citext_ids``), its history proven by two audits with a state,
+    then journal 41 posted with ``entries`` (the VALUES of its entries) and ``then`` (statements on
+    the accounts): the state file and the configuration the audits ran with."""
     _citext_ids(_make(dsn, TEXT_ACCOUNTS))
     config = "[ledger]\nreconcile = []\n"
     state = tmp_path / "ledger.state"
     for n in (1, 2):
         code, data, stderr = _audit(dsn, tmp_path / f"prove{n}", "--state", str(state), config=config)
         assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
+        conn.execute(f"INSERT INTO entries VALUES {entries}")  # noqa: S608 (the tests' own text)
+        for statement in then:
+            conn.execute(statement)
     return state, config
 
 
@@ -338,12 +344,9 @@ def test_an_entry_of_a_citext_account_no_account_has_is_in_the_null_bucket_of_ev
     NULL bucket's trial_balance_nonzero, which the full audit finds, went unseen by the incremental
     audits, while the entry was new and once it was proven. The per-account sums are keyed by the
     account's text where its type is an extension's."""
-    state, config = _proven_citext_ledger(fresh_db, tmp_path)
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
-        conn.execute("INSERT INTO entries VALUES (81, 41, 'U01', 'debit', 50, 100, 50), "
-                     "(82, 41, 'u01', 'credit', -50, 0, 50)")
-        conn.execute("UPDATE accounts SET balance_cents = 50 WHERE id = 'U01'")
+    state, config = _proven_citext_ledger(
+        fresh_db, tmp_path, "(81, 41, 'U01', 'debit', 50, 100, 50), (82, 41, 'u01', 'credit', -50, 0, 50)",
+        "UPDATE accounts SET balance_cents = 50 WHERE id = 'U01'")
     code, data, stderr = _audit(fresh_db, tmp_path / "full", config=config)
     assert code == 1, stderr
     full = _rules(data)
@@ -367,13 +370,10 @@ def test_an_entry_of_a_citext_account_no_account_has_joins_no_accounts_chain(fre
     running_balance_break of U05's whole balance, and it became U05's last entry, so U05's own
     balance drift went unseen. Accounts are partitioned, grouped and told apart by their text, as
     every join of the audit compares them; full and incremental audits find the same."""
-    state, config = _proven_citext_ledger(fresh_db, tmp_path)
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        conn.execute("INSERT INTO journals VALUES (41, 'deposit', NULL, NULL, 'USD')")
-        conn.execute("INSERT INTO entries VALUES (81, 41, 'u05', 'debit', 40, 40, 0), "
-                     "(82, 41, 'U07', 'credit', -40, 100, 140)")
-        conn.execute("UPDATE accounts SET balance_cents = balance_cents + 11 WHERE id IN ('U05', 'U09')")
-        conn.execute("UPDATE accounts SET balance_cents = 140 WHERE id = 'U07'")
+    state, config = _proven_citext_ledger(
+        fresh_db, tmp_path, "(81, 41, 'u05', 'debit', 40, 40, 0), (82, 41, 'U07', 'credit', -40, 100, 140)",
+        "UPDATE accounts SET balance_cents = balance_cents + 11 WHERE id IN ('U05', 'U09')",
+        "UPDATE accounts SET balance_cents = 140 WHERE id = 'U07'")
     code, data, stderr = _audit(fresh_db, tmp_path / "full", config=config)
     assert code == 1, stderr
     full = _rules(data)
