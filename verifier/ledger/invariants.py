@@ -835,14 +835,14 @@ def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: LastEntries, unchanged: list[str] | None = None, unproven: list[str] | None = None
+                last: LastEntries, named: list[str] | None = None, unproven: bool = False
                 ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and accounts' last proven
     entries, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
     the account's currency and type when its first entries were proven, and whether it existed then:
     an orphan's were proven too), from the state file: all of them, or all but those of the accounts
-    as they were when their entries were proven (``verifier.ledger.proven.shipped``), named by id
-    (as text) in ``unchanged``, or as every account but those of ``unproven`` (the accounts without
+    as they were when their entries were proven (``verifier.ledger.proven.shipped``), ``named`` by id
+    (as text), or, with ``unproven``, as every account but those ``named`` (the accounts without
     proven entries), whichever list is shorter."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
@@ -854,11 +854,10 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
                          "verifier_type": kind, "verifier_existed": existed}
                         for a, (seq, after, currency, kind, existed) in last.items()])
     out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
-    named = unproven if unproven is not None else unchanged
     out["proven_unchanged"] = (sql.SQL("unnest({}::text[])").format(sql.Literal(named)) if named
                                else sql.SQL("(SELECT NULL::text WHERE false)"))
     out["proven_has"] = (sql.SQL("(k.id IS NULL AND a.{} IS NOT NULL)").format(filled["accounts_id"])
-                         if unproven is not None else sql.SQL("k.id IS NOT NULL"))
+                         if unproven else sql.SQL("k.id IS NOT NULL"))
     return out
 
 

@@ -324,9 +324,9 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
                         needed[account] = proven
         needed.update((a, e) for a, e in last.items() if a not in seen or a in fresh or a in twice)
         unchanged = [a for a in unchanged if a not in twice]  # (found once, named once)
-    fewer = unproven if len(unproven) < len(unchanged) else None
+    by_unproven = len(unproven) < len(unchanged)  # (name the fewer)
     return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
-                            needed, unchanged, fewer),
+                            needed, unproven if by_unproven else unchanged, by_unproven),
             {"sent": len(needed), "unchanged": len(unchanged)})
 
 
