@@ -1147,3 +1147,63 @@ def test_a_state_that_cannot_be_written_for_want_of_space_is_a_clear_error(tmp_p
     assert result.stdout.startswith("UsageError: Cannot write the state file"), (result.stdout, result.stderr)
     assert not (tmp_path / "ledger.state").exists()
     assert list(tmp_path.iterdir()) == []  # (no partial file left)
+
+
+def test_rows_a_cached_sequence_hands_out_below_proven_ids_are_read_as_new_not_as_tampering(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: with sequences that cache values (``CACHE 50``) and two sessions
+    posting, a session posts ids below what an earlier audit proved. Each such row was
+    history_tampered, and its account's balance drift, on every audit, though a full audit passed.
+    They are read as new (rows of a gap the proven ids left), proven, and a defect among them is
+    named as a full audit names it."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+
+    def audit(state: bool = True) -> tuple[int, dict[str, Any], str, dict[tuple[str, str], set[str]]]:
+        return auditor("--config", str(config), state=state)
+
+    def transfer(conn: psycopg.Connection, payer: int, payee: int) -> None:
+        conn.execute("SELECT transfer_tokens(%s, %s, 100, 'token_transfer', gen_random_uuid())",
+                     (payer, payee))
+
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER SEQUENCE entries_id_seq CACHE 50; ALTER SEQUENCE journals_id_seq CACHE 50")
+        rich = [r[0] for r in conn.execute(
+            "SELECT id FROM accounts WHERE type = 'user' AND balance_cents >= 1000 "
+            "ORDER BY id LIMIT 4").fetchall()]
+    assert len(rich) == 4
+    with psycopg.connect(ledger_copy, autocommit=True) as a, \
+            psycopg.connect(ledger_copy, autocommit=True) as b:
+        transfer(a, rich[0], rich[1])  # A's session caches 50 ids of each sequence
+        transfer(b, rich[2], rich[3])  # B's the next 50
+        audit(), audit()  # the second proves B's ids, past A's cached ones
+        transfer(a, rich[0], rich[1])  # from A's cache: below what is proven
+        late = a.execute("SELECT max(id) FROM journals WHERE id < (SELECT max(id) FROM journals)").fetchone()
+    assert late is not None
+    code, data, stderr, found = audit()
+    assert code == 0, data["findings"]
+    assert not data["findings"] and not found
+    assert _stage(data, "state")["mode"] == "incremental"
+    assert _stage(data, "state")["late"] == {"entries": {"read_as_new": 2, "proven_now": 2},
+                                             "journals": {"read_as_new": 1, "proven_now": 1}}
+    code, data, stderr, found = audit()  # proven: no longer in a gap, and unchanged
+    assert code == 0 and not found, data["findings"]
+    assert "late" not in _stage(data, "state")
+    # A defect among such rows is named as a full audit names it.
+    with psycopg.connect(ledger_copy, autocommit=True) as a, \
+            psycopg.connect(ledger_copy, autocommit=True) as b:
+        transfer(a, rich[0], rich[1])
+        transfer(b, rich[2], rich[3])
+        audit(), audit()
+        transfer(a, rich[0], rich[1])
+        a.execute("SET session_replication_role = replica")
+        a.execute("UPDATE entries SET amount_cents = amount_cents + 5, "
+                  "balance_after_cents = balance_after_cents - 5 "
+                  "WHERE id = (SELECT max(id) FROM entries WHERE account_id = %s)", (rich[0],))
+    code, data, stderr, found = audit()
+    full = audit(state=False)
+    assert code == full[0] == 1
+    assert found == full[3], (found, full[3])
+    assert ("journal_unbalanced", "public.journals") in found
+    assert not any(rule == "history_tampered" for rule, _ in found)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from verifier.demo import generate
 from verifier.errors import SnapshotError, UsageError
+from verifier.ledger.history import without
 from verifier.ledger.proven import _same
 from verifier.pg import conninfo
 from verifier.scratch import restore
@@ -148,3 +149,22 @@ def test_a_balance_equals_its_last_proven_entry_as_a_number_not_as_text() -> Non
     assert _same("10000", "10000.00") and _same("-5", "-5") and _same(None, None)
     assert not _same("10000", "10000.01") and not _same(None, "0") and not _same("0", None)
     assert not _same("NaN", "NaN ") and not _same("1", "one")
+
+
+@given(st.lists(st.integers(0, 60), max_size=30), st.lists(st.integers(-5, 70), max_size=15))
+def test_gaps_less_the_rows_found_in_them_are_the_ids_no_row_holds(ids: list[int], taken: list[int]) -> None:
+    """``without`` (the gaps a state keeps, less the rows an audit proved in them) against a set."""
+    present = set(ids)
+    holes, start = [], None
+    for i in range(0, 61):  # the gaps among 0..60 as ranges, as the state keeps them
+        if i not in present and start is None:
+            start = i
+        if i in present and start is not None:
+            holes.append((start, i - 1))
+            start = None
+    if start is not None:
+        holes.append((start, 60))
+    out = without(holes, taken)
+    assert {i for lo, hi in out for i in range(lo, hi + 1)} == set(range(61)) - present - set(taken)
+    assert all(lo <= hi for lo, hi in out) and out == sorted(out)
+    assert all(a[1] < b[0] for a, b in zip(out, out[1:], strict=False))

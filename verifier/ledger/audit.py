@@ -147,12 +147,13 @@ def _summary(conn: psycopg.Connection, *, p: inv.Pass, filled: dict[str, sql.Com
 
 def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sql.Composable],
                      result: PassResult, layout: Layout, out: Any, sample_rows_max: int,
-                     proven: dict[str, int], run_id: str
+                     proven: dict[str, int], run_id: str, unproven: dict[str, set[int]] | None = None
                      ) -> tuple[dict[int, list[dict[str, Any]]], list[st.Carried]]:
     """Copy every offending row of pass ``p`` to ``out``.
 
     Returns up to ``sample_rows_max`` samples per rule, and the rows that lie
-    in proven history (ids up to ``proven``), which the state file carries.
+    in proven history (ids up to ``proven``, but those of ``unproven``: rows
+    of gaps this audit does not prove), which the state file carries.
     """
     samples: dict[int, list[dict[str, Any]]] = {}
     carried: list[st.Carried] = []
@@ -167,7 +168,8 @@ def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sq
                 tally[1] += abs(Decimal(impact)) if impact is not None else 0
             out.writerow((rule.rule, layout.table(rule.table), ident, impact, detail))
             _sample(samples.setdefault(int(index), []), sample_rows_max, ident, impact, detail)
-            if rule.scope and scope is not None and int(scope) <= proven[rule.scope[0]]:
+            if rule.scope and scope is not None and int(scope) <= proven[rule.scope[0]] \
+                    and int(scope) not in (unproven or {}).get(rule.scope[0], ()):
                 carried.append(st.Carried(p.name, int(index), ident, impact, int(weight), detail, run_id))
     # Two statements, one snapshot: they must agree row for row.
     if streamed != result.counts:
@@ -273,7 +275,12 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
             rehashed = sum(history.chunk_count(proved, t, r) for t, r in rehash.items())
             checked = next((r.totals.get("entries", 0) for r in results if r.name == "journals"), 0)
             scope.state.tampered = tampered
-            proven.advance(scope.state, run, digests, scope, carried, rehashed, checked, findings)
+            sparse = proven.advance(scope.state, run, digests, scope, carried, rehashed, checked, findings)
+            if sparse:
+                detail["gaps_not_kept"] = {t: (
+                    f"more than {history.HOLES_NEW_MAX:,} gaps among the ids this audit proved (ids drawn "
+                    "with an increment or from several sequences): a row added in one later is "
+                    "history_tampered") for t in sparse}
             st.save(schedule.state, scope.state)
             detail.update(path=str(schedule.state), proven=dict(scope.state.proven),
                           carried=len(scope.state.carried),
@@ -608,7 +615,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                           leave_out=detection.mutable[table], filled=filled,
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
                                           chunks=[] if scope.previous else rehash[table], old=old,
-                                          new=scope.settled[table], timezone=scope.state.digest_timezone))
+                                          new=scope.settled[table], timezone=scope.state.digest_timezone,
+                                          late=scope.proving(table), held=sorted(scope.held[table])))
         if scope.previous is not None:
             # Its proven history as it proved it (its seed, row hashing and time zone); nothing beyond.
             was = scope.previous
@@ -617,7 +625,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                        leave_out=detection.mutable[table], filled=filled, seed=was.seed,
                                        kind=was.identity["row_hash"][table], chunks=rehash[table],
                                        old=was.proven[table], new=was.proven[table],
-                                       timezone=was.digest_timezone)
+                                       timezone=was.digest_timezone, held=scope.late[table])
                      for table in st.HISTORY_TABLES]
             # Its proven entries' sums per currency, under the accounts' currencies now: it kept them
             # (``State.trial``), though not each account's currency.
@@ -630,7 +638,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
         # next audit's chains and accounts.
         last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
         jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=last_from,
-                                      new=scope.settled["entries"]))
+                                      new=scope.settled["entries"], late=scope.proving("entries")))
     first += [i for i, name in enumerate(names) if name == "journals"]
     snapshot_id = export_snapshot(conn)
     run.provenance["exported_snapshot"] = snapshot_id
@@ -733,7 +741,7 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                     with planned(conn, planned_pass.settings):
                         found_samples, found = stream_offenders(
                             conn, p, planned_pass.filled, part, layout, out, config.sample_rows_max,
-                            scope.settled, run.run_id)
+                            scope.settled, run.run_id, scope.held)
                     new_carried += found
                     for index, rows in found_samples.items():
                         bucket = samples.setdefault(index, [])

@@ -110,7 +110,7 @@ _JOURNALS_GROUPED = """
 _NEW_EMPTY_JOURNALS = """
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, j.{journals_id}, {journal_currency}, false
-    FROM {journals} j WHERE j.{journals_id} > {jw}
+    FROM {journals} j WHERE (j.{journals_id} > {jw}{late_j})
       AND NOT EXISTS (SELECT 1 FROM {entries} e WHERE e.{entries_journal} = j.{journals_id})
     """
 _JOURNAL_OK = "NOT x.j_proven AND "  # a proven journal's new entries are history_tampered, nothing else
@@ -154,8 +154,8 @@ JOURNALS = Pass(
 # (found by a break-it run); an entry without a seq added to a proven journal is therefore a full
 # audit's to find (the chain and trial passes read it every time).
 INC_JOURNALS = replace(JOURNALS, source=_fill(
-    _JOURNALS_GROUPED, proven="j.{journals_id} <= {jw}",
-    entries="e.{entries_seq} > {w} OR e.{entries_journal} > {jw}", join="LEFT JOIN LATERAL",
+    _JOURNALS_GROUPED, proven="(j.{journals_id} <= {jw}{not_late_j})",
+    entries="e.{entries_seq} > {w} OR e.{entries_journal} > {jw}{late_e}{late_ej}", join="LEFT JOIN LATERAL",
     journals="jj.{journals_id} = g.journal_id OFFSET 0") + _NEW_EMPTY_JOURNALS)
 
 # Per currency, every entry of the ledger: few groups, so PostgreSQL's own
@@ -195,7 +195,7 @@ INC_TRIAL = replace(TRIAL, source=_fill("""
     FROM (SELECT n.currency, n.total::numeric FROM (<<new>>) n
           UNION ALL SELECT * FROM {carried}) u
     GROUP BY 1
-    """, new=_fill(_TRIAL, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL)")))
+    """, new=_fill(_TRIAL, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e})")))
 
 # Below 2^62 in magnitude, before + direction * amount cannot overflow a
 # bigint; beyond (corrupt values), the same comparison runs in numeric.
@@ -323,11 +323,11 @@ NEWLY_PROVEN_LAST = _fill(
     "ca.{accounts_id} IS NOT NULL "
     "FROM <<last>> n "
     "LEFT JOIN {accounts} ca ON ca.{accounts_id} = n.account",
-    last=_fill(_LAST_ENTRIES, upto="l.{entries_seq} > {old} AND l.{entries_seq} <= {new}"))
+    last=_fill(_LAST_ENTRIES, upto="(l.{entries_seq} > {old} AND l.{entries_seq} <= {new}){late_l}"))
 # The entries beyond the watermark; an account's first of them follows its
 # last proven entry.
 INC_CHAIN = replace(CHAIN, source=_fill(
-    _CHAIN, **_PARTITIONED, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL)",
+    _CHAIN, **_PARTITIONED, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e})",
     seed="LEFT JOIN {proven_last} lp ON lp.account = e.{entries_account}",
     prev_after="CASE WHEN lag(e.{entries_seq}) OVER w IS NULL THEN lp.after "
                "ELSE lag(e.{entries_after}) OVER w END"))
@@ -388,7 +388,7 @@ INC_ACCOUNTS = Pass(
     FULL JOIN {proven_last} l ON l.account = a.{accounts_id}
     LEFT JOIN {proven_unchanged} k(id) ON k.id = a.{accounts_id}::text
     LEFT JOIN (SELECT DISTINCT e.{entries_account}{as_text} AS account FROM {entries} e
-               WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL) n
+               WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e}) n
       ON n.account = a.{accounts_id}
     """,
     (
@@ -454,7 +454,7 @@ REVERSALS = Pass(
 # New reversals, counted among every reversal of the same original.
 INC_REVERSALS = replace(REVERSALS, source=_fill(
     _REVERSALS, originals=" AND {journals_reverses} IN (SELECT {journals_reverses} FROM {journals} "
-                          "WHERE {journals_id} > {jw})", reversals="id > {jw}"))
+                          "WHERE {journals_id} > {jw}{late_jid})", reversals="(id > {jw}{late_id})"))
 
 # The platform's direction: the ORIGINAL journal names the journal that
 # reverses it ({journals_reversed_by}) and is flagged ({is_reversed}: its
@@ -580,7 +580,7 @@ IDEMPOTENCY = Pass(
 # Keys of new journals, against every journal that used them.
 INC_IDEMPOTENCY = replace(IDEMPOTENCY, source=_fill(
     _IDEMPOTENCY, keys="AND {journals_idempotency_key} IN (SELECT {journals_idempotency_key} FROM {journals} "
-                       "WHERE {journals_id} > {jw})", journals="id > {jw}"))
+                       "WHERE {journals_id} > {jw}{late_jid})", journals="(id > {jw}{late_id})"))
 
 
 def reconcile_pass(r: Reconcile) -> Pass:
@@ -833,22 +833,45 @@ def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
         sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(g)) for g in groups))
 
 
+def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journals: Sequence[int] = ()
+         ) -> dict[str, sql.Composable]:
+    """The placeholders by which an incremental audit reads the rows found in gaps of proven
+    history (``verifier.ledger.proven.late``: ids of ``entries`` and ``journals``) as new, each an
+    ``OR`` (or an ``AND NOT``) that follows the test of the watermark; empty where there are none,
+    and the statements are then as they were (an ``= ANY`` of an empty array turned an index scan
+    into a bitmap scan)."""
+    def arr(values: Sequence[int]) -> sql.Composable:
+        return sql.SQL("{}::bigint[]").format(sql.Literal([str(v) for v in values]))
+
+    def when(values: Sequence[int], text: str, column: str) -> sql.Composable:
+        return (sql.SQL(text).format(filled[column], arr(values)) if values else sql.SQL(""))
+
+    return {"late_e": when(entries, " OR e.{} = ANY({})", "entries_seq"),
+            "late_ej": when(journals, " OR e.{} = ANY({})", "entries_journal"),
+            "late_j": when(journals, " OR j.{} = ANY({})", "journals_id"),
+            "late_jid": when(journals, " OR {} = ANY({})", "journals_id"),
+            "late_id": sql.SQL(" OR id = ANY({})").format(arr(journals)) if journals else sql.SQL(""),
+            "not_late_j": when(journals, " AND j.{} <> ALL({})", "journals_id")}
+
+
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: LastEntries, named: list[str] | None = None, unproven: bool = False
-                ) -> dict[str, sql.Composable]:
+                last: LastEntries, named: list[str] | None = None, unproven: bool = False,
+                gaps: dict[str, list[int]] | None = None) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and accounts' last proven
     entries, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
     the account's currency and type when its first entries were proven, and whether it existed then:
     an orphan's were proven too), from the state file: all of them, or all but those of the accounts
     as they were when their entries were proven (``verifier.ledger.proven.shipped``), ``named`` by id
     (as text), or, with ``unproven``, as every account but those ``named`` (the accounts without
-    proven entries), whichever list is shorter."""
+    proven entries), whichever list is shorter. ``gaps``: per history table, the ids of the rows
+    found in gaps of proven history, read as new (``late``)."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
                else sql.SQL("(SELECT NULL::text, NULL::numeric WHERE false) c(currency, total)"))
-    out = {**filled, "w": sql.Literal(proven_entries), "jw": sql.Literal(proven_journals), "carried": carried}
+    out = {**filled, "w": sql.Literal(proven_entries), "jw": sql.Literal(proven_journals), "carried": carried,
+           **late(filled, *((gaps or {}).get(t, []) for t in ("entries", "journals")))}
     keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
     found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
                          "verifier_type": kind, "verifier_existed": existed}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,23 @@ FROM {table} WHERE {id} > {position}
 """
 
 
+# The rows of a history table in the gaps its proven ids left (``State.holes``): id, and for the
+# entries the account (as text). One index probe per gap where the table has an index on its id.
+LATE_SQL = """
+SELECT r.{id}, {account} FROM {table} r
+JOIN unnest({lo}::bigint[], {hi}::bigint[]) h(lo, hi) ON r.{id} BETWEEN h.lo AND h.hi
+ORDER BY 1 LIMIT {limit}
+"""
+# Rows found in gaps that an audit reads as new; beyond, none is (each is history_tampered, as
+# before gaps were kept), and the state stage says so.
+LATE_MAX = 10_000
+# The journals of gaps with entries beyond the entries proven now: proven only with all of them.
+HELD_SQL = """
+SELECT DISTINCT e.{entries_journal} FROM {entries} e
+WHERE e.{entries_journal} = ANY({late}) AND e.{entries_seq} > {w}
+"""
+
+
 # Accounts moved onto a type held to a floor, or off one, since their entries were proven (a type
 # change): an incremental audit reads only new entries, so none of theirs would be held to a new
 # floor, and the offenders a lifted floor no longer makes would be carried on.
@@ -133,6 +150,17 @@ class Scope:
     previous: st.State | None = None
     # An incremental audit's placeholders (``invariants.incremental``), built once per audit.
     placeholders: dict[str, sql.Composable] | None = None
+    # Per history table, the ids of the rows found in gaps of proven history (``late``): read as new
+    # by an incremental audit (and left out of the re-hash), and proven by it but those ``held``
+    # (journals with entries beyond what is proven now).
+    late: dict[str, list[int]] = field(default_factory=lambda: {t: [] for t in st.HISTORY_TABLES})
+    held: dict[str, set[int]] = field(default_factory=lambda: {t: set() for t in st.HISTORY_TABLES})
+
+    def proving(self, table: str) -> list[int]:
+        """The rows of gaps of ``table`` this audit proves (an incremental one's)."""
+        if self.mode != "incremental":
+            return []
+        return [i for i in self.late[table] if i not in self.held[table]]
 
     def __post_init__(self) -> None:
         assert self.mode in ("full", "incremental")
@@ -261,7 +289,7 @@ FROM {accounts} a
 # The accounts of the entries an incremental audit reads (as ``INC_ACCOUNTS`` finds them).
 ACCOUNTS_NEW_SQL = """
 SELECT DISTINCT e.{entries_account}::text FROM {entries} e
-WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL
+WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e}
 """
 
 
@@ -278,8 +306,8 @@ def _same(after: str | None, balance: str | None) -> bool:
         return False
 
 
-def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
-            ) -> tuple[dict[str, sql.Composable], dict[str, int]]:
+def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State,
+            gaps: dict[str, list[int]] | None = None) -> tuple[dict[str, sql.Composable], dict[str, int]]:
     """An incremental audit's placeholders (``invariants.incremental``) and how many accounts' last
     proven entries they send (``sent``) and name as unchanged; with the last proven entries of only
     the accounts whose rules need them: those with new entries, and those not as they were
@@ -290,7 +318,8 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     full audit (measured: the state stage's and the accounts pass's reading of them, 2 s each time).
     The others are read as they stand, once, here (one scan of the accounts), and named to the
     accounts pass as unchanged: they have entries, and no rule of its holds for them. Every account's
-    is sent where accounts are not told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``)."""
+    is sent where accounts are not told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``).
+    ``gaps``: the rows found in gaps of proven history (``late``), read as new."""
     last = state.last
     assert last is not None
     unchanged: list[str] = []
@@ -300,7 +329,8 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
                layout.schema, layout.tables["accounts"], layout.column("accounts", "id"))
     if (conn.execute(TEXT_TELLS_ACCOUNTS_SQL, columns).fetchone() or (False,))[0]:
         fresh = {str(a) for (a,) in conn.execute(inv.compose(ACCOUNTS_NEW_SQL, {
-            **filled, "w": sql.Literal(state.proven["entries"])}))}
+            **filled, "w": sql.Literal(state.proven["entries"]),
+            **inv.late(filled, (gaps or {}).get("entries", []))}))}
         needed = {}
         seen: set[str] = set()
         twice: set[str] = set()
@@ -326,8 +356,46 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
         unchanged = [a for a in unchanged if a not in twice]  # (found once, named once)
     by_unproven = len(unproven) < len(unchanged)  # (name the fewer)
     return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
-                            needed, unproven if by_unproven else unchanged, by_unproven),
+                            needed, unproven if by_unproven else unchanged, by_unproven, gaps),
             {"sent": len(needed), "unchanged": len(unchanged)})
+
+
+def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
+         ) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``),
+    in order, and a note per table where some or all of them are not read as new.
+
+    With a sequence that caches values (``CACHE 50``) and two sessions writing, ids are not handed
+    out in the order rows commit: a row may commit below what an earlier audit proved, in an id no
+    row held then. It was history_tampered, and its account's balance drift on every audit after
+    (found by a break-it run), though a full audit passed. Such a row is read as new, as a full
+    audit reads every row; so is a row inserted later by hand in a gap. Not an entry below its
+    account's last proven entry (its chain, proven in seq order, no longer holds, as a full audit
+    finds it): history_tampered, as before; nor any of a table with more than ``LATE_MAX`` of them."""
+    found: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
+    notes: dict[str, str] = {}
+    last = state.last or {}
+    for table, role in (("entries", "seq"), ("journals", "id")):
+        holes = state.holes[table]
+        if not holes:
+            continue
+        account = (sql.SQL("r.{}::text").format(sql.Identifier(layout.column("entries", "account")))
+                   if table == "entries" else sql.SQL("NULL"))
+        rows = conn.execute(sql.SQL(LATE_SQL).format(
+            id=sql.Identifier(layout.column(table, role)), account=account, table=filled[table],
+            lo=sql.Literal([str(lo) for lo, _ in holes]), hi=sql.Literal([str(hi) for _, hi in holes]),
+            limit=sql.Literal(LATE_MAX + 1))).fetchall()
+        if len(rows) > LATE_MAX:
+            notes[table] = (f"more than {LATE_MAX:,} rows in gaps of the ids earlier audits proved: none is "
+                            "read as new, each is history_tampered")
+            continue
+        below = [int(i) for i, a in rows if a is not None and a in last and last[a][0] > int(i)]
+        found[table] = [int(i) for i, a in rows if not (a is not None and a in last and last[a][0] > int(i))]
+        if below:
+            notes[table] = (f"{len(below):,} row(s) in gaps of the ids earlier audits proved lie below their "
+                            f"account's last proven entry (e.g. {below[0]}): history_tampered, as a full "
+                            "audit finds their chain broken")
+    return found, notes
 
 
 def _moved_across_floor(conn: psycopg.Connection, placeholders: dict[str, sql.Composable]) -> str | None:
@@ -397,13 +465,25 @@ def within_sequences(conn: psycopg.Connection, layout: Layout, filled: dict[str,
         where = layout.table(table)
         if proven[table] > position:
             standing = (f"An earlier audit proved the ids up to {proven[table]:,}: a row added below that "
-                        "id since is history_tampered, until the sequence is moved past them and --full "
-                        "starts a new history.")
+                        "id since, outside the gaps it kept, is history_tampered until --full starts a new "
+                        "history (which proves ids only up to the sequence's last value).")
         else:
             standing = ("They are checked as new on every audit and proven only once the sequence passes "
                         "them: until then the history digests do not hold them against later edits"
                         + (", and an entry among them keeps its journal and every later journal from being "
                            "proven" if table == "entries" else "") + ".")
+        top = conn.execute("SELECT seqmax FROM pg_catalog.pg_sequence WHERE seqrelid = %s::regclass",
+                           (sequence,)).fetchone()
+        left = int(top[0]) - seen[table] if top else None
+        if left is not None and left < position:
+            # (Near the type's maximum, a setval past them would use the sequence up: found by a
+            # break-it run, an id of 2^63 - 1 advised setval to it.)
+            advice = (f"Do not move the sequence past them: it would have {left:,} values left (its "
+                      f"maximum is {int(top[0]):,}; it has handed out {position:,}). Give those rows ids "
+                      "the sequence has handed out, or remove them.") if top else ""
+        else:
+            advice = (f"If they are meant to stay, move the sequence past them (SELECT setval('{sequence}', "
+                      f"{seen[table]})).")
         found.append(Finding(
             "id_beyond_sequence", "warning", table=where, column=column, count=int(count),
             sample=tuple({"id": str(i), "cents_impact": 0, "detail": f"beyond {sequence} at {position:,}"}
@@ -411,9 +491,7 @@ def within_sequences(conn: psycopg.Connection, layout: Layout, filled: dict[str,
             message=f"{int(count):,} row(s) of {where} have ids beyond the last value its sequence "
                     f"{sequence} handed out ({position:,}; the newest id is {seen[table]:,}): rows "
                     f"inserted with explicit ids, or the sequence was moved back. {standing} When the "
-                    "sequence reaches one, the insert that draws that id fails on a unique key. If they "
-                    f"are meant to stay, move the sequence past them (SELECT setval('{sequence}', "
-                    f"{seen[table]})).",
+                    f"sequence reaches one, the insert that draws that id fails on a unique key. {advice}",
             detail={"sequence": sequence, "last_value": position, "newest_id": seen[table]}))
     return held, found, notes
 
@@ -442,7 +520,12 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # audit's (non_negative_account_types, debit_normal_account_types; a state written before
         # it recorded them, too): an incremental audit would hold only the new entries to them.
         again, placeholders = None, None
+        gaps: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
         if before is not None and not before.empty and not schedule.full:
+            if before.last is not None:
+                gaps, late_notes = late(conn, layout, filled, before)
+                if late_notes:
+                    detail["gaps"] = late_notes
             if before.last is None:
                 again = ("the state file does not keep each account's last proven entry and currency "
                          "(written by an earlier release)")
@@ -451,7 +534,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          f"entries were proven under ({before.identity.get(RULES) or 'not recorded'} then, "
                          f"{current[RULES]} now)")
             else:
-                placeholders, detail["last_entries"] = shipped(conn, layout, filled, before)
+                placeholders, detail["last_entries"] = shipped(conn, layout, filled, before, gaps)
                 again = _moved_across_floor(conn, placeholders)
         previous = before if again else None
         if before is None or schedule.full or before.empty or again:
@@ -489,6 +572,17 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         })).fetchone()
         if open_journal and open_journal[0] is not None:
             settled["journals"] = max(base["journals"], min(settled["journals"], int(open_journal[0]) - 1))
+        # Rows of gaps: an incremental audit reads them as new and proves them, but the journals with
+        # entries it does not prove yet; a full audit that goes on from an earlier state leaves them
+        # out of its re-hash of that state's history (it reads every row anyway).
+        held: dict[str, set[int]] = {t: set() for t in st.HISTORY_TABLES}
+        if mode == "incremental" and gaps["journals"]:
+            held["journals"] = {int(j) for (j,) in conn.execute(inv.compose(HELD_SQL, {
+                **filled, "late": history.ids(gaps["journals"]), "w": sql.Literal(settled["entries"])}))}
+        if any(gaps.values()):
+            detail["late"] = {t: {"read_as_new": len(gaps[t]) if mode == "incremental" else 0,
+                                  "proven_now": len(gaps[t]) - len(held[t]) if mode == "incremental" else 0}
+                              for t in st.HISTORY_TABLES}
         # Saved only if the audit completes: what the next audit may settle, and when.
         if not standby:
             state.seen, state.seen_xmax = seen, running_bound(conn, int(xmax))
@@ -505,7 +599,9 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          and settled["entries"] <= state.proven["entries"])
         if unsettled and last_seen is not None:
             run.add(_not_settled(conn, state, layout, last_seen["entries"] - state.proven["entries"]))
-    return Scope(mode, state, settled, unsettled, previous, placeholders if mode == "incremental" else None)
+    read = gaps if mode == "incremental" or previous is not None else {t: [] for t in st.HISTORY_TABLES}
+    return Scope(mode, state, settled, unsettled, previous, placeholders if mode == "incremental" else None,
+                 read, held)
 
 
 OLDEST_SQL = """
@@ -542,36 +638,44 @@ def _not_settled(conn: psycopg.Connection, state: st.State, layout: Layout, wait
                 {"pid": row[0], "application": row[1], "age_s": int(row[2]), "role": row[3]}})
 
 
-def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int
-                      ) -> st.LastEntries:
-    """Each account's last entry among the entries whose seq is in ``(old, new]``: account id (as text)
-    -> (seq, balance after as text, the account's currency and type now, whether it exists). One scan
-    of those entries, aggregated per account."""
-    if new <= old:
+def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int,
+                      late: list[int] | None = None) -> st.LastEntries:
+    """Each account's last entry among the entries whose seq is in ``(old, new]`` or ``late`` (rows of
+    gaps proven now): account id (as text) -> (seq, balance after as text, the account's currency and
+    type now, whether it exists). One scan of those entries, aggregated per account."""
+    if new <= old and not late:
         return {}
-    rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {**filled, "old": sql.Literal(old),
-                                                            "new": sql.Literal(new)})).fetchall()
+    also = (sql.SQL(" OR l.{} = ANY({})").format(filled["entries_seq"], history.ids(late)) if late
+            else sql.SQL(""))
+    rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {
+        **filled, "old": sql.Literal(old), "new": sql.Literal(new), "late_l": also})).fetchall()
     return {str(a): (int(seq), None if after is None else str(after), None if cur is None else str(cur),
                      None if kind is None else str(kind), bool(existed))
             for a, seq, after, cur, kind, existed in rows}
 
 
 def merged_last(kept: st.LastEntries, new: st.LastEntries) -> st.LastEntries:
-    """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s, each
-    account keeping the currency, type and existence its first entries were proven with (a change is
-    history_tampered on every audit until --full, not only on the first)."""
+    """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s where
+    later, each account keeping the currency, type and existence its first entries were proven with
+    (a change is history_tampered on every audit until --full, not only on the first)."""
     out = dict(kept)
     for account, (seq, after, currency, kind, existed) in new.items():
         old = out.get(account)
-        out[account] = (seq, after, old[2], old[3], old[4]) if old else (seq, after, currency, kind, existed)
+        if old is None:
+            out[account] = (seq, after, currency, kind, existed)
+        elif seq > old[0]:
+            out[account] = (seq, after, old[2], old[3], old[4])
     return out
 
 
 def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Scope,
-            carried: list[st.Carried], rehashed: int, checked_entries: int, findings: list[Finding]) -> None:
-    """The state after this audit: proven history extended to what settled, this audit in its history."""
-    for table, found in zip(st.HISTORY_TABLES, digests, strict=True):
-        history.extend(state, table, found, scope.settled[table])
+            carried: list[st.Carried], rehashed: int, checked_entries: int, findings: list[Finding]
+            ) -> list[str]:
+    """The state after this audit: proven history extended to what settled, this audit in its history.
+    Returns the tables whose gaps among the newly proven ids were too many to keep
+    (``history.HOLES_NEW_MAX``)."""
+    sparse = [table for table, found in zip(st.HISTORY_TABLES, digests, strict=True)
+              if not history.extend(state, table, found, scope.settled[table])]
     state.carried = carried
     state.proven_at = run.run_id
     state.runs.append({
@@ -586,3 +690,4 @@ def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Sc
         "cents_impact": str(sum(f.cents_impact for f in findings)),
         "rules": sorted({f.rule for f in findings})})
     del state.runs[:-RUNS_KEPT_MAX]
+    return sparse

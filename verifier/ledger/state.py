@@ -59,6 +59,7 @@ CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT
                         weight INTEGER NOT NULL, detail TEXT, found_by TEXT NOT NULL);
 CREATE TABLE tampered (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, id TEXT NOT NULL, what TEXT NOT NULL,
                        impact INTEGER NOT NULL, detail TEXT NOT NULL, found_by TEXT NOT NULL);
+CREATE TABLE holes (tbl TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT NOT NULL,
                    status TEXT NOT NULL, duration_s REAL NOT NULL, entries INTEGER NOT NULL,
                    proven_entries INTEGER NOT NULL, checked_entries INTEGER NOT NULL,
@@ -127,6 +128,11 @@ class State:
     # reported by every audit until a re-hash finds the chunk as proven again, or --full starts anew.
     tampered: list[Tampered] = field(default_factory=list)
     rotation: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
+    # Per table, the ids below its watermark that held no row when proven (inclusive ranges, in
+    # order): a row found there later is read as new, not as a change to proven history (a cached
+    # sequence value another session used after a later id was proven; ``verifier.ledger.proven.late``).
+    # Empty: none, or a state written before they were kept.
+    holes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {t: [] for t in HISTORY_TABLES})
     runs: list[dict[str, Any]] = field(default_factory=list)
     proven_at: str | None = None  # the run id of the audit that last extended the proven history
     # The TimeZone the digests are computed in: rows hashed as text print their timestamptz columns in
@@ -183,6 +189,8 @@ def load(path: Path) -> State | None:
         return None
     if not path.is_file():
         raise UsageError(f"The state file {path} is not a file.")
+    if path.stat().st_size == 0:  # an empty file (``touch``): nothing to lose, a new state is written
+        return None
     try:
         stamp = _stamp(path)
         # Read only: a file that is not ours is never modified, not even by SQLite.
@@ -228,6 +236,11 @@ def _read(db: sqlite3.Connection) -> State:
                        "SELECT account, seq, after, currency, type, existed FROM last_entries")}
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_entries'").fetchone()
         else None)
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'holes'").fetchone():
+        for tbl, lo, hi in db.execute("SELECT tbl, lo, hi FROM holes ORDER BY tbl, lo"):
+            if not (type(lo) is int and type(hi) is int and lo <= hi):
+                raise ValueError(f"a gap of ids that is not one: {lo!r}..{hi!r}")
+            state.holes[tbl].append((lo, hi))
     state.carried = [Carried(*row) for row in db.execute(
         "SELECT pass, rule_index, id, impact, weight, detail, found_by FROM offenders ORDER BY rowid")]
     # A state written before tampering was carried has no such table: none was.
@@ -296,7 +309,7 @@ def _still(path: Path, state: State) -> bool:
 
 
 # Every table a save writes whole, where it goes on from the file (``State.last_changed``).
-WHOLE_TABLES = ("meta", "chunks", "trial", "offenders", "tampered", "runs")
+WHOLE_TABLES = ("meta", "chunks", "trial", "holes", "offenders", "tampered", "runs")
 
 
 def save(path: Path, state: State) -> None:
@@ -334,6 +347,8 @@ def save(path: Path, state: State) -> None:
                            ((tbl, k, c.n, str(c.s0), c.s1, str(c.amount))
                             for tbl, chunks in state.chunks.items() for k, c in chunks.items()))
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
+            db.executemany("INSERT INTO holes VALUES (?, ?, ?)",
+                           ((tbl, lo, hi) for tbl, gaps in state.holes.items() for lo, hi in gaps))
             last = state.last or {}
             db.executemany("INSERT OR REPLACE INTO last_entries VALUES (?, ?, ?, ?, ?, ?)",
                            ((a, *last[a]) for a in (state.last_changed or ()) if a in last) if go_on
