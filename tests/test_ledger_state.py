@@ -321,6 +321,11 @@ def test_corrupt_foreign_and_busy_state_files_are_left_as_they_are(
     assert f"The state file {audit.state} is not a ledger audit state" in stderr
     assert _sha(audit.state) == before
 
+    audit.state.write_bytes(b"")  # an empty file (touch), as the README says: a new state
+    code, data, stderr, _ = audit()
+    assert code == 0, stderr
+    assert st.load(audit.state) is not None
+
     audit.state.unlink()
     assert audit(dsn=clean_ledger)[0] == 0  # the state of another database
     before = _sha(audit.state)
@@ -1207,3 +1212,47 @@ def test_rows_a_cached_sequence_hands_out_below_proven_ids_are_read_as_new_not_a
     assert found == full[3], (found, full[3])
     assert ("journal_unbalanced", "public.journals") in found
     assert not any(rule == "history_tampered" for rule, _ in found)
+
+
+def test_a_row_of_a_gap_below_its_accounts_last_proven_entry_is_history_tampered(
+        ledger_copy: str, tmp_path: Path) -> None:
+    """Two sessions of a cached sequence posting on one account: the one that posts later, below the
+    other's proven entry, breaks the account's chain in seq order, as a full audit finds. It is not
+    read as new; it is history_tampered, and the state stage says why."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER SEQUENCE entries_id_seq CACHE 50; ALTER SEQUENCE journals_id_seq CACHE 50")
+        rich = [r[0] for r in conn.execute(
+            "SELECT id FROM accounts WHERE type = 'user' AND balance_cents >= 1000 ORDER BY id LIMIT 3"
+        ).fetchall()]
+    post = "SELECT transfer_tokens(%s, %s, 100, 'token_transfer', gen_random_uuid())"
+    with psycopg.connect(ledger_copy, autocommit=True) as a, \
+            psycopg.connect(ledger_copy, autocommit=True) as b:
+        a.execute(post, (rich[0], rich[1]))
+        b.execute(post, (rich[0], rich[2]))  # the payer's newest entry, proven next
+        auditor("--config", str(config)), auditor("--config", str(config))
+        a.execute(post, (rich[0], rich[1]))  # below it
+    code, data, stderr, found = auditor("--config", str(config))
+    full = auditor("--config", str(config), state=False)
+    assert code == full[0] == 1
+    assert ("history_tampered", "public.entries") in found, data["findings"]
+    assert "lie below their account's last proven entry" in _stage(data, "state")["gaps"]["entries"]
+    assert ("running_balance_break", "public.entries") in full[3]
+
+
+def test_the_gaps_among_a_tables_ids(make_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``history.gaps``: the ids of a range that hold no row, from a first proof's first row on; none
+    kept where they are more than ``HOLES_NEW_MAX``."""
+    with psycopg.connect(str(make_db()), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t VALUES (1), (2), (5), (9), (10)")
+        ident, name = sql.Identifier("id"), sql.Identifier("public", "t")
+        first_proof = proven.FULL_FROM
+        assert history.gaps(conn, ident, name, first_proof, 10, 5) == [(3, 4), (6, 8)]
+        assert history.gaps(conn, ident, name, 2, 12, 3) == [(3, 4), (6, 8), (11, 12)]
+        assert history.gaps(conn, ident, name, 10, 14, 0) == [(11, 14)]
+        assert history.gaps(conn, ident, name, 0, 2, 2) == []  # every id holds a row: nothing read
+        assert history.gaps(conn, ident, name, first_proof, 0, 0) == []
+        monkeypatch.setattr(history, "HOLES_NEW_MAX", 2)
+        assert history.gaps(conn, ident, name, 2, 12, 3) is None
