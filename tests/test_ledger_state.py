@@ -1195,6 +1195,19 @@ def test_rows_a_cached_sequence_hands_out_below_proven_ids_are_read_as_new_not_a
     code, data, stderr, found = audit()  # proven: no longer in a gap, and unchanged
     assert code == 0 and not found, data["findings"]
     assert "late" not in _stage(data, "state")
+    # A full audit that goes on from the state (other rules than its entries were proven under)
+    # re-hashes its proven history without the rows of its gaps: intact, it starts anew.
+    with psycopg.connect(ledger_copy, autocommit=True) as a, \
+            psycopg.connect(ledger_copy, autocommit=True) as b:
+        transfer(a, rich[0], rich[1])
+        transfer(b, rich[2], rich[3])
+        audit(), audit()
+        transfer(a, rich[0], rich[1])
+    config.write_text('[ledger]\nreconcile = []\nnon_negative_account_types = ["user"]\n')
+    code, data, stderr, found = audit()
+    assert code == 0, data["findings"]
+    assert "full_because" in _stage(data, "state") and _stage(data, "state saved").get("saved", True)
+    config.write_text("[ledger]\nreconcile = []\n")
     # A defect among such rows is named as a full audit names it.
     with psycopg.connect(ledger_copy, autocommit=True) as a, \
             psycopg.connect(ledger_copy, autocommit=True) as b:

@@ -630,10 +630,10 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
             # Its proven entries' sums per currency, under the accounts' currencies now: it kept them
             # (``State.trial``), though not each account's currency.
             jobs.append(functools.partial(history.trial, filled=filled, old=proven.FULL_FROM,
-                                          new=was.proven["entries"]))
+                                          new=was.proven["entries"], left_out=scope.late["entries"]))
             # And the journals it proved complete that have gained entries since.
             jobs.append(functools.partial(history.gained, filled=filled, entries=was.proven["entries"],
-                                          journals=was.proven["journals"]))
+                                          journals=was.proven["journals"], late=scope.late["journals"]))
         # Each account's last entry among those this audit proves (all of them, in full), for the
         # next audit's chains and accounts.
         last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM

@@ -79,7 +79,7 @@ DIGEST_PLAN = {"enable_sort": "off"}
 TRIAL_SQL = """
 SELECT {trial_currency}, sum(t.total)
 FROM (SELECT {trial_key} AS key, sum(e.{entries_amount}) AS total FROM {entries} e
-      WHERE (e.{entries_seq} > {old} AND e.{entries_seq} <= {new}){late} GROUP BY 1) t {trial_join}
+      WHERE (e.{entries_seq} > {old} AND e.{entries_seq} <= {new}{not_late}){late} GROUP BY 1) t {trial_join}
 GROUP BY 1
 """
 # A table's columns in order, each with whether its type's hash tells apart every two values whose
@@ -273,12 +273,16 @@ def gaps(conn: psycopg.Connection, ident: sql.Identifier, name: sql.Identifier, 
 
 
 def trial(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int, new: int,
-          late: Sequence[int] = ()) -> dict[str | None, Decimal]:
+          late: Sequence[int] = (), left_out: Sequence[int] = ()) -> dict[str | None, Decimal]:
     """The entries' amounts summed per currency (as the trial balance takes it: the entry's own, or
-    its account's; None: none) over the seqs in ``(old, new]`` and ``late``, in cents."""
+    its account's; None: none) over the seqs in ``(old, new]`` but ``left_out``, and ``late``, in
+    cents."""
     also = sql.SQL(" OR e.{} = ANY({})").format(filled["entries_seq"], ids(late)) if late else sql.SQL("")
+    but = (sql.SQL(" AND e.{} <> ALL({})").format(filled["entries_seq"], ids(left_out)) if left_out
+           else sql.SQL(""))
     return {currency: Decimal(total) for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
-        **filled, old=sql.Literal(old), new=sql.Literal(new), late=also))}  # noqa: S608 (constant text)
+        **filled, old=sql.Literal(old), new=sql.Literal(new), late=also,
+        not_late=but))}  # noqa: S608 (constant text)
 
 
 # Entries beyond the entries' watermark in a journal at or below the journals' (an incremental
@@ -287,17 +291,20 @@ GAINED_SQL = """
 SELECT e.{entries_journal}, count(*), max(e.{entries_seq}),
        coalesce(sum(e.{entries_amount}) FILTER (WHERE e.{entries_amount} > 0), 0)
 FROM {entries} e JOIN {journals} j ON j.{journals_id} = e.{entries_journal}
-WHERE e.{entries_seq} > {w} AND j.{journals_id} <= {jw}
+WHERE e.{entries_seq} > {w} AND j.{journals_id} <= {jw}{not_late}
 GROUP BY 1 ORDER BY 1
 """
 
 
-def gained(conn: psycopg.Connection, filled: dict[str, sql.Composable], entries: int, journals: int
-           ) -> list[Tampered]:
-    """The journals proven complete (ids up to ``journals``) that have entries beyond ``entries``
-    (the entries' watermark) now: one ``history_tampered`` row of the journals each."""
+def gained(conn: psycopg.Connection, filled: dict[str, sql.Composable], entries: int, journals: int,
+           late: Sequence[int] = ()) -> list[Tampered]:
+    """The journals proven complete (ids up to ``journals``, but those of gaps: ``late``) that have
+    entries beyond ``entries`` (the entries' watermark) now: one ``history_tampered`` row of the
+    journals each."""
+    not_late = (sql.SQL(" AND j.{} <> ALL({})").format(filled["journals_id"], ids(late)) if late
+                else sql.SQL(""))
     rows = conn.execute(sql.SQL(GAINED_SQL).format(  # noqa: S608 (constant text)
-        **filled, w=sql.Literal(entries), jw=sql.Literal(journals))).fetchall()
+        **filled, w=sql.Literal(entries), jw=sql.Literal(journals), not_late=not_late)).fetchall()
     return [Tampered("journals", str(j), "gained", int(moved),
                      f"{n} new entries (up to id {last}) added to journal {j}, which an earlier audit "
                      f"proved complete", BELOW) for j, n, last, moved in rows]
