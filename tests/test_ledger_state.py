@@ -1255,17 +1255,30 @@ def test_a_row_of_a_gap_below_its_accounts_last_proven_entry_is_history_tampered
     assert ("running_balance_break", "public.entries") in full[3]
 
 
-def test_the_gaps_among_a_tables_ids(make_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``history.gaps``: the ids of a range that hold no row, from a first proof's first row on; none
-    kept where they are more than ``HOLES_NEW_MAX``."""
+@pytest.mark.parametrize("read_every_id", [False, True])
+def test_the_gaps_among_a_tables_ids(make_db: Any, monkeypatch: pytest.MonkeyPatch,
+                                     read_every_id: bool) -> None:
+    """``history.gaps``: the ids of a range that hold no row, from a first proof's first row on, read
+    only in the chunks of ids with a gap inside (or, with more of those than
+    ``GAP_CHUNKS_READ_MAX``, every id); none kept where they are more than ``HOLES_NEW_MAX``."""
+    if read_every_id:
+        monkeypatch.setattr(history, "GAP_CHUNKS_READ_MAX", 0)
     with psycopg.connect(str(make_db()), autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t VALUES (1), (2), (5), (9), (10)")
+        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t VALUES (1), (2), (5), (9), (10), "
+                     "(1020), (1021), (1022), (1023), (1024), (1025), (2049), (2050)")
         ident, name = sql.Identifier("id"), sql.Identifier("public", "t")
-        first_proof = proven.FULL_FROM
-        assert history.gaps(conn, ident, name, first_proof, 10, 5) == [(3, 4), (6, 8)]
-        assert history.gaps(conn, ident, name, 2, 12, 3) == [(3, 4), (6, 8), (11, 12)]
-        assert history.gaps(conn, ident, name, 10, 14, 0) == [(11, 14)]
-        assert history.gaps(conn, ident, name, 0, 2, 2) == []  # every id holds a row: nothing read
-        assert history.gaps(conn, ident, name, first_proof, 0, 0) == []
+
+        def gaps(old: int, new: int) -> list[tuple[int, int]] | None:
+            spans = {int(c): (int(n), int(a), int(b)) for c, n, a, b in conn.execute(
+                "SELECT id >> %s, count(*), min(id), max(id) FROM t WHERE id > %s AND id <= %s GROUP BY 1",
+                (history.CHUNK_BITS, max(old, -(1 << 63)), new))}
+            return history.gaps(conn, ident, name, old, new, spans)
+
+        assert gaps(proven.FULL_FROM, 2050) == [(3, 4), (6, 8), (11, 1019), (1026, 2048)]
+        assert gaps(2, 12) == [(3, 4), (6, 8), (11, 12)]
+        assert gaps(10, 14) == [(11, 14)]
+        assert gaps(1019, 1025) == []  # every id holds a row
+        assert gaps(1021, 2060) == [(1026, 2048), (2051, 2060)]
+        assert gaps(proven.FULL_FROM, 0) == []
         monkeypatch.setattr(history, "HOLES_NEW_MAX", 2)
-        assert history.gaps(conn, ident, name, 2, 12, 3) is None
+        assert gaps(2, 12) is None

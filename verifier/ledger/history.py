@@ -48,7 +48,7 @@ HISTORY_CHECK = "history digests"
 # process 5.1 s, against 6.2 s on three): the audit's other passes use the other cores.
 DIGEST_SQL = """
 SELECT t.id >> {bits} AS chunk, {part} AS part, count(*), coalesce(sum(t.h), 0),
-       coalesce(sum((t.id % {p}) * (t.h % {p})), 0), coalesce(sum(t.amount), 0)
+       coalesce(sum((t.id % {p}) * (t.h % {p})), 0), coalesce(sum(t.amount), 0), min(t.id), max(t.id)
 FROM (SELECT r.{id} AS id, {row_hash} AS h, {amount} AS amount FROM {table} r WHERE {ranges} OFFSET 0) t
 GROUP BY 1, 2
 """
@@ -63,13 +63,13 @@ SELECT g.id, g.nxt FROM (SELECT r.{id} AS id, lead(r.{id}) OVER (ORDER BY r.{id}
                          FROM {table} r WHERE r.{id} >= {lo} AND r.{id} <= {new}) g
 WHERE g.nxt > g.id + 1 ORDER BY g.id LIMIT {limit}
 """
-# The first and last id in a range.
-ENDS_SQL = "SELECT min(r.{id}), max(r.{id}) FROM {table} r WHERE r.{id} >= {lo} AND r.{id} <= {new}"
 # Gaps kept per table (``State.holes``): beyond, the oldest are dropped (a row found there later is
 # history_tampered, as before they were kept). And gaps one audit finds in what it proves: beyond,
 # the ids are sparse (drawn with an increment, or from several sequences), and none are kept.
 HOLES_KEPT_MAX = 10_000
 HOLES_NEW_MAX = 10_000
+# Chunks with gaps inside whose ids a proof reads one range each; beyond, every id once.
+GAP_CHUNKS_READ_MAX = 64
 # One group per chunk of 2**CHUNK_BITS ids, which PostgreSQL cannot know: it estimates a group per
 # row and sorts them all. A hash of the chunks holds one entry per chunk.
 DIGEST_PLAN = {"enable_sort": "off"}
@@ -230,7 +230,10 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         ranges=sql.SQL(" OR ").join(sql.SQL("({})").format(r) for r in ranges))
     with planned(conn, settings):
         rows = conn.execute(query).fetchall()
-    for chunk, part, n, s0, s1, amount_sum in rows:
+    spans: dict[int, tuple[int, int, int]] = {}
+    for chunk, part, n, s0, s1, amount_sum, first, last in rows:
+        if part == 1:
+            spans[int(chunk)] = (int(n), int(first), int(last))
         if part != 3:
             into = (found.rehashed, found.beyond, found.late)[part]
             into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
@@ -238,8 +241,7 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
         assert filled is not None
         found.trial.update(trial(conn, filled, old, new, late))
     if new > old:
-        count = sum(c.n for c in found.beyond.values())
-        found = replace(found, holes=gaps(conn, ident, name, old, new, count))
+        found = replace(found, holes=gaps(conn, ident, name, old, new, spans))
     return found
 
 
@@ -247,28 +249,42 @@ BIGINT_MIN = -(1 << 63)
 
 
 def gaps(conn: psycopg.Connection, ident: sql.Identifier, name: sql.Identifier, old: int, new: int,
-         count: int) -> list[tuple[int, int]] | None:
-    """The ids in ``(old, new]`` that hold no row (inclusive ranges, in order), of which ``count``
-    hold one; of a first proof (``old`` below every bigint), those from its first row on. None
-    where there are more than ``HOLES_NEW_MAX`` of them. Where every id holds a row, nothing is
-    read; else one scan of the range's ids (10^6: 0.23 s)."""
-    lo = max(old + 1, BIGINT_MIN)
-    if lo > new or (old >= BIGINT_MIN and count == new - old):
-        return []
-    first, last = conn.execute(sql.SQL(ENDS_SQL).format(
-        id=ident, table=name, lo=sql.Literal(lo), new=sql.Literal(new))).fetchone() or (None, None)
-    if first is None:
-        return [] if old < BIGINT_MIN else [(lo, new)]
-    first, last = int(first), int(last)
-    if old < BIGINT_MIN:
-        lo = first
-    found = [(int(a) + 1, int(b) - 1) for a, b in conn.execute(sql.SQL(GAPS_SQL).format(
-        id=ident, table=name, lo=sql.Literal(lo), new=sql.Literal(new),
-        limit=sql.Literal(HOLES_NEW_MAX + 1)))]
-    if first > lo:
-        found.insert(0, (lo, first - 1))
-    if last < new:
-        found.append((last + 1, new))
+         spans: dict[int, tuple[int, int, int]]) -> list[tuple[int, int]] | None:
+    """The ids in ``(old, new]`` that hold no row (inclusive ranges, in order); of a first proof
+    (``old`` below every bigint), those from its first row on. ``spans``: per chunk of ids, how many
+    rows of the range it holds, its first id and its last. None where there are more than
+    ``HOLES_NEW_MAX`` gaps.
+
+    A chunk whose rows fill its ids from first to last has no gap inside: only the others are read
+    (their ids, by index where the table has one on its id; more than ``GAP_CHUNKS_READ_MAX`` of
+    them: the range's every id, once). A scan of every id of the range was 0.23 s per 10^6 rows, a
+    fifth of a first proof's time."""
+    if not spans:
+        return [] if old < BIGINT_MIN else [(old + 1, new)]
+    holed = [c for c, (n, first, last) in spans.items() if n != last - first + 1]
+    every = len(holed) > GAP_CHUNKS_READ_MAX
+    bounds = ([(spans[min(spans)][1], spans[max(spans)][2])] if every
+              else [(spans[c][1], spans[c][2]) for c in sorted(holed)])
+    inner: list[tuple[int, int]] = []
+    for lo, hi in bounds:
+        pairs = conn.execute(sql.SQL(GAPS_SQL).format(
+            id=ident, table=name, lo=sql.Literal(lo), new=sql.Literal(hi),
+            limit=sql.Literal(HOLES_NEW_MAX + 1))).fetchall()
+        inner += [(int(a) + 1, int(b) - 1) for a, b in pairs]
+        if len(inner) > HOLES_NEW_MAX:
+            return None
+    found = inner
+    previous = None if old < BIGINT_MIN else old  # the id below the range's first row
+    for chunk in sorted(spans):  # between chunks (read already where every id was)
+        _, first, last = spans[chunk]
+        if previous is not None and first > previous + 1 and not (every and chunk != min(spans)):
+            found.append((previous + 1, first - 1))
+        previous = last
+        if len(found) > HOLES_NEW_MAX:
+            return None
+    if previous is not None and previous < new:
+        found.append((previous + 1, new))
+    found.sort()
     return None if len(found) > HOLES_NEW_MAX else found
 
 
