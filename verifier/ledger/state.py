@@ -13,7 +13,8 @@ watermark up to which rows are proven and the digests of that history in
 chunks of ids, the trial balance of the proven entries, each account's last
 proven entry (its seq and balance after, and the account's currency and type
 when its entries were first proven: about 100 bytes per account, in the file
-and in memory while an audit runs), the offending rows
+and in memory while an audit runs), the gaps among the proven ids (up to
+``history.HOLES_KEPT_MAX`` ranges per table), the offending rows
 found in proven history (reported again by every audit), where the
 rotating re-hash stopped, and one line per audit for the trend charts.
 
