@@ -12,6 +12,7 @@ a killed connection end with exit 2 and leave the state file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -20,6 +21,7 @@ import os
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1154,6 +1156,24 @@ def test_a_state_that_cannot_be_written_for_want_of_space_is_a_clear_error(tmp_p
     assert list(tmp_path.iterdir()) == []  # (no partial file left)
 
 
+def _transfer(conn: psycopg.Connection, payer: int, payee: int) -> None:
+    conn.execute("SELECT transfer_tokens(%s, %s, 100, 'token_transfer', gen_random_uuid())", (payer, payee))
+
+
+@contextlib.contextmanager
+def _posted_below_proven(dsn: str, audit: Callable[[], object], a_pays: tuple[int, int],
+                         b_pays: tuple[int, int]) -> Iterator[psycopg.Connection]:
+    """Two sessions of cached sequences (``CACHE 50``): A posts (and caches 50 ids of each), B posts
+    (from the next 50), two audits prove B's ids, past A's cached ones, and A posts again, below what
+    is proven. Yields A's session."""
+    with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit=True) as b:
+        _transfer(a, *a_pays)
+        _transfer(b, *b_pays)
+        audit(), audit()
+        _transfer(a, *a_pays)
+        yield a
+
+
 def test_rows_a_cached_sequence_hands_out_below_proven_ids_are_read_as_new_not_as_tampering(
         ledger_copy: str, tmp_path: Path) -> None:
     """Found by a break-it run: with sequences that cache values (``CACHE 50``) and two sessions
@@ -1168,24 +1188,14 @@ def test_rows_a_cached_sequence_hands_out_below_proven_ids_are_read_as_new_not_a
     def audit(state: bool = True) -> tuple[int, dict[str, Any], str, dict[tuple[str, str], set[str]]]:
         return auditor("--config", str(config), state=state)
 
-    def transfer(conn: psycopg.Connection, payer: int, payee: int) -> None:
-        conn.execute("SELECT transfer_tokens(%s, %s, 100, 'token_transfer', gen_random_uuid())",
-                     (payer, payee))
-
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("ALTER SEQUENCE entries_id_seq CACHE 50; ALTER SEQUENCE journals_id_seq CACHE 50")
         rich = [r[0] for r in conn.execute(
             "SELECT id FROM accounts WHERE type = 'user' AND balance_cents >= 1000 "
             "ORDER BY id LIMIT 4").fetchall()]
     assert len(rich) == 4
-    with psycopg.connect(ledger_copy, autocommit=True) as a, \
-            psycopg.connect(ledger_copy, autocommit=True) as b:
-        transfer(a, rich[0], rich[1])  # A's session caches 50 ids of each sequence
-        transfer(b, rich[2], rich[3])  # B's the next 50
-        audit(), audit()  # the second proves B's ids, past A's cached ones
-        transfer(a, rich[0], rich[1])  # from A's cache: below what is proven
-        late = a.execute("SELECT max(id) FROM journals WHERE id < (SELECT max(id) FROM journals)").fetchone()
-    assert late is not None
+    with _posted_below_proven(ledger_copy, audit, (rich[0], rich[1]), (rich[2], rich[3])):
+        pass
     code, data, stderr, found = audit()
     assert code == 0, data["findings"]
     assert not data["findings"] and not found
@@ -1197,24 +1207,15 @@ def test_rows_a_cached_sequence_hands_out_below_proven_ids_are_read_as_new_not_a
     assert "late" not in _stage(data, "state")
     # A full audit that goes on from the state (other rules than its entries were proven under)
     # re-hashes its proven history without the rows of its gaps: intact, it starts anew.
-    with psycopg.connect(ledger_copy, autocommit=True) as a, \
-            psycopg.connect(ledger_copy, autocommit=True) as b:
-        transfer(a, rich[0], rich[1])
-        transfer(b, rich[2], rich[3])
-        audit(), audit()
-        transfer(a, rich[0], rich[1])
+    with _posted_below_proven(ledger_copy, audit, (rich[0], rich[1]), (rich[2], rich[3])):
+        pass
     config.write_text('[ledger]\nreconcile = []\nnon_negative_account_types = ["user"]\n')
     code, data, stderr, found = audit()
     assert code == 0, data["findings"]
     assert "full_because" in _stage(data, "state") and _stage(data, "state saved").get("saved", True)
     config.write_text("[ledger]\nreconcile = []\n")
     # A defect among such rows is named as a full audit names it.
-    with psycopg.connect(ledger_copy, autocommit=True) as a, \
-            psycopg.connect(ledger_copy, autocommit=True) as b:
-        transfer(a, rich[0], rich[1])
-        transfer(b, rich[2], rich[3])
-        audit(), audit()
-        transfer(a, rich[0], rich[1])
+    with _posted_below_proven(ledger_copy, audit, (rich[0], rich[1]), (rich[2], rich[3])) as a:
         a.execute("SET session_replication_role = replica")
         a.execute("UPDATE entries SET amount_cents = amount_cents + 5, "
                   "balance_after_cents = balance_after_cents - 5 "
@@ -1240,13 +1241,10 @@ def test_a_row_of_a_gap_below_its_accounts_last_proven_entry_is_history_tampered
         rich = [r[0] for r in conn.execute(
             "SELECT id FROM accounts WHERE type = 'user' AND balance_cents >= 1000 ORDER BY id LIMIT 3"
         ).fetchall()]
-    post = "SELECT transfer_tokens(%s, %s, 100, 'token_transfer', gen_random_uuid())"
-    with psycopg.connect(ledger_copy, autocommit=True) as a, \
-            psycopg.connect(ledger_copy, autocommit=True) as b:
-        a.execute(post, (rich[0], rich[1]))
-        b.execute(post, (rich[0], rich[2]))  # the payer's newest entry, proven next
-        auditor("--config", str(config)), auditor("--config", str(config))
-        a.execute(post, (rich[0], rich[1]))  # below it
+    # B's entry is the payer's newest, proven; A's second lies below it.
+    with _posted_below_proven(ledger_copy, lambda: auditor("--config", str(config)), (rich[0], rich[1]),
+                              (rich[0], rich[2])):
+        pass
     code, data, stderr, found = auditor("--config", str(config))
     full = auditor("--config", str(config), state=False)
     assert code == full[0] == 1
