@@ -157,6 +157,9 @@ REGISTRY: tuple[Rule, ...] = (
         ("negative_balance", "error", "an account of a type that must not go negative did, at some entry"),
         ("account_balance_drift", "error",
          "an account's balance is not its last entry's balance after"),
+        ("account_id_duplicate", "error",
+         "two or more accounts share an id (the accounts' id column has no unique index): each of the "
+         "id's entries and its balance are counted once per row"),
         ("reversal_mismatch", "error",
          "a reversal does not exactly negate its journal, names none or one that does not exist, "
          "reverses it again, or a reversal link and the reversed flag disagree"),
@@ -182,8 +185,9 @@ REGISTRY: tuple[Rule, ...] = (
          "visible); an error once ledger.unsettled_audits_max audits in a row proved nothing new"),
         ("history_tampered", "error",
          "an entry or journal that an earlier audit proved (--state) was changed, deleted, "
-         "or inserted among proven ids, or a proven journal gained entries, or an account whose entries "
-         "were proven was deleted or moved to another currency or to a type held to other rules"),
+         "or inserted among proven ids where no gap was, or a proven journal gained entries, or an "
+         "account whose entries were proven was deleted or moved to another currency or to a type held "
+         "to other rules"),
         ("id_beyond_sequence", "warning",
          "(--state) rows of the entries or journals have ids beyond the last value their id column's "
          "sequence handed out (inserted with explicit ids): they are checked as new on every audit and "

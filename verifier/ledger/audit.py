@@ -258,6 +258,9 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, compared,
                                                             rehash, offenders, gained)
     _opening_stage(run, scope, results)
+    duplicate = _duplicate_accounts(conn, layout, config.sample_rows_max)
+    if duplicate is not None:
+        findings.append(duplicate)
     if not_checked:
         findings.append(_not_checked_finding(not_checked))
     run.add(*findings)
@@ -311,6 +314,55 @@ def _layout_stage(run: Run, conn: psycopg.Connection, configured: Layout
         run.provenance["ledger_convention"] = convention.describe()
         run.provenance["ledger_layout"] = detection.name
     return layout, detection, convention, currencies, builtin
+
+
+# Whether the accounts' id column alone is a primary key or valid unique index (not partial, not of
+# an expression): then no two accounts share an id.
+ID_UNIQUE_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1
+    AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = %s)
+"""
+# The account ids of more than one row (by the id's own equality), most rows first: id, rows, the
+# balances of the rows beyond the first (counted twice), and over all such ids: how many, their rows
+# beyond the first, those balances.
+DUPLICATE_IDS_SQL = """
+SELECT d.id::text, d.n, d.extra, count(*) OVER (), sum(d.n - 1) OVER (), sum(d.extra) OVER ()
+FROM (SELECT a.{id} AS id, count(*) AS n,
+             coalesce(sum(abs(a.{balance}::numeric)), 0)
+             - coalesce(min(abs(a.{balance}::numeric)), 0) AS extra
+      FROM {accounts} a WHERE a.{id} IS NOT NULL GROUP BY a.{id} HAVING count(*) > 1) d
+ORDER BY d.n DESC, 1 LIMIT {sample}
+"""
+
+
+def _duplicate_accounts(conn: psycopg.Connection, layout: Layout, sample_rows_max: int) -> Finding | None:
+    """``account_id_duplicate``: account ids of more than one row, where the accounts' id column has no
+    unique index (one scan of the accounts then; none where it has one). An exact copy of an account's
+    row made a full audit's trial balance count its entries twice, while an incremental one passed
+    (found by a break-it run): neither named the id."""
+    name = sql.Identifier(layout.schema, layout.tables["accounts"])
+    unique = conn.execute(ID_UNIQUE_SQL, (name.as_string(conn), layout.column("accounts", "id"))).fetchone()
+    if unique and unique[0]:
+        return None
+    rows = conn.execute(sql.SQL(DUPLICATE_IDS_SQL).format(
+        id=sql.Identifier(layout.column("accounts", "id")),
+        balance=sql.Identifier(layout.column("accounts", "balance")), accounts=name,
+        sample=sql.Literal(sample_rows_max))).fetchall()
+    if not rows:
+        return None
+    ids, extra_rows, extra = int(rows[0][3]), int(rows[0][4]), Decimal(rows[0][5])
+    table = layout.table("accounts")
+    return Finding(
+        rule="account_id_duplicate", severity="error", table=table, count=ids, cents_impact=int(extra),
+        sample=tuple({"id": str(i), "cents_impact": int(x), "detail": f"{int(n)} rows"}
+                     for i, n, x, *_ in rows),
+        message=f"{ids:,} account id(s) of {table} are shared by more than one row ({extra_rows:,} row(s) "
+                f"beyond one per id): account_id_duplicate ({rule('account_id_duplicate').meaning}). Give "
+                f"{layout.column('accounts', 'id')} a unique index once the duplicates are resolved.",
+        detail={"check": "accounts", "rows_beyond_one": extra_rows})
 
 
 def _currencies(conn: psycopg.Connection, layout: Layout) -> tuple[str, ...]:

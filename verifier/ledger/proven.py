@@ -94,7 +94,7 @@ FROM {table} WHERE {id} > {position}
 # The rows of a history table in the gaps its proven ids left (``State.holes``): id, and for the
 # entries the account (as text). One index probe per gap where the table has an index on its id.
 LATE_SQL = """
-SELECT r.{id}, {account} FROM {table} r
+SELECT r.{id}, {account}, {journal} FROM {table} r
 JOIN unnest({lo}::bigint[], {hi}::bigint[]) h(lo, hi) ON r.{id} BETWEEN h.lo AND h.hi
 ORDER BY 1 LIMIT {limit}
 """
@@ -373,28 +373,38 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
     account's last proven entry (its chain, proven in seq order, no longer holds, as a full audit
     finds it): history_tampered, as before; nor any of a table with more than ``LATE_MAX`` of them."""
     found: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
+    rejected: dict[str, set[str | None]] = {t: set() for t in st.HISTORY_TABLES}
     notes: dict[str, str] = {}
     last = state.last or {}
     for table, role in (("entries", "seq"), ("journals", "id")):
         holes = state.holes[table]
         if not holes:
             continue
-        account = (sql.SQL("r.{}::text").format(sql.Identifier(layout.column("entries", "account")))
-                   if table == "entries" else sql.SQL("NULL"))
+        account, journal = ((sql.SQL("r.{}::text").format(sql.Identifier(layout.column("entries", c)))
+                             for c in ("account", "journal")) if table == "entries"
+                            else (sql.SQL("NULL"), sql.SQL("NULL")))
         rows = conn.execute(sql.SQL(LATE_SQL).format(
-            id=sql.Identifier(layout.column(table, role)), account=account, table=filled[table],
+            id=sql.Identifier(layout.column(table, role)), account=account, journal=journal,
+            table=filled[table],
             lo=sql.Literal([str(lo) for lo, _ in holes]), hi=sql.Literal([str(hi) for _, hi in holes]),
             limit=sql.Literal(LATE_MAX + 1))).fetchall()
         if len(rows) > LATE_MAX:
             notes[table] = (f"more than {LATE_MAX:,} rows in gaps of the ids earlier audits proved: none is "
                             "read as new, each is history_tampered")
             continue
-        below = [int(i) for i, a in rows if a is not None and a in last and last[a][0] > int(i)]
-        found[table] = [int(i) for i, a in rows if not (a is not None and a in last and last[a][0] > int(i))]
+        below = [(int(i), j) for i, a, j in rows if a is not None and a in last and last[a][0] > int(i)]
+        # A journal's entries are read as new all together or not at all: else the trial balance of
+        # what is proven lacks the others (found by a break-it run: a false trial_balance_nonzero).
+        broken, below_ids = {j for _, j in below}, {i for i, _ in below}
+        found[table] = [int(i) for i, _, j in rows
+                        if int(i) not in below_ids and (j is None or j not in broken)]
+        rejected[table] = broken
         if below:
             notes[table] = (f"{len(below):,} row(s) in gaps of the ids earlier audits proved lie below their "
-                            f"account's last proven entry (e.g. {below[0]}): history_tampered, as a full "
-                            "audit finds their chain broken")
+                            f"account's last proven entry (e.g. {below[0][0]}): history_tampered, as a full "
+                            "audit finds their chain broken, with the other entries of their journals "
+                            "found in gaps")
+    found["journals"] = [j for j in found["journals"] if str(j) not in rejected["entries"]]
     return found, notes
 
 
