@@ -92,10 +92,13 @@ FROM {table} WHERE {id} > {position}
 
 
 # The rows of a history table in the gaps its proven ids left (``State.holes``): id, and for the
-# entries the account (as text). One index probe per gap where the table has an index on its id.
+# entries the account and journal (as text). One index probe per gap where the table has an index
+# on its id (LATERAL: as a join, PostgreSQL walked the whole index in order for the ORDER BY and
+# LIMIT, and tested every row against every gap: 1.1 s for 2 gaps in 2*10^6 entries, against 0.6 ms).
 LATE_SQL = """
-SELECT r.{id}, {account}, {journal} FROM {table} r
-JOIN unnest({lo}::bigint[], {hi}::bigint[]) h(lo, hi) ON r.{id} BETWEEN h.lo AND h.hi
+SELECT x.* FROM unnest({lo}::bigint[], {hi}::bigint[]) h(lo, hi)
+CROSS JOIN LATERAL (SELECT r.{id}, {account}, {journal} FROM {table} r
+                    WHERE r.{id} BETWEEN h.lo AND h.hi ORDER BY r.{id} LIMIT {limit}) x
 ORDER BY 1 LIMIT {limit}
 """
 # Rows found in gaps that an audit reads as new; beyond, none is (each is history_tampered, as
