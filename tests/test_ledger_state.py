@@ -1260,19 +1260,26 @@ def test_a_row_of_a_gap_below_its_accounts_last_proven_entry_is_history_tampered
         ).fetchall()]
     # B's entry is the payer's newest, proven; A's second lies below it.
     with _posted_below_proven(ledger_copy, lambda: auditor("--config", str(config)), (rich[0], rich[1]),
-                              (rich[0], rich[2])):
-        pass
+                              (rich[0], rich[2])) as a:
+        row = a.execute("SELECT max(id) FROM entries WHERE account_id = %s AND id < "
+                        "(SELECT max(id) FROM entries WHERE account_id = %s)", (rich[0], rich[0])).fetchone()
+    assert row is not None
+    payer_entry = row[0]
     code, data, stderr, found = auditor("--config", str(config))
     full = auditor("--config", str(config), state=False)
     assert code == full[0] == 1
     assert ("history_tampered", "public.entries") in found, data["findings"]
     assert "lie below their account's last proven entry" in _stage(data, "state")["gaps"]["entries"]
     assert ("running_balance_break", "public.entries") in full[3]
-    # Nor is the other entry of its journal (the payee's, after its own last proven entry): read as new
-    # alone, it made the trial balance of what is proven off by its amount (found by a break-it run).
+    # The other entry of its journal (the payee's, after its own last proven entry) is read as new and
+    # proven; the trial balance counts both (it was off by the payer's, found by a break-it run).
     assert {rule for rule, _ in found} == {"history_tampered", "account_balance_drift"}, found
-    assert _stage(data, "state").get("late") is None or _stage(data, "state")["late"]["entries"] == {
-        "read_as_new": 0, "proven_now": 0}
+    assert found[("history_tampered", "public.entries")] == {str(payer_entry)}
+    assert _stage(data, "state")["late"]["entries"] == {"read_as_new": 1, "proven_now": 1}
+    for _ in range(2):  # found on every audit while it is there, whatever share is re-hashed
+        code, data, stderr, found = auditor("--config", str(config), "--verify-history-share", "0.01")
+        assert code == 1 and {rule for rule, _ in found} == {"history_tampered", "account_balance_drift"}
+        assert found[("history_tampered", "public.entries")] == {str(payer_entry)}, found
 
 
 @pytest.mark.parametrize("read_every_id", [False, True])
@@ -1313,10 +1320,66 @@ def test_rows_of_gaps_are_read_by_one_index_probe_per_gap(make_db: Any) -> None:
                      "WHERE i <> 150000")
         conn.execute("ANALYZE t")
         query = sql.SQL(proven.LATE_SQL).format(
-            id=sql.Identifier("id"), account=sql.SQL("r.account::text"), journal=sql.SQL("r.journal::text"),
+            id=sql.Identifier("id"), account=sql.SQL("r.account::text"), amount=sql.SQL("r.journal::text"),
             table=sql.Identifier("t"), lo=sql.Literal(["150000", "200001"]),
             hi=sql.Literal(["150000", "200010"]),
             limit=sql.Literal(proven.LATE_MAX + 1))
         plan = json.dumps(conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone())
         assert '"Index Cond": "((id >= h.lo) AND (id <= h.hi))"' in plan, plan
         assert "Join Filter" not in plan, plan
+
+
+@pytest.mark.parametrize("third_leg", ["in the gap", "beyond the watermark"])
+def test_a_journal_of_a_gap_with_one_leg_below_its_accounts_last_proven_entry(
+        ledger_copy: str, tmp_path: Path, third_leg: str) -> None:
+    """Found by a break-it run: a journal inserted into gaps of proven ids, one leg below its account's
+    last proven entry. That leg is history_tampered at once, whatever share is re-hashed (it passed
+    at share 0.1), and counts in the trial balance (a false trial_balance_nonzero where another leg
+    was read as new); the other legs are read as new (a false drift of their accounts where they
+    were not). The payer's drift is a full audit's too."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        rich = [r[0] for r in conn.execute(
+            "SELECT id FROM accounts WHERE type = 'user' AND balance_cents >= 1000 ORDER BY id LIMIT 4"
+        ).fetchall()]
+        newest_ids = conn.execute("SELECT (SELECT max(id) FROM entries), (SELECT max(id) FROM journals)"
+                                  ).fetchone()
+        assert newest_ids is not None
+        entry, journal = newest_ids
+        conn.execute("SELECT setval('entries_id_seq', %s), setval('journals_id_seq', %s)",
+                     (entry + 10, journal + 3))
+        _transfer(conn, rich[0], rich[3])  # the payer's last entry, beyond the gaps
+        newest = conn.execute("SELECT max(id) FROM entries").fetchone()
+    assert newest is not None
+    for _ in range(10):
+        if _stage(auditor("--config", str(config))[1], "state saved")["proven"]["entries"] >= newest[0]:
+            break
+    legs = [(entry + 1, rich[0], 30), (entry + 2, rich[1], -10), (entry + 3, rich[2], -20)]
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        if third_leg != "in the gap":
+            drawn = conn.execute("SELECT nextval('entries_id_seq')").fetchone()
+            assert drawn is not None
+            legs[2] = (drawn[0], rich[2], -20)
+        conn.execute("INSERT INTO journals (id, ref_type, ref_id) SELECT %s, ref_type, ref_id FROM journals "
+                     "WHERE id = 1", (journal + 1,))
+        for seq, account, cents in legs:
+            conn.execute(
+                "WITH a AS (UPDATE accounts SET balance_cents = balance_cents - %(c)s WHERE id = %(a)s "
+                "RETURNING balance_cents) "
+                "INSERT INTO entries (id, journal_id, account_id, entry_type, amount_cents, "
+                "balance_before_cents, balance_after_cents) SELECT %(s)s, %(j)s, %(a)s, "
+                "CASE WHEN %(c)s > 0 THEN 'debit' ELSE 'credit' END, %(c)s, balance_cents + %(c)s, "
+                "balance_cents FROM a", {"s": seq, "j": journal + 1, "a": account, "c": cents})
+    full = auditor("--config", str(config), state=False)
+    assert full[0] == 1 and str(legs[0][0]) in full[3][("running_balance_break", "public.entries")]
+    assert ("trial_balance_nonzero", "public.entries") not in full[3], full[3]
+    for share in ("1", "0.1", "0.1"):
+        code, data, stderr, found = auditor("--config", str(config), "--verify-history-share", share)
+        assert code == 1, data["findings"]
+        assert {rule for rule, _ in found} == {"history_tampered", "account_balance_drift"}, found
+        assert found[("history_tampered", "public.entries")] == {str(legs[0][0])}
+        assert found[("account_balance_drift", "public.accounts")] == \
+            full[3][("account_balance_drift", "public.accounts")] == {str(rich[0])}

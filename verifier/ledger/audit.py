@@ -815,11 +815,15 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
             # anyone knows (a re-hash that finds the chunk as proven again ends it; --full starts anew).
             tampered += [t for t in scope.state.tampered if scope.mode == "incremental"
                          and not any(a <= t.chunk <= b for a, b in rehash[t.table])]
-        for t in tampered:
+        # The entries of gaps below their account's last proven entry: found again by every audit while
+        # they are there, so not carried in the state.
+        below = [dataclasses.replace(t, found_by=run.run_id) for t in scope.below]
+        for t in [*tampered, *below]:
             out.writerow(("history_tampered", layout.table(t.table), t.id, t.cents_impact,
                           _told(t, run.run_id)))
-        findings += _tampered_findings(tampered, layout, config.sample_rows_max, offenders, run.run_id)
-        detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered)
+        findings += _tampered_findings([*tampered, *below], layout, config.sample_rows_max, offenders,
+                                       run.run_id)
+        detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered) + len(below)
         detail["drift_by_account_type"] = _drift_by_type(results)
     return findings, carried + new_carried, tampered, results
 

@@ -195,7 +195,7 @@ INC_TRIAL = replace(TRIAL, source=_fill("""
     FROM (SELECT n.currency, n.total::numeric FROM (<<new>>) n
           UNION ALL SELECT * FROM {carried}) u
     GROUP BY 1
-    """, new=_fill(_TRIAL, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e})")))
+    """, new=_fill(_TRIAL, entries="(e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_t})")))
 
 # Below 2^62 in magnitude, before + direction * amount cannot overflow a
 # bigint; beyond (corrupt values), the same comparison runs in numeric.
@@ -833,13 +833,14 @@ def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
         sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(g)) for g in groups))
 
 
-def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journals: Sequence[int] = ()
-         ) -> dict[str, sql.Composable]:
+def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journals: Sequence[int] = (),
+         below: Sequence[int] = ()) -> dict[str, sql.Composable]:
     """The placeholders by which an incremental audit reads the rows found in gaps of proven
     history (``verifier.ledger.proven.late``: ids of ``entries`` and ``journals``) as new, each an
     ``OR`` (or an ``AND NOT``) that follows the test of the watermark; empty where there are none,
     and the statements are then as they were (an ``= ANY`` of an empty array turned an index scan
-    into a bitmap scan)."""
+    into a bitmap scan). ``below``: entries found in gaps that are not read as new, but count in
+    the trial balance (``late_t``), as they count in a full audit's."""
     def arr(values: Sequence[int]) -> sql.Composable:
         return sql.SQL("{}::bigint[]").format(sql.Literal([str(v) for v in values]))
 
@@ -847,6 +848,7 @@ def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journal
         return (sql.SQL(text).format(filled[column], arr(values)) if values else sql.SQL(""))
 
     return {"late_e": when(entries, " OR e.{} = ANY({})", "entries_seq"),
+            "late_t": when([*entries, *below], " OR e.{} = ANY({})", "entries_seq"),
             "late_ej": when(journals, " OR e.{} = ANY({})", "entries_journal"),
             "late_j": when(journals, " OR j.{} = ANY({})", "journals_id"),
             "late_jid": when(journals, " OR {} = ANY({})", "journals_id"),
@@ -857,7 +859,8 @@ def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journal
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
                 last: LastEntries, named: list[str] | None = None, unproven: bool = False,
-                gaps: dict[str, list[int]] | None = None) -> dict[str, sql.Composable]:
+                gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
+                ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and accounts' last proven
     entries, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
     the account's currency and type when its first entries were proven, and whether it existed then:
@@ -865,13 +868,14 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
     as they were when their entries were proven (``verifier.ledger.proven.shipped``), ``named`` by id
     (as text), or, with ``unproven``, as every account but those ``named`` (the accounts without
     proven entries), whichever list is shorter. ``gaps``: per history table, the ids of the rows
-    found in gaps of proven history, read as new (``late``)."""
+    found in gaps of proven history, read as new (``late``); ``below``: the entries found there
+    that are not, counted in the trial balance."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
                else sql.SQL("(SELECT NULL::text, NULL::numeric WHERE false) c(currency, total)"))
     out = {**filled, "w": sql.Literal(proven_entries), "jw": sql.Literal(proven_journals), "carried": carried,
-           **late(filled, *((gaps or {}).get(t, []) for t in ("entries", "journals")))}
+           **late(filled, (gaps or {}).get("entries", []), (gaps or {}).get("journals", []), below or ())}
     keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
     found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
                          "verifier_type": kind, "verifier_existed": existed}

@@ -92,12 +92,12 @@ FROM {table} WHERE {id} > {position}
 
 
 # The rows of a history table in the gaps its proven ids left (``State.holes``): id, and for the
-# entries the account and journal (as text). One index probe per gap where the table has an index
+# entries the account and amount (as text). One index probe per gap where the table has an index
 # on its id (LATERAL: as a join, PostgreSQL walked the whole index in order for the ORDER BY and
 # LIMIT, and tested every row against every gap: 1.1 s for 2 gaps in 2*10^6 entries, against 0.6 ms).
 LATE_SQL = """
 SELECT x.* FROM unnest({lo}::bigint[], {hi}::bigint[]) h(lo, hi)
-CROSS JOIN LATERAL (SELECT r.{id}, {account}, {journal} FROM {table} r
+CROSS JOIN LATERAL (SELECT r.{id}, {account}, {amount} FROM {table} r
                     WHERE r.{id} BETWEEN h.lo AND h.hi ORDER BY r.{id} LIMIT {limit}) x
 ORDER BY 1 LIMIT {limit}
 """
@@ -158,6 +158,9 @@ class Scope:
     # (journals with entries beyond what is proven now).
     late: dict[str, list[int]] = field(default_factory=lambda: {t: [] for t in st.HISTORY_TABLES})
     held: dict[str, set[int]] = field(default_factory=lambda: {t: set() for t in st.HISTORY_TABLES})
+    # The entries of gaps below their account's last proven entry (``late``): history_tampered on
+    # every audit while they are there (not kept in the state: found again each time), held too.
+    below: list[st.Tampered] = field(default_factory=list)
 
     def proving(self, table: str) -> list[int]:
         """The rows of gaps of ``table`` this audit proves (an incremental one's)."""
@@ -310,7 +313,8 @@ def _same(after: str | None, balance: str | None) -> bool:
 
 
 def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State,
-            gaps: dict[str, list[int]] | None = None) -> tuple[dict[str, sql.Composable], dict[str, int]]:
+            gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
+            ) -> tuple[dict[str, sql.Composable], dict[str, int]]:
     """An incremental audit's placeholders (``invariants.incremental``) and how many accounts' last
     proven entries they send (``sent``) and name as unchanged; with the last proven entries of only
     the accounts whose rules need them: those with new entries, and those not as they were
@@ -322,7 +326,8 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     The others are read as they stand, once, here (one scan of the accounts), and named to the
     accounts pass as unchanged: they have entries, and no rule of its holds for them. Every account's
     is sent where accounts are not told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``).
-    ``gaps``: the rows found in gaps of proven history (``late``), read as new."""
+    ``gaps``: the rows found in gaps of proven history (``late``), read as new; ``below``: the
+    entries found there below their account's last proven entry, counted in the trial balance."""
     last = state.last
     assert last is not None
     unchanged: list[str] = []
@@ -359,56 +364,61 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
         unchanged = [a for a in unchanged if a not in twice]  # (found once, named once)
     by_unproven = len(unproven) < len(unchanged)  # (name the fewer)
     return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
-                            needed, unproven if by_unproven else unchanged, by_unproven, gaps),
+                            needed, unproven if by_unproven else unchanged, by_unproven, gaps, below),
             {"sent": len(needed), "unchanged": len(unchanged)})
 
 
 def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
-         ) -> tuple[dict[str, list[int]], dict[str, str]]:
-    """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``),
-    in order, and a note per table where some or all of them are not read as new.
+         ) -> tuple[dict[str, list[int]], list[st.Tampered], dict[str, str]]:
+    """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``)
+    that an incremental audit reads as new, in order; the entries found there below their account's
+    last proven entry (``history_tampered``: ``inserted``, with their amounts); and a note per table
+    where some or all of them are not read as new.
 
     With a sequence that caches values (``CACHE 50``) and two sessions writing, ids are not handed
     out in the order rows commit: a row may commit below what an earlier audit proved, in an id no
     row held then. It was history_tampered, and its account's balance drift on every audit after
     (found by a break-it run), though a full audit passed. Such a row is read as new, as a full
     audit reads every row; so is a row inserted later by hand in a gap. Not an entry below its
-    account's last proven entry (its chain, proven in seq order, no longer holds, as a full audit
-    finds it): history_tampered, as before; nor any of a table with more than ``LATE_MAX`` of them."""
+    account's last proven entry: its chain, proven in seq order, no longer holds (a full audit
+    finds it broken); it is history_tampered on every audit while it is there (found so at once,
+    whatever share of history an audit re-hashes; its amount still counts in the trial balance).
+    None of a table with more than ``LATE_MAX`` of them is read: history_tampered when re-hashed,
+    as before gaps were kept."""
     found: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
-    rejected: dict[str, set[str | None]] = {t: set() for t in st.HISTORY_TABLES}
+    below: list[st.Tampered] = []
     notes: dict[str, str] = {}
     last = state.last or {}
     for table, role in (("entries", "seq"), ("journals", "id")):
         holes = state.holes[table]
         if not holes:
             continue
-        account, journal = ((sql.SQL("r.{}::text").format(sql.Identifier(layout.column("entries", c)))
-                             for c in ("account", "journal")) if table == "entries"
-                            else (sql.SQL("NULL"), sql.SQL("NULL")))
+        account, amount = ((sql.SQL("r.{}::text").format(sql.Identifier(layout.column("entries", c)))
+                            for c in ("account", "amount")) if table == "entries"
+                           else (sql.SQL("NULL"), sql.SQL("NULL")))
         rows = conn.execute(sql.SQL(LATE_SQL).format(
-            id=sql.Identifier(layout.column(table, role)), account=account, journal=journal,
+            id=sql.Identifier(layout.column(table, role)), account=account, amount=amount,
             table=filled[table],
             lo=sql.Literal([str(lo) for lo, _ in holes]), hi=sql.Literal([str(hi) for _, hi in holes]),
             limit=sql.Literal(LATE_MAX + 1))).fetchall()
         if len(rows) > LATE_MAX:
             notes[table] = (f"more than {LATE_MAX:,} rows in gaps of the ids earlier audits proved: none is "
-                            "read as new, each is history_tampered")
+                            "read as new, each is history_tampered once re-hashed")
             continue
-        below = [(int(i), j) for i, a, j in rows if a is not None and a in last and last[a][0] > int(i)]
-        # A journal's entries are read as new all together or not at all: else the trial balance of
-        # what is proven lacks the others (found by a break-it run: a false trial_balance_nonzero).
-        broken, below_ids = {j for _, j in below}, {i for i, _ in below}
-        found[table] = [int(i) for i, _, j in rows
-                        if int(i) not in below_ids and (j is None or j not in broken)]
-        rejected[table] = broken
+        for i, a, cents in rows:
+            if a is not None and a in last and last[a][0] > int(i):
+                impact = abs(int(Decimal(cents))) if cents is not None else 0
+                below.append(st.Tampered(
+                    table, str(i), "inserted", impact,
+                    f"inserted in a gap of proven ids, below account {a}'s last proven entry {last[a][0]} "
+                    f"(its chain in seq order no longer holds; amount {cents} cents)",
+                    int(i) >> history.CHUNK_BITS))
+            else:
+                found[table].append(int(i))
         if below:
             notes[table] = (f"{len(below):,} row(s) in gaps of the ids earlier audits proved lie below their "
-                            f"account's last proven entry (e.g. {below[0][0]}): history_tampered, as a full "
-                            "audit finds their chain broken, with the other entries of their journals "
-                            "found in gaps")
-    found["journals"] = [j for j in found["journals"] if str(j) not in rejected["entries"]]
-    return found, notes
+                            f"account's last proven entry (e.g. {below[0].id}): history_tampered")
+    return found, below, notes
 
 
 def _moved_across_floor(conn: psycopg.Connection, placeholders: dict[str, sql.Composable]) -> str | None:
@@ -534,9 +544,10 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # it recorded them, too): an incremental audit would hold only the new entries to them.
         again, placeholders = None, None
         gaps: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
+        below: list[st.Tampered] = []
         if before is not None and not before.empty and not schedule.full:
             if before.last is not None:
-                gaps, late_notes = late(conn, layout, filled, before)
+                gaps, below, late_notes = late(conn, layout, filled, before)
                 if late_notes:
                     detail["gaps"] = late_notes
             if before.last is None:
@@ -547,7 +558,8 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          f"entries were proven under ({before.identity.get(RULES) or 'not recorded'} then, "
                          f"{current[RULES]} now)")
             else:
-                placeholders, detail["last_entries"] = shipped(conn, layout, filled, before, gaps)
+                placeholders, detail["last_entries"] = shipped(conn, layout, filled, before, gaps,
+                                                               [int(t.id) for t in below])
                 again = _moved_across_floor(conn, placeholders)
         previous = before if again else None
         if before is None or schedule.full or before.empty or again:
@@ -592,9 +604,11 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         if mode == "incremental" and gaps["journals"]:
             held["journals"] = {int(j) for (j,) in conn.execute(inv.compose(HELD_SQL, {
                 **filled, "late": history.ids(gaps["journals"]), "w": sql.Literal(settled["entries"])}))}
+        if mode == "incremental":
+            held["entries"] |= {int(t.id) for t in below}
         if any(gaps.values()):
             detail["late"] = {t: {"read_as_new": len(gaps[t]) if mode == "incremental" else 0,
-                                  "proven_now": len(gaps[t]) - len(held[t]) if mode == "incremental" else 0}
+                                  "proven_now": len(set(gaps[t]) - held[t]) if mode == "incremental" else 0}
                               for t in st.HISTORY_TABLES}
         # Saved only if the audit completes: what the next audit may settle, and when.
         if not standby:
@@ -612,9 +626,11 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          and settled["entries"] <= state.proven["entries"])
         if unsettled and last_seen is not None:
             run.add(_not_settled(conn, state, layout, last_seen["entries"] - state.proven["entries"]))
-    read = gaps if mode == "incremental" or previous is not None else {t: [] for t in st.HISTORY_TABLES}
+    read = gaps if mode == "incremental" else {t: [] for t in st.HISTORY_TABLES}
+    if previous is not None:  # (left out of its re-hash, all of them)
+        read = {**gaps, "entries": sorted([*gaps["entries"], *(int(t.id) for t in below)])}
     return Scope(mode, state, settled, unsettled, previous, placeholders if mode == "incremental" else None,
-                 read, held)
+                 read, held, below if mode == "incremental" else [])
 
 
 OLDEST_SQL = """
