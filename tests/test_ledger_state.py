@@ -1083,6 +1083,8 @@ def test_account_ids_twice_or_null_are_counted_as_a_full_audit_counts_them(
         assert (twice["rule"], twice["count"], [s["id"] for s in twice["sample"]]) == (
             "account_id_duplicate", 1, [str(idle[0])]), summary["findings"]
         assert twice["cents_impact"] == 500
+    twice_key = ("account_id_duplicate", "public.accounts")
+    assert found[twice_key] == full[3][twice_key] == {str(idle[0])}  # in offenders.csv too
     assert code == full[0] == 1
 
     def totals(summary: dict[str, Any]) -> dict[str, Any]:

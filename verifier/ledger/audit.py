@@ -258,9 +258,6 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, compared,
                                                             rehash, offenders, gained)
     _opening_stage(run, scope, results)
-    duplicate = _duplicate_accounts(conn, layout, config.sample_rows_max)
-    if duplicate is not None:
-        findings.append(duplicate)
     if not_checked:
         findings.append(_not_checked_finding(not_checked))
     run.add(*findings)
@@ -325,44 +322,49 @@ SELECT EXISTS (
   WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1
     AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = %s)
 """
-# The account ids of more than one row (by the id's own equality), most rows first: id, rows, the
-# balances of the rows beyond the first (counted twice), and over all such ids: how many, their rows
-# beyond the first, those balances.
+# The account ids of more than one row (by the id's own equality), most rows first: id, rows, and the
+# balances of the rows beyond the first (counted twice).
 DUPLICATE_IDS_SQL = """
-SELECT d.id::text, d.n, d.extra, count(*) OVER (), sum(d.n - 1) OVER (), sum(d.extra) OVER ()
+SELECT d.id::text, d.n, d.extra
 FROM (SELECT a.{id} AS id, count(*) AS n,
              coalesce(sum(abs(a.{balance}::numeric)), 0)
              - coalesce(min(abs(a.{balance}::numeric)), 0) AS extra
       FROM {accounts} a WHERE a.{id} IS NOT NULL GROUP BY a.{id} HAVING count(*) > 1) d
-ORDER BY d.n DESC, 1 LIMIT {sample}
+ORDER BY d.n DESC, 1
 """
 
 
-def _duplicate_accounts(conn: psycopg.Connection, layout: Layout, sample_rows_max: int) -> Finding | None:
-    """``account_id_duplicate``: account ids of more than one row, where the accounts' id column has no
-    unique index (one scan of the accounts then; none where it has one). An exact copy of an account's
-    row made a full audit's trial balance count its entries twice, while an incremental one passed
-    (found by a break-it run): neither named the id."""
+def _duplicate_accounts(conn: psycopg.Connection, layout: Layout, out: Any, sample_rows_max: int,
+                        offenders: str) -> Finding | None:
+    """``account_id_duplicate``: account ids of more than one row, each written to ``out`` (the
+    offenders' CSV), where the accounts' id column has no unique index (one scan of the accounts
+    then; none where it has one). An exact copy of an account's row made a full audit's trial
+    balance count its entries twice, while an incremental one passed (found by a break-it run):
+    neither named the id. (The other rules still count such an account's entries once per row.)"""
     name = sql.Identifier(layout.schema, layout.tables["accounts"])
     unique = conn.execute(ID_UNIQUE_SQL, (name.as_string(conn), layout.column("accounts", "id"))).fetchone()
     if unique and unique[0]:
         return None
-    rows = conn.execute(sql.SQL(DUPLICATE_IDS_SQL).format(
-        id=sql.Identifier(layout.column("accounts", "id")),
-        balance=sql.Identifier(layout.column("accounts", "balance")), accounts=name,
-        sample=sql.Literal(sample_rows_max))).fetchall()
-    if not rows:
-        return None
-    ids, extra_rows, extra = int(rows[0][3]), int(rows[0][4]), Decimal(rows[0][5])
     table = layout.table("accounts")
+    ids, extra_rows, extra = 0, 0, Decimal(0)
+    sample: list[dict[str, Any]] = []
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(DUPLICATE_IDS_SQL).format(
+            id=sql.Identifier(layout.column("accounts", "id")),
+            balance=sql.Identifier(layout.column("accounts", "balance")), accounts=name))
+        for account, n, cents in cur:
+            ids, extra_rows, extra = ids + 1, extra_rows + int(n) - 1, extra + Decimal(cents)
+            out.writerow(("account_id_duplicate", table, account, cents, f"{int(n)} rows"))
+            _sample(sample, sample_rows_max, account, str(cents), f"{int(n)} rows")
+    if not ids:
+        return None
     return Finding(
         rule="account_id_duplicate", severity="error", table=table, count=ids, cents_impact=int(extra),
-        sample=tuple({"id": str(i), "cents_impact": int(x), "detail": f"{int(n)} rows"}
-                     for i, n, x, *_ in rows),
+        sample=tuple(sample),
         message=f"{ids:,} account id(s) of {table} are shared by more than one row ({extra_rows:,} row(s) "
                 f"beyond one per id): account_id_duplicate ({rule('account_id_duplicate').meaning}). Give "
                 f"{layout.column('accounts', 'id')} a unique index once the duplicates are resolved.",
-        detail={"check": "accounts", "rows_beyond_one": extra_rows})
+        detail={"check": "accounts", "rows_beyond_one": extra_rows, "offenders": offenders})
 
 
 def _currencies(conn: psycopg.Connection, layout: Layout) -> tuple[str, ...]:
@@ -823,7 +825,11 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                           _told(t, run.run_id)))
         findings += _tampered_findings([*tampered, *below], layout, config.sample_rows_max, offenders,
                                        run.run_id)
-        detail["rows"] = sum(sum(r.counts) for r in results) + len(tampered) + len(below)
+        duplicate = _duplicate_accounts(conn, layout, out, config.sample_rows_max, offenders)
+        if duplicate is not None:
+            findings.append(duplicate)
+        detail["rows"] = (sum(sum(r.counts) for r in results) + len(tampered) + len(below)
+                          + (duplicate.count if duplicate else 0))
         detail["drift_by_account_type"] = _drift_by_type(results)
     return findings, carried + new_carried, tampered, results
 
