@@ -30,7 +30,7 @@ import pytest
 from psycopg import sql
 
 from verifier.demo import ledger, load
-from verifier.ledger import history, proven
+from verifier.ledger import gaps, history, proven
 from verifier.ledger import state as st
 from verifier.pg import conninfo
 
@@ -1314,18 +1314,18 @@ def test_the_gaps_among_a_tables_ids(make_db: Any, monkeypatch: pytest.MonkeyPat
 
 
 def test_rows_of_gaps_are_read_by_one_index_probe_per_gap(make_db: Any) -> None:
-    """``proven.LATE_SQL``'s plan: a probe of the id's index per gap, not a walk of the whole index
+    """``gaps.LATE_SQL``'s plan: a probe of the id's index per gap, not a walk of the whole index
     testing each row against every gap (1.1 s for 2 gaps in 2*10^6 entries, against 0.6 ms)."""
     with psycopg.connect(str(make_db()), autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, account bigint, journal bigint)")
         conn.execute("INSERT INTO t SELECT i, i % 7, i / 2 FROM generate_series(1, 200000) i "
                      "WHERE i <> 150000")
         conn.execute("ANALYZE t")
-        query = sql.SQL(proven.LATE_SQL).format(
+        query = sql.SQL(gaps.LATE_SQL).format(
             id=sql.Identifier("id"), account=sql.SQL("r.account::text"), amount=sql.SQL("r.journal::text"),
             table=sql.Identifier("t"), lo=sql.Literal(["150000", "200001"]),
             hi=sql.Literal(["150000", "200010"]),
-            limit=sql.Literal(proven.LATE_MAX + 1))
+            limit=sql.Literal(gaps.LATE_MAX + 1))
         plan = json.dumps(conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone())
         assert '"Index Cond": "((id >= h.lo) AND (id <= h.hi))"' in plan, plan
         assert "Join Filter" not in plan, plan

@@ -836,7 +836,7 @@ def jsonb_object(pairs: Sequence[sql.Composable]) -> sql.Composable:
 def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journals: Sequence[int] = (),
          below: Sequence[int] = ()) -> dict[str, sql.Composable]:
     """The placeholders by which an incremental audit reads the rows found in gaps of proven
-    history (``verifier.ledger.proven.late``: ids of ``entries`` and ``journals``) as new, each an
+    history (``verifier.ledger.gaps.late``: ids of ``entries`` and ``journals``) as new, each an
     ``OR`` (or an ``AND NOT``) that follows the test of the watermark; empty where there are none,
     and the statements are then as they were (an ``= ANY`` of an empty array turned an index scan
     into a bitmap scan). ``below``: entries found in gaps that are not read as new, but count in

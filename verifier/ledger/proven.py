@@ -27,6 +27,7 @@ from psycopg import sql
 from verifier.config.ledger import ALL_TYPES, Layout
 from verifier.errors import UsageError
 from verifier.findings import Finding
+from verifier.ledger import gaps as gaps_
 from verifier.ledger import history
 from verifier.ledger import invariants as inv
 from verifier.ledger import state as st
@@ -91,26 +92,6 @@ FROM {table} WHERE {id} > {position}
 """
 
 
-# The rows of a history table in the gaps its proven ids left (``State.holes``): id, and for the
-# entries the account and amount (as text). One index probe per gap where the table has an index
-# on its id (LATERAL: as a join, PostgreSQL walked the whole index in order for the ORDER BY and
-# LIMIT, and tested every row against every gap: 1.1 s for 2 gaps in 2*10^6 entries, against 0.6 ms).
-LATE_SQL = """
-SELECT x.* FROM unnest({lo}::bigint[], {hi}::bigint[]) h(lo, hi)
-CROSS JOIN LATERAL (SELECT r.{id}, {account}, {amount} FROM {table} r
-                    WHERE r.{id} BETWEEN h.lo AND h.hi ORDER BY r.{id} LIMIT {limit}) x
-ORDER BY 1 LIMIT {limit}
-"""
-# Rows found in gaps that an audit reads as new; beyond, none is (each is history_tampered, as
-# before gaps were kept), and the state stage says so.
-LATE_MAX = 10_000
-# The journals of gaps with entries beyond the entries proven now: proven only with all of them.
-HELD_SQL = """
-SELECT DISTINCT e.{entries_journal} FROM {entries} e
-WHERE e.{entries_journal} = ANY({late}) AND e.{entries_seq} > {w}
-"""
-
-
 # Accounts moved onto a type held to a floor, or off one, since their entries were proven (a type
 # change): an incremental audit reads only new entries, so none of theirs would be held to a new
 # floor, and the offenders a lifted floor no longer makes would be carried on.
@@ -153,12 +134,12 @@ class Scope:
     previous: st.State | None = None
     # An incremental audit's placeholders (``invariants.incremental``), built once per audit.
     placeholders: dict[str, sql.Composable] | None = None
-    # Per history table, the ids of the rows found in gaps of proven history (``late``): read as new
+    # Per history table, the ids of the rows found in gaps of proven history (``gaps.late``): read as new
     # by an incremental audit (and left out of the re-hash), and proven by it but those ``held``
     # (journals with entries beyond what is proven now).
     late: dict[str, list[int]] = field(default_factory=lambda: {t: [] for t in st.HISTORY_TABLES})
     held: dict[str, set[int]] = field(default_factory=lambda: {t: set() for t in st.HISTORY_TABLES})
-    # The entries of gaps below their account's last proven entry (``late``): history_tampered on
+    # The entries of gaps below their account's last proven entry (``gaps.late``): history_tampered on
     # every audit while they are there (not kept in the state: found again each time), held too.
     below: list[st.Tampered] = field(default_factory=list)
 
@@ -326,7 +307,7 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     The others are read as they stand, once, here (one scan of the accounts), and named to the
     accounts pass as unchanged: they have entries, and no rule of its holds for them. Every account's
     is sent where accounts are not told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``).
-    ``gaps``: the rows found in gaps of proven history (``late``), read as new; ``below``: the
+    ``gaps``: the rows found in gaps of proven history (``gaps.late``), read as new; ``below``: the
     entries found there below their account's last proven entry, counted in the trial balance."""
     last = state.last
     assert last is not None
@@ -366,59 +347,6 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
                             needed, unproven if by_unproven else unchanged, by_unproven, gaps, below),
             {"sent": len(needed), "unchanged": len(unchanged)})
-
-
-def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
-         ) -> tuple[dict[str, list[int]], list[st.Tampered], dict[str, str]]:
-    """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``)
-    that an incremental audit reads as new, in order; the entries found there below their account's
-    last proven entry (``history_tampered``: ``inserted``, with their amounts); and a note per table
-    where some or all of them are not read as new.
-
-    With a sequence that caches values (``CACHE 50``) and two sessions writing, ids are not handed
-    out in the order rows commit: a row may commit below what an earlier audit proved, in an id no
-    row held then. It was history_tampered, and its account's balance drift on every audit after
-    (found by a break-it run), though a full audit passed. Such a row is read as new, as a full
-    audit reads every row; so is a row inserted later by hand in a gap. Not an entry below its
-    account's last proven entry: its chain, proven in seq order, no longer holds (a full audit
-    finds it broken); it is history_tampered on every audit while it is there (found so at once,
-    whatever share of history an audit re-hashes; its amount still counts in the trial balance).
-    None of a table with more than ``LATE_MAX`` of them is read: history_tampered when re-hashed,
-    as before gaps were kept."""
-    found: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
-    below: list[st.Tampered] = []
-    notes: dict[str, str] = {}
-    last = state.last or {}
-    for table, role in (("entries", "seq"), ("journals", "id")):
-        holes = state.holes[table]
-        if not holes:
-            continue
-        account, amount = ((sql.SQL("r.{}::text").format(sql.Identifier(layout.column("entries", c)))
-                            for c in ("account", "amount")) if table == "entries"
-                           else (sql.SQL("NULL"), sql.SQL("NULL")))
-        rows = conn.execute(sql.SQL(LATE_SQL).format(
-            id=sql.Identifier(layout.column(table, role)), account=account, amount=amount,
-            table=filled[table],
-            lo=sql.Literal([str(lo) for lo, _ in holes]), hi=sql.Literal([str(hi) for _, hi in holes]),
-            limit=sql.Literal(LATE_MAX + 1))).fetchall()
-        if len(rows) > LATE_MAX:
-            notes[table] = (f"more than {LATE_MAX:,} rows in gaps of the ids earlier audits proved: none is "
-                            "read as new, each is history_tampered once re-hashed")
-            continue
-        for i, a, cents in rows:
-            if a is not None and a in last and last[a][0] > int(i):
-                impact = abs(int(Decimal(cents))) if cents is not None else 0
-                below.append(st.Tampered(
-                    table, str(i), "inserted", impact,
-                    f"inserted in a gap of proven ids, below account {a}'s last proven entry {last[a][0]} "
-                    f"(its chain in seq order no longer holds; amount {cents} cents)",
-                    int(i) >> history.CHUNK_BITS))
-            else:
-                found[table].append(int(i))
-        if below:
-            notes[table] = (f"{len(below):,} row(s) in gaps of the ids earlier audits proved lie below their "
-                            f"account's last proven entry (e.g. {below[0].id}): history_tampered")
-    return found, below, notes
 
 
 def _moved_across_floor(conn: psycopg.Connection, placeholders: dict[str, sql.Composable]) -> str | None:
@@ -547,7 +475,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         below: list[st.Tampered] = []
         if before is not None and not before.empty and not schedule.full:
             if before.last is not None:
-                gaps, below, late_notes = late(conn, layout, filled, before)
+                gaps, below, late_notes = gaps_.late(conn, layout, filled, before)
                 if late_notes:
                     detail["gaps"] = late_notes
             if before.last is None:
@@ -602,7 +530,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         # out of its re-hash of that state's history (it reads every row anyway).
         held: dict[str, set[int]] = {t: set() for t in st.HISTORY_TABLES}
         if mode == "incremental" and gaps["journals"]:
-            held["journals"] = {int(j) for (j,) in conn.execute(inv.compose(HELD_SQL, {
+            held["journals"] = {int(j) for (j,) in conn.execute(inv.compose(gaps_.HELD_SQL, {
                 **filled, "late": history.ids(gaps["journals"]), "w": sql.Literal(settled["entries"])}))}
         if mode == "incremental":
             held["entries"] |= {int(t.id) for t in below}

@@ -131,7 +131,7 @@ class State:
     rotation: dict[str, int] = field(default_factory=lambda: {t: 0 for t in HISTORY_TABLES})
     # Per table, the ids below its watermark that held no row when proven (inclusive ranges, in
     # order): a row found there later is read as new, not as a change to proven history (a cached
-    # sequence value another session used after a later id was proven; ``verifier.ledger.proven.late``).
+    # sequence value another session used after a later id was proven; ``verifier.ledger.gaps.late``).
     # Empty: none, or a state written before they were kept.
     holes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {t: [] for t in HISTORY_TABLES})
     runs: list[dict[str, Any]] = field(default_factory=list)
