@@ -1309,6 +1309,9 @@ def test_the_gaps_among_a_tables_ids(make_db: Any, monkeypatch: pytest.MonkeyPat
         assert gaps(1019, 1025) == []  # every id holds a row
         assert gaps(1021, 2060) == [(1026, 2048), (2051, 2060)]
         assert gaps(proven.FULL_FROM, 0) == []
+        top = (1 << 63) - 1  # ids up to the largest bigint
+        conn.execute("INSERT INTO t VALUES (%s), (%s), (%s)", (top - 1030, top - 3, top))
+        assert gaps(2050, top) == [(2051, top - 1031), (top - 1029, top - 4), (top - 2, top - 1)]
         monkeypatch.setattr(history, "HOLES_NEW_MAX", 2)
         assert gaps(2, 12) is None
 

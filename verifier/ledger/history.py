@@ -57,11 +57,12 @@ GROUP BY 1, 2
 PART_SQL = ("CASE WHEN t.id > {old} THEN 1 WHEN t.id = ANY({late}) THEN 2 WHEN t.id = ANY({held}) THEN 3 "
             "ELSE 0 END")
 # The gaps among a table's ids in a range (each as the ids either side of it), in order: an index
-# scan of the range where the table has an index on its id, no sort.
+# scan of the range where the table has an index on its id, no sort. (nxt - 1, not id + 1: the id
+# 2^63 - 1 has no successor in a bigint, and nxt is above the smallest.)
 GAPS_SQL = """
 SELECT g.id, g.nxt FROM (SELECT r.{id} AS id, lead(r.{id}) OVER (ORDER BY r.{id}) AS nxt
                          FROM {table} r WHERE r.{id} >= {lo} AND r.{id} <= {new}) g
-WHERE g.nxt > g.id + 1 ORDER BY g.id LIMIT {limit}
+WHERE g.nxt - 1 > g.id ORDER BY g.id LIMIT {limit}
 """
 # Gaps kept per table (``State.holes``): beyond, the oldest are dropped (a row found there later is
 # history_tampered, as before they were kept). And gaps one audit finds in what it proves: beyond,
