@@ -6,8 +6,9 @@ so that Ctrl-C and SIGTERM can be tested at every stage without racing the
 clock. The signal goes through the verifier's own handlers; nothing else
 changes. With ``VERIFIER_FAULT_SIGNAL=TERMINATE`` it instead ends, as an
 administrator would (``pg_terminate_backend``, connecting to
-``VERIFIER_FAULT_ADMIN_DSN``), every session of the verifier on that server
-as the stage begins, and goes on. Python imports this module at start-up
+``VERIFIER_FAULT_ADMIN_DSN``), every session of this verifier process on
+that server (by its sockets' ports: not another run's) as the stage begins,
+and goes on. Python imports this module at start-up
 (``site``).
 """
 
@@ -28,6 +29,23 @@ if _STAGE:
 
     _original = _run.Run.stage
 
+    def _own_ports() -> set[int]:
+        """The local TCP ports of this process's sockets (Linux /proc): its sessions' client_port."""
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[len("socket:["):-1])
+        ports = set()
+        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+            with contextlib.suppress(OSError), open(table) as fh:
+                for line in list(fh)[1:]:
+                    fields = line.split()
+                    if fields[9] in inodes:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+
     @contextlib.contextmanager
     def _stage_with_fault(self: _run.Run, name: str) -> Iterator[dict[str, Any]]:
         with _original(self, name) as detail:
@@ -36,10 +54,11 @@ if _STAGE:
 
                 from verifier.pg.conninfo import APPLICATION_NAME
 
+                ports = _own_ports()  # (not another run's sessions on the same server)
                 with psycopg.connect(os.environ["VERIFIER_FAULT_ADMIN_DSN"], autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE application_name = %s AND pid <> pg_backend_pid()",
-                                  (APPLICATION_NAME,))
+                                  "WHERE application_name = %s AND pid <> pg_backend_pid() "
+                                  "AND client_port = ANY(%s)", (APPLICATION_NAME, sorted(ports)))
             elif name == _STAGE:
                 os.kill(os.getpid(), signal.Signals[os.environ["VERIFIER_FAULT_SIGNAL"]])
                 time.sleep(60)  # the handler raises KeyboardInterrupt at once; this never ends

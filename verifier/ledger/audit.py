@@ -670,7 +670,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                           seed=scope.state.seed, kind=scope.state.identity["row_hash"][table],
                                           chunks=[] if scope.previous else rehash[table], old=old,
                                           new=scope.settled[table], timezone=scope.state.digest_timezone,
-                                          late=scope.proving(table), held=sorted(scope.held[table])))
+                                          late=scope.proving(table), held=sorted(scope.held[table]),
+                                          live=scope.live if table == "entries" else ()))
         if scope.previous is not None:
             # Its proven history as it proved it (its seed, row hashing and time zone); nothing beyond.
             was = scope.previous
@@ -684,7 +685,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
             # Its proven entries' sums per currency, under the accounts' currencies now: it kept them
             # (``State.trial``), though not each account's currency.
             jobs.append(functools.partial(history.trial, filled=filled, old=proven.FULL_FROM,
-                                          new=was.proven["entries"], left_out=scope.late["entries"]))
+                                          new=was.proven["entries"],
+                                          left_out=[*scope.late["entries"], *was.live]))
             # And the journals it proved complete that have gained entries since.
             jobs.append(functools.partial(history.gained, filled=filled, entries=was.proven["entries"],
                                           journals=was.proven["journals"], late=scope.late["journals"]))

@@ -181,12 +181,12 @@ def ids(values: Sequence[int]) -> sql.Composable:
 def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind: str,
            chunks: list[tuple[int, int]], old: int, new: int, leave_out: list[str] | None = None,
            filled: dict[str, sql.Composable] | None = None, timezone: str | None = None,
-           late: Sequence[int] = (), held: Sequence[int] = ()) -> Digests:
+           late: Sequence[int] = (), held: Sequence[int] = (), live: Sequence[int] = ()) -> Digests:
     """Digests of ``table``'s rows per chunk: of the ``chunks`` ranges (ids up to ``old``), of
     the ids in ``(old, new]`` (with, for entries, their amounts per currency for the trial balance),
     of the rows found in gaps of proven history that this audit proves (``late``, ids), and the
     gaps among the ids in ``(old, new]`` (``gaps``). The rows of gaps not proven yet (``held``)
-    are left out of the re-hash.
+    are left out of the re-hash, and the entries ``live`` out of the trial sums.
 
     Ids are the table's order: ``entries.seq``, ``journals.id``. A row's hash covers every column
     but those of ``leave_out`` (columns that legitimately change after posting). ``filled``: the
@@ -240,7 +240,7 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
             into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
     if table == "entries" and (new > old or late):
         assert filled is not None
-        found.trial.update(trial(conn, filled, old, new, late))
+        found.trial.update(trial(conn, filled, old, new, [i for i in late if i not in set(live)], live))
     if new > old:
         found = replace(found, holes=gaps(conn, ident, name, old, new, spans))
     return found

@@ -142,6 +142,9 @@ class Scope:
     # The entries of gaps below their account's last proven entry (``gaps.late``): history_tampered on
     # every audit while they are there (not kept in the state: found again each time), held too.
     below: list[st.Tampered] = field(default_factory=list)
+    # The other entries of their journals, not proven before this audit (``gaps.late``): proven
+    # without their amounts in the proven trial sums, which count them as they stand (``State.live``).
+    live: list[int] = field(default_factory=list)
 
     def proving(self, table: str) -> list[int]:
         """The rows of gaps of ``table`` this audit proves (an incremental one's)."""
@@ -308,7 +311,8 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     accounts pass as unchanged: they have entries, and no rule of its holds for them. Every account's
     is sent where accounts are not told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``).
     ``gaps``: the rows found in gaps of proven history (``gaps.late``), read as new; ``below``: the
-    entries found there below their account's last proven entry, counted in the trial balance."""
+    entries counted in the trial balance as they stand (those found there below their account's last
+    proven entry, and ``State.live``)."""
     last = state.last
     assert last is not None
     unchanged: list[str] = []
@@ -473,9 +477,10 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         again, placeholders = None, None
         gaps: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
         below: list[st.Tampered] = []
+        live: list[int] = []
         if before is not None and not before.empty and not schedule.full:
             if before.last is not None:
-                gaps, below, late_notes = gaps_.late(conn, layout, filled, before)
+                gaps, below, live, late_notes = gaps_.late(conn, layout, filled, before)
                 if late_notes:
                     detail["gaps"] = late_notes
             if before.last is None:
@@ -487,7 +492,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          f"{current[RULES]} now)")
             else:
                 placeholders, detail["last_entries"] = shipped(conn, layout, filled, before, gaps,
-                                                               [int(t.id) for t in below])
+                                                               [*(int(t.id) for t in below), *before.live])
                 again = _moved_across_floor(conn, placeholders)
         previous = before if again else None
         if before is None or schedule.full or before.empty or again:
@@ -558,7 +563,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
     if previous is not None:  # (left out of its re-hash, all of them)
         read = {**gaps, "entries": sorted([*gaps["entries"], *(int(t.id) for t in below)])}
     return Scope(mode, state, settled, unsettled, previous, placeholders if mode == "incremental" else None,
-                 read, held, below if mode == "incremental" else [])
+                 read, held, below if mode == "incremental" else [], live if mode == "incremental" else [])
 
 
 OLDEST_SQL = """
@@ -633,6 +638,9 @@ def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Sc
     (``history.HOLES_NEW_MAX``)."""
     sparse = [table for table, found in zip(st.HISTORY_TABLES, digests, strict=True)
               if not history.extend(state, table, found, scope.settled[table])]
+    proving = set(scope.proving("entries"))
+    state.live = sorted({*state.live,
+                         *(i for i in scope.live if i <= scope.settled["entries"] or i in proving)})
     state.carried = carried
     state.proven_at = run.run_id
     state.runs.append({

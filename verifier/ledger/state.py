@@ -61,6 +61,7 @@ CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT
 CREATE TABLE tampered (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, id TEXT NOT NULL, what TEXT NOT NULL,
                        impact INTEGER NOT NULL, detail TEXT NOT NULL, found_by TEXT NOT NULL);
 CREATE TABLE holes (tbl TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+CREATE TABLE live (seq INTEGER NOT NULL);
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, mode TEXT NOT NULL,
                    status TEXT NOT NULL, duration_s REAL NOT NULL, entries INTEGER NOT NULL,
                    proven_entries INTEGER NOT NULL, checked_entries INTEGER NOT NULL,
@@ -134,6 +135,10 @@ class State:
     # sequence value another session used after a later id was proven; ``verifier.ledger.gaps.late``).
     # Empty: none, or a state written before they were kept.
     holes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {t: [] for t in HISTORY_TABLES})
+    # Proven entries whose amounts ``trial`` leaves out, counted as they stand by every audit: the
+    # legs of a journal of which another lies in a gap below its account's last proven entry (that
+    # one is never proven; deleting the journal left the proven sums off by the proven legs).
+    live: list[int] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     proven_at: str | None = None  # the run id of the audit that last extended the proven history
     # The TimeZone the digests are computed in: rows hashed as text print their timestamptz columns in
@@ -242,6 +247,8 @@ def _read(db: sqlite3.Connection) -> State:
             if not (type(lo) is int and type(hi) is int and lo <= hi):
                 raise ValueError(f"a gap of ids that is not one: {lo!r}..{hi!r}")
             state.holes[tbl].append((lo, hi))
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'live'").fetchone():
+        state.live = [int(seq) for (seq,) in db.execute("SELECT seq FROM live ORDER BY seq")]
     state.carried = [Carried(*row) for row in db.execute(
         "SELECT pass, rule_index, id, impact, weight, detail, found_by FROM offenders ORDER BY rowid")]
     # A state written before tampering was carried has no such table: none was.
@@ -310,7 +317,7 @@ def _still(path: Path, state: State) -> bool:
 
 
 # Every table a save writes whole, where it goes on from the file (``State.last_changed``).
-WHOLE_TABLES = ("meta", "chunks", "trial", "holes", "offenders", "tampered", "runs")
+WHOLE_TABLES = ("meta", "chunks", "trial", "holes", "live", "offenders", "tampered", "runs")
 
 
 def save(path: Path, state: State) -> None:
@@ -350,6 +357,7 @@ def save(path: Path, state: State) -> None:
             db.executemany("INSERT INTO trial VALUES (?, ?)", ((c, str(t)) for c, t in state.trial.items()))
             db.executemany("INSERT INTO holes VALUES (?, ?, ?)",
                            ((tbl, lo, hi) for tbl, gaps in state.holes.items() for lo, hi in gaps))
+            db.executemany("INSERT INTO live VALUES (?)", ((seq,) for seq in state.live))
             last = state.last or {}
             db.executemany("INSERT OR REPLACE INTO last_entries VALUES (?, ?, ?, ?, ?, ?)",
                            ((a, *last[a]) for a in (state.last_changed or ()) if a in last) if go_on
