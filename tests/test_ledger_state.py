@@ -1273,6 +1273,7 @@ def test_a_row_of_a_gap_below_its_accounts_last_proven_entry_is_history_tampered
     assert code == full[0] == 1
     assert ("history_tampered", "public.entries") in found, data["findings"]
     assert "lie below their account's last proven entry" in _stage(data, "state")["gaps"]["entries"]
+    assert set(_stage(data, "state")["gaps"]) == {"entries"}  # (not said of the journals too)
     assert ("running_balance_break", "public.entries") in full[3]
     # The other entry of its journal (the payee's, after its own last proven entry) is read as new and
     # proven; the trial balance counts both (it was off by the payer's, found by a break-it run).
