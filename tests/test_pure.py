@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from verifier import signals
 from verifier.demo import generate
 from verifier.errors import SnapshotError, UsageError
 from verifier.ledger.history import without
@@ -168,3 +170,29 @@ def test_gaps_less_the_rows_found_in_them_are_the_ids_no_row_holds(ids: list[int
     assert {i for lo, hi in out for i in range(lo, hi + 1)} == set(range(61)) - present - set(taken)
     assert all(lo <= hi for lo, hi in out) and out == sorted(out)
     assert all(a[1] < b[0] for a, b in zip(out, out[1:], strict=False))
+
+
+def test_a_signal_inside_the_import_systems_own_code_is_sent_again_not_dropped() -> None:
+    """Found by the signal test in CI: raised in a module lock's weakref callback, the interrupt was
+    printed as "Exception ignored" and dropped, and the run went on to its verdict. There the handler
+    sends the signal again a moment later; elsewhere it raises KeyboardInterrupt."""
+    import signal
+    import time
+    from types import SimpleNamespace
+
+    def frame(filename: str) -> Any:
+        return SimpleNamespace(f_code=SimpleNamespace(co_filename=filename))
+
+    got: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, _: got.append(signum))
+    try:
+        signals.interrupt(signal.SIGUSR1, frame("<frozen importlib._bootstrap>"))  # no raise
+        for _ in range(100):
+            if got:
+                break
+            time.sleep(signals.DEFERRED_S)
+        assert got == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    with pytest.raises(KeyboardInterrupt):
+        signals.interrupt(signal.SIGTERM, frame(__file__))

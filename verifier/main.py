@@ -17,12 +17,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
 from typing import NoReturn
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _ignore_signals() -> None:
@@ -54,7 +49,9 @@ def _run(command_name: str, prog: str) -> int:
 
 
 def _main(command_name: str, prog: str) -> NoReturn:
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    from verifier.signals import handle_termination  # (signal, os and threading only)
+
+    handle_termination()
     try:
         code = _run(command_name, prog)
     except KeyboardInterrupt:
