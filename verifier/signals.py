@@ -36,7 +36,7 @@ def outcome() -> int | None:
 # Raised in a callback that the import system runs (a module lock's weakref callback, in
 # "<frozen importlib._bootstrap>"), an exception is printed as "Exception ignored in ..." with a
 # traceback and dropped: the run went on to its verdict as if no signal had come (found by the
-# signal test in CI, about one run in a few hundred). There the signal is sent again this much later.
+# signal test, in one CI run). There the signal is sent again this much later.
 DEFERRED_S = 0.01
 
 
@@ -44,9 +44,16 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
     """The handler of SIGINT and SIGTERM: ``KeyboardInterrupt``, or, inside the import system's own
     code (``frame``), the same signal again ``DEFERRED_S`` later."""
     if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-        threading.Timer(DEFERRED_S, os.kill, (os.getpid(), signum)).start()
+        threading.Timer(DEFERRED_S, _again, (signum,)).start()
         return
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _again(signum: int) -> None:
+    """Send ``signum`` to this process from a thread that does not take it (a block ``shielded``
+    holds it back until the block ends, as the first one)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    os.kill(os.getpid(), signum)
 
 
 def handle_termination() -> None:
