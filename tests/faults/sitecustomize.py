@@ -7,8 +7,8 @@ clock. The signal goes through the verifier's own handlers; nothing else
 changes. With ``VERIFIER_FAULT_SIGNAL=TERMINATE`` it instead ends, as an
 administrator would (``pg_terminate_backend``, connecting to
 ``VERIFIER_FAULT_ADMIN_DSN``), every session of this verifier process on
-that server (by its sockets' ports: not another run's) as the stage begins,
-and goes on. Python imports this module at start-up
+that server (by its connections' backend pids: not another run's) as the
+stage begins, and goes on. Python imports this module at start-up
 (``site``).
 """
 
@@ -29,22 +29,15 @@ if _STAGE:
 
     _original = _run.Run.stage
 
-    def _own_ports() -> set[int]:
-        """The local TCP ports of this process's sockets (Linux /proc): its sessions' client_port."""
-        inodes = set()
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/self/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[len("socket:["):-1])
-        ports = set()
-        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-            with contextlib.suppress(OSError), open(table) as fh:
-                for line in list(fh)[1:]:
-                    fields = line.split()
-                    if fields[9] in inodes:
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-        return ports
+    def _own_backends() -> list[int]:
+        """The server pids of this process's open connections (every thread's): not another run's
+        sessions on the same server, over TCP or a Unix socket (whose client_port is -1)."""
+        import gc
+
+        import psycopg
+
+        return sorted({c.info.backend_pid for c in gc.get_objects()
+                       if isinstance(c, psycopg.Connection) and not c.closed})
 
     @contextlib.contextmanager
     def _stage_with_fault(self: _run.Run, name: str) -> Iterator[dict[str, Any]]:
@@ -54,11 +47,13 @@ if _STAGE:
 
                 from verifier.pg.conninfo import APPLICATION_NAME
 
-                ports = _own_ports()  # (not another run's sessions on the same server)
+                pids = _own_backends()  # (not another run's sessions on the same server)
                 with psycopg.connect(os.environ["VERIFIER_FAULT_ADMIN_DSN"], autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE application_name = %s AND pid <> pg_backend_pid() "
-                                  "AND client_port = ANY(%s)", (APPLICATION_NAME, sorted(ports)))
+                    ended = admin.execute(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = %s AND pid <> pg_backend_pid() AND pid = ANY(%s)",
+                        (APPLICATION_NAME, pids)).fetchone()
+                    assert ended and ended[0], f"no session of this process to end ({pids})"
             elif name == _STAGE:
                 os.kill(os.getpid(), signal.Signals[os.environ["VERIFIER_FAULT_SIGNAL"]])
                 time.sleep(60)  # the handler raises KeyboardInterrupt at once; this never ends
