@@ -1329,8 +1329,7 @@ def test_rows_of_gaps_are_read_by_one_index_probe_per_gap(make_db: Any) -> None:
         query = sql.SQL(gaps.LATE_SQL).format(
             id=sql.Identifier("id"), account=sql.SQL("r.account::text"), amount=sql.SQL("r.journal::text"),
             journal=sql.SQL("NULL"),
-            table=sql.Identifier("t"), lo=sql.Literal(["150000", "200001"]),
-            hi=sql.Literal(["150000", "200010"]),
+            table=sql.Identifier("t"), lo=history.ids([150000, 200001]), hi=history.ids([150000, 200010]),
             limit=sql.Literal(gaps.LATE_MAX + 1))
         plan = json.dumps(conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone())
         assert '"Index Cond": "((id >= h.lo) AND (id <= h.hi))"' in plan, plan

@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from verifier.cents.sql import UNIQUE_KEY_SQL
 from verifier.config import Config
 from verifier.config.ledger import Layout
 from verifier.errors import VerifierError
@@ -313,15 +314,6 @@ def _layout_stage(run: Run, conn: psycopg.Connection, configured: Layout
     return layout, detection, convention, currencies, builtin
 
 
-# Whether the accounts' id column alone is a primary key or valid unique index (not partial, not of
-# an expression): then no two accounts share an id.
-ID_UNIQUE_SQL = """
-SELECT EXISTS (
-  SELECT 1 FROM pg_catalog.pg_index i
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-  WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1
-    AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = %s)
-"""
 # The account ids of more than one row (by the id's own equality), most rows first: id, rows, and the
 # balances of the rows beyond the first (counted twice).
 DUPLICATE_IDS_SQL = """
@@ -342,8 +334,10 @@ def _duplicate_accounts(conn: psycopg.Connection, layout: Layout, out: Any, samp
     balance count its entries twice, while an incremental one passed (found by a break-it run):
     neither named the id. (The other rules still count such an account's entries once per row.)"""
     name = sql.Identifier(layout.schema, layout.tables["accounts"])
-    unique = conn.execute(ID_UNIQUE_SQL, (name.as_string(conn), layout.column("accounts", "id"))).fetchone()
-    if unique and unique[0]:
+    oid = conn.execute("SELECT %s::regclass::oid", (name.as_string(conn),)).fetchone()
+    assert oid is not None
+    # (A unique index on the id alone, as the cents engine asks of a live key.)
+    if conn.execute(UNIQUE_KEY_SQL, {"oid": oid[0], "names": [layout.column("accounts", "id")]}).fetchone():
         return None
     table = layout.table("accounts")
     ids, extra_rows, extra = 0, 0, Decimal(0)

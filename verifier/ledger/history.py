@@ -80,7 +80,7 @@ DIGEST_PLAN = {"enable_sort": "off"}
 TRIAL_SQL = """
 SELECT {trial_currency}, sum(t.total)
 FROM (SELECT {trial_key} AS key, sum(e.{entries_amount}) AS total FROM {entries} e
-      WHERE (e.{entries_seq} > {old} AND e.{entries_seq} <= {new}{not_late}){late} GROUP BY 1) t {trial_join}
+      WHERE (e.{entries_seq} > {old} AND e.{entries_seq} <= {new}{left_out}){late} GROUP BY 1) t {trial_join}
 GROUP BY 1
 """
 # A table's columns in order, each with whether its type's hash tells apart every two values whose
@@ -240,7 +240,8 @@ def digest(conn: psycopg.Connection, layout: Layout, table: str, seed: int, kind
             into[int(chunk)] = Chunk(int(n), int(s0), int(s1) % P, Decimal(amount_sum))
     if table == "entries" and (new > old or late):
         assert filled is not None
-        found.trial.update(trial(conn, filled, old, new, [i for i in late if i not in set(live)], live))
+        counted_live = set(live)
+        found.trial.update(trial(conn, filled, old, new, [i for i in late if i not in counted_live], live))
     if new > old:
         found = replace(found, holes=gaps(conn, ident, name, old, new, spans))
     return found
@@ -299,7 +300,7 @@ def trial(conn: psycopg.Connection, filled: dict[str, sql.Composable], old: int,
            else sql.SQL(""))
     return {currency: Decimal(total) for currency, total in conn.execute(sql.SQL(TRIAL_SQL).format(
         **filled, old=sql.Literal(old), new=sql.Literal(new), late=also,
-        not_late=but))}  # noqa: S608 (constant text)
+        left_out=but))}  # noqa: S608 (constant text)
 
 
 # Entries beyond the entries' watermark in a journal at or below the journals' (an incremental

@@ -49,6 +49,7 @@ from typing import Any
 from psycopg import sql
 
 from verifier.config.ledger import Layout, Reconcile
+from verifier.ledger.history import ids
 from verifier.ledger.state import LastEntries
 
 
@@ -841,18 +842,15 @@ def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journal
     and the statements are then as they were (an ``= ANY`` of an empty array turned an index scan
     into a bitmap scan). ``below``: entries found in gaps that are not read as new, but count in
     the trial balance (``late_t``), as they count in a full audit's."""
-    def arr(values: Sequence[int]) -> sql.Composable:
-        return sql.SQL("{}::bigint[]").format(sql.Literal([str(v) for v in values]))
-
     def when(values: Sequence[int], text: str, column: str) -> sql.Composable:
-        return (sql.SQL(text).format(filled[column], arr(values)) if values else sql.SQL(""))
+        return (sql.SQL(text).format(filled[column], ids(values)) if values else sql.SQL(""))
 
     return {"late_e": when(entries, " OR e.{} = ANY({})", "entries_seq"),
             "late_t": when([*entries, *below], " OR e.{} = ANY({})", "entries_seq"),
             "late_ej": when(journals, " OR e.{} = ANY({})", "entries_journal"),
             "late_j": when(journals, " OR j.{} = ANY({})", "journals_id"),
             "late_jid": when(journals, " OR {} = ANY({})", "journals_id"),
-            "late_id": sql.SQL(" OR id = ANY({})").format(arr(journals)) if journals else sql.SQL(""),
+            "late_id": sql.SQL(" OR id = ANY({})").format(ids(journals)) if journals else sql.SQL(""),
             "not_late_j": when(journals, " AND j.{} <> ALL({})", "journals_id")}
 
 
