@@ -1390,11 +1390,24 @@ def test_a_journal_of_a_gap_with_one_leg_below_its_accounts_last_proven_entry(
         assert found[("history_tampered", "public.entries")] == {str(legs[0][0])}
         assert found[("account_balance_drift", "public.accounts")] == \
             full[3][("account_balance_drift", "public.accounts")] == {str(rich[0])}
+    # The leg below deleted, its account put back: the journal, never proven while that leg was there,
+    # is read again and found unbalanced, as a full audit finds it (proven complete with it, a journal
+    # left short passed every incremental audit after: found by a break-it run).
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("DELETE FROM entries WHERE id = %s", (legs[0][0],))
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents + %s WHERE id = %s",
+                     (legs[0][2], legs[0][1]))
+    full = auditor("--config", str(config), state=False)
+    code, data, stderr, found = auditor("--config", str(config), "--verify-history-share", "0.1")
+    assert code == full[0] == 1
+    unbalanced = ("journal_unbalanced", "public.journals")
+    assert found[unbalanced] == full[3][unbalanced] == {str(journal + 1)}, (found, full[3])
     # The journal deleted, the balances put back: its proven legs' deletion is history_tampered, and
     # the proven trial sums never held their amounts (they were off by them: found by a break-it run).
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
-        for _, account, cents in legs:
+        for _, account, cents in legs[1:]:
             conn.execute("UPDATE accounts SET balance_cents = balance_cents + %s WHERE id = %s",
                          (cents, account))
         conn.execute("DELETE FROM entries WHERE journal_id = %s", (journal + 1,))

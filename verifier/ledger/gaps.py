@@ -50,13 +50,15 @@ WHERE e.{entries_journal} = ANY({late}) AND e.{entries_seq} > {w}
 
 
 def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
-         ) -> tuple[dict[str, list[int]], list[st.Tampered], list[int], dict[str, str]]:
+         ) -> tuple[dict[str, list[int]], list[st.Tampered], list[int], set[int], dict[str, str]]:
     """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``)
     that an incremental audit reads as new, in order; the entries found there below their account's
     last proven entry (``history_tampered``: ``inserted``, with their amounts); the other entries of
     their journals not proven yet, whose amounts the proven trial sums are to leave out (``State.live``:
-    counted as they stand by every audit, as those below are); and a note per table where some or
-    all of them are not read as new.
+    counted as they stand by every audit, as those below are); those journals, which are not to be
+    proven while such an entry is there (proven complete with it, then the entry deleted, a journal
+    left with one entry passed every incremental audit: found by a break-it run); and a note per
+    table where some or all of them are not read as new.
 
     With a sequence that caches values (``CACHE 50``) and two sessions writing, ids are not handed
     out in the order rows commit: a row may commit below what an earlier audit proved, in an id no
@@ -109,4 +111,4 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
             **filled, broken=sql.Literal(sorted(j for j in broken if j is not None)),
             below=history.ids([int(t.id) for t in below]), w=sql.Literal(state.proven["entries"]),
             late=history.ids(found["entries"])))]
-    return found, below, live, notes
+    return found, below, live, {int(j) for j in broken if j is not None}, notes

@@ -478,9 +478,10 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         gaps: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
         below: list[st.Tampered] = []
         live: list[int] = []
+        broken: set[int] = set()
         if before is not None and not before.empty and not schedule.full:
             if before.last is not None:
-                gaps, below, live, late_notes = gaps_.late(conn, layout, filled, before)
+                gaps, below, live, broken, late_notes = gaps_.late(conn, layout, filled, before)
                 if late_notes:
                     detail["gaps"] = late_notes
             if before.last is None:
@@ -530,6 +531,11 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         })).fetchone()
         if open_journal and open_journal[0] is not None:
             settled["journals"] = max(base["journals"], min(settled["journals"], int(open_journal[0]) - 1))
+        # So is a journal with an entry in a gap below its account's last proven entry (never proven):
+        # held back while it is there, as every journal after it.
+        after = [j for j in broken if j > base["journals"]]
+        if mode == "incremental" and after:
+            settled["journals"] = max(base["journals"], min(settled["journals"], min(after) - 1))
         # Rows of gaps: an incremental audit reads them as new and proves them, but the journals with
         # entries it does not prove yet; a full audit that goes on from an earlier state leaves them
         # out of its re-hash of that state's history (it reads every row anyway).
@@ -539,6 +545,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                 **filled, "late": history.ids(gaps["journals"]), "w": sql.Literal(settled["entries"])}))}
         if mode == "incremental":
             held["entries"] |= {int(t.id) for t in below}
+            held["journals"] |= broken & set(gaps["journals"])
         if any(gaps.values()):
             detail["late"] = {t: {"read_as_new": len(gaps[t]) if mode == "incremental" else 0,
                                   "proven_now": len(set(gaps[t]) - held[t]) if mode == "incremental" else 0}
