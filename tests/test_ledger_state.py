@@ -379,19 +379,30 @@ def test_the_partial_file_of_an_audit_killed_while_saving_is_removed_by_the_next
         clean_ledger: str, tmp_path: Path) -> None:
     """Found by a break-it run: an audit killed (SIGKILL) while writing the state left its partial
     file, which no later audit removed. The next save removes those of the state's own name and of
-    another process; nothing else."""
+    another process, and the private copies that audits killed while running left of the file they
+    loaded (``state._private_copy``); nothing else. An audit removes its own copy."""
     audit = Auditor(clean_ledger, tmp_path)
     leftover = tmp_path / f".{audit.state.name}.4194304.partial"
     leftover.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
     journal = tmp_path / f".{audit.state.name}.4194304.partial-journal"  # SQLite's, beside it
     journal.write_bytes(b"\x00" * 100)
+    copy = tmp_path / f".{audit.state.name}.k9_x2ab7.loaded"
+    copy.write_bytes(b"")
     kept = [tmp_path / f".{audit.state.name}.x1.partial", tmp_path / ".other.state.12.partial",
-            tmp_path / f"{audit.state.name}.12.partial"]
+            tmp_path / f"{audit.state.name}.12.partial", tmp_path / f".{audit.state.name}.k9.loaded",
+            tmp_path / ".other.state.k9_x2ab7.loaded"]
     for path in kept:
         path.write_bytes(b"")
     code, data, stderr, _ = audit()
     assert code == 0, (stderr, data["findings"])
-    assert not leftover.exists() and not journal.exists() and all(p.exists() for p in kept)
+    assert not leftover.exists() and not journal.exists() and not copy.exists()
+    assert all(p.exists() for p in kept)
+    for _ in range(2):  # (each loads the state: the second audit is still a full one)
+        code, data, stderr, _ = audit()
+        assert code == 0, (stderr, data["findings"])
+    assert _stage(data, "state")["mode"] == "incremental"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{audit.state.name}.")) == sorted(
+        p.name for p in kept if p.name.startswith(f".{audit.state.name}."))  # (its own copy removed)
 
 
 def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy: str,

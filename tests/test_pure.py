@@ -8,6 +8,7 @@ for SQL, a size plan that does not add up.
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from hypothesis import strategies as st
 from verifier import signals
 from verifier.demo import generate
 from verifier.errors import SnapshotError, UsageError
+from verifier.ledger import state as ledger_state
 from verifier.ledger.history import without
-from verifier.ledger.proven import _same
+from verifier.ledger.state import same_balance as _same
 from verifier.pg import conninfo
 from verifier.scratch import restore
 from verifier.source import dump
@@ -151,6 +153,66 @@ def test_a_balance_equals_its_last_proven_entry_as_a_number_not_as_text() -> Non
     assert _same("10000", "10000.00") and _same("-5", "-5") and _same(None, None)
     assert not _same("10000", "10000.01") and not _same(None, "0") and not _same("0", None)
     assert not _same("NaN", "NaN ") and not _same("1", "one")
+
+
+_IDS = st.text(alphabet="a1é😀", max_size=2)  # (UTF-8 byte order is not every order: é, 😀)
+_ACCOUNT = st.tuples(st.sampled_from(["0", "10", "10.00", "-5", "7", None]),
+                     st.sampled_from(["USD", "EUR", None]), st.sampled_from(["user", "platform", None]))
+
+
+@given(st.data(), st.integers(1, 6))
+def test_accounts_held_to_the_state_files_last_entries_in_order_as_one_by_one(data: Any, chunk: int) -> None:
+    """``StoredLast.compare`` (a merge of the accounts, in the order of their ids' UTF-8 bytes, with the
+    file's rows, batch by batch) against the comparison it replaced: each account looked up in a dict
+    of every last entry. Accounts deleted, twice, without entries, with fresh entries, balances of
+    another scale, and accounts that did not exist when their entries were proven."""
+    import tempfile
+
+    existed = st.sampled_from([True, True, True, False])
+    last = data.draw(st.dictionaries(_IDS, st.tuples(st.integers(1, 9), _ACCOUNT, existed), max_size=25))
+    now = []
+    for a, (_, account, _) in last.items():
+        fate = data.draw(st.sampled_from(["as proven"] * 4 + ["changed", "twice", "deleted"]))
+        now += {"as proven": [(a, account)], "changed": [(a, data.draw(_ACCOUNT))],
+                "twice": [(a, account)] * 2, "deleted": []}[fate]
+    now += data.draw(st.lists(st.tuples(_IDS, _ACCOUNT), max_size=8))
+    fresh = data.draw(st.sets(st.sampled_from(sorted(last) or [""]), max_size=3) | st.sets(_IDS, max_size=2))
+    entries = {a: (seq, after, currency, kind, existed)
+               for a, (seq, (after, currency, kind), existed) in last.items()}
+    rows = sorted(((a, *account) for a, account in now), key=lambda r: r[0].encode())
+    needed, unchanged, unproven, seen, twice = {}, [], [], set(), set()
+    for account, balance, currency, kind in rows:  # (the comparison as it was, account by account)
+        if account in seen:
+            twice.add(account)
+            continue
+        seen.add(account)
+        proven = entries.get(account)
+        if proven is None:
+            unproven.append(account)
+        elif (proven[4] and _same(proven[1], balance) and proven[2] == currency and proven[3] == kind
+              and account not in fresh):
+            unchanged.append(account)
+        else:
+            needed[account] = proven
+    needed.update((a, e) for a, e in entries.items() if a not in seen or a in fresh or a in twice)
+    unchanged = [a for a in unchanged if a not in twice]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.state"
+        state = ledger_state.new({"ledger": "test"})
+        state.last = entries
+        ledger_state.save(path, state)
+        loaded = ledger_state.load(path)
+        assert loaded is not None and isinstance(loaded.last, ledger_state.StoredLast)
+        as_read = {a: (e[0], None if e[1] is None else str(int(Decimal(e[1]))), *e[2:])  # (as integers)
+                   for a, e in entries.items()}
+        assert dict(loaded.last) == as_read and len(loaded.last) == len(entries)
+        got, named, by_unproven, count = loaded.last.compare(
+            ledger_state.whole_ids([rows[i:i + chunk] for i in range(0, len(rows), chunk)]), fresh)
+        assert got == {a: as_read[a] for a in needed} and count == len(unchanged)
+        assert by_unproven == (len(unproven) < len(unchanged))
+        assert sorted(named) == sorted(unproven if by_unproven else unchanged)
+        del loaded
+        assert [p.name for p in Path(tmp).iterdir()] == ["ledger.state"]  # (its private copy removed)
 
 
 @given(st.lists(st.integers(0, 60), max_size=30), st.lists(st.integers(-5, 70), max_size=15))

@@ -74,7 +74,6 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
     below: list[st.Tampered] = []
     broken: set[str | None] = set()  # the journals of those below
     notes: dict[str, str] = {}
-    last = state.last or {}
     for table, role in (("entries", "seq"), ("journals", "id")):
         holes = state.holes[table]
         if not holes:
@@ -91,6 +90,7 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
             notes[table] = (f"more than {LATE_MAX:,} rows in gaps of the ids earlier audits proved: none is "
                             "read as new, each is history_tampered once re-hashed")
             continue
+        last = st.lookup(state.last or {}, {a for _, a, _, _ in rows if a is not None})
         for i, a, cents, j in rows:
             if a is not None and a in last and last[a][0] > int(i):
                 broken.add(j)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -50,7 +50,7 @@ from psycopg import sql
 
 from verifier.config.ledger import Layout, Reconcile
 from verifier.ledger.history import ids
-from verifier.ledger.state import LastEntries
+from verifier.ledger.state import LastEntry
 
 
 @dataclass(frozen=True)
@@ -856,7 +856,7 @@ def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journal
 
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
-                last: LastEntries, named: list[str] | None = None, unproven: bool = False,
+                last: Mapping[str, LastEntry], named: list[str] | None = None, unproven: bool = False,
                 gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
                 ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and accounts' last proven

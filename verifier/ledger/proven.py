@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -270,30 +270,20 @@ FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class t ON t.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
 WHERE NOT a.attisdropped AND (n.nspname, t.relname, a.attname) IN ((%s, %s, %s), (%s, %s, %s))
 """
-# Every account as an incremental audit compares it with its last proven entry, by text.
+# Every account as an incremental audit compares it with its last proven entry, by text, in the order
+# of its id's UTF-8 bytes, as the state file orders them (``state.StoredLast.compare``; a NULL id: no
+# entry can name it).
 ACCOUNTS_NOW_SQL = """
 SELECT a.{accounts_id}::text, a.{accounts_balance}::text, a.{accounts_currency}::text,
        a.{accounts_type}::text
-FROM {accounts} a
+FROM {accounts} a WHERE a.{accounts_id} IS NOT NULL
+ORDER BY pg_catalog.convert_to(a.{accounts_id}::text, 'UTF8')
 """
 # The accounts of the entries an incremental audit reads (as ``INC_ACCOUNTS`` finds them).
 ACCOUNTS_NEW_SQL = """
 SELECT DISTINCT e.{entries_account}::text FROM {entries} e
 WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e}
 """
-
-
-def _same(after: str | None, balance: str | None) -> bool:
-    """Whether a last proven entry's balance after and an account's balance, as text, are equal
-    numbers (``10000`` as the state keeps it, ``10000.00`` as a numeric(14, 2) column reads)."""
-    if after == balance:
-        return True
-    if after is None or balance is None:
-        return False
-    try:
-        return Decimal(after) == Decimal(balance)
-    except ArithmeticError:
-        return False
 
 
 def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State,
@@ -315,42 +305,23 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     proven entry, and ``State.live``)."""
     last = state.last
     assert last is not None
-    unchanged: list[str] = []
-    unproven: list[str] = []  # the accounts without proven entries
-    needed = last
+    needed: Mapping[str, st.LastEntry] = last
+    named: list[str] = []
+    by_unproven, unchanged = False, 0
     columns = (layout.schema, layout.tables["entries"], layout.column("entries", "account"),
                layout.schema, layout.tables["accounts"], layout.column("accounts", "id"))
-    if (conn.execute(TEXT_TELLS_ACCOUNTS_SQL, columns).fetchone() or (False,))[0]:
+    if (conn.execute(TEXT_TELLS_ACCOUNTS_SQL, columns).fetchone() or (False,))[0] \
+            and isinstance(last, st.StoredLast):
         fresh = {str(a) for (a,) in conn.execute(inv.compose(ACCOUNTS_NEW_SQL, {
             **filled, "w": sql.Literal(state.proven["entries"]),
             **inv.late(filled, (gaps or {}).get("entries", []))}))}
-        needed = {}
-        seen: set[str] = set()
-        twice: set[str] = set()
         with conn.cursor(name="verifier_accounts") as cursor:
             cursor.execute(inv.compose(ACCOUNTS_NOW_SQL, filled))
-            while rows := cursor.fetchmany(10_000):
-                for account, balance, currency, kind in rows:
-                    if account is None:  # a NULL id: no entry can name it
-                        continue
-                    if account in seen:  # an id twice (no primary key): each row is held to its entry
-                        twice.add(account)
-                        continue
-                    seen.add(account)
-                    proven = last.get(account)
-                    if proven is None:
-                        unproven.append(account)
-                    elif (proven[4] and _same(proven[1], balance) and proven[2] == currency
-                          and proven[3] == kind and account not in fresh):
-                        unchanged.append(account)
-                    else:
-                        needed[account] = proven
-        needed.update((a, e) for a, e in last.items() if a not in seen or a in fresh or a in twice)
-        unchanged = [a for a in unchanged if a not in twice]  # (found once, named once)
-    by_unproven = len(unproven) < len(unchanged)  # (name the fewer)
+            needed, named, by_unproven, unchanged = last.compare(
+                st.whole_ids(iter(lambda: cursor.fetchmany(st.BATCH), [])), fresh)
     return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
-                            needed, unproven if by_unproven else unchanged, by_unproven, gaps, below),
-            {"sent": len(needed), "unchanged": len(unchanged)})
+                            needed, named, by_unproven, gaps, below),
+            {"sent": len(needed), "unchanged": unchanged})
 
 
 def _moved_across_floor(conn: psycopg.Connection, placeholders: dict[str, sql.Composable]) -> str | None:
@@ -623,18 +594,20 @@ def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable
             for a, seq, after, cur, kind, existed in rows}
 
 
-def merged_last(kept: st.LastEntries, new: st.LastEntries) -> st.LastEntries:
+def merged_last(kept: st.LastEntries | st.StoredLast, new: st.LastEntries) -> st.LastEntries | st.StoredLast:
     """The state's last proven entries after this audit: ``new``'s (seq, after) over ``kept``'s where
     later, each account keeping the currency, type and existence its first entries were proven with
-    (a change is history_tampered on every audit until --full, not only on the first)."""
-    out = dict(kept)
+    (a change is history_tampered on every audit until --full, not only on the first). A loaded
+    state's (``StoredLast``) takes them as its ``changed``: only those accounts' are read."""
+    old = st.lookup(kept, new)
+    out = kept.changed if isinstance(kept, st.StoredLast) else dict(kept)
     for account, (seq, after, currency, kind, existed) in new.items():
-        old = out.get(account)
-        if old is None:
+        was = old.get(account)
+        if was is None:
             out[account] = (seq, after, currency, kind, existed)
-        elif seq > old[0]:
-            out[account] = (seq, after, old[2], old[3], old[4])
-    return out
+        elif seq > was[0]:
+            out[account] = (seq, after, was[2], was[3], was[4])
+    return kept if isinstance(kept, st.StoredLast) else out
 
 
 def advance(state: st.State, run: Run, digests: list[history.Digests], scope: Scope,
