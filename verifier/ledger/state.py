@@ -3,8 +3,9 @@
 A SQLite file, read at the start of an audit (but for the last proven
 entries, ``StoredLast``) and written as a new file renamed over the old
 one, only after the audit has finished: a killed or failed audit leaves
-the previous state as it was, never half of a new one. An exclusive lock on ``FILE.lock`` keeps two audits from using
-one state file at once (the second stops with exit 2).
+the previous state as it was, never half of a new one. An exclusive lock
+on ``FILE.lock`` keeps two audits from using one state file at once (the
+second stops with exit 2).
 
 It holds no secrets and no connection details: the ledger's identity
 (server system identifier, database, schema, tables and the entries' and
@@ -62,7 +63,7 @@ CREATE TABLE chunks (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NU
                      PRIMARY KEY (tbl, chunk));
 CREATE TABLE trial (currency TEXT, total TEXT NOT NULL);
 CREATE TABLE last_entries (account TEXT PRIMARY KEY, seq INTEGER NOT NULL, after TEXT, currency TEXT,
-                           type TEXT, existed INTEGER NOT NULL);
+                           type TEXT, existed INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE offenders (pass TEXT NOT NULL, rule_index INTEGER NOT NULL, id TEXT, impact TEXT,
                         weight INTEGER NOT NULL, detail TEXT, found_by TEXT NOT NULL);
 CREATE TABLE tampered (tbl TEXT NOT NULL, chunk INTEGER NOT NULL, id TEXT NOT NULL, what TEXT NOT NULL,
@@ -191,7 +192,8 @@ class StoredLast(Mapping[str, LastEntry]):
     ``len`` and ``items`` read the file row by row.
     """
 
-    def __init__(self, db: sqlite3.Connection, source: Path, copied: bool) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, source: Path, copied: bool) -> None:
+        self.path = path  # the state file, as named (for messages)
         self.source = source
         self.copied = copied
         self.changed: LastEntries = {}
@@ -201,10 +203,20 @@ class StoredLast(Mapping[str, LastEntry]):
     def __getitem__(self, account: str) -> LastEntry:
         if account in self.changed:
             return self.changed[account]
-        row = self._db.execute(_ONE_SQL, (account,)).fetchone()
-        if row is None:
-            raise KeyError(account)
-        return _entry(row)[1]
+        with self._reading():
+            row = self._db.execute(_ONE_SQL, (account,)).fetchone()
+            if row is None:
+                raise KeyError(account)
+            return _entry(row)[1]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Rows of the file that are not last entries (found as they are read: an audit does not read
+        every row into Python): ``UsageError``, as ``load`` for any other damage."""
+        try:
+            yield
+        except (sqlite3.DatabaseError, ValueError, TypeError, ArithmeticError) as exc:
+            raise damaged(self.path, exc) from None
 
     def __iter__(self) -> Iterator[str]:
         return (account for account, _ in self.rows())
@@ -218,12 +230,13 @@ class StoredLast(Mapping[str, LastEntry]):
 
     def rows(self) -> Iterator[tuple[str, LastEntry]]:
         """Every (account, last entry), as the file holds them and as this audit changed them."""
-        cursor = self._db.execute(_LAST_SQL)
-        while batch := cursor.fetchmany(BATCH):
-            for row in batch:
-                account, entry = _entry(row)
-                if account not in self.changed:
-                    yield account, entry
+        with self._reading():
+            cursor = self._db.execute(_LAST_SQL)
+            while batch := cursor.fetchmany(BATCH):
+                for row in batch:
+                    account, entry = _entry(row)
+                    if account not in self.changed:
+                        yield account, entry
         yield from self.changed.items()
 
     def lookup(self, accounts: Iterable[str]) -> LastEntries:
@@ -235,11 +248,12 @@ class StoredLast(Mapping[str, LastEntry]):
 
     def _stored(self, accounts: Iterable[str]) -> LastEntries:
         wanted, found = list(accounts), dict[str, LastEntry]()
-        for i in range(0, len(wanted), BATCH):
-            found.update(_entry(row) for row in self._db.execute(
-                "SELECT l.account, l.seq, l.after, l.currency, l.type, l.existed "
-                "FROM json_each(?) j JOIN main.last_entries l ON l.account = j.value",
-                (json.dumps(wanted[i:i + BATCH]),)))
+        with self._reading():
+            for i in range(0, len(wanted), BATCH):
+                found.update(_entry(row) for row in self._db.execute(
+                    "SELECT l.account, l.seq, l.after, l.currency, l.type, l.existed "
+                    "FROM json_each(?) j JOIN main.last_entries l ON l.account = j.value",
+                    (json.dumps(wanted[i:i + BATCH]),)))
         return found
 
     def compare(self, batches: Iterable[list[tuple[str, str | None, str | None, str | None]]],
@@ -260,6 +274,11 @@ class StoredLast(Mapping[str, LastEntry]):
         Each batch is held to the file's rows of the same range of ids, as a whole where they are
         equal (the common case: 400,000 accounts in about 0.3 s), else account by account."""
         assert not self.changed  # (what the file holds, before this audit changes anything)
+        with self._reading():
+            return self._compare(batches, fresh)
+
+    def _compare(self, batches: Iterable[list[tuple[str, str | None, str | None, str | None]]],
+                 fresh: set[str]) -> tuple[LastEntries, list[str], bool, int]:
         needed: LastEntries = {}
         unchanged, unproven = _Ids(), _Ids()
         previous: str | None = None
@@ -331,8 +350,10 @@ def whole_ids(chunks: Iterable[list[tuple[str, str | None, str | None, str | Non
 
 # The file's last entries of a range of accounts (all; up to the first bound; between the two), as
 # ``StoredLast.compare`` holds a batch of accounts to them: as the accounts read where they are as they
-# were proven (an account that did not exist then: a type no text equals, as PostgreSQL's holds no NUL).
-_AS_PROVEN_SQL = {n: "SELECT account, after, currency, CASE WHEN existed THEN type ELSE char(0) END "
+# were proven (an account that did not exist then, or a seq that is no integer: a type no text equals,
+# as PostgreSQL's holds no NUL; such a row is read one by one, ``_entry``, and checked).
+_AS_PROVEN_SQL = {n: "SELECT account, after, currency, "
+                     "CASE WHEN existed AND typeof(seq) = 'integer' THEN type ELSE char(0) END "
                      "FROM main.last_entries" + where + " ORDER BY account"
                   for n, where in ((1, " WHERE account <= ?"), (2, " WHERE account > ? AND account <= ?"))}
 _RANGE_SQL = {n: _LAST_SQL + where + " ORDER BY account" for n, where in (
@@ -449,7 +470,7 @@ def load(path: Path) -> State | None:
         # Read only: a file that is not ours is never modified, not even by SQLite.
         db = sqlite3.connect(f"{(copy or path).resolve().as_uri()}?mode=ro", uri=True)
         try:
-            state = _read(db, copy or path, copy is not None)
+            state = _read(db, path, copy or path, copy is not None)
         except BaseException:
             _discard(db, copy)
             raise
@@ -460,9 +481,14 @@ def load(path: Path) -> State | None:
         state.loaded_from = stamp if stable and _stamp(path) == stamp else None
         return state
     except (sqlite3.DatabaseError, KeyError, ValueError, TypeError, ArithmeticError) as exc:
-        raise UsageError(f"The state file {path} is not a ledger audit state, or is damaged ({exc}).",
-                         hint="Give --state a file of its own; to start a new proven history, move this "
-                              "file away (it is left as it is).") from None
+        raise damaged(path, exc) from None
+
+
+def damaged(path: Path, exc: Exception) -> UsageError:
+    """The error for a state file that is not one, or is damaged (exit 2; the file is left as it is)."""
+    return UsageError(f"The state file {path} is not a ledger audit state, or is damaged ({exc}).",
+                      hint="Give --state a file of its own; to start a new proven history, move this "
+                           "file away (it is left as it is).")
 
 
 def _private_copy(path: Path) -> Path | None:
@@ -487,21 +513,7 @@ def _private_copy(path: Path) -> Path | None:
 LOADED_SUFFIX = ".loaded"
 
 
-def _check_last(db: sqlite3.Connection) -> None:
-    """``ValueError`` for a last proven entry whose seq or existence is not an integer, or whose
-    balance after is not a finite number (every integer is checked in the file, the rest here)."""
-    bad = db.execute("SELECT account FROM last_entries WHERE typeof(seq) <> 'integer' "
-                     "OR typeof(existed) <> 'integer' LIMIT 1").fetchone()
-    if bad:
-        raise ValueError(f"the last proven entry of account {bad[0]!r} has a seq that is not an integer")
-    for (after,) in db.execute(
-            "SELECT after FROM last_entries WHERE after IS NOT NULL AND NOT ("
-            "(after GLOB '[1-9]*' OR after = '0' OR after GLOB '-[1-9]*') "
-            "AND ltrim(after, '-') NOT GLOB '*[^0-9]*')"):
-        _exact_text(after)
-
-
-def _read(db: sqlite3.Connection, source: Path, copied: bool) -> State:
+def _read(db: sqlite3.Connection, path: Path, source: Path, copied: bool) -> State:
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
@@ -526,8 +538,7 @@ def _read(db: sqlite3.Connection, source: Path, copied: bool) -> State:
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
     # A state written before the last proven entries were kept has no such table.
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_entries'").fetchone():
-        _check_last(db)
-        state.last = StoredLast(db, source, copied)
+        state.last = StoredLast(db, path, source, copied)
     else:
         state.last = None
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'holes'").fetchone():
