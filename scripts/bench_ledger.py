@@ -170,9 +170,11 @@ def last_mode(report_dir: Path) -> str:
     return str(next((s.get("mode") for s in stages if s.get("name") == "state"), "no state"))
 
 
-def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[float]]:
+def scheduled(dsn: str, tmp: Path, config: Path, rounds: int, peaks: dict[str, list[int]]
+              ) -> dict[str, list[float]]:
     """A state started and proven, then incremental audits after 1% new entries (see the module
-    docstring). Keys name each figure's mode as its audit reported it."""
+    docstring). Keys name each figure's mode as its audit reported it; ``peaks`` gets each incremental
+    audit's peak RSS (KiB) under the same key."""
     state = tmp / "ledger.state"
     reports = tmp / "scheduled"
     reports.mkdir()
@@ -204,8 +206,10 @@ def scheduled(dsn: str, tmp: Path, config: Path, rounds: int) -> dict[str, list[
         for name, extra in shares:
             copy = tmp / f"state-{rnd}-{len(extra)}"
             shutil.copyfile(state, copy)
-            wall = run_audit(dsn, reports, config, "--state", str(copy), *extra)[0]
-            times.setdefault(f"{name} ({last_mode(reports)})", []).append(wall)
+            wall, peak = run_audit(dsn, reports, config, "--state", str(copy), *extra)
+            key = f"{name} ({last_mode(reports)})"
+            times.setdefault(key, []).append(wall)
+            peaks.setdefault(key, []).append(peak)
         print(f"scheduled round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
     return times
 
@@ -273,7 +277,8 @@ def main() -> None:
                     print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in figures.items()),
                           flush=True)
             ranges = chain.sorted_ranges()
-            incremental = scheduled(big.dsn, Path(tmp), config, args.rounds)
+            incremental_rss: dict[str, list[int]] = {}
+            incremental = scheduled(big.dsn, Path(tmp), config, args.rounds, incremental_rss)
             alone = throughput(big.dsn, WINDOW_S)
             stop = threading.Event()
             audits: list[float] = []
@@ -311,7 +316,8 @@ def main() -> None:
         print(f"{name:28s} {spread(values)}, work {inc_work:.3f} s = {inc_work / work:.3f} of the full "
               "audit's" + ("  (goal <= 0.05 at share 0.1)" if "share 0.1" in name else ""))
     print(f"peak RSS: full {max(rss['audit']) / 1024:.1f} MiB, small {max(rss['small']) / 1024:.1f} MiB, "
-          f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB")
+          f"growth {(max(rss['audit']) - max(rss['small'])) / 1024:.1f} MiB; incremental "
+          + ", ".join(f"{name} {max(peaks) / 1024:.1f} MiB" for name, peaks in incremental_rss.items()))
     print(f"writers ({WRITERS}, transfer_tokens): {alone:.0f} postings/s alone, {under:.0f}/s while "
           f"{len(audits)} audit(s) ran ({under / alone:.2f} of alone)")
     print("audits under load: " + ("every one passed" if not failed else f"FAILED: {failed[0]}"))
