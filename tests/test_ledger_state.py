@@ -30,6 +30,7 @@ import pytest
 from psycopg import sql
 
 from verifier.demo import ledger, load
+from verifier.errors import UsageError
 from verifier.ledger import gaps, history, proven
 from verifier.ledger import state as st
 from verifier.pg import conninfo
@@ -379,30 +380,26 @@ def test_the_partial_file_of_an_audit_killed_while_saving_is_removed_by_the_next
         clean_ledger: str, tmp_path: Path) -> None:
     """Found by a break-it run: an audit killed (SIGKILL) while writing the state left its partial
     file, which no later audit removed. The next save removes those of the state's own name and of
-    another process, and the private copies that audits killed while running left of the file they
-    loaded (``state._private_copy``); nothing else. An audit removes its own copy."""
+    another process; nothing else. A full audit writes its last proven entries into its own partial
+    file as it reads them (``state.spill_file``), which its save completes: none is left."""
     audit = Auditor(clean_ledger, tmp_path)
     leftover = tmp_path / f".{audit.state.name}.4194304.partial"
     leftover.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
     journal = tmp_path / f".{audit.state.name}.4194304.partial-journal"  # SQLite's, beside it
     journal.write_bytes(b"\x00" * 100)
-    copy = tmp_path / f".{audit.state.name}.k9_x2ab7.loaded"
-    copy.write_bytes(b"")
     kept = [tmp_path / f".{audit.state.name}.x1.partial", tmp_path / ".other.state.12.partial",
-            tmp_path / f"{audit.state.name}.12.partial", tmp_path / f".{audit.state.name}.k9.loaded",
-            tmp_path / ".other.state.k9_x2ab7.loaded"]
+            tmp_path / f"{audit.state.name}.12.partial"]
     for path in kept:
         path.write_bytes(b"")
     code, data, stderr, _ = audit()
     assert code == 0, (stderr, data["findings"])
-    assert not leftover.exists() and not journal.exists() and not copy.exists()
-    assert all(p.exists() for p in kept)
-    for _ in range(2):  # (each loads the state: the second audit is still a full one)
+    assert not leftover.exists() and not journal.exists() and all(p.exists() for p in kept)
+    for _ in range(2):  # (the second audit is still a full one: it proves every entry)
         code, data, stderr, _ = audit()
         assert code == 0, (stderr, data["findings"])
     assert _stage(data, "state")["mode"] == "incremental"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{audit.state.name}.")) == sorted(
-        p.name for p in kept if p.name.startswith(f".{audit.state.name}."))  # (its own copy removed)
+        p.name for p in kept if p.name.startswith(f".{audit.state.name}."))
 
 
 def test_a_timeout_or_a_killed_connection_leaves_the_state_as_it_was(ledger_copy: str,
@@ -1153,10 +1150,13 @@ def test_a_state_that_goes_on_rewrites_only_the_changed_last_entries_and_reads_a
     assert st.load(whole) == went_on
     # Found by a break-it run: a backup put back over the file while an audit ran was the file the
     # save copied (its last entries under this audit's watermarks: false drifts every night after).
+    # The last entries are read from the file as the audit needs them: the save refuses (exit 2) and
+    # leaves the backup, from which the next audit goes on.
     went_on.last_changed = set()
     auditor.state.write_bytes(backup.read_bytes())
-    st.save(auditor.state, went_on)
-    assert st.load(auditor.state) == went_on
+    with pytest.raises(UsageError, match="changed while this audit ran"):
+        st.save(auditor.state, went_on)
+    assert auditor.state.read_bytes() == backup.read_bytes()
 
 
 def test_a_state_that_cannot_be_written_for_want_of_space_is_a_clear_error(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -255,7 +256,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
     passes = split_chain(conn, passes, layout, scope.mode)
     rehash = _plan_rehash(scope, schedule)
     parts, digests, compared, gained = _audit_stage(run, conn, url, config, scope, passes, rehash, detection,
-                                                    filled)
+                                                    filled, schedule.state)
     findings, carried, tampered, results = _offenders_stage(run, conn, config, scope, passes, parts, compared,
                                                             rehash, offenders, gained)
     _opening_stage(run, scope, results)
@@ -639,7 +640,7 @@ def _plan_rehash(scope: Scope, schedule: Schedule) -> dict[str, list[tuple[int, 
 
 def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, scope: Scope,
                  passes: list[Planned], rehash: dict[str, list[tuple[int, int]]], detection: Detection,
-                 filled: dict[str, sql.Composable]
+                 filled: dict[str, sql.Composable], state_path: Path | None
                  ) -> tuple[list[PassResult], list[history.Digests], list[history.Digests],
                             list[st.Tampered]]:
     """The "audit" stage: every pass's summary and the history digests, in parallel, in one snapshot.
@@ -686,9 +687,15 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                           journals=was.proven["journals"], late=scope.late["journals"]))
         # Each account's last entry among those this audit proves (all of them, in full), for the
         # next audit's chains and accounts.
-        last_from = scope.state.proven["entries"] if scope.mode == "incremental" else proven.FULL_FROM
-        jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=last_from,
-                                      new=scope.settled["entries"], late=scope.proving("entries")))
+        if scope.mode == "incremental":
+            jobs.append(functools.partial(proven.newly_proven_last, filled=filled,
+                                          old=scope.state.proven["entries"], new=scope.settled["entries"],
+                                          late=scope.proving("entries")))
+        else:  # (every account's: written to a file beside the state as they are read, not held in memory)
+            assert state_path is not None
+            jobs.append(functools.partial(proven.all_last, filled=filled, new=scope.settled["entries"],
+                                          late=scope.proving("entries"), spill=st.spill_file(state_path),
+                                          path=state_path))
     first += [i for i, name in enumerate(names) if name == "journals"]
     snapshot_id = export_snapshot(conn)
     run.provenance["exported_snapshot"] = snapshot_id
@@ -709,7 +716,8 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
             if scope.mode == "incremental" and kept is not None:
                 scope.state.last, scope.state.last_changed = proven.merged_last(kept, last), set(last)
             else:
-                scope.state.last = last
+                assert state_path is not None
+                scope.state.last = st.spilled(last, state_path)
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
                       passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
                                "rules": [rule.rule for rule in x.p.rules],

@@ -585,13 +585,36 @@ def newly_proven_last(conn: psycopg.Connection, filled: dict[str, sql.Composable
     type now, whether it exists). One scan of those entries, aggregated per account."""
     if new <= old and not late:
         return {}
+    return dict(_last_row(row) for row in conn.execute(_newly_proven_last_query(filled, old, new, late)))
+
+
+def all_last(conn: psycopg.Connection, filled: dict[str, sql.Composable], new: int, late: list[int] | None,
+             spill: Path, path: Path) -> Path:
+    """``newly_proven_last`` of every entry up to ``new`` (a full audit's), written into ``spill``
+    (``state.write_last``, for the state file ``path``) as it is read, in the order of the ids' UTF-8
+    bytes, not held in memory. Returns ``spill``."""
+    query = sql.SQL("SELECT * FROM ({}) x(account, seq, after, currency, type, existed) "
+                    "ORDER BY pg_catalog.convert_to(x.account, 'UTF8')").format(
+        _newly_proven_last_query(filled, FULL_FROM, new, late))
+    with conn.cursor(name="verifier_last_entries") as cursor:
+        cursor.execute(query)
+        st.write_last(spill, path, ([_last_row(row) for row in batch]
+                                    for batch in iter(lambda: cursor.fetchmany(st.BATCH), [])))
+    return spill
+
+
+def _newly_proven_last_query(filled: dict[str, sql.Composable], old: int, new: int, late: list[int] | None
+                             ) -> sql.Composed:
     also = (sql.SQL(" OR l.{} = ANY({})").format(filled["entries_seq"], history.ids(late)) if late
             else sql.SQL(""))
-    rows = conn.execute(inv.compose(inv.NEWLY_PROVEN_LAST, {
-        **filled, "old": sql.Literal(old), "new": sql.Literal(new), "late_l": also})).fetchall()
-    return {str(a): (int(seq), None if after is None else str(after), None if cur is None else str(cur),
-                     None if kind is None else str(kind), bool(existed))
-            for a, seq, after, cur, kind, existed in rows}
+    return inv.compose(inv.NEWLY_PROVEN_LAST, {
+        **filled, "old": sql.Literal(old), "new": sql.Literal(new), "late_l": also})
+
+
+def _last_row(row: tuple[Any, ...]) -> tuple[str, st.LastEntry]:
+    a, seq, after, cur, kind, existed = row
+    return str(a), (int(seq), None if after is None else str(after), None if cur is None else str(cur),
+                    None if kind is None else str(kind), bool(existed))
 
 
 def merged_last(kept: st.LastEntries | st.StoredLast, new: st.LastEntries) -> st.LastEntries | st.StoredLast:
