@@ -1428,3 +1428,32 @@ def test_a_journal_of_a_gap_with_one_leg_below_its_accounts_last_proven_entry(
     code, data, stderr, found = auditor("--config", str(config))
     assert code == 1 and ("trial_balance_nonzero", "public.entries") not in found, found
     assert ("history_tampered", "public.entries") in found, found  # (a range: several rows in one chunk)
+
+
+def test_a_balance_of_nan_or_infinity_is_named_by_every_audit(ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: in a numeric balance column, NaN on an account without entries passed
+    every audit (it only states its opening balance), and on an account with entries every audit was
+    an internal error (its drift's cents impact, NaN, made into an integer). Both are
+    ``balance_not_finite``, in an incremental audit and a stateless one; the drift is still named."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TABLE accounts ALTER COLUMN balance_cents TYPE numeric")  # (Infinity: no scale)
+        idle = conn.execute("INSERT INTO accounts (owner_id, type, currency, balance_cents) "
+                            "VALUES (gen_random_uuid(), 'user', 'USD', 0) RETURNING id").fetchone()
+        busy = conn.execute("SELECT max(account_id) FROM entries").fetchone()
+    assert idle and busy
+    for _ in range(3):
+        assert auditor("--config", str(config))[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("UPDATE accounts SET balance_cents = 'NaN' WHERE id = %s", idle)
+        conn.execute("UPDATE accounts SET balance_cents = 'Infinity' WHERE id = %s", busy)
+    incremental = auditor("--config", str(config))
+    assert _stage(incremental[1], "state")["mode"] == "incremental"
+    for code, data, stderr, found in (incremental, auditor("--config", str(config), state=False)):
+        assert code == 1 and "internal error" not in stderr, stderr
+        assert found[("balance_not_finite", "public.accounts")] == {str(idle[0]), str(busy[0])}, found
+        assert found[("account_balance_drift", "public.accounts")] == {str(busy[0])}, found
+        [nan] = [f for f in data["findings"] if f["rule"] == "balance_not_finite"]
+        assert nan["cents_impact"] == 0 and nan["count"] == 2

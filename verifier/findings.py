@@ -157,6 +157,8 @@ REGISTRY: tuple[Rule, ...] = (
         ("negative_balance", "error", "an account of a type that must not go negative did, at some entry"),
         ("account_balance_drift", "error",
          "an account's balance is not its last entry's balance after"),
+        ("balance_not_finite", "error",
+         "an account's balance is NaN, Infinity or -Infinity: no cents can stand for it"),
         ("account_id_duplicate", "error",
          "two or more accounts share an id (the accounts' id column has no unique index): each of the "
          "id's entries and its balance are counted once per row"),
