@@ -777,6 +777,7 @@ def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, 
 @pytest.mark.parametrize("damage", [
     "UPDATE last_entries SET after = 'xyz'", "UPDATE last_entries SET after = 'Infinity'",
     "UPDATE last_entries SET seq = 'abc' WHERE account = (SELECT max(account) FROM last_entries)",
+    "UPDATE last_entries SET after = '1e999999999' WHERE account = (SELECT min(account) FROM last_entries)",
     "UPDATE trial SET total = 'abc'", "UPDATE trial SET total = 'NaN'",
     "UPDATE meta SET value = 'zz' WHERE key = 'salt'",
     "UPDATE meta SET value = '\"abc\"' WHERE key = 'seen_xmax'",

@@ -606,11 +606,20 @@ def _stamp(path: Path) -> tuple[int, int, int, int]:
     return info.st_dev, info.st_ino, info.st_size, info.st_ctime_ns
 
 
+# The most digits before the point a figure of the file may have: PostgreSQL's numeric holds up to
+# 131,072 (its documentation, "Arbitrary Precision Numbers"); ``1e999999999`` took the audit minutes
+# to write out as an integer, and SIGTERM could not stop it (found by a break-it run).
+FIGURE_DIGITS_MAX = 131_072
+
+
 def _finite(text: Any) -> Decimal:
-    """A figure of the file as a Decimal; ``ValueError`` for one that is not a finite number."""
+    """A figure of the file as a Decimal; ``ValueError`` for one that is not a finite number, or has
+    more than ``FIGURE_DIGITS_MAX`` digits before its point."""
     value = Decimal(str(text))
     if not value.is_finite():
         raise ValueError(f"a figure that is not a finite number: {text!r}")
+    if value and value.adjusted() >= FIGURE_DIGITS_MAX:
+        raise ValueError(f"a figure of more digits than any numeric holds: {str(text)[:40]!r}")
     return value
 
 
