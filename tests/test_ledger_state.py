@@ -1154,10 +1154,20 @@ def test_a_state_that_goes_on_rewrites_only_the_changed_last_entries_and_reads_a
     # The last entries are read from the file as the audit needs them: the save refuses (exit 2) and
     # leaves the backup, from which the next audit goes on.
     went_on.last_changed = set()
+    anew = st.new(went_on.identity)  # (a full audit's, started anew from the file it loaded: break-it run)
+    anew.loaded_from, anew.loaded_path = went_on.loaded_from, went_on.loaded_path
     auditor.state.write_bytes(backup.read_bytes())
+    for state in (went_on, anew):
+        with pytest.raises(UsageError, match="changed while this audit ran"):
+            st.save(auditor.state, state)
+        assert auditor.state.read_bytes() == backup.read_bytes()
+    # Read while it is being replaced: that it changed, not that it is damaged (whose advice, to move
+    # it away, would lose a good state: found by a break-it run).
+    reading = st.load(auditor.state)
+    assert reading is not None
+    auditor.state.write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
     with pytest.raises(UsageError, match="changed while this audit ran"):
-        st.save(auditor.state, went_on)
-    assert auditor.state.read_bytes() == backup.read_bytes()
+        dict(reading.last or {})
 
 
 def test_a_state_that_cannot_be_written_for_want_of_space_is_a_clear_error(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from psycopg import sql
 from verifier.cents.sql import UNIQUE_KEY_SQL
 from verifier.config import Config
 from verifier.config.ledger import Layout
-from verifier.errors import VerifierError
+from verifier.errors import UsageError, VerifierError
 from verifier.files import OFFENDERS_NAME, offenders_csv
 from verifier.findings import Finding, rule
 from verifier.ledger import history, proven
@@ -700,9 +700,15 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                                           late=scope.proving("entries")))
         else:  # (every account's: written to a file beside the state as they are read, not held in memory)
             assert state_path is not None
-            jobs.append(functools.partial(proven.all_last, filled=filled, new=scope.settled["entries"],
-                                          late=scope.proving("entries"), spill=st.spill_file(state_path),
-                                          path=state_path))
+            try:
+                spill: Path | None = st.spill_file(state_path)
+            except UsageError:  # (held in memory: the findings are reported, the save fails as before)
+                spill = None
+            jobs.append(functools.partial(proven.newly_proven_last, filled=filled, old=proven.FULL_FROM,
+                                          new=scope.settled["entries"], late=scope.proving("entries"))
+                        if spill is None else
+                        functools.partial(proven.all_last, filled=filled, new=scope.settled["entries"],
+                                          late=scope.proving("entries"), spill=spill, path=state_path))
     first += [i for i, name in enumerate(names) if name == "journals"]
     snapshot_id = export_snapshot(conn)
     run.provenance["exported_snapshot"] = snapshot_id
@@ -724,7 +730,7 @@ def _audit_stage(run: Run, conn: psycopg.Connection, url: str, config: Config, s
                 scope.state.last, scope.state.last_changed = proven.merged_last(kept, last), set(last)
             else:
                 assert state_path is not None
-                scope.state.last = st.spilled(last, state_path)
+                scope.state.last = last if isinstance(last, dict) else st.spilled(last, state_path)
         detail.update(workers=min(config.ledger.workers, len(jobs)), mode=scope.mode,
                       passes=[{"pass": r.name, **({"accounts": x.part} if x.part else {}),
                                "rules": [rule.rule for rule in x.p.rules],

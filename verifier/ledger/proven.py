@@ -470,6 +470,8 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         if before is None or schedule.full or before.empty or again:
             state, mode = st.new(current), "full"
             state.runs = before.runs if before else []
+            if before is not None:  # (its save refuses to replace a file that changed meanwhile)
+                state.loaded_from, state.loaded_path = before.loaded_from, before.loaded_path
             if again:
                 detail["full_because"] = f"{again}: all is checked again, its proven history re-hashed"
         else:

@@ -165,6 +165,9 @@ class State:
     # if it still stands so (a backup put back during an audit held other rows: found by a break-it
     # run). None: not loaded from a file.
     loaded_from: tuple[int, int, int, int] | None = field(default=None, compare=False)
+    # That file: a save refuses to replace it if it no longer stands as it did then (``changed``); a
+    # full audit that starts anew from a loaded state keeps it. None: not loaded from a file.
+    loaded_path: Path | None = field(default=None, compare=False)
 
     @property
     def seed(self) -> int:
@@ -199,6 +202,7 @@ class StoredLast(Mapping[str, LastEntry]):
         self.source = source
         self.spill = spill
         self.changed: LastEntries = {}
+        self.stamp: tuple[int, int, int, int] | None = None  # the source's as loaded (``_stamp``)
         self._db = db
         self._finalizer = weakref.finalize(self, _discard, db, source if spill else None)
 
@@ -219,17 +223,22 @@ class StoredLast(Mapping[str, LastEntry]):
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         """Rows of the file that are not last entries (found as they are read: an audit does not read
-        every row into Python): ``UsageError``, as ``load`` for any other damage."""
+        every row into Python): ``UsageError``, as ``load`` for any other damage, or ``changed`` where
+        the file no longer stands as it was loaded (found by a break-it run: a backup put back while
+        it was read said "damaged", and advised moving a good state away)."""
         try:
             yield
         except (sqlite3.DatabaseError, ValueError, TypeError, ArithmeticError) as exc:
+            if not self.spill and not _unchanged(self.source, self.stamp):  # (a backup put back meanwhile)
+                raise changed(self.path) from None
             raise damaged(self.path, exc) from None
 
     def __iter__(self) -> Iterator[str]:
         return (account for account, _ in self.rows())
 
     def __len__(self) -> int:
-        stored = self._db.execute("SELECT count(*) FROM main.last_entries").fetchone()[0]
+        with self._reading():
+            stored = self._db.execute("SELECT count(*) FROM main.last_entries").fetchone()[0]
         return int(stored) + len(self.changed) - len(self._stored(self.changed))
 
     def items(self) -> ItemsView[str, LastEntry]:
@@ -536,6 +545,9 @@ def load(path: Path) -> State | None:
         if not isinstance(state.last, StoredLast):
             db.close()
         state.loaded_from = stamp if _stamp(path) == stamp else None
+        state.loaded_path = path
+        if isinstance(state.last, StoredLast):
+            state.last.stamp = state.loaded_from
         return state
     except (sqlite3.DatabaseError, KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise damaged(path, exc) from None
@@ -648,12 +660,26 @@ def _remove_leftovers(path: Path) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-def _unchanged(path: Path, state: State) -> bool:
-    """Whether the file at ``path`` stands as it did when ``state`` was loaded from it."""
+def _unchanged(path: Path, stamp: tuple[int, int, int, int] | None) -> bool:
+    """Whether the file at ``path`` stands as ``stamp`` says it did (``_stamp``)."""
     try:
-        return state.loaded_from is not None and _stamp(path) == state.loaded_from
+        return stamp is not None and _stamp(path) == stamp
     except OSError:
         return False
+
+
+def changed(path: Path) -> UsageError:
+    """The error for a state file that changed while the audit ran (exit 2; it is left as it is)."""
+    return UsageError(f"The state file {path} changed while this audit ran.",
+                      hint="It is left as it is now; the next audit goes on from it.")
+
+
+def _check_unchanged(state: State) -> None:
+    """``UsageError`` where the file ``state`` was loaded from no longer stands as it did then (a backup
+    put back during the audit: a new state written over it would lose it, and one going on from it
+    would mix the two)."""
+    if state.loaded_path is not None and not _unchanged(state.loaded_path, state.loaded_from):
+        raise changed(state.loaded_path)
 
 
 def _basis(path: Path, state: State) -> bool:
@@ -664,9 +690,8 @@ def _basis(path: Path, state: State) -> bool:
     last = state.last
     if not isinstance(last, StoredLast) or last.spill:
         return False
-    if not _unchanged(last.source, state):
-        raise UsageError(f"The state file {last.source} changed while this audit ran.",
-                         hint="It is left as it is now; the next audit goes on from it.")
+    if not _unchanged(last.source, last.stamp):
+        raise changed(last.source)
     return state.last_changed is not None and last.source.resolve() == path.resolve()
 
 
@@ -680,6 +705,7 @@ def save(path: Path, state: State) -> None:
     Where ``state.last_changed`` is set (the state was loaded from ``path`` and goes on from it), the
     new file is a copy of it whose tables are written again, but for ``last_entries``, where only
     the rows of those accounts are."""
+    _check_unchanged(state)
     tmp = _partial(path)
     last = state.last
     spill = isinstance(last, StoredLast) and last.spill and last.source == tmp
@@ -746,6 +772,7 @@ def save(path: Path, state: State) -> None:
             db.close()
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
+        _check_unchanged(state)  # (again: the save took a moment; a put-back in the last one is lost)
         os.replace(tmp, path)
         if spill and isinstance(last, StoredLast):
             last.taken()
