@@ -1468,3 +1468,37 @@ def test_a_balance_of_nan_or_infinity_is_named_by_every_audit(ledger_copy: str, 
         assert found[("account_balance_drift", "public.accounts")] == {str(busy[0])}, found
         [nan] = [f for f in data["findings"] if f["rule"] == "balance_not_finite"]
         assert nan["cents_impact"] == 0 and nan["count"] == 2
+
+
+def test_an_amount_of_nan_fails_every_audit_and_leaves_a_state_that_goes_on(ledger_copy: str,
+                                                                            tmp_path: Path) -> None:
+    """Found by a break-it run: in numeric entry columns, an amount of NaN made every audit an internal
+    error (the report's trial balance chart), and an audit that proved it saved a state whose trial
+    sums were NaN, which every later audit refused as damaged, even once the amount was mended."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TABLE entries ALTER COLUMN amount_cents TYPE numeric, ALTER COLUMN "
+                     "balance_before_cents TYPE numeric, ALTER COLUMN balance_after_cents TYPE numeric")
+    for _ in range(3):
+        assert auditor("--config", str(config))[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
+                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        _transfer(conn, payer, payee)
+        debit = conn.execute("SELECT max(id) FROM entries WHERE amount_cents > 0").fetchone()
+        assert debit
+        conn.execute("ALTER TABLE entries DISABLE TRIGGER USER")
+        conn.execute("UPDATE entries SET amount_cents = 'NaN' WHERE id = %s", debit)
+    for _ in range(3):  # (the first sees it, the next would prove it)
+        code, data, stderr, found = auditor("--config", str(config))
+        assert code == 1 and "internal error" not in stderr, stderr
+        assert found[("journal_unbalanced", "public.journals")], found
+    assert _stage(data, "state saved")["saved"] is False
+    full = auditor("--config", str(config), state=False)
+    assert full[0] == 1 and "internal error" not in full[2], full[2]
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET amount_cents = 100 WHERE id = %s", debit)
+    code, data, stderr, _ = auditor("--config", str(config))
+    assert code == 0 and _stage(data, "state")["mode"] == "incremental", (stderr, data["findings"])

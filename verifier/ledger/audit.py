@@ -187,6 +187,13 @@ def _sample(bucket: list[dict[str, Any]], limit: int, ident: str | None, impact:
                        "detail": detail})
 
 
+def _finite_sums(state: st.State) -> bool:
+    """Whether the figures a state file keeps of its proven entries (trial sums, chunks' amounts) are
+    all numbers: an entry's amount of NaN or Infinity would make them NaN for good."""
+    return all(t.is_finite() for t in state.trial.values()) and all(
+        c.amount.is_finite() for chunks in state.chunks.values() for c in chunks.values())
+
+
 def _cents(impact: Decimal) -> int:
     """A cents impact as a whole number; 0 for NaN or Infinity, which no cents can stand for (a
     balance or amount of NaN made every audit an internal error: found by a break-it run). The rows
@@ -290,7 +297,12 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
                     f"more than {history.HOLES_NEW_MAX:,} gaps among the ids this audit proved (ids drawn "
                     "with an increment or from several sequences): a row added in one later is "
                     "history_tampered") for t in sparse}
-            st.save(schedule.state, scope.state)
+            if _finite_sums(scope.state):
+                st.save(schedule.state, scope.state)
+            else:  # (saved, every later audit refused the file, even once mended: found by a break-it run)
+                detail.update(saved=False, why=(
+                    "the entries this audit would prove sum to NaN or Infinity (a numeric amount column): "
+                    "the state file is left as it was, and they are checked again by the next audit"))
             detail.update(path=str(schedule.state), proven=dict(scope.state.proven),
                           carried=len(scope.state.carried),
                           chunks={t: len(c) for t, c in scope.state.chunks.items()}, rehashed_chunks=rehashed,

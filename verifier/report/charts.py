@@ -41,6 +41,12 @@ class Bar:
     tone: str = "neutral"  # a key of COLORS
     title: str = ""  # tooltip
 
+    def __post_init__(self) -> None:
+        # NaN or Infinity (a numeric column's) draws no bar; ``text`` still says it (a trial balance
+        # of NaN made the report an internal error: found by a break-it run).
+        if not Decimal(self.value).is_finite():
+            object.__setattr__(self, "value", 0)
+
 
 def _px(value: Decimal | int, scale: Decimal) -> int:
     return int((Decimal(value) * scale).to_integral_value(ROUND_HALF_UP))
