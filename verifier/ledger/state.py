@@ -222,8 +222,8 @@ class StoredLast(Mapping[str, LastEntry]):
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
-        """Rows of the file that are not last entries (found as they are read: an audit does not read
-        every row into Python): ``UsageError``, as ``load`` for any other damage, or ``changed`` where
+        """A damaged row of the file (found as it is read: an audit does not read every row into
+        Python): ``UsageError``, as ``load`` for any other damage, or ``changed`` where
         the file no longer stands as it was loaded (found by a break-it run: a backup put back while
         it was read said "damaged", and advised moving a good state away)."""
         try:
