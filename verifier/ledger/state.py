@@ -288,7 +288,8 @@ class StoredLast(Mapping[str, LastEntry]):
         whether that list is the latter, and how many accounts are as they were.
 
         Each batch is held to the file's rows of the same range of ids, as a whole where they are
-        equal (the common case: 400,000 accounts in about 0.3 s), else account by account."""
+        equal (the common case: 1.6 million accounts in about 1.5 s, reading the file's rows
+        included), else account by account."""
         assert not self.changed  # (what the file holds, before this audit changes anything)
         with self._reading():
             return self._compare(batches, fresh)
@@ -379,7 +380,7 @@ _BEYOND_SQL = _LAST_SQL + " WHERE account > ? ORDER BY account"
 
 class _Ids:
     """Ids (text without NUL, as PostgreSQL's is) kept as one string per ``BATCH`` of them: 400,000
-    ids as Python strings in a list took about 30 MB, so about 4."""
+    ids of 7 digits took 25.7 MB as Python strings in a list, 3.2 MB so (tracemalloc)."""
 
     def __init__(self) -> None:
         self._parts: list[str] = []
