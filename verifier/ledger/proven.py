@@ -319,9 +319,17 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
             cursor.execute(inv.compose(ACCOUNTS_NOW_SQL, filled))
             needed, named, by_unproven, unchanged = last.compare(
                 st.whole_ids(iter(lambda: cursor.fetchmany(st.BATCH), [])), fresh)
-    return (inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial, layout,
-                            needed, named, by_unproven, gaps, below),
-            {"sent": len(needed), "unchanged": unchanged})
+    placeholders = inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial,
+                                   layout, needed, named, by_unproven, gaps, below)
+    # The entries sent, read once here as every pass reads them: one the entries' columns cannot hold
+    # (an account 'zzz' where ids are bigint, a fraction in a bigint balance) is the state file's
+    # damage, not an internal error in a pass (found by break-it runs).
+    try:
+        with conn.transaction():  # (a savepoint: the audit's transaction goes on)
+            conn.execute(sql.SQL("SELECT count(*) FROM {} x").format(placeholders["proven_last"]))
+    except psycopg.errors.DataError as exc:
+        raise st.damaged(state.loaded_path or Path("--state"), exc) from None
+    return placeholders, {"sent": len(needed), "unchanged": unchanged}
 
 
 def _moved_across_floor(conn: psycopg.Connection, placeholders: dict[str, sql.Composable]) -> str | None:
