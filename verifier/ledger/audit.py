@@ -48,7 +48,7 @@ from verifier.config import Config
 from verifier.config.ledger import Layout
 from verifier.errors import UsageError, VerifierError
 from verifier.files import OFFENDERS_NAME, offenders_csv
-from verifier.findings import Finding, rule
+from verifier.findings import Finding, rule, whole_cents
 from verifier.ledger import history, proven
 from verifier.ledger import invariants as inv
 from verifier.ledger import state as st
@@ -183,7 +183,7 @@ def stream_offenders(conn: psycopg.Connection, p: inv.Pass, filled: dict[str, sq
 def _sample(bucket: list[dict[str, Any]], limit: int, ident: str | None, impact: str | None,
             detail: str | None) -> None:
     if len(bucket) < limit:  # NULL (None) where a layout's column is NULL
-        bucket.append({"id": ident, "cents_impact": _cents(Decimal(impact)) if impact is not None else 0,
+        bucket.append({"id": ident, "cents_impact": whole_cents(Decimal(impact)) if impact is not None else 0,
                        "detail": detail})
 
 
@@ -192,13 +192,6 @@ def _finite_sums(state: st.State) -> bool:
     all numbers: an entry's amount of NaN or Infinity would make them NaN for good."""
     return all(t.is_finite() for t in state.trial.values()) and all(
         c.amount.is_finite() for chunks in state.chunks.values() for c in chunks.values())
-
-
-def _cents(impact: Decimal) -> int:
-    """A cents impact as a whole number; 0 for NaN or Infinity, which no cents can stand for (a
-    balance or amount of NaN made every audit an internal error: found by a break-it run). The rows
-    stay named, with their values, in the sample and offenders.csv."""
-    return int(impact) if impact.is_finite() else 0
 
 
 def add_carried(p: inv.Pass, result: PassResult, carried: list[st.Carried], layout: Layout, out: Any,
@@ -222,7 +215,7 @@ def findings_of(p: inv.Pass, result: PassResult, samples: dict[int, list[dict[st
         table = layout.table(r.table)
         found.append(Finding(
             rule=r.rule, severity="error", table=table, count=result.counts[i],
-            cents_impact=_cents(result.impacts[i]), sample=tuple(samples.get(i, [])),
+            cents_impact=whole_cents(result.impacts[i]), sample=tuple(samples.get(i, [])),
             message=f"{result.counts[i]:,} row(s) of {table}: {r.rule} ({rule(r.rule).meaning})",
             detail={"check": p.name, "offenders": offenders},
         ))
@@ -872,7 +865,7 @@ def _drift_by_type(results: list[PassResult]) -> dict[str, dict[str, Any]]:
                 tally = by_type.setdefault(group, [0, Decimal(0)])
                 tally[0] += n
                 tally[1] += cents
-    return {t: {"accounts": n, "drift_cents": str(_cents(Decimal(cents)))}
+    return {t: {"accounts": n, "drift_cents": str(whole_cents(Decimal(cents)))}
             for t, (n, cents) in sorted(by_type.items())}
 
 

@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 
 from verifier.config.ledger import Layout
+from verifier.findings import whole_cents
 from verifier.ledger.state import Chunk, State, Tampered
 from verifier.pg.snapshot import planned
 
@@ -367,8 +368,7 @@ def _pinpoint(table: str, chunk: int, old: Chunk, cur: Chunk, proven: int) -> Ta
     lo, hi = chunk_range(chunk)
     upto = min(hi, proven)
     d0, d1, dn = (cur.s0 - old.s0) % P, (cur.s1 - old.s1) % P, cur.n - old.n
-    moved = abs(cur.amount - old.amount)
-    impact = int(moved) if moved.is_finite() else 0  # (an amount of NaN or Infinity: no cents)
+    impact = whole_cents(abs(cur.amount - old.amount))
     if d0 and abs(dn) <= 1:
         residue = d1 * pow(d0, -1, P) % P  # the changed row's id, modulo P
         candidate = lo + (residue - lo) % P

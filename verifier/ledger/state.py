@@ -495,11 +495,11 @@ def _entry(row: tuple[Any, ...]) -> tuple[str, LastEntry]:
                           bool(existed))
 
 
-def _discard(db: sqlite3.Connection, copy: Path | None) -> None:
+def _discard(db: sqlite3.Connection, spill: Path | None) -> None:
     db.close()
-    if copy is not None:
+    if spill is not None:
         with contextlib.suppress(OSError):
-            copy.unlink(missing_ok=True)
+            spill.unlink(missing_ok=True)
 
 
 def new(identity: dict[str, Any]) -> State:
