@@ -1504,3 +1504,39 @@ def test_an_amount_of_nan_fails_every_audit_and_leaves_a_state_that_goes_on(ledg
         conn.execute("UPDATE entries SET amount_cents = 100 WHERE id = %s", debit)
     code, data, stderr, _ = auditor("--config", str(config))
     assert code == 0 and _stage(data, "state")["mode"] == "incremental", (stderr, data["findings"])
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
+def test_a_balance_after_of_nan_is_not_proven_as_an_accounts_last_entry(ledger_copy: str, tmp_path: Path,
+                                                                        full: bool) -> None:
+    """Found by a break-it run: in numeric entry columns, a balance after of NaN or Infinity on an
+    account's newest entry was proven as its last entry, and every later audit refused the state file
+    as damaged, even once the balance was mended (only ``--full`` went on)."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("ALTER TABLE entries ALTER COLUMN amount_cents TYPE numeric, ALTER COLUMN "
+                     "balance_before_cents TYPE numeric, ALTER COLUMN balance_after_cents TYPE numeric")
+    for _ in range(2):
+        assert auditor("--config", str(config))[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
+                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        _transfer(conn, payer, payee)
+        newest, after = conn.execute("SELECT id, balance_after_cents FROM entries ORDER BY id DESC LIMIT 1"
+                                     ).fetchone() or (0, 0)
+        conn.execute("ALTER TABLE entries DISABLE TRIGGER USER")
+    extra = ("--full",) if full else ()
+    for bad in ("NaN", "Infinity"):
+        with psycopg.connect(ledger_copy, autocommit=True) as conn:
+            conn.execute("UPDATE entries SET balance_after_cents = %s WHERE id = %s", (bad, newest))
+        for _ in range(2):  # (the first sees it, the next would prove it)
+            code, data, stderr, found = auditor("--config", str(config), *extra)
+            assert code == 1 and "internal error" not in stderr, stderr
+            assert found[("running_balance_break", "public.entries")], found
+        assert _stage(data, "state saved")["saved"] is False, _stage(data, "state saved")
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("UPDATE entries SET balance_after_cents = %s WHERE id = %s", (after, newest))
+    code, data, stderr, _ = auditor("--config", str(config))
+    assert code == 0 and _stage(data, "state")["mode"] == "incremental", (stderr, data["findings"])

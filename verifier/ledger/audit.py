@@ -187,13 +187,6 @@ def _sample(bucket: list[dict[str, Any]], limit: int, ident: str | None, impact:
                        "detail": detail})
 
 
-def _finite_sums(state: st.State) -> bool:
-    """Whether the figures a state file keeps of its proven entries (trial sums, chunks' amounts) are
-    all numbers: an entry's amount of NaN or Infinity would make them NaN for good."""
-    return all(t.is_finite() for t in state.trial.values()) and all(
-        c.amount.is_finite() for chunks in state.chunks.values() for c in chunks.values())
-
-
 def add_carried(p: inv.Pass, result: PassResult, carried: list[st.Carried], layout: Layout, out: Any,
                 samples: dict[int, list[dict[str, Any]]], sample_rows_max: int) -> None:
     """Report pass ``p``'s offenders in proven history, found by earlier audits, with this audit's."""
@@ -290,12 +283,13 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
                     f"more than {history.HOLES_NEW_MAX:,} gaps among the ids this audit proved (ids drawn "
                     "with an increment or from several sequences): a row added in one later is "
                     "history_tampered") for t in sparse}
-            if _finite_sums(scope.state):
+            if st.finite(scope.state):
                 st.save(schedule.state, scope.state)
-            else:  # (saved, every later audit refused the file, even once mended: found by a break-it run)
+            else:  # (saved, every later audit refused the file, even once mended: found by break-it runs)
                 detail.update(saved=False, why=(
-                    "the entries this audit would prove sum to NaN or Infinity (a numeric amount column): "
-                    "the state file is left as it was, and they are checked again by the next audit"))
+                    "the entries this audit would prove hold an amount or a balance of NaN or Infinity (a "
+                    "numeric column): the state file is left as it was, and they are checked again by "
+                    "the next audit"))
             detail.update(path=str(schedule.state), proven=dict(scope.state.proven),
                           carried=len(scope.state.carried),
                           chunks={t: len(c) for t, c in scope.state.chunks.items()}, rehashed_chunks=rehashed,

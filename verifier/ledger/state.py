@@ -184,6 +184,12 @@ _ONE_SQL = _LAST_SQL + " WHERE account = ?"
 BATCH = 10_000  # accounts per statement or per fetch where the state file is read by account
 
 
+# A last entry whose balance's text is not a finite number's (as PostgreSQL prints NaN, Infinity).
+_NOT_A_NUMBER_SQL = """
+SELECT 1 FROM main.last_entries
+WHERE after IS NOT NULL AND (after NOT GLOB '*[0-9]*' OR after GLOB '*[^-+.0-9eE]*') LIMIT 1"""
+
+
 class StoredLast(Mapping[str, LastEntry]):
     """Each account's last proven entry as a loaded state file holds them (``State.last``), read from
     it when asked, with those this audit changed (``changed``) over them.
@@ -254,6 +260,17 @@ class StoredLast(Mapping[str, LastEntry]):
                     if account not in self.changed:
                         yield account, entry
         yield from self.changed.items()
+
+    def finite(self) -> bool:
+        """Whether the balances of the last entries this audit wrote are finite numbers (``finite``):
+        those it changed and, for a full audit's (``spilled``), every row, in one scan of the file
+        for a balance whose text is not a number's (NaN, Infinity)."""
+        if not _finite_balances(self.changed.values()):
+            return False
+        if not self.spill:
+            return True
+        with self._reading():
+            return self._db.execute(_NOT_A_NUMBER_SQL).fetchone() is None
 
     def lookup(self, accounts: Iterable[str]) -> LastEntries:
         """The last entries of those of ``accounts`` (ids as text) that have one, read in batches."""
@@ -623,6 +640,31 @@ def _stamp(path: Path) -> tuple[int, int, int, int]:
 # 131,072 (its documentation, "Arbitrary Precision Numbers"); ``1e999999999`` took the audit minutes
 # to write out as an integer, and SIGTERM could not stop it (found by a break-it run).
 FIGURE_DIGITS_MAX = 131_072
+
+
+def finite(state: State) -> bool:
+    """Whether the figures ``save`` would keep of ``state``'s proven entries are all finite numbers:
+    trial sums, chunks' amounts and the last entries' balances this audit wrote (``State.last``:
+    those of a loaded file were checked by the audit that saved them). In ``numeric`` and ``double
+    precision`` columns PostgreSQL keeps NaN and Infinity (PostgreSQL documentation, "Numeric
+    Types"); saved, one made every later audit refuse the file as damaged, even once mended (found by
+    break-it runs), so such a state is not saved and its entries are checked again."""
+    if not (all(t.is_finite() for t in state.trial.values())
+            and all(c.amount.is_finite() for chunks in state.chunks.values() for c in chunks.values())):
+        return False
+    last = state.last
+    if isinstance(last, StoredLast):
+        return last.finite()
+    return _finite_balances((last or {}).values())
+
+
+def _finite_balances(entries: Iterable[LastEntry]) -> bool:
+    for entry in entries:
+        try:
+            entry[1] is None or _finite(entry[1])
+        except (ValueError, ArithmeticError):
+            return False
+    return True
 
 
 def _finite(text: Any) -> Decimal:
