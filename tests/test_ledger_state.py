@@ -778,7 +778,10 @@ def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, 
     "UPDATE last_entries SET after = 'xyz'", "UPDATE last_entries SET after = 'Infinity'",
     "UPDATE last_entries SET seq = 'abc' WHERE account = (SELECT max(account) FROM last_entries)",
     "UPDATE last_entries SET after = '1e999999999' WHERE account = (SELECT min(account) FROM last_entries)",
-    "INSERT INTO last_entries VALUES ('zzz', 5, '0', 'USD', 'user', 1)",
+    "INSERT INTO last_entries VALUES ('zzz', 5, '0', 'USD', 'user', 1); "
+    "UPDATE meta SET value = value + 1 WHERE key = 'last_entries'",
+    "DELETE FROM last_entries WHERE account = (SELECT max(account) FROM last_entries)",
+    "INSERT INTO last_entries VALUES ('999999999', 5, '0', 'USD', 'user', 1)",
     "UPDATE last_entries SET after = '100.5' WHERE account = (SELECT max(account) FROM last_entries)",
     "UPDATE trial SET total = 'abc'", "UPDATE trial SET total = 'NaN'",
     "UPDATE meta SET value = 'zz' WHERE key = 'salt'",
@@ -789,7 +792,7 @@ def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: 
     audit = Auditor(ledger_copy, tmp_path)
     audit.prove()
     db = sqlite3.connect(audit.state)
-    db.execute(damage)
+    db.executescript(damage)
     db.commit()
     db.close()
     before = _sha(audit.state)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from verifier import signals
 from verifier.demo import generate
 from verifier.errors import SnapshotError, UsageError
+from verifier.findings import whole_cents
 from verifier.ledger import state as ledger_state
 from verifier.ledger.history import without
 from verifier.ledger.state import same_balance as _same
@@ -257,3 +258,11 @@ def test_a_signal_inside_the_import_systems_own_code_is_sent_again_not_dropped()
         signal.signal(signal.SIGUSR1, old)
     with pytest.raises(KeyboardInterrupt):
         signals.interrupt(signal.SIGTERM, frame(__file__))
+
+
+@pytest.mark.parametrize(("impact", "cents"), [
+    ("0.5", 1), ("-0.5", -1), ("0.0001", 1), ("2", 2), ("2.000", 2), ("-3.2", -4), ("0", 0),
+    ("NaN", 0), ("Infinity", 0), ("-Infinity", 0)])
+def test_a_cents_impact_of_a_fraction_is_never_reported_as_none(impact: str, cents: int) -> None:
+    """Found by a break-it run: a drift of half a cent (a numeric balance column) said 0 cents."""
+    assert whole_cents(Decimal(impact)) == cents

@@ -18,7 +18,7 @@ from here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
 SEVERITIES = ("error", "warning")
@@ -27,10 +27,13 @@ KINDS = ("row", "table", "migration", "ledger")
 
 
 def whole_cents(impact: Decimal) -> int:
-    """A cents impact as a finding holds it, a whole number; 0 for NaN or Infinity (a ``numeric``
-    column's), which no cents can stand for (it made audits an internal error: found by break-it
-    runs). The rows stay named, with their values, in the sample and offenders.csv."""
-    return int(impact) if impact.is_finite() else 0
+    """A cents impact as a finding holds it, a whole number of cents: a fraction rounded away from
+    zero (a drift of half a cent in a ``numeric`` balance column is 1 cent, not 0: a finding of money
+    does not say it moved none); 0 for NaN or Infinity, which no cents can stand for (it made audits
+    an internal error: found by break-it runs). The rows stay named, with their values, in the
+    sample and offenders.csv."""
+    return int(impact.to_integral_value(rounding=ROUND_UP)) if impact.is_finite() else 0
+
 
 @dataclass(frozen=True)
 class Rule:

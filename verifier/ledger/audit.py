@@ -360,8 +360,8 @@ def _duplicate_accounts(conn: psycopg.Connection, layout: Layout, out: Any, samp
     if not ids:
         return None
     return Finding(
-        rule="account_id_duplicate", severity="error", table=table, count=ids, cents_impact=int(extra),
-        sample=tuple(sample),
+        rule="account_id_duplicate", severity="error", table=table, count=ids,
+        cents_impact=whole_cents(extra), sample=tuple(sample),
         message=f"{ids:,} account id(s) of {table} are shared by more than one row ({extra_rows:,} row(s) "
                 f"beyond one per id): account_id_duplicate ({rule('account_id_duplicate').meaning}). Give "
                 f"{layout.column('accounts', 'id')} a unique index once the duplicates are resolved.",

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from verifier.config.ledger import Layout
+from verifier.findings import whole_cents
 from verifier.ledger import history
 from verifier.ledger import state as st
 
@@ -94,7 +95,7 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
         for i, a, cents, j in rows:
             if a is not None and a in last and last[a][0] > int(i):
                 broken.add(j)
-                impact = abs(int(Decimal(cents))) if cents is not None else 0
+                impact = abs(whole_cents(Decimal(cents))) if cents is not None else 0
                 below.append(st.Tampered(
                     table, str(i), "inserted", impact,
                     f"inserted in a gap of proven ids, below account {a}'s last proven entry {last[a][0]} "

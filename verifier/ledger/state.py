@@ -604,6 +604,9 @@ def _read(db: sqlite3.Connection, path: Path) -> State:
     # A state written before the last proven entries were kept has no such table.
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'last_entries'").fetchone():
         state.last = StoredLast(db, path, path, spill=False)
+        kept = db.execute("SELECT count(*) FROM main.last_entries").fetchone()[0]
+        if "last_entries" in meta and str(kept) != meta["last_entries"]:  # (none before this release)
+            raise ValueError(f"{kept:,} last proven entries where it was saved with {meta['last_entries']}")
     else:
         state.last = None
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'holes'").fetchone():
@@ -798,6 +801,9 @@ def save(path: Path, state: State) -> None:
             db.executemany("INSERT OR REPLACE INTO last_entries VALUES (?, ?, ?, ?, ?, ?)",
                            ((a, *last[a]) for a in (state.last_changed or ()) if a in last) if go_on
                            else ((a, *entry) for a, entry in written))
+            # Their number, which ``load`` holds the table to (found by break-it runs: rows deleted
+            # from it by hand let an account's drift pass, as if it had no proven entries).
+            db.execute("INSERT INTO meta SELECT 'last_entries', count(*) FROM main.last_entries")
             db.executemany("INSERT INTO tampered VALUES (?, ?, ?, ?, ?, ?, ?)",
                            ((t.table, t.chunk, t.id, t.what, t.cents_impact, t.detail, t.found_by)
                             for t in state.tampered))
