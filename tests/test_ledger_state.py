@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -1543,3 +1544,72 @@ def test_a_balance_after_of_nan_is_not_proven_as_an_accounts_last_entry(ledger_c
         conn.execute("UPDATE entries SET balance_after_cents = %s WHERE id = %s", (after, newest))
     code, data, stderr, _ = auditor("--config", str(config))
     assert code == 0 and _stage(data, "state")["mode"] == "incremental", (stderr, data["findings"])
+
+
+def _break_after(conn: psycopg.Connection, entry: int, by: int) -> None:
+    conn.execute("ALTER TABLE entries DISABLE TRIGGER USER")
+    conn.execute("UPDATE entries SET balance_after_cents = balance_after_cents + %s WHERE id = %s",
+                 (by, entry))
+    conn.execute("ALTER TABLE entries ENABLE TRIGGER USER")
+
+
+@pytest.mark.parametrize("share", ["1", "0.05"])
+def test_a_broken_balance_proven_then_mended_is_history_tampered_without_false_findings(
+        ledger_copy: str, tmp_path: Path, share: str) -> None:
+    """Found by a break-it run: an entry whose balance after was broken when proven, then mended, left
+    the account chained and held to the broken value: its balance a drift, and its correct next
+    entries running balance breaks, carried every night until --full. The change to proven history
+    is history_tampered (also where no re-hash reads its chunk); the rest is as a full audit finds."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    run = functools.partial(auditor, "--config", str(config), "--verify-history-share", share)
+    assert run()[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
+                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        _transfer(conn, payer, payee)
+        (entry,) = conn.execute("SELECT max(id) FROM entries WHERE account_id = %s",
+                                (payee,)).fetchone() or (0,)
+        _break_after(conn, entry, 1)
+    for _ in range(2):  # (the second proves it, broken)
+        code, _, stderr, found = run()
+        assert code == 1 and found[("running_balance_break", "public.entries")] == {str(entry)}, stderr
+        assert found[("account_balance_drift", "public.accounts")] == {str(payee)}, found
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        _break_after(conn, entry, -1)
+        _transfer(conn, payer, payee)
+    for _ in range(3):  # (sees the next transfer, proves it, then goes on)
+        code, _, stderr, found = run()
+        assert code == 1 and found[("history_tampered", "public.entries")] == {str(entry)}, (stderr, found)
+        assert ("account_balance_drift", "public.accounts") not in found, found
+        assert found.get(("running_balance_break", "public.entries"), set()) <= {str(entry)}, found
+    assert auditor("--config", str(config), "--full")[0] == 0
+
+
+@pytest.mark.parametrize("share", ["1", "0.05"])
+def test_a_last_proven_entry_and_its_balance_changed_alike_stay_history_tampered(
+        ledger_copy: str, tmp_path: Path, share: str) -> None:
+    """The account's next entries are chained from its last proven entry as it stands, not as proven:
+    where that entry and the account's balance were changed alike and entries posted after them, the
+    change is history_tampered on every audit after, once those entries are proven too, until --full."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    run = functools.partial(auditor, "--config", str(config), "--verify-history-share", share)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
+                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        (entry,) = conn.execute("SELECT max(id) FROM entries WHERE account_id = %s",
+                                (payee,)).fetchone() or (0,)
+    for _ in range(2):
+        assert run()[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        _break_after(conn, entry, 5000)
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents + 5000 WHERE id = %s", (payee,))
+        _transfer(conn, payer, payee)
+    for _ in range(4):
+        code, data, stderr, found = run()
+        assert code == 1 and str(entry) in found[("history_tampered", "public.entries")], (stderr, found)
+    assert _stage(data, "state")["mode"] == "incremental"
+    assert auditor("--config", str(config), state=False)[0] == 1  # (as a full audit finds it)

@@ -833,6 +833,12 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
             # anyone knows (a re-hash that finds the chunk as proven again ends it; --full starts anew).
             tampered += [t for t in scope.state.tampered if scope.mode == "incremental"
                          and not any(a <= t.chunk <= b for a, b in rehash[t.table])]
+            # An account's last proven entry changed, where no re-hash read its chunk (nor an earlier
+            # audit's finding names it): found as the last entries are sent (``proven.shipped``).
+            known = {(t.table, t.id) for t in tampered}
+            tampered += [dataclasses.replace(t, found_by=run.run_id) for t in scope.changed_last
+                         if (t.table, t.id) not in known
+                         and not any(a <= t.chunk <= b for a, b in rehash[t.table])]
         # The entries of gaps below their account's last proven entry: found again by every audit while
         # they are there, so not carried in the state.
         below = [dataclasses.replace(t, found_by=run.run_id) for t in scope.below]

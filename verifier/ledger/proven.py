@@ -145,6 +145,9 @@ class Scope:
     # The other entries of their journals, not proven before this audit (``gaps.late``): proven
     # without their amounts in the proven trial sums, which count them as they stand (``State.live``).
     live: list[int] = field(default_factory=list)
+    # The accounts' last proven entries whose rows changed since proven (``shipped``): history_tampered,
+    # kept in the state as a re-hash's finding is, until one finds their chunk as proven again.
+    changed_last: list[st.Tampered] = field(default_factory=list)
 
     def proving(self, table: str) -> list[int]:
         """The rows of gaps of ``table`` this audit proves (an incremental one's)."""
@@ -285,12 +288,30 @@ SELECT DISTINCT e.{entries_account}::text FROM {entries} e
 WHERE e.{entries_seq} > {w} OR e.{entries_seq} IS NULL{late_e}
 """
 
+# The last proven entries sent (``proven_last``) whose rows no longer stand as proven: the account's
+# entry of that seq (of several, the one of the highest id, as the chain orders them) is gone, or its
+# balance after differs. An index probe per account where the seq has an index (the platform's id).
+LAST_AS_THEY_STAND_SQL = """
+SELECT x.account, x.seq, x.proven_after, x.now_after, x.found FROM (
+  SELECT DISTINCT ON (l.account{as_text}) l.account::text AS account, l.seq, l.after::text AS proven_after,
+         c.{entries_after}::text AS now_after, c.{entries_seq} IS NOT NULL AS found,
+         c.{entries_after} IS DISTINCT FROM l.after AS differs
+  FROM {proven_last} l
+  LEFT JOIN {entries} c ON c.{entries_seq} = l.seq AND c.{entries_account}{as_text} = l.account{as_text}
+  ORDER BY l.account{as_text}, c.{entries_id} DESC) x
+WHERE NOT x.found OR x.differs
+"""
+
 
 def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State,
             gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
-            ) -> tuple[dict[str, sql.Composable], dict[str, int]]:
-    """An incremental audit's placeholders (``invariants.incremental``) and how many accounts' last
-    proven entries they send (``sent``) and name as unchanged; with the last proven entries of only
+            ) -> tuple[dict[str, sql.Composable], dict[str, int], list[st.Tampered]]:
+    """An incremental audit's placeholders (``invariants.incremental``), how many accounts' last
+    proven entries they send (``sent``) and name as unchanged, and those of the entries sent whose
+    rows changed since proven (``history_tampered``, also where no re-hash reads their chunk: their
+    account is chained and held as the row stands, as a full audit does; found by a break-it run:
+    a broken balance proven, then mended, made the account's correct next entries breaks and its
+    balance a drift, every night until --full). With the last proven entries of only
     the accounts whose rules need them: those with new entries, and those not as they were
     when their entries were proven (balance, currency and type, by their text; deleted; orphans).
 
@@ -321,15 +342,31 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
                 st.whole_ids(iter(lambda: cursor.fetchmany(st.BATCH), [])), fresh)
     placeholders = inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial,
                                    layout, needed, named, by_unproven, gaps, below)
-    # The entries sent, read once here as every pass reads them: one the entries' columns cannot hold
-    # (an account 'zzz' where ids are bigint, a fraction in a bigint balance) is the state file's
-    # damage, not an internal error in a pass (found by break-it runs).
+    # The entries sent, read here as every pass reads them: one the entries' columns cannot hold (an
+    # account 'zzz' where ids are bigint, a fraction in a bigint balance) is the state file's damage,
+    # not an internal error in a pass (found by break-it runs).
     try:
         with conn.transaction():  # (a savepoint: the audit's transaction goes on)
-            conn.execute(sql.SQL("SELECT count(*) FROM {} x").format(placeholders["proven_last"]))
+            rows = conn.execute(inv.compose(LAST_AS_THEY_STAND_SQL, placeholders)).fetchall()
     except psycopg.errors.DataError as exc:
         raise st.damaged(state.loaded_path or Path("--state"), exc) from None
-    return placeholders, {"sent": len(needed), "unchanged": unchanged}
+    changed = [_changed_last(*row) for row in rows]
+    now = {str(account): str(after) for account, _, _, after, found in rows if found and after is not None}
+    if now:
+        placeholders = inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial,
+                                       layout, needed, named, by_unproven, gaps, below, now)
+    return placeholders, {"sent": len(needed), "unchanged": unchanged}, changed
+
+
+def _changed_last(account: str, seq: int, proven: str | None, now: str | None, found: bool) -> st.Tampered:
+    """An account's last proven entry whose row no longer stands as proven, as ``history_tampered``
+    (impact 0: a balance column, not an amount, as a re-hash reports it)."""
+    what = "changed" if found else "deleted"
+    detail = (f"account {account}'s last proven entry: balance after {now if now is not None else 'NULL'}, "
+              f"{proven if proven is not None else 'NULL'} when an earlier audit proved it" if found else
+              f"account {account}'s last proven entry (balance after {proven}) is no longer there, or no "
+              "longer that account's")
+    return st.Tampered("entries", str(seq), what, 0, detail, int(seq) >> history.CHUNK_BITS)
 
 
 def _moved_across_floor(conn: psycopg.Connection, placeholders: dict[str, sql.Composable]) -> str | None:
@@ -458,6 +495,7 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         below: list[st.Tampered] = []
         live: list[int] = []
         broken: set[int] = set()
+        changed_last: list[st.Tampered] = []
         if before is not None and not before.empty and not schedule.full:
             if before.last is not None:
                 gaps, below, live, broken, late_notes = gaps_.late(conn, layout, filled, before)
@@ -471,8 +509,8 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          f"entries were proven under ({before.identity.get(RULES) or 'not recorded'} then, "
                          f"{current[RULES]} now)")
             else:
-                placeholders, detail["last_entries"] = shipped(conn, layout, filled, before, gaps,
-                                                               [*(int(t.id) for t in below), *before.live])
+                placeholders, detail["last_entries"], changed_last = shipped(
+                    conn, layout, filled, before, gaps, [*(int(t.id) for t in below), *before.live])
                 again = _moved_across_floor(conn, placeholders)
         previous = before if again else None
         if before is None or schedule.full or before.empty or again:
@@ -551,7 +589,8 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
     if previous is not None:  # (left out of its re-hash, all of them)
         read = {**gaps, "entries": sorted([*gaps["entries"], *(int(t.id) for t in below)])}
     return Scope(mode, state, settled, unsettled, previous, placeholders if mode == "incremental" else None,
-                 read, held, below if mode == "incremental" else [], live if mode == "incremental" else [])
+                 read, held, below if mode == "incremental" else [], live if mode == "incremental" else [],
+                 changed_last if mode == "incremental" else [])
 
 
 OLDEST_SQL = """
