@@ -1613,3 +1613,20 @@ def test_a_last_proven_entry_and_its_balance_changed_alike_stay_history_tampered
         assert code == 1 and str(entry) in found[("history_tampered", "public.entries")], (stderr, found)
     assert _stage(data, "state")["mode"] == "incremental"
     assert auditor("--config", str(config), state=False)[0] == 1  # (as a full audit finds it)
+
+
+def test_a_null_balance_drifts_by_its_last_entry_in_every_audit(ledger_copy: str, tmp_path: Path) -> None:
+    """Found by a break-it run: an account with entries whose balance is NULL drifted by 0 cents in a
+    full audit and by its last entry's balance after in an incremental one."""
+    auditor = Auditor(ledger_copy, tmp_path)
+    auditor.prove()
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        account, after = conn.execute(
+            "SELECT account_id, balance_after_cents FROM entries WHERE balance_after_cents > 0 "
+            "ORDER BY id DESC LIMIT 1").fetchone() or (0, 0)
+        conn.execute("ALTER TABLE accounts ALTER COLUMN balance_cents DROP NOT NULL")
+        conn.execute("UPDATE accounts SET balance_cents = NULL WHERE id = %s", (account,))
+    for state in (True, False):
+        code, data, stderr, found = auditor(state=state)
+        assert code == 1 and found[("account_balance_drift", "public.accounts")] == {str(account)}, stderr
+        assert _counts(data)[("account_balance_drift", "public.accounts")] == (1, after), data["findings"]

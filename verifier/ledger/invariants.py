@@ -256,9 +256,12 @@ _CHAIN_RULES = (
          scope=("entries", "x.seq")),
     Rule("account_balance_drift", "accounts",
          "x.is_last AND x.a_id IS NOT NULL AND x.a_balance IS DISTINCT FROM x.after",
-         "x.a_id", impact="x.a_balance::numeric - x.after", group="x.a_type",
+         "x.a_id", group="x.a_type",
+         # (a NULL balance, or balance after, counts as 0: the drift is the other, as an incremental
+         # audit counts it; it counted nothing, found by a break-it run)
+         impact="coalesce(x.a_balance::numeric, 0) - coalesce(x.after::numeric, 0)",
          detail="'balance ' || coalesce(x.a_balance::text, 'NULL') || ', its last entry says ' "
-                "|| x.after"),
+                "|| coalesce(x.after::text, 'NULL')"),
 )
 # Only where entries carry a currency of their own.
 ENTRY_CURRENCY = Rule(
