@@ -1476,22 +1476,34 @@ def test_a_balance_of_nan_or_infinity_is_named_by_every_audit(ledger_copy: str, 
         assert nan["cents_impact"] == 0 and nan["count"] == 2
 
 
+def _payer_payee(conn: psycopg.Connection) -> tuple[int, int]:
+    """The first and the last user account with entries: a transfer's payer and payee."""
+    return conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
+                        "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+
+
+def _numeric_ledger(dsn: str, tmp_path: Path, audits: int) -> tuple[Auditor, Path]:
+    """The ledger's amounts and balances made numeric (which hold NaN and Infinity), after ``audits``
+    passing audits with a state, and the configuration they ran with."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(dsn, tmp_path)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE entries ALTER COLUMN amount_cents TYPE numeric, ALTER COLUMN "
+                     "balance_before_cents TYPE numeric, ALTER COLUMN balance_after_cents TYPE numeric")
+    for _ in range(audits):
+        assert auditor("--config", str(config))[0] == 0
+    return auditor, config
+
+
 def test_an_amount_of_nan_fails_every_audit_and_leaves_a_state_that_goes_on(ledger_copy: str,
                                                                             tmp_path: Path) -> None:
     """Found by a break-it run: in numeric entry columns, an amount of NaN made every audit an internal
     error (the report's trial balance chart), and an audit that proved it saved a state whose trial
     sums were NaN, which every later audit refused as damaged, even once the amount was mended."""
-    config = tmp_path / "verifier.toml"
-    config.write_text("[ledger]\nreconcile = []\n")
-    auditor = Auditor(ledger_copy, tmp_path)
+    auditor, config = _numeric_ledger(ledger_copy, tmp_path, audits=3)
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
-        conn.execute("ALTER TABLE entries ALTER COLUMN amount_cents TYPE numeric, ALTER COLUMN "
-                     "balance_before_cents TYPE numeric, ALTER COLUMN balance_after_cents TYPE numeric")
-    for _ in range(3):
-        assert auditor("--config", str(config))[0] == 0
-    with psycopg.connect(ledger_copy, autocommit=True) as conn:
-        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
-                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        payer, payee = _payer_payee(conn)
         _transfer(conn, payer, payee)
         debit = conn.execute("SELECT max(id) FROM entries WHERE amount_cents > 0").fetchone()
         assert debit
@@ -1516,17 +1528,9 @@ def test_a_balance_after_of_nan_is_not_proven_as_an_accounts_last_entry(ledger_c
     """Found by a break-it run: in numeric entry columns, a balance after of NaN or Infinity on an
     account's newest entry was proven as its last entry, and every later audit refused the state file
     as damaged, even once the balance was mended (only ``--full`` went on)."""
-    config = tmp_path / "verifier.toml"
-    config.write_text("[ledger]\nreconcile = []\n")
-    auditor = Auditor(ledger_copy, tmp_path)
+    auditor, config = _numeric_ledger(ledger_copy, tmp_path, audits=2)
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
-        conn.execute("ALTER TABLE entries ALTER COLUMN amount_cents TYPE numeric, ALTER COLUMN "
-                     "balance_before_cents TYPE numeric, ALTER COLUMN balance_after_cents TYPE numeric")
-    for _ in range(2):
-        assert auditor("--config", str(config))[0] == 0
-    with psycopg.connect(ledger_copy, autocommit=True) as conn:
-        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
-                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        payer, payee = _payer_payee(conn)
         _transfer(conn, payer, payee)
         newest, after = conn.execute("SELECT id, balance_after_cents FROM entries ORDER BY id DESC LIMIT 1"
                                      ).fetchone() or (0, 0)
@@ -1566,8 +1570,7 @@ def test_a_broken_balance_proven_then_mended_is_history_tampered_without_false_f
     run = functools.partial(auditor, "--config", str(config), "--verify-history-share", share)
     assert run()[0] == 0
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
-        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
-                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        payer, payee = _payer_payee(conn)
         _transfer(conn, payer, payee)
         (entry,) = conn.execute("SELECT max(id) FROM entries WHERE account_id = %s",
                                 (payee,)).fetchone() or (0,)
@@ -1598,8 +1601,7 @@ def test_a_last_proven_entry_and_its_balance_changed_alike_stay_history_tampered
     auditor = Auditor(ledger_copy, tmp_path)
     run = functools.partial(auditor, "--config", str(config), "--verify-history-share", share)
     with psycopg.connect(ledger_copy, autocommit=True) as conn:
-        payer, payee = conn.execute("SELECT min(id), max(id) FROM accounts WHERE type = 'user' "
-                                    "AND id IN (SELECT account_id FROM entries)").fetchone() or (0, 0)
+        payer, payee = _payer_payee(conn)
         (entry,) = conn.execute("SELECT max(id) FROM entries WHERE account_id = %s",
                                 (payee,)).fetchone() or (0,)
     for _ in range(2):
