@@ -868,8 +868,8 @@ def late(filled: dict[str, sql.Composable], entries: Sequence[int] = (), journal
 def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_journals: int,
                 trial: dict[str | None, Decimal], layout: Layout,
                 last: Mapping[str, LastEntry], named: list[str] | None = None, unproven: bool = False,
-                gaps: dict[str, list[int]] | None = None, below: list[int] | None = None,
-                now: Mapping[str, str] | None = None) -> dict[str, sql.Composable]:
+                gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
+                ) -> dict[str, sql.Composable]:
     """``filled`` plus the watermarks, the proven entries' trial balance and accounts' last proven
     entries, for ``INCREMENTAL``. ``last``: account id (as text) -> (seq, balance after as text,
     the account's currency and type when its first entries were proven, and whether it existed then:
@@ -878,10 +878,7 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
     (as text), or, with ``unproven``, as every account but those ``named`` (the accounts without
     proven entries), whichever list is shorter. ``gaps``: per history table, the ids of the rows
     found in gaps of proven history, read as new (``late``); ``below``: the entries found there
-    that are not, counted in the trial balance; ``now``: account id (as text) -> the balance after
-    of its last proven entry as that row stands now, where it changed since proven (sent in its
-    stead: the account's next entries are chained from it, and its balance held to it, as a full
-    audit does; the change itself is history_tampered, ``verifier.ledger.proven.shipped``)."""
+    that are not, counted in the trial balance."""
     rows = [sql.SQL("({}::text, {}::numeric)").format(sql.Literal(c), sql.Literal(t))
             for c, t in trial.items()]
     carried = (sql.SQL("(VALUES {}) c(currency, total)").format(sql.SQL(", ").join(rows)) if rows
@@ -889,9 +886,8 @@ def incremental(filled: dict[str, sql.Composable], proven_entries: int, proven_j
     out = {**filled, "w": sql.Literal(proven_entries), "jw": sql.Literal(proven_journals), "carried": carried,
            **late(filled, (gaps or {}).get("entries", []), (gaps or {}).get("journals", []), below or ())}
     keys = [layout.column("entries", c) for c in ("account", "seq", "after")]
-    now = now or {}
-    found = json.dumps([{**dict(zip(keys, (a, seq, now.get(a, after)), strict=True)),
-                         "verifier_currency": currency, "verifier_type": kind, "verifier_existed": existed}
+    found = json.dumps([{**dict(zip(keys, (a, seq, after), strict=True)), "verifier_currency": currency,
+                         "verifier_type": kind, "verifier_existed": existed}
                         for a, (seq, after, currency, kind, existed) in last.items()])
     out["proven_last"] = compose(PROVEN_LAST_STATE, {**out, "proven_last_json": sql.Literal(found)})
     out["proven_unchanged"] = (sql.SQL("unnest({}::text[])").format(sql.Literal(named)) if named

@@ -308,10 +308,11 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
             ) -> tuple[dict[str, sql.Composable], dict[str, int], list[st.Tampered]]:
     """An incremental audit's placeholders (``invariants.incremental``), how many accounts' last
     proven entries they send (``sent``) and name as unchanged, and those of the entries sent whose
-    rows changed since proven (``history_tampered``, also where no re-hash reads their chunk: their
-    account is chained and held as the row stands, as a full audit does; found by a break-it run:
-    a broken balance proven, then mended, made the account's correct next entries breaks and its
-    balance a drift, every night until --full). With the last proven entries of only
+    rows changed since proven (``history_tampered`` at once, also where no re-hash reads their
+    chunk). Their accounts are still chained and held from the entry as proven: chained from the row
+    as it stands, an account's next entries were proven against a changed value, and once the row
+    was changed back every audit passed the break a full audit finds there (found by a break-it
+    run). With the last proven entries of only
     the accounts whose rules need them: those with new entries, and those not as they were
     when their entries were proven (balance, currency and type, by their text; deleted; orphans).
 
@@ -350,12 +351,7 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
             rows = conn.execute(inv.compose(LAST_AS_THEY_STAND_SQL, placeholders)).fetchall()
     except psycopg.errors.DataError as exc:
         raise st.damaged(state.loaded_path or Path("--state"), exc) from None
-    changed = [_changed_last(*row) for row in rows]
-    now = {str(account): str(after) for account, _, _, after, found in rows if found and after is not None}
-    if now:
-        placeholders = inv.incremental(filled, state.proven["entries"], state.proven["journals"], state.trial,
-                                       layout, needed, named, by_unproven, gaps, below, now)
-    return placeholders, {"sent": len(needed), "unchanged": unchanged}, changed
+    return placeholders, {"sent": len(needed), "unchanged": unchanged}, [_changed_last(*row) for row in rows]
 
 
 def _changed_last(account: str, seq: int, proven: str | None, now: str | None, found: bool) -> st.Tampered:

@@ -346,6 +346,24 @@ def _stop(bin_dir: Path, user: str | None, base: Path, pgdata: Path, postmaster:
         while time.monotonic() < deadline and _runs_from(pid, pgdata):
             time.sleep(0.05)
         if not _runs_from(pid, pgdata):
+            # (its command line is empty while it exits: wait until it has, a moment; found by a
+            # loaded machine's test run, which saw it still running just after)
+            until = time.monotonic() + EXIT_WAIT_S
+            while time.monotonic() < until and not _exited(pid):
+                time.sleep(0.02)
             return
+
+
+EXIT_WAIT_S = 5.0  # the longest a signalled server's exit is waited for, once it no longer runs from its data
+
+
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited: gone, or a zombie not yet reaped (``/proc/PID/stat``'s state,
+    proc(5))."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
