@@ -471,6 +471,40 @@ def test_account_ids_a_case_insensitive_collation_holds_equal_have_one_last_prov
     nightly()
 
 
+
+def test_an_account_moved_to_another_currency_stays_tampered_when_posted_to_in_another_case(
+        fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: with ids in a case-insensitive collation, an account moved to another
+    currency was history_tampered until a posting named it in another case ('a1' for 'A1'); proven,
+    that posting's last entry took the account's currency as it was then, and every incremental
+    audit after passed, while a full audit finds the proven journals' currency mixed."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
+                         "deterministic = false)")
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip("this server has no ICU collations")
+    _make(fresh_db, CASE_INSENSITIVE)
+    config = "[ledger]\nreconcile = []\n"
+    state = tmp_path / "ledger.state"
+    runs = iter(range(100))
+    for _ in range(2):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{next(runs)}", "--state", str(state),
+                                    config=config)
+        assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE accounts SET currency = 'EUR', balance_cents = 90 WHERE id = 'A1'")
+        conn.execute("INSERT INTO accounts VALUES ('E1', 'user', 3, 'EUR', 10)")
+        conn.execute("INSERT INTO journals VALUES (3, 'transfer', NULL, NULL, 'EUR')")
+        conn.execute("INSERT INTO entries VALUES (5, 3, 'a1', 'debit', 10, 100, 90), "
+                     "(6, 3, 'E1', 'credit', -10, 0, 10)")
+    code, data, stderr = _audit(fresh_db, tmp_path / "full", config=config)
+    assert code == 1 and "journal_mixed_currency" in _rules(data), (stderr, data["findings"])
+    for _ in range(4):  # (the second proves the posting)
+        code, data, stderr = _audit(fresh_db, tmp_path / f"state{next(runs)}", "--state", str(state),
+                                    config=config)
+        assert code == 1 and _rules(data).get("history_tampered") == {"A1"}, (stderr, data["findings"])
+
 TIED_SEQ = """
 CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint NOT NULL, journal_id bigint NOT NULL,
   account_id bigint NOT NULL, entry_type text NOT NULL, amount_cents bigint NOT NULL,

@@ -312,14 +312,19 @@ _LAST_ENTRIES = """
 # nondeterministic collation's too): the state keys them by their text, so ids that such a
 # collation holds equal ('A1', 'a1') were two last entries, and an account's next entries were
 # chained from both (false running_balance_break, every night; found by a break-it run). Its last
-# is the one of the highest seq.
+# is the one of the highest seq; its currency, type and existence those its first entries were
+# proven with, the lowest seq's (the highest's were taken as they were when 'U1' was first proven:
+# an account moved to another currency, then posted to as 'U1', was history_tampered no more, and
+# every audit after passed what a full audit finds: found by a break-it run).
 PROVEN_LAST_STATE = """
     (SELECT DISTINCT ON (t.{entries_account}{as_text})
             t.{entries_account} AS account, t.{entries_seq} AS seq, t.{entries_after} AS after,
-            j ->> 'verifier_currency' AS currency, j ->> 'verifier_type' AS type,
-            (j ->> 'verifier_existed')::boolean AS existed
+            first_value(j ->> 'verifier_currency') OVER first_proven AS currency,
+            first_value(j ->> 'verifier_type') OVER first_proven AS type,
+            first_value((j ->> 'verifier_existed')::boolean) OVER first_proven AS existed
      FROM json_array_elements({proven_last_json}::json) j
      CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t
+     WINDOW first_proven AS (PARTITION BY t.{entries_account}{as_text} ORDER BY t.{entries_seq})
      ORDER BY t.{entries_account}{as_text}, t.{entries_seq} DESC)"""
 # The newly proven entries' last per account (as text), for the state: those in (old, new].
 NEWLY_PROVEN_LAST = _fill(
