@@ -795,6 +795,12 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
     layout = config.ledger
     findings: list[Finding] = []
     carried = scope.carried
+    rules = {x.p.name: len(x.p.rules) for x in passes}
+    beyond = next((c for c in carried if c.rule_index >= rules.get(c.pass_name, c.rule_index + 1)), None)
+    if beyond is not None and scope.state is not None:  # (a hand-edited file: found by a break-it run)
+        raise st.damaged(scope.state.loaded_path or Path("--state"), ValueError(
+            f"an offending row of rule {beyond.rule_index} of the {beyond.pass_name} pass, which has "
+            f"{rules[beyond.pass_name]}"))
     new_carried: list[st.Carried] = []
     tampered: list[st.Tampered] = []
     with run.stage("offenders") as detail, offenders_csv(run.run_dir, offenders) as out:

@@ -618,6 +618,13 @@ def _read(db: sqlite3.Connection, path: Path) -> State:
         state.live = [int(seq) for (seq,) in db.execute("SELECT seq FROM live ORDER BY seq")]
     state.carried = [Carried(*row) for row in db.execute(
         "SELECT pass, rule_index, id, impact, weight, detail, found_by FROM offenders ORDER BY rowid")]
+    # Rows read as they are used, checked here: a hand-edited one was an internal error (found by a
+    # break-it run), in a pass, in the report, or in every later audit's report.
+    for c in state.carried:
+        if not (type(c.rule_index) is int and c.rule_index >= 0 and type(c.weight) is int):
+            raise ValueError(f"an offending row of rule {c.rule_index!r}, weight {c.weight!r}")
+        if c.impact is not None:
+            _finite(c.impact)
     # A state written before tampering was carried has no such table: none was.
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tampered'").fetchone():
         state.tampered = [Tampered(tbl, str(i), what, int(impact), detail, int(chunk), found_by)
@@ -629,7 +636,18 @@ def _read(db: sqlite3.Connection, path: Path) -> State:
                   db.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
     for run in state.runs:
         run["rules"] = json.loads(run["rules"])
+        counts = [run[k] for k in _RUN_COUNTS if k in run]
+        if not (all(type(v) is int for v in counts) and isinstance(run["rules"], list)
+                and type(run["duration_s"]) in (int, float) and _INTEGER.fullmatch(str(run["cents_impact"]))):
+            raise ValueError(f"an audit {run['run_id']!r} of its history whose figures are not numbers")
+    if any(t.table not in HISTORY_TABLES for t in state.tampered):
+        raise ValueError("changes found in a table the audit keeps no history of")
     return state
+
+
+# The figures of an audit in a state file's history that are counts (``runs``).
+_RUN_COUNTS = ("entries", "proven_entries", "checked_entries", "rehashed_chunks", "findings",
+               "offending_rows")
 
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:
