@@ -796,7 +796,7 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
     findings: list[Finding] = []
     carried = scope.carried
     rules = {x.p.name: len(x.p.rules) for x in passes}
-    beyond = next((c for c in carried if c.rule_index >= rules.get(c.pass_name, c.rule_index + 1)), None)
+    beyond = next((c for c in carried if c.pass_name in rules and c.rule_index >= rules[c.pass_name]), None)
     if beyond is not None and scope.state is not None:  # (a hand-edited file: found by a break-it run)
         raise st.damaged(scope.state.loaded_path or Path("--state"), ValueError(
             f"an offending row of rule {beyond.rule_index} of the {beyond.pass_name} pass, which has "

@@ -680,11 +680,13 @@ def finite(state: State) -> bool:
 
 
 def _finite_balances(entries: Iterable[LastEntry]) -> bool:
-    for entry in entries:
-        try:
-            entry[1] is None or _finite(entry[1])
-        except (ValueError, ArithmeticError):
-            return False
+    """Whether every balance after of ``entries`` that is not NULL is a finite number."""
+    try:
+        for _, after, *_ in entries:
+            if after is not None:
+                _finite(after)
+    except (ValueError, ArithmeticError):
+        return False
     return True
 
 
