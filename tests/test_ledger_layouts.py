@@ -500,10 +500,22 @@ def test_an_account_moved_to_another_currency_stays_tampered_when_posted_to_in_a
                      "(6, 3, 'E1', 'credit', -10, 0, 10)")
     code, data, stderr = _audit(fresh_db, tmp_path / "full", config=config)
     assert code == 1 and "journal_mixed_currency" in _rules(data), (stderr, data["findings"])
-    for _ in range(4):  # (the second proves the posting)
-        code, data, stderr = _audit(fresh_db, tmp_path / f"state{next(runs)}", "--state", str(state),
-                                    config=config)
-        assert code == 1 and _rules(data).get("history_tampered") == {"A1"}, (stderr, data["findings"])
+    # Each spelling posted and proven in turn (the state keys the account as the accounts table does).
+    for journal, spelling, a1, e1 in ((4, "a1", 90, 10), (5, "A1", 89, 11)):
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute("INSERT INTO journals VALUES (%s, 'transfer', NULL, NULL, 'EUR')", (journal,))
+            conn.execute("INSERT INTO entries VALUES (%s, %s, %s, 'debit', 1, %s, %s), "
+                         "(%s, %s, 'E1', 'credit', -1, %s, %s)",
+                         (2 * journal - 1, journal, spelling, a1, a1 - 1, 2 * journal, journal, e1, e1 + 1))
+            conn.execute("UPDATE accounts SET balance_cents = CASE id WHEN 'A1' THEN %s ELSE %s END "
+                         "WHERE id IN ('A1', 'E1')", (a1 - 1, e1 + 1))
+        for _ in range(3):  # (the second proves the posting)
+            code, data, stderr = _audit(fresh_db, tmp_path / f"state{next(runs)}", "--state", str(state),
+                                        config=config)
+            assert code == 1 and _rules(data).get("history_tampered") == {"A1"}, (stderr, data["findings"])
+    code, data, stderr = _audit(fresh_db, tmp_path / "full_after", config=config)
+    assert code == 1 and "journal_mixed_currency" in _rules(data), (stderr, data["findings"])
+
 
 TIED_SEQ = """
 CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint NOT NULL, journal_id bigint NOT NULL,

@@ -788,6 +788,7 @@ def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, 
     "UPDATE runs SET entries = 'many'", "UPDATE runs SET checked_entries = 'x'",
     "UPDATE runs SET cents_impact = '1.5e'",
     "INSERT INTO offenders VALUES ('chain', 99, '1', '1', 1, NULL, 'r')",
+    "INSERT INTO offenders VALUES ('nope', 0, '1', '1', 1, NULL, 'r')",
     "INSERT INTO offenders VALUES ('chain', 0, '1', 'abc', 1, NULL, 'r')",
     "INSERT INTO tampered VALUES ('bogus', 0, '1', 'changed', 0, 'x', 'r')",
     "UPDATE meta SET value = 'zz' WHERE key = 'salt'",
@@ -1671,3 +1672,64 @@ def test_a_null_balance_drifts_by_its_last_entry_in_every_audit(ledger_copy: str
         code, data, stderr, found = auditor(state=state)
         assert code == 1 and found[("account_balance_drift", "public.accounts")] == {str(account)}, stderr
         assert _counts(data)[("account_balance_drift", "public.accounts")] == (1, after), data["findings"]
+
+
+def _gap(conn: psycopg.Connection, payer: int, payee: int) -> int:
+    """A journal id the sequence handed out to a transfer rolled back: a gap below what comes next."""
+    conn.execute("BEGIN")
+    journal = conn.execute("SELECT transfer_tokens(%s, %s, 1, 'tip', gen_random_uuid())",
+                           (payer, payee)).fetchone()
+    conn.execute("ROLLBACK")
+    assert journal
+    return int(journal[0])
+
+
+def _post_into(conn: psycopg.Connection, journal: int | None, payer: int, payee: int, cents: int,
+               columns: str, values: str) -> None:
+    """A journal of ``cents`` from ``payer`` to ``payee`` with ``columns`` set to ``values``, committed
+    into the gap ``journal`` (None: the next id)."""
+    with conn.transaction():
+        (journal,) = conn.execute(
+            f"INSERT INTO journals (id, ref_type, ref_id, {columns}) "  # noqa: S608 (the test's own)
+            f"VALUES (coalesce(%s, nextval('journals_id_seq')), 'tip', gen_random_uuid(), {values}) "
+            "RETURNING id", (journal,)).fetchone() or (0,)
+        conn.execute("SELECT ledger_add_entry(%s, %s, %s)", (journal, payer, cents))
+        conn.execute("SELECT ledger_add_entry(%s, %s, %s)", (journal, payee, -cents))
+
+
+@pytest.mark.parametrize("reused", ["idempotency key", "reversal"])
+def test_a_journal_committed_into_a_gap_before_a_proven_one_makes_that_one_the_second(
+        ledger_copy: str, tmp_path: Path, reused: str) -> None:
+    """Found by a break-it run: a journal committed late into a gap of proven journal ids, with the
+    idempotency key (or the original, where the reversal link is on the reversing journal) of a
+    proven journal above it, made that one the second use: a full audit names it
+    (idempotency_conflict, reversal_mismatch), while every incremental audit passed, at any share."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = _payer_payee(conn)
+        if reused == "reversal":  # (the earlier layout's link: the platform's runs over every journal)
+            conn.execute("ALTER TABLE journals DROP COLUMN reversed_by, DROP COLUMN is_reversed, "
+                         "ADD COLUMN reverses_journal_id bigint")
+            (original,) = conn.execute("SELECT transfer_tokens(%s, %s, 100, 'tip', gen_random_uuid())",
+                                       (payer, payee)).fetchone() or (0,)
+            gap = _gap(conn, payer, payee)
+            _post_into(conn, None, payee, payer, 100, "reverses_journal_id", str(original))
+            columns, values, rule = "reverses_journal_id", str(original), "reversal_mismatch"
+        else:
+            conn.execute("ALTER TABLE journals DROP CONSTRAINT journals_idempotency_key_key")
+            gap = _gap(conn, payer, payee)
+            conn.execute("SELECT transfer_tokens(%s, %s, 100, 'tip', gen_random_uuid(), NULL, 'k-1')",
+                         (payer, payee))
+            columns, values, rule = "idempotency_key", "'k-1'", "idempotency_conflict"
+    for _ in range(3):
+        assert auditor("--config", str(config))[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        _post_into(conn, gap, payee, payer, 100, columns, values)
+    full = auditor("--config", str(config), state=False)
+    assert full[0] == 1 and full[3][(rule, "public.journals")] == {str(gap + 1)}, full[3]
+    for _ in range(3):  # (the second proves the late journal)
+        code, data, stderr, found = auditor("--config", str(config))
+        assert code == 1 and found[(rule, "public.journals")] == {str(gap + 1)}, (stderr, found)
+        assert _counts(data)[(rule, "public.journals")][0] == 1, data["findings"]

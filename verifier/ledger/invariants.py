@@ -326,9 +326,14 @@ PROVEN_LAST_STATE = """
      CROSS JOIN LATERAL json_populate_record(NULL::{entries}, j) t
      WINDOW first_proven AS (PARTITION BY t.{entries_account}{as_text} ORDER BY t.{entries_seq})
      ORDER BY t.{entries_account}{as_text}, t.{entries_seq} DESC)"""
-# The newly proven entries' last per account (as text), for the state: those in (old, new].
+# The newly proven entries' last per account (as text), for the state: those in (old, new]. Keyed by
+# the account's id as the accounts table spells it, where it exists: entries may spell it otherwise
+# where a case-insensitive collation holds them equal ('u1' for 'U1'), and a key per spelling, its
+# currency taken as it was when that spelling was first proven, let an account moved to another
+# currency pass once posted to in a new spelling (found by break-it runs).
 NEWLY_PROVEN_LAST = _fill(
-    "SELECT n.account::text, n.seq, n.after::text, ca.{accounts_currency}::text, ca.{accounts_type}::text, "
+    "SELECT coalesce(ca.{accounts_id}::text, n.account::text), n.seq, n.after::text, "
+    "ca.{accounts_currency}::text, ca.{accounts_type}::text, "
     "ca.{accounts_id} IS NOT NULL "
     "FROM <<last>> n "
     "LEFT JOIN {accounts} ca ON ca.{accounts_id} = n.account",
@@ -435,11 +440,23 @@ INC_ACCOUNTS = Pass(
     totals=ACCOUNTS.totals,
 )
 
+# A proven row that a row of a gap (``late``) now precedes as the first of its ``group``, which it
+# was (no proven row before it): a second one now, as a full audit finds it (found by a break-it
+# run: a journal committed late into a gap, with the key, or the original, of a proven journal above
+# it, made that one the second; it was never read again, and every incremental audit passed).
+def _first_no_more(group: str, ident: str, late: str) -> str:
+    """The count of proven rows before each row of its ``group`` (ordered by ``ident``; ``late``: the
+    ``late`` placeholder that reads rows of gaps as new)."""
+    return (f"count(*) FILTER (WHERE NOT ({ident} > {{jw}}{late})) OVER (PARTITION BY {group} "
+            f"ORDER BY {ident} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)")
+
+
 _REVERSALS = """
     SELECT r.id, r.original, o.{journals_id} AS o_id, s.residual, s.moved, r.nth
     FROM (SELECT * FROM (SELECT {journals_id} AS id, {journals_reverses} AS original,
                                 row_number() OVER (PARTITION BY {journals_reverses}
-                                                   ORDER BY {journals_id}) AS nth
+                                                   ORDER BY {journals_id}) AS nth,
+                                <<proven_before>> AS proven_before
                          FROM {journals} WHERE {journals_reverses} IS NOT NULL<<originals>>) every
           WHERE <<reversals>>) r
     LEFT JOIN {journals} o ON o.{journals_id} = r.original
@@ -454,7 +471,7 @@ _REVERSALS = """
     """
 REVERSALS = Pass(
     "reversals",
-    _fill(_REVERSALS, originals="", reversals="true"),
+    _fill(_REVERSALS, originals="", reversals="true", proven_before="0"),
     (
         Rule("reversal_mismatch", "journals",
              "x.o_id IS NULL OR x.residual <> 0 OR x.nth > 1", "x.id",
@@ -471,7 +488,9 @@ REVERSALS = Pass(
 # New reversals, counted among every reversal of the same original.
 INC_REVERSALS = replace(REVERSALS, source=_fill(
     _REVERSALS, originals=" AND {journals_reverses} IN (SELECT {journals_reverses} FROM {journals} "
-                          "WHERE {journals_id} > {jw}{late_jid})", reversals="(id > {jw}{late_id})"))
+                          "WHERE {journals_id} > {jw}{late_jid})",
+    reversals="(id > {jw}{late_id} OR (nth > 1 AND proven_before = 0))",
+    proven_before=_first_no_more("{journals_reverses}", "{journals_id}", "{late_jid}")))
 
 # The platform's direction: the ORIGINAL journal names the journal that
 # reverses it ({journals_reversed_by}) and is flagged ({is_reversed}: its
@@ -569,7 +588,7 @@ PENDING = Pass(
 _IDEMPOTENCY = """SELECT * FROM (
     SELECT d.id, d.key, d.content, d.moved,
            row_number() OVER k AS nth, first_value(d.content) OVER k AS first_content,
-           first_value(d.id) OVER k AS first_id
+           first_value(d.id) OVER k AS first_id, <<proven_before>> AS proven_before
     FROM (SELECT j.{journals_id} AS id, j.{journals_idempotency_key}::text AS key,
                  {journal_type} || ':' || coalesce(c.lines, '') AS content, c.moved
           FROM {journals} j
@@ -586,7 +605,7 @@ _IDEMPOTENCY = """SELECT * FROM (
     """
 IDEMPOTENCY = Pass(
     "idempotency",
-    _fill(_IDEMPOTENCY, keys="", journals="true"),
+    _fill(_IDEMPOTENCY, keys="", journals="true", proven_before="0"),
     (
         Rule("idempotency_conflict", "journals", "x.nth > 1", "x.id", impact="coalesce(x.moved, 0)",
              detail="'key ' || x.key || ' already used by journal ' || x.first_id || CASE "
@@ -597,7 +616,9 @@ IDEMPOTENCY = Pass(
 # Keys of new journals, against every journal that used them.
 INC_IDEMPOTENCY = replace(IDEMPOTENCY, source=_fill(
     _IDEMPOTENCY, keys="AND {journals_idempotency_key} IN (SELECT {journals_idempotency_key} FROM {journals} "
-                       "WHERE {journals_id} > {jw}{late_jid})", journals="(id > {jw}{late_id})"))
+                       "WHERE {journals_id} > {jw}{late_jid})",
+    journals="(id > {jw}{late_id} OR (nth > 1 AND proven_before = 0))",
+    proven_before=_first_no_more("d.key", "d.id", "{late_id}")))
 
 
 def reconcile_pass(r: Reconcile) -> Pass:
