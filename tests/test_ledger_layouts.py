@@ -426,6 +426,17 @@ INSERT INTO entries VALUES (1,1,'cash','debit',100,0,-100),(2,1,'A1','credit',-1
 """
 
 
+def _case_insensitive(dsn: str) -> None:
+    """``CASE_INSENSITIVE`` in an ICU collation that holds 'a1' and 'A1' equal; skips without ICU."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
+                         "deterministic = false)")
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip("this server has no ICU collations")
+    _make(dsn, CASE_INSENSITIVE)
+
+
 def test_account_ids_a_case_insensitive_collation_holds_equal_have_one_last_proven_entry(
         fresh_db: str, tmp_path: Path) -> None:
     """Found by a break-it run: with text ids in a nondeterministic (case-insensitive) collation,
@@ -433,13 +444,7 @@ def test_account_ids_a_case_insensitive_collation_holds_equal_have_one_last_prov
     state, keyed by the ids' text, kept a last proven entry for each, and every incremental audit
     after chained the account's new entries from both: false running_balance_break (and drift)
     every night, while the full audit passed. One last entry per account, the newest."""
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        try:
-            conn.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
-                         "deterministic = false)")
-        except psycopg.errors.FeatureNotSupported:
-            pytest.skip("this server has no ICU collations")
-    _make(fresh_db, CASE_INSENSITIVE)
+    _case_insensitive(fresh_db)
     config = "[ledger]\nreconcile = []\n"
     state = tmp_path / "ledger.state"
     nights = iter(range(100))
@@ -478,13 +483,7 @@ def test_an_account_moved_to_another_currency_stays_tampered_when_posted_to_in_a
     currency was history_tampered until a posting named it in another case ('a1' for 'A1'); proven,
     that posting's last entry took the account's currency as it was then, and every incremental
     audit after passed, while a full audit finds the proven journals' currency mixed."""
-    with psycopg.connect(fresh_db, autocommit=True) as conn:
-        try:
-            conn.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
-                         "deterministic = false)")
-        except psycopg.errors.FeatureNotSupported:
-            pytest.skip("this server has no ICU collations")
-    _make(fresh_db, CASE_INSENSITIVE)
+    _case_insensitive(fresh_db)
     config = "[ledger]\nreconcile = []\n"
     state = tmp_path / "ledger.state"
     runs = iter(range(100))
