@@ -1708,3 +1708,57 @@ def test_a_journal_committed_into_a_gap_before_a_proven_one_makes_that_one_the_s
         code, data, stderr, found = auditor("--config", str(config))
         assert code == 1 and found[(rule, "public.journals")] == {str(gap + 1)}, (stderr, found)
         assert _counts(data)[(rule, "public.journals")][0] == 1, data["findings"]
+
+
+def test_a_deleted_transfer_of_last_proven_entries_is_counted_alike_every_night(ledger_copy: str,
+                                                                                tmp_path: Path) -> None:
+    """Found by a break-it run: a proven transfer deleted whose entries were their accounts' last
+    proven entries, at a share below 1 (half the chunks a night, here): the nights that did not
+    re-hash its chunk named the chunk's range (found by the last re-hash) and each deleted last entry
+    again, 1 and 3 rows by turns."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = _payer_payee(conn)
+        (journal,) = conn.execute("SELECT transfer_tokens(%s, %s, 100, 'tip', gen_random_uuid())",
+                                  (payer, payee)).fetchone() or (0,)
+    for _ in range(2):
+        assert auditor("--config", str(config), "--verify-history-share", "0.5")[0] == 0
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("DELETE FROM entries WHERE journal_id = %s", (journal,))
+        conn.execute("DELETE FROM journals WHERE id = %s", (journal,))
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents "
+                     "+ CASE id WHEN %s THEN 100 ELSE -100 END WHERE id IN (%s, %s)", (payer, payer, payee))
+    counts = []
+    for _ in range(6):
+        code, data, stderr, _ = auditor("--config", str(config), "--verify-history-share", "0.5")
+        assert code == 1, stderr
+        counts.append(_counts(data)[("history_tampered", "public.entries")][0])
+    assert len(set(counts[1:])) == 1, counts  # (the first names each row; a re-hash, their chunk)
+
+
+def test_entries_of_a_missing_journal_proven_in_turns_are_all_counted(ledger_copy: str,
+                                                                     tmp_path: Path) -> None:
+    """Found by a break-it run: entries naming a journal id of a gap, where no journal was ever
+    committed, proven, then more naming it: the journals pass's one row of that journal counted only
+    the newer entries (the carried row of the older ones was taken for the same row found again)."""
+    config = tmp_path / "verifier.toml"
+    config.write_text("[ledger]\nreconcile = []\n")
+    auditor = Auditor(ledger_copy, tmp_path)
+    with psycopg.connect(ledger_copy, autocommit=True) as conn:
+        payer, payee = _payer_payee(conn)
+        conn.execute("ALTER TABLE entries DROP CONSTRAINT entries_journal_id_fkey")
+        conn.execute("ALTER TABLE financial_audit_log DROP CONSTRAINT financial_audit_log_journal_id_fkey")
+        journal = _gap(conn, payer, payee)
+        _transfer(conn, payer, payee)
+        for cents in (5, 3):
+            with conn.transaction():
+                conn.execute("SELECT ledger_add_entry(%s, %s, %s)", (journal, payer, cents))
+                conn.execute("SELECT ledger_add_entry(%s, %s, %s)", (journal, payee, -cents))
+            for _ in range(2):  # (the second proves them)
+                full = _counts(auditor("--config", str(config), state=False)[1])
+                code, data, stderr, _ = auditor("--config", str(config))
+                assert code == 1 and _counts(data)[("orphan_entry", "public.entries")] \
+                    == full[("orphan_entry", "public.entries")], (stderr, data["findings"])

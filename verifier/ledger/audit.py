@@ -187,6 +187,10 @@ def _sample(bucket: list[dict[str, Any]], limit: int, ident: str | None, impact:
                        "detail": detail})
 
 
+# The passes whose proven rows a row of a gap can make offend (``invariants._first_no_more``).
+_FIRST_NO_MORE = ("idempotency", "reversals")
+
+
 def add_carried(p: inv.Pass, result: PassResult, carried: list[st.Carried], layout: Layout, out: Any,
                 samples: dict[int, list[dict[str, Any]]], sample_rows_max: int) -> None:
     """Report pass ``p``'s offenders in proven history, found by earlier audits, with this audit's."""
@@ -825,9 +829,10 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                         bucket += rows[:config.sample_rows_max - len(bucket)]
             result = _merged([part for _, part in group])
             results.append(result)
-            # A proven row found again (one a row of a gap now precedes, ``invariants._first_no_more``,
-            # while that row is read as new) is counted and kept once.
-            again = {(c.pass_name, c.rule_index, c.id) for c in new_carried}
+            # A proven journal found again (one a journal of a gap now precedes,
+            # ``invariants._first_no_more``, while that one is read as new) is counted and kept once.
+            # (Only there: a journals pass row of an orphan journal stands for several entries.)
+            again = {(c.pass_name, c.rule_index, c.id) for c in new_carried if c.pass_name in _FIRST_NO_MORE}
             carried = [c for c in carried if (c.pass_name, c.rule_index, c.id) not in again]
             add_carried(p, result, [c for c in carried if c.pass_name == p.name], layout, out, samples,
                         config.sample_rows_max)
@@ -846,9 +851,9 @@ def _offenders_stage(run: Run, conn: psycopg.Connection, config: Config, scope: 
                          and not any(a <= t.chunk <= b for a, b in rehash[t.table])]
             # An account's last proven entry changed, where no re-hash read its chunk (nor an earlier
             # audit's finding names it): found as the last entries are sent (``proven.shipped``).
-            known = {(t.table, t.id) for t in tampered}
+            known = {(t.table, t.chunk) for t in tampered}  # (a chunk's range names its rows)
             tampered += [dataclasses.replace(t, found_by=run.run_id) for t in scope.changed_last
-                         if (t.table, t.id) not in known
+                         if (t.table, t.chunk) not in known
                          and not any(a <= t.chunk <= b for a, b in rehash[t.table])]
         # The entries of gaps below their account's last proven entry: found again by every audit while
         # they are there, so not carried in the state.
