@@ -516,6 +516,38 @@ def test_an_account_moved_to_another_currency_stays_tampered_when_posted_to_in_a
     assert code == 1 and "journal_mixed_currency" in _rules(data), (stderr, data["findings"])
 
 
+
+def test_entries_of_a_gap_spelling_their_account_otherwise_are_below_its_last_proven_entry(
+        fresh_db: str, tmp_path: Path) -> None:
+    """Found by a break-it run: with ids in a case-insensitive collation, entries committed into a gap
+    of proven ids, below their accounts' last proven entries but spelled otherwise ('a1' for 'A1'),
+    were read as new and proven, chained from the last proven entries: every incremental audit
+    passed the chain breaks a full audit finds. They are history_tampered, as in any spelling."""
+    _case_insensitive(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # (entries 5 to 8 a gap)
+        conn.execute("INSERT INTO journals VALUES (3, 'transfer', NULL, NULL, 'USD')")
+        conn.execute("INSERT INTO entries VALUES (9, 3, 'A1', 'debit', 10, 100, 90), "
+                     "(10, 3, 'B1', 'credit', -10, 100, 110)")
+        conn.execute("UPDATE accounts SET balance_cents = CASE id WHEN 'A1' THEN 90 ELSE 110 END "
+                     "WHERE id IN ('A1', 'B1')")
+    config = "[ledger]\nreconcile = []\n"
+    state = tmp_path / "ledger.state"
+    for n in range(2):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state), config=config)
+        assert code == 0, (stderr, data["findings"])
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # (two journals that net to nothing)
+        conn.execute("INSERT INTO journals VALUES (4, 'transfer', NULL, NULL, 'USD'), "
+                     "(5, 'transfer', NULL, NULL, 'USD')")
+        conn.execute("INSERT INTO entries VALUES (5, 4, 'a1', 'debit', 5, 90, 85), "
+                     "(6, 4, 'b1', 'credit', -5, 110, 115), (7, 5, 'a1', 'credit', -5, 85, 90), "
+                     "(8, 5, 'b1', 'debit', 5, 115, 110)")
+    code, data, stderr = _audit(fresh_db, tmp_path / "full", config=config)
+    assert code == 1 and "running_balance_break" in _rules(data), (stderr, data["findings"])
+    for n in range(3):
+        code, data, stderr = _audit(fresh_db, tmp_path / f"state{n}", "--state", str(state), config=config)
+        assert code == 1 and _rules(data).get("history_tampered", set()) >= {"5", "6", "7", "8"}, (
+            stderr, data["findings"])
+
 TIED_SEQ = """
 CREATE TABLE entries (id uuid PRIMARY KEY, seq bigint NOT NULL, journal_id bigint NOT NULL,
   account_id bigint NOT NULL, entry_type text NOT NULL, amount_cents bigint NOT NULL,
