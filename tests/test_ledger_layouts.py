@@ -517,12 +517,14 @@ def test_an_account_moved_to_another_currency_stays_tampered_when_posted_to_in_a
 
 
 
+@pytest.mark.parametrize("renamed", [False, True], ids=["spelled", "renamed"])
 def test_entries_of_a_gap_spelling_their_account_otherwise_are_below_its_last_proven_entry(
-        fresh_db: str, tmp_path: Path) -> None:
-    """Found by a break-it run: with ids in a case-insensitive collation, entries committed into a gap
+        fresh_db: str, tmp_path: Path, renamed: bool) -> None:
+    """Found by break-it runs: with ids in a case-insensitive collation, entries committed into a gap
     of proven ids, below their accounts' last proven entries but spelled otherwise ('a1' for 'A1'),
-    were read as new and proven, chained from the last proven entries: every incremental audit
-    passed the chain breaks a full audit finds. They are history_tampered, as in any spelling."""
+    or after the account's row was renamed so, were read as new and proven, chained from the last
+    proven entries: every incremental audit passed the chain breaks a full audit finds. They are
+    history_tampered, as in any spelling."""
     _case_insensitive(fresh_db)
     with psycopg.connect(fresh_db, autocommit=True) as conn:  # (entries 5 to 8 a gap)
         conn.execute("INSERT INTO journals VALUES (3, 'transfer', NULL, NULL, 'USD')")
@@ -536,6 +538,8 @@ def test_entries_of_a_gap_spelling_their_account_otherwise_are_below_its_last_pr
         code, data, stderr = _audit(fresh_db, tmp_path / f"prove{n}", "--state", str(state), config=config)
         assert code == 0, (stderr, data["findings"])
     with psycopg.connect(fresh_db, autocommit=True) as conn:  # (two journals that net to nothing)
+        if renamed:
+            conn.execute("UPDATE accounts SET id = lower(id) WHERE id IN ('A1', 'B1')")
         conn.execute("INSERT INTO journals VALUES (4, 'transfer', NULL, NULL, 'USD'), "
                      "(5, 'transfer', NULL, NULL, 'USD')")
         conn.execute("INSERT INTO entries VALUES (5, 4, 'a1', 'debit', 5, 90, 85), "

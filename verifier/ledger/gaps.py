@@ -50,6 +50,30 @@ WHERE e.{entries_journal} = ANY({late}) AND e.{entries_seq} > {w}
 """
 
 
+# The newest proven entry of each of the entries ``rows``' accounts, by the account column's own
+# equality, above the row (none: none above it): for rows whose account the state keeps under no
+# spelling they have (an id re-spelled since, 'U1' renamed 'u1' in a case-insensitive collation,
+# 690 stored as 690.00: entries below its last proven entry were proven as new, and passed every
+# incremental audit; found by a break-it run). One read of the entries: only where such rows are.
+PROVEN_ABOVE_SQL = """
+SELECT r.{seq}, max(p.{seq}) FROM {entries} r
+JOIN {entries} p ON p.{account} = r.{account} AND p.{seq} > r.{seq} AND p.{seq} <= {proven}
+                AND NOT p.{seq} = ANY({late})
+WHERE r.{seq} = ANY({rows}) GROUP BY r.{seq}
+"""
+
+
+def _proven_above(conn: psycopg.Connection, filled: dict[str, sql.Composable], state: st.State,
+                  rows: list[int], late: list[int]) -> dict[int, int]:
+    """``PROVEN_ABOVE_SQL`` of the entries of seq ``rows`` (``late``: every row found in gaps, not
+    proven): seq -> the seq of the newest proven entry of its account above it."""
+    if not rows:
+        return {}
+    return {int(r): int(p) for r, p in conn.execute(sql.SQL(PROVEN_ABOVE_SQL).format(
+        seq=filled["entries_seq"], entries=filled["entries"], account=filled["entries_account"],
+        proven=sql.Literal(state.proven["entries"]), late=history.ids(late), rows=history.ids(rows)))}
+
+
 def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
          ) -> tuple[dict[str, list[int]], list[st.Tampered], list[int], set[int], dict[str, str]]:
     """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``)
@@ -98,14 +122,20 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
             notes[table] = (f"more than {LATE_MAX:,} rows in gaps of the ids earlier audits proved: none is "
                             "read as new, each is history_tampered once re-hashed")
             continue
-        last = st.lookup(state.last or {}, {a for _, a, _, _ in rows if a is not None})
+        last = {a: entry[0] for a, entry in st.lookup(
+            state.last or {}, {a for _, a, _, _ in rows if a is not None}).items()}
+        by_row = (_proven_above(conn, filled, state, [int(i) for i, a, _, _ in rows if a not in last],
+                                [int(i) for i, _, _, _ in rows]) if table == "entries" else {})
         for i, a, cents, j in rows:
-            if a is not None and a in last and last[a][0] > int(i):
+            above = last.get(a) if a is not None else None
+            if above is None:
+                above = by_row.get(int(i))
+            if above is not None and above > int(i):
                 broken.add(j)
                 impact = abs(whole_cents(Decimal(cents))) if cents is not None else 0
                 below.append(st.Tampered(
                     table, str(i), "inserted", impact,
-                    f"inserted in a gap of proven ids, below account {a}'s last proven entry {last[a][0]} "
+                    f"inserted in a gap of proven ids, below account {a}'s last proven entry {above} "
                     f"(its chain in seq order no longer holds; amount {cents} cents)",
                     int(i) >> history.CHUNK_BITS))
             else:
