@@ -63,11 +63,24 @@ WHERE r.{seq} = ANY({rows}) GROUP BY r.{seq}
 """
 
 
-def _proven_above(conn: psycopg.Connection, filled: dict[str, sql.Composable], state: st.State,
-                  rows: list[int], late: list[int]) -> dict[int, int]:
+# Whether the entries' account ids are integers, whose text has one spelling (bigint: the platform's).
+INTEGER_ACCOUNTS_SQL = """
+SELECT a.atttypid IN (20, 21, 23) FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped
+"""
+
+
+def _proven_above(conn: psycopg.Connection, filled: dict[str, sql.Composable], layout: Layout,
+                  state: st.State, rows: list[int], late: list[int]) -> dict[int, int]:
     """``PROVEN_ABOVE_SQL`` of the entries of seq ``rows`` (``late``: every row found in gaps, not
-    proven): seq -> the seq of the newest proven entry of its account above it."""
+    proven): seq -> the seq of the newest proven entry of its account above it. None to read where
+    account ids are integers: a row the state has no entry for is of an account without proven
+    entries (a new wallet's first entries, often found in gaps with cached sequences)."""
     if not rows:
+        return {}
+    integer = conn.execute(INTEGER_ACCOUNTS_SQL, (filled["entries"].as_string(conn),
+                                                  layout.column("entries", "account"))).fetchone()
+    if integer and integer[0]:
         return {}
     return {int(r): int(p) for r, p in conn.execute(sql.SQL(PROVEN_ABOVE_SQL).format(
         seq=filled["entries_seq"], entries=filled["entries"], account=filled["entries_account"],
@@ -124,7 +137,7 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
             continue
         last = {a: entry[0] for a, entry in st.lookup(
             state.last or {}, {a for _, a, _, _ in rows if a is not None}).items()}
-        by_row = (_proven_above(conn, filled, state, [int(i) for i, a, _, _ in rows if a not in last],
+        by_row = (_proven_above(conn, filled, layout, state, [int(i) for i, a, _, _ in rows if a not in last],
                                 [int(i) for i, _, _, _ in rows]) if table == "entries" else {})
         for i, a, cents, j in rows:
             above = last.get(a) if a is not None else None
