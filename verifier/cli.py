@@ -89,7 +89,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
     from verifier import terminal
     from verifier.errors import VerifierError, printable
     from verifier.run import VERDICTS
-    from verifier.signals import handle_termination
+    from verifier.signals import handle_termination, within
 
     handle_termination()
     term = terminal.Terminal(mode)
@@ -106,6 +106,8 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
                     output_format)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug in the verifier: say so, never a bare traceback
+        if within(exc):  # a signal, wrapped by the code it landed in (verifier.main says so)
+            raise KeyboardInterrupt from None
         if show_traceback:
             tb.print_exc()
         click.echo(

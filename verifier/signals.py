@@ -49,6 +49,22 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
+def within(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``KeyboardInterrupt`` or was raised because of one (its ``__cause__`` or
+    ``__context__``, at any depth). Python wraps an exception raised while a class is created in
+    ``RuntimeError("Error calling __set_name__ ...")`` (CPython 3.11, ``type_new_set_names``): a
+    signal that lands while a module defines a dataclass arrives so wrapped (found by the signal
+    test, in one CI run)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _again(signum: int) -> None:
     """Send ``signum`` to this process from a thread that does not take it (a block ``shielded``
     holds it back until the block ends, as the first one)."""

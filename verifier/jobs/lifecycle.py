@@ -173,14 +173,14 @@ def recorded(run: Run) -> Iterator[Run]:
     except VerifierError as exc:
         ended(exc)
         raise
-    except KeyboardInterrupt:
-        raise ended(Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")) from None
     except psycopg.OperationalError as exc:  # a backend lost mid-run, wherever no stage caught it
         raise ended(lost_connection(exc)) from None
     except OSError as exc:  # a file the run writes (offenders.csv) or reads: the disk, not a bug
         where = f": {exc.filename}" if exc.filename else f" (the run writes to {run.run_dir})"
         raise ended(VerifierError(f"A file operation failed: {exc.strerror or exc}{where}.")) from None
     except BaseException as exc:
+        if signals.within(exc):  # KeyboardInterrupt, or one wrapped by the code it landed in
+            raise ended(Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")) from None
         run.end("error", f"Internal error: {type(exc).__name__}: {exc}")
         write_outputs(run)
         raise
