@@ -54,7 +54,11 @@ WHERE e.{entries_journal} = ANY({late}) AND e.{entries_seq} > {w}
 # equality, above the row (none: none above it): for rows whose account the state keeps under no
 # spelling they have (an id re-spelled since, 'U1' renamed 'u1' in a case-insensitive collation,
 # 690 stored as 690.00: entries below its last proven entry were proven as new, and passed every
-# incremental audit; found by a break-it run). One read of the entries: only where such rows are.
+# incremental audit; found by a break-it run). One read of the entries: only where such rows are,
+# and accounts are not told apart by their ids' text (``proven.TEXT_TELLS_ACCOUNTS_SQL``). Where they
+# are (the platform's bigint ids), a row the state has no entry for is of an account without proven
+# entries (a new wallet's first entries, often found in gaps with cached sequences), and the read
+# could be a scan of every entry.
 PROVEN_ABOVE_SQL = """
 SELECT r.{seq}, max(p.{seq}) FROM {entries} r
 JOIN {entries} p ON p.{account} = r.{account} AND p.{seq} > r.{seq} AND p.{seq} <= {proven}
@@ -63,31 +67,19 @@ WHERE r.{seq} = ANY({rows}) GROUP BY r.{seq}
 """
 
 
-# Whether the entries' account ids are integers, whose text has one spelling (bigint: the platform's).
-INTEGER_ACCOUNTS_SQL = """
-SELECT a.atttypid IN (20, 21, 23) FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped
-"""
-
-
-def _proven_above(conn: psycopg.Connection, filled: dict[str, sql.Composable], layout: Layout,
-                  state: st.State, rows: list[int], late: list[int]) -> dict[int, int]:
+def _proven_above(conn: psycopg.Connection, filled: dict[str, sql.Composable], state: st.State,
+                  rows: list[int], late: list[int]) -> dict[int, int]:
     """``PROVEN_ABOVE_SQL`` of the entries of seq ``rows`` (``late``: every row found in gaps, not
-    proven): seq -> the seq of the newest proven entry of its account above it. None to read where
-    account ids are integers: a row the state has no entry for is of an account without proven
-    entries (a new wallet's first entries, often found in gaps with cached sequences)."""
+    proven): seq -> the seq of the newest proven entry of its account above it."""
     if not rows:
-        return {}
-    integer = conn.execute(INTEGER_ACCOUNTS_SQL, (filled["entries"].as_string(conn),
-                                                  layout.column("entries", "account"))).fetchone()
-    if integer and integer[0]:
         return {}
     return {int(r): int(p) for r, p in conn.execute(sql.SQL(PROVEN_ABOVE_SQL).format(
         seq=filled["entries_seq"], entries=filled["entries"], account=filled["entries_account"],
         proven=sql.Literal(state.proven["entries"]), late=history.ids(late), rows=history.ids(rows)))}
 
 
-def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State
+def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State,
+         text_tells: bool
          ) -> tuple[dict[str, list[int]], list[st.Tampered], list[int], set[int], dict[str, str]]:
     """Per history table, the ids of the rows found in the gaps its proven ids left (``State.holes``)
     that an incremental audit reads as new, in order; the entries found there below their account's
@@ -107,7 +99,8 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
     finds it broken); it is history_tampered on every audit while it is there (found so at once,
     whatever share of history an audit re-hashes; its amount still counts in the trial balance).
     None of a table with more than ``LATE_MAX`` of them is read: history_tampered when re-hashed,
-    as before gaps were kept."""
+    as before gaps were kept. ``text_tells``: whether accounts are told apart by their ids' text
+    (``proven.TEXT_TELLS_ACCOUNTS_SQL``; if not, ``PROVEN_ABOVE_SQL`` is read)."""
     found: dict[str, list[int]] = {t: [] for t in st.HISTORY_TABLES}
     below: list[st.Tampered] = []
     broken: set[str | None] = set()  # the journals of those below
@@ -137,8 +130,9 @@ def late(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composa
             continue
         last = {a: entry[0] for a, entry in st.lookup(
             state.last or {}, {a for _, a, _, _ in rows if a is not None}).items()}
-        by_row = (_proven_above(conn, filled, layout, state, [int(i) for i, a, _, _ in rows if a not in last],
-                                [int(i) for i, _, _, _ in rows]) if table == "entries" else {})
+        by_row = (_proven_above(conn, filled, state, [int(i) for i, a, _, _ in rows if a not in last],
+                                [int(i) for i, _, _, _ in rows]) if table == "entries" and not text_tells
+                  else {})
         for i, a, cents, j in rows:
             above = last.get(a) if a is not None else None
             if above is None:

@@ -303,8 +303,15 @@ WHERE NOT x.found OR x.differs
 """
 
 
+def text_tells_accounts(conn: psycopg.Connection, layout: Layout) -> bool:
+    """Whether accounts are told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``)."""
+    columns = (layout.schema, layout.tables["entries"], layout.column("entries", "account"),
+               layout.schema, layout.tables["accounts"], layout.column("accounts", "id"))
+    return bool((conn.execute(TEXT_TELLS_ACCOUNTS_SQL, columns).fetchone() or (False,))[0])
+
+
 def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Composable], state: st.State,
-            gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
+            text_tells: bool, gaps: dict[str, list[int]] | None = None, below: list[int] | None = None
             ) -> tuple[dict[str, sql.Composable], dict[str, int], list[st.Tampered]]:
     """An incremental audit's placeholders (``invariants.incremental``), how many accounts' last
     proven entries they send (``sent``) and name as unchanged, and those of the entries sent whose
@@ -321,7 +328,8 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     full audit (measured: the state stage's and the accounts pass's reading of them, 2 s each time).
     The others are read as they stand, once, here (one scan of the accounts), and named to the
     accounts pass as unchanged: they have entries, and no rule of its holds for them. Every account's
-    is sent where accounts are not told apart by their ids' text (``TEXT_TELLS_ACCOUNTS_SQL``).
+    is sent where accounts are not told apart by their ids' text (``text_tells``,
+    ``text_tells_accounts``).
     ``gaps``: the rows found in gaps of proven history (``gaps.late``), read as new; ``below``: the
     entries counted in the trial balance as they stand (those found there below their account's last
     proven entry, and ``State.live``)."""
@@ -330,10 +338,7 @@ def shipped(conn: psycopg.Connection, layout: Layout, filled: dict[str, sql.Comp
     needed: Mapping[str, st.LastEntry] = last
     named: list[str] = []
     by_unproven, unchanged = False, 0
-    columns = (layout.schema, layout.tables["entries"], layout.column("entries", "account"),
-               layout.schema, layout.tables["accounts"], layout.column("accounts", "id"))
-    if (conn.execute(TEXT_TELLS_ACCOUNTS_SQL, columns).fetchone() or (False,))[0] \
-            and isinstance(last, st.StoredLast):
+    if text_tells and isinstance(last, st.StoredLast):
         fresh = {str(a) for (a,) in conn.execute(inv.compose(ACCOUNTS_NEW_SQL, {
             **filled, "w": sql.Literal(state.proven["entries"]),
             **inv.late(filled, (gaps or {}).get("entries", []))}))}
@@ -493,8 +498,9 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
         broken: set[int] = set()
         changed_last: list[st.Tampered] = []
         if before is not None and not before.empty and not schedule.full:
+            text_tells = text_tells_accounts(conn, layout)
             if before.last is not None:
-                gaps, below, live, broken, late_notes = gaps_.late(conn, layout, filled, before)
+                gaps, below, live, broken, late_notes = gaps_.late(conn, layout, filled, before, text_tells)
                 if late_notes:
                     detail["gaps"] = late_notes
             if before.last is None:
@@ -506,7 +512,8 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
                          f"{current[RULES]} now)")
             else:
                 placeholders, detail["last_entries"], changed_last = shipped(
-                    conn, layout, filled, before, gaps, [*(int(t.id) for t in below), *before.live])
+                    conn, layout, filled, before, text_tells, gaps,
+                    [*(int(t.id) for t in below), *before.live])
                 again = _moved_across_floor(conn, placeholders)
         previous = before if again else None
         if before is None or schedule.full or before.empty or again:
