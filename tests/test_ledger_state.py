@@ -37,6 +37,7 @@ from verifier.ledger import state as st
 from verifier.pg import conninfo
 
 from .conftest import BIN_DIR, copy_db, only_run, reader_role, run_cli, run_summary
+from .test_faults import _small_disk
 from .test_ledger import DEMO_CONFIG
 
 
@@ -1773,3 +1774,20 @@ def test_entries_of_a_missing_journal_proven_in_turns_are_all_counted(ledger_cop
                 orphans = _counts(data).get(("orphan_entry", "public.entries"))
                 assert orphans == full.get(("orphan_entry", "public.entries")), (stderr, data["findings"])
                 assert orphans is not None or cents == "journal"
+
+
+def test_an_audit_whose_state_cannot_be_saved_still_lists_its_findings(ledger_copy: str,
+                                                                      tmp_path: Path) -> None:
+    """The disk of the state file fills up: the save fails (exit 2, the state left as it was), and the
+    console still lists the findings the audit made, as summary.json and report.html keep them (it
+    listed none: found by a break-it run)."""
+    ledger.plant(ledger_copy)
+    with _small_disk(tmp_path / "disk", "16k") as disk:
+        report = tmp_path / "r"
+        result = run_cli("verify-ledger", "--db", ledger_copy, "--report-dir", str(report),
+                         "--state", str(disk / "ledger.state"))
+    data = run_summary(report)
+    assert result.code == 2 and data["status"] == "error", result.stderr
+    assert "Cannot write the state file" in result.stderr and "disk is full" in result.stderr, result.stderr
+    rules = {f["rule"] for f in data["findings"]}
+    assert len(rules) > 5 and all(f"    {rule} " in result.stderr for rule in rules), result.stderr

@@ -99,6 +99,9 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
     except VerifierError as exc:
         if show_traceback:
             tb.print_exc()
+        if mode != "quiet":
+            for line in exc.summary:
+                click.echo(printable(line), err=True)
         click.echo(f"{name}: {printable(str(exc))}", err=True)
         if exc.run_dir is not None:
             click.echo(f"{name}: incomplete report: {exc.run_dir / 'report.html'}", err=True)

@@ -32,6 +32,9 @@ class VerifierError(Exception):
         self.hint = hint
         # Set by the run that raised it, once its (incomplete) report is written.
         self.run_dir: Path | None = None
+        # Set by the run that raised it where it had findings: its summary for the console
+        # (``verifier.terminal.summary_lines``), as its report keeps them.
+        self.summary: list[str] = []
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} {self.hint}"

@@ -164,14 +164,15 @@ def _Counted() -> Any:  # noqa: N802 (a rich column, built when rich is imported
     return Counted()
 
 
-def summary_lines(run: Run) -> list[str]:
+def summary_lines(run: Run, *, told_after: bool = False) -> list[str]:
     """The verdict, the findings counted per rule (errors, then warnings), the rows checked, the
     cents impact (absolute and net, in cents and as money), what was not verified, and where the
-    report is."""
+    report is (with ``told_after``, not the run's error and the report: the lines that follow say
+    them, as for every error)."""
     from verifier.run import VERDICTS
 
     lines = [f"{VERDICTS[run.status or 'error']} in {run.duration_s:.1f} s"]
-    if run.error and run.status == "error":
+    if run.error and run.status == "error" and not told_after:
         lines.append(f"  not verified: {run.error}")
     for severity in ("error", "warning"):
         rules: dict[str, tuple[int, int]] = {}
@@ -219,5 +220,6 @@ def summary_lines(run: Run) -> list[str]:
     if reaped:
         lines.append(f"  removed {len(reaped)} embedded server(s) that runs killed earlier had left: "
                      + ", ".join(reaped))
-    lines.append(f"  report: {run.run_dir / 'report.html'}")
+    if not told_after:
+        lines.append(f"  report: {run.run_dir / 'report.html'}")
     return lines

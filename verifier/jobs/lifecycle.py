@@ -166,6 +166,8 @@ def recorded(run: Run) -> Iterator[Run]:
             write_outputs(run)
             signals.ended(error.exit_code)
         error.run_dir = run.run_dir
+        if run.findings:  # (a save that failed after the checks: they are listed, as reported)
+            error.summary = terminal.summary_lines(run, told_after=True)
         return error
 
     try:
