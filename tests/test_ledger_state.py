@@ -794,7 +794,8 @@ def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, 
     "INSERT INTO tampered VALUES ('bogus', 0, '1', 'changed', 0, 'x', 'r')",
     "UPDATE meta SET value = 'zz' WHERE key = 'salt'",
     "UPDATE meta SET value = '\"abc\"' WHERE key = 'seen_xmax'",
-    "UPDATE meta SET value = '{\"entries\": \"x\", \"journals\": 0}' WHERE key = 'proven'"])
+    "UPDATE meta SET value = '{\"entries\": \"x\", \"journals\": 0}' WHERE key = 'proven'",
+    "UPDATE meta SET value = 'Mars/Olympus' WHERE key = 'digest_timezone'"])
 def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: str, tmp_path: Path,
                                                                   damage: str) -> None:
     audit = Auditor(ledger_copy, tmp_path)

@@ -468,6 +468,19 @@ def within_sequences(conn: psycopg.Connection, layout: Layout, filled: dict[str,
     return held, found, notes
 
 
+def _known_timezone(conn: psycopg.Connection, path: Path, timezone: str) -> None:
+    """``UsageError`` (the state file's damage) where the server does not take ``timezone``, the
+    TimeZone the state's digests were made in, as a setting (tried in a savepoint, then undone): a
+    hand-edited one ('Mars/Olympus') failed each digest, and the audit, as an internal error (found
+    by a break-it run)."""
+    try:
+        with conn.transaction() as savepoint:
+            conn.execute("SELECT pg_catalog.set_config('TimeZone', %s, true)", (timezone,))
+            raise psycopg.Rollback(savepoint)
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.DataError) as exc:
+        raise st.damaged(path, ValueError(f"a digest time zone the server does not know: {exc}")) from None
+
+
 def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: inv.Convention,
                filled: dict[str, sql.Composable], schedule: Schedule, mutable: dict[str, list[str]]) -> Scope:
     """The "state" stage: what earlier audits proved, and what this audit covers.
@@ -478,6 +491,8 @@ def read_state(run: Run, conn: psycopg.Connection, layout: Layout, convention: i
     assert schedule.state is not None
     with run.stage("state") as detail:
         before = st.load(schedule.state)
+        if before is not None and before.digest_timezone:
+            _known_timezone(conn, schedule.state, before.digest_timezone)
         current = identity(conn, layout, convention, mutable)
         if before is not None:
             check_identity(schedule.state, before.identity, as_written(before.identity, current))
