@@ -88,7 +88,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
     """Run ``action``; render its Run (or error) and exit with the right code."""
     from verifier import terminal
     from verifier.errors import VerifierError, printable
-    from verifier.run import VERDICTS
+    from verifier.run import verdict_line
     from verifier.signals import handle_termination, within
 
     handle_termination()
@@ -105,8 +105,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
         click.echo(f"{name}: {printable(str(exc))}", err=True)
         if exc.run_dir is not None:
             click.echo(f"{name}: incomplete report: {exc.run_dir / 'report.html'}", err=True)
-            _stdout(name, exc.run_dir, f"{VERDICTS['error']}: report {exc.run_dir / 'report.html'}",
-                    output_format)
+            _stdout(name, exc.run_dir, verdict_line("error", exc.run_dir), output_format)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug in the verifier: say so, never a bare traceback
         if within(exc):  # a signal, wrapped by the code it landed in (verifier.main says so)
@@ -122,8 +121,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
     if result is None:
         return
     term.summary(result)
-    _stdout(name, result.run_dir, f"{VERDICTS[result.status]}: report {result.run_dir / 'report.html'}",
-            output_format)
+    _stdout(name, result.run_dir, verdict_line(result.status, result.run_dir), output_format)
     sys.exit(result.exit_code)
 
 

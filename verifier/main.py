@@ -1,23 +1,33 @@
 """The console scripts (``verify-cents``, ``verify-ledger``, ``verifier``): signals first.
 
-Each entry point makes SIGTERM behave as Ctrl-C before anything else is
-imported (click and the library take a few hundred milliseconds), then runs
-its command from ``verifier.cli``. An interrupt that reaches this level, from
-the first statement on, ends the process with exit 2 and one line on stderr,
-never click's "Aborted!" (exit 1, the code for findings) or a traceback:
+Ctrl-C and SIGTERM are held back from this module's first statement (they
+are delivered, not lost) until each entry point has made SIGTERM behave as
+Ctrl-C, before anything else is imported (click and the library take a few
+hundred milliseconds); it then runs its command from ``verifier.cli``. An
+interrupt that reaches this level, from that first statement on, ends the
+process with exit 2 and one line on stderr, never click's "Aborted!" (exit 1,
+the code for findings) or a traceback, also where the code it landed in
+wrapped it in another exception (``verifier.signals.within``):
 
 - before a run folder exists: nothing was verified, and the line says so;
 - inside a run: the run has already recorded itself as NOT VERIFIED
   (``verifier.jobs.lifecycle.recorded``) and said so;
-- after the run wrote its outputs: the verdict stands, and the process exits
-  with the run's own code (``verifier.signals.ended``).
+- after the run wrote its outputs: the verdict stands, the line says which,
+  and the process exits with the run's own code (``verifier.signals.ended``).
+
+(Before this module runs, the interpreter is starting: a signal then ends it
+as the signal's default does, and no run folder exists.)
 """
 
 from __future__ import annotations
 
 import signal
-import sys
-from typing import NoReturn
+
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # (until ``_main`` can take them)
+
+import sys  # noqa: E402 (after the signals are held)
+from typing import NoReturn  # noqa: E402
 
 
 def _ignore_signals() -> None:
@@ -49,19 +59,23 @@ def _run(command_name: str, prog: str) -> int:
 
 
 def _main(command_name: str, prog: str) -> NoReturn:
-    from verifier.signals import handle_termination  # (signal, os and threading only)
+    from verifier.signals import handle_termination, outcome, within  # (signal, os and threading only)
 
-    handle_termination()
     try:
+        handle_termination()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # (one held back is delivered here)
         code = _run(command_name, prog)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # (KeyboardInterrupt, or one wrapped: in an import, a class made)
+        if not within(exc):
+            raise
         _ignore_signals()
-        from verifier.signals import outcome
-
         ended = outcome()
         if ended is None:
             print(f"{prog}: Interrupted (Ctrl-C or SIGTERM): nothing was verified.", file=sys.stderr)
-        code = 2 if ended is None else ended
+        else:
+            print(f"{prog}: Interrupted (Ctrl-C or SIGTERM) after the run was recorded: {ended[1]} "
+                  "(the verdict stands).", file=sys.stderr)
+        code = 2 if ended is None else ended[0]
     _ignore_signals()
     sys.exit(code)
 

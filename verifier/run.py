@@ -27,6 +27,11 @@ EXIT_CODES = {"pass": 0, "fail": 1, "error": 2}
 VERDICTS = {"pass": "PASS", "fail": "FAIL", "error": "NOT VERIFIED"}
 
 
+def verdict_line(status: str | None, run_dir: Path) -> str:
+    """The verdict the console prints on stdout: "FAIL: report PATH" (None: a run not ended, an error)."""
+    return f"{VERDICTS[status or 'error']}: report {run_dir / 'report.html'}"
+
+
 class Watch(Protocol):
     """Who follows a run as it goes (the terminal: ``verifier.terminal.Terminal``): a stage starts,
     advances (``done`` of ``total`` ``unit``, ``now`` naming the current item) and ends; a line to

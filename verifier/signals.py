@@ -19,17 +19,19 @@ from collections.abc import Iterator
 from types import FrameType
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
-_outcome: list[int] = []  # the exit code of the run whose outputs are written, once it is
+# The exit code and verdict line of the run whose outputs are written, once they are.
+_outcome: list[tuple[int, str]] = []
 
 
-def ended(exit_code: int) -> None:
-    """Record that a run's outputs are written with ``exit_code``: an interrupt after this point
-    ends the process with that code (``verifier.main``), not as an interrupted run."""
-    _outcome[:] = [exit_code]
+def ended(exit_code: int, verdict: str) -> None:
+    """Record that a run's outputs are written with ``exit_code`` and ``verdict`` (its line: "PASS:
+    report PATH"): an interrupt after this point ends the process with that code, and says that
+    verdict (``verifier.main``; the console may not have said it yet), not as an interrupted run."""
+    _outcome[:] = [(exit_code, verdict)]
 
 
-def outcome() -> int | None:
-    """The exit code ``ended`` recorded, or None while no run has written its outputs."""
+def outcome() -> tuple[int, str] | None:
+    """The exit code and verdict ``ended`` recorded, or None while no run has written its outputs."""
     return _outcome[0] if _outcome else None
 
 

@@ -33,7 +33,7 @@ from verifier.jobs import baseline as baseline_
 from verifier.ledger import layout
 from verifier.pg import conninfo
 from verifier.report import write_outputs
-from verifier.run import Run
+from verifier.run import Run, verdict_line
 from verifier.signals import shielded
 
 
@@ -164,7 +164,7 @@ def recorded(run: Run) -> Iterator[Run]:
         with shielded():
             run.end("error", str(error))
             write_outputs(run)
-            signals.ended(error.exit_code)
+            signals.ended(error.exit_code, verdict_line(run.status, run.run_dir))
         error.run_dir = run.run_dir
         if run.findings:  # (a save that failed after the checks: they are listed, as reported)
             error.summary = terminal.summary_lines(run, told_after=True)
@@ -189,4 +189,4 @@ def recorded(run: Run) -> Iterator[Run]:
     assert run.status is not None, "a run must be ended before it is recorded"
     with shielded():  # a signal now is delivered after the verdict is on record (verifier.main)
         write_outputs(run)
-        signals.ended(run.exit_code)
+        signals.ended(run.exit_code, verdict_line(run.status, run.run_dir))
