@@ -795,7 +795,16 @@ def test_a_passing_audit_with_warnings_is_recorded_as_passing(ledger_copy: str, 
     "UPDATE meta SET value = 'zz' WHERE key = 'salt'",
     "UPDATE meta SET value = '\"abc\"' WHERE key = 'seen_xmax'",
     "UPDATE meta SET value = '{\"entries\": \"x\", \"journals\": 0}' WHERE key = 'proven'",
-    "UPDATE meta SET value = 'Mars/Olympus' WHERE key = 'digest_timezone'"])
+    "UPDATE meta SET value = 'Mars/Olympus' WHERE key = 'digest_timezone'",
+    # (helper-47: internal errors, or every chunk tampered)
+    "UPDATE meta SET value = x'00ff' WHERE key = 'digest_timezone'",
+    "UPDATE meta SET value = 'null' WHERE key = 'identity'",
+    "UPDATE meta SET value = '[]' WHERE key = 'identity'",
+    "UPDATE meta SET value = '[]' WHERE key = 'rotation'",
+    "UPDATE meta SET value = '1' WHERE key = 'rotation'",
+    "INSERT INTO offenders VALUES ('chain', 0, '1', '1', -3, NULL, 'r')",
+    "UPDATE chunks SET amount = 'NaN' WHERE rowid = (SELECT min(rowid) FROM chunks)",
+    "UPDATE meta SET value = '1' WHERE key = 'salt'"])
 def test_a_state_with_damaged_figures_is_exit_2_and_left_as_it_was(ledger_copy: str, tmp_path: Path,
                                                                   damage: str) -> None:
     audit = Auditor(ledger_copy, tmp_path)

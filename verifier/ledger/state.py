@@ -590,15 +590,21 @@ def _read(db: sqlite3.Connection, path: Path) -> State:
                   proven_at=json.loads(meta["proven_at"]), digest_timezone=meta.get("digest_timezone"))
     if db.execute("PRAGMA encoding").fetchone()[0] != "UTF-8":  # (the order ``StoredLast.compare`` reads in)
         raise ValueError("a text encoding other than UTF-8")
+    if not all(isinstance(d, dict) for d in (state.identity, state.proven, state.seen, state.rotation)) \
+            or not (state.digest_timezone is None or type(state.digest_timezone) is str):
+        raise ValueError("an identity, watermarks, rotation or time zone of another kind than written")
     if set(state.proven) != set(HISTORY_TABLES) or set(state.seen) != set(HISTORY_TABLES):
         raise ValueError("watermarks of unknown tables")
-    int(state.salt[:15], 16)  # the digests' key (State.seed): a salt that is not hex raises ValueError
+    # The digests' key (State.seed), 32 hex digits as written (``new``): a shorter one hashed
+    # every row otherwise, and all history was tampered (found by a break-it run).
+    if not re.fullmatch(r"[0-9a-f]{32}", state.salt):
+        raise ValueError("a salt that is not the one written")
     if not all(type(v) is int for d in (state.proven, state.seen, state.rotation) for v in d.values()) \
             or not (state.seen_xmax is None or type(state.seen_xmax) is int):
         raise ValueError("watermarks, rotation or xid that are not integers")
     for tbl, chunk, n, s0, s1, amount in db.execute(
             "SELECT tbl, chunk, n, s0, s1, amount FROM chunks ORDER BY tbl, chunk"):
-        state.chunks[tbl][int(chunk)] = Chunk(int(n), int(s0), int(s1), Decimal(amount))
+        state.chunks[tbl][int(chunk)] = Chunk(int(n), int(s0), int(s1), _finite(amount))
     state.trial = {currency: _finite(total)
                    for currency, total in db.execute("SELECT currency, total FROM trial")}
     # A state written before the last proven entries were kept has no such table.
@@ -621,7 +627,7 @@ def _read(db: sqlite3.Connection, path: Path) -> State:
     # Rows read as they are used, checked here: a hand-edited one was an internal error (found by a
     # break-it run), in a pass, in the report, or in every later audit's report.
     for c in state.carried:
-        if not (type(c.rule_index) is int and c.rule_index >= 0 and type(c.weight) is int):
+        if not (type(c.rule_index) is int and c.rule_index >= 0 and type(c.weight) is int and c.weight >= 0):
             raise ValueError(f"an offending row of rule {c.rule_index!r}, weight {c.weight!r}")
         if c.impact is not None:
             _finite(c.impact)
