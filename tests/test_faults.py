@@ -469,7 +469,7 @@ def test_a_signal_at_any_moment_is_exit_2_or_the_recorded_verdict(
 # process ``SIG{signame}``: while it defines a class (Python wraps what the handler raises there in
 # RuntimeError("Error calling __set_name__ ...") (CPython 3.11), in ``cli._invoke`` (``invoked``), in
 # a run (``in a run``), or outside ``cli._invoke`` (``bare``, as in an import of click), or once its
-# run is recorded (``recorded``).
+# run is recorded (``recorded``: held back until the console has said the verdict).
 _SIGNALLED_COMMAND = """
 import os, signal, sys, time
 from pathlib import Path
@@ -492,8 +492,8 @@ def work():
         if "{work}" == "in a run":
             define()
         run.end("pass")
-    os.kill(os.getpid(), signal.SIG{signame})
-    time.sleep(30)
+    os.kill(os.getpid(), signal.SIG{signame})  # (held back until the verdict is said)
+    return run
 
 cli.define = click.command()(define if "{work}" == "bare" else lambda: cli._invoke("define", False, work))
 main._main("define", "define")
@@ -521,11 +521,13 @@ def test_a_signal_wrapped_by_the_code_it_lands_in_is_still_an_interrupt(
         return
     (run_dir,) = (p for p in report.iterdir() if p.is_dir())
     data = json.loads((run_dir / "summary.json").read_text())
-    if work == "recorded":
-        assert (proc.returncode, data["status"]) == (0, "pass"), (proc.stdout, proc.stderr)
-        said = proc.stderr.strip()
-        assert said == ("define: Interrupted (Ctrl-C or SIGTERM) after the run was recorded: "
-                        f"PASS: report {run_dir / 'report.html'} (the verdict stands)."), said
+    if work == "recorded":  # (the verdict said in full, then the interrupt)
+        verdict = f"PASS: report {run_dir / 'report.html'}"
+        assert (proc.returncode, data["status"], proc.stdout) == (0, "pass", verdict + "\n"), proc.stderr
+        said = proc.stderr.strip().splitlines()
+        assert said[0].startswith("PASS in ") and said[-1] == (
+            "define: Interrupted (Ctrl-C or SIGTERM) after the run's report was written; it stands: "
+            f"{verdict}."), said
         return
     assert proc.returncode == 2 and proc.stdout.startswith("NOT VERIFIED: report "), proc.stderr
     assert (data["status"], data["error"]) == (

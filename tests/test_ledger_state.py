@@ -37,7 +37,7 @@ from verifier.ledger import state as st
 from verifier.pg import conninfo
 
 from .conftest import BIN_DIR, copy_db, only_run, reader_role, run_cli, run_summary
-from .test_faults import _small_disk
+from .test_faults import FAULTS, _small_disk
 from .test_ledger import DEMO_CONFIG
 
 
@@ -1786,18 +1786,53 @@ def test_entries_of_a_missing_journal_proven_in_turns_are_all_counted(ledger_cop
                 assert orphans is not None or cents == "journal"
 
 
-def test_an_audit_whose_state_cannot_be_saved_still_lists_its_findings(ledger_copy: str,
-                                                                      tmp_path: Path) -> None:
-    """The disk of the state file fills up: the save fails (exit 2, the state left as it was), and the
-    console still lists the findings the audit made, as summary.json and report.html keep them (it
-    listed none: found by a break-it run)."""
-    ledger.plant(ledger_copy)
+@pytest.mark.parametrize("full", ["state", "report"])
+def test_an_audit_whose_state_or_report_cannot_be_written_still_lists_its_findings(
+        ledger_copy: str, tmp_path: Path, full: str) -> None:
+    """The disk of the state file, or of the report folder, fills up: exit 2, and the console still
+    lists the findings the audit made (it listed none: the last note, and helper-47 for the report).
+    A state file that could not be saved is left as it was."""
+    planted = {p.rule for p in ledger.plant(ledger_copy)}
     with _small_disk(tmp_path / "disk", "16k") as disk:
-        report = tmp_path / "r"
+        state = (disk if full == "state" else tmp_path) / "ledger.state"
+        report = (disk if full == "report" else tmp_path) / "r"
+        config = tmp_path / "demo.verifier.toml"
+        config.write_text(DEMO_CONFIG)  # (the demo ledger's legacy wallets to reconcile: planted too)
         result = run_cli("verify-ledger", "--db", ledger_copy, "--report-dir", str(report),
-                         "--state", str(disk / "ledger.state"))
-    data = run_summary(report)
-    assert result.code == 2 and data["status"] == "error", result.stderr
-    assert "Cannot write the state file" in result.stderr and "disk is full" in result.stderr, result.stderr
-    rules = {f["rule"] for f in data["findings"]}
+                         "--state", str(state), "--config", str(config))
+        if full == "state":
+            data = run_summary(report)
+    assert result.code == 2, result.stderr
+    if full == "state":
+        assert data["status"] == "error" and not state.exists(), result.stderr
+        assert "Cannot write the state file" in result.stderr and "disk is full" in result.stderr
+        rules = {f["rule"] for f in data["findings"]}
+    else:
+        assert "Could not write the report" in result.stderr and "No space left" in result.stderr
+        rules = planted
     assert len(rules) > 5 and all(f"    {rule} " in result.stderr for rule in rules), result.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_once_the_state_is_saved_leaves_the_verdict_the_state_recorded(
+        ledger_copy: str, tmp_path: Path, signame: str) -> None:
+    """A signal as the "state saved" stage ends, before the run's outputs are written: the state
+    file has recorded the audit (its runs: fail), so the run keeps that verdict, says it in full and
+    exits 1; it was NOT VERIFIED, exit 2, beside a state that had moved on (helper-47)."""
+    ledger.plant(ledger_copy)
+    state, report = tmp_path / "ledger.state", tmp_path / "r"
+    config = tmp_path / "demo.verifier.toml"
+    config.write_text(DEMO_CONFIG)
+    result = run_cli("verify-ledger", "--db", ledger_copy, "--report-dir", str(report), "--state", str(state),
+                     "--config", str(config),
+                     env={"PYTHONPATH": str(FAULTS), "VERIFIER_FAULT_STAGE": "state saved",
+                          "VERIFIER_FAULT_WHEN": "ends", "VERIFIER_FAULT_SIGNAL": signame})
+    data = run_summary(report)
+    db = sqlite3.connect(state)
+    recorded = [s for (s,) in db.execute("SELECT status FROM runs")]
+    db.close()
+    assert (result.code, data["status"], recorded) == (1, "fail", ["fail"]), result.stderr
+    verdict = f"FAIL: report {only_run(report) / 'report.html'}"
+    said = "Interrupted (Ctrl-C or SIGTERM) after the run's report was written; it stands: "
+    assert result.stdout == verdict + "\n", result.stderr
+    assert result.stderr.rstrip().endswith(f"{said}{verdict}."), result.stderr

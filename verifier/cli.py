@@ -89,7 +89,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
     from verifier import terminal
     from verifier.errors import VerifierError, printable
     from verifier.run import verdict_line
-    from verifier.signals import handle_termination, within
+    from verifier.signals import handle_termination, release, within
 
     handle_termination()
     term = terminal.Terminal(mode)
@@ -106,6 +106,7 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
         if exc.run_dir is not None:
             click.echo(f"{name}: incomplete report: {exc.run_dir / 'report.html'}", err=True)
             _stdout(name, exc.run_dir, verdict_line("error", exc.run_dir), output_format)
+        release()  # (a signal held back since the outcome was decided ends the process here)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug in the verifier: say so, never a bare traceback
         if within(exc):  # a signal, wrapped by the code it landed in (verifier.main says so)
@@ -119,9 +120,11 @@ def _invoke(name: str, show_traceback: bool, action: Callable[[], Any], *, mode:
         )
         sys.exit(2)
     if result is None:
+        release()
         return
     term.summary(result)
     _stdout(name, result.run_dir, verdict_line(result.status, result.run_dir), output_format)
+    release()
     sys.exit(result.exit_code)
 
 

@@ -13,7 +13,9 @@ wrapped it in another exception (``verifier.signals.within``):
 - inside a run: the run has already recorded itself as NOT VERIFIED
   (``verifier.jobs.lifecycle.recorded``) and said so;
 - after the run wrote its outputs: the verdict stands, the line says which,
-  and the process exits with the run's own code (``verifier.signals.ended``).
+  and the process exits with the run's own code (``verifier.signals.ended``;
+  from a ``--state`` file's save until the console has said the verdict,
+  signals are held back: ``verifier.signals.hold``).
 
 (Before this module runs, the interpreter is starting: a signal then ends it
 as the signal's default does, and no run folder exists.)
@@ -73,8 +75,8 @@ def _main(command_name: str, prog: str) -> NoReturn:
         if ended is None:
             print(f"{prog}: Interrupted (Ctrl-C or SIGTERM): nothing was verified.", file=sys.stderr)
         else:
-            print(f"{prog}: Interrupted (Ctrl-C or SIGTERM) after the run was recorded: {ended[1]} "
-                  "(the verdict stands).", file=sys.stderr)
+            print(f"{prog}: Interrupted (Ctrl-C or SIGTERM) after the run's report was written; it stands: "
+                  f"{ended[1]}.", file=sys.stderr)
         code = 2 if ended is None else ended[0]
     _ignore_signals()
     sys.exit(code)

@@ -6,7 +6,8 @@ directories) runs its exit code (the console scripts do it first of all:
 ``verifier.main``). ``shielded()`` holds both signals back while such
 cleanup runs, so a second Ctrl-C cannot leave half a cleanup. ``ended()``
 records that a run's outputs are written, so that a later interrupt
-leaves its verdict as it is.
+leaves its verdict as it is; ``hold()`` and ``release()`` keep signals back
+from the moment a run's outcome is decided until the console has said it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,38 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _outcome: list[tuple[int, str]] = []
 
 
+_held: list[bool] = []  # whether ``hold`` holds the signals back
+_handled: list[bool] = []  # whether ``handle_termination`` made this process's signals the verifier's
+
+
 def ended(exit_code: int, verdict: str) -> None:
     """Record that a run's outputs are written with ``exit_code`` and ``verdict`` (its line: "PASS:
     report PATH"): an interrupt after this point ends the process with that code, and says that
-    verdict (``verifier.main``; the console may not have said it yet), not as an interrupted run."""
+    verdict (``verifier.main``), not as an interrupted run. The signals are held back (``hold``)
+    until the console has said the verdict (``release``): delivered between, one left stdout empty,
+    and the findings unlisted (found by a break-it run)."""
     _outcome[:] = [(exit_code, verdict)]
+    hold()
+
+
+def hold() -> None:
+    """Hold SIGINT and SIGTERM back from here until ``release`` (they are then delivered), also past
+    the end of a ``shielded`` block: from the moment a run's outcome is decided (its state file
+    saved, its outputs written) until the console has said it. A signal between a ``--state``
+    file's save and the run's outputs made the run NOT VERIFIED where the state had recorded it
+    (found by a break-it run). Only where ``handle_termination`` made the signals the verifier's
+    (the console scripts): a program that calls the library keeps its own, and a mask left blocked
+    would pass on to every process it starts."""
+    if _handled:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        _held[:] = [True]
+
+
+def release() -> None:
+    """End ``hold``: a signal held back is delivered now (as ``KeyboardInterrupt``)."""
+    if _held:
+        _held.clear()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
 def outcome() -> tuple[int, str] | None:
@@ -79,13 +107,16 @@ def handle_termination() -> None:
     main thread only)."""
     for signum in _SIGNALS:
         signal.signal(signum, interrupt)
+    _handled[:] = [True]
 
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """Defer SIGINT and SIGTERM until the block ends (they are then delivered)."""
+    """Defer SIGINT and SIGTERM until the block ends (they are then delivered; not while ``hold``
+    holds them)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if not _held:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -1,10 +1,11 @@
 """Fault injection for the tests' subprocesses; on ``PYTHONPATH`` only when a test puts it there.
 
 With ``VERIFIER_FAULT_STAGE=<stage>`` and ``VERIFIER_FAULT_SIGNAL=SIGINT|SIGTERM``
-the verifier sends itself that signal as the named stage of its run begins,
-so that Ctrl-C and SIGTERM can be tested at every stage without racing the
-clock. The signal goes through the verifier's own handlers; nothing else
-changes. With ``VERIFIER_FAULT_SIGNAL=TERMINATE`` it instead ends, as an
+the verifier sends itself that signal as the named stage of its run begins
+(with ``VERIFIER_FAULT_WHEN=ends``, as it ends, and goes on), so that Ctrl-C
+and SIGTERM can be tested at every stage without racing the clock. The
+signal goes through the verifier's own handlers; nothing else changes.
+With ``VERIFIER_FAULT_SIGNAL=TERMINATE`` it instead ends, as an
 administrator would (``pg_terminate_backend``, connecting to
 ``VERIFIER_FAULT_ADMIN_DSN``), every session of this verifier process on
 that server (by its connections' backend pids: not another run's) as the
@@ -54,10 +55,13 @@ if _STAGE:
                         "WHERE application_name = %s AND pid <> pg_backend_pid() AND pid = ANY(%s)",
                         (APPLICATION_NAME, pids)).fetchone()
                     assert ended and ended[0], f"no session of this process to end ({pids})"
-            elif name == _STAGE:
+            elif name == _STAGE and os.environ.get("VERIFIER_FAULT_WHEN") != "ends":
                 os.kill(os.getpid(), signal.Signals[os.environ["VERIFIER_FAULT_SIGNAL"]])
                 time.sleep(60)  # the handler raises KeyboardInterrupt at once; this never ends
                 raise AssertionError("the signal was not delivered")
             yield detail
+        if name == _STAGE and os.environ.get("VERIFIER_FAULT_WHEN") == "ends":
+            # (as the stage ends: delivered at once, or when the verifier no longer holds it back)
+            os.kill(os.getpid(), signal.Signals[os.environ["VERIFIER_FAULT_SIGNAL"]])
 
     _run.Run.stage = _stage_with_fault  # type: ignore[method-assign]

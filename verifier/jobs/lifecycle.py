@@ -28,7 +28,7 @@ import psycopg
 from verifier import __version__, signals, terminal
 from verifier import config as config_
 from verifier.config import Config
-from verifier.errors import Interrupted, UsageError, VerifierError
+from verifier.errors import Interrupted, ReportNotWritten, UsageError, VerifierError
 from verifier.jobs import baseline as baseline_
 from verifier.ledger import layout
 from verifier.pg import conninfo
@@ -159,11 +159,21 @@ def recorded(run: Run) -> Iterator[Run]:
     (which names the run's own error) propagates instead.
     """
 
+    def written() -> None:
+        """``run``'s outputs written; where they cannot be, the findings it made are still listed
+        on the console (``ReportNotWritten.summary``)."""
+        try:
+            write_outputs(run)
+        except ReportNotWritten as exc:
+            if run.findings:
+                exc.summary = terminal.summary_lines(run, told_after=True)
+            raise
+
     def ended(error: VerifierError) -> VerifierError:
         """``run`` ended by ``error``, its outputs written; ``error``, pointing at them."""
         with shielded():
             run.end("error", str(error))
-            write_outputs(run)
+            written()
             signals.ended(error.exit_code, verdict_line(run.status, run.run_dir))
         error.run_dir = run.run_dir
         if run.findings:  # (a save that failed after the checks: they are listed, as reported)
@@ -184,9 +194,9 @@ def recorded(run: Run) -> Iterator[Run]:
         if signals.within(exc):  # KeyboardInterrupt, or one wrapped by the code it landed in
             raise ended(Interrupted("Interrupted (Ctrl-C or SIGTERM) before the run finished.")) from None
         run.end("error", f"Internal error: {type(exc).__name__}: {exc}")
-        write_outputs(run)
+        written()
         raise
     assert run.status is not None, "a run must be ended before it is recorded"
-    with shielded():  # a signal now is delivered after the verdict is on record (verifier.main)
-        write_outputs(run)
+    with shielded():  # a signal now is delivered after the verdict is said (verifier.main)
+        written()
         signals.ended(run.exit_code, verdict_line(run.status, run.run_dir))

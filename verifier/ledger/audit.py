@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from verifier import signals
 from verifier.cents.sql import UNIQUE_KEY_SQL
 from verifier.config import Config
 from verifier.config.ledger import Layout
@@ -288,6 +289,7 @@ def _audit(run: Run, conn: psycopg.Connection, url: str, config: Config, schedul
                     "with an increment or from several sequences): a row added in one later is "
                     "history_tampered") for t in sparse}
             if st.finite(scope.state):
+                signals.hold()  # (the outcome is on record from the save on: verifier.signals)
                 st.save(schedule.state, scope.state)
             else:  # (saved, every later audit refused the file, even once mended: found by break-it runs)
                 detail.update(saved=False, why=(
