@@ -552,8 +552,12 @@ def build_offenders_query(plan: TablePlan, rounding: str,
     """Every offending (row, check), classified: the columns of ``OFFENDER_COLUMNS``, as text.
 
     The scan keeps only rows the summary's predicates call offending, so the
-    classification runs on offenders only. ``first`` is true on the line of
-    a row's first offending check: counting those counts offending rows once.
+    classification runs on offenders only, and of each such row only on its
+    offending checks (each check's row is computed only where its predicate
+    holds: as one VALUES list, every check's row was computed for every
+    offending row, and a table of two pairs with one wrong took 4.4 times as
+    long as the wrong pair alone). ``first`` is true on the line of a row's
+    first offending check: counting those counts offending rows once.
     """
     key: sql.Composable
     if plan.key:
@@ -579,8 +583,10 @@ def build_offenders_query(plan: TablePlan, rounding: str,
        v.impact::text, v.cents::text, v.expected::text, v.tie, v.frac, v.fit_half_away, v.fit_half_even,
        v.fit_truncate, v.check_index = {first}
 FROM {table} AS t
-CROSS JOIN LATERAL (VALUES {values}) AS v(check_index, class, impact, cents, expected, tie, frac,
+CROSS JOIN LATERAL ({values}) AS v(check_index, class, impact, cents, expected, tie, frac,
      fit_half_away, fit_half_even, fit_truncate, source_text, target_text, expected_text)
 WHERE ({any_wrong}) AND v.class IS NOT NULL""").format(
-        key=key, table=relation(plan), values=sql.SQL(", ").join(rows), first=first,
-        any_wrong=sql.SQL(" OR ").join(wrongs))
+        key=key, table=relation(plan), values=sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT * FROM (VALUES {}) AS r WHERE {}").format(row, wrong)
+            for row, wrong in zip(rows, wrongs, strict=True)),
+        first=first, any_wrong=sql.SQL(" OR ").join(wrongs))
