@@ -159,15 +159,19 @@ def recorded(run: Run) -> Iterator[Run]:
     (which names the run's own error) propagates instead.
     """
 
+    def listing(error: VerifierError) -> VerifierError:
+        """``error``, with the findings ``run`` made before it for the console (``summary``): a
+        save or a report that failed after the checks lists them, as a report keeps them."""
+        if run.findings:
+            error.summary = terminal.summary_lines(run, told_after=True)
+        return error
+
     def written() -> None:
-        """``run``'s outputs written; where they cannot be, the findings it made are still listed
-        on the console (``ReportNotWritten.summary``)."""
+        """``run``'s outputs written (``ReportNotWritten``, listing its findings, where not)."""
         try:
             write_outputs(run)
         except ReportNotWritten as exc:
-            if run.findings:
-                exc.summary = terminal.summary_lines(run, told_after=True)
-            raise
+            raise listing(exc) from None
 
     def ended(error: VerifierError) -> VerifierError:
         """``run`` ended by ``error``, its outputs written; ``error``, pointing at them."""
@@ -176,9 +180,7 @@ def recorded(run: Run) -> Iterator[Run]:
             written()
             signals.ended(error.exit_code, verdict_line(run.status, run.run_dir))
         error.run_dir = run.run_dir
-        if run.findings:  # (a save that failed after the checks: they are listed, as reported)
-            error.summary = terminal.summary_lines(run, told_after=True)
-        return error
+        return listing(error)
 
     try:
         yield run
